@@ -1,0 +1,105 @@
+package errs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Kind classifies an error by what the caller can do about it.
+type Kind int
+
+// The kinds, named after the gRPC codes they map to at the server edge.
+const (
+	Internal Kind = iota
+	InvalidArgument
+	NotFound
+	AlreadyExists
+	FailedPrecondition
+	PermissionDenied
+	ResourceExhausted
+	Unavailable
+	DeadlineExceeded
+	Canceled
+)
+
+var kindNames = map[Kind]string{
+	Internal:           "internal",
+	InvalidArgument:    "invalid argument",
+	NotFound:           "not found",
+	AlreadyExists:      "already exists",
+	FailedPrecondition: "failed precondition",
+	PermissionDenied:   "permission denied",
+	ResourceExhausted:  "resource exhausted",
+	Unavailable:        "unavailable",
+	DeadlineExceeded:   "deadline exceeded",
+	Canceled:           "canceled",
+}
+
+func (k Kind) String() string { return kindNames[k] }
+
+// Error is an error of a Kind. Msg is safe to show to a client: it never
+// holds secrets. Err, when set, is the cause (kept for logs and errors.Is).
+type Error struct {
+	Kind Kind
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// New returns an error of kind k with a formatted message. A %w verb in
+// format wraps its operand as the cause.
+func New(k Kind, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Kind: k, Msg: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// Wrap returns err classified as kind k with msg as context. It returns nil
+// for a nil err.
+func Wrap(k Kind, err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Kind: k, Msg: msg, Err: err}
+}
+
+// KindOf reports the kind of err: the outermost *Error in its chain, or the
+// kind of a context error, else Internal.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return Canceled
+	}
+	return Internal
+}
+
+// Is reports whether err is of kind k.
+func Is(err error, k Kind) bool { return err != nil && KindOf(err) == k }
+
+// FromContext classifies a context's error: DeadlineExceeded or Canceled,
+// with what was being waited for.
+func FromContext(ctx context.Context, waitingFor string) error {
+	err := ctx.Err()
+	if err == nil {
+		return nil
+	}
+	k := Canceled
+	if errors.Is(err, context.DeadlineExceeded) {
+		k = DeadlineExceeded
+	}
+	return &Error{Kind: k, Msg: waitingFor, Err: err}
+}

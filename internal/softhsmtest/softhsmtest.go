@@ -1,0 +1,99 @@
+// Package softhsmtest gives tests a real SoftHSM token in a temporary
+// folder. SoftHSM reads its configuration and its list of tokens once per
+// process, when the module is initialised: a token created later is not
+// seen. So TestMain (through Main) creates every token the test binary will
+// use up front, and each Token call hands out the next one.
+//
+// Without SoftHSM a test skips, except under CI=true, where it fails: CI
+// must never pass by skipping the tests that matter.
+package softhsmtest
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sigil-hsm/sigil/internal/secret"
+	"github.com/sigil-hsm/sigil/internal/softhsm"
+)
+
+var (
+	dir    string
+	tokens []softhsm.Token
+	setup  error
+	next   atomic.Int64
+)
+
+// Main sets up the process's SoftHSM folder with n tokens, runs the tests
+// and removes it. Call it from TestMain.
+func Main(m *testing.M, n int) {
+	d, err := os.MkdirTemp("", "sigil-softhsm-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dir = d
+	setup = createTokens(n)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Require skips tb (or fails it under CI=true) when SoftHSM is missing.
+func Require(tb testing.TB) {
+	tb.Helper()
+	if err := softhsm.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("SoftHSM is required under CI=true: %v", err)
+		}
+		tb.Skipf("SoftHSM missing: %v", err)
+	}
+	if dir == "" {
+		tb.Fatal("softhsmtest.Main was not called from TestMain")
+	}
+	if setup != nil {
+		tb.Fatalf("creating SoftHSM tokens: %v", setup)
+	}
+}
+
+func createTokens(n int) error {
+	if err := softhsm.Available(); err != nil {
+		return err
+	}
+	conf, err := softhsm.WriteConf(dir)
+	if err != nil {
+		return err
+	}
+	os.Setenv(softhsm.ConfEnv, conf)
+	for i := range n {
+		tok, err := softhsm.InitToken(conf, dir, fmt.Sprintf("test-%d", i))
+		if err != nil {
+			return err
+		}
+		tokens = append(tokens, tok)
+	}
+	return nil
+}
+
+// Config has the fields of pkcs11.Config, so that a test converts it with
+// pkcs11.Config(softhsmtest.Token(t)); this package cannot import the
+// backend it is used to test.
+type Config struct {
+	Module   string     `yaml:"module"`
+	Token    string     `yaml:"token"`
+	PIN      secret.Ref `yaml:"pin"`
+	Sessions int        `yaml:"sessions"`
+}
+
+// Token hands out a fresh token and returns a backend configuration for it.
+func Token(tb testing.TB) Config {
+	tb.Helper()
+	Require(tb)
+	i := int(next.Add(1)) - 1
+	if i >= len(tokens) {
+		tb.Fatalf("all %d SoftHSM tokens handed out (SoftHSM sees no token created after it started: pass a larger n to softhsmtest.Main, and run with -count=1)", len(tokens))
+	}
+	tok := tokens[i]
+	return Config{Module: softhsm.Module, Token: tok.Label, PIN: secret.Ref("file:" + tok.PINFile), Sessions: 4}
+}

@@ -1,0 +1,144 @@
+package signer
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// ecdsaSig is the ASN.1 form of an ECDSA signature.
+type ecdsaSig struct{ R, S *big.Int }
+
+// RawToDER converts an r‖s ECDSA signature to ASN.1 DER.
+func RawToDER(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || len(raw)%2 != 0 {
+		return nil, errs.New(errs.Internal, "ECDSA signature of odd length %d", len(raw))
+	}
+	n := len(raw) / 2
+	return asn1.Marshal(ecdsaSig{new(big.Int).SetBytes(raw[:n]), new(big.Int).SetBytes(raw[n:])})
+}
+
+// DERToRaw converts an ASN.1 DER ECDSA signature to r‖s with halves of
+// size bytes.
+func DERToRaw(der []byte, size int) ([]byte, error) {
+	var sig ecdsaSig
+	rest, err := asn1.Unmarshal(der, &sig)
+	if err != nil || len(rest) != 0 || sig.R == nil || sig.S == nil ||
+		sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > 8*size || sig.S.BitLen() > 8*size {
+		return nil, errs.New(errs.Internal, "malformed DER ECDSA signature")
+	}
+	raw := make([]byte, 2*size)
+	sig.R.FillBytes(raw[:size])
+	sig.S.FillBytes(raw[size:])
+	return raw, nil
+}
+
+// Verify checks sig, in this package's encoding, over input with pub.
+func Verify(pub crypto.PublicKey, alg Algorithm, input, sig []byte) error {
+	ok := false
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		ok = verifyECDSA(k, input, sig)
+	case *rsa.PublicKey:
+		if alg == PS256 {
+			ok = rsa.VerifyPSS(k, crypto.SHA256, input, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
+		} else {
+			ok = rsa.VerifyPKCS1v15(k, alg.Hash(), input, sig) == nil
+		}
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(k, input, sig)
+	}
+	if !ok {
+		return errs.New(errs.Internal, "%s signature does not verify", alg)
+	}
+	return nil
+}
+
+func verifyECDSA(k *ecdsa.PublicKey, digest, sig []byte) bool {
+	if IsSecp256k1(k) {
+		// go-ethereum verifies only low-S signatures (EIP-2); ECDSA itself
+		// accepts s and n−s alike, so normalise first.
+		return len(sig) == 64 && ethcrypto.VerifySignature(ethcrypto.FromECDSAPub(k), digest, LowS(sig))
+	}
+	der, err := RawToDER(sig)
+	return err == nil && ecdsa.VerifyASN1(k, digest, der)
+}
+
+var (
+	oidECPublicKey = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidSecp256k1   = asn1.ObjectIdentifier{1, 3, 132, 0, 10}
+)
+
+type spki struct {
+	Algorithm pkix.AlgorithmIdentifier
+	PublicKey asn1.BitString
+}
+
+// MarshalPublicKey encodes pub as a DER SubjectPublicKeyInfo. Go's x509
+// does not know secp256k1, so that curve is encoded here with OID
+// 1.3.132.0.10.
+func MarshalPublicKey(pub crypto.PublicKey) ([]byte, error) {
+	if k, ok := pub.(*ecdsa.PublicKey); ok && IsSecp256k1(k) {
+		params, err := asn1.Marshal(oidSecp256k1)
+		if err != nil {
+			return nil, err
+		}
+		point := ethcrypto.FromECDSAPub(k)
+		return asn1.Marshal(spki{
+			Algorithm: pkix.AlgorithmIdentifier{Algorithm: oidECPublicKey, Parameters: asn1.RawValue{FullBytes: params}},
+			PublicKey: asn1.BitString{Bytes: point, BitLength: 8 * len(point)},
+		})
+	}
+	return x509.MarshalPKIXPublicKey(pub)
+}
+
+// ParsePublicKey decodes a DER SubjectPublicKeyInfo, secp256k1 included.
+func ParsePublicKey(der []byte) (crypto.PublicKey, error) {
+	var info spki
+	if rest, err := asn1.Unmarshal(der, &info); err == nil && len(rest) == 0 &&
+		info.Algorithm.Algorithm.Equal(oidECPublicKey) {
+		var curve asn1.ObjectIdentifier
+		if _, err := asn1.Unmarshal(info.Algorithm.Parameters.FullBytes, &curve); err == nil && curve.Equal(oidSecp256k1) {
+			return ethcrypto.UnmarshalPubkey(info.PublicKey.Bytes)
+		}
+	}
+	return x509.ParsePKIXPublicKey(der)
+}
+
+// PublicKeyPEM returns pub as a "PUBLIC KEY" PEM block.
+func PublicKeyPEM(pub crypto.PublicKey) (string, error) {
+	der, err := MarshalPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
+// CurveSize is the byte size of an ECDSA key's field, the size of each
+// half of an r‖s signature.
+func CurveSize(c elliptic.Curve) int { return (c.Params().BitSize + 7) / 8 }
+
+// secp256k1N is the order of the secp256k1 group.
+var secp256k1N = ethcrypto.S256().Params().N
+
+// LowS returns a copy of a secp256k1 r‖s signature with s in the lower half
+// of the group order (EIP-2), as Ethereum requires.
+func LowS(sig []byte) []byte {
+	out := append([]byte(nil), sig...)
+	s := new(big.Int).SetBytes(sig[32:])
+	if s.Cmp(new(big.Int).Rsh(secp256k1N, 1)) > 0 {
+		s.Sub(secp256k1N, s).FillBytes(out[32:])
+	}
+	return out
+}

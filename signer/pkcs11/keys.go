@@ -1,0 +1,318 @@
+package pkcs11
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/asn1"
+	"math/big"
+
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+	"github.com/miekg/pkcs11"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// PKCS#11 3.0 constants that miekg/pkcs11 v1.1.2 lacks.
+const (
+	ckkECEdwards           = 0x40
+	ckmECEdwardsKeyPairGen = 0x1055
+	ckmEdDSA               = 0x1057
+)
+
+// DER-encoded curve OIDs, as CKA_EC_PARAMS holds them.
+var (
+	paramsP256      = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+	paramsP384      = []byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}
+	paramsSecp256k1 = []byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a}
+	paramsEd25519   = []byte{0x06, 0x03, 0x2b, 0x65, 0x70}
+)
+
+// keyGen is how one algorithm's key pair is generated.
+type keyGen struct {
+	mech    uint
+	keyType uint
+	public  []*pkcs11.Attribute // type-specific public template attributes
+}
+
+func keyGenFor(req signer.CreateKeyRequest) (keyGen, error) {
+	ec := func(params []byte) keyGen {
+		return keyGen{pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKK_EC, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params)}}
+	}
+	switch req.Algorithm {
+	case signer.ES256:
+		return ec(paramsP256), nil
+	case signer.ES384:
+		return ec(paramsP384), nil
+	case signer.ES256K:
+		return ec(paramsSecp256k1), nil
+	case signer.EdDSA:
+		return keyGen{ckmECEdwardsKeyPairGen, ckkECEdwards, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, paramsEd25519)}}, nil
+	case signer.RS256, signer.PS256:
+		if req.RSABits != 2048 && req.RSABits != 3072 {
+			return keyGen{}, errs.New(errs.InvalidArgument, "RSA key size must be 2048 or 3072, got %d", req.RSABits)
+		}
+		return keyGen{pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKK_RSA, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, req.RSABits),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		}}, nil
+	}
+	return keyGen{}, errs.New(errs.InvalidArgument, "unknown algorithm %q", req.Algorithm)
+}
+
+// templates returns the public and private templates: the private key is
+// a token object, private, sensitive, never extractable and sign-only; the
+// public key can verify and nothing else.
+func (g keyGen) templates(label string, id []byte) (pub, priv []*pkcs11.Attribute) {
+	attr := pkcs11.NewAttribute
+	pub = append([]*pkcs11.Attribute{
+		attr(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		attr(pkcs11.CKA_KEY_TYPE, g.keyType),
+		attr(pkcs11.CKA_TOKEN, true),
+		attr(pkcs11.CKA_PRIVATE, false),
+		attr(pkcs11.CKA_VERIFY, true),
+		attr(pkcs11.CKA_ENCRYPT, false),
+		attr(pkcs11.CKA_WRAP, false),
+		attr(pkcs11.CKA_DERIVE, false),
+		attr(pkcs11.CKA_LABEL, label),
+		attr(pkcs11.CKA_ID, id),
+	}, g.public...)
+	priv = []*pkcs11.Attribute{
+		attr(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		attr(pkcs11.CKA_KEY_TYPE, g.keyType),
+		attr(pkcs11.CKA_TOKEN, true),
+		attr(pkcs11.CKA_PRIVATE, true),
+		attr(pkcs11.CKA_SENSITIVE, true),
+		attr(pkcs11.CKA_EXTRACTABLE, false),
+		attr(pkcs11.CKA_SIGN, true),
+		attr(pkcs11.CKA_DECRYPT, false),
+		attr(pkcs11.CKA_UNWRAP, false),
+		attr(pkcs11.CKA_DERIVE, false),
+		attr(pkcs11.CKA_LABEL, label),
+		attr(pkcs11.CKA_ID, id),
+	}
+	return pub, priv
+}
+
+// CreateKey generates a key pair inside the token under the label
+// req.Name, with a random CKA_ID. A label already in use is refused.
+func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (signer.KeyInfo, error) {
+	if req.Name == "" || len(req.Name) > 128 {
+		return signer.KeyInfo{}, errs.New(errs.InvalidArgument, "key name must be 1 to 128 bytes")
+	}
+	gen, err := keyGenFor(req)
+	if err != nil {
+		return signer.KeyInfo{}, err
+	}
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return signer.KeyInfo{}, errs.Wrap(errs.Internal, err, "random key id")
+	}
+	u := URI{Token: b.token, Object: req.Name, ID: id}
+	var info signer.KeyInfo
+	err = b.withSession(ctx, "generating a key", func(h pkcs11.SessionHandle) error {
+		existing, err := b.find(h, nil, URI{Object: req.Name}, 1)
+		if err != nil {
+			return err
+		}
+		if len(existing) > 0 {
+			return errs.New(errs.AlreadyExists, "token %q already holds an object labelled %q", b.token, req.Name)
+		}
+		pubT, privT := gen.templates(req.Name, id)
+		pubH, privH, err := b.mod.GenerateKeyPair(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(gen.mech, nil)}, pubT, privT)
+		if err != nil {
+			return err
+		}
+		pub, err := b.readPublic(h, pubH)
+		if err != nil {
+			_ = b.mod.DestroyObject(h, pubH)
+			_ = b.mod.DestroyObject(h, privH)
+			return err
+		}
+		info = signer.KeyInfo{Ref: u.String(), Public: pub}
+		b.cache.Store(info.Ref, &object{priv: privH, pub: pub})
+		return nil
+	})
+	return info, err
+}
+
+// DestroyKey deletes every object ref names, public and private.
+func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
+	u, err := b.parseRef(ref)
+	if err != nil {
+		return err
+	}
+	defer b.cache.Clear()
+	return b.withSession(ctx, "destroying a key", func(h pkcs11.SessionHandle) error {
+		objs, err := b.find(h, nil, u, 64)
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if err := b.mod.DestroyObject(h, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// NameRef is the reference to the key created under name, without its id.
+func (b *Backend) NameRef(name string) string { return URI{Token: b.token, Object: name}.String() }
+
+// Public returns the public key of the key ref names.
+func (b *Backend) Public(ctx context.Context, ref string) (crypto.PublicKey, error) {
+	var pub crypto.PublicKey
+	err := b.withSession(ctx, "reading a public key", func(h pkcs11.SessionHandle) error {
+		o, err := b.object(h, ref)
+		if err == nil {
+			pub = o.pub
+		}
+		return err
+	})
+	return pub, err
+}
+
+func (b *Backend) parseRef(ref string) (URI, error) {
+	u, err := ParseURI(ref)
+	if err != nil {
+		return URI{}, err
+	}
+	if u.Token != "" && u.Token != b.token {
+		return URI{}, errs.New(errs.InvalidArgument, "reference is for token %q, backend %q serves token %q", u.Token, b.name, b.token)
+	}
+	return u, nil
+}
+
+// object returns the cached handle and public key for ref, looking them up
+// in the token on first use. Exactly one private and one public key must
+// match: two is an error, never a guess.
+func (b *Backend) object(h pkcs11.SessionHandle, ref string) (*object, error) {
+	if o, ok := b.cache.Load(ref); ok {
+		return o.(*object), nil
+	}
+	u, err := b.parseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	priv, err := b.findOne(h, pkcs11.CKO_PRIVATE_KEY, u)
+	if err != nil {
+		return nil, err
+	}
+	pubH, err := b.findOne(h, pkcs11.CKO_PUBLIC_KEY, u)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := b.readPublic(h, pubH)
+	if err != nil {
+		return nil, err
+	}
+	o := &object{priv: priv, pub: pub}
+	b.cache.Store(ref, o)
+	return o, nil
+}
+
+func (b *Backend) findOne(h pkcs11.SessionHandle, class uint, u URI) (pkcs11.ObjectHandle, error) {
+	objs, err := b.find(h, &class, u, 2)
+	if err != nil {
+		return 0, err
+	}
+	switch len(objs) {
+	case 0:
+		return 0, errs.New(errs.NotFound, "no key %s in token %q", u, b.token)
+	case 1:
+		return objs[0], nil
+	}
+	return 0, errs.New(errs.FailedPrecondition, "more than one object matches %s in token %q", u, b.token)
+}
+
+// find returns up to max objects of class (any class if nil) matching u.
+func (b *Backend) find(h pkcs11.SessionHandle, class *uint, u URI, max int) ([]pkcs11.ObjectHandle, error) {
+	var tmpl []*pkcs11.Attribute
+	if class != nil {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_CLASS, *class))
+	}
+	if u.Object != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, u.Object))
+	}
+	if len(u.ID) > 0 {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, u.ID))
+	}
+	if err := b.mod.FindObjectsInit(h, tmpl); err != nil {
+		return nil, err
+	}
+	objs, _, err := b.mod.FindObjects(h, max)
+	if ferr := b.mod.FindObjectsFinal(h); err == nil {
+		err = ferr
+	}
+	return objs, err
+}
+
+// readPublic reads a public key object into a Go public key.
+func (b *Backend) readPublic(h pkcs11.SessionHandle, o pkcs11.ObjectHandle) (crypto.PublicKey, error) {
+	attrs, err := b.mod.GetAttributeValue(h, o, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil)})
+	if err != nil {
+		return nil, err
+	}
+	switch keyType := bytesToUint(attrs[0].Value); keyType {
+	case pkcs11.CKK_RSA:
+		attrs, err := b.mod.GetAttributeValue(h, o, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil), pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil)})
+		if err != nil {
+			return nil, err
+		}
+		e := new(big.Int).SetBytes(attrs[1].Value)
+		if !e.IsInt64() || e.Int64() > 1<<31 {
+			return nil, errs.New(errs.Internal, "RSA public exponent out of range")
+		}
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}, nil
+	case pkcs11.CKK_EC, ckkECEdwards:
+		attrs, err := b.mod.GetAttributeValue(h, o, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, nil), pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
+		if err != nil {
+			return nil, err
+		}
+		return parseECPoint(attrs[0].Value, attrs[1].Value)
+	default:
+		return nil, errs.New(errs.FailedPrecondition, "unsupported key type 0x%x", keyType)
+	}
+}
+
+// parseECPoint decodes CKA_EC_POINT for the curve CKA_EC_PARAMS names. The
+// point is a DER OCTET STRING (as PKCS#11 says and SoftHSM does); some
+// modules return it bare, which is accepted too.
+func parseECPoint(params, point []byte) (crypto.PublicKey, error) {
+	var raw []byte
+	if rest, err := asn1.Unmarshal(point, &raw); err != nil || len(rest) != 0 {
+		raw = point
+	}
+	switch {
+	case bytes.Equal(params, paramsP256):
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	case bytes.Equal(params, paramsP384):
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P384(), raw)
+	case bytes.Equal(params, paramsSecp256k1):
+		return ethcrypto.UnmarshalPubkey(raw)
+	case bytes.Equal(params, paramsEd25519):
+		if len(raw) != ed25519.PublicKeySize {
+			return nil, errs.New(errs.Internal, "Ed25519 point of %d bytes", len(raw))
+		}
+		return ed25519.PublicKey(raw), nil
+	}
+	return nil, errs.New(errs.FailedPrecondition, "unsupported curve parameters %x", params)
+}
+
+// bytesToUint decodes a CK_ULONG attribute in host byte order.
+func bytesToUint(b []byte) uint {
+	var v uint
+	for i := len(b) - 1; i >= 0; i-- {
+		v = v<<8 | uint(b[i])
+	}
+	return v
+}
