@@ -21,6 +21,8 @@ const (
 	Unavailable
 	DeadlineExceeded
 	Canceled
+	// Aborted is a lost compare-and-swap race: retry with a fresh read.
+	Aborted
 )
 
 var kindNames = map[Kind]string{
@@ -34,6 +36,7 @@ var kindNames = map[Kind]string{
 	Unavailable:        "unavailable",
 	DeadlineExceeded:   "deadline exceeded",
 	Canceled:           "canceled",
+	Aborted:            "aborted",
 }
 
 func (k Kind) String() string { return kindNames[k] }

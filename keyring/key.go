@@ -1,0 +1,121 @@
+package keyring
+
+import (
+	"crypto"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// Purpose says what a key may sign. A key signs only for its purpose: a
+// JWT key must never sign an arbitrary digest, or a raw-sign client could
+// forge tokens.
+type Purpose string
+
+// The purposes.
+const (
+	PurposeJWT Purpose = "jwt"
+	PurposeEth Purpose = "eth"
+	PurposeRaw Purpose = "raw"
+)
+
+// State is a generation's place in its lifecycle (DESIGN.md, Rotation).
+type State string
+
+// The generation states. Creating marks a generation whose key pair may or
+// may not exist yet in the backend; it never signs and is never shown.
+const (
+	StateCreating  State = "creating"
+	StatePending   State = "pending"
+	StateActive    State = "active"
+	StateRetiring  State = "retiring"
+	StateRetired   State = "retired"
+	StateDestroyed State = "destroyed"
+	StateRevoked   State = "revoked"
+)
+
+// Key is a logical key and its generations.
+type Key struct {
+	ID          string           `json:"id"`
+	Purpose     Purpose          `json:"purpose"`
+	Algorithm   signer.Algorithm `json:"algorithm"`
+	RSABits     int              `json:"rsa_bits,omitempty"`
+	Backend     string           `json:"backend"`
+	Generations []Generation     `json:"generations"`
+	CreatedAt   time.Time        `json:"created_at"`
+	UpdatedAt   time.Time        `json:"updated_at"`
+
+	// Revision is the store revision this copy was read at; writes succeed
+	// only if the stored revision still equals it. Zero means "new".
+	Revision int64 `json:"-"`
+}
+
+// Generation is one key pair of a logical key.
+type Generation struct {
+	Number    int       `json:"number"`
+	State     State     `json:"state"`
+	Name      string    `json:"name"` // the name the backend knows the key pair by
+	Ref       string    `json:"ref"`  // the backend's reference to it
+	PublicKey []byte    `json:"public_key,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	public crypto.PublicKey // parsed PublicKey, set when loaded
+}
+
+// Public returns the parsed public key.
+func (g *Generation) Public() crypto.PublicKey { return g.public }
+
+// Active returns the generation that signs, if any.
+func (k *Key) Active() (*Generation, bool) {
+	for i := range k.Generations {
+		if k.Generations[i].State == StateActive {
+			return &k.Generations[i], true
+		}
+	}
+	return nil, false
+}
+
+// visible reports whether k exists for clients: its first key pair is made.
+func (k *Key) visible() bool {
+	return slices.ContainsFunc(k.Generations, func(g Generation) bool { return g.State != StateCreating })
+}
+
+// clone returns a deep copy, so callers can change it without touching the
+// keyring's memory.
+func (k *Key) clone() *Key {
+	c := *k
+	c.Generations = slices.Clone(k.Generations)
+	return &c
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ValidateID checks a key ID: [a-z0-9][a-z0-9._-]{0,63}.
+func ValidateID(id string) error {
+	if !idPattern.MatchString(id) {
+		return errs.New(errs.InvalidArgument, "key ID must match [a-z0-9][a-z0-9._-]{0,63}")
+	}
+	return nil
+}
+
+// ParsePurpose returns the Purpose named s.
+func ParsePurpose(s string) (Purpose, error) {
+	switch p := Purpose(s); p {
+	case PurposeJWT, PurposeEth, PurposeRaw:
+		return p, nil
+	}
+	return "", errs.New(errs.InvalidArgument, "unknown purpose %q (want jwt, eth or raw)", s)
+}
+
+// checkPurpose reports whether alg may serve purpose p: Ethereum keys are
+// secp256k1, and a secp256k1 key for JWTs is ES256K.
+func checkPurpose(p Purpose, alg signer.Algorithm) error {
+	if p == PurposeEth && alg != signer.ES256K {
+		return errs.New(errs.InvalidArgument, "purpose eth needs algorithm ES256K, not %s", alg)
+	}
+	return nil
+}

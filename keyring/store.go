@@ -1,0 +1,21 @@
+package keyring
+
+import "context"
+
+// Store persists keys. Every write is a compare-and-swap on the key's
+// revision, so two writers racing on one key cannot both win.
+type Store interface {
+	// Get returns the key with its Revision set, or an errs.NotFound error.
+	Get(ctx context.Context, id string) (*Key, error)
+	// List returns every key, each with its Revision set.
+	List(ctx context.Context) ([]*Key, error)
+	// Put writes k if the stored revision equals k.Revision (zero: the key
+	// must not exist) and returns the new revision. A key that exists when
+	// k.Revision is zero gives errs.AlreadyExists; any other mismatch
+	// gives errs.Aborted.
+	Put(ctx context.Context, k *Key) (int64, error)
+	// Delete removes the key if its stored revision equals rev.
+	Delete(ctx context.Context, id string, rev int64) error
+	// Close releases the store.
+	Close() error
+}
