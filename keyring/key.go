@@ -64,10 +64,15 @@ type Generation struct {
 	UpdatedAt time.Time `json:"updated_at"`
 
 	public crypto.PublicKey // parsed PublicKey, set when loaded
+	kid    string           // RFC 7638 thumbprint of public
 }
 
 // Public returns the parsed public key.
 func (g *Generation) Public() crypto.PublicKey { return g.public }
+
+// KID returns the generation's JWK key ID, the RFC 7638 thumbprint of its
+// public key.
+func (g *Generation) KID() string { return g.kid }
 
 // Active returns the generation that signs, if any.
 func (k *Key) Active() (*Generation, bool) {

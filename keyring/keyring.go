@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -85,7 +86,11 @@ func (r *Keyring) remember(k *Key) error {
 		if err != nil {
 			return errs.New(errs.Internal, "generation %d public key: %w", g.Number, err)
 		}
-		g.public = pub
+		kid, err := jwks.Thumbprint(pub)
+		if err != nil {
+			return errs.New(errs.Internal, "generation %d: %w", g.Number, err)
+		}
+		g.public, g.kid = pub, kid
 	}
 	r.mu.Lock()
 	r.keys[k.ID] = k

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sigil-hsm/sigil/internal/config"
+	"github.com/sigil-hsm/sigil/internal/devmode"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/server"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+func newServe() *cobra.Command {
+	var (
+		configPath, dataDir, grpcAddr, httpAddr string
+		dev                                     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve (--config FILE | --dev)",
+		Short: "Run the signing server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			var cfg *config.Config
+			var err error
+			switch {
+			case dev == (configPath != ""):
+				return errors.New("serve needs exactly one of --config FILE and --dev")
+			case dev:
+				cfg, err = devmode.Prepare(dataDir, grpcAddr, httpAddr)
+			default:
+				cfg, err = config.Load(configPath)
+			}
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, log, func(grpcAddr, httpAddr string) error {
+				fmt.Fprintf(cmd.OutOrStdout(), "sigil listening: gRPC %s, HTTP %s\n", grpcAddr, httpAddr)
+				if !dev {
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "connect with: sigil keys list --data-dir %s\n", dataDir)
+				return devmode.WriteClient(dataDir, devmode.Client{Addr: grpcAddr})
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "configuration file (CONFIG.md)")
+	f.BoolVar(&dev, "dev", false, "run the embedded development server: SoftHSM token and keyring in --data-dir, loopback only")
+	f.StringVar(&dataDir, "data-dir", ".sigil-dev", "--dev: where the token, keyring and client settings live")
+	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:7443", "--dev: gRPC listen address (loopback)")
+	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:7080", "--dev: HTTP listen address (loopback)")
+	return cmd
+}
+
+// serve opens what cfg names, listens, calls ready with the bound
+// addresses, and serves until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(grpcAddr, httpAddr string) error) error {
+	backends := map[string]signer.Backend{}
+	defer func() {
+		for _, b := range backends {
+			b.Close()
+		}
+	}()
+	for name, bc := range cfg.Backends {
+		b, err := signer.Open(ctx, bc.Type, name, bc.Decode)
+		if err != nil {
+			return err
+		}
+		backends[name] = b
+	}
+	store, err := boltstore.Open(cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: cfg.DefaultBackend, Logger: log})
+	if err != nil {
+		return err
+	}
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log}
+	if cfg.GRPC.TLS != nil {
+		if opts.TLS, err = cfg.GRPC.TLS.ServerTLS(); err != nil {
+			return err
+		}
+	}
+	grpcLis, err := net.Listen("tcp", cfg.GRPC.Addr)
+	if err != nil {
+		return err
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		grpcLis.Close()
+		return err
+	}
+	if err := ready(grpcLis.Addr().String(), httpLis.Addr().String()); err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
+	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "keys", len(kr.List(ctx)))
+	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
+	log.Info("stopped")
+	return err
+}

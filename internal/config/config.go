@@ -1,0 +1,210 @@
+// Package config reads the server's YAML configuration (CONFIG.md) strictly:
+// an unknown field is an error naming it and its line. Each backend's
+// section is decoded by the backend itself (signer.Open hands it a decode
+// function), so this package knows no backend's fields.
+//
+// It is internal: the file format is the contract, not these types.
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	GRPC           GRPC               `yaml:"grpc"`
+	HTTP           HTTP               `yaml:"http"`
+	Store          Store              `yaml:"store"`
+	Backends       map[string]Backend `yaml:"backends"`
+	DefaultBackend string             `yaml:"default_backend"`
+	Policy         string             `yaml:"policy"`
+	Audit          *Audit             `yaml:"audit"`
+}
+
+// GRPC is the gRPC listener.
+type GRPC struct {
+	Addr string `yaml:"addr"`
+	TLS  *TLS   `yaml:"tls"`
+}
+
+// HTTP is the listener for JWKS, health and metrics.
+type HTTP struct {
+	Addr string `yaml:"addr"`
+}
+
+// TLS holds the paths of the server's certificate, key and client CA.
+type TLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
+}
+
+// Store selects the keyring store.
+type Store struct {
+	Type      string   `yaml:"type"`
+	Path      string   `yaml:"path"`
+	Endpoints []string `yaml:"endpoints"`
+	Prefix    string   `yaml:"prefix"`
+}
+
+// Audit is the audit log.
+type Audit struct {
+	Path string `yaml:"path"`
+}
+
+// Backend is one backends: entry: its type, and the rest of its section
+// for the backend to decode.
+type Backend struct {
+	Type string
+	node yaml.Node
+}
+
+// UnmarshalYAML keeps the section for Decode.
+func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: a backend must be a mapping", n.Line)
+	}
+	b.node = yaml.Node{Kind: yaml.MappingNode, Tag: n.Tag}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "type" {
+			b.Type = n.Content[i+1].Value
+			continue
+		}
+		b.node.Content = append(b.node.Content, n.Content[i], n.Content[i+1])
+	}
+	if b.Type == "" {
+		return fmt.Errorf("line %d: backend has no type", n.Line)
+	}
+	return nil
+}
+
+// Decode fills v from the backend's section, strictly.
+func (b *Backend) Decode(v any) error {
+	raw, err := yaml.Marshal(&b.node)
+	if err != nil {
+		return err
+	}
+	return decodeStrict(bytes.NewReader(raw), v)
+}
+
+func decodeStrict(r io.Reader, v any) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return errs.New(errs.InvalidArgument, "config: %w", err)
+	}
+	return nil
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, errs.New(errs.InvalidArgument, "config: %w", err)
+	}
+	defer f.Close()
+	return Parse(f, false)
+}
+
+// Parse reads a configuration and validates it. dev allows a plaintext
+// gRPC listener, which --dev uses on loopback.
+func Parse(r io.Reader, dev bool) (*Config, error) {
+	var c Config
+	if err := decodeStrict(r, &c); err != nil {
+		return nil, err
+	}
+	if err := c.validate(dev); err != nil {
+		return nil, errs.Wrap(errs.InvalidArgument, err, "config")
+	}
+	return &c, nil
+}
+
+func (c *Config) validate(dev bool) error {
+	if err := checkAddr("grpc.addr", c.GRPC.Addr); err != nil {
+		return err
+	}
+	if err := checkAddr("http.addr", c.HTTP.Addr); err != nil {
+		return err
+	}
+	if c.GRPC.TLS == nil && !dev {
+		return errors.New("grpc.tls: required outside --dev (cert, key, client_ca)")
+	}
+	switch c.Store.Type {
+	case "", "bbolt":
+		if c.Store.Path == "" {
+			return errors.New("store.path: missing")
+		}
+	default:
+		return fmt.Errorf("store.type: %q is not supported by this version (want bbolt)", c.Store.Type)
+	}
+	if len(c.Backends) == 0 {
+		return errors.New("backends: at least one is needed")
+	}
+	if c.DefaultBackend == "" && len(c.Backends) == 1 {
+		for name := range c.Backends {
+			c.DefaultBackend = name
+		}
+	}
+	if _, ok := c.Backends[c.DefaultBackend]; !ok {
+		return fmt.Errorf("default_backend: %q is not one of the backends", c.DefaultBackend)
+	}
+	// Refuse what this version cannot enforce rather than ignore it: an
+	// access policy that silently does nothing is worse than none.
+	if c.Policy != "" {
+		return errors.New("policy: per-client authorisation is not supported by this version yet; remove the field")
+	}
+	if c.Audit != nil {
+		return errors.New("audit: the audit log is not supported by this version yet; remove the field")
+	}
+	return nil
+}
+
+func checkAddr(field, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: %q is not host:port", field, addr)
+	}
+	return nil
+}
+
+// ServerTLS builds the gRPC listener's TLS configuration: TLS 1.3, and a
+// client certificate from the client CA required. The key file must not
+// be readable by group or others.
+func (t *TLS) ServerTLS() (*tls.Config, error) {
+	if t.Cert == "" || t.Key == "" || t.ClientCA == "" {
+		return nil, errs.New(errs.InvalidArgument, "grpc.tls: cert, key and client_ca are all required")
+	}
+	fi, err := os.Stat(t.Key)
+	if err != nil {
+		return nil, errs.New(errs.InvalidArgument, "grpc.tls.key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, errs.New(errs.InvalidArgument, "grpc.tls.key: %s is readable by group or others (mode %v); chmod 600 it", t.Key, fi.Mode().Perm())
+	}
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, errs.New(errs.InvalidArgument, "grpc.tls: loading cert and key: %w", err)
+	}
+	caPEM, err := os.ReadFile(t.ClientCA)
+	if err != nil {
+		return nil, errs.New(errs.InvalidArgument, "grpc.tls.client_ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errs.New(errs.InvalidArgument, "grpc.tls.client_ca: no PEM certificates in %s", t.ClientCA)
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
+		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+	}, nil
+}

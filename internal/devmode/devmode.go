@@ -1,0 +1,107 @@
+// Package devmode prepares the data directory of `sigil serve --dev`: a
+// SoftHSM token with a random PIN kept in a 0600 file, the bbolt keyring,
+// and a client.json that tells client commands where the server listens.
+// On later starts it reuses them, so keys survive restarts.
+//
+// It is internal: it is the one-command default for development, not a
+// deployment tool.
+package devmode
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sigil-hsm/sigil/internal/config"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/softhsm"
+)
+
+// TokenLabel is the label of the dev token.
+const TokenLabel = "sigil-dev"
+
+// BackendName is the name of the dev backend in the generated config.
+const BackendName = "dev-hsm"
+
+// clientFile is where the server writes how to reach it.
+const clientFile = "client.json"
+
+// Client is what a client command needs to reach a dev server.
+type Client struct {
+	Addr string `json:"addr"`
+}
+
+// Prepare creates or reuses dir and returns the configuration the dev
+// server runs with. Both addresses must be on loopback.
+func Prepare(dir, grpcAddr, httpAddr string) (*config.Config, error) {
+	for _, a := range []string{grpcAddr, httpAddr} {
+		if err := loopbackOnly(a); err != nil {
+			return nil, err
+		}
+	}
+	if err := softhsm.Available(); err != nil {
+		return nil, errs.New(errs.FailedPrecondition, "--dev needs SoftHSM: %w", err)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	hsmDir := filepath.Join(dir, "softhsm")
+	if err := os.MkdirAll(hsmDir, 0o700); err != nil {
+		return nil, err
+	}
+	conf, err := softhsm.WriteConf(hsmDir)
+	if err != nil {
+		return nil, err
+	}
+	os.Setenv(softhsm.ConfEnv, conf) // read by the module when the backend loads it
+	pinFile := filepath.Join(hsmDir, TokenLabel+".pin")
+	if _, err := os.Stat(pinFile); os.IsNotExist(err) {
+		if _, err := softhsm.InitToken(conf, hsmDir, TokenLabel); err != nil {
+			return nil, err
+		}
+	}
+	yaml := fmt.Sprintf(`grpc: {addr: %q}
+http: {addr: %q}
+store: {type: bbolt, path: %q}
+backends:
+  %s: {type: pkcs11, module: %q, token: %q, pin: %q, sessions: 8}
+`, grpcAddr, httpAddr, filepath.Join(dir, "keyring.db"), BackendName, softhsm.Module, TokenLabel, "file:"+pinFile)
+	return config.Parse(strings.NewReader(yaml), true)
+}
+
+func loopbackOnly(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errs.New(errs.InvalidArgument, "--dev address %q is not host:port", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return errs.New(errs.InvalidArgument, "--dev listens on loopback only, not %q", addr)
+	}
+	return nil
+}
+
+// WriteClient records where the dev server listens, for --data-dir.
+func WriteClient(dir string, c Client) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, clientFile), append(b, '\n'), 0o600)
+}
+
+// ReadClient reads what WriteClient wrote.
+func ReadClient(dir string) (Client, error) {
+	var c Client
+	b, err := os.ReadFile(filepath.Join(dir, clientFile))
+	if err != nil {
+		return c, errs.New(errs.FailedPrecondition, "no dev server has run with --data-dir %s: %w", dir, err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, errs.New(errs.FailedPrecondition, "%s: %w", filepath.Join(dir, clientFile), err)
+	}
+	return c, nil
+}

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// metrics holds Sigil's Prometheus collectors, in a registry of its own
+// so tests and several servers in one process do not collide.
+type metrics struct {
+	reg      *prometheus.Registry
+	ops      *prometheus.CounterVec
+	opTime   *prometheus.HistogramVec
+	requests *prometheus.CounterVec
+	reqTime  *prometheus.HistogramVec
+}
+
+func newMetrics(backends map[string]signer.Backend) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_sign_operations_total", Help: "Signing operations by key, algorithm, backend and outcome (gRPC code).",
+		}, []string{"key", "algorithm", "backend", "outcome"}),
+		opTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sigil_sign_duration_seconds", Help: "Time in the backend's Sign call.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}, []string{"algorithm", "backend"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_grpc_requests_total", Help: "gRPC requests by method and code.",
+		}, []string{"method", "code"}),
+		reqTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sigil_grpc_request_duration_seconds", Help: "gRPC request latency by method.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}, []string{"method"}),
+	}
+	m.reg.MustRegister(m.ops, m.opTime, m.requests, m.reqTime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for name, b := range backends {
+		if pr, ok := b.(signer.PoolReporter); ok {
+			m.registerPool(name, pr)
+		}
+	}
+	return m
+}
+
+func (m *metrics) registerPool(name string, pr signer.PoolReporter) {
+	labels := prometheus.Labels{"backend": name}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_backend_sessions", Help: "Size of the backend's session pool.", ConstLabels: labels},
+			func() float64 { return float64(pr.PoolStats().Size) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_backend_sessions_in_use", Help: "Sessions checked out now.", ConstLabels: labels},
+			func() float64 { return float64(pr.PoolStats().InUse) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_backend_session_waits_total", Help: "Checkouts that found every session busy.", ConstLabels: labels},
+			func() float64 { return float64(pr.PoolStats().Waits) }),
+	)
+}
+
+// observeSign records one backend Sign call.
+func (m *metrics) observeSign(key string, alg signer.Algorithm, backend string, err error, took time.Duration) {
+	m.ops.WithLabelValues(key, string(alg), backend, status.Code(toStatus(err)).String()).Inc()
+	m.opTime.WithLabelValues(string(alg), backend).Observe(took.Seconds())
+}
+
+// interceptor counts and times every unary request. It runs outside the
+// error interceptor, so it sees the final status.
+func (m *metrics) interceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	m.requests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
+	m.reqTime.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+	return resp, err
+}

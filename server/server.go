@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/sigil-hsm/sigil/keyring"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// Limits on what a client can make the server hold or wait for.
+const (
+	// MaxRequestBytes bounds a gRPC request message; larger ones are
+	// refused by gRPC with ResourceExhausted before they are decoded.
+	MaxRequestBytes = 256 << 10
+	// DefaultDeadline applies to requests that arrive without a deadline.
+	DefaultDeadline = 30 * time.Second
+	// readyTimeout bounds the backend probes of /readyz.
+	readyTimeout = 2 * time.Second
+	// shutdownGrace is how long in-flight requests get to finish.
+	shutdownGrace = 10 * time.Second
+)
+
+// Options configure a Server.
+type Options struct {
+	Keyring  *keyring.Keyring
+	Backends map[string]signer.Backend
+	Logger   *slog.Logger
+	// TLS, when set, secures the gRPC listener (with client certificates
+	// if it asks for them). Nil serves plaintext, for loopback dev only.
+	TLS *tls.Config
+}
+
+// Server is a configured Sigil server.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	metrics *metrics
+}
+
+// New builds the gRPC server and its services.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends)}
+	creds := insecure.NewCredentials()
+	if o.TLS != nil {
+		creds = credentials.NewTLS(o.TLS)
+	}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), defaultDeadline),
+	)
+	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring})
+	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s
+}
+
+func defaultDeadline(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultDeadline)
+		defer cancel()
+	}
+	return h(ctx, req)
+}
+
+// HTTPHandler serves /healthz, /readyz and /metrics.
+func (s *Server) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// ready reports 200 when every backend that can tell is able to sign.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	var down []string
+	for name, b := range s.opts.Backends {
+		if hc, ok := b.(signer.HealthChecker); ok {
+			if err := hc.Healthy(ctx); err != nil {
+				s.log.Warn("backend not ready", "backend", name, "err", err)
+				down = append(down, name)
+			}
+		}
+	}
+	if len(down) > 0 {
+		sort.Strings(down)
+		http.Error(w, "not ready: backends "+strings.Join(down, ", "), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Serve serves gRPC on grpcLis and HTTP on httpLis until ctx ends, then
+// stops gracefully: health turns NOT_SERVING, new requests are refused, and
+// in-flight ones get shutdownGrace to finish.
+func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
+	httpSrv := &http.Server{Handler: s.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(grpcLis) }()
+	go func() { errc <- httpSrv.Serve(httpLis) }()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace):
+		s.grpc.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if herr := httpSrv.Shutdown(sctx); err == nil && !errors.Is(herr, http.ErrServerClosed) {
+		err = herr
+	}
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}

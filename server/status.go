@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"runtime/debug"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// codeOf is the one mapping from error kinds to gRPC codes.
+var codeOf = map[errs.Kind]codes.Code{
+	errs.Internal:           codes.Internal,
+	errs.InvalidArgument:    codes.InvalidArgument,
+	errs.NotFound:           codes.NotFound,
+	errs.AlreadyExists:      codes.AlreadyExists,
+	errs.FailedPrecondition: codes.FailedPrecondition,
+	errs.PermissionDenied:   codes.PermissionDenied,
+	errs.ResourceExhausted:  codes.ResourceExhausted,
+	errs.Unavailable:        codes.Unavailable,
+	errs.DeadlineExceeded:   codes.DeadlineExceeded,
+	errs.Canceled:           codes.Canceled,
+	errs.Aborted:            codes.Aborted,
+}
+
+// toStatus converts err to a gRPC status. Typed errors keep their message
+// (written to be safe for clients); anything else becomes a bare Internal,
+// so an unexpected error can never leak detail.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	k := errs.KindOf(err)
+	var typed *errs.Error
+	if !errors.As(err, &typed) && k == errs.Internal {
+		return status.Error(codes.Internal, "internal error")
+	}
+	return status.Error(codeOf[k], err.Error())
+}
+
+// errorInterceptor maps errors to statuses, turns a panic into Internal
+// instead of a crash, and logs what failed without payloads.
+func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("panic in handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
+				resp, err = nil, status.Error(codes.Internal, "internal error")
+			}
+		}()
+		resp, err = h(ctx, req)
+		if err != nil {
+			st := toStatus(err)
+			level := slog.LevelInfo
+			if status.Code(st) == codes.Internal {
+				level = slog.LevelError
+			}
+			log.Log(ctx, level, "request failed", "method", info.FullMethod, "code", status.Code(st).String(), "err", err)
+			return nil, st
+		}
+		return resp, nil
+	}
+}
