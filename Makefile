@@ -1,0 +1,63 @@
+# Sigil. `make run` starts the dev server; `make test` runs everything CI runs.
+SHELL       := /bin/bash
+GO          ?= go
+BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export CGO_ENABLED := 1
+
+.PHONY: all build run deps test lint fmt-check vet buf-lint proto proto-check gotest bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/sigil ./cmd/sigil
+
+## deps: install the system packages the server and tests need, when missing.
+deps:
+	@missing=""; \
+	[ -f /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## run: the embedded default, `sigil serve --dev`, in ./.sigil-dev.
+run: deps build
+	./bin/sigil serve --dev
+
+## test: formatting, vet, buf lint, generated code freshness, then all tests under -race.
+test: deps lint proto-check gotest
+
+lint: fmt-check vet buf-lint
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+buf-lint:
+	$(BUF) lint
+
+proto:
+	$(BUF) generate
+
+## proto-check: regenerating the protobuf code must change nothing.
+proto-check:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(BUF) generate -o $$tmp && \
+	diff -r -x '*.proto' $$tmp/proto proto >/dev/null || { echo "generated protobuf code is stale: run make proto"; diff -r -x '*.proto' $$tmp/proto proto | head -20; exit 1; }
+
+gotest:
+	$(GO) test -race -count=1 ./...
+
+## bench: Go benchmarks, then the load driver, which rewrites BENCHMARKS.md.
+bench: deps
+	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./signer/pkcs11/ ./server/
+	$(GO) run ./cmd/sigil-bench -out BENCHMARKS.md
+
+clean:
+	rm -rf bin

@@ -1,0 +1,359 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/server"
+	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/pkcs11"
+)
+
+func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
+
+// faultyBackend makes a real backend unreachable on demand: the narrow
+// fault a test cannot get from a live SoftHSM token. Embedding the
+// concrete backend keeps all its abilities (key management, pool stats).
+type faultyBackend struct {
+	*pkcs11.Backend
+	down atomic.Bool
+}
+
+func (f *faultyBackend) Sign(ctx context.Context, ref string, alg signer.Algorithm, in []byte) ([]byte, error) {
+	if f.down.Load() {
+		return nil, errs.New(errs.Unavailable, "injected: token unreachable")
+	}
+	return f.Backend.Sign(ctx, ref, alg, in)
+}
+
+type harness struct {
+	keys    sigilv1.KeyServiceClient
+	sign    sigilv1.SigningServiceClient
+	conn    *grpc.ClientConn
+	httpURL string
+	hsm     *faultyBackend
+	stop    func() // stops the server and closes its store
+}
+
+// start runs a server over the keyring at dbPath on loopback, signing in
+// the given backend.
+func start(t *testing.T, hsm *faultyBackend, dbPath string) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	store, err := boltstore.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := map[string]signer.Backend{"hsm-a": hsm}
+	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: "hsm-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, _ := net.Listen("tcp", "127.0.0.1:0")
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	done := make(chan error, 1)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() {
+		done <- server.New(server.Options{Keyring: kr, Backends: backends, Logger: quiet}).Serve(ctx, gl, hl)
+	}()
+	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			conn.Close()
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			store.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &harness{keys: sigilv1.NewKeyServiceClient(conn), sign: sigilv1.NewSigningServiceClient(conn), conn: conn,
+		httpURL: "http://" + hl.Addr().String(), hsm: hsm, stop: stop}
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	b, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(softhsmtest.Token(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return start(t, &faultyBackend{Backend: b}, filepath.Join(t.TempDir(), "keyring.db"))
+}
+
+func (h *harness) create(t *testing.T, id, alg, purpose string) *sigilv1.Key {
+	t.Helper()
+	resp, err := h.keys.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: purpose})
+	if err != nil {
+		t.Fatalf("CreateKey %s: %v", id, err)
+	}
+	return resp.GetKey()
+}
+
+func publicOf(t *testing.T, k *sigilv1.Key) any {
+	t.Helper()
+	pub, err := signer.ParsePublicKey(pemBody(t, k.GetGenerations()[0].GetPublicKeyPem()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+func wantCode(t *testing.T, err error, c codes.Code) {
+	t.Helper()
+	if status.Code(err) != c {
+		t.Fatalf("got %v, want code %v", err, c)
+	}
+}
+
+func TestSignEveryAlgorithmOverGRPC(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	msg := []byte("sigil over grpc")
+	for _, alg := range signer.Algorithms {
+		k := h.create(t, "k-"+strings.ToLower(string(alg)), string(alg), "raw")
+		pub := publicOf(t, k)
+		req := &sigilv1.SignRequest{KeyId: k.GetId(), Input: &sigilv1.SignRequest_Digest{Digest: digestOf(alg, msg)}}
+		if alg == signer.EdDSA {
+			req.Input = &sigilv1.SignRequest_Message{Message: msg}
+		}
+		resp, err := h.sign.Sign(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: %v", alg, err)
+		}
+		if resp.GetKid() != k.GetGenerations()[0].GetKid() || resp.GetGeneration() != 1 || resp.GetAlgorithm() != string(alg) {
+			t.Errorf("%s: response %v", alg, resp)
+		}
+		sig := resp.GetSignature()
+		if alg.IsECDSA() { // DER by default; check it is DER, then verify as r‖s
+			size := signer.CurveSize(pub.(*ecdsa.PublicKey).Curve)
+			if sig, err = signer.DERToRaw(sig, size); err != nil {
+				t.Fatalf("%s: not DER: %v", alg, err)
+			}
+			req.Format = sigilv1.SignatureFormat_SIGNATURE_FORMAT_RAW
+			raw, err := h.sign.Sign(ctx, req)
+			if err != nil || len(raw.GetSignature()) != 2*size {
+				t.Fatalf("%s raw: %v %x", alg, err, raw.GetSignature())
+			}
+			if err := signer.Verify(pub, alg, digestOf(alg, msg), raw.GetSignature()); err != nil {
+				t.Fatalf("%s raw: %v", alg, err)
+			}
+		}
+		if err := signer.Verify(pub, alg, digestOf(alg, msg), sig); err != nil {
+			t.Fatalf("%s: %v", alg, err)
+		}
+	}
+}
+
+func TestBadInputGetsItsCode(t *testing.T) {
+	h := newHarness(t)
+	h.create(t, "raw-p256", "ES256", "raw")
+	h.create(t, "raw-ed", "EdDSA", "raw")
+	h.create(t, "auth-jwt", "ES256", "jwt")
+	d32 := make([]byte, 32)
+	digest := func(b []byte) *sigilv1.SignRequest_Digest { return &sigilv1.SignRequest_Digest{Digest: b} }
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	cases := []struct {
+		name string
+		ctx  context.Context
+		call func(ctx context.Context) error
+		want codes.Code
+	}{
+		{"unknown key", nil, h.signer(&sigilv1.SignRequest{KeyId: "nope", Input: digest(d32)}), codes.NotFound},
+		{"bad key ID", nil, h.signer(&sigilv1.SignRequest{KeyId: "Not/Valid", Input: digest(d32)}), codes.InvalidArgument},
+		{"empty key ID", nil, h.signer(&sigilv1.SignRequest{Input: digest(d32)}), codes.InvalidArgument},
+		{"jwt key for raw signing", nil, h.signer(&sigilv1.SignRequest{KeyId: "auth-jwt", Input: digest(d32)}), codes.FailedPrecondition},
+		{"short digest", nil, h.signer(&sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32[:31])}), codes.InvalidArgument},
+		{"no input", nil, h.signer(&sigilv1.SignRequest{KeyId: "raw-p256"}), codes.InvalidArgument},
+		{"message to an ECDSA key", nil, h.signer(&sigilv1.SignRequest{KeyId: "raw-p256", Input: &sigilv1.SignRequest_Message{Message: []byte("m")}}), codes.InvalidArgument},
+		{"digest to an EdDSA key", nil, h.signer(&sigilv1.SignRequest{KeyId: "raw-ed", Input: digest(d32)}), codes.InvalidArgument},
+		{"EdDSA message too long", nil, h.signer(&sigilv1.SignRequest{KeyId: "raw-ed", Input: &sigilv1.SignRequest_Message{Message: make([]byte, signer.MaxMessage+1)}}), codes.InvalidArgument},
+		{"request over the size limit", nil, h.signer(&sigilv1.SignRequest{KeyId: "raw-ed", Input: &sigilv1.SignRequest_Message{Message: make([]byte, server.MaxRequestBytes+1)}}), codes.ResourceExhausted},
+		{"expired deadline", expired, h.signer(&sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)}), codes.DeadlineExceeded},
+		{"unknown algorithm", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "x", Algorithm: "HS256"}), codes.InvalidArgument},
+		{"unknown purpose", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "x", Algorithm: "ES256", Purpose: "mint"}), codes.InvalidArgument},
+		{"bad ID on create", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "UPPER", Algorithm: "ES256"}), codes.InvalidArgument},
+		{"existing ID", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "raw-p256", Algorithm: "ES256"}), codes.AlreadyExists},
+		{"unknown backend", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "x", Algorithm: "ES256", Backend: "nowhere"}), codes.InvalidArgument},
+		{"get unknown key", nil, func(ctx context.Context) error {
+			_, err := h.keys.GetKey(ctx, &sigilv1.GetKeyRequest{Id: "nope"})
+			return err
+		}, codes.NotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := c.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			wantCode(t, c.call(ctx), c.want)
+		})
+	}
+	h.hsm.down.Store(true)
+	_, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)})
+	wantCode(t, err, codes.Unavailable)
+	h.hsm.down.Store(false)
+	if _, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)}); err != nil {
+		t.Fatalf("after the backend came back: %v", err)
+	}
+	list, err := h.keys.ListKeys(context.Background(), &sigilv1.ListKeysRequest{})
+	if err != nil || len(list.GetKeys()) != 3 {
+		t.Fatalf("refused requests changed the keyring: %v, %d keys", err, len(list.GetKeys()))
+	}
+}
+
+func (h *harness) signer(req *sigilv1.SignRequest) func(context.Context) error {
+	return func(ctx context.Context) error { _, err := h.sign.Sign(ctx, req); return err }
+}
+
+func (h *harness) creator(req *sigilv1.CreateKeyRequest) func(context.Context) error {
+	return func(ctx context.Context) error { _, err := h.keys.CreateKey(ctx, req); return err }
+}
+
+func TestConcurrentSigningOverGRPC(t *testing.T) {
+	h := newHarness(t)
+	pub := publicOf(t, h.create(t, "busy", "ES256K", "raw"))
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Go(func() {
+			for range 10 {
+				d := make([]byte, 32)
+				rand.Read(d)
+				resp, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "busy", Input: &sigilv1.SignRequest_Digest{Digest: d},
+					Format: sigilv1.SignatureFormat_SIGNATURE_FORMAT_RAW})
+				if err == nil {
+					err = signer.Verify(pub, signer.ES256K, d, resp.GetSignature())
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestKeysSurviveRestart(t *testing.T) {
+	b, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(softhsmtest.Token(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	hsm := &faultyBackend{Backend: b}
+	db := filepath.Join(t.TempDir(), "keyring.db")
+	h := start(t, hsm, db)
+	before := h.create(t, "keep", "EdDSA", "raw")
+	h.stop()
+
+	h = start(t, hsm, db)
+	got, err := h.keys.GetKey(context.Background(), &sigilv1.GetKeyRequest{Id: "keep"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetKey().GetGenerations()[0].GetPublicKeyPem() != before.GetGenerations()[0].GetPublicKeyPem() {
+		t.Fatal("public key changed across the restart")
+	}
+	resp, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "keep", Input: &sigilv1.SignRequest_Message{Message: []byte("m")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signer.Verify(publicOf(t, before), signer.EdDSA, []byte("m"), resp.GetSignature()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.create(t, "observed", "ES256", "raw")
+	if _, err := h.sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "observed", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := healthpb.NewHealthClient(h.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hc, err)
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+	rr, err := stream.Recv()
+	if err != nil || !strings.Contains(rr.String(), "sigil.v1.SigningService") {
+		t.Fatalf("reflection: %v %v", rr, err)
+	}
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ready",
+		"/metrics": `sigil_sign_operations_total{algorithm="ES256",backend="hsm-a",key="observed",outcome="OK"} 1`,
+	} {
+		resp, err := http.Get(h.httpURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d, body lacks %q", path, resp.StatusCode, want)
+		}
+	}
+	for _, metric := range []string{"sigil_backend_sessions_in_use", "sigil_backend_session_waits_total", "sigil_sign_duration_seconds_bucket", "sigil_grpc_requests_total"} {
+		resp, _ := http.Get(h.httpURL + "/metrics")
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), metric) {
+			t.Errorf("/metrics lacks %s", metric)
+		}
+	}
+}
+
+// digestOf is what Sign takes for alg over msg: its digest, or for EdDSA
+// the message itself.
+func digestOf(alg signer.Algorithm, msg []byte) []byte {
+	if alg.Hash() == 0 {
+		return msg
+	}
+	h := alg.Hash().New()
+	h.Write(msg)
+	return h.Sum(nil)
+}
+
+func pemBody(t *testing.T, s string) []byte {
+	t.Helper()
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "PUBLIC KEY" {
+		t.Fatalf("not a PUBLIC KEY PEM: %q", s)
+	}
+	return b.Bytes
+}
