@@ -41,20 +41,16 @@ var kindNames = map[Kind]string{
 
 func (k Kind) String() string { return kindNames[k] }
 
-// Error is an error of a Kind. Msg is safe to show to a client: it never
-// holds secrets. Err, when set, is the cause (kept for logs and errors.Is).
+// Error is an error of a Kind. Msg, the whole message, is safe to show to
+// a client: it never holds secrets. Err, when set, is the cause (kept for
+// errors.Is and errors.As); its text is already part of Msg.
 type Error struct {
 	Kind Kind
 	Msg  string
 	Err  error
 }
 
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return e.Msg
-	}
-	return e.Msg + ": " + e.Err.Error()
-}
+func (e *Error) Error() string { return e.Msg }
 
 func (e *Error) Unwrap() error { return e.Err }
 
@@ -71,7 +67,7 @@ func Wrap(k Kind, err error, msg string) error {
 	if err == nil {
 		return nil
 	}
-	return &Error{Kind: k, Msg: msg, Err: err}
+	return &Error{Kind: k, Msg: msg + ": " + err.Error(), Err: err}
 }
 
 // KindOf reports the kind of err: the outermost *Error in its chain, or the

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/softhsm"
+)
+
+// requireTools skips (fails under CI=true) without SoftHSM and openssl.
+func requireTools(t *testing.T) {
+	t.Helper()
+	err := softhsm.Available()
+	if _, lerr := exec.LookPath("openssl"); err == nil && lerr != nil {
+		err = lerr
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("required under CI=true: %v", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// build compiles the sigil binary once for the test.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sigil")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// devServer runs `sigil serve --dev` on free loopback ports and returns
+// once it listens; stop sends SIGTERM and checks for a clean exit.
+func devServer(t *testing.T, bin, dataDir string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	out, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "sigil listening") {
+				listening <- true
+			}
+		}
+	}()
+	select {
+	case <-listening:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("dev server did not start: %s", stderr.String())
+	}
+	return func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("dev server exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	}
+}
+
+func run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("sigil %v: %v: %s", args, err, msg)
+	}
+	return string(out)
+}
+
+// opensslVerify is how an operator checks a signature (README quickstart).
+var opensslVerify = map[string][]string{
+	"ES256":  {"dgst", "-sha256"},
+	"ES384":  {"dgst", "-sha384"},
+	"ES256K": {"dgst", "-sha256"},
+	"RS256":  {"dgst", "-sha256"},
+	"PS256":  {"dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"},
+	"EdDSA":  {"pkeyutl", "-rawin"},
+}
+
+func TestDevServerQuickstartWithOpenSSL(t *testing.T) {
+	requireTools(t)
+	bin := build(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, ".sigil-dev")
+	msg := filepath.Join(dir, "msg.txt")
+	os.WriteFile(msg, []byte("signed by sigil, verified by openssl\n"), 0o644)
+	stop := devServer(t, bin, data)
+
+	pems := map[string]string{}
+	for alg, verify := range opensslVerify {
+		id := "k-" + strings.ToLower(alg)
+		var key keyJSON
+		if err := json.Unmarshal([]byte(run(t, bin, "keys", "create", id, "--alg", alg, "--purpose", "raw", "--data-dir", data, "--json")), &key); err != nil {
+			t.Fatal(err)
+		}
+		if key.ID != id || key.Alg != alg || len(key.Generations) != 1 || key.Generations[0].State != "active" || key.Generations[0].KID == "" {
+			t.Fatalf("keys create --json: %+v", key)
+		}
+		pub := filepath.Join(dir, id+".pem")
+		os.WriteFile(pub, []byte(key.Generations[0].PublicKeyPEM), 0o644)
+		pems[id] = key.Generations[0].PublicKeyPEM
+		sigB64 := strings.TrimSpace(run(t, bin, "sign", "--key", id, "--message-file", msg, "--data-dir", data))
+		sig, err := base64.StdEncoding.DecodeString(sigB64)
+		if err != nil {
+			t.Fatalf("%s: signature is not standard base64: %v", alg, err)
+		}
+		sigFile := filepath.Join(dir, id+".sig")
+		os.WriteFile(sigFile, sig, 0o644)
+		args := append(append([]string{}, verify...), "-verify", pub, "-signature", sigFile, msg)
+		if verify[0] == "pkeyutl" {
+			args = append(append([]string{}, verify...), "-verify", "-pubin", "-inkey", pub, "-sigfile", sigFile, "-in", msg)
+		}
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: openssl %v: %v\n%s", alg, args, err, out)
+		}
+	}
+	stop()
+
+	// Keys and their public keys survive a restart.
+	stop = devServer(t, bin, data)
+	defer stop()
+	var keys []keyJSON
+	if err := json.Unmarshal([]byte(run(t, bin, "keys", "list", "--data-dir", data, "--json")), &keys); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != len(opensslVerify) {
+		t.Fatalf("%d keys after restart, want %d", len(keys), len(opensslVerify))
+	}
+	for _, k := range keys {
+		if k.Generations[0].PublicKeyPEM != pems[k.ID] {
+			t.Errorf("%s: public key changed across the restart", k.ID)
+		}
+	}
+	run(t, bin, "sign", "--key", "k-es256", "--digest", strings.Repeat("ab", 32), "--data-dir", data)
+	// Errors: a one-line message on stderr and a non-zero exit.
+	cmd := exec.Command(bin, "sign", "--key", "missing", "--digest", "00", "--data-dir", data)
+	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 || !strings.Contains(string(out), "NotFound") {
+		t.Fatalf("error output %q, err %v", out, err)
+	}
+}

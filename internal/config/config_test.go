@@ -1,0 +1,98 @@
+package config
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/signer"
+	_ "github.com/sigil-hsm/sigil/signer/pkcs11"
+)
+
+const base = `
+grpc:
+  addr: 127.0.0.1:7443
+http:
+  addr: 127.0.0.1:7080
+store: {type: bbolt, path: /tmp/k.db}
+backends:
+  hsm-a:
+    type: pkcs11
+    module: /usr/lib/softhsm/libsofthsm2.so
+    token: sigil
+    pin: PIN_LINE
+`
+
+func parse(t *testing.T, yaml string, dev bool) (*Config, error) {
+	t.Helper()
+	return Parse(strings.NewReader(yaml), dev)
+}
+
+func TestParseValid(t *testing.T) {
+	c, err := parse(t, strings.Replace(base, "PIN_LINE", "env:SIGIL_HSM_PIN", 1), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultBackend != "hsm-a" || c.Backends["hsm-a"].Type != "pkcs11" || c.Store.Path != "/tmp/k.db" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestParseRefusals(t *testing.T) {
+	ok := strings.Replace(base, "PIN_LINE", "env:SIGIL_HSM_PIN", 1)
+	cases := map[string]struct {
+		yaml string
+		dev  bool
+		want string // the field the error must name
+	}{
+		"unknown top-level field": {ok + "colour: blue\n", true, "colour"},
+		"no TLS outside dev":      {ok, false, "grpc.tls"},
+		"bad address":             {strings.Replace(ok, "127.0.0.1:7443", "nowhere", 1), true, "grpc.addr"},
+		"store type":              {strings.Replace(ok, "type: bbolt", "type: etcd", 1), true, "store.type"},
+		"policy not enforceable":  {ok + "policy: /etc/sigil/policy.yaml\n", true, "policy"},
+		"audit not supported":     {ok + "audit: {path: /tmp/a}\n", true, "audit"},
+		"default backend":         {ok + "default_backend: aws-eu\n", true, "default_backend"},
+		"backend without type":    {strings.Replace(ok, "    type: pkcs11\n", "", 1), true, "type"},
+	}
+	for name, c := range cases {
+		_, err := parse(t, c.yaml, c.dev)
+		if !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an InvalidArgument naming %q", name, err, c.want)
+		}
+	}
+}
+
+func TestBackendSectionIsStrictAndPINsAreNeverLiteral(t *testing.T) {
+	const literal = "483920"
+	c, err := parse(t, strings.Replace(base, "PIN_LINE", literal, 1), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Backends["hsm-a"]
+	_, err = signer.Open(context.Background(), b.Type, "hsm-a", b.Decode)
+	if err == nil || !strings.Contains(err.Error(), "pin") || strings.Contains(err.Error(), literal) {
+		t.Fatalf("literal PIN: got %v; want an error naming the field, not the value", err)
+	}
+	c, err = parse(t, strings.Replace(base, "PIN_LINE", "env:X\n    slot: 3", 1), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = c.Backends["hsm-a"]
+	_, err = signer.Open(context.Background(), b.Type, "hsm-a", b.Decode)
+	if err == nil || !strings.Contains(err.Error(), "slot") {
+		t.Fatalf("unknown backend field: %v", err)
+	}
+}
+
+func TestServerTLSRefusesAReadableKey(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "server.key")
+	os.WriteFile(key, []byte("not used"), 0o644)
+	_, err := (&TLS{Cert: filepath.Join(dir, "c"), Key: key, ClientCA: filepath.Join(dir, "ca")}).ServerTLS()
+	if !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "grpc.tls.key") {
+		t.Fatalf("group/world-readable key: %v", err)
+	}
+}

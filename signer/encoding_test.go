@@ -1,0 +1,66 @@
+package signer
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"math/big"
+	"testing"
+
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+)
+
+func TestDERAndRawRoundTrip(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	d := sha256.Sum256([]byte("m"))
+	der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
+	raw, err := DERToRaw(der, CurveSize(k.Curve))
+	if err != nil || len(raw) != 96 {
+		t.Fatal(len(raw), err)
+	}
+	back, err := RawToDER(raw)
+	if err != nil || !ecdsa.VerifyASN1(&k.PublicKey, d[:], back) {
+		t.Fatal("raw → DER does not verify", err)
+	}
+	for _, bad := range [][]byte{nil, {0x30, 0x00}, append(der, 0), der[:len(der)-1]} {
+		if _, err := DERToRaw(bad, 48); err == nil {
+			t.Errorf("DERToRaw accepted %x", bad)
+		}
+	}
+}
+
+func TestPublicKeyRoundTripEveryType(t *testing.T) {
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k1, _ := ethcrypto.GenerateKey()
+	ed, _, _ := ed25519.GenerateKey(rand.Reader)
+	for _, pub := range []any{&p256.PublicKey, &k1.PublicKey, ed} {
+		der, err := MarshalPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParsePublicKey(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+			t.Fatalf("%T changed in the round trip", pub)
+		}
+	}
+}
+
+func TestLowS(t *testing.T) {
+	k, _ := ethcrypto.GenerateKey()
+	d := sha256.Sum256([]byte("m"))
+	sig, _ := ethcrypto.Sign(d[:], k) // go-ethereum signs low-S
+	high := append([]byte(nil), sig[:64]...)
+	new(big.Int).Sub(secp256k1N, new(big.Int).SetBytes(sig[32:64])).FillBytes(high[32:])
+	if err := Verify(&k.PublicKey, ES256K, d[:], high); err != nil {
+		t.Fatal("high-S signature does not verify after normalisation")
+	}
+	if got := LowS(high); string(got) != string(sig[:64]) {
+		t.Fatal("LowS did not restore the low-S form")
+	}
+}
