@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -70,6 +71,9 @@ func New(o Options) *Server {
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		// Reuse handler goroutines: a fresh one must grow its stack for
+		// the cgo call into the HSM on every request.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), defaultDeadline),
 	)
 	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring})

@@ -61,7 +61,7 @@ type harness struct {
 
 // start runs a server over the keyring at dbPath on loopback, signing in
 // the given backend.
-func start(t *testing.T, hsm *faultyBackend, dbPath string) *harness {
+func start(t testing.TB, hsm *faultyBackend, dbPath string) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := boltstore.Open(dbPath)
@@ -100,7 +100,7 @@ func start(t *testing.T, hsm *faultyBackend, dbPath string) *harness {
 		httpURL: "http://" + hl.Addr().String(), hsm: hsm, stop: stop}
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	b, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(softhsmtest.Token(t)))
 	if err != nil {
@@ -142,7 +142,7 @@ func TestSignEveryAlgorithmOverGRPC(t *testing.T) {
 	for _, alg := range signer.Algorithms {
 		k := h.create(t, "k-"+strings.ToLower(string(alg)), string(alg), "raw")
 		pub := publicOf(t, k)
-		req := &sigilv1.SignRequest{KeyId: k.GetId(), Input: &sigilv1.SignRequest_Digest{Digest: digestOf(alg, msg)}}
+		req := &sigilv1.SignRequest{KeyId: k.GetId(), Input: &sigilv1.SignRequest_Digest{Digest: alg.Input(msg)}}
 		if alg == signer.EdDSA {
 			req.Input = &sigilv1.SignRequest_Message{Message: msg}
 		}
@@ -164,11 +164,11 @@ func TestSignEveryAlgorithmOverGRPC(t *testing.T) {
 			if err != nil || len(raw.GetSignature()) != 2*size {
 				t.Fatalf("%s raw: %v %x", alg, err, raw.GetSignature())
 			}
-			if err := signer.Verify(pub, alg, digestOf(alg, msg), raw.GetSignature()); err != nil {
+			if err := signer.Verify(pub, alg, alg.Input(msg), raw.GetSignature()); err != nil {
 				t.Fatalf("%s raw: %v", alg, err)
 			}
 		}
-		if err := signer.Verify(pub, alg, digestOf(alg, msg), sig); err != nil {
+		if err := signer.Verify(pub, alg, alg.Input(msg), sig); err != nil {
 			t.Fatalf("%s: %v", alg, err)
 		}
 	}
@@ -336,17 +336,6 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", metric)
 		}
 	}
-}
-
-// digestOf is what Sign takes for alg over msg: its digest, or for EdDSA
-// the message itself.
-func digestOf(alg signer.Algorithm, msg []byte) []byte {
-	if alg.Hash() == 0 {
-		return msg
-	}
-	h := alg.Hash().New()
-	h.Write(msg)
-	return h.Sum(nil)
 }
 
 func pemBody(t *testing.T, s string) []byte {

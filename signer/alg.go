@@ -51,6 +51,17 @@ func (a Algorithm) Hash() crypto.Hash {
 	return crypto.SHA256
 }
 
+// Input returns what Sign takes to sign msg with a: the digest of a's
+// hash, or for EdDSA the message itself.
+func (a Algorithm) Input(msg []byte) []byte {
+	if a.Hash() == 0 {
+		return msg
+	}
+	h := a.Hash().New()
+	h.Write(msg)
+	return h.Sum(nil)
+}
+
 // IsRSA reports whether a uses an RSA key.
 func (a Algorithm) IsRSA() bool { return a == RS256 || a == PS256 }
 

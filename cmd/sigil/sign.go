@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -91,12 +90,6 @@ func setSignInput(ctx context.Context, conn *grpc.ClientConn, req *sigilv1.SignR
 		req.Input = &sigilv1.SignRequest_Message{Message: msg}
 		return nil
 	}
-	req.Input = &sigilv1.SignRequest_Digest{Digest: digest(alg.Hash(), msg)}
+	req.Input = &sigilv1.SignRequest_Digest{Digest: alg.Input(msg)}
 	return nil
-}
-
-func digest(h crypto.Hash, msg []byte) []byte {
-	d := h.New()
-	d.Write(msg)
-	return d.Sum(nil)
 }

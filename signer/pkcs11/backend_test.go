@@ -29,21 +29,10 @@ func openTest(t *testing.T) *Backend {
 	return b
 }
 
-// input returns what Sign takes for alg over msg: its digest, or for EdDSA
-// the message itself.
-func input(alg signer.Algorithm, msg []byte) []byte {
-	if alg.Hash() == 0 {
-		return msg
-	}
-	h := alg.Hash().New()
-	h.Write(msg)
-	return h.Sum(nil)
-}
-
 func randomInput(alg signer.Algorithm) []byte {
 	msg := make([]byte, 100)
 	rand.Read(msg)
-	return input(alg, msg)
+	return alg.Input(msg)
 }
 
 func mustCreate(t testing.TB, b *Backend, name string, alg signer.Algorithm, bits int) signer.KeyInfo {
