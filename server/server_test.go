@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/pem"
@@ -152,6 +153,16 @@ func TestSignEveryAlgorithmOverGRPC(t *testing.T) {
 		}
 		if resp.GetKid() != k.GetGenerations()[0].GetKid() || resp.GetGeneration() != 1 || resp.GetAlgorithm() != string(alg) {
 			t.Errorf("%s: response %v", alg, resp)
+		}
+		pk, err := h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: k.GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk.GetPublicKeyPem() != k.GetGenerations()[0].GetPublicKeyPem() || pk.GetKid() != resp.GetKid() || pk.GetGeneration() != 1 {
+			t.Errorf("%s: GetPublicKey %v", alg, pk)
+		}
+		if der, err := signer.ParsePublicKey(pk.GetPublicKeyDer()); err != nil || !der.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+			t.Errorf("%s: GetPublicKey DER: %v", alg, err)
 		}
 		sig := resp.GetSignature()
 		if alg.IsECDSA() { // DER by default; check it is DER, then verify as r‖s

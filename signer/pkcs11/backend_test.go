@@ -126,16 +126,16 @@ func TestPrivateKeysCannotLeaveTheToken(t *testing.T) {
 				t.Errorf("reading the private value: got %v, want CKR_ATTRIBUTE_SENSITIVE", err)
 			}
 			err = ctx.SetAttributeValue(h, priv, []*p11.Attribute{p11.NewAttribute(p11.CKA_EXTRACTABLE, true)})
-			if err == nil {
-				t.Error("setting CKA_EXTRACTABLE back to true succeeded")
+			if !isCKR(err, p11.CKR_ATTRIBUTE_READ_ONLY) {
+				t.Errorf("setting CKA_EXTRACTABLE back to true: got %v, want CKR_ATTRIBUTE_READ_ONLY", err)
 			}
 			wrapKey, err := ctx.GenerateKey(h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}, []*p11.Attribute{
 				p11.NewAttribute(p11.CKA_TOKEN, false), p11.NewAttribute(p11.CKA_VALUE_LEN, 32), p11.NewAttribute(p11.CKA_WRAP, true)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ctx.WrapKey(h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wrapKey, priv); err == nil {
-				t.Error("C_WrapKey exported the private key")
+			if _, err := ctx.WrapKey(h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wrapKey, priv); !isCKR(err, p11.CKR_KEY_UNEXTRACTABLE) {
+				t.Errorf("C_WrapKey of the private key: got %v, want CKR_KEY_UNEXTRACTABLE", err)
 			}
 			want := map[uint]bool{p11.CKA_SENSITIVE: true, p11.CKA_NEVER_EXTRACTABLE: true, p11.CKA_EXTRACTABLE: false,
 				p11.CKA_SIGN: true, p11.CKA_DECRYPT: false, p11.CKA_UNWRAP: false, p11.CKA_DERIVE: false, p11.CKA_TOKEN: true, p11.CKA_PRIVATE: true}
