@@ -48,6 +48,13 @@ type Key struct {
 	CreatedAt   time.Time        `json:"created_at"`
 	UpdatedAt   time.Time        `json:"updated_at"`
 
+	// JWT is the rotation policy of a jwt-purpose key.
+	JWT *JWTPolicy `json:"jwt,omitempty"`
+	// ActivateNotBefore holds back the next activation after a policy
+	// change shortened the JWKS max-age: caches taken under the old one
+	// must expire before a generation they lack may sign.
+	ActivateNotBefore time.Time `json:"activate_not_before,omitzero"`
+
 	// Revision is the store revision this copy was read at; writes succeed
 	// only if the stored revision still equals it. Zero means "new".
 	Revision int64 `json:"-"`
@@ -62,6 +69,16 @@ type Generation struct {
 	PublicKey []byte    `json:"public_key,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	// Lifecycle times; zero until they apply.
+	PublishedAt time.Time `json:"published_at,omitzero"` // entered pending (or active, for generation 1)
+	ActivateAt  time.Time `json:"activate_at,omitzero"`  // when a pending generation is due to sign
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	RetiringAt  time.Time `json:"retiring_at,omitzero"`  // stopped signing
+	UnpublishAt time.Time `json:"unpublish_at,omitzero"` // RetiringAt + T + S
+	RetiredAt   time.Time `json:"retired_at,omitzero"`
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	DestroyAt   time.Time `json:"destroy_at,omitzero"` // objects deleted from the backend then
 
 	public crypto.PublicKey // parsed PublicKey, set when loaded
 	kid    string           // RFC 7638 thumbprint of public
@@ -84,6 +101,41 @@ func (k *Key) Active() (*Generation, bool) {
 	return nil, false
 }
 
+// Published reports whether relying parties should have g in their JWKS.
+func (g *Generation) Published() bool {
+	return g.State == StatePending || g.State == StateActive || g.State == StateRetiring
+}
+
+// generation returns generation n.
+func (k *Key) generation(n int) (*Generation, bool) {
+	for i := range k.Generations {
+		if k.Generations[i].Number == n {
+			return &k.Generations[i], true
+		}
+	}
+	return nil, false
+}
+
+// inState returns the generations in state s, oldest first.
+func (k *Key) inState(s State) []*Generation {
+	var out []*Generation
+	for i := range k.Generations {
+		if k.Generations[i].State == s {
+			out = append(out, &k.Generations[i])
+		}
+	}
+	return out
+}
+
+// nextNumber is the number the next generation gets.
+func (k *Key) nextNumber() int {
+	n := 0
+	for _, g := range k.Generations {
+		n = max(n, g.Number)
+	}
+	return n + 1
+}
+
 // visible reports whether k exists for clients: its first key pair is made.
 func (k *Key) visible() bool {
 	return slices.ContainsFunc(k.Generations, func(g Generation) bool { return g.State != StateCreating })
@@ -94,6 +146,10 @@ func (k *Key) visible() bool {
 func (k *Key) clone() *Key {
 	c := *k
 	c.Generations = slices.Clone(k.Generations)
+	if k.JWT != nil {
+		p := *k.JWT
+		c.JWT = &p
+	}
 	return &c
 }
 

@@ -15,14 +15,18 @@ import (
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-// cleanupTimeout bounds the cleanup of a half-created key. Cleanup runs on
-// a context detached from the caller's cancellation: a client that gives up
-// must not leave a key pair behind in the HSM.
+// cleanupTimeout bounds the cleanup of a half-created generation. Cleanup
+// runs on a context detached from the caller's cancellation: a client that
+// gives up must not leave a key pair behind in the HSM.
 const cleanupTimeout = 30 * time.Second
 
-// staleAfter is how old a "creating" record must be before another
-// attempt treats it as abandoned rather than in progress.
+// staleAfter is how old a "creating" generation must be before it is
+// treated as abandoned rather than in progress.
 const staleAfter = 2 * time.Minute
+
+// DefaultRetention is how long retired and revoked generations keep their
+// objects in the backend before they are destroyed.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // Keyring is the in-memory, store-backed view of every key.
 type Keyring struct {
@@ -31,9 +35,11 @@ type Keyring struct {
 	defaultBackend string
 	now            func() time.Time
 	log            *slog.Logger
+	retention      time.Duration
 
-	mu   sync.RWMutex
-	keys map[string]*Key // visible keys with parsed public keys
+	mu       sync.RWMutex
+	keys     map[string]*Key // every stored key, parsed; invisible ones too
+	watchers []func()
 }
 
 // Options configure a Keyring.
@@ -43,6 +49,7 @@ type Options struct {
 	DefaultBackend string
 	Now            func() time.Time // time.Now if nil; tests inject a fake clock
 	Logger         *slog.Logger
+	Retention      time.Duration // DefaultRetention if zero
 }
 
 // New loads every key from the store and cleans up abandoned creations.
@@ -53,33 +60,42 @@ func New(ctx context.Context, o Options) (*Keyring, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
+	}
 	if _, ok := o.Backends[o.DefaultBackend]; !ok && o.DefaultBackend != "" {
 		return nil, errs.New(errs.InvalidArgument, "default_backend %q is not a configured backend", o.DefaultBackend)
 	}
-	r := &Keyring{store: o.Store, backends: o.Backends, defaultBackend: o.DefaultBackend, now: o.Now, log: o.Logger, keys: map[string]*Key{}}
+	r := &Keyring{store: o.Store, backends: o.Backends, defaultBackend: o.DefaultBackend, now: o.Now,
+		log: o.Logger, retention: o.Retention, keys: map[string]*Key{}}
 	stored, err := r.store.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, k := range stored {
-		if !k.visible() {
-			if r.stale(k) {
-				r.abandon(ctx, k)
-			}
-			continue
-		}
 		if err := r.remember(k); err != nil {
 			return nil, fmt.Errorf("loading key %q: %w", k.ID, err)
 		}
 	}
+	for _, k := range stored {
+		r.dropStale(ctx, k)
+	}
 	return r, nil
 }
 
-// remember parses k's public keys and makes it the in-memory copy.
+// Watch registers fn to run after every change to the keyring.
+func (r *Keyring) Watch(fn func()) {
+	r.mu.Lock()
+	r.watchers = append(r.watchers, fn)
+	r.mu.Unlock()
+}
+
+// remember parses k's public keys and makes it the in-memory copy, unless
+// memory already holds a newer revision.
 func (r *Keyring) remember(k *Key) error {
 	for i := range k.Generations {
 		g := &k.Generations[i]
-		if len(g.PublicKey) == 0 {
+		if len(g.PublicKey) == 0 || g.public != nil {
 			continue
 		}
 		pub, err := signer.ParsePublicKey(g.PublicKey)
@@ -93,16 +109,29 @@ func (r *Keyring) remember(k *Key) error {
 		g.public, g.kid = pub, kid
 	}
 	r.mu.Lock()
-	r.keys[k.ID] = k
+	if cur, ok := r.keys[k.ID]; !ok || cur.Revision < k.Revision {
+		r.keys[k.ID] = k
+	}
+	watchers := slices.Clone(r.watchers)
 	r.mu.Unlock()
+	for _, w := range watchers {
+		w()
+	}
 	return nil
 }
 
-// Get returns a copy of key id.
-func (r *Keyring) Get(_ context.Context, id string) (*Key, error) {
-	if err := ValidateID(id); err != nil {
-		return nil, err
+func (r *Keyring) forget(id string) {
+	r.mu.Lock()
+	delete(r.keys, id)
+	watchers := slices.Clone(r.watchers)
+	r.mu.Unlock()
+	for _, w := range watchers {
+		w()
 	}
+}
+
+// current returns a copy of key id as memory holds it, visible or not.
+func (r *Keyring) current(id string) (*Key, error) {
 	r.mu.RLock()
 	k, ok := r.keys[id]
 	r.mu.RUnlock()
@@ -112,16 +141,84 @@ func (r *Keyring) Get(_ context.Context, id string) (*Key, error) {
 	return k.clone(), nil
 }
 
+// Get returns a copy of key id.
+func (r *Keyring) Get(_ context.Context, id string) (*Key, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	k, err := r.current(id)
+	if err == nil && !k.visible() {
+		err = errs.New(errs.NotFound, "key %q not found", id)
+	}
+	return k, err
+}
+
 // List returns copies of every key, in ID order.
 func (r *Keyring) List(context.Context) []*Key {
 	r.mu.RLock()
 	out := make([]*Key, 0, len(r.keys))
 	for _, k := range r.keys {
-		out = append(out, k.clone())
+		if k.visible() {
+			out = append(out, k.clone())
+		}
 	}
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Key) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// errUnchanged, returned by an update function, means "nothing to write".
+var errUnchanged = errors.New("unchanged")
+
+// update applies fn to a copy of key id and writes the result with a
+// compare-and-swap. If another writer got there first, it reloads the key
+// from the store and tries once more. fn returning errUnchanged skips the
+// write and returns the key as it is.
+func (r *Keyring) update(ctx context.Context, id string, fn func(k *Key, now time.Time) error) (*Key, error) {
+	for attempt := 0; ; attempt++ {
+		k, err := r.current(id)
+		if err != nil {
+			return nil, err
+		}
+		now := r.now().UTC()
+		if err := fn(k, now); errors.Is(err, errUnchanged) {
+			return k, nil
+		} else if err != nil {
+			return nil, err
+		}
+		k.UpdatedAt = now
+		rev, err := r.store.Put(ctx, k)
+		if errs.Is(err, errs.Aborted) && attempt == 0 {
+			if err := r.refresh(ctx, id); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		k.Revision = rev
+		if err := r.remember(k); err != nil {
+			return nil, err
+		}
+		return k.clone(), nil
+	}
+}
+
+// refresh replaces memory's copy of id with the store's.
+func (r *Keyring) refresh(ctx context.Context, id string) error {
+	k, err := r.store.Get(ctx, id)
+	if errs.Is(err, errs.NotFound) {
+		r.forget(id)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.keys, id)
+	r.mu.Unlock()
+	return r.remember(k)
 }
 
 // Signing is what the signing path needs: the key, the generation that
@@ -152,142 +249,11 @@ func (r *Keyring) ForSigning(ctx context.Context, id string, p Purpose) (Signing
 	return Signing{Key: k, Generation: g, Backend: b}, nil
 }
 
-// CreateSpec describes a new key.
-type CreateSpec struct {
-	ID        string
-	Purpose   Purpose
-	Algorithm signer.Algorithm
-	RSABits   int    // RS256/PS256 only; 2048 if zero
-	Backend   string // the default backend if empty
-}
-
-func (r *Keyring) validate(s *CreateSpec) (signer.KeyManager, error) {
-	if err := ValidateID(s.ID); err != nil {
-		return nil, err
-	}
-	if _, err := ParsePurpose(string(s.Purpose)); err != nil {
-		return nil, err
-	}
-	if _, err := signer.ParseAlgorithm(string(s.Algorithm)); err != nil {
-		return nil, err
-	}
-	if err := checkPurpose(s.Purpose, s.Algorithm); err != nil {
-		return nil, err
-	}
-	switch {
-	case s.Algorithm.IsRSA() && s.RSABits == 0:
-		s.RSABits = 2048
-	case !s.Algorithm.IsRSA() && s.RSABits != 0:
-		return nil, errs.New(errs.InvalidArgument, "RSA key size given for %s", s.Algorithm)
-	}
-	if s.Backend == "" {
-		s.Backend = r.defaultBackend
-	}
-	b, ok := r.backends[s.Backend]
+// keyManager returns the backend of k as a KeyManager.
+func (r *Keyring) keyManager(k *Key) (signer.KeyManager, error) {
+	km, ok := r.backends[k.Backend].(signer.KeyManager)
 	if !ok {
-		return nil, errs.New(errs.InvalidArgument, "unknown backend %q", s.Backend)
-	}
-	km, ok := b.(signer.KeyManager)
-	if !ok {
-		return nil, errs.New(errs.FailedPrecondition, "backend %q cannot create keys", s.Backend)
+		return nil, errs.New(errs.FailedPrecondition, "backend %q of key %q is not configured or cannot manage keys", k.Backend, k.ID)
 	}
 	return km, nil
-}
-
-// Create makes key s.ID with an active first generation, generated inside
-// its backend.
-func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
-	km, err := r.validate(&s)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.clearAbandoned(ctx, s.ID); err != nil {
-		return nil, err
-	}
-	now := r.now().UTC()
-	name := fmt.Sprintf("%s.g1", s.ID)
-	k := &Key{
-		ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend,
-		CreatedAt: now, UpdatedAt: now,
-		Generations: []Generation{{Number: 1, State: StateCreating, Name: name, Ref: km.NameRef(name), CreatedAt: now, UpdatedAt: now}},
-	}
-	if k.Revision, err = r.store.Put(ctx, k); err != nil {
-		return nil, err
-	}
-	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: name, Algorithm: s.Algorithm, RSABits: s.RSABits})
-	if err == nil {
-		err = r.complete(ctx, k, info)
-	}
-	if err != nil {
-		r.abandon(ctx, k)
-		return nil, err
-	}
-	return k.clone(), nil
-}
-
-// complete records the generated key pair and makes generation 1 active.
-func (r *Keyring) complete(ctx context.Context, k *Key, info signer.KeyInfo) error {
-	der, err := signer.MarshalPublicKey(info.Public)
-	if err != nil {
-		return errs.New(errs.Internal, "encoding public key: %w", err)
-	}
-	g := &k.Generations[0]
-	g.State, g.Ref, g.PublicKey, g.UpdatedAt = StateActive, info.Ref, der, r.now().UTC()
-	rev, err := r.store.Put(ctx, k)
-	if err != nil {
-		g.State = StateCreating
-		return err
-	}
-	k.Revision = rev
-	return r.remember(k)
-}
-
-// clearAbandoned removes a stale "creating" record for id, and its key
-// pair if one was made. A visible key, or a creation still in progress,
-// is left alone (Create's Put then reports AlreadyExists).
-func (r *Keyring) clearAbandoned(ctx context.Context, id string) error {
-	k, err := r.store.Get(ctx, id)
-	if errs.Is(err, errs.NotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !k.visible() && r.stale(k) {
-		return r.abandon(ctx, k)
-	}
-	return nil
-}
-
-func (r *Keyring) stale(k *Key) bool { return r.now().Sub(k.UpdatedAt) > staleAfter }
-
-// abandon destroys the key pairs of a never-completed key and deletes its
-// record. Errors are logged and returned; the record stays for a later
-// attempt if anything could not be removed.
-func (r *Keyring) abandon(ctx context.Context, k *Key) error {
-	if k.visible() {
-		return errs.New(errs.Internal, "refusing to abandon key %q, which has usable generations", k.ID)
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	var failed []error
-	km, _ := r.backends[k.Backend].(signer.KeyManager)
-	for _, g := range k.Generations {
-		if g.State != StateCreating || km == nil {
-			continue
-		}
-		if err := km.DestroyKey(ctx, km.NameRef(g.Name)); err != nil {
-			failed = append(failed, err)
-		}
-	}
-	if len(failed) == 0 {
-		if err := r.store.Delete(ctx, k.ID, k.Revision); err != nil && !errs.Is(err, errs.NotFound) {
-			failed = append(failed, err)
-		}
-	}
-	err := errors.Join(failed...)
-	if err != nil {
-		r.log.Warn("half-created key left for a later cleanup", "key", k.ID, "err", err)
-	}
-	return err
 }

@@ -2,6 +2,7 @@ package keyring_test
 
 import (
 	"context"
+	"fmt"
 	"crypto/ecdsa"
 	"path/filepath"
 	"sync"
@@ -17,7 +18,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 6) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
 
 type env struct {
 	hsm   *pkcs11.Backend
@@ -183,22 +184,31 @@ func (f *failingStore) Put(ctx context.Context, k *keyring.Key) (int64, error) {
 	return f.Store.Put(ctx, k)
 }
 
-func TestFailureAfterGenerationLeavesNothingBehind(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	fs := &failingStore{Store: e.store}
-	fs.n.Store(2) // the Put that completes the record, after the HSM made the key pair
-	r := e.keyring(t, fs)
-	_, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
-	wantKind(t, err, errs.Unavailable)
-	if _, err := e.store.Get(ctx, "half"); !errs.Is(err, errs.NotFound) {
-		t.Fatalf("record left behind: %v", err)
-	}
-	if _, err := e.hsm.Public(ctx, e.hsm.NameRef("half.g1")); !errs.Is(err, errs.NotFound) {
-		t.Fatalf("key pair left in the token: %v", err)
-	}
-	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
-		t.Fatalf("retry: %v", err)
+func TestFailedCreationLeavesNothingBehind(t *testing.T) {
+	// Put 1 writes the key, 2 records generation 1 as creating (before the
+	// HSM makes the pair), 3 completes it (after).
+	for _, n := range []int32{1, 2, 3} {
+		t.Run(fmt.Sprintf("put %d fails", n), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			fs := &failingStore{Store: e.store}
+			fs.n.Store(n)
+			r := e.keyring(t, fs)
+			_, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+			wantKind(t, err, errs.Unavailable)
+			if _, err := e.store.Get(ctx, "half"); !errs.Is(err, errs.NotFound) {
+				t.Fatalf("record left behind: %v", err)
+			}
+			if _, err := e.hsm.Public(ctx, e.hsm.NameRef("half.g1")); !errs.Is(err, errs.NotFound) {
+				t.Fatalf("key pair left in the token: %v", err)
+			}
+			if _, err := r.Get(ctx, "half"); !errs.Is(err, errs.NotFound) {
+				t.Fatalf("visible in memory: %v", err)
+			}
+			if _, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+		})
 	}
 }
 
@@ -208,7 +218,7 @@ func TestCrashDuringCreationIsCleanedUpLater(t *testing.T) {
 	// What a crash between generation and completion leaves: a "creating"
 	// record and a key pair in the token.
 	if _, err := e.store.Put(ctx, &keyring.Key{ID: "crashed", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a",
-		UpdatedAt: e.now, Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "crashed.g1"}}}); err != nil {
+		UpdatedAt: e.now, Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "crashed.g1", CreatedAt: e.now}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "crashed.g1", Algorithm: signer.ES256}); err != nil {

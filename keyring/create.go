@@ -1,0 +1,212 @@
+package keyring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// CreateSpec describes a new key.
+type CreateSpec struct {
+	ID        string
+	Purpose   Purpose
+	Algorithm signer.Algorithm
+	RSABits   int        // RS256/PS256 only; 2048 if zero
+	Backend   string     // the default backend if empty
+	JWT       *JWTPolicy // jwt keys only; unset fields take DefaultJWTPolicy's
+}
+
+func (r *Keyring) validate(s *CreateSpec) error {
+	if err := ValidateID(s.ID); err != nil {
+		return err
+	}
+	if _, err := ParsePurpose(string(s.Purpose)); err != nil {
+		return err
+	}
+	if _, err := signer.ParseAlgorithm(string(s.Algorithm)); err != nil {
+		return err
+	}
+	if err := checkPurpose(s.Purpose, s.Algorithm); err != nil {
+		return err
+	}
+	switch {
+	case s.Algorithm.IsRSA() && s.RSABits == 0:
+		s.RSABits = 2048
+	case !s.Algorithm.IsRSA() && s.RSABits != 0:
+		return errs.New(errs.InvalidArgument, "RSA key size given for %s", s.Algorithm)
+	}
+	switch {
+	case s.Purpose == PurposeJWT:
+		p := JWTPolicy{}
+		if s.JWT != nil {
+			p = *s.JWT
+		}
+		p = merge(DefaultJWTPolicy, p)
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		s.JWT = &p
+	case s.JWT != nil:
+		return errs.New(errs.InvalidArgument, "a rotation policy applies to jwt keys only")
+	}
+	if s.Backend == "" {
+		s.Backend = r.defaultBackend
+	}
+	if _, ok := r.backends[s.Backend]; !ok {
+		return errs.New(errs.InvalidArgument, "unknown backend %q", s.Backend)
+	}
+	return nil
+}
+
+// Create makes key s.ID with an active first generation, generated inside
+// its backend.
+func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
+	if err := r.validate(&s); err != nil {
+		return nil, err
+	}
+	if k, err := r.current(s.ID); err == nil && !k.visible() {
+		r.dropStale(ctx, k) // a creation that crashed long ago
+	}
+	now := r.now().UTC()
+	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, CreatedAt: now, UpdatedAt: now}
+	rev, err := r.store.Put(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	k.Revision = rev
+	if err := r.remember(k); err != nil {
+		return nil, err
+	}
+	k, err = r.addGeneration(ctx, s.ID, func(k *Key, g *Generation, now time.Time) { activate(k, g, now) })
+	if err != nil {
+		r.deleteIfEmpty(ctx, s.ID)
+	}
+	return k, err
+}
+
+// addGeneration makes the next generation of key id: it records it as
+// creating (so a crash leaves a trace), generates the key pair in the
+// backend, then lets place give it its first state. On failure the new
+// objects and the record of them are removed.
+func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Key, g *Generation, now time.Time)) (*Key, error) {
+	var g Generation
+	var km signer.KeyManager
+	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
+		if len(k.inState(StateCreating)) > 0 {
+			return errs.New(errs.Aborted, "key %q: a generation is already being created", id)
+		}
+		var err error
+		if km, err = r.keyManager(k); err != nil {
+			return err
+		}
+		n := k.nextNumber()
+		name := fmt.Sprintf("%s.g%d", id, n)
+		g = Generation{Number: n, State: StateCreating, Name: name, Ref: km.NameRef(name), CreatedAt: now, UpdatedAt: now}
+		k.Generations = append(k.Generations, g)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: g.Name, Algorithm: k.Algorithm, RSABits: k.RSABits})
+	if err == nil {
+		k, err = r.update(ctx, id, func(k *Key, now time.Time) error {
+			cur, ok := k.generation(g.Number)
+			if !ok || cur.State != StateCreating {
+				return errs.New(errs.Aborted, "key %q: generation %d was removed while it was created", id, g.Number)
+			}
+			der, err := signer.MarshalPublicKey(info.Public)
+			if err != nil {
+				return errs.New(errs.Internal, "encoding public key: %w", err)
+			}
+			cur.Ref, cur.PublicKey, cur.UpdatedAt = info.Ref, der, now
+			place(k, cur, now)
+			return nil
+		})
+	}
+	if err != nil {
+		r.dropGeneration(ctx, id, g.Number)
+		return nil, err
+	}
+	return k, nil
+}
+
+// dropStale removes the creating generations of k that were abandoned.
+func (r *Keyring) dropStale(ctx context.Context, k *Key) {
+	for _, g := range k.inState(StateCreating) {
+		if r.now().Sub(g.CreatedAt) > staleAfter {
+			r.dropGeneration(ctx, k.ID, g.Number)
+		}
+	}
+}
+
+// dropGeneration destroys the key pair of creating generation n, if one
+// was made, and removes the generation; a key left with no generations is
+// deleted. It is logged, not returned, when that fails: the generation
+// stays "creating" and a later attempt cleans it up.
+func (r *Keyring) dropGeneration(ctx context.Context, id string, n int) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	err := r.destroyThenUpdate(ctx, id, n, StateCreating, func(k *Key, _ time.Time) error {
+		k.Generations = slices.DeleteFunc(k.Generations, func(g Generation) bool { return g.Number == n })
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("half-created generation left for a later cleanup", "key", id, "generation", n, "err", err)
+		return
+	}
+	r.deleteIfEmpty(ctx, id)
+}
+
+// deleteIfEmpty deletes key id if it has no generations: a creation that
+// failed before or after its key pair was made.
+func (r *Keyring) deleteIfEmpty(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	k, err := r.current(id)
+	if err != nil || len(k.Generations) > 0 {
+		return
+	}
+	if err := r.store.Delete(ctx, id, k.Revision); err != nil && !errs.Is(err, errs.NotFound) {
+		r.log.Warn("empty key record left for a later cleanup", "key", id, "err", err)
+		return
+	}
+	r.forget(id)
+}
+
+// destroyThenUpdate deletes generation n's objects from the backend if it
+// is still in state want, then records the change fn makes. Destroying
+// first is safe to repeat: a crash in between leaves a record whose
+// objects are gone, and destroying nothing is not an error.
+func (r *Keyring) destroyThenUpdate(ctx context.Context, id string, n int, want State, fn func(k *Key, now time.Time) error) error {
+	k, err := r.current(id)
+	if err != nil {
+		return err
+	}
+	g, ok := k.generation(n)
+	if !ok || g.State != want {
+		return nil
+	}
+	km, err := r.keyManager(k)
+	if err != nil {
+		return err
+	}
+	if err := km.DestroyKey(ctx, km.NameRef(g.Name)); err != nil {
+		return err
+	}
+	_, err = r.update(ctx, id, func(k *Key, now time.Time) error {
+		if g, ok := k.generation(n); !ok || g.State != want {
+			return errUnchanged
+		}
+		return fn(k, now)
+	})
+	if errors.Is(err, errUnchanged) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,279 @@
+package keyring
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// activate makes g the generation that signs; the one that signed before
+// starts retiring and stays published for T + S, so every token it signed
+// expires before its key leaves the JWKS (invariant 3). Doing both in one
+// write keeps exactly one generation active (invariant 1).
+func activate(k *Key, g *Generation, now time.Time) {
+	for _, old := range k.inState(StateActive) {
+		old.State, old.RetiringAt, old.UpdatedAt = StateRetiring, now, now
+		if k.JWT != nil {
+			old.UnpublishAt = now.Add(k.JWT.MaxTokenTTL + k.JWT.Skew)
+		} else {
+			old.UnpublishAt = now
+		}
+	}
+	if g.PublishedAt.IsZero() {
+		g.PublishedAt = now
+	}
+	g.State, g.ActivatedAt, g.UpdatedAt = StateActive, now, now
+}
+
+// publish makes g pending: in the JWKS now, signing from its ActivateAt,
+// which is at least A away (invariant 2) and no earlier than planned.
+func publish(k *Key, g *Generation, planned, now time.Time) {
+	g.State, g.PublishedAt, g.UpdatedAt = StatePending, now, now
+	g.ActivateAt = maxTime(planned, now.Add(k.JWT.PublishAhead), k.ActivateNotBefore)
+}
+
+func maxTime(ts ...time.Time) time.Time {
+	m := ts[0]
+	for _, t := range ts[1:] {
+		if t.After(m) {
+			m = t
+		}
+	}
+	return m
+}
+
+// Tick advances every JWT key's generations through whatever is due now.
+// It is idempotent and safe to run concurrently with itself: each step is
+// a compare-and-swap, and a lost race is retried on the next tick.
+func (r *Keyring) Tick(ctx context.Context) error {
+	var failed []error
+	for _, k := range r.List(ctx) {
+		if k.Purpose != PurposeJWT && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked)) == 0 {
+			continue
+		}
+		// A step may make another due (activation makes the next
+		// creation due); the bound stops a runaway loop.
+		for range 8 {
+			did, err := r.step(ctx, k.ID)
+			if err != nil {
+				failed = append(failed, err)
+			}
+			if !did || err != nil {
+				break
+			}
+		}
+	}
+	return errors.Join(failed...)
+}
+
+// Run ticks every interval until ctx ends, logging failed steps.
+func (r *Keyring) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := r.Tick(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("rotation step failed; retrying on the next tick", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// step performs the first step that is due for key id, if any.
+func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
+	k, err := r.current(id)
+	if err != nil {
+		return false, err
+	}
+	now := r.now()
+	for _, g := range k.inState(StateCreating) {
+		if now.Sub(g.CreatedAt) > staleAfter {
+			r.dropGeneration(ctx, id, g.Number)
+			return true, nil
+		}
+	}
+	for _, g := range k.inState(StateRetired) {
+		if !now.Before(g.DestroyAt) {
+			return true, r.destroy(ctx, id, g.Number, StateRetired)
+		}
+	}
+	for _, g := range k.inState(StateRevoked) {
+		if !now.Before(g.DestroyAt) {
+			return true, r.destroy(ctx, id, g.Number, StateRevoked)
+		}
+	}
+	for _, g := range k.inState(StateRetiring) {
+		if !now.Before(g.UnpublishAt) {
+			return true, r.retire(ctx, id, g.Number)
+		}
+	}
+	if k.JWT == nil {
+		return false, nil
+	}
+	if pending := k.inState(StatePending); len(pending) > 0 {
+		g := pending[len(pending)-1]
+		_, active := k.Active()
+		if !now.Before(g.ActivateAt) || !active {
+			return true, r.activateGeneration(ctx, id, g.Number)
+		}
+		return false, nil
+	}
+	if a, ok := k.Active(); ok && len(k.inState(StateCreating)) == 0 && !now.Before(a.ActivatedAt.Add(k.JWT.RotateEvery-k.JWT.PublishAhead)) {
+		planned := a.ActivatedAt.Add(k.JWT.RotateEvery)
+		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) { publish(k, g, planned, now) })
+		return true, err
+	}
+	return false, nil
+}
+
+func (r *Keyring) activateGeneration(ctx context.Context, id string, n int) error {
+	_, err := r.update(ctx, id, func(k *Key, now time.Time) error {
+		g, ok := k.generation(n)
+		if !ok || g.State != StatePending {
+			return errUnchanged
+		}
+		activate(k, g, now)
+		return nil
+	})
+	return err
+}
+
+func (r *Keyring) retire(ctx context.Context, id string, n int) error {
+	_, err := r.update(ctx, id, func(k *Key, now time.Time) error {
+		g, ok := k.generation(n)
+		if !ok || g.State != StateRetiring {
+			return errUnchanged
+		}
+		g.State, g.RetiredAt, g.DestroyAt, g.UpdatedAt = StateRetired, now, now.Add(r.retention), now
+		return nil
+	})
+	return err
+}
+
+// destroy deletes generation n's objects from the backend, then records it
+// destroyed.
+func (r *Keyring) destroy(ctx context.Context, id string, n int, from State) error {
+	return r.destroyThenUpdate(ctx, id, n, from, func(k *Key, now time.Time) error {
+		g, _ := k.generation(n)
+		g.State, g.UpdatedAt = StateDestroyed, now
+		return nil
+	})
+}
+
+// Rotate starts a new generation of JWT key id. It is published now and
+// signs once the publish-ahead time has passed; with immediate it signs
+// at once (an emergency: relying parties that cache the JWKS may reject
+// its tokens until their cache expires). A pending generation is reused.
+func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, error) {
+	k, err := r.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case k.Purpose == PurposeEth:
+		return nil, errs.New(errs.FailedPrecondition, "key %q is an Ethereum key: its address is its identity, so it does not rotate", id)
+	case k.Purpose != PurposeJWT:
+		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s; only jwt keys rotate", id, k.Purpose)
+	}
+	if pending := k.inState(StatePending); len(pending) > 0 {
+		if !immediate {
+			return k, nil
+		}
+		if err := r.activateGeneration(ctx, id, pending[len(pending)-1].Number); err != nil {
+			return nil, err
+		}
+		return r.Get(ctx, id)
+	}
+	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) {
+		if immediate {
+			activate(k, g, now)
+		} else {
+			publish(k, g, now, now)
+		}
+	})
+}
+
+// Revoke takes generation n of key id out of use at once: it is
+// unpublished and never signs again. Revoking the active generation of a
+// JWT key activates a replacement immediately (the newest pending one, or
+// a new one), so the key keeps exactly one active generation.
+func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
+	if _, err := r.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	wasActive := false
+	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
+		g, ok := k.generation(n)
+		switch {
+		case !ok || g.State == StateCreating:
+			return errs.New(errs.NotFound, "key %q has no generation %d", id, n)
+		case g.State == StateRevoked:
+			return errUnchanged
+		case !g.Published():
+			return errs.New(errs.FailedPrecondition, "generation %d of key %q is %s; only published generations are revoked", n, id, g.State)
+		}
+		wasActive = g.State == StateActive
+		g.State, g.RevokedAt, g.DestroyAt, g.UpdatedAt = StateRevoked, now, now.Add(r.retention), now
+		if pending := k.inState(StatePending); wasActive && len(pending) > 0 {
+			activate(k, pending[len(pending)-1], now)
+			wasActive = false
+		}
+		return nil
+	})
+	if err != nil || !wasActive || k.Purpose != PurposeJWT {
+		return k, err
+	}
+	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) { activate(k, g, now) })
+}
+
+// SetJWTPolicy changes the rotation policy of JWT key id. Unset (zero)
+// fields keep their current value. A change that shortens how long
+// relying parties may cache the JWKS holds back the next activation until
+// caches taken under the old policy have expired.
+func (r *Keyring) SetJWTPolicy(ctx context.Context, id string, p JWTPolicy) (*Key, error) {
+	if _, err := r.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	return r.update(ctx, id, func(k *Key, now time.Time) error {
+		if k.Purpose != PurposeJWT || k.JWT == nil {
+			return errs.New(errs.FailedPrecondition, "key %q has purpose %s; rotation policies apply to jwt keys", id, k.Purpose)
+		}
+		old := *k.JWT
+		next := merge(old, p)
+		if err := next.Validate(); err != nil {
+			return err
+		}
+		floor := now.Add(old.MaxAge() + next.Skew)
+		k.ActivateNotBefore = maxTime(k.ActivateNotBefore, floor)
+		for _, g := range k.inState(StatePending) {
+			g.ActivateAt = maxTime(g.ActivateAt, floor)
+		}
+		for _, g := range k.inState(StateRetiring) {
+			g.UnpublishAt = maxTime(g.UnpublishAt, g.RetiringAt.Add(max(old.MaxTokenTTL, next.MaxTokenTTL)+next.Skew))
+		}
+		k.JWT = &next
+		return nil
+	})
+}
+
+// merge overlays the set fields of p on base.
+func merge(base, p JWTPolicy) JWTPolicy {
+	if p.RotateEvery != 0 {
+		base.RotateEvery = p.RotateEvery
+	}
+	if p.PublishAhead != 0 {
+		base.PublishAhead = p.PublishAhead
+	}
+	if p.MaxTokenTTL != 0 {
+		base.MaxTokenTTL = p.MaxTokenTTL
+	}
+	if p.Skew != 0 {
+		base.Skew = p.Skew
+	}
+	return base
+}
