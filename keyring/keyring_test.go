@@ -2,8 +2,8 @@ package keyring_test
 
 import (
 	"context"
-	"fmt"
 	"crypto/ecdsa"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
