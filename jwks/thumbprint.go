@@ -27,14 +27,8 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(sum), nil
 }
 
-// secp256k1Thumbprint is written by hand because go-jose does not know the
-// curve (RFC 8812). The required members, in lexicographic order, are crv,
-// kty, x and y, with coordinates padded to 32 bytes.
+// secp256k1Thumbprint hashes the canonical JWK written by hand in jwk.go.
 func secp256k1Thumbprint(k *ecdsa.PublicKey) []byte {
-	b64 := base64.RawURLEncoding.EncodeToString
-	x, y := make([]byte, 32), make([]byte, 32)
-	k.X.FillBytes(x)
-	k.Y.FillBytes(y)
-	sum := sha256.Sum256(fmt.Appendf(nil, `{"crv":"secp256k1","kty":"EC","x":"%s","y":"%s"}`, b64(x), b64(y)))
+	sum := sha256.Sum256(secp256k1Canonical(k))
 	return sum[:]
 }

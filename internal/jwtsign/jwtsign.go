@@ -1,0 +1,233 @@
+// Package jwtsign mints compact JWTs with a key that stays in its backend.
+//
+// It validates what the client sends (claims: a JSON object of bounded
+// size with well-typed registered claims and an exp within the key's
+// policy; extra headers: never one that changes what the token means or
+// where its key comes from), sets alg, kid, typ and iat, and signs through
+// go-jose with an OpaqueSigner over the signer.Backend. go-jose accepts an
+// algorithm it does not implement when an OpaqueSigner offers it, so
+// ES256K (RFC 8812) takes the same path; only its JWK encoding is written
+// by hand (in jwks).
+//
+// It is internal: the API is the gRPC JWT service.
+package jwtsign
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// Size limits on what a client sends.
+const (
+	MaxClaimsBytes = 16 << 10
+	MaxHeaderBytes = 2 << 10
+)
+
+// forbiddenHeaders change what a token means (crit, b64, zip, enc) or
+// where a verifier looks for its key (the rest); alg and kid are Sigil's.
+var forbiddenHeaders = map[string]bool{
+	"alg": true, "kid": true, "jku": true, "jwk": true, "x5u": true, "x5c": true,
+	"x5t": true, "x5t#S256": true, "crit": true, "b64": true, "zip": true, "enc": true,
+}
+
+// Request is what a client asks to be signed.
+type Request struct {
+	Claims  []byte        // a JSON object
+	Headers []byte        // a JSON object of extra protected headers, or empty
+	TTL     time.Duration // lifetime when claims carry no exp; the policy's T if zero
+}
+
+// Token is a signed JWT.
+type Token struct {
+	Compact    string
+	KID        string
+	Generation int
+	IssuedAt   time.Time
+	Expiry     time.Time
+}
+
+// Prepared is a validated request: the payload to sign and the headers.
+type Prepared struct {
+	Payload  []byte
+	Headers  map[string]json.RawMessage
+	IssuedAt time.Time
+	Expiry   time.Time
+}
+
+// Prepare validates req against policy p at time now and builds the
+// payload: the client's claims with iat set to now and exp set (or
+// checked to lie within now + T).
+func Prepare(req Request, p keyring.JWTPolicy, now time.Time) (Prepared, error) {
+	claims, err := object("claims", req.Claims, MaxClaimsBytes)
+	if err != nil {
+		return Prepared{}, err
+	}
+	headers := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(req.Headers)) > 0 {
+		if headers, err = object("headers", req.Headers, MaxHeaderBytes); err != nil {
+			return Prepared{}, err
+		}
+	}
+	for name := range headers {
+		if forbiddenHeaders[name] {
+			return Prepared{}, errs.New(errs.InvalidArgument, "headers: %q is set by Sigil or not allowed", name)
+		}
+	}
+	now = now.Truncate(time.Second)
+	exp, err := expiry(claims, req.TTL, p.MaxTokenTTL, now)
+	if err != nil {
+		return Prepared{}, err
+	}
+	if raw, ok := claims["nbf"]; ok {
+		if _, err := numericDate("nbf", raw); err != nil {
+			return Prepared{}, err
+		}
+	}
+	claims["iat"] = json.RawMessage(jsonInt(now.Unix()))
+	claims["exp"] = json.RawMessage(jsonInt(exp.Unix()))
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return Prepared{}, errs.New(errs.InvalidArgument, "claims: %w", err)
+	}
+	return Prepared{Payload: payload, Headers: headers, IssuedAt: now, Expiry: exp}, nil
+}
+
+// expiry returns the token's exp: the claim if present (a NumericDate in
+// (now, now+T]), else now + ttl (ttl ≤ T; T if zero).
+func expiry(claims map[string]json.RawMessage, ttl, maxTTL time.Duration, now time.Time) (time.Time, error) {
+	raw, has := claims["exp"]
+	switch {
+	case has && ttl != 0:
+		return time.Time{}, errs.New(errs.InvalidArgument, "claims carry exp and a ttl is given: send one")
+	case ttl < 0 || ttl > maxTTL:
+		return time.Time{}, errs.New(errs.InvalidArgument, "ttl %v: must be within the key's max token lifetime %v", ttl, maxTTL)
+	case !has && ttl == 0:
+		return now.Add(maxTTL), nil
+	case !has:
+		return now.Add(ttl).Truncate(time.Second), nil
+	}
+	secs, err := numericDate("exp", raw)
+	if err != nil {
+		return time.Time{}, err
+	}
+	exp := time.Unix(int64(secs), 0)
+	if !exp.After(now) || exp.After(now.Add(maxTTL)) {
+		return time.Time{}, errs.New(errs.InvalidArgument, "claims: exp must lie in (now, now + %v]", maxTTL)
+	}
+	return exp, nil
+}
+
+// numericDate parses an RFC 7519 NumericDate: a non-negative JSON number.
+func numericDate(name string, raw json.RawMessage) (float64, error) {
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil || f < 0 || math.IsInf(f, 0) || f > 1<<40 {
+		return 0, errs.New(errs.InvalidArgument, "claims: %s must be a NumericDate (seconds since the epoch)", name)
+	}
+	return f, nil
+}
+
+func jsonInt(n int64) []byte {
+	b, _ := json.Marshal(n)
+	return b
+}
+
+// object parses a JSON object of at most max bytes. Duplicate member
+// names are refused: parsers disagree on which one wins, and a verifier
+// must see the claims Sigil checked.
+func object(what string, data []byte, max int) (map[string]json.RawMessage, error) {
+	if len(data) > max {
+		return nil, errs.New(errs.InvalidArgument, "%s: %d bytes, at most %d", what, len(data), max)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errs.New(errs.InvalidArgument, "%s: must be a JSON object", what)
+	}
+	out := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, errs.New(errs.InvalidArgument, "%s: malformed JSON", what)
+		}
+		name := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, errs.New(errs.InvalidArgument, "%s: malformed JSON at %q", what, name)
+		}
+		if _, dup := out[name]; dup {
+			return nil, errs.New(errs.InvalidArgument, "%s: member %q appears twice", what, name)
+		}
+		out[name] = v
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, errs.New(errs.InvalidArgument, "%s: malformed JSON", what)
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, errs.New(errs.InvalidArgument, "%s: trailing data after the object", what)
+	}
+	return out, nil
+}
+
+// Sign mints a token from a prepared request with the generation that
+// signs for key s now.
+func Sign(ctx context.Context, s keyring.Signing, p Prepared) (Token, error) {
+	g := s.Generation
+	extra := map[jose.HeaderKey]any{"typ": "JWT"}
+	for k, v := range p.Headers {
+		extra[jose.HeaderKey(k)] = v
+	}
+	js, err := jose.NewSigner(jose.SigningKey{
+		Algorithm: jose.SignatureAlgorithm(s.Key.Algorithm),
+		Key:       &opaque{ctx: ctx, backend: s.Backend, ref: g.Ref, alg: s.Key.Algorithm, jwk: &jose.JSONWebKey{Key: g.Public(), KeyID: g.KID()}},
+	}, &jose.SignerOptions{ExtraHeaders: extra})
+	if err != nil {
+		return Token{}, errs.New(errs.Internal, "JWT signer: %w", err)
+	}
+	obj, err := js.Sign(p.Payload)
+	if err != nil {
+		return Token{}, err
+	}
+	compact, err := obj.CompactSerialize()
+	if err != nil {
+		return Token{}, errs.New(errs.Internal, "serialising JWT: %w", err)
+	}
+	return Token{Compact: compact, KID: g.KID(), Generation: g.Number, IssuedAt: p.IssuedAt, Expiry: p.Expiry}, nil
+}
+
+// opaque is a go-jose OpaqueSigner over a backend key, bound to one
+// request's context so cancellation reaches the HSM call.
+type opaque struct {
+	ctx     context.Context
+	backend signer.Backend
+	ref     string
+	alg     signer.Algorithm
+	jwk     *jose.JSONWebKey
+}
+
+var _ jose.OpaqueSigner = (*opaque)(nil)
+
+func (o *opaque) Public() *jose.JSONWebKey { return o.jwk }
+
+func (o *opaque) Algs() []jose.SignatureAlgorithm { return []jose.SignatureAlgorithm{jose.SignatureAlgorithm(o.alg)} }
+
+// SignPayload signs the JWS signing input. ECDSA signatures come back as
+// r‖s, the JWS encoding; secp256k1 ones are normalised to low-S, which
+// every ES256K verifier accepts.
+func (o *opaque) SignPayload(payload []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
+	sig, err := o.backend.Sign(o.ctx, o.ref, o.alg, o.alg.Input(payload))
+	if err != nil {
+		return nil, err
+	}
+	if o.alg == signer.ES256K {
+		sig = signer.LowS(sig)
+	}
+	return sig, nil
+}
