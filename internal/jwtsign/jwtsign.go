@@ -216,7 +216,9 @@ var _ jose.OpaqueSigner = (*opaque)(nil)
 
 func (o *opaque) Public() *jose.JSONWebKey { return o.jwk }
 
-func (o *opaque) Algs() []jose.SignatureAlgorithm { return []jose.SignatureAlgorithm{jose.SignatureAlgorithm(o.alg)} }
+func (o *opaque) Algs() []jose.SignatureAlgorithm {
+	return []jose.SignatureAlgorithm{jose.SignatureAlgorithm(o.alg)}
+}
 
 // SignPayload signs the JWS signing input. ECDSA signatures come back as
 // r‖s, the JWS encoding; secp256k1 ones are normalised to low-S, which
