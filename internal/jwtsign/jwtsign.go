@@ -108,8 +108,8 @@ func expiry(claims map[string]json.RawMessage, ttl, maxTTL time.Duration, now ti
 	switch {
 	case has && ttl != 0:
 		return time.Time{}, errs.New(errs.InvalidArgument, "claims carry exp and a ttl is given: send one")
-	case ttl < 0 || ttl > maxTTL:
-		return time.Time{}, errs.New(errs.InvalidArgument, "ttl %v: must be within the key's max token lifetime %v", ttl, maxTTL)
+	case ttl < 0 || ttl > maxTTL || (ttl > 0 && ttl < time.Second):
+		return time.Time{}, errs.New(errs.InvalidArgument, "ttl %v: must be from 1s to the key's max token lifetime %v", ttl, maxTTL)
 	case !has && ttl == 0:
 		return now.Add(maxTTL), nil
 	case !has:

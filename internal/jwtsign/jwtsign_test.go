@@ -1,0 +1,222 @@
+package jwtsign_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/jwks"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/pkcs11"
+)
+
+func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
+
+var policy = keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: 30 * time.Second}
+
+// newKeyring returns a keyring with one jwt key per algorithm ("jwt-es256"…)
+// and a publisher kept in step with it.
+func newKeyring(tb testing.TB) (*keyring.Keyring, *jwks.Publisher) {
+	tb.Helper()
+	ctx := context.Background()
+	hsm, err := pkcs11.Open(ctx, "hsm", pkcs11.Config(softhsmtest.Token(tb)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { hsm.Close() })
+	store, err := boltstore.Open(filepath.Join(tb.TempDir(), "k.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pub := jwks.NewPublisher()
+	if err := kr.Publish(ctx, pub); err != nil {
+		tb.Fatal(err)
+	}
+	for _, alg := range signer.Algorithms {
+		p := policy
+		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "jwt-" + strings.ToLower(string(alg)), Purpose: keyring.PurposeJWT, Algorithm: alg, JWT: &p}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return kr, pub
+}
+
+func mint(t *testing.T, kr *keyring.Keyring, id string, req jwtsign.Request) jwtsign.Token {
+	t.Helper()
+	s, err := kr.ForSigning(context.Background(), id, keyring.PurposeJWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := jwtsign.Prepare(req, *s.Key.JWT, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwtsign.Sign(context.Background(), s, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestEveryAlgorithmVerifiesAgainstTheJWKS(t *testing.T) {
+	kr, pub := newKeyring(t)
+	var set jose.JSONWebKeySet
+	var raw struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	json.Unmarshal(pub.All().Body, &raw)
+	for _, alg := range signer.Algorithms {
+		t.Run(string(alg), func(t *testing.T) {
+			tok := mint(t, kr, "jwt-"+strings.ToLower(string(alg)), jwtsign.Request{
+				Claims: []byte(`{"sub":"alice","aud":"api","scope":["a","b"]}`), Headers: []byte(`{"typ":"at+jwt","x-tenant":"t1"}`), TTL: 5 * time.Minute})
+			parts := strings.Split(tok.Compact, ".")
+			hdrJSON, _ := base64.RawURLEncoding.DecodeString(parts[0])
+			var hdr map[string]any
+			json.Unmarshal(hdrJSON, &hdr)
+			if hdr["alg"] != string(alg) || hdr["kid"] != tok.KID || hdr["typ"] != "at+jwt" || hdr["x-tenant"] != "t1" {
+				t.Fatalf("header %v", hdr)
+			}
+			if tok.Expiry.Sub(tok.IssuedAt) != 5*time.Minute {
+				t.Fatalf("lifetime %v", tok.Expiry.Sub(tok.IssuedAt))
+			}
+			if alg == signer.ES256K {
+				verifyES256K(t, raw.Keys, tok)
+				return
+			}
+			// go-jose refuses a whole set that holds a secp256k1 JWK, so a
+			// go-jose relying party reads the key's own document.
+			doc, _ := pub.Key("jwt-" + strings.ToLower(string(alg)))
+			if err := json.Unmarshal(doc.Body, &set); err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := jwt.ParseSigned(tok.Compact, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys := set.Key(tok.KID)
+			if len(keys) != 1 {
+				t.Fatalf("kid %s not in the JWKS", tok.KID)
+			}
+			var c jwt.Claims
+			if err := parsed.Claims(keys[0].Key, &c); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Validate(jwt.Expected{Subject: "alice", AnyAudience: jwt.Audience{"api"}, Time: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// verifyES256K checks an ES256K token against the JWK in the served set
+// with the same member names a relying party reads.
+func verifyES256K(t *testing.T, jwkSet []json.RawMessage, tok jwtsign.Token) {
+	t.Helper()
+	for _, raw := range jwkSet {
+		var k struct{ Kid, Crv, X, Y string }
+		json.Unmarshal(raw, &k)
+		if k.Kid != tok.KID {
+			continue
+		}
+		x, _ := base64.RawURLEncoding.DecodeString(k.X)
+		y, _ := base64.RawURLEncoding.DecodeString(k.Y)
+		pubKey, err := ethcrypto.UnmarshalPubkey(append(append([]byte{4}, x...), y...))
+		if err != nil || k.Crv != "secp256k1" {
+			t.Fatal(k.Crv, err)
+		}
+		i := strings.LastIndexByte(tok.Compact, '.')
+		sig, _ := base64.RawURLEncoding.DecodeString(tok.Compact[i+1:])
+		if err := signer.Verify(pubKey, signer.ES256K, signer.ES256K.Input([]byte(tok.Compact[:i])), sig); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("kid %s not in the JWKS", tok.KID)
+}
+
+func TestPrepareRefusesBadRequests(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	late := `{"exp":` + strconv.FormatInt(now.Add(policy.MaxTokenTTL+time.Second).Unix(), 10) + `}`
+	cases := map[string]jwtsign.Request{
+		"claims an array":        {Claims: []byte(`["a"]`)},
+		"claims a string":        {Claims: []byte(`"a"`)},
+		"claims null":            {Claims: []byte(`null`)},
+		"claims empty":           {},
+		"claims malformed":       {Claims: []byte(`{"a":`)},
+		"trailing data":          {Claims: []byte(`{"a":1} {"b":2}`)},
+		"duplicate member":       {Claims: []byte(`{"sub":"a","sub":"b"}`)},
+		"claims too large":       {Claims: []byte(`{"a":"` + strings.Repeat("x", jwtsign.MaxClaimsBytes) + `"}`)},
+		"exp beyond T":           {Claims: []byte(late)},
+		"exp in the past":        {Claims: []byte(`{"exp":1000}`)},
+		"exp a string":           {Claims: []byte(`{"exp":"tomorrow"}`)},
+		"nbf negative":           {Claims: []byte(`{"nbf":-1}`)},
+		"ttl beyond T":           {Claims: []byte(`{}`), TTL: policy.MaxTokenTTL + time.Second},
+		"ttl negative":           {Claims: []byte(`{}`), TTL: -time.Second},
+		"exp and ttl":            {Claims: []byte(`{"exp":` + strconv.FormatInt(now.Add(time.Minute).Unix(), 10) + `}`), TTL: time.Minute},
+		"headers not an object":  {Claims: []byte(`{}`), Headers: []byte(`[1]`)},
+		"headers duplicate name": {Claims: []byte(`{}`), Headers: []byte(`{"typ":"a","typ":"b"}`)},
+	}
+	for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "crit", "b64"} {
+		cases["header "+h] = jwtsign.Request{Claims: []byte(`{}`), Headers: []byte(`{"` + h + `":"x"}`)}
+	}
+	for name, req := range cases {
+		if _, err := jwtsign.Prepare(req, policy, now); !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("%s: got %v, want InvalidArgument", name, err)
+		}
+	}
+	p, err := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"iat":1,"sub":"x"}`)}, policy, now)
+	if err != nil || !p.Expiry.Equal(now.Add(policy.MaxTokenTTL)) || !strings.Contains(string(p.Payload), `"iat":1800000000`) {
+		t.Fatalf("defaults: %s %v %v", p.Payload, p.Expiry, err)
+	}
+}
+
+// FuzzPrepare: whatever the client sends, Prepare refuses it with
+// InvalidArgument or returns a payload that is a JSON object whose exp is
+// within the policy and whose headers hold nothing forbidden.
+func FuzzPrepare(f *testing.F) {
+	f.Add([]byte(`{"sub":"a"}`), []byte(``), int64(0))
+	f.Add([]byte(`{"exp":1800000100,"nbf":1}`), []byte(`{"typ":"x"}`), int64(0))
+	f.Add([]byte(`{"a":{"b":[1,2,{"c":null}]}}`), []byte(`{"kid":"x"}`), int64(60e9))
+	f.Add([]byte(`{"sub":"a","sub":"b"}`), []byte(`{}`), int64(-1))
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, claims, headers []byte, ttl int64) {
+		p, err := jwtsign.Prepare(jwtsign.Request{Claims: claims, Headers: headers, TTL: time.Duration(ttl)}, policy, now)
+		if err != nil {
+			if !errs.Is(err, errs.InvalidArgument) {
+				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
+			}
+			return
+		}
+		var c map[string]any
+		if err := json.Unmarshal(p.Payload, &c); err != nil {
+			t.Fatalf("payload is not a JSON object: %v", err)
+		}
+		if exp, ok := c["exp"].(float64); !ok || exp > float64(now.Add(policy.MaxTokenTTL).Unix()) || exp <= float64(now.Unix()) {
+			t.Fatalf("exp %v outside the policy", c["exp"])
+		}
+		for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "crit", "b64"} {
+			if _, bad := p.Headers[h]; bad {
+				t.Fatalf("forbidden header %s passed", h)
+			}
+		}
+	})
+}
