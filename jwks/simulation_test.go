@@ -3,7 +3,6 @@ package jwks_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -11,9 +10,9 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
@@ -28,44 +27,6 @@ func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
 type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
-
-// relyingParty caches the JWKS exactly as long as Cache-Control allows and
-// never refetches early (not even for an unknown kid): the strictest
-// reading of invariant 2.
-type relyingParty struct {
-	keys      jose.JSONWebKeySet
-	fetchedAt time.Time
-	maxAge    time.Duration
-	skew      time.Duration // this party's clock minus Sigil's, within ±S
-}
-
-func (rp *relyingParty) refresh(p *jwks.Publisher, now time.Time) {
-	if !rp.fetchedAt.IsZero() && now.Before(rp.fetchedAt.Add(rp.maxAge)) {
-		return
-	}
-	d := p.All()
-	if err := json.Unmarshal(d.Body, &rp.keys); err != nil {
-		panic(err)
-	}
-	rp.fetchedAt, rp.maxAge = now, d.MaxAge
-}
-
-// verify reports whether the party accepts token at Sigil time now.
-func (rp *relyingParty) verify(token string, now time.Time, skew time.Duration) error {
-	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		return err
-	}
-	keys := rp.keys.Key(tok.Headers[0].KeyID)
-	if len(keys) != 1 {
-		return fmt.Errorf("kid %s not in the cached JWKS", tok.Headers[0].KeyID)
-	}
-	var c jwt.Claims
-	if err := tok.Claims(keys[0].Key, &c); err != nil {
-		return err
-	}
-	return c.ValidateWithLeeway(jwt.Expected{Time: now.Add(rp.skew)}, skew)
-}
 
 type minted struct {
 	token     string
@@ -102,9 +63,12 @@ func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 	}
 
 	rnd := rand.New(rand.NewPCG(1, 2))
-	rps := make([]*relyingParty, 6)
+	// Relying parties with clocks off by up to S either way.
+	fetch := func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }
+	rps := make([]*relyingparty.Party, 6)
 	for i := range rps {
-		rps[i] = &relyingParty{skew: time.Duration(rnd.Int64N(int64(2*policy.Skew))) - policy.Skew}
+		skew := time.Duration(rnd.Int64N(int64(2*policy.Skew))) - policy.Skew
+		rps[i] = relyingparty.New(fetch, func() time.Time { return clk.t.Add(skew) }, policy.Skew)
 	}
 	const step = 30 * time.Second
 	const periods = 24
@@ -175,9 +139,7 @@ func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 		for len(queue) > 0 && !queue[0].presentAt.After(clk.t) {
 			m := queue[0]
 			queue = queue[1:]
-			rp := rps[m.rp]
-			rp.refresh(pub, clk.t)
-			err := rp.verify(m.token, clk.t, policy.Skew)
+			err := rps[m.rp].Verify(m.token)
 			revoked, isRevoked := revokedAt[m.kid]
 			switch {
 			case isRevoked && err == nil && clk.t.After(revoked.Add(maxAge)):

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -24,10 +26,15 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	if purpose == "" {
 		purpose = string(keyring.PurposeRaw)
 	}
-	k, err := s.keys.Create(ctx, keyring.CreateSpec{
+	spec := keyring.CreateSpec{
 		ID: req.GetId(), Purpose: keyring.Purpose(purpose), Algorithm: signer.Algorithm(req.GetAlgorithm()),
 		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(),
-	})
+	}
+	if req.GetJwtPolicy() != nil {
+		p := policyFromProto(req.GetJwtPolicy())
+		spec.JWT = &p
+	}
+	k, err := s.keys.Create(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -72,17 +79,77 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 	return &sigilv1.GetPublicKeyResponse{Generation: int32(g.Number), Kid: g.KID(), PublicKeyPem: pem, PublicKeyDer: g.PublicKey}, nil
 }
 
+func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {
+	if req.GetJwtPolicy() == nil {
+		return nil, errs.New(errs.InvalidArgument, "jwt_policy: missing")
+	}
+	k, err := s.keys.SetJWTPolicy(ctx, req.GetId(), policyFromProto(req.GetJwtPolicy()))
+	if err != nil {
+		return nil, err
+	}
+	pk, err := keyToProto(k)
+	return &sigilv1.UpdateKeyPolicyResponse{Key: pk}, err
+}
+
+func (s *keyService) RotateKey(ctx context.Context, req *sigilv1.RotateKeyRequest) (*sigilv1.RotateKeyResponse, error) {
+	k, err := s.keys.Rotate(ctx, req.GetId(), req.GetImmediate())
+	if err != nil {
+		return nil, err
+	}
+	pk, err := keyToProto(k)
+	return &sigilv1.RotateKeyResponse{Key: pk}, err
+}
+
+func (s *keyService) RevokeGeneration(ctx context.Context, req *sigilv1.RevokeGenerationRequest) (*sigilv1.RevokeGenerationResponse, error) {
+	if req.GetGeneration() < 1 {
+		return nil, errs.New(errs.InvalidArgument, "generation: must be 1 or more")
+	}
+	k, err := s.keys.Revoke(ctx, req.GetId(), int(req.GetGeneration()))
+	if err != nil {
+		return nil, err
+	}
+	pk, err := keyToProto(k)
+	return &sigilv1.RevokeGenerationResponse{Key: pk}, err
+}
+
+// policyFromProto converts a policy; unset durations stay zero ("keep" or
+// "default").
+func policyFromProto(p *sigilv1.JWTPolicy) keyring.JWTPolicy {
+	return keyring.JWTPolicy{RotateEvery: p.GetRotateEvery().AsDuration(), PublishAhead: p.GetPublishAhead().AsDuration(),
+		MaxTokenTTL: p.GetMaxTokenTtl().AsDuration(), Skew: p.GetSkew().AsDuration()}
+}
+
+func policyToProto(p *keyring.JWTPolicy) *sigilv1.JWTPolicy {
+	if p == nil {
+		return nil
+	}
+	return &sigilv1.JWTPolicy{RotateEvery: durationpb.New(p.RotateEvery), PublishAhead: durationpb.New(p.PublishAhead),
+		MaxTokenTtl: durationpb.New(p.MaxTokenTTL), Skew: durationpb.New(p.Skew), JwksMaxAge: durationpb.New(p.MaxAge())}
+}
+
+// timeOrNil keeps unset times out of responses.
+func timeOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
 func keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
 		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: string(k.Purpose), Backend: k.Backend,
-		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt),
+		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), JwtPolicy: policyToProto(k.JWT),
 	}
 	for i := range k.Generations {
 		g := &k.Generations[i]
 		if g.State == keyring.StateCreating {
 			continue
 		}
-		pg := &sigilv1.Generation{Generation: int32(g.Number), State: string(g.State), Kid: g.KID(), BackendRef: g.Ref, CreateTime: timestamppb.New(g.CreatedAt)}
+		pg := &sigilv1.Generation{Generation: int32(g.Number), State: string(g.State), Kid: g.KID(), BackendRef: g.Ref,
+			CreateTime: timestamppb.New(g.CreatedAt), UnpublishTime: timeOrNil(g.UnpublishAt)}
+		if g.State == keyring.StatePending {
+			pg.ActivateTime = timeOrNil(g.ActivateAt)
+		}
 		if g.Public() != nil {
 			pem, err := signer.PublicKeyPEM(g.Public())
 			if err != nil {

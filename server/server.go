@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/signer"
@@ -44,6 +45,10 @@ type Options struct {
 	Keyring  *keyring.Keyring
 	Backends map[string]signer.Backend
 	Logger   *slog.Logger
+	// JWKS serves the JWK Sets on the HTTP listener; none if nil.
+	JWKS *jwks.Publisher
+	// Now is the clock JWTs are stamped with; time.Now if nil.
+	Now func() time.Time
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
@@ -63,6 +68,9 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends)}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
@@ -78,6 +86,7 @@ func New(o Options) *Server {
 	)
 	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring})
 	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
+	sigilv1.RegisterJWTServiceServer(s.grpc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s
@@ -92,9 +101,12 @@ func defaultDeadline(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h gr
 	return h(ctx, req)
 }
 
-// HTTPHandler serves /healthz, /readyz and /metrics.
+// HTTPHandler serves /healthz, /readyz, /metrics and the JWK Sets.
 func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
+	if s.opts.JWKS != nil {
+		s.opts.JWKS.Register(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))

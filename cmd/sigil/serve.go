@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sigil-hsm/sigil/internal/config"
 	"github.com/sigil-hsm/sigil/internal/devmode"
+	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/server"
@@ -61,6 +63,11 @@ func newServe() *cobra.Command {
 	return cmd
 }
 
+// schedulerInterval is how often due rotation steps are looked for. A
+// tick that finds nothing due reads memory only, so it is cheap; a short
+// interval keeps accelerated schedules (drills) on time.
+const schedulerInterval = 250 * time.Millisecond
+
 // serve opens what cfg names, listens, calls ready with the bound
 // addresses, and serves until ctx ends.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(grpcAddr, httpAddr string) error) error {
@@ -86,7 +93,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
-	opts := server.Options{Keyring: kr, Backends: backends, Logger: log}
+	pub := jwks.NewPublisher()
+	if err := kr.Publish(ctx, pub); err != nil {
+		return err
+	}
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub}
 	if cfg.GRPC.TLS != nil {
 		if opts.TLS, err = cfg.GRPC.TLS.ServerTLS(); err != nil {
 			return err
@@ -107,6 +118,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return err
 	}
 	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "keys", len(kr.List(ctx)))
+	schedCtx, stopScheduler := context.WithCancel(ctx)
+	defer stopScheduler()
+	go kr.Run(schedCtx, schedulerInterval)
 	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
 	log.Info("stopped")
 	return err

@@ -9,6 +9,7 @@ package sigilv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -22,6 +23,88 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JWTPolicy is the rotation schedule of a JWT key.
+type JWTPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// P: how long each generation signs.
+	RotateEvery *durationpb.Duration `protobuf:"bytes,1,opt,name=rotate_every,json=rotateEvery,proto3" json:"rotate_every,omitempty"`
+	// A: how long a generation is published before it signs.
+	PublishAhead *durationpb.Duration `protobuf:"bytes,2,opt,name=publish_ahead,json=publishAhead,proto3" json:"publish_ahead,omitempty"`
+	// T: the longest token lifetime; also the lifetime of a token without exp.
+	MaxTokenTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=max_token_ttl,json=maxTokenTtl,proto3" json:"max_token_ttl,omitempty"`
+	// S: the clock skew tolerated between Sigil and relying parties.
+	Skew *durationpb.Duration `protobuf:"bytes,4,opt,name=skew,proto3" json:"skew,omitempty"`
+	// Output only: the JWKS max-age this policy gives, min(A - S, 10m).
+	JwksMaxAge    *durationpb.Duration `protobuf:"bytes,5,opt,name=jwks_max_age,json=jwksMaxAge,proto3" json:"jwks_max_age,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTPolicy) Reset() {
+	*x = JWTPolicy{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTPolicy) ProtoMessage() {}
+
+func (x *JWTPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTPolicy.ProtoReflect.Descriptor instead.
+func (*JWTPolicy) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JWTPolicy) GetRotateEvery() *durationpb.Duration {
+	if x != nil {
+		return x.RotateEvery
+	}
+	return nil
+}
+
+func (x *JWTPolicy) GetPublishAhead() *durationpb.Duration {
+	if x != nil {
+		return x.PublishAhead
+	}
+	return nil
+}
+
+func (x *JWTPolicy) GetMaxTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.MaxTokenTtl
+	}
+	return nil
+}
+
+func (x *JWTPolicy) GetSkew() *durationpb.Duration {
+	if x != nil {
+		return x.Skew
+	}
+	return nil
+}
+
+func (x *JWTPolicy) GetJwksMaxAge() *durationpb.Duration {
+	if x != nil {
+		return x.JwksMaxAge
+	}
+	return nil
+}
+
 // Key is a logical key: an ID clients name, and its generations.
 type Key struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,16 +117,18 @@ type Key struct {
 	// The configured backend that holds the key pairs.
 	Backend string `protobuf:"bytes,4,opt,name=backend,proto3" json:"backend,omitempty"`
 	// RSA modulus size in bits, for RS256 and PS256 keys.
-	RsaBits       int32                  `protobuf:"varint,5,opt,name=rsa_bits,json=rsaBits,proto3" json:"rsa_bits,omitempty"`
-	Generations   []*Generation          `protobuf:"bytes,6,rep,name=generations,proto3" json:"generations,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	RsaBits     int32                  `protobuf:"varint,5,opt,name=rsa_bits,json=rsaBits,proto3" json:"rsa_bits,omitempty"`
+	Generations []*Generation          `protobuf:"bytes,6,rep,name=generations,proto3" json:"generations,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The rotation policy, for jwt keys.
+	JwtPolicy     *JWTPolicy `protobuf:"bytes,8,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Key) Reset() {
 	*x = Key{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[0]
+	mi := &file_sigil_v1_keys_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +140,7 @@ func (x *Key) String() string {
 func (*Key) ProtoMessage() {}
 
 func (x *Key) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[0]
+	mi := &file_sigil_v1_keys_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +153,7 @@ func (x *Key) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Key.ProtoReflect.Descriptor instead.
 func (*Key) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{0}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Key) GetId() string {
@@ -120,6 +205,13 @@ func (x *Key) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Key) GetJwtPolicy() *JWTPolicy {
+	if x != nil {
+		return x.JwtPolicy
+	}
+	return nil
+}
+
 // Generation is one key pair of a logical key.
 type Generation struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -131,15 +223,19 @@ type Generation struct {
 	// SubjectPublicKeyInfo PEM (secp256k1 with curve OID 1.3.132.0.10).
 	PublicKeyPem string `protobuf:"bytes,4,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
 	// The backend's reference to the key pair (an RFC 7512 PKCS#11 URI or a KMS ARN).
-	BackendRef    string                 `protobuf:"bytes,5,opt,name=backend_ref,json=backendRef,proto3" json:"backend_ref,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	BackendRef string                 `protobuf:"bytes,5,opt,name=backend_ref,json=backendRef,proto3" json:"backend_ref,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When a pending generation starts signing.
+	ActivateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activate_time,json=activateTime,proto3" json:"activate_time,omitempty"`
+	// When a retiring generation leaves the JWKS.
+	UnpublishTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=unpublish_time,json=unpublishTime,proto3" json:"unpublish_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Generation) Reset() {
 	*x = Generation{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[1]
+	mi := &file_sigil_v1_keys_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +247,7 @@ func (x *Generation) String() string {
 func (*Generation) ProtoMessage() {}
 
 func (x *Generation) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[1]
+	mi := &file_sigil_v1_keys_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +260,7 @@ func (x *Generation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Generation.ProtoReflect.Descriptor instead.
 func (*Generation) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{1}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Generation) GetGeneration() int32 {
@@ -209,6 +305,20 @@ func (x *Generation) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Generation) GetActivateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivateTime
+	}
+	return nil
+}
+
+func (x *Generation) GetUnpublishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UnpublishTime
+	}
+	return nil
+}
+
 type CreateKeyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -218,14 +328,16 @@ type CreateKeyRequest struct {
 	// A configured backend name; the default backend if empty.
 	Backend string `protobuf:"bytes,4,opt,name=backend,proto3" json:"backend,omitempty"`
 	// 2048 or 3072 for RS256/PS256 (2048 if zero); zero otherwise.
-	RsaBits       int32 `protobuf:"varint,5,opt,name=rsa_bits,json=rsaBits,proto3" json:"rsa_bits,omitempty"`
+	RsaBits int32 `protobuf:"varint,5,opt,name=rsa_bits,json=rsaBits,proto3" json:"rsa_bits,omitempty"`
+	// For jwt keys; unset fields take the defaults (168h, 24h, 1h, 1m).
+	JwtPolicy     *JWTPolicy `protobuf:"bytes,6,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[2]
+	mi := &file_sigil_v1_keys_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +349,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[2]
+	mi := &file_sigil_v1_keys_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +362,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{2}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateKeyRequest) GetId() string {
@@ -288,6 +400,13 @@ func (x *CreateKeyRequest) GetRsaBits() int32 {
 	return 0
 }
 
+func (x *CreateKeyRequest) GetJwtPolicy() *JWTPolicy {
+	if x != nil {
+		return x.JwtPolicy
+	}
+	return nil
+}
+
 type CreateKeyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -297,7 +416,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[3]
+	mi := &file_sigil_v1_keys_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +428,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[3]
+	mi := &file_sigil_v1_keys_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +441,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{3}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateKeyResponse) GetKey() *Key {
@@ -341,7 +460,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[4]
+	mi := &file_sigil_v1_keys_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +472,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[4]
+	mi := &file_sigil_v1_keys_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +485,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{4}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetKeyRequest) GetId() string {
@@ -385,7 +504,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	mi := &file_sigil_v1_keys_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +516,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	mi := &file_sigil_v1_keys_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +529,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{5}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -428,7 +547,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	mi := &file_sigil_v1_keys_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +559,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	mi := &file_sigil_v1_keys_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +572,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{6}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{7}
 }
 
 type ListKeysResponse struct {
@@ -465,7 +584,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	mi := &file_sigil_v1_keys_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +596,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	mi := &file_sigil_v1_keys_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +609,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{7}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -509,7 +628,7 @@ type GetPublicKeyRequest struct {
 
 func (x *GetPublicKeyRequest) Reset() {
 	*x = GetPublicKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[8]
+	mi := &file_sigil_v1_keys_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +640,7 @@ func (x *GetPublicKeyRequest) String() string {
 func (*GetPublicKeyRequest) ProtoMessage() {}
 
 func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[8]
+	mi := &file_sigil_v1_keys_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +653,7 @@ func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{8}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPublicKeyRequest) GetId() string {
@@ -557,7 +676,7 @@ type GetPublicKeyResponse struct {
 
 func (x *GetPublicKeyResponse) Reset() {
 	*x = GetPublicKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[9]
+	mi := &file_sigil_v1_keys_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +688,7 @@ func (x *GetPublicKeyResponse) String() string {
 func (*GetPublicKeyResponse) ProtoMessage() {}
 
 func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[9]
+	mi := &file_sigil_v1_keys_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +701,7 @@ func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{9}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPublicKeyResponse) GetGeneration() int32 {
@@ -613,11 +732,308 @@ func (x *GetPublicKeyResponse) GetPublicKeyDer() []byte {
 	return nil
 }
 
+type UpdateKeyPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	JwtPolicy     *JWTPolicy             `protobuf:"bytes,2,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyPolicyRequest) Reset() {
+	*x = UpdateKeyPolicyRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyPolicyRequest) ProtoMessage() {}
+
+func (x *UpdateKeyPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyPolicyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateKeyPolicyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateKeyPolicyRequest) GetJwtPolicy() *JWTPolicy {
+	if x != nil {
+		return x.JwtPolicy
+	}
+	return nil
+}
+
+type UpdateKeyPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyPolicyResponse) Reset() {
+	*x = UpdateKeyPolicyResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyPolicyResponse) ProtoMessage() {}
+
+func (x *UpdateKeyPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyPolicyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateKeyPolicyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type RotateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Sign with the new generation at once (an emergency: relying parties
+	// that cache the JWKS may reject its tokens until their cache expires).
+	Immediate     bool `protobuf:"varint,2,opt,name=immediate,proto3" json:"immediate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyRequest) Reset() {
+	*x = RotateKeyRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RotateKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RotateKeyRequest) GetImmediate() bool {
+	if x != nil {
+		return x.Immediate
+	}
+	return false
+}
+
+type RotateKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyResponse) Reset() {
+	*x = RotateKeyResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RotateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type RevokeGenerationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Generation    int32                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGenerationRequest) Reset() {
+	*x = RevokeGenerationRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGenerationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGenerationRequest) ProtoMessage() {}
+
+func (x *RevokeGenerationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGenerationRequest.ProtoReflect.Descriptor instead.
+func (*RevokeGenerationRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RevokeGenerationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeGenerationRequest) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type RevokeGenerationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeGenerationResponse) Reset() {
+	*x = RevokeGenerationResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeGenerationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeGenerationResponse) ProtoMessage() {}
+
+func (x *RevokeGenerationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeGenerationResponse.ProtoReflect.Descriptor instead.
+func (*RevokeGenerationResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RevokeGenerationResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 var File_sigil_v1_keys_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
-	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n" +
+	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
+	"\tJWTPolicy\x12<\n" +
+	"\frotate_every\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vrotateEvery\x12>\n" +
+	"\rpublish_ahead\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fpublishAhead\x12=\n" +
+	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl\x12-\n" +
+	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
+	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"jwksMaxAge\"\xab\x02\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -626,7 +1042,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\brsa_bits\x18\x05 \x01(\x05R\arsaBits\x126\n" +
 	"\vgenerations\x18\x06 \x03(\v2\x14.sigil.v1.GenerationR\vgenerations\x12;\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xd8\x01\n" +
+	"createTime\x122\n" +
+	"\n" +
+	"jwt_policy\x18\b \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\"\xdc\x02\n" +
 	"\n" +
 	"Generation\x12\x1e\n" +
 	"\n" +
@@ -638,13 +1056,17 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vbackend_ref\x18\x05 \x01(\tR\n" +
 	"backendRef\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x8f\x01\n" +
+	"createTime\x12?\n" +
+	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xc3\x01\n" +
 	"\x10CreateKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
 	"\apurpose\x18\x03 \x01(\tR\apurpose\x12\x18\n" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12\x19\n" +
-	"\brsa_bits\x18\x05 \x01(\x05R\arsaBits\"4\n" +
+	"\brsa_bits\x18\x05 \x01(\x05R\arsaBits\x122\n" +
+	"\n" +
+	"jwt_policy\x18\x06 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x1f\n" +
 	"\rGetKeyRequest\x12\x0e\n" +
@@ -662,13 +1084,34 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"generation\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12$\n" +
 	"\x0epublic_key_pem\x18\x03 \x01(\tR\fpublicKeyPem\x12$\n" +
-	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer2\xa1\x02\n" +
+	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\\\n" +
+	"\x16UpdateKeyPolicyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
+	"\n" +
+	"jwt_policy\x18\x02 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\":\n" +
+	"\x17UpdateKeyPolicyResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"@\n" +
+	"\x10RotateKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\timmediate\x18\x02 \x01(\bR\timmediate\"4\n" +
+	"\x11RotateKeyResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"I\n" +
+	"\x17RevokeGenerationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\";\n" +
+	"\x18RevokeGenerationResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\x9a\x04\n" +
 	"\n" +
 	"KeyService\x12D\n" +
 	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12;\n" +
 	"\x06GetKey\x12\x17.sigil.v1.GetKeyRequest\x1a\x18.sigil.v1.GetKeyResponse\x12A\n" +
 	"\bListKeys\x12\x19.sigil.v1.ListKeysRequest\x1a\x1a.sigil.v1.ListKeysResponse\x12M\n" +
-	"\fGetPublicKey\x12\x1d.sigil.v1.GetPublicKeyRequest\x1a\x1e.sigil.v1.GetPublicKeyResponseB\x8d\x01\n" +
+	"\fGetPublicKey\x12\x1d.sigil.v1.GetPublicKeyRequest\x1a\x1e.sigil.v1.GetPublicKeyResponse\x12V\n" +
+	"\x0fUpdateKeyPolicy\x12 .sigil.v1.UpdateKeyPolicyRequest\x1a!.sigil.v1.UpdateKeyPolicyResponse\x12D\n" +
+	"\tRotateKey\x12\x1a.sigil.v1.RotateKeyRequest\x1a\x1b.sigil.v1.RotateKeyResponse\x12Y\n" +
+	"\x10RevokeGeneration\x12!.sigil.v1.RevokeGenerationRequest\x1a\".sigil.v1.RevokeGenerationResponseB\x8d\x01\n" +
 	"\fcom.sigil.v1B\tKeysProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -683,40 +1126,67 @@ func file_sigil_v1_keys_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_keys_proto_rawDescData
 }
 
-var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_sigil_v1_keys_proto_goTypes = []any{
-	(*Key)(nil),                   // 0: sigil.v1.Key
-	(*Generation)(nil),            // 1: sigil.v1.Generation
-	(*CreateKeyRequest)(nil),      // 2: sigil.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 3: sigil.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),         // 4: sigil.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),        // 5: sigil.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),       // 6: sigil.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 7: sigil.v1.ListKeysResponse
-	(*GetPublicKeyRequest)(nil),   // 8: sigil.v1.GetPublicKeyRequest
-	(*GetPublicKeyResponse)(nil),  // 9: sigil.v1.GetPublicKeyResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*JWTPolicy)(nil),                // 0: sigil.v1.JWTPolicy
+	(*Key)(nil),                      // 1: sigil.v1.Key
+	(*Generation)(nil),               // 2: sigil.v1.Generation
+	(*CreateKeyRequest)(nil),         // 3: sigil.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),        // 4: sigil.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),            // 5: sigil.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),           // 6: sigil.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),          // 7: sigil.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),         // 8: sigil.v1.ListKeysResponse
+	(*GetPublicKeyRequest)(nil),      // 9: sigil.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),     // 10: sigil.v1.GetPublicKeyResponse
+	(*UpdateKeyPolicyRequest)(nil),   // 11: sigil.v1.UpdateKeyPolicyRequest
+	(*UpdateKeyPolicyResponse)(nil),  // 12: sigil.v1.UpdateKeyPolicyResponse
+	(*RotateKeyRequest)(nil),         // 13: sigil.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),        // 14: sigil.v1.RotateKeyResponse
+	(*RevokeGenerationRequest)(nil),  // 15: sigil.v1.RevokeGenerationRequest
+	(*RevokeGenerationResponse)(nil), // 16: sigil.v1.RevokeGenerationResponse
+	(*durationpb.Duration)(nil),      // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_sigil_v1_keys_proto_depIdxs = []int32{
-	1,  // 0: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
-	10, // 1: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	10, // 2: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 3: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	0,  // 4: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	0,  // 5: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	2,  // 6: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	4,  // 7: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	6,  // 8: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	8,  // 9: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	3,  // 10: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	5,  // 11: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	7,  // 12: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	9,  // 13: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	17, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
+	17, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
+	17, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
+	17, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
+	17, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
+	2,  // 5: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
+	18, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: sigil.v1.Key.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	18, // 8: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	18, // 9: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	18, // 10: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	1,  // 12: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 13: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 14: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	0,  // 15: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	1,  // 16: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
+	1,  // 17: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 18: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
+	3,  // 19: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	5,  // 20: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	7,  // 21: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	9,  // 22: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	11, // 23: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	13, // 24: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	15, // 25: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	4,  // 26: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	6,  // 27: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	8,  // 28: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	10, // 29: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	12, // 30: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	14, // 31: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	16, // 32: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }
@@ -730,7 +1200,7 @@ func file_sigil_v1_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_keys_proto_rawDesc), len(file_sigil_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyService_CreateKey_FullMethodName    = "/sigil.v1.KeyService/CreateKey"
-	KeyService_GetKey_FullMethodName       = "/sigil.v1.KeyService/GetKey"
-	KeyService_ListKeys_FullMethodName     = "/sigil.v1.KeyService/ListKeys"
-	KeyService_GetPublicKey_FullMethodName = "/sigil.v1.KeyService/GetPublicKey"
+	KeyService_CreateKey_FullMethodName        = "/sigil.v1.KeyService/CreateKey"
+	KeyService_GetKey_FullMethodName           = "/sigil.v1.KeyService/GetKey"
+	KeyService_ListKeys_FullMethodName         = "/sigil.v1.KeyService/ListKeys"
+	KeyService_GetPublicKey_FullMethodName     = "/sigil.v1.KeyService/GetPublicKey"
+	KeyService_UpdateKeyPolicy_FullMethodName  = "/sigil.v1.KeyService/UpdateKeyPolicy"
+	KeyService_RotateKey_FullMethodName        = "/sigil.v1.KeyService/RotateKey"
+	KeyService_RevokeGeneration_FullMethodName = "/sigil.v1.KeyService/RevokeGeneration"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -40,6 +43,14 @@ type KeyServiceClient interface {
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 	// GetPublicKey returns the public key of the key's active generation.
 	GetPublicKey(ctx context.Context, in *GetPublicKeyRequest, opts ...grpc.CallOption) (*GetPublicKeyResponse, error)
+	// UpdateKeyPolicy changes a JWT key's rotation policy; unset fields keep
+	// their value.
+	UpdateKeyPolicy(ctx context.Context, in *UpdateKeyPolicyRequest, opts ...grpc.CallOption) (*UpdateKeyPolicyResponse, error)
+	// RotateKey starts a new generation of a JWT key: published now, signing
+	// after the publish-ahead time, or at once when immediate is set.
+	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
+	// RevokeGeneration unpublishes a generation at once; it never signs again.
+	RevokeGeneration(ctx context.Context, in *RevokeGenerationRequest, opts ...grpc.CallOption) (*RevokeGenerationResponse, error)
 }
 
 type keyServiceClient struct {
@@ -90,6 +101,36 @@ func (c *keyServiceClient) GetPublicKey(ctx context.Context, in *GetPublicKeyReq
 	return out, nil
 }
 
+func (c *keyServiceClient) UpdateKeyPolicy(ctx context.Context, in *UpdateKeyPolicyRequest, opts ...grpc.CallOption) (*UpdateKeyPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateKeyPolicyResponse)
+	err := c.cc.Invoke(ctx, KeyService_UpdateKeyPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_RotateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) RevokeGeneration(ctx context.Context, in *RevokeGenerationRequest, opts ...grpc.CallOption) (*RevokeGenerationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeGenerationResponse)
+	err := c.cc.Invoke(ctx, KeyService_RevokeGeneration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -105,6 +146,14 @@ type KeyServiceServer interface {
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	// GetPublicKey returns the public key of the key's active generation.
 	GetPublicKey(context.Context, *GetPublicKeyRequest) (*GetPublicKeyResponse, error)
+	// UpdateKeyPolicy changes a JWT key's rotation policy; unset fields keep
+	// their value.
+	UpdateKeyPolicy(context.Context, *UpdateKeyPolicyRequest) (*UpdateKeyPolicyResponse, error)
+	// RotateKey starts a new generation of a JWT key: published now, signing
+	// after the publish-ahead time, or at once when immediate is set.
+	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
+	// RevokeGeneration unpublishes a generation at once; it never signs again.
+	RevokeGeneration(context.Context, *RevokeGenerationRequest) (*RevokeGenerationResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -126,6 +175,15 @@ func (UnimplementedKeyServiceServer) ListKeys(context.Context, *ListKeysRequest)
 }
 func (UnimplementedKeyServiceServer) GetPublicKey(context.Context, *GetPublicKeyRequest) (*GetPublicKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPublicKey not implemented")
+}
+func (UnimplementedKeyServiceServer) UpdateKeyPolicy(context.Context, *UpdateKeyPolicyRequest) (*UpdateKeyPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateKeyPolicy not implemented")
+}
+func (UnimplementedKeyServiceServer) RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKey not implemented")
+}
+func (UnimplementedKeyServiceServer) RevokeGeneration(context.Context, *RevokeGenerationRequest) (*RevokeGenerationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeGeneration not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -220,6 +278,60 @@ func _KeyService_GetPublicKey_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_UpdateKeyPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateKeyPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).UpdateKeyPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_UpdateKeyPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).UpdateKeyPolicy(ctx, req.(*UpdateKeyPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_RotateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RotateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RotateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RotateKey(ctx, req.(*RotateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_RevokeGeneration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeGenerationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RevokeGeneration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RevokeGeneration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RevokeGeneration(ctx, req.(*RevokeGenerationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -242,6 +354,18 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPublicKey",
 			Handler:    _KeyService_GetPublicKey_Handler,
+		},
+		{
+			MethodName: "UpdateKeyPolicy",
+			Handler:    _KeyService_UpdateKeyPolicy_Handler,
+		},
+		{
+			MethodName: "RotateKey",
+			Handler:    _KeyService_RotateKey_Handler,
+		},
+		{
+			MethodName: "RevokeGeneration",
+			Handler:    _KeyService_RevokeGeneration_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
