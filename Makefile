@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build run deps test lint fmt-check vet buf-lint proto proto-check gotest bench clean
+.PHONY: all build run deps sys-deps crosscheck-deps test lint fmt-check vet buf-lint proto proto-check gotest bench clean
 
 all: build
 
@@ -13,18 +13,25 @@ build:
 	$(GO) build -o bin/sigil ./cmd/sigil
 
 ## deps: install the system packages the server and tests need, when missing.
-deps:
+deps: sys-deps crosscheck-deps
+
+sys-deps:
 	@missing=""; \
 	[ -f /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+## crosscheck-deps: the independent JOSE implementation the tests verify JWTs with.
+crosscheck-deps: sys-deps
+	@[ -d testdata/crosscheck/node_modules/jose ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
+
 ## run: the embedded default, `sigil serve --dev`, in ./.sigil-dev.
-run: deps build
+run: sys-deps build
 	./bin/sigil serve --dev
 
 ## test: formatting, vet, buf lint, generated code freshness, then all tests under -race.
@@ -55,7 +62,7 @@ gotest:
 	$(GO) test -race -count=1 ./...
 
 ## bench: Go benchmarks, then the load driver, which rewrites BENCHMARKS.md.
-bench: deps
+bench: sys-deps
 	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./signer/pkcs11/ ./server/
 	$(GO) run ./cmd/sigil-bench -out BENCHMARKS.md
 

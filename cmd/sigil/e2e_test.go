@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,15 +13,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-hsm/sigil/internal/devmode"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 )
 
-// requireTools skips (fails under CI=true) without SoftHSM and openssl.
-func requireTools(t *testing.T) {
+// requireTools skips (fails under CI=true) without SoftHSM and the named
+// commands.
+func requireTools(t *testing.T, commands ...string) {
 	t.Helper()
 	err := softhsm.Available()
-	if _, lerr := exec.LookPath("openssl"); err == nil && lerr != nil {
-		err = lerr
+	for _, c := range commands {
+		if _, lerr := exec.LookPath(c); err == nil && lerr != nil {
+			err = lerr
+		}
 	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -98,7 +103,7 @@ var opensslVerify = map[string][]string{
 }
 
 func TestDevServerQuickstartWithOpenSSL(t *testing.T) {
-	requireTools(t)
+	requireTools(t, "openssl")
 	bin := build(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, ".sigil-dev")
@@ -157,5 +162,53 @@ func TestDevServerQuickstartWithOpenSSL(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 || !strings.Contains(string(out), "NotFound") {
 		t.Fatalf("error output %q, err %v", out, err)
+	}
+}
+
+// crosscheck is the jose npm package's verifier (make crosscheck-deps).
+const crosscheck = "../../testdata/crosscheck"
+
+func TestJWTsVerifyWithJoseAndTheDrillPasses(t *testing.T) {
+	requireTools(t, "node")
+	if _, err := os.Stat(filepath.Join(crosscheck, "node_modules", "jose")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the jose npm package is required under CI=true (make crosscheck-deps): %v", err)
+		}
+		t.Skip("jose npm package missing: make crosscheck-deps")
+	}
+	bin := build(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, ".sigil-dev")
+	defer devServer(t, bin, data)()
+	dc, err := devmode.ReadClient(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var tokens []string
+	for alg := range opensslVerify {
+		id := "jwt-" + strings.ToLower(alg)
+		run(t, bin, "keys", "create", id, "--alg", alg, "--purpose", "jwt", "--max-token-ttl", "5m", "--data-dir", data)
+		tokens = append(tokens, strings.TrimSpace(run(t, bin, "jwt", "sign", "--key", id, "--claims", `{"sub":"alice","aud":"api"}`, "--data-dir", data)))
+	}
+	file := filepath.Join(dir, "tokens.txt")
+	os.WriteFile(file, []byte(strings.Join(tokens, "\n")+"\n"), 0o600)
+	out, err := exec.Command("node", filepath.Join(crosscheck, "verify-jwt.mjs"), "http://"+dc.HTTPAddr+"/.well-known/jwks.json", file).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("verified %d", len(tokens))) {
+		t.Fatalf("jose: %v\n%s", err, out)
+	}
+	// A token altered after signing fails there too.
+	parts := strings.Split(tokens[0], ".")
+	os.WriteFile(file, []byte(parts[0]+"."+parts[1]+"x."+parts[2]+"\n"), 0o600)
+	if exec.Command("node", filepath.Join(crosscheck, "verify-jwt.mjs"), "http://"+dc.HTTPAddr+"/.well-known/jwks.json", file).Run() == nil {
+		t.Fatal("jose accepted an altered token")
+	}
+
+	run(t, bin, "keys", "create", "drill", "--alg", "ES256", "--purpose", "jwt", "--rotate-every", "3s", "--publish-ahead", "1500ms",
+		"--max-token-ttl", "1s", "--skew", "250ms", "--data-dir", data)
+	got := run(t, bin, "drill", "rotate", "--key", "drill", "--periods", "2", "--data-dir", data)
+	var minted, verified, failed int
+	if _, err := fmt.Sscanf(got, "minted %d verified %d failed %d", &minted, &verified, &failed); err != nil || failed != 0 || minted < 20 || verified != minted {
+		t.Fatalf("drill: %q %v", got, err)
 	}
 }

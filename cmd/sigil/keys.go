@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
@@ -14,25 +19,115 @@ import (
 func newKeys() *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create and inspect keys"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newKeysCreate(c), newKeysList(c), newKeysGet(c))
+	cmd.AddCommand(newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c))
+	return cmd
+}
+
+// jwtFlags are a JWT key's rotation policy flags.
+type jwtFlags struct{ rotateEvery, publishAhead, maxTTL, skew time.Duration }
+
+func addJWTFlags(f *pflag.FlagSet) *jwtFlags {
+	j := &jwtFlags{}
+	f.DurationVar(&j.rotateEvery, "rotate-every", 0, "jwt: how long each generation signs (P; default 168h)")
+	f.DurationVar(&j.publishAhead, "publish-ahead", 0, "jwt: how long a generation is published before it signs (A; default 24h)")
+	f.DurationVar(&j.maxTTL, "max-token-ttl", 0, "jwt: the longest token lifetime (T; default 1h)")
+	f.DurationVar(&j.skew, "skew", 0, "jwt: clock skew tolerated by relying parties (S; default 1m)")
+	return j
+}
+
+// policy is the policy the flags set, or nil if none is set.
+func (j *jwtFlags) policy() *sigilv1.JWTPolicy {
+	if *j == (jwtFlags{}) {
+		return nil
+	}
+	d := func(v time.Duration) *durationpb.Duration {
+		if v == 0 {
+			return nil
+		}
+		return durationpb.New(v)
+	}
+	return &sigilv1.JWTPolicy{RotateEvery: d(j.rotateEvery), PublishAhead: d(j.publishAhead), MaxTokenTtl: d(j.maxTTL), Skew: d(j.skew)}
+}
+
+// keyCall runs one KeyService call that answers with a key, and prints it.
+func keyCall(c *clientFlags, cmd *cobra.Command, call func(context.Context, sigilv1.KeyServiceClient) (*sigilv1.Key, error)) error {
+	return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+		k, err := call(ctx, sigilv1.NewKeyServiceClient(conn))
+		if err != nil {
+			return err
+		}
+		return printKey(cmd.OutOrStdout(), k, c.json)
+	})
+}
+
+func newKeysPolicy(c *clientFlags) *cobra.Command {
+	var j *jwtFlags
+	cmd := &cobra.Command{
+		Use:   "policy ID [--rotate-every DUR --publish-ahead DUR --max-token-ttl DUR --skew DUR]",
+		Short: "Change a JWT key's rotation policy (unset flags keep their value)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if j.policy() == nil {
+				return errors.New("policy needs at least one of --rotate-every, --publish-ahead, --max-token-ttl, --skew")
+			}
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: args[0], JwtPolicy: j.policy()})
+				return resp.GetKey(), err
+			})
+		},
+	}
+	j = addJWTFlags(cmd.Flags())
+	return cmd
+}
+
+func newKeysRotate(c *clientFlags) *cobra.Command {
+	var now bool
+	cmd := &cobra.Command{
+		Use:   "rotate ID [--now]",
+		Short: "Start a new generation of a JWT key (signing after its publish-ahead time)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: args[0], Immediate: now})
+				return resp.GetKey(), err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&now, "now", false, "emergency: sign with the new generation at once, before caches know it")
+	return cmd
+}
+
+func newKeysRevoke(c *clientFlags) *cobra.Command {
+	var gen int
+	cmd := &cobra.Command{
+		Use:   "revoke ID --generation N",
+		Short: "Unpublish a generation at once; it never signs again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: args[0], Generation: int32(gen)})
+				return resp.GetKey(), err
+			})
+		},
+	}
+	cmd.Flags().IntVar(&gen, "generation", 0, "the generation to revoke")
+	cmd.MarkFlagRequired("generation")
 	return cmd
 }
 
 func newKeysCreate(c *clientFlags) *cobra.Command {
 	req := &sigilv1.CreateKeyRequest{}
 	var bits int
+	var j *jwtFlags
 	cmd := &cobra.Command{
 		Use:   "create ID --alg ES256|ES384|ES256K|RS256|PS256|EdDSA",
 		Short: "Generate a key inside its backend",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req.Id, req.RsaBits = args[0], int32(bits)
-			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := sigilv1.NewKeyServiceClient(conn).CreateKey(ctx, req)
-				if err != nil {
-					return err
-				}
-				return printKey(cmd.OutOrStdout(), resp.GetKey(), c.json)
+			req.Id, req.RsaBits, req.JwtPolicy = args[0], int32(bits), j.policy()
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.CreateKey(ctx, req)
+				return resp.GetKey(), err
 			})
 		},
 	}
@@ -41,6 +136,7 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 	f.StringVar(&req.Purpose, "purpose", "raw", "jwt, eth or raw")
 	f.StringVar(&req.Backend, "backend", "", "backend name (the default backend if empty)")
 	f.IntVar(&bits, "rsa-bits", 0, "RSA modulus size for RS256/PS256: 2048 (default) or 3072")
+	j = addJWTFlags(f)
 	cmd.MarkFlagRequired("alg")
 	return cmd
 }
@@ -51,12 +147,9 @@ func newKeysGet(c *clientFlags) *cobra.Command {
 		Short: "Show a key, its generations and public keys",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := sigilv1.NewKeyServiceClient(conn).GetKey(ctx, &sigilv1.GetKeyRequest{Id: args[0]})
-				if err != nil {
-					return err
-				}
-				return printKey(cmd.OutOrStdout(), resp.GetKey(), c.json)
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.GetKey(ctx, &sigilv1.GetKeyRequest{Id: args[0]})
+				return resp.GetKey(), err
 			})
 		},
 	}
@@ -98,7 +191,16 @@ type keyJSON struct {
 	Purpose     string           `json:"purpose"`
 	Backend     string           `json:"backend"`
 	RSABits     int32            `json:"rsa_bits,omitempty"`
+	JWTPolicy   *policyJSON      `json:"jwt_policy,omitempty"`
 	Generations []generationJSON `json:"generations"`
+}
+
+type policyJSON struct {
+	RotateEvery  string `json:"rotate_every"`
+	PublishAhead string `json:"publish_ahead"`
+	MaxTokenTTL  string `json:"max_token_ttl"`
+	Skew         string `json:"skew"`
+	JWKSMaxAge   string `json:"jwks_max_age"`
 }
 
 type generationJSON struct {
@@ -107,14 +209,28 @@ type generationJSON struct {
 	KID          string `json:"kid"`
 	PublicKeyPEM string `json:"public_key_pem"`
 	BackendRef   string `json:"backend_ref,omitempty"`
+	ActivateAt   string `json:"activate_at,omitempty"`
+	UnpublishAt  string `json:"unpublish_at,omitempty"`
 }
 
 func toKeyJSON(k *sigilv1.Key) keyJSON {
 	out := keyJSON{ID: k.GetId(), Alg: k.GetAlgorithm(), Purpose: k.GetPurpose(), Backend: k.GetBackend(), RSABits: k.GetRsaBits(), Generations: []generationJSON{}}
+	if p := k.GetJwtPolicy(); p != nil {
+		out.JWTPolicy = &policyJSON{p.GetRotateEvery().AsDuration().String(), p.GetPublishAhead().AsDuration().String(),
+			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String()}
+	}
 	for _, g := range k.GetGenerations() {
-		out.Generations = append(out.Generations, generationJSON{g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem(), g.GetBackendRef()})
+		out.Generations = append(out.Generations, generationJSON{g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem(), g.GetBackendRef(),
+			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime())})
 	}
 	return out
+}
+
+func timeString(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
 }
 
 func printKey(w io.Writer, k *sigilv1.Key, asJSON bool) error {
@@ -122,8 +238,16 @@ func printKey(w io.Writer, k *sigilv1.Key, asJSON bool) error {
 		return printJSON(w, toKeyJSON(k))
 	}
 	fmt.Fprintf(w, "%s  %s  purpose %s  backend %s\n", k.GetId(), k.GetAlgorithm(), k.GetPurpose(), k.GetBackend())
+	if p := k.GetJwtPolicy(); p != nil {
+		fmt.Fprintf(w, "rotate every %v, publish ahead %v, max token ttl %v, skew %v (JWKS max-age %v)\n", p.GetRotateEvery().AsDuration(),
+			p.GetPublishAhead().AsDuration(), p.GetMaxTokenTtl().AsDuration(), p.GetSkew().AsDuration(), p.GetJwksMaxAge().AsDuration())
+	}
 	for _, g := range k.GetGenerations() {
-		fmt.Fprintf(w, "generation %d  %s  kid %s\n%s", g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem())
+		fmt.Fprintf(w, "generation %d  %s  kid %s", g.GetGeneration(), g.GetState(), g.GetKid())
+		if at := timeString(g.GetActivateTime()); at != "" {
+			fmt.Fprintf(w, "  signs from %s", at)
+		}
+		fmt.Fprintf(w, "\n%s", g.GetPublicKeyPem())
 	}
 	return nil
 }

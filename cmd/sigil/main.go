@@ -34,7 +34,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newKeys(), newSign())
+	root.AddCommand(newServe(), newKeys(), newSign(), newJWT(), newDrill())
 	return root
 }
 

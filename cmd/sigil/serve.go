@@ -45,12 +45,16 @@ func newServe() *cobra.Command {
 				return err
 			}
 			return serve(cmd.Context(), cfg, log, func(grpcAddr, httpAddr string) error {
-				fmt.Fprintf(cmd.OutOrStdout(), "sigil listening: gRPC %s, HTTP %s\n", grpcAddr, httpAddr)
-				if !dev {
-					return nil
+				if dev { // before announcing, so a client that waits for the line finds it
+					if err := devmode.WriteClient(dataDir, devmode.Client{Addr: grpcAddr, HTTPAddr: httpAddr}); err != nil {
+						return err
+					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "connect with: sigil keys list --data-dir %s\n", dataDir)
-				return devmode.WriteClient(dataDir, devmode.Client{Addr: grpcAddr})
+				fmt.Fprintf(cmd.OutOrStdout(), "sigil listening: gRPC %s, HTTP %s\n", grpcAddr, httpAddr)
+				if dev {
+					fmt.Fprintf(cmd.OutOrStdout(), "connect with: sigil keys list --data-dir %s\n", dataDir)
+				}
+				return nil
 			})
 		},
 	}

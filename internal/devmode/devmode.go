@@ -31,7 +31,8 @@ const clientFile = "client.json"
 
 // Client is what a client command needs to reach a dev server.
 type Client struct {
-	Addr string `json:"addr"`
+	Addr     string `json:"addr"`
+	HTTPAddr string `json:"http_addr"`
 }
 
 // Prepare creates or reuses dir and returns the configuration the dev
