@@ -40,6 +40,8 @@ type Keyring struct {
 	mu       sync.RWMutex
 	keys     map[string]*Key // every stored key, parsed; invisible ones too
 	watchers []func()
+
+	ticking sync.Mutex // one Tick at a time in this process
 }
 
 // Options configure a Keyring.
@@ -215,10 +217,7 @@ func (r *Keyring) refresh(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	delete(r.keys, id)
-	r.mu.Unlock()
-	return r.remember(k)
+	return r.remember(k) // the newer of memory's and the store's copy stays
 }
 
 // Signing is what the signing path needs: the key, the generation that

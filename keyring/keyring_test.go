@@ -18,7 +18,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
 
 type env struct {
 	hsm   *pkcs11.Backend

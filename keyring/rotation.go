@@ -45,9 +45,14 @@ func maxTime(ts ...time.Time) time.Time {
 }
 
 // Tick advances every JWT key's generations through whatever is due now.
-// It is idempotent and safe to run concurrently with itself: each step is
-// a compare-and-swap, and a lost race is retried on the next tick.
+// It is idempotent. Within a process a Tick that finds another running
+// returns at once; across processes sharing a store, each step is a
+// compare-and-swap and a lost race is retried on the next tick.
 func (r *Keyring) Tick(ctx context.Context) error {
+	if !r.ticking.TryLock() {
+		return nil
+	}
+	defer r.ticking.Unlock()
 	var failed []error
 	for _, k := range r.List(ctx) {
 		if k.Purpose != PurposeJWT && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked)) == 0 {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -34,7 +35,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
 
 // faultyBackend makes a real backend unreachable on demand: the narrow
 // fault a test cannot get from a live SoftHSM token. Embedding the
@@ -74,12 +75,16 @@ func start(t testing.TB, hsm *faultyBackend, dbPath string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pub := jwks.NewPublisher()
+	if err := kr.Publish(ctx, pub); err != nil {
+		t.Fatal(err)
+	}
 	gl, _ := net.Listen("tcp", "127.0.0.1:0")
 	hl, _ := net.Listen("tcp", "127.0.0.1:0")
 	done := make(chan error, 1)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	go func() {
-		done <- server.New(server.Options{Keyring: kr, Backends: backends, Logger: quiet}).Serve(ctx, gl, hl)
+		done <- server.New(server.Options{Keyring: kr, Backends: backends, Logger: quiet, JWKS: pub}).Serve(ctx, gl, hl)
 	}()
 	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -1,14 +1,17 @@
 // Command sigil-bench is the load driver behind `make bench`. In one run,
-// against one fresh SoftHSM token, it measures signing two ways at 1, 2 and
-// 16 concurrent callers:
+// against one fresh SoftHSM token, it measures each thing Sigil adds
+// against a baseline measured alongside it:
 //
-//   - raw: the PKCS#11 backend called in-process (the baseline), and
-//   - gRPC: Sign through a Sigil server over loopback,
+//   - Sign through gRPC on loopback against the PKCS#11 backend called
+//     in-process, for ES256, ES256K, EdDSA and RS256 at 1, 2 and 16
+//     callers, with a no-op gRPC call as the floor;
+//   - SignJWT against Sign, both through gRPC (what minting a JWT adds);
+//   - the JWKS endpoint against a net/http handler writing static bytes.
 //
-// and writes ops/s, p50 and p99 of both, with their ratio, to a Markdown
-// table. Each cell runs the baseline and Sigil back to back, so drift in
-// the machine affects both alike. Nothing here asserts a time: the table
-// is read by people.
+// It writes ops/s, p50 and p99 with their ratios to a Markdown file.
+// Each baseline runs back to back with what it is compared to, so drift
+// in the machine affects both alike. Nothing here asserts a time: the
+// tables are read by people.
 package main
 
 import (
@@ -20,6 +23,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -32,6 +36,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
+	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -41,9 +46,9 @@ import (
 )
 
 func main() {
-	out := flag.String("out", "BENCHMARKS.md", "where to write the table")
-	dur := flag.Duration("duration", 2*time.Second, "measuring time per cell and side")
-	only := flag.String("alg", "", "measure only this algorithm")
+	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
+	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
+	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
 	if *only != "" {
@@ -71,6 +76,16 @@ var (
 // the other would have had.
 const sessions = 16
 
+// bench is one run's fixtures: a token, a keyring and a server over them.
+type bench struct {
+	ctx      context.Context
+	dur      time.Duration
+	hsm      *pkcs11.Backend
+	kr       *keyring.Keyring
+	conn     *grpc.ClientConn
+	httpAddr string
+}
+
 func run(out string, dur time.Duration) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "sigil-bench-")
@@ -93,65 +108,26 @@ func run(out string, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
-	conn, stop, err := startServer(ctx, kr, backends)
+	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr}
+	stop, err := b.startServer(backends)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	client := sigilv1.NewSigningServiceClient(conn)
-
-	var floor []result
-	health := healthpb.NewHealthClient(conn)
-	for _, c := range callers {
-		r, err := measure(ctx, func(ctx context.Context) error {
-			_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-			return err
-		}, c, dur)
-		if err != nil {
-			return err
-		}
-		floor = append(floor, r)
+	var rep report
+	if rep.floor, err = b.floor(); err != nil {
+		return err
 	}
-
-	var rows []row
-	for _, alg := range algs {
-		id := "bench-" + strings.ToLower(string(alg))
-		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeRaw, Algorithm: alg}); err != nil {
-			return err
-		}
-		sg, err := kr.ForSigning(ctx, id, keyring.PurposeRaw)
-		if err != nil {
-			return err
-		}
-		msg := make([]byte, 100) // about a JWT signing input
-		rand.Read(msg)
-		in := alg.Input(msg)
-		rawOp := func(ctx context.Context) error {
-			_, err := hsm.Sign(ctx, sg.Generation.Ref, alg, in)
-			return err
-		}
-		req := &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: in}}
-		if alg == signer.EdDSA {
-			req.Input = &sigilv1.SignRequest_Message{Message: in}
-		}
-		grpcOp := func(ctx context.Context) error {
-			_, err := client.Sign(ctx, req)
-			return err
-		}
-		for _, c := range callers {
-			raw, err := measure(ctx, rawOp, c, dur)
-			if err != nil {
-				return err
-			}
-			viaGRPC, err := measure(ctx, grpcOp, c, dur)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, row{alg, c, raw, viaGRPC})
-			fmt.Fprintf(os.Stderr, "%-6s %2d callers: raw %8.0f ops/s  gRPC %8.0f ops/s  ratio %.2f\n", alg, c, raw.opsPerSec, viaGRPC.opsPerSec, viaGRPC.opsPerSec/raw.opsPerSec)
-		}
+	if rep.sign, err = b.signTable(); err != nil {
+		return err
 	}
-	return writeReport(out, rows, floor, dur)
+	if rep.jwt, err = b.jwtTable(); err != nil {
+		return err
+	}
+	if rep.jwks, err = b.jwksTable(); err != nil {
+		return err
+	}
+	return rep.write(out, dur)
 }
 
 func openToken(ctx context.Context, dir string) (*pkcs11.Backend, error) {
@@ -170,25 +146,170 @@ func openToken(ctx context.Context, dir string) (*pkcs11.Backend, error) {
 	return pkcs11.Open(ctx, "bench", pkcs11.Config{Module: softhsm.Module, Token: tok.Label, PIN: secret.Ref("file:" + tok.PINFile), Sessions: sessions})
 }
 
-func startServer(ctx context.Context, kr *keyring.Keyring, backends map[string]signer.Backend) (*grpc.ClientConn, func(), error) {
+func (b *bench) startServer(backends map[string]signer.Backend) (func(), error) {
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	pub := jwks.NewPublisher()
+	if err := b.kr.Publish(b.ctx, pub); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(b.ctx)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	done := make(chan error, 1)
-	go func() {
-		done <- server.New(server.Options{Keyring: kr, Backends: backends, Logger: quiet}).Serve(ctx, gl, hl)
-	}()
+	srv := server.New(server.Options{Keyring: b.kr, Backends: backends, Logger: quiet, JWKS: pub})
+	go func() { done <- srv.Serve(ctx, gl, hl) }()
 	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		cancel()
+		return nil, err
+	}
+	b.conn, b.httpAddr = conn, hl.Addr().String()
+	return func() { conn.Close(); cancel(); <-done }, nil
+}
+
+// rounds is how many times each cell alternates baseline and subject; the
+// median round of each side is reported, so one disturbed round (another
+// process, a GC at a bad moment) does not decide a ratio.
+const rounds = 3
+
+// pair measures base and subject alternately at each number of callers.
+func (b *bench) pair(name string, base, subject func(context.Context) error, cs []int) ([]row, error) {
+	var rows []row
+	for _, c := range cs {
+		var xs, ys []result
+		for range rounds {
+			x, err := measure(b.ctx, base, c, b.dur)
+			if err != nil {
+				return nil, fmt.Errorf("%s baseline: %w", name, err)
+			}
+			y, err := measure(b.ctx, subject, c, b.dur)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			xs, ys = append(xs, x), append(ys, y)
+		}
+		x, y := median(xs), median(ys)
+		rows = append(rows, row{name, c, x, y})
+		fmt.Fprintf(os.Stderr, "%-14s %2d callers: baseline %8.0f ops/s  sigil %8.0f ops/s  ratio %.2f\n", name, c, x.opsPerSec, y.opsPerSec, y.opsPerSec/x.opsPerSec)
+	}
+	return rows, nil
+}
+
+// floor is a gRPC call that does no work, on the same connection.
+func (b *bench) floor() ([]result, error) {
+	health := healthpb.NewHealthClient(b.conn)
+	var out []result
+	for _, c := range callers {
+		r, err := measure(b.ctx, func(ctx context.Context) error {
+			_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		}, c, b.dur)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// signTable: the backend in-process against Sign through gRPC.
+func (b *bench) signTable() ([]row, error) {
+	client := sigilv1.NewSigningServiceClient(b.conn)
+	var rows []row
+	for _, alg := range algs {
+		id := "bench-" + strings.ToLower(string(alg))
+		if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeRaw, Algorithm: alg}); err != nil {
+			return nil, err
+		}
+		sg, err := b.kr.ForSigning(b.ctx, id, keyring.PurposeRaw)
+		if err != nil {
+			return nil, err
+		}
+		msg := make([]byte, 100) // about a JWT signing input
+		rand.Read(msg)
+		in := alg.Input(msg)
+		req := &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: in}}
+		if alg == signer.EdDSA {
+			req.Input = &sigilv1.SignRequest_Message{Message: in}
+		}
+		r, err := b.pair(string(alg), func(ctx context.Context) error {
+			_, err := b.hsm.Sign(ctx, sg.Generation.Ref, alg, in)
+			return err
+		}, func(ctx context.Context) error {
+			_, err := client.Sign(ctx, req)
+			return err
+		}, callers)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+// jwtTable: Sign against SignJWT, both through gRPC with ES256 keys in the
+// same token, so the difference is what building and encoding a JWT costs.
+func (b *bench) jwtTable() ([]row, error) {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-jwt", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}); err != nil {
+		return nil, err
+	}
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-jwt", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+		return nil, err
+	}
+	sign, mint := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewJWTServiceClient(b.conn)
+	d := signer.ES256.Input([]byte("about a JWT signing input"))
+	claims := []byte(`{"sub":"user-1234","aud":"api.example","scope":"read write","tenant":"t-42"}`)
+	return b.pair("SignJWT ES256", func(ctx context.Context) error {
+		_, err := sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-raw-jwt", Input: &sigilv1.SignRequest_Digest{Digest: d}})
+		return err
+	}, func(ctx context.Context) error {
+		_, err := mint.SignJWT(ctx, &sigilv1.SignJWTRequest{KeyId: "bench-jwt", ClaimsJson: claims})
+		return err
+	}, []int{1, 16})
+}
+
+// jwksTable: Sigil's JWKS endpoint against a handler that writes the same
+// bytes and headers from a variable, over the same kind of listener.
+func (b *bench) jwksTable() ([]row, error) {
+	sigilURL := "http://" + b.httpAddr + "/.well-known/jwks.json"
+	body, hdr, err := fetch(http.DefaultClient, sigilURL)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	static := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		for k, v := range hdr {
+			w.Header()[k] = v
+		}
+		w.Write(body)
+	})}
+	go static.Serve(lis)
+	defer static.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	get := func(url string) func(context.Context) error {
+		return func(context.Context) error { _, _, err := fetch(client, url); return err }
+	}
+	return b.pair("JWKS GET", get("http://"+lis.Addr().String()+"/"), get(sigilURL), []int{1, 16})
+}
+
+func fetch(c *http.Client, url string) ([]byte, http.Header, error) {
+	resp, err := c.Get(url)
+	if err != nil {
 		return nil, nil, err
 	}
-	return conn, func() { conn.Close(); cancel(); <-done }, nil
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return body, resp.Header, err
 }

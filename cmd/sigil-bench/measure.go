@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -63,4 +64,11 @@ func runFor(ctx context.Context, op func(context.Context) error, n int, dur time
 	}
 	wg.Wait()
 	return all, firstErr
+}
+
+// median returns the result with the median throughput.
+func median(rs []result) result {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.opsPerSec, b.opsPerSec) })
+	return rs[len(rs)/2]
 }

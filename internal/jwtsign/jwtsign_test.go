@@ -1,6 +1,7 @@
 package jwtsign_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -171,6 +172,9 @@ func FuzzPrepare(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
 	f.Fuzz(func(t *testing.T, claims, headers []byte, ttl int64) {
 		p, err := jwtsign.Prepare(jwtsign.Request{Claims: claims, Headers: headers, TTL: time.Duration(ttl)}, policy, now)
+		if dup := duplicateMember(claims); dup != (err != nil && strings.Contains(err.Error(), "claims: a member name appears twice")) {
+			t.Fatalf("duplicate members %v, but Prepare says %v", dup, err)
+		}
 		if err != nil {
 			if !errs.Is(err, errs.InvalidArgument) {
 				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
@@ -190,4 +194,28 @@ func FuzzPrepare(f *testing.F) {
 			}
 		}
 	})
+}
+
+// duplicateMember reports, the slow and obvious way, whether data is a
+// valid JSON object with a member name twice at the top level.
+func duplicateMember(data []byte) bool {
+	if len(data) > jwtsign.MaxClaimsBytes || !json.Valid(data) {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, _ := dec.Token(); tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, _ := dec.Token()
+		name := tok.(string)
+		if seen[name] {
+			return true
+		}
+		seen[name] = true
+		var v json.RawMessage
+		dec.Decode(&v)
+	}
+	return false
 }

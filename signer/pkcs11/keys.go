@@ -155,7 +155,8 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 			return err
 		}
 		for _, o := range objs {
-			if err := b.mod.DestroyObject(h, o); err != nil {
+			// Invalid handle: someone else destroyed it since the search.
+			if err := b.mod.DestroyObject(h, o); err != nil && !isCKR(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) {
 				return err
 			}
 		}

@@ -1,0 +1,209 @@
+package keyring_test
+
+import (
+	"context"
+	"crypto"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+var testPolicy = keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 10 * time.Minute, Skew: time.Minute}
+
+func createJWT(t *testing.T, r *keyring.Keyring, id string) *keyring.Key {
+	t.Helper()
+	p := testPolicy
+	k, err := r.Create(context.Background(), keyring.CreateSpec{ID: id, Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func states(k *keyring.Key) string {
+	var s []string
+	for _, g := range k.Generations {
+		s = append(s, string(g.State))
+	}
+	return strings.Join(s, ",")
+}
+
+func TestPolicyValidation(t *testing.T) {
+	bad := []keyring.JWTPolicy{
+		{RotateEvery: 0, PublishAhead: time.Minute, MaxTokenTTL: time.Minute},
+		{RotateEvery: time.Hour, PublishAhead: time.Minute, MaxTokenTTL: time.Minute, Skew: time.Minute},   // A − S = 0: no max-age
+		{RotateEvery: time.Hour, PublishAhead: 2 * time.Hour, MaxTokenTTL: time.Minute, Skew: time.Second}, // A > P
+		{RotateEvery: time.Hour, PublishAhead: time.Minute, MaxTokenTTL: 0, Skew: time.Second},
+		{RotateEvery: time.Hour, PublishAhead: time.Minute, MaxTokenTTL: time.Minute, Skew: -time.Second},
+	}
+	for _, p := range bad {
+		if err := p.Validate(); !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("%+v: %v", p, err)
+		}
+	}
+	if err := testPolicy.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := testPolicy.MaxAge(); got != keyring.MaxCacheAge {
+		t.Errorf("max-age %v, want the %v cap", got, keyring.MaxCacheAge)
+	}
+	short := keyring.JWTPolicy{RotateEvery: time.Minute, PublishAhead: 30 * time.Second, MaxTokenTTL: time.Minute, Skew: 5 * time.Second}
+	if short.MaxAge() != 25*time.Second {
+		t.Errorf("max-age %v, want A − S", short.MaxAge())
+	}
+}
+
+func TestRotateRevokeAndPolicyChanges(t *testing.T) {
+	e := newEnv(t)
+	r := e.keyring(t, nil)
+	ctx := context.Background()
+	createJWT(t, r, "auth")
+	r.Create(ctx, keyring.CreateSpec{ID: "raw", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	r.Create(ctx, keyring.CreateSpec{ID: "wallet", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K})
+
+	_, err := r.Rotate(ctx, "raw", false)
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = r.Rotate(ctx, "wallet", false)
+	if wantKind(t, err, errs.FailedPrecondition); !strings.Contains(err.Error(), "Ethereum") {
+		t.Errorf("eth rotation error does not say why: %v", err)
+	}
+	_, err = r.SetJWTPolicy(ctx, "raw", testPolicy)
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = r.SetJWTPolicy(ctx, "auth", keyring.JWTPolicy{PublishAhead: 2 * time.Hour})
+	wantKind(t, err, errs.InvalidArgument)
+
+	// Manual rotation: pending for A; asking again reuses it.
+	k, err := r.Rotate(ctx, "auth", false)
+	if err != nil || states(k) != "active,pending" || !k.Generations[1].ActivateAt.Equal(e.now.Add(testPolicy.PublishAhead)) {
+		t.Fatalf("rotate: %v %s %v", err, states(k), k.Generations[1].ActivateAt)
+	}
+	if k, _ = r.Rotate(ctx, "auth", false); states(k) != "active,pending" {
+		t.Fatalf("second rotate: %s", states(k))
+	}
+	// --now activates the pending one; the old one retires for T + S.
+	if k, err = r.Rotate(ctx, "auth", true); err != nil || states(k) != "retiring,active" {
+		t.Fatalf("rotate --now: %v %s", err, states(k))
+	}
+	if !k.Generations[0].UnpublishAt.Equal(e.now.Add(testPolicy.MaxTokenTTL + testPolicy.Skew)) {
+		t.Fatalf("unpublish at %v", k.Generations[0].UnpublishAt)
+	}
+
+	// Revocation.
+	_, err = r.Revoke(ctx, "auth", 9)
+	wantKind(t, err, errs.NotFound)
+	if k, err = r.Revoke(ctx, "auth", 2); err != nil || states(k) != "retiring,revoked,active" {
+		t.Fatalf("revoking the active generation: %v %s", err, states(k))
+	}
+	s, err := r.ForSigning(ctx, "auth", keyring.PurposeJWT)
+	if err != nil || s.Generation.Number != 3 {
+		t.Fatalf("after revocation, generation %d signs (%v)", s.Generation.Number, err)
+	}
+	if k, err = r.Revoke(ctx, "auth", 2); err != nil || states(k) != "retiring,revoked,active" {
+		t.Fatalf("revoking twice: %v %s", err, states(k))
+	}
+
+	// Shortening the cache window holds back the next activation until
+	// caches under the old window expire.
+	k, _ = r.Rotate(ctx, "auth", false)
+	oldMaxAge := k.JWT.MaxAge()
+	k, err = r.SetJWTPolicy(ctx, "auth", keyring.JWTPolicy{PublishAhead: 5 * time.Minute, Skew: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	floor := e.now.Add(oldMaxAge + 30*time.Second)
+	if k.ActivateNotBefore.Before(floor) || k.Generations[3].ActivateAt.Before(floor) || k.JWT.MaxAge() != 4*time.Minute+30*time.Second {
+		t.Fatalf("policy change: floor %v, pending at %v, max-age %v", k.ActivateNotBefore, k.Generations[3].ActivateAt, k.JWT.MaxAge())
+	}
+}
+
+// atomicClock is a fake clock safe for concurrent schedulers.
+type atomicClock struct{ ns atomic.Int64 }
+
+func (c *atomicClock) now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
+
+// Two keyrings with memories of their own over one store stand for two
+// replicas whose schedulers race. Lost races (Aborted) and HSM calls that
+// collide (Unavailable) are retried on a later tick; what the store holds
+// must obey the invariants after every round.
+func TestRacingSchedulersKeepOneActive(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	clk := &atomicClock{}
+	clk.ns.Store(e.now.UnixNano())
+	replica := func() *keyring.Keyring {
+		r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": e.hsm},
+			DefaultBackend: "hsm-a", Now: clk.now, Retention: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a := replica()
+	createJWT(t, a, "busy")
+	b := replica()
+	var wg sync.WaitGroup
+	for round := 0; round < 10*12; round++ { // 10 periods in 5-minute steps
+		for _, r := range []*keyring.Keyring{a, b, a, b} {
+			wg.Go(func() {
+				if err := r.Tick(ctx); err != nil && !errs.Is(err, errs.Aborted) && !errs.Is(err, errs.Unavailable) {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		k, err := e.store.Get(ctx, "busy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := states(k); strings.Count(s, "active") != 1 || strings.Count(s, "pending") > 1 {
+			t.Fatalf("round %d: %s", round, s)
+		}
+		clk.ns.Add(int64(5 * time.Minute))
+	}
+	a.Tick(ctx) // a last round without a rival settles what was lost
+	k, _ := e.store.Get(ctx, "busy")
+	if n := len(k.Generations); n < 10 || n > 12 || strings.Contains(states(k), "creating") {
+		t.Fatalf("%d generations after 10 periods: %s", n, states(k))
+	}
+}
+
+func TestRestartInTheMiddleOfARotation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.keyring(t, nil)
+	createJWT(t, r, "auth")
+	// A crash after the HSM made generation 2 but before it was recorded
+	// as pending: the record says "creating", the token holds the pair.
+	k, _ := e.store.Get(ctx, "auth")
+	k.Generations = append(k.Generations, keyring.Generation{Number: 2, State: keyring.StateCreating, Name: "auth.g2", CreatedAt: e.now})
+	if _, err := e.store.Put(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "auth.g2", Algorithm: signer.ES256}); err != nil {
+		t.Fatal(err)
+	}
+	e.now = e.now.Add(testPolicy.RotateEvery) // the rotation is overdue
+	r = e.keyring(t, nil)                     // restart
+	if err := r.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, _ = r.Get(ctx, "auth")
+	if states(k) != "active,pending" {
+		t.Fatalf("after restart: %s", states(k))
+	}
+	// The abandoned pair was destroyed before its generation was made
+	// again, so exactly one pair answers to the label.
+	pub, err := e.hsm.Public(ctx, e.hsm.NameRef("auth.g2"))
+	if err != nil || !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Generations[1].Public()) {
+		t.Fatalf("token and keyring disagree on generation 2: %v", err)
+	}
+	if _, err := r.ForSigning(ctx, "auth", keyring.PurposeJWT); err != nil {
+		t.Fatal(err)
+	}
+}
