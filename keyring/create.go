@@ -2,10 +2,13 @@ package keyring
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
+
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/signer"
@@ -19,6 +22,7 @@ type CreateSpec struct {
 	RSABits   int        // RS256/PS256 only; 2048 if zero
 	Backend   string     // the default backend if empty
 	JWT       *JWTPolicy // jwt keys only; unset fields take DefaultJWTPolicy's
+	Eth       *EthPolicy // eth keys only; without one the key signs for no chain
 }
 
 func (r *Keyring) validate(s *CreateSpec) error {
@@ -54,6 +58,9 @@ func (r *Keyring) validate(s *CreateSpec) error {
 	case s.JWT != nil:
 		return errs.New(errs.InvalidArgument, "a rotation policy applies to jwt keys only")
 	}
+	if s.Eth != nil && s.Purpose != PurposeEth {
+		return errs.New(errs.InvalidArgument, "a spending policy applies to eth keys only")
+	}
 	if s.Backend == "" {
 		s.Backend = r.defaultBackend
 	}
@@ -73,7 +80,7 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 		r.dropStale(ctx, k) // a creation that crashed long ago
 	}
 	now := r.now().UTC()
-	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, CreatedAt: now, UpdatedAt: now}
+	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, Eth: s.Eth, CreatedAt: now, UpdatedAt: now}
 	rev, err := r.store.Put(ctx, k)
 	if err != nil {
 		return nil, err
@@ -125,6 +132,13 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 				return errs.New(errs.Internal, "encoding public key: %w", err)
 			}
 			cur.Ref, cur.PublicKey, cur.UpdatedAt = info.Ref, der, now
+			if k.Purpose == PurposeEth {
+				pub, ok := info.Public.(*ecdsa.PublicKey)
+				if !ok {
+					return errs.New(errs.Internal, "eth key without a secp256k1 public key")
+				}
+				k.Address = ethcrypto.PubkeyToAddress(*pub).Hex()
+			}
 			place(k, cur, now)
 			return nil
 		})

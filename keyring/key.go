@@ -50,6 +50,10 @@ type Key struct {
 
 	// JWT is the rotation policy of a jwt-purpose key.
 	JWT *JWTPolicy `json:"jwt,omitempty"`
+	// Eth is the spending policy of an eth-purpose key, and Address its
+	// EIP-55 address, derived once from the public key.
+	Eth     *EthPolicy `json:"eth,omitempty"`
+	Address string     `json:"address,omitempty"`
 	// ActivateNotBefore holds back the next activation after a policy
 	// change shortened the JWKS max-age: caches taken under the old one
 	// must expire before a generation they lack may sign.
@@ -149,6 +153,10 @@ func (k *Key) clone() *Key {
 	if k.JWT != nil {
 		p := *k.JWT
 		c.JWT = &p
+	}
+	if k.Eth != nil {
+		p := *k.Eth
+		c.Eth = &p
 	}
 	return &c
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/strictjson"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -70,13 +71,13 @@ type Prepared struct {
 // payload: the client's claims with iat set to now and exp set (or
 // checked to lie within now + T).
 func Prepare(req Request, p keyring.JWTPolicy, now time.Time) (Prepared, error) {
-	claims, err := object("claims", req.Claims, MaxClaimsBytes)
+	claims, err := strictjson.Object("claims", req.Claims, MaxClaimsBytes)
 	if err != nil {
 		return Prepared{}, err
 	}
 	headers := map[string]json.RawMessage{}
 	if len(bytes.TrimSpace(req.Headers)) > 0 {
-		if headers, err = object("headers", req.Headers, MaxHeaderBytes); err != nil {
+		if headers, err = strictjson.Object("headers", req.Headers, MaxHeaderBytes); err != nil {
 			return Prepared{}, err
 		}
 	}
@@ -151,50 +152,6 @@ func numericDate(name string, raw json.RawMessage) (float64, error) {
 		return 0, errs.New(errs.InvalidArgument, "claims: %s must be a NumericDate (seconds since the epoch)", name)
 	}
 	return f, nil
-}
-
-// object parses a JSON object of at most max bytes. Duplicate member
-// names are refused: parsers disagree on which one wins, and a verifier
-// must see the claims Sigil checked.
-func object(what string, data []byte, max int) (map[string]json.RawMessage, error) {
-	if len(data) > max {
-		return nil, errs.New(errs.InvalidArgument, "%s: %d bytes, at most %d", what, len(data), max)
-	}
-	var out map[string]json.RawMessage
-	if err := json.Unmarshal(data, &out); err != nil || out == nil {
-		return nil, errs.New(errs.InvalidArgument, "%s: must be a JSON object", what)
-	}
-	if len(out) > 0 && topLevelCommas(data)+1 != len(out) {
-		return nil, errs.New(errs.InvalidArgument, "%s: a member name appears twice", what)
-	}
-	return out, nil
-}
-
-// topLevelCommas counts the commas between the members of a valid JSON
-// object, so that members lost to duplicate names can be noticed
-// (encoding/json keeps the last one silently). Hand-written because no
-// library in use reports duplicates; data has already been validated.
-func topLevelCommas(data []byte) int {
-	n, depth, inString, escaped := 0, 0, false, false
-	for _, c := range data {
-		switch {
-		case inString && escaped:
-			escaped = false
-		case inString && c == '\\':
-			escaped = true
-		case inString:
-			inString = c != '"'
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			depth--
-		case c == ',' && depth == 1:
-			n++
-		}
-	}
-	return n
 }
 
 // Sign mints a token from a prepared request with the generation that

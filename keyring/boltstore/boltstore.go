@@ -40,6 +40,9 @@ func Open(path string) (*Store, error) {
 	return &Store{db: db}, nil
 }
 
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.db.Path() }
+
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 

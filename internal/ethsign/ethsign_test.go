@@ -1,0 +1,427 @@
+package ethsign_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/accounts"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/rlp"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/ethsign"
+	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/pkcs11"
+)
+
+func TestMain(m *testing.M) { softhsmtest.Main(m, 8) }
+
+type env struct {
+	kr    *keyring.Keyring
+	store *boltstore.Store
+	svc   *ethsign.Service
+	hsm   *pkcs11.Backend
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	ctx := context.Background()
+	hsm, err := pkcs11.Open(ctx, "hsm", pkcs11.Config(softhsmtest.Token(tb)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { hsm.Close() })
+	store, err := boltstore.Open(filepath.Join(tb.TempDir(), "k.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &env{kr: kr, store: store, hsm: hsm, svc: &ethsign.Service{Ledger: store, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+}
+
+func (e *env) key(tb testing.TB, id string, p *keyring.EthPolicy) keyring.Signing {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := e.kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeEth, Algorithm: signer.ES256K, Eth: p}); err != nil {
+		tb.Fatal(err)
+	}
+	sg, err := e.kr.ForSigning(ctx, id, keyring.PurposeEth)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sg
+}
+
+func wantKind(t *testing.T, err error, k errs.Kind) {
+	t.Helper()
+	if !errs.Is(err, k) {
+		t.Fatalf("got %v (kind %v), want kind %v", err, errs.KindOf(err), k)
+	}
+}
+
+const dest = "0x3535353535353535353535353535353535353535"
+
+// txJSON is an eth_signTransaction object of each type.
+var txJSON = map[string]string{
+	"legacy": `{"chainId":"0x1","nonce":"0x9","to":"` + dest + `","value":"0xde0b6b3a7640000","gas":"0x5208","gasPrice":"0x4a817c800"}`,
+	"2930": `{"type":"0x1","chainId":"0x1","nonce":"0x1","to":"` + dest + `","value":"0x1","gas":"0x7530","gasPrice":"0x3b9aca00",
+		"accessList":[{"address":"` + dest + `","storageKeys":["0x0000000000000000000000000000000000000000000000000000000000000001"]}]}`,
+	"1559": `{"chainId":"0x1","nonce":"0x2","to":"` + dest + `","value":"0x2","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00","data":"0xa9059cbb"}`,
+	"4844": `{"chainId":"0x1","nonce":"0x3","to":"` + dest + `","value":"0x0","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x1",
+		"maxFeePerBlobGas":"0x3b9aca00","blobVersionedHashes":["0x01ababababababababababababababababababababababababababababababab"]}`,
+	"7702": `{"chainId":"0x1","nonce":"0x4","to":"` + dest + `","value":"0x0","gas":"0x186a0","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x1",
+		"authorizationList":[{"chainId":"0x1","address":"` + dest + `","nonce":"0x0","yParity":"0x0","r":"0x1","s":"0x1"}]}`,
+}
+
+var mainnet = &keyring.EthPolicy{ChainIDs: []uint64{1}}
+
+// unsignedRLP is u's signing encoding, as a client would send it.
+func unsignedRLP(u ethsign.Unsigned) []byte {
+	if u.Tx.Type() == types.LegacyTxType {
+		b, _ := rlp.EncodeToBytes([]any{u.Tx.Nonce(), u.Tx.GasPrice(), u.Tx.Gas(), u.Tx.To(), u.Tx.Value(), u.Tx.Data(), u.ChainID, uint(0), uint(0)})
+		return b
+	}
+	signed, _ := u.Tx.MarshalBinary() // with a zero signature
+	var elems []rlp.RawValue
+	rlp.DecodeBytes(signed[1:], &elems)
+	b, _ := rlp.EncodeToBytes(elems[:len(elems)-3])
+	return append([]byte{u.Tx.Type()}, b...)
+}
+
+func TestEveryTransactionTypeSignsAndRecovers(t *testing.T) {
+	e := newEnv(t)
+	sg := e.key(t, "treasury", mainnet)
+	for name, js := range txJSON {
+		t.Run(name, func(t *testing.T) {
+			u, err := ethsign.ParseJSON([]byte(js))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromRLP, err := ethsign.ParseRLP(unsignedRLP(u))
+			if err != nil {
+				t.Fatalf("RLP: %v", err)
+			}
+			for _, in := range []ethsign.Unsigned{u, fromRLP} {
+				out, err := e.svc.SignTx(context.Background(), sg, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tx := new(types.Transaction)
+				if err := tx.UnmarshalBinary(out.Raw); err != nil {
+					t.Fatal(err)
+				}
+				from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
+				if err != nil || from.Hex() != sg.Key.Address || out.From != from || tx.Hash() != out.Hash {
+					t.Fatalf("sender %s (%v), want %s", from.Hex(), err, sg.Key.Address)
+				}
+				if tx.Type() != u.Tx.Type() || tx.Nonce() != u.Tx.Nonce() || tx.Value().Cmp(u.Tx.Value()) != 0 || tx.ChainId().Uint64() != 1 {
+					t.Fatalf("signed tx differs from the request: %+v", tx)
+				}
+			}
+		})
+	}
+}
+
+// SoftHSM's ECDSA gives high-S about half the time; Ethereum needs low-S.
+func TestHighSSignaturesAreNormalised(t *testing.T) {
+	e := newEnv(t)
+	sg := e.key(t, "norm", mainnet)
+	half := new(big.Int).Rsh(ethcrypto.S256().Params().N, 1)
+	high := 0
+	for i := range 64 {
+		msg := []byte(fmt.Sprint("message ", i))
+		raw, err := sg.Backend.Sign(context.Background(), sg.Generation.Ref, signer.ES256K, accounts.TextHash(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if new(big.Int).SetBytes(raw[32:]).Cmp(half) > 0 {
+			high++
+		}
+		sig, err := e.svc.SignMessage(context.Background(), sg, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if new(big.Int).SetBytes(sig[32:64]).Cmp(half) > 0 || (sig[64] != 27 && sig[64] != 28) {
+			t.Fatalf("signature %x is not low-S with v 27/28", sig)
+		}
+		sig[64] -= 27
+		pub, err := ethcrypto.SigToPub(accounts.TextHash(msg), sig)
+		if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != sg.Key.Address {
+			t.Fatalf("message signature recovers to another address: %v", err)
+		}
+	}
+	t.Logf("%d of 64 raw SoftHSM signatures were high-S", high)
+	if high == 0 {
+		t.Fatal("no high-S signature in 64: the normalisation was not exercised")
+	}
+}
+
+// The Mail example of EIP-712 and its published digest.
+const mailTypedData = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
+"Person":[{"name":"name","type":"string"},{"name":"wallet","type":"address"}],
+"Mail":[{"name":"from","type":"Person"},{"name":"to","type":"Person"},{"name":"contents","type":"string"}]},
+"primaryType":"Mail","domain":{"name":"Ether Mail","version":"1","chainId":1,"verifyingContract":"0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"},
+"message":{"from":{"name":"Cow","wallet":"0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},"to":{"name":"Bob","wallet":"0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},"contents":"Hello, Bob!"}}`
+
+const mailDigest = "0xbe609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2"
+
+func TestTypedDataMailExample(t *testing.T) {
+	e := newEnv(t)
+	sg := e.key(t, "typed", mainnet)
+	sig, hash, err := e.svc.SignTypedData(context.Background(), sg, []byte(mailTypedData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hash.Hex() != mailDigest {
+		t.Fatalf("digest %s, EIP-712 publishes %s", hash.Hex(), mailDigest)
+	}
+	sig[64] -= 27
+	pub, err := ethcrypto.SigToPub(hash[:], sig)
+	if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != sg.Key.Address {
+		t.Fatalf("typed-data signature recovers to another address: %v", err)
+	}
+	other := e.key(t, "typed-l2", &keyring.EthPolicy{ChainIDs: []uint64{10}})
+	_, _, err = e.svc.SignTypedData(context.Background(), other, []byte(mailTypedData))
+	wantKind(t, err, errs.FailedPrecondition) // its domain names chain 1
+	for _, bad := range []string{`{}`, `[1]`, strings.Replace(mailTypedData, `{"name":"wallet","type":"address"}`, `{"name":"wallet","type":"adress"}`, 1),
+		strings.Replace(mailTypedData, `"primaryType":"Mail"`, `"primaryType":"Letter"`, 1),
+		strings.Replace(mailTypedData, `"contents":"Hello, Bob!"`, `"contents":7`, 1)} {
+		_, _, err := e.svc.SignTypedData(context.Background(), sg, []byte(bad))
+		if !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("typed data %.60s…: %v", bad, err)
+		}
+	}
+}
+
+func TestPolicyTable(t *testing.T) {
+	e := newEnv(t)
+	wei := func(s string) *keyring.Wei { w, _ := keyring.ParseWei("x", s); return w }
+	sel, _ := keyring.ParseSelector("0xa9059cbb")
+	strict := &keyring.EthPolicy{ChainIDs: []uint64{1, 10}, MaxValue: wei("1000"), MaxFee: wei("21000000000000"),
+		AllowTo: []common.Address{common.HexToAddress(dest)}, AllowSelectors: [][4]byte{sel}}
+	sg := e.key(t, "strict", strict)
+	none := e.key(t, "no-chains", nil)
+	tx := func(fields string) string {
+		return `{"chainId":"0x1","nonce":"0x0","gas":"0x5208","maxFeePerGas":"0x3b9aca00","maxPriorityFeePerGas":"0x1"` + fields + `}`
+	}
+	cases := []struct {
+		name string
+		sg   keyring.Signing
+		tx   string
+		want errs.Kind // Internal means "allowed"
+	}{
+		{"allowed", sg, tx(`,"to":"` + dest + `","value":"0x3e8","data":"0xa9059cbb00"`), errs.Internal},
+		{"no chain allowed yet", none, tx(`,"to":"` + dest + `"`), errs.FailedPrecondition},
+		{"chain not allowed", sg, strings.Replace(tx(`,"to":"`+dest+`"`), `"chainId":"0x1"`, `"chainId":"0x89"`, 1), errs.FailedPrecondition},
+		{"destination not allowed", sg, tx(`,"to":"0x0000000000000000000000000000000000000001"`), errs.PermissionDenied},
+		{"contract creation", sg, tx(``), errs.PermissionDenied},
+		{"value over max", sg, tx(`,"to":"` + dest + `","value":"0x3e9"`), errs.PermissionDenied},
+		{"fee over max", sg, strings.Replace(tx(`,"to":"`+dest+`"`), `"gas":"0x5208"`, `"gas":"0x5209"`, 1), errs.PermissionDenied},
+		{"selector not allowed", sg, tx(`,"to":"` + dest + `","data":"0x095ea7b3"`), errs.PermissionDenied},
+		{"call data too short for a selector", sg, tx(`,"to":"` + dest + `","data":"0xa9"`), errs.PermissionDenied},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			u, err := ethsign.ParseJSON([]byte(c.tx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.svc.SignTx(context.Background(), c.sg, u)
+			if c.want == errs.Internal {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantKind(t, err, c.want)
+			if !strings.Contains(err.Error(), "policy ") {
+				t.Errorf("denial does not name its rule: %v", err)
+			}
+		})
+	}
+}
+
+// failingBackend fails every Sign: the HSM is down after the policy passed.
+type failingBackend struct{ *pkcs11.Backend }
+
+func (failingBackend) Sign(context.Context, string, signer.Algorithm, []byte) ([]byte, error) {
+	return nil, errs.New(errs.Unavailable, "injected: HSM down")
+}
+
+func TestDailyLimitUnderConcurrency(t *testing.T) {
+	e := newEnv(t)
+	const n = 7
+	limit, _ := keyring.ParseWei("limit", fmt.Sprint(n*1000))
+	sg := e.key(t, "daily", &keyring.EthPolicy{ChainIDs: []uint64{1}, DailyLimit: limit})
+	pay := `{"chainId":"0x1","nonce":"0x0","to":"` + dest + `","value":"0x3e8","gas":"0x5208","maxFeePerGas":"0x1","maxPriorityFeePerGas":"0x1"}`
+	u, _ := ethsign.ParseJSON([]byte(pay))
+
+	// A failure after the reservation releases it.
+	down := sg
+	down.Backend = failingBackend{e.hsm}
+	_, err := e.svc.SignTx(context.Background(), down, u)
+	wantKind(t, err, errs.Unavailable)
+
+	var ok, denied atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			_, err := e.svc.SignTx(context.Background(), sg, u)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errs.Is(err, errs.PermissionDenied) && strings.Contains(err.Error(), "daily limit"):
+				denied.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != n || denied.Load() != 50-n {
+		t.Fatalf("%d signed, %d denied; want exactly %d signed", ok.Load(), denied.Load(), n)
+	}
+	// The count survives a restart of the store.
+	path := e.store.Path()
+	e.store.Close()
+	s2, err := boltstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1), &limit.Int, time.Now(), keyring.DailyWindow); !errs.Is(err, errs.PermissionDenied) {
+		t.Fatalf("after reopening the store the limit is not spent: %v", err)
+	}
+	// A day later the window has moved on.
+	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1000), &limit.Int, time.Now().Add(keyring.DailyWindow+time.Second), keyring.DailyWindow); err != nil {
+		t.Fatalf("a day later: %v", err)
+	}
+}
+
+func TestBadTransactions(t *testing.T) {
+	base := txJSON["1559"]
+	jsonCases := map[string]string{
+		"malformed":         `{"chainId":`,
+		"not an object":     `["0x1"]`,
+		"unknown field":     strings.Replace(base, `"nonce"`, `"nonse"`, 1),
+		"signed":            strings.Replace(base, `{`, `{"r":"0x1","s":"0x1","v":"0x1",`, 1),
+		"missing chain ID":  strings.Replace(base, `"chainId":"0x1",`, ``, 1),
+		"zero chain ID":     strings.Replace(base, `"chainId":"0x1"`, `"chainId":"0x0"`, 1),
+		"unknown type":      strings.Replace(base, `{`, `{"type":"0x7",`, 1),
+		"type and fields":   strings.Replace(base, `{`, `{"type":"0x0",`, 1),
+		"negative value":    strings.Replace(base, `"value":"0x2"`, `"value":"-0x2"`, 1),
+		"overflowing value": strings.Replace(base, `"value":"0x2"`, `"value":"0x1`+strings.Repeat("0", 64)+`"`, 1),
+		"missing gas":       strings.Replace(base, `"gas":"0x5208",`, ``, 1),
+		"data and input":    strings.Replace(base, `"data":"0xa9059cbb"`, `"data":"0x01","input":"0x02"`, 1),
+		"oversize data":     strings.Replace(base, `"data":"0xa9059cbb"`, `"data":"0x`+strings.Repeat("ab", ethsign.MaxDataBytes+1)+`"`, 1),
+		"duplicate field":   strings.Replace(base, `{`, `{"nonce":"0x5",`, 1),
+		"bad address":       strings.Replace(base, dest, "0x1234", 1),
+		"blob without to":   strings.Replace(txJSON["4844"], `"to":"`+dest+`",`, ``, 1),
+		"sidecar":           strings.Replace(txJSON["4844"], `{`, `{"blobs":["0x00"],`, 1),
+		"quantity not hex":  strings.Replace(base, `"nonce":"0x2"`, `"nonce":2`, 1),
+	}
+	for name, js := range jsonCases {
+		if _, err := ethsign.ParseJSON([]byte(js)); !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("%s: got %v, want InvalidArgument", name, err)
+		}
+	}
+	u, _ := ethsign.ParseJSON([]byte(base))
+	signed := u.Tx
+	k, _ := ethcrypto.GenerateKey()
+	signed, _ = types.SignTx(signed, types.LatestSignerForChainID(big.NewInt(1)), k)
+	raw, _ := signed.MarshalBinary()
+	for name, b := range map[string][]byte{"empty": nil, "garbage": {0xde, 0xad}, "unknown type": {0x07, 0xc0}, "signed": raw, "truncated": raw[:len(raw)/2]} {
+		if _, err := ethsign.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("RLP %s: got %v, want InvalidArgument", name, err)
+		}
+	}
+	legacy, _ := ethsign.ParseJSON([]byte(txJSON["legacy"]))
+	signedLegacy, _ := types.SignTx(legacy.Tx, types.NewEIP155Signer(big.NewInt(1)), k)
+	raw, _ = signedLegacy.MarshalBinary()
+	if _, err := ethsign.ParseRLP(raw); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "signed") {
+		t.Errorf("signed legacy RLP: %v", err)
+	}
+}
+
+func TestFromMustBeTheKeysAddress(t *testing.T) {
+	e := newEnv(t)
+	sg := e.key(t, "from", mainnet)
+	u, err := ethsign.ParseJSON([]byte(strings.Replace(txJSON["1559"], `{`, `{"from":"0x0000000000000000000000000000000000000001",`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.SignTx(context.Background(), sg, u)
+	wantKind(t, err, errs.InvalidArgument)
+	u, _ = ethsign.ParseJSON([]byte(strings.Replace(txJSON["1559"], `{`, `{"from":"`+sg.Key.Address+`",`, 1)))
+	if _, err := e.svc.SignTx(context.Background(), sg, u); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Fuzz targets: whatever a client sends, parsing gives a transaction or
+// InvalidArgument, never a panic; and what parses, re-encodes and parses
+// again to the same signing hash.
+func FuzzParseJSON(f *testing.F) {
+	for _, js := range txJSON {
+		f.Add([]byte(js))
+	}
+	f.Add([]byte(`{"chainId":"0x1","nonce":"0x0","gas":"0x0","authorizationList":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		u, err := ethsign.ParseJSON(b)
+		if err != nil {
+			if !errs.Is(err, errs.InvalidArgument) {
+				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
+			}
+			return
+		}
+		types.LatestSignerForChainID(u.ChainID).Hash(u.Tx)
+	})
+}
+
+func FuzzParseRLP(f *testing.F) {
+	for _, js := range txJSON {
+		u, _ := ethsign.ParseJSON([]byte(js))
+		f.Add(unsignedRLP(u))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		u, err := ethsign.ParseRLP(b)
+		if err != nil {
+			if !errs.Is(err, errs.InvalidArgument) {
+				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
+			}
+			return
+		}
+		types.LatestSignerForChainID(u.ChainID).Hash(u.Tx)
+	})
+}
+
+func FuzzTypedData(f *testing.F) {
+	f.Add([]byte(mailTypedData))
+	f.Add([]byte(`{"types":{"EIP712Domain":[]},"primaryType":"EIP712Domain","domain":{},"message":{}}`))
+	e := newEnv(f)
+	sg := e.key(f, "fuzz", mainnet)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, err := e.svc.SignTypedData(context.Background(), sg, b)
+		if err != nil && !errs.Is(err, errs.InvalidArgument) && !errs.Is(err, errs.FailedPrecondition) {
+			t.Fatalf("kind %v: %v", errs.KindOf(err), err)
+		}
+	})
+}

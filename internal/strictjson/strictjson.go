@@ -1,0 +1,56 @@
+// Package strictjson parses the JSON objects clients send (JWT claims and
+// headers, Ethereum transactions) the strict way: bounded size, an object
+// and nothing else, and no member name twice. encoding/json silently keeps
+// the last of two members of one name; parsers disagree on that, and a
+// signing service must sign exactly what it checked.
+package strictjson
+
+import (
+	"encoding/json"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// Object parses a JSON object of at most max bytes. Duplicate member
+// names are refused: parsers disagree on which one wins, and a verifier
+// must see the claims Sigil checked.
+func Object(what string, data []byte, max int) (map[string]json.RawMessage, error) {
+	if len(data) > max {
+		return nil, errs.New(errs.InvalidArgument, "%s: %d bytes, at most %d", what, len(data), max)
+	}
+	var out map[string]json.RawMessage
+	if err := json.Unmarshal(data, &out); err != nil || out == nil {
+		return nil, errs.New(errs.InvalidArgument, "%s: must be a JSON object", what)
+	}
+	if len(out) > 0 && topLevelCommas(data)+1 != len(out) {
+		return nil, errs.New(errs.InvalidArgument, "%s: a member name appears twice", what)
+	}
+	return out, nil
+}
+
+// topLevelCommas counts the commas between the members of a valid JSON
+// object, so that members lost to duplicate names can be noticed
+// (encoding/json keeps the last one silently). Hand-written because no
+// library in use reports duplicates; data has already been validated.
+func topLevelCommas(data []byte) int {
+	n, depth, inString, escaped := 0, 0, false, false
+	for _, c := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case inString:
+			inString = c != '"'
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		case c == ',' && depth == 1:
+			n++
+		}
+	}
+	return n
+}
