@@ -28,7 +28,7 @@ sys-deps:
 
 ## crosscheck-deps: the independent JOSE implementation the tests verify JWTs with.
 crosscheck-deps: sys-deps
-	@[ -d testdata/crosscheck/node_modules/jose ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
+	@[ -d testdata/crosscheck/node_modules/jose ] && [ -d testdata/crosscheck/node_modules/ethers ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
 
 ## run: the embedded default, `sigil serve --dev`, in ./.sigil-dev.
 run: sys-deps build

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,6 +34,13 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	if req.GetJwtPolicy() != nil {
 		p := policyFromProto(req.GetJwtPolicy())
 		spec.JWT = &p
+	}
+	if req.GetEthPolicy() != nil {
+		p, err := ethPolicyFromProto(req.GetEthPolicy())
+		if err != nil {
+			return nil, err
+		}
+		spec.Eth = &p
 	}
 	k, err := s.keys.Create(ctx, spec)
 	if err != nil {
@@ -80,10 +88,21 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 }
 
 func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {
-	if req.GetJwtPolicy() == nil {
-		return nil, errs.New(errs.InvalidArgument, "jwt_policy: missing")
+	var k *keyring.Key
+	var err error
+	switch {
+	case req.GetJwtPolicy() != nil && req.GetEthPolicy() != nil:
+		return nil, errs.New(errs.InvalidArgument, "send jwt_policy or eth_policy, not both")
+	case req.GetJwtPolicy() != nil:
+		k, err = s.keys.SetJWTPolicy(ctx, req.GetId(), policyFromProto(req.GetJwtPolicy()))
+	case req.GetEthPolicy() != nil:
+		var p keyring.EthPolicy
+		if p, err = ethPolicyFromProto(req.GetEthPolicy()); err == nil {
+			k, err = s.keys.SetEthPolicy(ctx, req.GetId(), p)
+		}
+	default:
+		return nil, errs.New(errs.InvalidArgument, "jwt_policy or eth_policy: missing")
 	}
-	k, err := s.keys.SetJWTPolicy(ctx, req.GetId(), policyFromProto(req.GetJwtPolicy()))
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +146,66 @@ func policyToProto(p *keyring.JWTPolicy) *sigilv1.JWTPolicy {
 		MaxTokenTtl: durationpb.New(p.MaxTokenTTL), Skew: durationpb.New(p.Skew), JwksMaxAge: durationpb.New(p.MaxAge())}
 }
 
+// ethPolicyFromProto parses a spending policy; errors name the field.
+func ethPolicyFromProto(p *sigilv1.EthPolicy) (keyring.EthPolicy, error) {
+	out := keyring.EthPolicy{ChainIDs: p.GetChainIds()}
+	for _, id := range out.ChainIDs {
+		if id == 0 {
+			return out, errs.New(errs.InvalidArgument, "chain-ids: 0 is not a chain ID")
+		}
+	}
+	for _, w := range []struct {
+		field, value string
+		dst          **keyring.Wei
+	}{{"max-value", p.GetMaxValue(), &out.MaxValue}, {"max-fee", p.GetMaxFee(), &out.MaxFee}, {"daily-limit", p.GetDailyLimit(), &out.DailyLimit}} {
+		if w.value == "" {
+			continue
+		}
+		v, err := keyring.ParseWei(w.field, w.value)
+		if err != nil {
+			return out, err
+		}
+		*w.dst = v
+	}
+	for _, a := range p.GetAllowTo() {
+		addr, err := keyring.ParseAddress("allow-to", a)
+		if err != nil {
+			return out, err
+		}
+		out.AllowTo = append(out.AllowTo, addr)
+	}
+	for _, sel := range p.GetAllowSelectors() {
+		b, err := keyring.ParseSelector(sel)
+		if err != nil {
+			return out, err
+		}
+		out.AllowSelectors = append(out.AllowSelectors, b)
+	}
+	return out, nil
+}
+
+func ethPolicyToProto(p *keyring.EthPolicy) *sigilv1.EthPolicy {
+	if p == nil {
+		return nil
+	}
+	out := &sigilv1.EthPolicy{ChainIds: p.ChainIDs}
+	for _, w := range []struct {
+		v   *keyring.Wei
+		dst *string
+	}{{p.MaxValue, &out.MaxValue}, {p.MaxFee, &out.MaxFee}, {p.DailyLimit, &out.DailyLimit}} {
+		if w.v != nil {
+			*w.dst = w.v.String()
+		}
+	}
+	for _, a := range p.AllowTo {
+		out.AllowTo = append(out.AllowTo, a.Hex())
+	}
+	for _, sel := range p.AllowSelectors {
+		out.AllowSelectors = append(out.AllowSelectors, hexutil.Encode(sel[:]))
+	}
+	return out
+}
+
 // timeOrNil keeps unset times out of responses.
 func timeOrNil(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
@@ -139,6 +218,7 @@ func keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
 		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: string(k.Purpose), Backend: k.Backend,
 		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), JwtPolicy: policyToProto(k.JWT),
+		EthPolicy: ethPolicyToProto(k.Eth), Address: k.Address,
 	}
 	for i := range k.Generations {
 		g := &k.Generations[i]

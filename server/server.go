@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -49,6 +50,9 @@ type Options struct {
 	JWKS *jwks.Publisher
 	// Now is the clock JWTs are stamped with; time.Now if nil.
 	Now func() time.Time
+	// Ledger counts Ethereum spending for daily limits; keys with a daily
+	// limit cannot sign transactions without one.
+	Ledger keyring.Ledger
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
@@ -87,6 +91,8 @@ func New(o Options) *Server {
 	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring})
 	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
 	sigilv1.RegisterJWTServiceServer(s.grpc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
+	sigilv1.RegisterEthereumServiceServer(s.grpc, &ethService{keys: o.Keyring, metrics: s.metrics,
+		eth: &ethsign.Service{Ledger: o.Ledger, Now: o.Now, Log: s.log}})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s

@@ -127,6 +127,9 @@ func run(out string, dur time.Duration) error {
 	if rep.jwks, err = b.jwksTable(); err != nil {
 		return err
 	}
+	if rep.eth, err = b.ethTable(); err != nil {
+		return err
+	}
 	return rep.write(out, dur)
 }
 
@@ -270,6 +273,31 @@ func (b *bench) jwtTable() ([]row, error) {
 		return err
 	}, func(ctx context.Context) error {
 		_, err := mint.SignJWT(ctx, &sigilv1.SignJWTRequest{KeyId: "bench-jwt", ClaimsJson: claims})
+		return err
+	}, []int{1, 16})
+}
+
+// ethTable: Sign with a raw ES256K key against SignTransaction (EIP-1559)
+// with an eth key, both through gRPC: what parsing, the policy check, the
+// signature finishing (low-S, recovery id) and the encoding cost. The eth
+// key has no daily limit, whose ledger write is a disk sync per request.
+func (b *bench) ethTable() ([]row, error) {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-eth", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K,
+		Eth: &keyring.EthPolicy{ChainIDs: []uint64{1}}}); err != nil {
+		return nil, err
+	}
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-k1", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256K}); err != nil {
+		return nil, err
+	}
+	sign, eth := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewEthereumServiceClient(b.conn)
+	d := signer.ES256K.Input([]byte("about a transaction's signing hash"))
+	tx := []byte(`{"chainId":"0x1","nonce":"0x7","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000",` +
+		`"gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`)
+	return b.pair("SignTransaction", func(ctx context.Context) error {
+		_, err := sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-raw-k1", Input: &sigilv1.SignRequest_Digest{Digest: d}})
+		return err
+	}, func(ctx context.Context) error {
+		_, err := eth.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: tx}})
 		return err
 	}, []int{1, 16})
 }

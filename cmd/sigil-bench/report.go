@@ -23,8 +23,8 @@ func (r row) ratio() float64          { return r.measured.opsPerSec / r.base.ops
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
-	floor           []result
-	sign, jwt, jwks []row
+	floor                []result
+	sign, jwt, jwks, eth []row
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -47,6 +47,8 @@ func (rep report) write(path string, dur time.Duration) error {
 	table(&b, "Sign", "SignJWT", rep.jwt)
 	b.WriteString("\n## JWKS endpoint against a static-bytes net/http handler\n\n")
 	table(&b, "static", "Sigil", rep.jwks)
+	b.WriteString("\n## SignTransaction (EIP-1559) against ES256K Sign, both through gRPC\n\n")
+	table(&b, "Sign", "SignTransaction", rep.eth)
 
 	b.WriteString("\n## Targets\n\n")
 	for _, t := range []struct {
@@ -62,6 +64,7 @@ func (rep report) write(path string, dur time.Duration) error {
 			return fmt.Sprintf("%.0f%%", 100*(1-r.ratio())), r.ratio() > 0.9
 		}},
 		{"JWKS ≥ 0.80 of static bytes at 16 callers", rep.jwks, "JWKS GET", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.8 }},
+		{"SignTransaction ≥ 0.85 of ES256K Sign at 16 callers", rep.eth, "SignTransaction", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.85 }},
 	} {
 		for _, r := range t.rows {
 			if r.name == t.name && r.callers == t.c {

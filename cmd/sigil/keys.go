@@ -49,6 +49,37 @@ func (j *jwtFlags) policy() *sigilv1.JWTPolicy {
 	return &sigilv1.JWTPolicy{RotateEvery: d(j.rotateEvery), PublishAhead: d(j.publishAhead), MaxTokenTtl: d(j.maxTTL), Skew: d(j.skew)}
 }
 
+// ethFlags are an Ethereum key's spending policy flags.
+type ethFlags struct {
+	chainIDs                     []uint
+	maxValue, maxFee, dailyLimit string
+	allowTo, allowSelectors      []string
+}
+
+func addEthFlags(f *pflag.FlagSet) *ethFlags {
+	e := &ethFlags{}
+	f.UintSliceVar(&e.chainIDs, "chain-ids", nil, "eth: chains the key signs for (required before it signs any transaction)")
+	f.StringVar(&e.maxValue, "max-value", "", "eth: most wei per transaction")
+	f.StringVar(&e.maxFee, "max-fee", "", "eth: most wei of fees per transaction (gas × max fee per gas)")
+	f.StringVar(&e.dailyLimit, "daily-limit", "", "eth: most wei over a rolling 24 hours")
+	f.StringSliceVar(&e.allowTo, "allow-to", nil, "eth: allowed destination addresses")
+	f.StringSliceVar(&e.allowSelectors, "allow-selector", nil, "eth: allowed function selectors for calls, 0x12345678")
+	return e
+}
+
+// policy is the policy the flags set, or nil if none is set.
+func (e *ethFlags) policy() *sigilv1.EthPolicy {
+	if len(e.chainIDs)+len(e.allowTo)+len(e.allowSelectors) == 0 && e.maxValue+e.maxFee+e.dailyLimit == "" {
+		return nil
+	}
+	ids := make([]uint64, len(e.chainIDs))
+	for i, id := range e.chainIDs {
+		ids[i] = uint64(id)
+	}
+	return &sigilv1.EthPolicy{ChainIds: ids, MaxValue: e.maxValue, MaxFee: e.maxFee, DailyLimit: e.dailyLimit,
+		AllowTo: e.allowTo, AllowSelectors: e.allowSelectors}
+}
+
 // keyCall runs one KeyService call that answers with a key, and prints it.
 func keyCall(c *clientFlags, cmd *cobra.Command, call func(context.Context, sigilv1.KeyServiceClient) (*sigilv1.Key, error)) error {
 	return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -62,21 +93,23 @@ func keyCall(c *clientFlags, cmd *cobra.Command, call func(context.Context, sigi
 
 func newKeysPolicy(c *clientFlags) *cobra.Command {
 	var j *jwtFlags
+	var e *ethFlags
 	cmd := &cobra.Command{
-		Use:   "policy ID [--rotate-every DUR --publish-ahead DUR --max-token-ttl DUR --skew DUR]",
-		Short: "Change a JWT key's rotation policy (unset flags keep their value)",
+		Use:   "policy ID [jwt or eth policy flags]",
+		Short: "Change a JWT key's rotation policy (unset flags keep their value) or replace an eth key's spending policy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if j.policy() == nil {
-				return errors.New("policy needs at least one of --rotate-every, --publish-ahead, --max-token-ttl, --skew")
+			req := &sigilv1.UpdateKeyPolicyRequest{Id: args[0], JwtPolicy: j.policy(), EthPolicy: e.policy()}
+			if req.JwtPolicy == nil && req.EthPolicy == nil {
+				return errors.New("policy needs jwt flags (--rotate-every …) or eth flags (--chain-ids …)")
 			}
 			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
-				resp, err := kc.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: args[0], JwtPolicy: j.policy()})
+				resp, err := kc.UpdateKeyPolicy(ctx, req)
 				return resp.GetKey(), err
 			})
 		},
 	}
-	j = addJWTFlags(cmd.Flags())
+	j, e = addJWTFlags(cmd.Flags()), addEthFlags(cmd.Flags())
 	return cmd
 }
 
@@ -119,12 +152,13 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 	req := &sigilv1.CreateKeyRequest{}
 	var bits int
 	var j *jwtFlags
+	var e *ethFlags
 	cmd := &cobra.Command{
 		Use:   "create ID --alg ES256|ES384|ES256K|RS256|PS256|EdDSA",
 		Short: "Generate a key inside its backend",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req.Id, req.RsaBits, req.JwtPolicy = args[0], int32(bits), j.policy()
+			req.Id, req.RsaBits, req.JwtPolicy, req.EthPolicy = args[0], int32(bits), j.policy(), e.policy()
 			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
 				resp, err := kc.CreateKey(ctx, req)
 				return resp.GetKey(), err
@@ -136,7 +170,7 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 	f.StringVar(&req.Purpose, "purpose", "raw", "jwt, eth or raw")
 	f.StringVar(&req.Backend, "backend", "", "backend name (the default backend if empty)")
 	f.IntVar(&bits, "rsa-bits", 0, "RSA modulus size for RS256/PS256: 2048 (default) or 3072")
-	j = addJWTFlags(f)
+	j, e = addJWTFlags(f), addEthFlags(f)
 	cmd.MarkFlagRequired("alg")
 	return cmd
 }
@@ -192,7 +226,18 @@ type keyJSON struct {
 	Backend     string           `json:"backend"`
 	RSABits     int32            `json:"rsa_bits,omitempty"`
 	JWTPolicy   *policyJSON      `json:"jwt_policy,omitempty"`
+	EthPolicy   *ethPolicyJSON   `json:"eth_policy,omitempty"`
+	Address     string           `json:"address,omitempty"`
 	Generations []generationJSON `json:"generations"`
+}
+
+type ethPolicyJSON struct {
+	ChainIDs       []uint64 `json:"chain_ids"`
+	MaxValue       string   `json:"max_value,omitempty"`
+	MaxFee         string   `json:"max_fee,omitempty"`
+	DailyLimit     string   `json:"daily_limit,omitempty"`
+	AllowTo        []string `json:"allow_to,omitempty"`
+	AllowSelectors []string `json:"allow_selectors,omitempty"`
 }
 
 type policyJSON struct {
@@ -211,6 +256,7 @@ type generationJSON struct {
 	BackendRef   string `json:"backend_ref,omitempty"`
 	ActivateAt   string `json:"activate_at,omitempty"`
 	UnpublishAt  string `json:"unpublish_at,omitempty"`
+	Address      string `json:"address,omitempty"`
 }
 
 func toKeyJSON(k *sigilv1.Key) keyJSON {
@@ -219,9 +265,13 @@ func toKeyJSON(k *sigilv1.Key) keyJSON {
 		out.JWTPolicy = &policyJSON{p.GetRotateEvery().AsDuration().String(), p.GetPublishAhead().AsDuration().String(),
 			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String()}
 	}
+	if p := k.GetEthPolicy(); p != nil {
+		out.EthPolicy = &ethPolicyJSON{p.GetChainIds(), p.GetMaxValue(), p.GetMaxFee(), p.GetDailyLimit(), p.GetAllowTo(), p.GetAllowSelectors()}
+	}
+	out.Address = k.GetAddress()
 	for _, g := range k.GetGenerations() {
 		out.Generations = append(out.Generations, generationJSON{g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem(), g.GetBackendRef(),
-			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime())})
+			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime()), k.GetAddress()})
 	}
 	return out
 }
@@ -238,6 +288,13 @@ func printKey(w io.Writer, k *sigilv1.Key, asJSON bool) error {
 		return printJSON(w, toKeyJSON(k))
 	}
 	fmt.Fprintf(w, "%s  %s  purpose %s  backend %s\n", k.GetId(), k.GetAlgorithm(), k.GetPurpose(), k.GetBackend())
+	if k.GetAddress() != "" {
+		fmt.Fprintf(w, "address %s\n", k.GetAddress())
+	}
+	if p := k.GetEthPolicy(); p != nil {
+		fmt.Fprintf(w, "chains %v, max value %s, max fee %s, daily limit %s, to %v, selectors %v\n", p.GetChainIds(),
+			orNone(p.GetMaxValue()), orNone(p.GetMaxFee()), orNone(p.GetDailyLimit()), p.GetAllowTo(), p.GetAllowSelectors())
+	}
 	if p := k.GetJwtPolicy(); p != nil {
 		fmt.Fprintf(w, "rotate every %v, publish ahead %v, max token ttl %v, skew %v (JWKS max-age %v)\n", p.GetRotateEvery().AsDuration(),
 			p.GetPublishAhead().AsDuration(), p.GetMaxTokenTtl().AsDuration(), p.GetSkew().AsDuration(), p.GetJwksMaxAge().AsDuration())
@@ -259,6 +316,13 @@ func generationSummary(k *sigilv1.Key) string {
 			s += ", "
 		}
 		s += fmt.Sprintf("%d:%s", g.GetGeneration(), g.GetState())
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
 	}
 	return s
 }

@@ -34,7 +34,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newKeys(), newSign(), newJWT(), newDrill())
+	root.AddCommand(newServe(), newKeys(), newSign(), newJWT(), newEth(), newDrill())
 	return root
 }
 

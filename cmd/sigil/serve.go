@@ -101,7 +101,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	if err := kr.Publish(ctx, pub); err != nil {
 		return err
 	}
-	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub}
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store}
 	if cfg.GRPC.TLS != nil {
 		if opts.TLS, err = cfg.GRPC.TLS.ServerTLS(); err != nil {
 			return err

@@ -121,7 +121,11 @@ type Key struct {
 	Generations []*Generation          `protobuf:"bytes,6,rep,name=generations,proto3" json:"generations,omitempty"`
 	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// The rotation policy, for jwt keys.
-	JwtPolicy     *JWTPolicy `protobuf:"bytes,8,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	JwtPolicy *JWTPolicy `protobuf:"bytes,8,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	// The spending policy, for eth keys.
+	EthPolicy *EthPolicy `protobuf:"bytes,9,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
+	// The EIP-55 address, for eth keys.
+	Address       string `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -212,6 +216,112 @@ func (x *Key) GetJwtPolicy() *JWTPolicy {
 	return nil
 }
 
+func (x *Key) GetEthPolicy() *EthPolicy {
+	if x != nil {
+		return x.EthPolicy
+	}
+	return nil
+}
+
+func (x *Key) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// EthPolicy is the spending policy of an Ethereum key, enforced before the
+// HSM is called. Amounts are decimal strings of wei; empty means no limit.
+type EthPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The chains the key signs for; none until one is allowed.
+	ChainIds []uint64 `protobuf:"varint,1,rep,packed,name=chain_ids,json=chainIds,proto3" json:"chain_ids,omitempty"`
+	// Most value per transaction.
+	MaxValue string `protobuf:"bytes,2,opt,name=max_value,json=maxValue,proto3" json:"max_value,omitempty"`
+	// Most fee per transaction: gas x max fee per gas (+ blob gas x blob fee cap).
+	MaxFee string `protobuf:"bytes,3,opt,name=max_fee,json=maxFee,proto3" json:"max_fee,omitempty"`
+	// Most value over a rolling 24 hours, counted across all requests.
+	DailyLimit string `protobuf:"bytes,4,opt,name=daily_limit,json=dailyLimit,proto3" json:"daily_limit,omitempty"`
+	// Allowed destinations; any if empty (contract creation is then refused).
+	AllowTo []string `protobuf:"bytes,5,rep,name=allow_to,json=allowTo,proto3" json:"allow_to,omitempty"`
+	// Allowed 4-byte function selectors (0x12345678) for calls with data.
+	AllowSelectors []string `protobuf:"bytes,6,rep,name=allow_selectors,json=allowSelectors,proto3" json:"allow_selectors,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EthPolicy) Reset() {
+	*x = EthPolicy{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EthPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EthPolicy) ProtoMessage() {}
+
+func (x *EthPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EthPolicy.ProtoReflect.Descriptor instead.
+func (*EthPolicy) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EthPolicy) GetChainIds() []uint64 {
+	if x != nil {
+		return x.ChainIds
+	}
+	return nil
+}
+
+func (x *EthPolicy) GetMaxValue() string {
+	if x != nil {
+		return x.MaxValue
+	}
+	return ""
+}
+
+func (x *EthPolicy) GetMaxFee() string {
+	if x != nil {
+		return x.MaxFee
+	}
+	return ""
+}
+
+func (x *EthPolicy) GetDailyLimit() string {
+	if x != nil {
+		return x.DailyLimit
+	}
+	return ""
+}
+
+func (x *EthPolicy) GetAllowTo() []string {
+	if x != nil {
+		return x.AllowTo
+	}
+	return nil
+}
+
+func (x *EthPolicy) GetAllowSelectors() []string {
+	if x != nil {
+		return x.AllowSelectors
+	}
+	return nil
+}
+
 // Generation is one key pair of a logical key.
 type Generation struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -235,7 +345,7 @@ type Generation struct {
 
 func (x *Generation) Reset() {
 	*x = Generation{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[2]
+	mi := &file_sigil_v1_keys_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +357,7 @@ func (x *Generation) String() string {
 func (*Generation) ProtoMessage() {}
 
 func (x *Generation) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[2]
+	mi := &file_sigil_v1_keys_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +370,7 @@ func (x *Generation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Generation.ProtoReflect.Descriptor instead.
 func (*Generation) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{2}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Generation) GetGeneration() int32 {
@@ -330,14 +440,16 @@ type CreateKeyRequest struct {
 	// 2048 or 3072 for RS256/PS256 (2048 if zero); zero otherwise.
 	RsaBits int32 `protobuf:"varint,5,opt,name=rsa_bits,json=rsaBits,proto3" json:"rsa_bits,omitempty"`
 	// For jwt keys; unset fields take the defaults (168h, 24h, 1h, 1m).
-	JwtPolicy     *JWTPolicy `protobuf:"bytes,6,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	JwtPolicy *JWTPolicy `protobuf:"bytes,6,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	// For eth keys; without one the key signs for no chain.
+	EthPolicy     *EthPolicy `protobuf:"bytes,7,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[3]
+	mi := &file_sigil_v1_keys_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +461,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[3]
+	mi := &file_sigil_v1_keys_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +474,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{3}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateKeyRequest) GetId() string {
@@ -407,6 +519,13 @@ func (x *CreateKeyRequest) GetJwtPolicy() *JWTPolicy {
 	return nil
 }
 
+func (x *CreateKeyRequest) GetEthPolicy() *EthPolicy {
+	if x != nil {
+		return x.EthPolicy
+	}
+	return nil
+}
+
 type CreateKeyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -416,7 +535,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[4]
+	mi := &file_sigil_v1_keys_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +547,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[4]
+	mi := &file_sigil_v1_keys_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +560,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{4}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateKeyResponse) GetKey() *Key {
@@ -460,7 +579,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	mi := &file_sigil_v1_keys_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +591,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	mi := &file_sigil_v1_keys_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +604,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{5}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetKeyRequest) GetId() string {
@@ -504,7 +623,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	mi := &file_sigil_v1_keys_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +635,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	mi := &file_sigil_v1_keys_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +648,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{6}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -547,7 +666,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	mi := &file_sigil_v1_keys_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +678,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	mi := &file_sigil_v1_keys_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +691,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{7}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{8}
 }
 
 type ListKeysResponse struct {
@@ -584,7 +703,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[8]
+	mi := &file_sigil_v1_keys_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +715,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[8]
+	mi := &file_sigil_v1_keys_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +728,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{8}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -628,7 +747,7 @@ type GetPublicKeyRequest struct {
 
 func (x *GetPublicKeyRequest) Reset() {
 	*x = GetPublicKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[9]
+	mi := &file_sigil_v1_keys_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +759,7 @@ func (x *GetPublicKeyRequest) String() string {
 func (*GetPublicKeyRequest) ProtoMessage() {}
 
 func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[9]
+	mi := &file_sigil_v1_keys_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +772,7 @@ func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{9}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPublicKeyRequest) GetId() string {
@@ -676,7 +795,7 @@ type GetPublicKeyResponse struct {
 
 func (x *GetPublicKeyResponse) Reset() {
 	*x = GetPublicKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[10]
+	mi := &file_sigil_v1_keys_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +807,7 @@ func (x *GetPublicKeyResponse) String() string {
 func (*GetPublicKeyResponse) ProtoMessage() {}
 
 func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[10]
+	mi := &file_sigil_v1_keys_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +820,7 @@ func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{10}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetPublicKeyResponse) GetGeneration() int32 {
@@ -733,16 +852,19 @@ func (x *GetPublicKeyResponse) GetPublicKeyDer() []byte {
 }
 
 type UpdateKeyPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	JwtPolicy     *JWTPolicy             `protobuf:"bytes,2,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// For a jwt key: unset fields keep their value.
+	JwtPolicy *JWTPolicy `protobuf:"bytes,2,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
+	// For an eth key: replaces the policy.
+	EthPolicy     *EthPolicy `protobuf:"bytes,3,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateKeyPolicyRequest) Reset() {
 	*x = UpdateKeyPolicyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[11]
+	mi := &file_sigil_v1_keys_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +876,7 @@ func (x *UpdateKeyPolicyRequest) String() string {
 func (*UpdateKeyPolicyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[11]
+	mi := &file_sigil_v1_keys_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +889,7 @@ func (x *UpdateKeyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{11}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateKeyPolicyRequest) GetId() string {
@@ -784,6 +906,13 @@ func (x *UpdateKeyPolicyRequest) GetJwtPolicy() *JWTPolicy {
 	return nil
 }
 
+func (x *UpdateKeyPolicyRequest) GetEthPolicy() *EthPolicy {
+	if x != nil {
+		return x.EthPolicy
+	}
+	return nil
+}
+
 type UpdateKeyPolicyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -793,7 +922,7 @@ type UpdateKeyPolicyResponse struct {
 
 func (x *UpdateKeyPolicyResponse) Reset() {
 	*x = UpdateKeyPolicyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[12]
+	mi := &file_sigil_v1_keys_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +934,7 @@ func (x *UpdateKeyPolicyResponse) String() string {
 func (*UpdateKeyPolicyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[12]
+	mi := &file_sigil_v1_keys_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +947,7 @@ func (x *UpdateKeyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{12}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateKeyPolicyResponse) GetKey() *Key {
@@ -840,7 +969,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[13]
+	mi := &file_sigil_v1_keys_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +981,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[13]
+	mi := &file_sigil_v1_keys_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +994,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{13}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RotateKeyRequest) GetId() string {
@@ -891,7 +1020,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[14]
+	mi := &file_sigil_v1_keys_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1032,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[14]
+	mi := &file_sigil_v1_keys_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1045,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{14}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RotateKeyResponse) GetKey() *Key {
@@ -936,7 +1065,7 @@ type RevokeGenerationRequest struct {
 
 func (x *RevokeGenerationRequest) Reset() {
 	*x = RevokeGenerationRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[15]
+	mi := &file_sigil_v1_keys_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1077,7 @@ func (x *RevokeGenerationRequest) String() string {
 func (*RevokeGenerationRequest) ProtoMessage() {}
 
 func (x *RevokeGenerationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[15]
+	mi := &file_sigil_v1_keys_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1090,7 @@ func (x *RevokeGenerationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGenerationRequest.ProtoReflect.Descriptor instead.
 func (*RevokeGenerationRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{15}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeGenerationRequest) GetId() string {
@@ -987,7 +1116,7 @@ type RevokeGenerationResponse struct {
 
 func (x *RevokeGenerationResponse) Reset() {
 	*x = RevokeGenerationResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[16]
+	mi := &file_sigil_v1_keys_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1128,7 @@ func (x *RevokeGenerationResponse) String() string {
 func (*RevokeGenerationResponse) ProtoMessage() {}
 
 func (x *RevokeGenerationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[16]
+	mi := &file_sigil_v1_keys_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1141,7 @@ func (x *RevokeGenerationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGenerationResponse.ProtoReflect.Descriptor instead.
 func (*RevokeGenerationResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{16}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeGenerationResponse) GetKey() *Key {
@@ -1033,7 +1162,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl\x12-\n" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"jwksMaxAge\"\xab\x02\n" +
+	"jwksMaxAge\"\xf9\x02\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1044,7 +1173,19 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x122\n" +
 	"\n" +
-	"jwt_policy\x18\b \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\"\xdc\x02\n" +
+	"jwt_policy\x18\b \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\x122\n" +
+	"\n" +
+	"eth_policy\x18\t \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12\x18\n" +
+	"\aaddress\x18\n" +
+	" \x01(\tR\aaddress\"\xc3\x01\n" +
+	"\tEthPolicy\x12\x1b\n" +
+	"\tchain_ids\x18\x01 \x03(\x04R\bchainIds\x12\x1b\n" +
+	"\tmax_value\x18\x02 \x01(\tR\bmaxValue\x12\x17\n" +
+	"\amax_fee\x18\x03 \x01(\tR\x06maxFee\x12\x1f\n" +
+	"\vdaily_limit\x18\x04 \x01(\tR\n" +
+	"dailyLimit\x12\x19\n" +
+	"\ballow_to\x18\x05 \x03(\tR\aallowTo\x12'\n" +
+	"\x0fallow_selectors\x18\x06 \x03(\tR\x0eallowSelectors\"\xdc\x02\n" +
 	"\n" +
 	"Generation\x12\x1e\n" +
 	"\n" +
@@ -1058,7 +1199,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xc3\x01\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xf7\x01\n" +
 	"\x10CreateKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1066,7 +1207,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12\x19\n" +
 	"\brsa_bits\x18\x05 \x01(\x05R\arsaBits\x122\n" +
 	"\n" +
-	"jwt_policy\x18\x06 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\"4\n" +
+	"jwt_policy\x18\x06 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\x122\n" +
+	"\n" +
+	"eth_policy\x18\a \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x1f\n" +
 	"\rGetKeyRequest\x12\x0e\n" +
@@ -1084,11 +1227,13 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"generation\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12$\n" +
 	"\x0epublic_key_pem\x18\x03 \x01(\tR\fpublicKeyPem\x12$\n" +
-	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\\\n" +
+	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\x90\x01\n" +
 	"\x16UpdateKeyPolicyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\n" +
-	"jwt_policy\x18\x02 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\":\n" +
+	"jwt_policy\x18\x02 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\x122\n" +
+	"\n" +
+	"eth_policy\x18\x03 \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\":\n" +
 	"\x17UpdateKeyPolicyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"@\n" +
 	"\x10RotateKeyRequest\x12\x0e\n" +
@@ -1126,67 +1271,71 @@ func file_sigil_v1_keys_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_keys_proto_rawDescData
 }
 
-var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_sigil_v1_keys_proto_goTypes = []any{
 	(*JWTPolicy)(nil),                // 0: sigil.v1.JWTPolicy
 	(*Key)(nil),                      // 1: sigil.v1.Key
-	(*Generation)(nil),               // 2: sigil.v1.Generation
-	(*CreateKeyRequest)(nil),         // 3: sigil.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),        // 4: sigil.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),            // 5: sigil.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),           // 6: sigil.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),          // 7: sigil.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),         // 8: sigil.v1.ListKeysResponse
-	(*GetPublicKeyRequest)(nil),      // 9: sigil.v1.GetPublicKeyRequest
-	(*GetPublicKeyResponse)(nil),     // 10: sigil.v1.GetPublicKeyResponse
-	(*UpdateKeyPolicyRequest)(nil),   // 11: sigil.v1.UpdateKeyPolicyRequest
-	(*UpdateKeyPolicyResponse)(nil),  // 12: sigil.v1.UpdateKeyPolicyResponse
-	(*RotateKeyRequest)(nil),         // 13: sigil.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),        // 14: sigil.v1.RotateKeyResponse
-	(*RevokeGenerationRequest)(nil),  // 15: sigil.v1.RevokeGenerationRequest
-	(*RevokeGenerationResponse)(nil), // 16: sigil.v1.RevokeGenerationResponse
-	(*durationpb.Duration)(nil),      // 17: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*EthPolicy)(nil),                // 2: sigil.v1.EthPolicy
+	(*Generation)(nil),               // 3: sigil.v1.Generation
+	(*CreateKeyRequest)(nil),         // 4: sigil.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),        // 5: sigil.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),            // 6: sigil.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),           // 7: sigil.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),          // 8: sigil.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),         // 9: sigil.v1.ListKeysResponse
+	(*GetPublicKeyRequest)(nil),      // 10: sigil.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),     // 11: sigil.v1.GetPublicKeyResponse
+	(*UpdateKeyPolicyRequest)(nil),   // 12: sigil.v1.UpdateKeyPolicyRequest
+	(*UpdateKeyPolicyResponse)(nil),  // 13: sigil.v1.UpdateKeyPolicyResponse
+	(*RotateKeyRequest)(nil),         // 14: sigil.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),        // 15: sigil.v1.RotateKeyResponse
+	(*RevokeGenerationRequest)(nil),  // 16: sigil.v1.RevokeGenerationRequest
+	(*RevokeGenerationResponse)(nil), // 17: sigil.v1.RevokeGenerationResponse
+	(*durationpb.Duration)(nil),      // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
 }
 var file_sigil_v1_keys_proto_depIdxs = []int32{
-	17, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
-	17, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
-	17, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
-	17, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
-	17, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
-	2,  // 5: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
-	18, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	18, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
+	18, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
+	18, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
+	18, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
+	18, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
+	3,  // 5: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
+	19, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 7: sigil.v1.Key.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	18, // 8: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	18, // 9: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
-	18, // 10: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
-	0,  // 11: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	1,  // 12: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 13: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 14: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	0,  // 15: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	1,  // 16: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
-	1,  // 17: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 18: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
-	3,  // 19: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	5,  // 20: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	7,  // 21: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	9,  // 22: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	11, // 23: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
-	13, // 24: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	15, // 25: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
-	4,  // 26: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	6,  // 27: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	8,  // 28: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	10, // 29: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	12, // 30: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
-	14, // 31: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	16, // 32: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 8: sigil.v1.Key.eth_policy:type_name -> sigil.v1.EthPolicy
+	19, // 9: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	19, // 10: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	19, // 11: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	0,  // 12: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 13: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	1,  // 14: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 15: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 16: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	0,  // 17: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 18: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	1,  // 19: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
+	1,  // 20: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 21: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
+	4,  // 22: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	6,  // 23: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	8,  // 24: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	10, // 25: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	12, // 26: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	14, // 27: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	16, // 28: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	5,  // 29: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	7,  // 30: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	9,  // 31: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	11, // 32: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	13, // 33: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	15, // 34: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	17, // 35: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }
@@ -1200,7 +1349,7 @@ func file_sigil_v1_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_keys_proto_rawDesc), len(file_sigil_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
