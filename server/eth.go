@@ -55,7 +55,7 @@ func (s *ethService) SignTransaction(ctx context.Context, req *sigilv1.SignTrans
 		return nil, errs.New(errs.InvalidArgument, "chain_id %d does not match the transaction's chainId %s", id, u.ChainID)
 	}
 	var out ethsign.Signed
-	err = s.observe(sg, func() (err error) { out, err = s.eth.SignTx(ctx, sg, u); return err })
+	err = s.observe(ctx, sg, func() (err error) { out, err = s.eth.SignTx(ctx, sg, u); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func (s *ethService) SignMessage(ctx context.Context, req *sigilv1.SignMessageRe
 		return nil, err
 	}
 	var sig []byte
-	err = s.observe(sg, func() (err error) { sig, err = s.eth.SignMessage(ctx, sg, req.GetMessage()); return err })
+	err = s.observe(ctx, sg, func() (err error) { sig, err = s.eth.SignMessage(ctx, sg, req.GetMessage()); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (s *ethService) SignTypedData(ctx context.Context, req *sigilv1.SignTypedDa
 	}
 	var sig []byte
 	var hash []byte
-	err = s.observe(sg, func() error {
+	err = s.observe(ctx, sg, func() error {
 		out, h, err := s.eth.SignTypedData(ctx, sg, req.GetTypedDataJson())
 		sig, hash = out, h[:]
 		return err
@@ -94,7 +94,8 @@ func (s *ethService) SignTypedData(ctx context.Context, req *sigilv1.SignTypedDa
 }
 
 // observe runs a signing call and records it in the metrics.
-func (s *ethService) observe(sg keyring.Signing, call func() error) error {
+func (s *ethService) observe(ctx context.Context, sg keyring.Signing, call func() error) error {
+	noteGeneration(ctx, sg.Generation.Number)
 	start := time.Now()
 	err := call()
 	s.metrics.observeSign(sg.Key.ID, signer.ES256K, sg.Key.Backend, err, time.Since(start))

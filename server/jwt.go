@@ -30,6 +30,7 @@ func (s *jwtService) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (
 	if err != nil {
 		return nil, err
 	}
+	noteGeneration(ctx, sg.Generation.Number)
 	start := time.Now()
 	tok, err := jwtsign.Sign(ctx, sg, p)
 	s.metrics.observeSign(sg.Key.ID, sg.Key.Algorithm, sg.Key.Backend, err, time.Since(start))

@@ -17,7 +17,8 @@ import (
 // keyService implements sigil.v1.KeyService over the keyring.
 type keyService struct {
 	sigilv1.UnimplementedKeyServiceServer
-	keys *keyring.Keyring
+	keys    *keyring.Keyring
+	visible func(ctx context.Context, id string) bool // the caller may read key id
 }
 
 var _ sigilv1.KeyServiceServer = (*keyService)(nil)
@@ -62,6 +63,9 @@ func (s *keyService) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*s
 func (s *keyService) ListKeys(ctx context.Context, _ *sigilv1.ListKeysRequest) (*sigilv1.ListKeysResponse, error) {
 	resp := &sigilv1.ListKeysResponse{}
 	for _, k := range s.keys.List(ctx) {
+		if !s.visible(ctx, k.ID) {
+			continue
+		}
 		pk, err := keyToProto(k)
 		if err != nil {
 			return nil, err

@@ -21,6 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
@@ -53,6 +55,12 @@ type Options struct {
 	// Ledger counts Ethereum spending for daily limits; keys with a daily
 	// limit cannot sign transactions without one.
 	Ledger keyring.Ledger
+	// Authz decides who may do what. Nil authorizes every request: only
+	// for tests and benchmarks that embed the server; the sigil command
+	// always sets it.
+	Authz *authz.Authorizer
+	// Audit receives a record of every decision; none if nil.
+	Audit *audit.Log
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
@@ -86,9 +94,9 @@ func New(o Options) *Server {
 		// Reuse handler goroutines: a fresh one must grow its stack for
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), defaultDeadline),
+		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline),
 	)
-	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring})
+	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring, visible: s.allowedKey})
 	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
 	sigilv1.RegisterJWTServiceServer(s.grpc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
 	sigilv1.RegisterEthereumServiceServer(s.grpc, &ethService{keys: o.Keyring, metrics: s.metrics,

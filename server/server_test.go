@@ -35,7 +35,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
 
 // faultyBackend makes a real backend unreachable on demand: the narrow
 // fault a test cannot get from a live SoftHSM token. Embedding the
@@ -55,15 +55,16 @@ func (f *faultyBackend) Sign(ctx context.Context, ref string, alg signer.Algorit
 type harness struct {
 	keys    sigilv1.KeyServiceClient
 	sign    sigilv1.SigningServiceClient
-	conn    *grpc.ClientConn
+	conn    *grpc.ClientConn // plaintext; nil when the server wants TLS
+	addr    string
 	httpURL string
 	hsm     *faultyBackend
 	stop    func() // stops the server and closes its store
 }
 
 // start runs a server over the keyring at dbPath on loopback, signing in
-// the given backend.
-func start(t testing.TB, hsm *faultyBackend, dbPath string) *harness {
+// the given backend; opts may add TLS, authorization and audit.
+func start(t testing.TB, hsm *faultyBackend, dbPath string, opts ...func(*server.Options)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := boltstore.Open(dbPath)
@@ -82,10 +83,11 @@ func start(t testing.TB, hsm *faultyBackend, dbPath string) *harness {
 	gl, _ := net.Listen("tcp", "127.0.0.1:0")
 	hl, _ := net.Listen("tcp", "127.0.0.1:0")
 	done := make(chan error, 1)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() {
-		done <- server.New(server.Options{Keyring: kr, Backends: backends, Logger: quiet, JWKS: pub}).Serve(ctx, gl, hl)
-	}()
+	o := server.Options{Keyring: kr, Backends: backends, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), JWKS: pub, Ledger: store}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	go func() { done <- server.New(o).Serve(ctx, gl, hl) }()
 	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -103,17 +105,17 @@ func start(t testing.TB, hsm *faultyBackend, dbPath string) *harness {
 	}
 	t.Cleanup(stop)
 	return &harness{keys: sigilv1.NewKeyServiceClient(conn), sign: sigilv1.NewSigningServiceClient(conn), conn: conn,
-		httpURL: "http://" + hl.Addr().String(), hsm: hsm, stop: stop}
+		addr: gl.Addr().String(), httpURL: "http://" + hl.Addr().String(), hsm: hsm, stop: stop}
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, opts ...func(*server.Options)) *harness {
 	t.Helper()
 	b, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(softhsmtest.Token(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	return start(t, &faultyBackend{Backend: b}, filepath.Join(t.TempDir(), "keyring.db"))
+	return start(t, &faultyBackend{Backend: b}, filepath.Join(t.TempDir(), "keyring.db"), opts...)
 }
 
 func (h *harness) create(t *testing.T, id, alg, purpose string) *sigilv1.Key {

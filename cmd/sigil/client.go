@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"os"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sigil-hsm/sigil/internal/devmode"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 )
 
 // clientFlags are the connection flags every client command takes.
@@ -37,49 +33,27 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 	return c
 }
 
-// dial connects to the server the flags name.
+// dial connects to the server the flags name, over mTLS.
 func (c *clientFlags) dial() (*grpc.ClientConn, error) {
-	addr := c.addr
+	addr, cert, key, ca := c.addr, c.cert, c.key, c.ca
 	if c.dataDir != "" {
 		dc, err := devmode.ReadClient(c.dataDir)
 		if err != nil {
 			return nil, err
 		}
-		addr = dc.Addr
+		addr, cert, key, ca = dc.Addr, dc.Cert, dc.Key, dc.CA
 	}
 	if addr == "" {
 		return nil, errors.New("no server: give --addr (or SIGIL_ADDR) or --data-dir")
 	}
-	creds, err := c.credentials(addr)
+	if cert == "" || key == "" || ca == "" {
+		return nil, errors.New("the server needs a client certificate: give --tls-cert, --tls-key and --tls-ca (or --data-dir)")
+	}
+	tlsConfig, err := mtls.ClientConfig(cert, key, ca)
 	if err != nil {
 		return nil, err
 	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
-}
-
-// credentials are mTLS when certificates are given; plaintext only to a
-// loopback address (a dev server).
-func (c *clientFlags) credentials(addr string) (credentials.TransportCredentials, error) {
-	if c.cert == "" && c.key == "" && c.ca == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
-			return nil, fmt.Errorf("%s is not loopback: give --tls-cert, --tls-key and --tls-ca", addr)
-		}
-		return insecure.NewCredentials(), nil
-	}
-	cert, err := tls.LoadX509KeyPair(c.cert, c.key)
-	if err != nil {
-		return nil, fmt.Errorf("client certificate: %w", err)
-	}
-	caPEM, err := os.ReadFile(c.ca)
-	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("--tls-ca: no PEM certificates in %s", c.ca)
-	}
-	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}), nil
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
 }
 
 // call dials, runs fn with the connection, and closes it.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,11 +49,18 @@ func build(t *testing.T) string {
 
 // devServer runs `sigil serve --dev` on free loopback ports and returns
 // once it listens; stop sends SIGTERM and checks for a clean exit.
-func devServer(t *testing.T, bin, dataDir string) (stop func()) {
+func devServer(t *testing.T, bin, dataDir string, env ...string) (stop func()) {
+	stop, _ = devServerLogs(t, bin, dataDir, env...)
+	return stop
+}
+
+// devServerLogs is devServer that also returns the server's log so far.
+func devServerLogs(t *testing.T, bin, dataDir string, env ...string) (stop func(), logs func() string) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
 	out, _ := cmd.StdoutPipe()
-	var stderr strings.Builder
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -78,7 +86,25 @@ func devServer(t *testing.T, bin, dataDir string) (stop func()) {
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("dev server exit after SIGTERM: %v\n%s", err, stderr.String())
 		}
-	}
+	}, stderr.String
+}
+
+// syncBuffer is a strings.Builder safe for the writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func run(t *testing.T, bin string, args ...string) string {

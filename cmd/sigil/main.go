@@ -34,7 +34,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newKeys(), newSign(), newJWT(), newEth(), newDrill())
+	root.AddCommand(newServe(), newKeys(), newSign(), newJWT(), newEth(), newDrill(), newAudit())
 	return root
 }
 

@@ -7,12 +7,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/config"
 	"github.com/sigil-hsm/sigil/internal/devmode"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
@@ -44,9 +49,17 @@ func newServe() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, log, func(grpcAddr, httpAddr string) error {
+			access := func() (*authz.Authorizer, error) { return authz.Load(cfg.Policy) }
+			if dev { // the dev client may do everything; nobody else anything
+				access = func() (*authz.Authorizer, error) { return authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), nil }
+			}
+			return serve(cmd.Context(), cfg, access, log, func(grpcAddr, httpAddr string) error {
 				if dev { // before announcing, so a client that waits for the line finds it
-					if err := devmode.WriteClient(dataDir, devmode.Client{Addr: grpcAddr, HTTPAddr: httpAddr}); err != nil {
+					c, err := devmode.ClientFor(dataDir, grpcAddr, httpAddr)
+					if err == nil {
+						err = devmode.WriteClient(dataDir, c)
+					}
+					if err != nil {
 						return err
 					}
 				}
@@ -74,7 +87,21 @@ const schedulerInterval = 250 * time.Millisecond
 
 // serve opens what cfg names, listens, calls ready with the bound
 // addresses, and serves until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(grpcAddr, httpAddr string) error) error {
+func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Authorizer, error), log *slog.Logger, ready func(grpcAddr, httpAddr string) error) error {
+	az, err := access()
+	if err != nil {
+		return err
+	}
+	tlsConfig, err := mtls.ServerConfig(cfg.GRPC.TLS.Files(), func(msg string, err error) { log.Error(msg, "err", err) })
+	if err != nil {
+		return err
+	}
+	auditLog, err := audit.Open(cfg.Audit.Path, cfg.Audit.MaxSize)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+	go reloadOnHangup(ctx, az, log)
 	backends := map[string]signer.Backend{}
 	defer func() {
 		for _, b := range backends {
@@ -101,12 +128,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	if err := kr.Publish(ctx, pub); err != nil {
 		return err
 	}
-	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store}
-	if cfg.GRPC.TLS != nil {
-		if opts.TLS, err = cfg.GRPC.TLS.ServerTLS(); err != nil {
-			return err
-		}
-	}
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog}
 	grpcLis, err := net.Listen("tcp", cfg.GRPC.Addr)
 	if err != nil {
 		return err
@@ -128,4 +150,24 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
 	log.Info("stopped")
 	return err
+}
+
+// reloadOnHangup re-reads the policy file on SIGHUP; a bad file is refused
+// and the policy in force stays.
+func reloadOnHangup(ctx context.Context, az *authz.Authorizer, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := az.Reload(); err != nil {
+				log.Error("policy reload refused; the previous policy stays", "err", err)
+			} else {
+				log.Info("policy reloaded")
+			}
+		}
+	}
 }

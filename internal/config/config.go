@@ -8,8 +8,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 )
 
 // Config is the whole configuration file.
@@ -60,7 +59,8 @@ type Store struct {
 
 // Audit is the audit log.
 type Audit struct {
-	Path string `yaml:"path"`
+	Path    string `yaml:"path"`
+	MaxSize int64  `yaml:"max_size"` // bytes before the file rotates; 64 MiB if 0
 }
 
 // Backend is one backends: entry: its type, and the rest of its section
@@ -137,8 +137,8 @@ func (c *Config) validate(dev bool) error {
 	if err := checkAddr("http.addr", c.HTTP.Addr); err != nil {
 		return err
 	}
-	if c.GRPC.TLS == nil && !dev {
-		return errors.New("grpc.tls: required outside --dev (cert, key, client_ca)")
+	if c.GRPC.TLS == nil {
+		return errors.New("grpc.tls: required (cert, key, client_ca)")
 	}
 	switch c.Store.Type {
 	case "", "bbolt":
@@ -159,13 +159,13 @@ func (c *Config) validate(dev bool) error {
 	if _, ok := c.Backends[c.DefaultBackend]; !ok {
 		return fmt.Errorf("default_backend: %q is not one of the backends", c.DefaultBackend)
 	}
-	// Refuse what this version cannot enforce rather than ignore it: an
-	// access policy that silently does nothing is worse than none.
-	if c.Policy != "" {
-		return errors.New("policy: per-client authorisation is not supported by this version yet; remove the field")
+	// --dev brings its own allow-the-dev-client policy; everywhere else
+	// access is what the policy file says, and every decision is audited.
+	if !dev && c.Policy == "" {
+		return errors.New("policy: required (the file that says which client may do what)")
 	}
-	if c.Audit != nil {
-		return errors.New("audit: the audit log is not supported by this version yet; remove the field")
+	if c.Audit == nil || c.Audit.Path == "" {
+		return errors.New("audit.path: required")
 	}
 	return nil
 }
@@ -177,34 +177,5 @@ func checkAddr(field, addr string) error {
 	return nil
 }
 
-// ServerTLS builds the gRPC listener's TLS configuration: TLS 1.3, and a
-// client certificate from the client CA required. The key file must not
-// be readable by group or others.
-func (t *TLS) ServerTLS() (*tls.Config, error) {
-	if t.Cert == "" || t.Key == "" || t.ClientCA == "" {
-		return nil, errs.New(errs.InvalidArgument, "grpc.tls: cert, key and client_ca are all required")
-	}
-	fi, err := os.Stat(t.Key)
-	if err != nil {
-		return nil, errs.New(errs.InvalidArgument, "grpc.tls.key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, errs.New(errs.InvalidArgument, "grpc.tls.key: %s is readable by group or others (mode %v); chmod 600 it", t.Key, fi.Mode().Perm())
-	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-	if err != nil {
-		return nil, errs.New(errs.InvalidArgument, "grpc.tls: loading cert and key: %w", err)
-	}
-	caPEM, err := os.ReadFile(t.ClientCA)
-	if err != nil {
-		return nil, errs.New(errs.InvalidArgument, "grpc.tls.client_ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errs.New(errs.InvalidArgument, "grpc.tls.client_ca: no PEM certificates in %s", t.ClientCA)
-	}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
-		ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
-	}, nil
-}
+// Files returns the TLS file paths.
+func (t *TLS) Files() mtls.Files { return mtls.Files{Cert: t.Cert, Key: t.Key, ClientCA: t.ClientCA} }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/signer"
 	_ "github.com/sigil-hsm/sigil/signer/pkcs11"
 )
@@ -15,6 +16,8 @@ import (
 const base = `
 grpc:
   addr: 127.0.0.1:7443
+  tls: {cert: /c, key: /k, client_ca: /ca}
+audit: {path: /tmp/audit.jsonl}
 http:
   addr: 127.0.0.1:7080
 store: {type: bbolt, path: /tmp/k.db}
@@ -49,11 +52,11 @@ func TestParseRefusals(t *testing.T) {
 		want string // the field the error must name
 	}{
 		"unknown top-level field": {ok + "colour: blue\n", true, "colour"},
-		"no TLS outside dev":      {ok, false, "grpc.tls"},
+		"no TLS":                  {strings.Replace(ok, "  tls: {cert: /c, key: /k, client_ca: /ca}\n", "", 1), true, "grpc.tls"},
+		"no policy outside dev":   {ok, false, "policy"},
+		"no audit":                {strings.Replace(ok, "audit: {path: /tmp/audit.jsonl}\n", "", 1), true, "audit"},
 		"bad address":             {strings.Replace(ok, "127.0.0.1:7443", "nowhere", 1), true, "grpc.addr"},
 		"store type":              {strings.Replace(ok, "type: bbolt", "type: etcd", 1), true, "store.type"},
-		"policy not enforceable":  {ok + "policy: /etc/sigil/policy.yaml\n", true, "policy"},
-		"audit not supported":     {ok + "audit: {path: /tmp/a}\n", true, "audit"},
 		"default backend":         {ok + "default_backend: aws-eu\n", true, "default_backend"},
 		"backend without type":    {strings.Replace(ok, "    type: pkcs11\n", "", 1), true, "type"},
 	}
@@ -91,7 +94,7 @@ func TestServerTLSRefusesAReadableKey(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "server.key")
 	os.WriteFile(key, []byte("not used"), 0o644)
-	_, err := (&TLS{Cert: filepath.Join(dir, "c"), Key: key, ClientCA: filepath.Join(dir, "ca")}).ServerTLS()
+	_, err := mtls.ServerConfig(mtls.Files{Cert: filepath.Join(dir, "c"), Key: key, ClientCA: filepath.Join(dir, "ca")}, nil)
 	if !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "grpc.tls.key") {
 		t.Fatalf("group/world-readable key: %v", err)
 	}

@@ -1,6 +1,8 @@
 // Package devmode prepares the data directory of `sigil serve --dev`: a
 // SoftHSM token with a random PIN kept in a 0600 file, the bbolt keyring,
-// and a client.json that tells client commands where the server listens.
+// the audit log, a local CA with a server and a client certificate (dev
+// mode speaks mTLS like production), and a client.json that tells client
+// commands where the server listens and which certificate to present.
 // On later starts it reuses them, so keys survive restarts.
 //
 // It is internal: it is the one-command default for development, not a
@@ -17,6 +19,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/config"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 )
 
@@ -33,6 +36,9 @@ const clientFile = "client.json"
 type Client struct {
 	Addr     string `json:"addr"`
 	HTTPAddr string `json:"http_addr"`
+	CA       string `json:"ca"`
+	Cert     string `json:"cert"`
+	Key      string `json:"key"`
 }
 
 // Prepare creates or reuses dir and returns the configuration the dev
@@ -65,13 +71,30 @@ func Prepare(dir, grpcAddr, httpAddr string) (*config.Config, error) {
 			return nil, err
 		}
 	}
-	yaml := fmt.Sprintf(`grpc: {addr: %q}
+	pki, err := mtls.EnsureDevPKI(filepath.Join(dir, "tls"))
+	if err != nil {
+		return nil, err
+	}
+	yaml := fmt.Sprintf(`grpc: {addr: %q, tls: {cert: %q, key: %q, client_ca: %q}}
 http: {addr: %q}
 store: {type: bbolt, path: %q}
+audit: {path: %q}
 backends:
   %s: {type: pkcs11, module: %q, token: %q, pin: %q, sessions: 8}
-`, grpcAddr, httpAddr, filepath.Join(dir, "keyring.db"), BackendName, softhsm.Module, TokenLabel, "file:"+pinFile)
+`, grpcAddr, pki.ServerCert, pki.ServerKey, pki.CA, httpAddr, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
+		BackendName, softhsm.Module, TokenLabel, "file:"+pinFile)
 	return config.Parse(strings.NewReader(yaml), true)
+}
+
+// ClientFor is what the dev client needs to reach a dev server at the
+// given addresses: the dev CA and the dev client's certificate.
+func ClientFor(dir, grpcAddr, httpAddr string) (Client, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return Client{}, err
+	}
+	pki, err := mtls.EnsureDevPKI(filepath.Join(abs, "tls"))
+	return Client{Addr: grpcAddr, HTTPAddr: httpAddr, CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}, err
 }
 
 func loopbackOnly(addr string) error {

@@ -1,0 +1,161 @@
+// Package authz decides which client identity may do which operation on
+// which key IDs, from the policy file of CONFIG.md. Anything no rule
+// allows is denied.
+//
+// The policy in force is swapped atomically on reload; a policy file that
+// does not validate is refused and the old policy stays.
+package authz
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"sync/atomic"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// Op is an operation a rule can allow.
+type Op string
+
+// The operations.
+const (
+	SignRaw          Op = "sign.raw"
+	SignJWT          Op = "sign.jwt"
+	EthSignTx        Op = "eth.sign_tx"
+	EthSignMessage   Op = "eth.sign_message"
+	EthSignTypedData Op = "eth.sign_typed_data"
+	KeysRead         Op = "keys.read"
+	KeysAdmin        Op = "keys.admin"
+)
+
+var ops = []Op{SignRaw, SignJWT, EthSignTx, EthSignMessage, EthSignTypedData, KeysRead, KeysAdmin}
+
+// Rule allows an identity some operations on keys matching patterns.
+type Rule struct {
+	Identity string   `yaml:"identity"` // URI SAN, DNS SAN or CN; exact
+	Keys     []string `yaml:"keys"`     // key ID patterns: * and ? globs
+	Allow    []Op     `yaml:"allow"`
+}
+
+// Policy is a validated set of rules.
+type Policy struct{ rules []Rule }
+
+// Parse reads and validates a policy document. Errors name the line.
+func Parse(doc []byte) (*Policy, error) {
+	var top struct {
+		Rules []yaml.Node `yaml:"rules"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(&top); err != nil {
+		return nil, errs.New(errs.InvalidArgument, "policy: %v", err)
+	}
+	p := &Policy{}
+	for _, n := range top.Rules {
+		r, err := parseRule(&n)
+		if err != nil {
+			return nil, errs.New(errs.InvalidArgument, "policy line %d: %v", n.Line, err)
+		}
+		p.rules = append(p.rules, r)
+	}
+	return p, nil
+}
+
+func parseRule(n *yaml.Node) (Rule, error) {
+	var r Rule
+	raw, _ := yaml.Marshal(n)
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&r); err != nil {
+		return r, err
+	}
+	switch {
+	case r.Identity == "":
+		return r, fmt.Errorf("identity: missing")
+	case len(r.Keys) == 0:
+		return r, fmt.Errorf("keys: missing (use [\"*\"] for every key)")
+	case len(r.Allow) == 0:
+		return r, fmt.Errorf("allow: missing")
+	}
+	for _, k := range r.Keys {
+		if _, err := path.Match(k, ""); err != nil {
+			return r, fmt.Errorf("keys: bad pattern %q", k)
+		}
+	}
+	for _, op := range r.Allow {
+		if !slices.Contains(ops, op) {
+			return r, fmt.Errorf("allow: unknown operation %q (known: %v)", op, ops)
+		}
+	}
+	return r, nil
+}
+
+// AllowAll is a policy letting identity do everything, for --dev.
+func AllowAll(identity string) *Policy {
+	return &Policy{rules: []Rule{{Identity: identity, Keys: []string{"*"}, Allow: ops}}}
+}
+
+// Allowed reports whether identity may do op on key keyID. An empty
+// keyID (listing) asks whether op is allowed on any key.
+func (p *Policy) Allowed(identity string, op Op, keyID string) bool {
+	for _, r := range p.rules {
+		if r.Identity != identity || !slices.Contains(r.Allow, op) {
+			continue
+		}
+		if keyID == "" {
+			return true
+		}
+		for _, k := range r.Keys {
+			if ok, _ := path.Match(k, keyID); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Authorizer holds the policy in force.
+type Authorizer struct {
+	path string
+	cur  atomic.Pointer[Policy]
+}
+
+// Load reads the policy at file.
+func Load(file string) (*Authorizer, error) {
+	a := &Authorizer{path: file}
+	return a, a.Reload()
+}
+
+// Fixed returns an Authorizer that always applies p.
+func Fixed(p *Policy) *Authorizer {
+	a := &Authorizer{}
+	a.cur.Store(p)
+	return a
+}
+
+// Reload re-reads the policy file. On error the policy in force stays.
+func (a *Authorizer) Reload() error {
+	if a.path == "" {
+		return nil
+	}
+	doc, err := os.ReadFile(a.path)
+	if err != nil {
+		return errs.New(errs.InvalidArgument, "policy: %w", err)
+	}
+	p, err := Parse(doc)
+	if err != nil {
+		return err
+	}
+	a.cur.Store(p)
+	return nil
+}
+
+// Allowed applies the policy in force.
+func (a *Authorizer) Allowed(identity string, op Op, keyID string) bool {
+	return a.cur.Load().Allowed(identity, op, keyID)
+}
