@@ -70,7 +70,9 @@ func TestRotationContinuesTheChain(t *testing.T) {
 	}
 	l.Close()
 	files, _ := filepath.Glob(path + ".*")
-	sort.Slice(files, func(i, j int) bool { return len(files[i]) < len(files[j]) || (len(files[i]) == len(files[j]) && files[i] < files[j]) })
+	sort.Slice(files, func(i, j int) bool {
+		return len(files[i]) < len(files[j]) || (len(files[i]) == len(files[j]) && files[i] < files[j])
+	})
 	if len(files) < 2 {
 		t.Fatalf("no rotation: %v", files)
 	}
