@@ -31,9 +31,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	"github.com/sigil-hsm/sigil/jwks"
@@ -82,7 +86,8 @@ type bench struct {
 	dur      time.Duration
 	hsm      *pkcs11.Backend
 	kr       *keyring.Keyring
-	conn     *grpc.ClientConn
+	backends map[string]signer.Backend
+	conn     *grpc.ClientConn // to the plain server
 	httpAddr string
 }
 
@@ -108,12 +113,22 @@ func run(out string, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
-	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr}
-	stop, err := b.startServer(backends)
+	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr, backends: backends}
+	pub := jwks.NewPublisher()
+	if err := kr.Publish(ctx, pub); err != nil {
+		return err
+	}
+	conn, httpAddr, stop, err := b.startServer(server.Options{JWKS: pub}, insecure.NewCredentials())
 	if err != nil {
 		return err
 	}
 	defer stop()
+	b.conn, b.httpAddr = conn, httpAddr
+	secured, stopSecured, err := b.startSecured(dir)
+	if err != nil {
+		return err
+	}
+	defer stopSecured()
 	var rep report
 	if rep.floor, err = b.floor(); err != nil {
 		return err
@@ -128,6 +143,9 @@ func run(out string, dur time.Duration) error {
 		return err
 	}
 	if rep.eth, err = b.ethTable(); err != nil {
+		return err
+	}
+	if rep.secured, err = b.securedTable(secured); err != nil {
 		return err
 	}
 	return rep.write(out, dur)
@@ -149,31 +167,68 @@ func openToken(ctx context.Context, dir string) (*pkcs11.Backend, error) {
 	return pkcs11.Open(ctx, "bench", pkcs11.Config{Module: softhsm.Module, Token: tok.Label, PIN: secret.Ref("file:" + tok.PINFile), Sessions: sessions})
 }
 
-func (b *bench) startServer(backends map[string]signer.Backend) (func(), error) {
+// startServer runs a server with opts (keyring, backends and a quiet
+// logger added) on loopback and dials it with creds.
+func (b *bench) startServer(opts server.Options, creds credentials.TransportCredentials) (*grpc.ClientConn, string, func(), error) {
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return nil, "", nil, err
 	}
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return nil, "", nil, err
 	}
-	pub := jwks.NewPublisher()
-	if err := b.kr.Publish(b.ctx, pub); err != nil {
-		return nil, err
-	}
+	opts.Keyring, opts.Backends, opts.Logger = b.kr, b.backends, slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(b.ctx)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	done := make(chan error, 1)
-	srv := server.New(server.Options{Keyring: b.kr, Backends: backends, Logger: quiet, JWKS: pub})
-	go func() { done <- srv.Serve(ctx, gl, hl) }()
-	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	go func() { done <- server.New(opts).Serve(ctx, gl, hl) }()
+	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, "", nil, err
 	}
-	b.conn, b.httpAddr = conn, hl.Addr().String()
-	return func() { conn.Close(); cancel(); <-done }, nil
+	return conn, hl.Addr().String(), func() { conn.Close(); cancel(); <-done }, nil
+}
+
+// startSecured runs a second server as production runs: mTLS (the dev
+// PKI), an authorization policy and the audit log, fsynced per batch.
+func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
+	pki, err := mtls.EnsureDevPKI(filepath.Join(dir, "tls"))
+	if err != nil {
+		return nil, nil, err
+	}
+	serverTLS, err := mtls.ServerConfig(pki.Server(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	clientTLS, err := mtls.ClientConfig(pki.ClientCert, pki.ClientKey, pki.CA)
+	if err != nil {
+		return nil, nil, err
+	}
+	al, err := audit.Open(filepath.Join(dir, "audit.jsonl"), 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, _, stop, err := b.startServer(server.Options{TLS: serverTLS, Authz: authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), Audit: al}, credentials.NewTLS(clientTLS))
+	if err != nil {
+		al.Close()
+		return nil, nil, err
+	}
+	return conn, func() { stop(); al.Close() }, nil
+}
+
+// securedTable: ES256 Sign on the plain server against the same on the
+// secured one.
+func (b *bench) securedTable(secured *grpc.ClientConn) ([]row, error) {
+	req := &sigilv1.SignRequest{KeyId: "bench-es256", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
+	plain, sec := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewSigningServiceClient(secured)
+	return b.pair("Sign, secured", func(ctx context.Context) error {
+		_, err := plain.Sign(ctx, req)
+		return err
+	}, func(ctx context.Context) error {
+		_, err := sec.Sign(ctx, req)
+		return err
+	}, []int{1, 16})
 }
 
 // rounds is how many times each cell alternates baseline and subject; the

@@ -9,10 +9,13 @@
 // next line's "prev". Rotated files continue the chain: a new file's
 // anchor names the last hash of the one before.
 //
-// Writes are group-committed: a request's line is written with whatever
-// else is queued, the batch is fsynced, and only then does the request
-// return. A crash loses at most the batch in flight, whose requests had
-// not been answered, and never corrupts earlier lines.
+// Writes are batched: a request's line is written, in one write() with
+// whatever else is queued, before the request is answered, and each batch
+// is then fsynced. A crash of the process loses nothing that was
+// answered (the lines are in the kernel's page cache); a crash of the
+// machine loses at most the batch being synced, and never corrupts earlier
+// lines. Waiting for the fsync itself before answering would cost a disk
+// flush per request (measured: half the signing throughput here).
 package audit
 
 import (
@@ -67,10 +70,11 @@ type Log struct {
 	done    chan struct{}
 
 	// owned by the writer goroutine
-	f    *os.File
-	size int64
-	seq  uint64
-	prev string
+	f      *os.File
+	size   int64
+	seq    uint64
+	prev   string
+	failed error // set once a write, sync or rotation failed
 }
 
 type pending struct {
@@ -180,27 +184,47 @@ func (l *Log) run() {
 		for _, q := range batch {
 			q.err <- err
 		}
+		if err == nil {
+			err = l.sync()
+		}
+		if err == nil && l.size >= l.maxSize {
+			err = l.rotate()
+		}
+		if err != nil {
+			l.failed = err // refuse further writes: the chain's tail is uncertain
+		}
 	}
 	l.f.Close()
 	close(l.done)
 }
 
+// writeBatch writes the batch's lines with one write().
 func (l *Log) writeBatch(batch []pending) error {
+	if l.failed != nil {
+		return l.failed
+	}
+	var buf []byte
 	for _, p := range batch {
-		if err := l.writeLine(line{Record: p.rec}); err != nil {
+		b, err := l.next(line{Record: p.rec})
+		if err != nil {
 			return err
 		}
+		buf = append(buf, b...)
 	}
-	if err := l.sync(); err != nil {
-		return err
-	}
-	if l.size >= l.maxSize {
-		return l.rotate()
-	}
-	return nil
+	return l.write(buf)
 }
 
+// writeLine writes one line on its own (anchors).
 func (l *Log) writeLine(ln line) error {
+	b, err := l.next(ln)
+	if err != nil {
+		return err
+	}
+	return l.write(b)
+}
+
+// next seals ln as the next line of the chain.
+func (l *Log) next(ln line) ([]byte, error) {
 	l.seq++
 	if ln.Anchor != "" {
 		l.seq = 0
@@ -208,15 +232,20 @@ func (l *Log) writeLine(ln line) error {
 	ln.Seq, ln.Prev = l.seq, l.prev
 	b, hash, err := seal(ln)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	l.prev = hash
+	return b, nil
+}
+
+func (l *Log) write(b []byte) error {
 	n, err := l.f.Write(b)
 	l.size += int64(n)
 	if err != nil {
-		return errs.New(errs.Unavailable, "audit log write: %w", err)
+		err = errs.New(errs.Unavailable, "audit log write: %w", err)
+		l.failed = err
 	}
-	l.prev = hash
-	return nil
+	return err
 }
 
 // seal encodes ln and appends its own hash: the SHA-256 of the line up to
