@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build run deps sys-deps crosscheck-deps test lint fmt-check vet buf-lint proto proto-check gotest bench clean
+.PHONY: all build run deps sys-deps crosscheck-deps kms-deps test lint fmt-check vet buf-lint proto proto-check gotest bench clean
 
 all: build
 
@@ -13,7 +13,7 @@ build:
 	$(GO) build -o bin/sigil ./cmd/sigil
 
 ## deps: install the system packages the server and tests need, when missing.
-deps: sys-deps crosscheck-deps
+deps: sys-deps crosscheck-deps kms-deps
 
 sys-deps:
 	@missing=""; \
@@ -29,6 +29,10 @@ sys-deps:
 ## crosscheck-deps: the independent JOSE implementation the tests verify JWTs with.
 crosscheck-deps: sys-deps
 	@[ -d testdata/crosscheck/node_modules/jose ] && [ -d testdata/crosscheck/node_modules/ethers ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
+
+## kms-deps: the AWS KMS emulator the awskms tests run against (pinned in tools/localkms).
+kms-deps:
+	@[ -x bin/local-kms ] || $(GO) build -modfile=tools/localkms/go.mod -o bin/local-kms github.com/nsmithuk/local-kms
 
 ## run: the embedded default, `sigil serve --dev`, in ./.sigil-dev.
 run: sys-deps build

@@ -228,6 +228,17 @@ type Signing struct {
 	Backend    signer.Backend
 }
 
+// Sign signs input (a digest, or the message for EdDSA) with the
+// generation. Its errors name the key and generation, so a KMS key
+// deleted or disabled behind Sigil's back is reported as which one.
+func (s Signing) Sign(ctx context.Context, input []byte) ([]byte, error) {
+	sig, err := s.Backend.Sign(ctx, s.Generation.Ref, s.Key.Algorithm, input)
+	if err != nil {
+		return nil, fmt.Errorf("key %q generation %d: %w", s.Key.ID, s.Generation.Number, err)
+	}
+	return sig, nil
+}
+
 // ForSigning resolves key id for a signature of purpose p.
 func (r *Keyring) ForSigning(ctx context.Context, id string, p Purpose) (Signing, error) {
 	k, err := r.Get(ctx, id)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/signer"
 )
 
 // activate makes g the generation that signs; the one that signed before
@@ -230,10 +231,27 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 		}
 		return nil
 	})
-	if err != nil || !wasActive || k.Purpose != PurposeJWT {
-		return k, err
+	if err != nil {
+		return nil, err
+	}
+	r.disable(ctx, k, n)
+	if !wasActive || k.Purpose != PurposeJWT {
+		return k, nil
 	}
 	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) { activate(k, g, now) })
+}
+
+// disable asks a backend that can (a KMS) to refuse generation n's key
+// itself. The revocation holds in Sigil either way; a failure is logged.
+func (r *Keyring) disable(ctx context.Context, k *Key, n int) {
+	d, ok := r.backends[k.Backend].(signer.KeyDisabler)
+	g, found := k.generation(n)
+	if !ok || !found {
+		return
+	}
+	if err := d.DisableKey(ctx, g.Ref); err != nil {
+		r.log.Warn("revoked generation could not be disabled in its backend", "key", k.ID, "generation", n, "err", err)
+	}
 }
 
 // SetJWTPolicy changes the rotation policy of JWT key id. Unset (zero)

@@ -32,7 +32,7 @@ func (s *signingService) Sign(ctx context.Context, req *sigilv1.SignRequest) (*s
 	}
 	noteGeneration(ctx, sg.Generation.Number)
 	start := time.Now()
-	sig, err := sg.Backend.Sign(ctx, sg.Generation.Ref, alg, input)
+	sig, err := sg.Sign(ctx, input)
 	s.metrics.observeSign(sg.Key.ID, alg, sg.Key.Backend, err, time.Since(start))
 	if err != nil {
 		return nil, err

@@ -64,3 +64,10 @@ type PoolReporter interface {
 type HealthChecker interface {
 	Healthy(ctx context.Context) error
 }
+
+// KeyDisabler is the ability to make a key refuse to sign at once, used
+// when a generation is revoked (a KMS key is disabled; its deletion is
+// scheduled later, with the generation's destruction).
+type KeyDisabler interface {
+	DisableKey(ctx context.Context, ref string) error
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 
+	_ "github.com/sigil-hsm/sigil/signer/awskms" // registers the awskms backend type
 	_ "github.com/sigil-hsm/sigil/signer/pkcs11" // registers the pkcs11 backend type
 )
 

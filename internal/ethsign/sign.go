@@ -106,7 +106,7 @@ func (s *Service) signHash(ctx context.Context, sg keyring.Signing, hash []byte)
 	if !ok {
 		return nil, errs.New(errs.Internal, "key %q has no secp256k1 public key", sg.Key.ID)
 	}
-	sig, err := sg.Backend.Sign(ctx, sg.Generation.Ref, signer.ES256K, hash)
+	sig, err := sg.Sign(ctx, hash)
 	if err != nil {
 		return nil, err
 	}

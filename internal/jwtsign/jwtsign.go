@@ -164,7 +164,7 @@ func Sign(ctx context.Context, s keyring.Signing, p Prepared) (Token, error) {
 	}
 	js, err := jose.NewSigner(jose.SigningKey{
 		Algorithm: jose.SignatureAlgorithm(s.Key.Algorithm),
-		Key:       &opaque{ctx: ctx, backend: s.Backend, ref: g.Ref, alg: s.Key.Algorithm, jwk: &jose.JSONWebKey{Key: g.Public(), KeyID: g.KID()}},
+		Key:       &opaque{ctx: ctx, sg: s, jwk: &jose.JSONWebKey{Key: g.Public(), KeyID: g.KID()}},
 	}, &jose.SignerOptions{ExtraHeaders: extra})
 	if err != nil {
 		return Token{}, errs.New(errs.Internal, "JWT signer: %w", err)
@@ -183,11 +183,9 @@ func Sign(ctx context.Context, s keyring.Signing, p Prepared) (Token, error) {
 // opaque is a go-jose OpaqueSigner over a backend key, bound to one
 // request's context so cancellation reaches the HSM call.
 type opaque struct {
-	ctx     context.Context
-	backend signer.Backend
-	ref     string
-	alg     signer.Algorithm
-	jwk     *jose.JSONWebKey
+	ctx context.Context
+	sg  keyring.Signing
+	jwk *jose.JSONWebKey
 }
 
 var _ jose.OpaqueSigner = (*opaque)(nil)
@@ -195,18 +193,19 @@ var _ jose.OpaqueSigner = (*opaque)(nil)
 func (o *opaque) Public() *jose.JSONWebKey { return o.jwk }
 
 func (o *opaque) Algs() []jose.SignatureAlgorithm {
-	return []jose.SignatureAlgorithm{jose.SignatureAlgorithm(o.alg)}
+	return []jose.SignatureAlgorithm{jose.SignatureAlgorithm(o.sg.Key.Algorithm)}
 }
 
 // SignPayload signs the JWS signing input. ECDSA signatures come back as
 // r‖s, the JWS encoding; secp256k1 ones are normalised to low-S, which
 // every ES256K verifier accepts.
-func (o *opaque) SignPayload(payload []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
-	sig, err := o.backend.Sign(o.ctx, o.ref, o.alg, o.alg.Input(payload))
+func (o *opaque) SignPayload(payload []byte, _ jose.SignatureAlgorithm) ([]byte, error) {
+	alg := o.sg.Key.Algorithm
+	sig, err := o.sg.Sign(o.ctx, alg.Input(payload))
 	if err != nil {
 		return nil, err
 	}
-	if o.alg == signer.ES256K {
+	if alg == signer.ES256K {
 		sig = signer.LowS(sig)
 	}
 	return sig, nil
