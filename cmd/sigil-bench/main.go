@@ -30,6 +30,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,6 +41,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/kmstest"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
@@ -46,6 +51,7 @@ import (
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/awskms"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
@@ -109,6 +115,11 @@ func run(out string, dur time.Duration) error {
 	}
 	defer store.Close()
 	backends := map[string]signer.Backend{"bench": hsm}
+	kmsEndpoint, stopKMS, err := startKMS(ctx, dir, backends)
+	if err != nil {
+		return err
+	}
+	defer stopKMS()
 	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: "bench"})
 	if err != nil {
 		return err
@@ -148,6 +159,11 @@ func run(out string, dur time.Duration) error {
 	if rep.secured, err = b.securedTable(secured); err != nil {
 		return err
 	}
+	if kmsEndpoint != "" {
+		if rep.kms, err = b.kmsTable(kmsEndpoint); err != nil {
+			return err
+		}
+	}
 	return rep.write(out, dur)
 }
 
@@ -165,6 +181,52 @@ func openToken(ctx context.Context, dir string) (*pkcs11.Backend, error) {
 		return nil, err
 	}
 	return pkcs11.Open(ctx, "bench", pkcs11.Config{Module: softhsm.Module, Token: tok.Label, PIN: secret.Ref("file:" + tok.PINFile), Sessions: sessions})
+}
+
+// startKMS runs local-kms, if it is built, and adds a backend "kms" on it.
+func startKMS(ctx context.Context, dir string, backends map[string]signer.Backend) (string, func(), error) {
+	if kmstest.Available() != nil {
+		fmt.Fprintln(os.Stderr, "local-kms not built (make kms-deps): the KMS table is skipped")
+		return "", func() {}, nil
+	}
+	for k, v := range kmstest.FakeCredentials {
+		os.Setenv(k, v)
+	}
+	e, err := kmstest.Run(filepath.Join(dir, "kms"))
+	if err != nil {
+		return "", nil, err
+	}
+	b, err := awskms.Open(ctx, "kms", awskms.Config{Region: kmstest.Region, Endpoint: e.Endpoint, MaxRPS: 1e6, MaxConcurrency: 64})
+	if err != nil {
+		e.Stop()
+		return "", nil, err
+	}
+	backends["kms"] = b
+	return e.Endpoint, e.Stop, nil
+}
+
+// kmsTable: ES256 Sign through Sigil with a KMS key against the same
+// signature asked of the emulator directly with the AWS SDK.
+func (b *bench) kmsTable(endpoint string) ([]row, error) {
+	k, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-kms", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "kms"})
+	if err != nil {
+		return nil, err
+	}
+	g, _ := k.Active()
+	awsCfg, err := awsconfig.LoadDefaultConfig(b.ctx, awsconfig.WithRegion(kmstest.Region))
+	if err != nil {
+		return nil, err
+	}
+	direct := kms.NewFromConfig(awsCfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(endpoint) })
+	d := signer.ES256.Input([]byte("x"))
+	client := sigilv1.NewSigningServiceClient(b.conn)
+	return b.pair("Sign on KMS", func(ctx context.Context) error {
+		_, err := direct.Sign(ctx, &kms.SignInput{KeyId: aws.String(g.Ref), Message: d, MessageType: kmstypes.MessageTypeDigest, SigningAlgorithm: kmstypes.SigningAlgorithmSpecEcdsaSha256})
+		return err
+	}, func(ctx context.Context) error {
+		_, err := client.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-kms", Input: &sigilv1.SignRequest_Digest{Digest: d}})
+		return err
+	}, []int{1, 16})
 }
 
 // startServer runs a server with opts (keyring, backends and a quiet

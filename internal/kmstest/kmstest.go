@@ -1,7 +1,7 @@
 // Package kmstest runs the local-kms emulator (bin/local-kms, built by
-// make kms-deps) for tests: on a free loopback port, with its data in a
-// temporary folder, stopped when the test ends. Without the binary a test
-// skips, except under CI=true, where it fails.
+// make kms-deps) for tests and the benchmark driver: on a free loopback
+// port, with its data in a given folder. Without the binary a test skips,
+// except under CI=true, where it fails.
 package kmstest
 
 import (
@@ -24,7 +24,6 @@ const (
 // Emulator is a running local-kms.
 type Emulator struct {
 	Endpoint string
-	tb       testing.TB
 	port     int
 	dir      string
 	cmd      *exec.Cmd
@@ -35,37 +34,58 @@ func binary() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "bin", "local-kms")
 }
 
-// Start runs an emulator, and sets throwaway AWS credentials in the
-// environment (local-kms does not check signatures, the SDK wants some).
+// Available reports why the emulator cannot run, or nil.
+func Available() error {
+	_, err := os.Stat(binary())
+	return err
+}
+
+// Start runs an emulator for a test, stopped when it ends, and sets
+// throwaway AWS credentials in the environment (local-kms does not check
+// signatures; the SDK wants some).
 func Start(tb testing.TB) *Emulator {
 	tb.Helper()
-	if _, err := os.Stat(binary()); err != nil {
+	if err := Available(); err != nil {
 		if os.Getenv("CI") == "true" {
 			tb.Fatalf("local-kms is required under CI=true (make kms-deps): %v", err)
 		}
 		tb.Skipf("local-kms missing (make kms-deps): %v", err)
 	}
-	tb.Setenv("AWS_ACCESS_KEY_ID", "AKIAKMSTESTFAKE00000")
-	tb.Setenv("AWS_SECRET_ACCESS_KEY", "kmstest-throwaway-secret-not-a-credential")
-	tb.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	e := &Emulator{tb: tb, dir: tb.TempDir()}
-	for attempt := 0; ; attempt++ { // local-kms panics if its port is taken: retry on another
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
+	for k, v := range FakeCredentials {
+		tb.Setenv(k, v)
+	}
+	e, err := Run(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(e.Stop)
+	return e
+}
+
+// FakeCredentials are throwaway values for the SDK's default chain.
+var FakeCredentials = map[string]string{
+	"AWS_ACCESS_KEY_ID":         "AKIAKMSTESTFAKE00000",
+	"AWS_SECRET_ACCESS_KEY":     "kmstest-throwaway-secret-not-a-credential",
+	"AWS_EC2_METADATA_DISABLED": "true",
+}
+
+// Run starts an emulator keeping its data in dir.
+func Run(dir string) (*Emulator, error) {
+	e := &Emulator{dir: dir}
+	var err error
+	for range 3 { // local-kms panics if its port is taken: retry on another
+		l, lerr := net.Listen("tcp", "127.0.0.1:0")
+		if lerr != nil {
+			return nil, lerr
 		}
 		e.port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		if err := e.Restart(); err == nil || attempt == 2 {
-			if err != nil {
-				tb.Fatal(err)
-			}
-			break
+		if err = e.Restart(); err == nil {
+			e.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", e.port)
+			return e, nil
 		}
 	}
-	e.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", e.port)
-	tb.Cleanup(e.Stop)
-	return e
+	return nil, err
 }
 
 // Restart starts the emulator again on the same port and data.
