@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -12,13 +11,12 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
-	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/signer"
-	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
@@ -38,22 +36,9 @@ type minted struct {
 func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	hsm, err := pkcs11.Open(ctx, "hsm", pkcs11.Config(softhsmtest.Token(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hsm.Close()
-	store, err := boltstore.Open(filepath.Join(t.TempDir(), "k.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	policy := keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: time.Minute}
-	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm",
-		Now: clk.now, Retention: 2 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := keyringtest.HSM(t, keyringtest.Options{Now: clk.now, Retention: 2 * time.Hour})
+	kr, hsm := env.Keyring, env.HSM
 	pub := jwks.NewPublisher()
 	if err := kr.Publish(ctx, pub); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/ethsign"
+	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
@@ -39,22 +39,8 @@ type env struct {
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	ctx := context.Background()
-	hsm, err := pkcs11.Open(ctx, "hsm", pkcs11.Config(softhsmtest.Token(tb)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { hsm.Close() })
-	store, err := boltstore.Open(filepath.Join(tb.TempDir(), "k.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { store.Close() })
-	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &env{kr: kr, store: store, hsm: hsm, svc: &ethsign.Service{Ledger: store, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	k := keyringtest.HSM(tb, keyringtest.Options{})
+	return &env{kr: k.Keyring, store: k.Store, hsm: k.HSM, svc: &ethsign.Service{Ledger: k.Store, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
 func (e *env) key(tb testing.TB, id string, p *keyring.EthPolicy) keyring.Signing {

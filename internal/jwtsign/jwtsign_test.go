@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,13 +14,12 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
-	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/signer"
-	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m, 6) }
@@ -33,20 +31,7 @@ var policy = keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 10 * time.M
 func newKeyring(tb testing.TB) (*keyring.Keyring, *jwks.Publisher) {
 	tb.Helper()
 	ctx := context.Background()
-	hsm, err := pkcs11.Open(ctx, "hsm", pkcs11.Config(softhsmtest.Token(tb)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { hsm.Close() })
-	store, err := boltstore.Open(filepath.Join(tb.TempDir(), "k.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { store.Close() })
-	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm"})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	kr := keyringtest.HSM(tb, keyringtest.Options{}).Keyring
 	pub := jwks.NewPublisher()
 	if err := kr.Publish(ctx, pub); err != nil {
 		tb.Fatal(err)

@@ -20,11 +20,11 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/kmstest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
-	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/awskms"
 )
@@ -100,17 +100,7 @@ func verify(pub crypto.PublicKey, alg signer.Algorithm, in, sig []byte) error {
 // kmsKeyring is a keyring whose one backend is the emulator.
 func kmsKeyring(t *testing.T, b *awskms.Backend) *keyring.Keyring {
 	t.Helper()
-	store, err := boltstore.Open(filepath.Join(t.TempDir(), "k.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	kr, err := keyring.New(context.Background(), keyring.Options{Store: store, Backends: map[string]signer.Backend{"aws-eu": b}, DefaultBackend: "aws-eu",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kr
+	return keyringtest.With(t, "aws-eu", b, keyringtest.Options{}).Keyring
 }
 
 func TestJWTAndEthereumOnKMS(t *testing.T) {
@@ -275,6 +265,7 @@ func TestAdmissionControlShedsLoad(t *testing.T) {
 				ok.Add(1)
 			case errs.Is(err, errs.ResourceExhausted):
 				shed.Add(1)
+			case errs.Is(err, errs.DeadlineExceeded): // admitted at the last moment, then out of time in KMS
 			default:
 				t.Error(err)
 			}
