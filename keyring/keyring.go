@@ -85,6 +85,54 @@ func New(ctx context.Context, o Options) (*Keyring, error) {
 	return r, nil
 }
 
+// Follow keeps memory in step with a store other replicas write to: it
+// reloads every key, then applies the store's changes as they come, and
+// reloads again whenever the watch breaks (a compaction, a lost cluster),
+// until ctx ends. While the store is away, memory keeps serving reads.
+func (r *Keyring) Follow(ctx context.Context, w Watcher) {
+	for ctx.Err() == nil {
+		keys, rev, err := w.ListAt(ctx)
+		if err == nil {
+			r.replaceAll(keys)
+			err = w.Watch(ctx, rev, func(k *Key) {
+				if err := r.remember(k); err != nil {
+					r.log.Error("a key from the store does not load", "key", k.ID, "err", err)
+				}
+			}, r.forget)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("following the keyring store failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// replaceAll makes memory hold exactly keys (newer revisions win).
+func (r *Keyring) replaceAll(keys []*Key) {
+	seen := map[string]bool{}
+	for _, k := range keys {
+		seen[k.ID] = true
+		if err := r.remember(k); err != nil {
+			r.log.Error("a key from the store does not load", "key", k.ID, "err", err)
+		}
+	}
+	r.mu.RLock()
+	var gone []string
+	for id := range r.keys {
+		if !seen[id] {
+			gone = append(gone, id)
+		}
+	}
+	r.mu.RUnlock()
+	for _, id := range gone {
+		r.forget(id)
+	}
+}
+
 // Watch registers fn to run after every change to the keyring.
 func (r *Keyring) Watch(fn func()) {
 	r.mu.Lock()

@@ -19,3 +19,13 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
+
+// Watcher is the ability of a store shared by several replicas to report
+// what others change, so each replica's memory follows the store.
+type Watcher interface {
+	// ListAt returns every key and the store revision they were read at.
+	ListAt(ctx context.Context) ([]*Key, int64, error)
+	// Watch reports changes after revision from until ctx ends or the
+	// watch breaks, and returns.
+	Watch(ctx context.Context, from int64, put func(*Key), del func(id string)) error
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -115,7 +116,7 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		}
 		backends[name] = b
 	}
-	store, err := boltstore.Open(cfg.Store.Path)
+	store, schedule, err := openStore(ctx, cfg.Store, log)
 	if err != nil {
 		return err
 	}
@@ -146,10 +147,40 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "keys", len(kr.List(ctx)))
 	schedCtx, stopScheduler := context.WithCancel(ctx)
 	defer stopScheduler()
-	go kr.Run(schedCtx, schedulerInterval)
+	go schedule(schedCtx, kr)
 	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
 	log.Info("stopped")
 	return err
+}
+
+// ledgerStore is a keyring store that also counts spending.
+type ledgerStore interface {
+	keyring.Store
+	keyring.Ledger
+}
+
+// openStore opens the configured keyring store and says how to run the
+// rotation scheduler over it: directly for bbolt (one node), or for etcd
+// on the one replica that wins the election, every replica following the
+// store's changes.
+func openStore(ctx context.Context, c config.Store, log *slog.Logger) (ledgerStore, func(context.Context, *keyring.Keyring), error) {
+	if c.Type != "etcd" {
+		s, err := boltstore.Open(c.Path)
+		return s, func(ctx context.Context, kr *keyring.Keyring) { kr.Run(ctx, schedulerInterval) }, err
+	}
+	ec := etcdstore.Config{Endpoints: c.Endpoints, Prefix: c.Prefix}
+	if c.TLS != nil {
+		t, err := mtls.ClientConfig(c.TLS.Cert, c.TLS.Key, c.TLS.CA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store.tls: %w", err)
+		}
+		ec.TLS = t
+	}
+	s, err := etcdstore.Open(ctx, ec)
+	return s, func(ctx context.Context, kr *keyring.Keyring) {
+		go kr.Follow(ctx, s)
+		s.RunScheduler(ctx, kr, schedulerInterval, etcdstore.ReplicaName(), log)
+	}, err
 }
 
 // reloadOnHangup re-reads the policy file on SIGHUP; a bad file is refused

@@ -52,9 +52,17 @@ type TLS struct {
 // Store selects the keyring store.
 type Store struct {
 	Type      string   `yaml:"type"`
-	Path      string   `yaml:"path"`
-	Endpoints []string `yaml:"endpoints"`
-	Prefix    string   `yaml:"prefix"`
+	Path      string   `yaml:"path"`      // bbolt
+	Endpoints []string `yaml:"endpoints"` // etcd
+	Prefix    string   `yaml:"prefix"`    // etcd; /sigil/ if empty
+	TLS       *EtcdTLS `yaml:"tls"`       // etcd client certificate, optional
+}
+
+// EtcdTLS is Sigil's client certificate for etcd and the CA of etcd's.
+type EtcdTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
 }
 
 // Audit is the audit log.
@@ -145,8 +153,12 @@ func (c *Config) validate(dev bool) error {
 		if c.Store.Path == "" {
 			return errors.New("store.path: missing")
 		}
+	case "etcd":
+		if len(c.Store.Endpoints) == 0 {
+			return errors.New("store.endpoints: missing")
+		}
 	default:
-		return fmt.Errorf("store.type: %q is not supported by this version (want bbolt)", c.Store.Type)
+		return fmt.Errorf("store.type: %q is not a store (want bbolt or etcd)", c.Store.Type)
 	}
 	if len(c.Backends) == 0 {
 		return errors.New("backends: at least one is needed")

@@ -56,7 +56,8 @@ func TestParseRefusals(t *testing.T) {
 		"no policy outside dev":   {ok, false, "policy"},
 		"no audit":                {strings.Replace(ok, "audit: {path: /tmp/audit.jsonl}\n", "", 1), true, "audit"},
 		"bad address":             {strings.Replace(ok, "127.0.0.1:7443", "nowhere", 1), true, "grpc.addr"},
-		"store type":              {strings.Replace(ok, "type: bbolt", "type: etcd", 1), true, "store.type"},
+		"store type":              {strings.Replace(ok, "type: bbolt", "type: zookeeper", 1), true, "store.type"},
+		"etcd without endpoints":  {strings.Replace(ok, "type: bbolt", "type: etcd", 1), true, "store.endpoints"},
 		"default backend":         {ok + "default_backend: aws-eu\n", true, "default_backend"},
 		"backend without type":    {strings.Replace(ok, "    type: pkcs11\n", "", 1), true, "type"},
 	}

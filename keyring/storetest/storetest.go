@@ -1,0 +1,58 @@
+// Package storetest is the contract every keyring.Store must keep,
+// written once and run against each store (bbolt, etcd).
+package storetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+)
+
+// CompareAndSwap checks the revision contract of Put, Get and Delete.
+func CompareAndSwap(t *testing.T, s keyring.Store) {
+	t.Helper()
+	ctx := context.Background()
+	k := &keyring.Key{ID: "cas-a", Purpose: keyring.PurposeRaw}
+	rev1, err := s.Put(ctx, k)
+	if err != nil || rev1 == 0 {
+		t.Fatal(rev1, err)
+	}
+	if _, err := s.Put(ctx, k); !errs.Is(err, errs.AlreadyExists) {
+		t.Fatalf("create over an existing key: %v", err)
+	}
+	k.Revision = rev1
+	rev2, err := s.Put(ctx, k)
+	if err != nil || rev2 <= rev1 {
+		t.Fatal(rev2, err)
+	}
+	if _, err := s.Put(ctx, k); !errs.Is(err, errs.Aborted) { // k.Revision is stale now
+		t.Fatalf("stale write: %v", err)
+	}
+	got, err := s.Get(ctx, "cas-a")
+	if err != nil || got.Revision != rev2 {
+		t.Fatal(got, err)
+	}
+	if list, err := s.List(ctx); err != nil || len(list) != 1 || list[0].Revision != rev2 {
+		t.Fatalf("List: %v %v", list, err)
+	}
+	if err := s.Delete(ctx, "cas-a", rev1); !errs.Is(err, errs.Aborted) {
+		t.Fatalf("stale delete: %v", err)
+	}
+	if err := s.Delete(ctx, "cas-a", rev2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "cas-a"); !errs.Is(err, errs.NotFound) {
+		t.Fatal(err)
+	}
+	k.Revision = rev2
+	if _, err := s.Put(ctx, k); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("update of a deleted key: %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.Put(cctx, &keyring.Key{ID: "cas-b"}); !errs.Is(err, errs.Canceled) {
+		t.Fatalf("write with a canceled context: %v", err)
+	}
+}
