@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -41,6 +42,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/etcdtest"
 	"github.com/sigil-hsm/sigil/internal/kmstest"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/secret"
@@ -48,6 +50,7 @@ import (
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
@@ -129,7 +132,7 @@ func run(out string, dur time.Duration) error {
 	if err := kr.Publish(ctx, pub); err != nil {
 		return err
 	}
-	conn, httpAddr, stop, err := b.startServer(server.Options{JWKS: pub}, insecure.NewCredentials())
+	conn, httpAddr, stop, err := b.startServer(kr, server.Options{JWKS: pub}, insecure.NewCredentials())
 	if err != nil {
 		return err
 	}
@@ -163,6 +166,9 @@ func run(out string, dur time.Duration) error {
 		if rep.kms, err = b.kmsTable(kmsEndpoint); err != nil {
 			return err
 		}
+	}
+	if rep.replicas, err = b.replicaTable(dir); err != nil {
+		return err
 	}
 	return rep.write(out, dur)
 }
@@ -229,9 +235,66 @@ func (b *bench) kmsTable(endpoint string) ([]row, error) {
 	}, []int{1, 16})
 }
 
+// replicaTable: ES256 Sign spread over three replicas that share their
+// keyring in etcd (each its own etcd client, keyring and gRPC server over
+// the one token), against the same load on one of them. On two cores
+// this shows what replication costs, not how it scales.
+func (b *bench) replicaTable(dir string) ([]row, error) {
+	cluster, err := etcdtest.Run(filepath.Join(dir, "etcd"), 1)
+	if err != nil {
+		return nil, err
+	}
+	defer cluster.Stop()
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	var conns []*grpc.ClientConn
+	var krs []*keyring.Keyring
+	for range 3 {
+		s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: cluster.Endpoints})
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		kr, err := keyring.New(ctx, keyring.Options{Store: s, Backends: b.backends, DefaultBackend: "bench", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			return nil, err
+		}
+		go kr.Follow(ctx, s)
+		conn, _, stop, err := b.startServer(kr, server.Options{}, insecure.NewCredentials())
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		conns, krs = append(conns, conn), append(krs, kr)
+	}
+	if _, err := krs[0].Create(ctx, keyring.CreateSpec{ID: "bench-replicated", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, e1 := krs[1].Get(ctx, "bench-replicated")
+		_, e2 := krs[2].Get(ctx, "bench-replicated")
+		if e1 == nil && e2 == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the replicas did not see the key")
+		}
+	}
+	req := &sigilv1.SignRequest{KeyId: "bench-replicated", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
+	clients := []sigilv1.SigningServiceClient{sigilv1.NewSigningServiceClient(conns[0]), sigilv1.NewSigningServiceClient(conns[1]), sigilv1.NewSigningServiceClient(conns[2])}
+	var next atomic.Uint64
+	return b.pair("Sign, 3 replicas", func(ctx context.Context) error {
+		_, err := clients[0].Sign(ctx, req)
+		return err
+	}, func(ctx context.Context) error {
+		_, err := clients[next.Add(1)%3].Sign(ctx, req)
+		return err
+	}, []int{16})
+}
+
 // startServer runs a server with opts (keyring, backends and a quiet
 // logger added) on loopback and dials it with creds.
-func (b *bench) startServer(opts server.Options, creds credentials.TransportCredentials) (*grpc.ClientConn, string, func(), error) {
+func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds credentials.TransportCredentials) (*grpc.ClientConn, string, func(), error) {
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, err
@@ -240,7 +303,7 @@ func (b *bench) startServer(opts server.Options, creds credentials.TransportCred
 	if err != nil {
 		return nil, "", nil, err
 	}
-	opts.Keyring, opts.Backends, opts.Logger = b.kr, b.backends, slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.Keyring, opts.Backends, opts.Logger = kr, b.backends, slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
 	go func() { done <- server.New(opts).Serve(ctx, gl, hl) }()
@@ -271,7 +334,7 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, _, stop, err := b.startServer(server.Options{TLS: serverTLS, Authz: authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), Audit: al}, credentials.NewTLS(clientTLS))
+	conn, _, stop, err := b.startServer(b.kr, server.Options{TLS: serverTLS, Authz: authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), Audit: al}, credentials.NewTLS(clientTLS))
 	if err != nil {
 		al.Close()
 		return nil, nil, err

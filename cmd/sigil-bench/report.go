@@ -23,8 +23,8 @@ func (r row) ratio() float64          { return r.measured.opsPerSec / r.base.ops
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
-	floor                              []result
-	sign, jwt, jwks, eth, secured, kms []row
+	floor                                        []result
+	sign, jwt, jwks, eth, secured, kms, replicas []row
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -52,6 +52,9 @@ func (rep report) write(path string, dur time.Duration) error {
 	b.WriteString("\n## ES256 Sign with mTLS, authorization and the audit log against plain Sign\n\n")
 	b.WriteString("The secured server runs TLS 1.3 with client certificates, checks the policy and writes each decision to the hash-chained audit log, group-committed with one fsync per batch, before it answers.\n\n")
 	table(&b, "plain", "secured", rep.secured)
+	b.WriteString("\n## ES256 Sign over three replicas sharing a keyring in etcd against one replica\n\n")
+	b.WriteString("Each replica has its own etcd client, in-memory keyring and gRPC server over the one SoftHSM token; the load is spread round-robin. Signing reads the keyring from memory, so etcd is off the signing path; on this 2-core machine the table shows what replication costs, not how it scales.\n\n")
+	table(&b, "1 replica", "3 replicas", rep.replicas)
 	if len(rep.kms) > 0 {
 		b.WriteString("\n## ES256 Sign through Sigil with a KMS key against direct AWS SDK calls to the emulator (local-kms)\n\n")
 		table(&b, "SDK", "Sigil", rep.kms)

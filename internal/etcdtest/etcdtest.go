@@ -1,6 +1,6 @@
-// Package etcdtest runs a real etcd cluster inside a test process
+// Package etcdtest runs a real etcd cluster inside the process
 // (go.etcd.io/etcd/server/v3/embed) on loopback ports, so the replicated
-// keyring is tested against etcd itself, not a mock.
+// keyring is tested and benchmarked against etcd itself, not a mock.
 package etcdtest
 
 import (
@@ -20,28 +20,46 @@ type Cluster struct {
 	Endpoints []string
 }
 
-func freePort(tb testing.TB) int {
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start runs an n-member cluster, stopped when the test ends.
 func Start(tb testing.TB, n int) *Cluster {
 	tb.Helper()
+	c, err := Run(tb.TempDir(), n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Stop)
+	return c
+}
+
+// Run runs an n-member cluster with its data under dir.
+func Run(dir string, n int) (*Cluster, error) {
 	cfgs := make([]*embed.Config, n)
 	var initial []string
 	c := &Cluster{}
 	for i := range cfgs {
 		cfg := embed.NewConfig()
 		cfg.Name = fmt.Sprintf("m%d", i)
-		cfg.Dir = tb.TempDir()
+		cfg.Dir = fmt.Sprintf("%s/m%d", dir, i)
 		cfg.LogLevel = "error"
-		peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(tb)))
-		client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(tb)))
+		pp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pp))
+		client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cp))
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 		cfg.TickMs, cfg.ElectionMs = 50, 500
@@ -70,18 +88,19 @@ func Start(tb testing.TB, n int) *Cluster {
 		case e := <-started:
 			c.Members = append(c.Members, e)
 		case err := <-errc:
-			tb.Fatal(err)
+			c.Stop()
+			return nil, err
 		}
 	}
-	tb.Cleanup(c.Stop)
 	for _, e := range c.Members {
 		select {
 		case <-e.Server.ReadyNotify():
 		case <-time.After(20 * time.Second):
-			tb.Fatal("embedded etcd did not become ready")
+			c.Stop()
+			return nil, fmt.Errorf("embedded etcd did not become ready")
 		}
 	}
-	return c
+	return c, nil
 }
 
 // Leader is the index of the member that leads, or -1.
