@@ -195,7 +195,11 @@ func startKMS(ctx context.Context, dir string, backends map[string]signer.Backen
 		fmt.Fprintln(os.Stderr, "local-kms not built (make kms-deps): the KMS table is skipped")
 		return "", func() {}, nil
 	}
-	for k, v := range kmstest.FakeCredentials {
+	creds, err := kmstest.FakeCredentials()
+	if err != nil {
+		return "", nil, err
+	}
+	for k, v := range creds {
 		os.Setenv(k, v)
 	}
 	e, err := kmstest.Run(filepath.Join(dir, "kms"))

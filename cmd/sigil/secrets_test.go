@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sigil-hsm/sigil/internal/devmode"
+	"github.com/sigil-hsm/sigil/internal/kmstest"
 )
 
 // TestSecretsNeverAppear runs every operation, successes and failures,
@@ -22,8 +23,12 @@ func TestSecretsNeverAppear(t *testing.T) {
 	bin := build(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, ".sigil-dev")
-	const awsSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKESECRETKEY" // throwaway test value
-	stop, logs := devServerLogs(t, bin, data, "AWS_SECRET_ACCESS_KEY="+awsSecret, "AWS_ACCESS_KEY_ID=AKIAFAKETESTKEYID0000")
+	creds, err := kmstest.FakeCredentials() // throwaway values from testdata/
+	if err != nil {
+		t.Fatal(err)
+	}
+	awsSecret := creds["AWS_SECRET_ACCESS_KEY"]
+	stop, logs := devServerLogs(t, bin, data, "AWS_SECRET_ACCESS_KEY="+awsSecret, "AWS_ACCESS_KEY_ID="+creds["AWS_ACCESS_KEY_ID"])
 	pin, err := os.ReadFile(filepath.Join(data, "softhsm", devmode.TokenLabel+".pin"))
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@
 package kmstest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -51,7 +52,11 @@ func Start(tb testing.TB) *Emulator {
 		}
 		tb.Skipf("local-kms missing (make kms-deps): %v", err)
 	}
-	for k, v := range FakeCredentials {
+	creds, err := FakeCredentials()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for k, v := range creds {
 		tb.Setenv(k, v)
 	}
 	e, err := Run(tb.TempDir())
@@ -62,11 +67,20 @@ func Start(tb testing.TB) *Emulator {
 	return e
 }
 
-// FakeCredentials are throwaway values for the SDK's default chain.
-var FakeCredentials = map[string]string{
-	"AWS_ACCESS_KEY_ID":         "AKIAKMSTESTFAKE00000",
-	"AWS_SECRET_ACCESS_KEY":     "kmstest-throwaway-secret-not-a-credential",
-	"AWS_EC2_METADATA_DISABLED": "true",
+// FakeCredentials are throwaway values for the SDK's default chain, kept
+// in testdata/throwaway-test-credentials.json.
+func FakeCredentials() (map[string]string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "testdata", "throwaway-test-credentials.json"))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "_comment")
+	return m, nil
 }
 
 // Run starts an emulator keeping its data in dir.

@@ -282,7 +282,8 @@ func TestAdmissionControlShedsLoad(t *testing.T) {
 
 func TestStartupErrorsNameTheBackendNotTheSecret(t *testing.T) {
 	e := kmstest.Start(t)
-	secret := "kmstest-throwaway-secret-not-a-credential"
+	creds, _ := kmstest.FakeCredentials()
+	secret := creds["AWS_SECRET_ACCESS_KEY"]
 	_, err := signer.Open(context.Background(), awskms.Type, "aws-eu", func(v any) error {
 		*(v.(*awskms.Config)) = awskms.Config{Region: kmstest.Region, Endpoint: "http://127.0.0.1:1"}
 		return nil
