@@ -207,6 +207,11 @@ func TestSchedulerFailover(t *testing.T) {
 	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "fast", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &policy}); err != nil {
 		t.Fatal(err)
 	}
+	for _, r := range rs {
+		if !within(2*time.Second, func() bool { _, err := r.kr.Get(ctx, "fast"); return err == nil }) {
+			t.Fatalf("%s does not see the key", r.name)
+		}
+	}
 	schedCtx := make([]context.CancelFunc, 3)
 	for i, r := range rs {
 		sctx, cancel := context.WithCancel(ctx)
@@ -248,8 +253,11 @@ func TestSchedulerFailover(t *testing.T) {
 			}
 		})
 	}
-	run := func(d time.Duration) {
-		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	generations := func() int { k, _ := rs[0].store.Get(ctx, "fast"); return len(k.Generations) }
+	// run mints and checks until done holds or max passes (a loaded CI
+	// machine is slow; the assertions below say what must have happened).
+	run := func(done func() bool, max time.Duration) {
+		for end := time.Now().Add(max); time.Now().Before(end) && !done(); time.Sleep(50 * time.Millisecond) {
 			mint()
 			k, _ := rs[0].store.Get(ctx, "fast")
 			active := 0
@@ -263,7 +271,8 @@ func TestSchedulerFailover(t *testing.T) {
 			}
 		}
 	}
-	run(4 * time.Second)
+	start := generations()
+	run(func() bool { return generations() >= start+1 }, 20*time.Second) // the scheduler rotates at least once
 	leader, err := rs[0].store.LeaderName(ctx)
 	if err != nil || leader == "" {
 		t.Fatalf("no scheduler leader: %q %v", leader, err)
@@ -272,7 +281,7 @@ func TestSchedulerFailover(t *testing.T) {
 	fmt.Sscanf(leader, "replica-%d", &i)
 	before, _ := rs[0].kr.Get(ctx, "fast")
 	schedCtx[i]() // the leader goes away in the middle of the rotations
-	run(7 * time.Second)
+	run(func() bool { return generations() >= len(before.Generations)+2 }, 30*time.Second)
 	pending.Wait()
 	after, _ := rs[0].kr.Get(ctx, "fast")
 	next, _ := rs[0].store.LeaderName(ctx)
@@ -283,7 +292,7 @@ func TestSchedulerFailover(t *testing.T) {
 	if len(after.Generations) < len(before.Generations)+2 {
 		t.Fatalf("rotation stopped after the leader went away: %d then %d generations", len(before.Generations), len(after.Generations))
 	}
-	if failed != 0 || minted < 100 {
+	if failed != 0 || minted < 50 {
 		t.Fatalf("minted %d, failed %d", minted, failed)
 	}
 }
