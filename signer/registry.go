@@ -14,6 +14,22 @@ import (
 // (an unknown field is an error).
 type Opener func(ctx context.Context, name string, decode func(any) error) (Backend, error)
 
+// Decoding adapts a backend's typed Open to an Opener: it decodes the
+// backend's configuration section into C, then opens.
+func Decoding[C any, B Backend](open func(ctx context.Context, name string, cfg C) (B, error)) Opener {
+	return func(ctx context.Context, name string, decode func(any) error) (Backend, error) {
+		var cfg C
+		if err := decode(&cfg); err != nil {
+			return nil, err
+		}
+		b, err := open(ctx, name, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+}
+
 var registry = struct {
 	sync.RWMutex
 	m map[string]Opener

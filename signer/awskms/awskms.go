@@ -24,7 +24,7 @@ import (
 // Type is the backend type name.
 const Type = "awskms"
 
-func init() { signer.Register(Type, openFromConfig) }
+func init() { signer.Register(Type, signer.Decoding(Open)) }
 
 // Config is an awskms backend's section of the configuration file.
 type Config struct {
@@ -54,14 +54,6 @@ var (
 	_ signer.KeyDisabler   = (*Backend)(nil)
 	_ signer.HealthChecker = (*Backend)(nil)
 )
-
-func openFromConfig(ctx context.Context, name string, decode func(any) error) (signer.Backend, error) {
-	var cfg Config
-	if err := decode(&cfg); err != nil {
-		return nil, err
-	}
-	return Open(ctx, name, cfg)
-}
 
 // Open checks that credentials exist and that KMS answers.
 func Open(ctx context.Context, name string, cfg Config) (*Backend, error) {

@@ -18,7 +18,7 @@ import (
 // Type is the backend type name and the scheme of its references.
 const Type = "pkcs11"
 
-func init() { signer.Register(Type, openFromConfig) }
+func init() { signer.Register(Type, signer.Decoding(Open)) }
 
 // Config is a pkcs11 backend's section of the configuration file.
 type Config struct {
@@ -61,14 +61,6 @@ var (
 	_ signer.PoolReporter  = (*Backend)(nil)
 	_ signer.HealthChecker = (*Backend)(nil)
 )
-
-func openFromConfig(ctx context.Context, name string, decode func(any) error) (signer.Backend, error) {
-	var cfg Config
-	if err := decode(&cfg); err != nil {
-		return nil, err
-	}
-	return Open(ctx, name, cfg)
-}
 
 // Open loads the module, finds the token by label, logs in once and checks
 // that a session can be opened.
