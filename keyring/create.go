@@ -198,6 +198,14 @@ func (r *Keyring) deleteIfEmpty(ctx context.Context, id string) {
 // first is safe to repeat: a crash in between leaves a record whose
 // objects are gone, and destroying nothing is not an error.
 func (r *Keyring) destroyThenUpdate(ctx context.Context, id string, n int, want State, fn func(k *Key, now time.Time) error) error {
+	// Decide from the store, not memory: a write whose answer was lost
+	// (a cancelled context, an etcd leader change) may have committed,
+	// and memory would then still show the state before it.
+	if err := r.refresh(ctx, id); errs.Is(err, errs.NotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
 	k, err := r.current(id)
 	if err != nil {
 		return err

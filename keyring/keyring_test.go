@@ -246,3 +246,37 @@ func TestCrashDuringCreationIsCleanedUpLater(t *testing.T) {
 		t.Fatal("the token holds another key pair than the keyring records")
 	}
 }
+
+// lostAnswerStore commits the nth Put and then reports a failure, as a
+// write whose answer is lost (an etcd leader change, a cancelled call).
+type lostAnswerStore struct {
+	keyring.Store
+	n, puts atomic.Int32
+}
+
+func (l *lostAnswerStore) Put(ctx context.Context, k *keyring.Key) (int64, error) {
+	rev, err := l.Store.Put(ctx, k)
+	if err == nil && l.puts.Add(1) == l.n.Load() {
+		return 0, errs.New(errs.Unavailable, "injected: answer lost after the commit")
+	}
+	return rev, err
+}
+
+func TestLostAnswerNeverDestroysARecordedKeyPair(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ls := &lostAnswerStore{Store: e.store}
+	ls.n.Store(3) // the write that completes generation 1
+	r := e.keyring(t, ls)
+	_, err := r.Create(ctx, keyring.CreateSpec{ID: "lost", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	wantKind(t, err, errs.Unavailable)
+	k, err := e.store.Get(ctx, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := k.Active(); !ok {
+		t.Fatalf("stored generations: %+v", k.Generations)
+	} else if _, err := e.hsm.Public(ctx, g.Ref); err != nil {
+		t.Fatalf("the store records generation 1 as active but its key pair is gone: %v", err)
+	}
+}
