@@ -63,7 +63,8 @@ func TestEveryAlgorithmSignsAndVerifies(t *testing.T) {
 				if !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "does not offer EdDSA") {
 					t.Fatalf("EdDSA refusal is not clear: %v", err)
 				}
-				t.Skip(err)
+				t.Log("refused as it should be where the service has no Ed25519:", err)
+				return
 			}
 			if err != nil {
 				t.Fatal(err)
