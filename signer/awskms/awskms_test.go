@@ -110,7 +110,7 @@ func TestJWTAndEthereumOnKMS(t *testing.T) {
 	ctx := context.Background()
 	pub := jwks.NewPublisher()
 	kr.Publish(ctx, pub)
-	for _, alg := range []signer.Algorithm{signer.ES256, signer.ES256K, signer.PS256} {
+	for _, alg := range []signer.Algorithm{signer.ES256, signer.ES384, signer.ES256K, signer.RS256, signer.PS256} { // all but EdDSA, which local-kms lacks
 		id := "auth-" + strings.ToLower(string(alg))
 		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeJWT, Algorithm: alg}); err != nil {
 			t.Fatal(err)
