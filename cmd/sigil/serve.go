@@ -145,9 +145,11 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		return err
 	}
 	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "keys", len(kr.List(ctx)))
+	// The scheduler stops before the store and backends close under it.
 	schedCtx, stopScheduler := context.WithCancel(ctx)
-	defer stopScheduler()
-	go schedule(schedCtx, kr)
+	schedDone := make(chan struct{})
+	go func() { defer close(schedDone); schedule(schedCtx, kr) }()
+	defer func() { stopScheduler(); <-schedDone }()
 	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
 	log.Info("stopped")
 	return err

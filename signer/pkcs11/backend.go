@@ -53,6 +53,15 @@ type Backend struct {
 	now       func() time.Time
 
 	cache sync.Map // ref string -> *object
+
+	// life keeps the module loaded while calls are in flight: Close waits
+	// for them, because a C call into a finalised, unloaded library
+	// crashes the process.
+	life struct {
+		sync.Mutex
+		closed   bool
+		inflight sync.WaitGroup
+	}
 }
 
 var (
@@ -106,10 +115,31 @@ func newBackend(name string, cfg Config, pin string, mod module, release func())
 	return b
 }
 
-// Close closes the pooled sessions and releases the module.
+// Close refuses new requests, waits for those in flight, closes the
+// pooled sessions and releases the module. A second Close does nothing.
 func (b *Backend) Close() error {
+	b.life.Lock()
+	closed := b.life.closed
+	b.life.closed = true
+	b.life.Unlock()
+	if closed {
+		return nil
+	}
+	b.life.inflight.Wait()
 	b.pool.reset()
 	b.release()
+	return nil
+}
+
+// enter admits a call unless the backend is closed; the caller must call
+// b.life.inflight.Done when it no longer uses the module.
+func (b *Backend) enter(op string) error {
+	b.life.Lock()
+	defer b.life.Unlock()
+	if b.life.closed {
+		return errs.New(errs.Unavailable, "%s: HSM backend %q is closed", op, b.name)
+	}
+	b.life.inflight.Add(1)
 	return nil
 }
 
@@ -197,6 +227,10 @@ func (b *Backend) markDown() { b.downUntil.Store(b.now().Add(downFor).UnixNano()
 // error that means the session, login, object handles or token went stale,
 // the stale state is dropped and fn runs once more.
 func (b *Backend) withSession(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
+	if err := b.enter(op); err != nil {
+		return err
+	}
+	defer b.life.inflight.Done()
 	for attempt := 0; ; attempt++ {
 		if b.now().UnixNano() < b.downUntil.Load() {
 			return errs.New(errs.Unavailable, "%s: token %q unreachable, retrying shortly", op, b.token)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 14) }
 
 func openTest(t *testing.T) *Backend {
 	t.Helper()
@@ -312,4 +313,49 @@ func TestConfigRefusesLiteralPINs(t *testing.T) {
 	cfg.PIN = "env:SIGIL_TEST_UNSET_PIN_VARIABLE"
 	_, err := Open(context.Background(), "bad", cfg)
 	wantKind(t, err, errs.InvalidArgument)
+}
+
+// Close while requests are in flight: the module is finalised and unloaded
+// only after they finish (a C call into an unloaded library crashes the
+// process), and every request after Close fails with Unavailable.
+func TestCloseWaitsForRequestsInFlight(t *testing.T) {
+	b, err := Open(context.Background(), "hsm-close", Config(softhsmtest.Token(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := mustCreate(t, b, "closing", signer.ES256, 0)
+	started := make(chan struct{})
+	var wg sync.WaitGroup
+	var signed atomic.Int64
+	for g := range 16 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if g == 0 && i == 2 {
+					close(started)
+				}
+				_, err := b.Sign(ctx, key.Ref, signer.ES256, randomInput(signer.ES256))
+				if err != nil {
+					if !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "closed") {
+						t.Errorf("after Close: %v (kind %v), want Unavailable naming the closed backend", err, errs.KindOf(err))
+					}
+					return
+				}
+				signed.Add(1)
+			}
+		})
+	}
+	<-started
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if signed.Load() < 2 {
+		t.Fatalf("only %d signatures before Close; the test did not overlap them", signed.Load())
+	}
+	_, err = b.Public(ctx, key.Ref)
+	wantKind(t, err, errs.Unavailable)
+	if err := b.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
 }
