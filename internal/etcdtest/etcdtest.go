@@ -4,10 +4,12 @@
 package etcdtest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,13 +22,20 @@ type Cluster struct {
 	Endpoints []string
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freePorts finds n distinct free loopback ports. The listeners stay open
+// until all n are found, so no port is handed out twice; another process
+// may still take one before etcd binds it, which Run retries.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // Start runs an n-member cluster, stopped when the test ends.
@@ -40,8 +49,22 @@ func Start(tb testing.TB, n int) *Cluster {
 	return c
 }
 
-// Run runs an n-member cluster with its data under dir.
+// Run runs an n-member cluster with its data under dir. A start that
+// loses a port to another process is tried again on new ports.
 func Run(dir string, n int) (*Cluster, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := run(fmt.Sprintf("%s/%d", dir, attempt), n)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || attempt == 4 {
+			return c, err
+		}
+	}
+}
+
+func run(dir string, n int) (*Cluster, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
 	cfgs := make([]*embed.Config, n)
 	var initial []string
 	c := &Cluster{}
@@ -50,16 +73,8 @@ func Run(dir string, n int) (*Cluster, error) {
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.Dir = fmt.Sprintf("%s/m%d", dir, i)
 		cfg.LogLevel = "error"
-		pp, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		cp, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", pp))
-		client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", cp))
+		peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
+		client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]))
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 		cfg.TickMs, cfg.ElectionMs = 50, 500
@@ -83,14 +98,18 @@ func Run(dir string, n int) (*Cluster, error) {
 			started <- e
 		}()
 	}
+	var startErr error
 	for range n {
 		select {
 		case e := <-started:
 			c.Members = append(c.Members, e)
 		case err := <-errc:
-			c.Stop()
-			return nil, err
+			startErr = errors.Join(startErr, err)
 		}
+	}
+	if startErr != nil {
+		c.Stop()
+		return nil, startErr
 	}
 	for _, e := range c.Members {
 		select {
