@@ -8,6 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -303,5 +307,81 @@ func TestStartupErrorsNameTheBackendNotTheSecret(t *testing.T) {
 	_, err = awskms.Open(context.Background(), "aws-eu", awskms.Config{Region: kmstest.Region, Endpoint: e.Endpoint})
 	if !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "credentials") {
 		t.Fatalf("no credentials: %v", err)
+	}
+}
+
+// throttler is a reverse proxy in front of the emulator that answers the
+// next n Sign requests with KMS's ThrottlingException, as KMS does when an
+// account's shared request quota is spent (local-kms never throttles).
+type throttler struct {
+	next  atomic.Int32 // Sign requests still to throttle; -1: all of them
+	signs atomic.Int32 // Sign requests seen
+}
+
+func (th *throttler) start(t *testing.T, e *kmstest.Emulator) string {
+	target, _ := url.Parse(e.Endpoint)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Amz-Target") == "TrentService.Sign" {
+			th.signs.Add(1)
+			if n := th.next.Load(); n < 0 || n > 0 && th.next.CompareAndSwap(n, n-1) {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, `{"__type":"ThrottlingException","message":"Rate exceeded"}`)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestThrottlingIsRetriedThenReportedAsResourceExhausted(t *testing.T) {
+	e := kmstest.Start(t)
+	var th throttler
+	endpoint := th.start(t, e)
+	b := open(t, e, func(c *awskms.Config) { c.Endpoint = endpoint })
+	ctx := context.Background()
+	info, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "throttled", Algorithm: signer.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := make([]byte, 32)
+
+	// Two throttled answers: the SDK backs off and retries, and the
+	// caller sees a signature.
+	th.next.Store(2)
+	sig, err := b.Sign(ctx, info.Ref, signer.ES256, d)
+	if err != nil {
+		t.Fatalf("after two throttled answers: %v", err)
+	}
+	if err := signer.Verify(info.Public, signer.ES256, d, sig); err != nil {
+		t.Fatal(err)
+	}
+	if n := th.signs.Load(); n != 3 {
+		t.Fatalf("KMS saw %d Sign requests, want 3 (two throttled, one retry signed)", n)
+	}
+
+	// Throttled throughout: a bounded number of attempts, then
+	// ResourceExhausted (the gRPC code that tells a client to back off).
+	th.next.Store(-1)
+	th.signs.Store(0)
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = b.Sign(cctx, info.Ref, signer.ES256, d)
+	wantKind(t, err, errs.ResourceExhausted)
+	if n := th.signs.Load(); n < 2 || n > 5 {
+		t.Fatalf("%d attempts under constant throttling, want a few retries and no more", n)
+	}
+	t.Logf("%d attempts in %v, then: %v", th.signs.Load(), time.Since(start), err)
+
+	// A deadline shorter than the backoff: the caller's deadline wins.
+	cctx, cancel = context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	_, err = b.Sign(cctx, info.Ref, signer.ES256, d)
+	if !errs.Is(err, errs.DeadlineExceeded) && !errs.Is(err, errs.ResourceExhausted) {
+		t.Fatalf("throttled past a short deadline: %v (kind %v)", err, errs.KindOf(err))
 	}
 }
