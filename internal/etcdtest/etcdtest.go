@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -39,9 +40,21 @@ func freePorts(n int) ([]int, error) {
 }
 
 // Start runs an n-member cluster, stopped when the test ends.
-func Start(tb testing.TB, n int) *Cluster {
+func Start(tb testing.TB, n int) *Cluster { return start(tb, n, nil) }
+
+// ClientTLS is a server certificate for the client port and the CA whose
+// client certificates the cluster accepts (and requires).
+type ClientTLS struct {
+	Cert, Key, ClientCA string
+}
+
+// StartTLS runs an n-member cluster whose clients must speak TLS and
+// present a certificate from t.ClientCA; peers talk plain HTTP on loopback.
+func StartTLS(tb testing.TB, n int, t ClientTLS) *Cluster { return start(tb, n, &t) }
+
+func start(tb testing.TB, n int, t *ClientTLS) *Cluster {
 	tb.Helper()
-	c, err := Run(tb.TempDir(), n)
+	c, err := run(tb.TempDir(), n, t)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -49,18 +62,21 @@ func Start(tb testing.TB, n int) *Cluster {
 	return c
 }
 
-// Run runs an n-member cluster with its data under dir. A start that
-// loses a port to another process is tried again on new ports.
-func Run(dir string, n int) (*Cluster, error) {
+// Run runs an n-member cluster with its data under dir.
+func Run(dir string, n int) (*Cluster, error) { return run(dir, n, nil) }
+
+// run starts the cluster; a start that loses a port to another process is
+// tried again on new ports.
+func run(dir string, n int, t *ClientTLS) (*Cluster, error) {
 	for attempt := 0; ; attempt++ {
-		c, err := run(fmt.Sprintf("%s/%d", dir, attempt), n)
+		c, err := runOnce(fmt.Sprintf("%s/%d", dir, attempt), n, t)
 		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || attempt == 4 {
 			return c, err
 		}
 	}
 }
 
-func run(dir string, n int) (*Cluster, error) {
+func runOnce(dir string, n int, t *ClientTLS) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -74,7 +90,12 @@ func run(dir string, n int) (*Cluster, error) {
 		cfg.Dir = fmt.Sprintf("%s/m%d", dir, i)
 		cfg.LogLevel = "error"
 		peer, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
-		client, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]))
+		scheme := "http"
+		if t != nil {
+			scheme = "https"
+			cfg.ClientTLSInfo = transport.TLSInfo{CertFile: t.Cert, KeyFile: t.Key, TrustedCAFile: t.ClientCA, ClientCertAuth: true}
+		}
+		client, _ := url.Parse(fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i+1]))
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
 		cfg.TickMs, cfg.ElectionMs = 50, 500

@@ -16,6 +16,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -61,9 +64,37 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	defer cancel()
 	if _, err := cli.Get(pctx, cfg.Prefix, clientv3.WithCountOnly()); err != nil {
 		cli.Close()
-		return nil, errs.New(errs.Unavailable, "etcd at %v does not answer: %v", cfg.Endpoints, err)
+		if terr := tlsProblem(ctx, cfg.Endpoints[0], cfg.TLS); terr != nil {
+			err = fmt.Errorf("%w (TLS to %s: %w)", err, cfg.Endpoints[0], terr)
+		}
+		return nil, errs.New(errs.Unavailable, "etcd at %v does not answer: %w", cfg.Endpoints, err)
 	}
 	return &Store{cli: cli, prefix: cfg.Prefix}, nil
+}
+
+// tlsProblem says why a TLS connection to endpoint fails, if it does:
+// the etcd client retries a refused handshake until its deadline and
+// reports only the deadline. With TLS 1.3 the server refuses a client
+// certificate after the handshake, so the first read tells.
+func tlsProblem(ctx context.Context, endpoint string, cfg *tls.Config) error {
+	u, err := url.Parse(endpoint)
+	if cfg == nil || err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: cfg.Clone()}
+	d.Config.NextProtos = []string{"h2"}
+	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
 // Client is the etcd client, for leader election.

@@ -2,10 +2,12 @@ package etcdstore_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/etcdtest"
 	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
@@ -38,6 +41,57 @@ func TestCompareAndSwap(t *testing.T) {
 	}
 	defer s.Close()
 	storetest.CompareAndSwap(t, s)
+}
+
+// An etcd that requires client certificates: the store connects with the
+// client configuration `store.tls` builds, and without a client
+// certificate, or with a CA that does not sign etcd's, it is refused at
+// start with Unavailable instead of hanging.
+func TestClientTLS(t *testing.T) {
+	pki, err := mtls.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := etcdtest.StartTLS(t, 1, etcdtest.ClientTLS{Cert: pki.ServerCert, Key: pki.ServerKey, ClientCA: pki.CA})
+	good, err := mtls.ClientConfig(pki.ClientCert, pki.ClientKey, pki.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: c.Endpoints, Prefix: "/tls/", TLS: good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.CompareAndSwap(t, s)
+
+	other, err := mtls.EnsureDevPKI(filepath.Join(t.TempDir(), "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert := good.Clone()
+	noCert.Certificates = nil
+	foreignCert, err := mtls.ClientConfig(other.ClientCert, other.ClientKey, pki.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	untrusted, err := mtls.ClientConfig(pki.ClientCert, pki.ClientKey, other.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c2 := range []struct {
+		name, cause string
+		cfg         *tls.Config
+	}{
+		{"no client certificate", "certificate required", noCert},
+		{"a certificate from another CA", "unknown certificate authority", foreignCert},
+		{"a CA that did not sign etcd's", "signed by unknown authority", untrusted},
+	} {
+		start := time.Now()
+		_, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: c.Endpoints, TLS: c2.cfg})
+		if !errs.Is(err, errs.Unavailable) || !strings.Contains(fmt.Sprint(err), c2.cause) || time.Since(start) > 10*time.Second {
+			t.Errorf("%s: %v after %v, want Unavailable naming %q within the start-up probe", c2.name, err, time.Since(start), c2.cause)
+		}
+	}
 }
 
 func TestUnreachableAtStartNamesTheEndpoints(t *testing.T) {
