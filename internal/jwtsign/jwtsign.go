@@ -3,11 +3,10 @@
 // It validates what the client sends (claims: a JSON object of bounded
 // size with well-typed registered claims and an exp within the key's
 // policy; extra headers: never one that changes what the token means or
-// where its key comes from), sets alg, kid, typ and iat, and signs through
-// go-jose with an OpaqueSigner over the signer.Backend. go-jose accepts an
-// algorithm it does not implement when an OpaqueSigner offers it, so
-// ES256K (RFC 8812) takes the same path; only its JWK encoding is written
-// by hand (in jwks).
+// where its key comes from), sets alg, kid, typ and iat, and signs the
+// JWS signing input with the signer.Backend. Every algorithm, ES256K
+// (RFC 8812) included, takes the same path; tests verify the tokens with
+// go-jose and with the npm jose package, neither of them this code.
 //
 // It is internal: the API is the gRPC JWT service.
 package jwtsign
@@ -15,14 +14,13 @@ package jwtsign
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"maps"
 	"math"
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/strictjson"
@@ -112,12 +110,17 @@ func encodeObject(members map[string]json.RawMessage) []byte {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		quoted, _ := json.Marshal(name) // a JSON string, never fails
-		out = append(out, quoted...)
+		out = append(out, jsonString(name)...)
 		out = append(out, ':')
 		out = append(out, bytes.TrimSpace(members[name])...)
 	}
 	return append(out, '}')
+}
+
+// jsonString is s as a JSON string.
+func jsonString(s string) json.RawMessage {
+	quoted, _ := json.Marshal(s) // a string always marshals
+	return quoted
 }
 
 // expiry returns the token's exp: the claim if present (a NumericDate in
@@ -155,58 +158,34 @@ func numericDate(name string, raw json.RawMessage) (float64, error) {
 }
 
 // Sign mints a token from a prepared request with the generation that
-// signs for key s now.
+// signs for key s now. The compact serialisation (RFC 7515 §7.1) is
+// written here: header and payload are JSON objects this package built
+// from validated members, so a token is three base64url segments joined
+// by dots. go-jose's signer, used before, marshals the header twice by
+// reflection and cost 21 µs a token, most of what JWT added to a signature.
 func Sign(ctx context.Context, s keyring.Signing, p Prepared) (Token, error) {
-	g := s.Generation
-	extra := map[jose.HeaderKey]any{"typ": "JWT"}
-	for k, v := range p.Headers {
-		extra[jose.HeaderKey(k)] = v
+	g, alg := s.Generation, s.Key.Algorithm
+	header := maps.Clone(p.Headers)
+	if header == nil {
+		header = map[string]json.RawMessage{}
 	}
-	js, err := jose.NewSigner(jose.SigningKey{
-		Algorithm: jose.SignatureAlgorithm(s.Key.Algorithm),
-		Key:       &opaque{ctx: ctx, sg: s, jwk: &jose.JSONWebKey{Key: g.Public(), KeyID: g.KID()}},
-	}, &jose.SignerOptions{ExtraHeaders: extra})
-	if err != nil {
-		return Token{}, errs.New(errs.Internal, "JWT signer: %w", err)
+	if _, ok := header["typ"]; !ok {
+		header["typ"] = json.RawMessage(`"JWT"`)
 	}
-	obj, err := js.Sign(p.Payload)
+	header["alg"], header["kid"] = jsonString(string(alg)), jsonString(g.KID())
+	enc := base64.RawURLEncoding
+	h := encodeObject(header)
+	token := make([]byte, 0, enc.EncodedLen(len(h))+enc.EncodedLen(len(p.Payload))+2+enc.EncodedLen(512))
+	token = enc.AppendEncode(token, h)
+	token = append(token, '.')
+	token = enc.AppendEncode(token, p.Payload)
+	sig, err := s.Sign(ctx, alg.Input(token))
 	if err != nil {
 		return Token{}, err
 	}
-	compact, err := obj.CompactSerialize()
-	if err != nil {
-		return Token{}, errs.New(errs.Internal, "serialising JWT: %w", err)
-	}
-	return Token{Compact: compact, KID: g.KID(), Generation: g.Number, IssuedAt: p.IssuedAt, Expiry: p.Expiry}, nil
-}
-
-// opaque is a go-jose OpaqueSigner over a backend key, bound to one
-// request's context so cancellation reaches the HSM call.
-type opaque struct {
-	ctx context.Context
-	sg  keyring.Signing
-	jwk *jose.JSONWebKey
-}
-
-var _ jose.OpaqueSigner = (*opaque)(nil)
-
-func (o *opaque) Public() *jose.JSONWebKey { return o.jwk }
-
-func (o *opaque) Algs() []jose.SignatureAlgorithm {
-	return []jose.SignatureAlgorithm{jose.SignatureAlgorithm(o.sg.Key.Algorithm)}
-}
-
-// SignPayload signs the JWS signing input. ECDSA signatures come back as
-// r‖s, the JWS encoding; secp256k1 ones are normalised to low-S, which
-// every ES256K verifier accepts.
-func (o *opaque) SignPayload(payload []byte, _ jose.SignatureAlgorithm) ([]byte, error) {
-	alg := o.sg.Key.Algorithm
-	sig, err := o.sg.Sign(o.ctx, alg.Input(payload))
-	if err != nil {
-		return nil, err
-	}
 	if alg == signer.ES256K {
-		sig = signer.LowS(sig)
+		sig = signer.LowS(sig) // every ES256K verifier accepts low-S
 	}
-	return sig, nil
+	token = enc.AppendEncode(append(token, '.'), sig)
+	return Token{Compact: string(token), KID: g.KID(), Generation: g.Number, IssuedAt: p.IssuedAt, Expiry: p.Expiry}, nil
 }

@@ -91,6 +91,21 @@ func TestEveryAlgorithmVerifiesAgainstTheJWKS(t *testing.T) {
 	}
 }
 
+// Without extra headers the protected header is exactly alg, kid and typ
+// JWT, and the token is three base64url segments.
+func TestDefaultHeader(t *testing.T) {
+	kr, _ := newKeyring(t)
+	tok := mint(t, kr, "jwt-es256", jwtsign.Request{Claims: []byte(`{"sub":"alice"}`)})
+	parts := strings.Split(tok.Compact, ".")
+	if len(parts) != 3 || strings.ContainsAny(tok.Compact, "=+/") {
+		t.Fatalf("not a compact JWS: %q", tok.Compact)
+	}
+	hdr, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	if want := `{"alg":"ES256","kid":"` + tok.KID + `","typ":"JWT"}`; string(hdr) != want {
+		t.Fatalf("header %s, want %s", hdr, want)
+	}
+}
+
 // A go-jose relying party cannot read the global set once it holds a
 // secp256k1 key; the key's own document serves it.
 func TestGoJoseReadsPerKeyDocuments(t *testing.T) {
