@@ -131,6 +131,26 @@ func (k *Key) inState(s State) []*Generation {
 	return out
 }
 
+// KeepDestroyed is how many destroyed generations a key's record keeps:
+// enough to read a key's recent history with `sigil keys get`, few enough
+// that a key rotating daily does not grow its record (an etcd value)
+// without bound. The audit log keeps the whole history.
+const KeepDestroyed = 8
+
+// pruneDestroyed drops all but the newest KeepDestroyed destroyed
+// generations. The highest-numbered generation always stays, so numbers
+// (and the backend object names made from them) are never reused.
+func (k *Key) pruneDestroyed() {
+	destroyed := k.inState(StateDestroyed)
+	if len(destroyed) <= KeepDestroyed {
+		return
+	}
+	last, top := destroyed[len(destroyed)-KeepDestroyed-1].Number, k.nextNumber()-1
+	k.Generations = slices.DeleteFunc(k.Generations, func(g Generation) bool {
+		return g.State == StateDestroyed && g.Number <= last && g.Number != top
+	})
+}
+
 // nextNumber is the number the next generation gets.
 func (k *Key) nextNumber() int {
 	n := 0

@@ -162,11 +162,12 @@ func (r *Keyring) retire(ctx context.Context, id string, n int) error {
 }
 
 // destroy deletes generation n's objects from the backend, then records it
-// destroyed.
+// destroyed, dropping the oldest destroyed generations past KeepDestroyed.
 func (r *Keyring) destroy(ctx context.Context, id string, n int, from State) error {
 	return r.destroyThenUpdate(ctx, id, n, from, func(k *Key, now time.Time) error {
 		g, _ := k.generation(n)
 		g.State, g.UpdatedAt = StateDestroyed, now
+		k.pruneDestroyed()
 		return nil
 	})
 }

@@ -207,3 +207,53 @@ func TestRestartInTheMiddleOfARotation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A day of hourly rotations with an hour's retention: the record keeps the
+// newest KeepDestroyed destroyed generations, and numbers go on from the
+// highest one ever given.
+func TestDestroyedGenerationsArePruned(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": e.hsm}, DefaultBackend: "hsm-a",
+		Now: func() time.Time { return e.now }, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createJWT(t, r, "auth")
+	for range 24 * 12 {
+		e.now = e.now.Add(5 * time.Minute)
+		if err := r.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, _ := r.Get(ctx, "auth")
+	var destroyed []int
+	top, seen := 0, map[int]bool{}
+	for _, g := range k.Generations {
+		if seen[g.Number] {
+			t.Fatalf("generation %d twice: %s", g.Number, states(k))
+		}
+		seen[g.Number], top = true, max(top, g.Number)
+		if g.State == keyring.StateDestroyed {
+			destroyed = append(destroyed, g.Number)
+		}
+	}
+	if top < 20 || len(destroyed) != keyring.KeepDestroyed {
+		t.Fatalf("%d generations given, record keeps %v destroyed of %s", top, destroyed, states(k))
+	}
+	for n := destroyed[0]; n <= top; n++ { // only the oldest were dropped
+		if !seen[n] {
+			t.Fatalf("generation %d dropped while older %d kept: %s", n, destroyed[0], states(k))
+		}
+	}
+	if _, ok := k.Active(); !ok {
+		t.Fatal("no active generation")
+	}
+	k, err = r.Rotate(ctx, "auth", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := k.Active(); a.Number != top+1 {
+		t.Fatalf("new generation numbered %d after %d", a.Number, top)
+	}
+}
