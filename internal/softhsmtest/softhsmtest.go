@@ -9,8 +9,10 @@
 package softhsmtest
 
 import (
+	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -25,9 +27,16 @@ var (
 	next   atomic.Int64
 )
 
-// Main sets up the process's SoftHSM folder with n tokens, runs the tests
-// and removes it. Call it from TestMain.
+// Main sets up the process's SoftHSM folder with n tokens for each run
+// that -count asks for, runs the tests and removes it. Call it from
+// TestMain.
 func Main(m *testing.M, n int) {
+	flag.Parse()
+	if c := flag.Lookup("test.count"); c != nil {
+		if count, err := strconv.Atoi(c.Value.String()); err == nil && count > 1 {
+			n *= count
+		}
+	}
 	d, err := os.MkdirTemp("", "sigil-softhsm-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -92,7 +101,7 @@ func Token(tb testing.TB) Config {
 	Require(tb)
 	i := int(next.Add(1)) - 1
 	if i >= len(tokens) {
-		tb.Fatalf("all %d SoftHSM tokens handed out (SoftHSM sees no token created after it started: pass a larger n to softhsmtest.Main, and run with -count=1)", len(tokens))
+		tb.Fatalf("all %d SoftHSM tokens handed out (SoftHSM sees no token created after it started: pass a larger n to softhsmtest.Main)", len(tokens))
 	}
 	tok := tokens[i]
 	return Config{Module: softhsm.Module, Token: tok.Label, PIN: secret.Ref("file:" + tok.PINFile), Sessions: 4}
