@@ -51,7 +51,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: identity(ctx), Operation: string(op), KeyID: keyIDOf(req), Peer: peerAddr(ctx)}
-	if p := payloadOf(req); p != nil {
+	if p := payloadOf(req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
 		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
 	}

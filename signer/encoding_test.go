@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -16,16 +17,20 @@ import (
 func TestDERAndRawRoundTrip(t *testing.T) {
 	k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	d := sha256.Sum256([]byte("m"))
-	der, _ := ecdsa.SignASN1(rand.Reader, k, d[:])
-	raw, err := DERToRaw(der, CurveSize(k.Curve))
-	if err != nil || len(raw) != 96 {
-		t.Fatal(len(raw), err)
+	var der []byte
+	for range 64 { // r and s of varying lengths, some with a high bit set
+		der, _ = ecdsa.SignASN1(rand.Reader, k, d[:])
+		raw, err := DERToRaw(der, CurveSize(k.Curve))
+		if err != nil || len(raw) != 96 {
+			t.Fatal(len(raw), err)
+		}
+		back, err := RawToDER(raw)
+		if err != nil || !bytes.Equal(back, der) {
+			t.Fatalf("raw → DER gives %x, crypto/ecdsa %x (%v)", back, der, err)
+		}
 	}
-	back, err := RawToDER(raw)
-	if err != nil || !ecdsa.VerifyASN1(&k.PublicKey, d[:], back) {
-		t.Fatal("raw → DER does not verify", err)
-	}
-	for _, bad := range [][]byte{nil, {0x30, 0x00}, append(der, 0), der[:len(der)-1]} {
+	negative := []byte{0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x01}
+	for _, bad := range [][]byte{nil, {0x30, 0x00}, append(der, 0), der[:len(der)-1], negative} {
 		if _, err := DERToRaw(bad, 48); err == nil {
 			t.Errorf("DERToRaw accepted %x", bad)
 		}
