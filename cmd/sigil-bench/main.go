@@ -6,7 +6,10 @@
 //     in-process, for ES256, ES256K, EdDSA and RS256 at 1, 2 and 16
 //     callers, with a no-op gRPC call as the floor;
 //   - SignJWT against Sign, both through gRPC (what minting a JWT adds);
-//   - the JWKS endpoint against a net/http handler writing static bytes.
+//   - the JWKS endpoint against a net/http handler writing static bytes;
+//   - CPU per signature in the server's process, with the load driven
+//     from a child process (cpu.go), and the other tables' subjects
+//     (SignTransaction, mTLS with audit, KMS, three replicas).
 //
 // It writes ops/s, p50 and p99 with their ratios to a Markdown file.
 // Each baseline runs back to back with what it is compared to, so drift
@@ -63,7 +66,15 @@ func main() {
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
+	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
 	flag.Parse()
+	if *client != "" {
+		if err := runClient(*client, *clientCallers, *dur); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *only != "" {
 		algs = []signer.Algorithm{signer.Algorithm(*only)}
 	}
@@ -148,6 +159,9 @@ func run(out string, dur time.Duration) error {
 		return err
 	}
 	if rep.sign, err = b.signTable(); err != nil {
+		return err
+	}
+	if rep.cpu, err = b.cpuTable(); err != nil {
 		return err
 	}
 	if rep.jwt, err = b.jwtTable(); err != nil {

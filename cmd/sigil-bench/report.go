@@ -25,6 +25,7 @@ func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 type report struct {
 	floor                                        []result
 	sign, jwt, jwks, eth, secured, kms, replicas []row
+	cpu                                          []cpuRow
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -43,6 +44,13 @@ func (rep report) write(path string, dur time.Duration) error {
 	}
 	b.WriteString("\nAt 16 callers the two cores are saturated, so the throughput ratio measures CPU per signature, and the gRPC side's CPU includes the load driver's own gRPC client; p50 at 16 callers is mostly queueing. At 1 caller, the p50 overhead minus the floor's p50 is what Sigil's handler and the hand-offs around a long cgo call add.\n")
 
+	b.WriteString("\n## CPU per ES256 signature in the server's process, the load driven from another process\n\n")
+	b.WriteString("The load driver's gRPC client runs in a child process, so the server process's CPU time (getrusage) is Sigil's alone. In-process: the PKCS#11 backend called directly. The ratio is what Sigil's throughput would be against in-process signing where the load does not share the server's cores.\n\n")
+	b.WriteString("| callers | in-process CPU/op | Sigil server CPU/op | CPU ratio | Sigil ops/s, client in another process |\n|---:|---:|---:|---:|---:|\n")
+	for _, r := range rep.cpu {
+		fmt.Fprintf(&b, "| %d | %s | %s | %.2f | %.0f |\n", r.callers, us(r.raw), us(r.grpc), r.ratio(), r.clientOps)
+	}
+
 	b.WriteString("\n## SignJWT against Sign, both through gRPC (ES256)\n\n")
 	table(&b, "Sign", "SignJWT", rep.jwt)
 	b.WriteString("\n## JWKS endpoint against a static-bytes net/http handler\n\n")
@@ -50,7 +58,7 @@ func (rep report) write(path string, dur time.Duration) error {
 	b.WriteString("\n## SignTransaction (EIP-1559) against ES256K Sign, both through gRPC\n\n")
 	table(&b, "Sign", "SignTransaction", rep.eth)
 	b.WriteString("\n## ES256 Sign with mTLS, authorization and the audit log against plain Sign\n\n")
-	b.WriteString("The secured server runs TLS 1.3 with client certificates, checks the policy and writes each decision to the hash-chained audit log, group-committed with one fsync per batch, before it answers.\n\n")
+	b.WriteString("The secured server runs TLS 1.3 with client certificates, checks the policy and writes each decision to the hash-chained audit log, written in batches before it answers, and fsynced by a goroutine of its own.\n\n")
 	table(&b, "plain", "secured", rep.secured)
 	b.WriteString("\n## ES256 Sign over three replicas sharing a keyring in etcd against one replica\n\n")
 	b.WriteString("Each replica has its own etcd client, in-memory keyring and gRPC server over the one SoftHSM token; the load is spread round-robin. Signing reads the keyring from memory, so etcd is off the signing path; on this 2-core machine the table shows what replication costs, not how it scales.\n\n")
@@ -84,6 +92,9 @@ func (rep report) write(path string, dur time.Duration) error {
 				fmt.Fprintf(&b, "- %s: %s, %s\n", t.what, got, verdict(ok))
 			}
 		}
+	}
+	for _, r := range rep.cpu {
+		fmt.Fprintf(&b, "\nFor the first target, the server's own CPU per ES256 signature at %d callers, the load driver's client excluded: %.2f of in-process signing.\n", r.callers, r.ratio())
 	}
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }
