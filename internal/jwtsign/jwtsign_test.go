@@ -193,6 +193,11 @@ func FuzzPrepare(f *testing.F) {
 				t.Fatalf("forbidden header %s passed", h)
 			}
 		}
+		for name, v := range p.Headers { // Sign copies them into the header as they are
+			if !json.Valid(v) {
+				t.Fatalf("header %q has a value that is not JSON: %q", name, v)
+			}
+		}
 	})
 }
 
