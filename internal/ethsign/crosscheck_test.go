@@ -9,6 +9,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 
+	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/crosscheck"
 	"github.com/sigil-hsm/sigil/internal/ethsign"
 )
@@ -48,11 +49,11 @@ func TestEthersAgrees(t *testing.T) {
 		}
 		in.Messages = append(in.Messages, map[string]string{"message": m, "signature": hexutil.Encode(sig)})
 	}
-	sig, _, err := e.svc.SignTypedData(ctx, sg, []byte(mailTypedData))
+	sig, _, err := e.svc.SignTypedData(ctx, sg, []byte(backendtest.MailTypedData))
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Typed = append(in.Typed, typed{json.RawMessage(mailTypedData), hexutil.Encode(sig)})
+	in.Typed = append(in.Typed, typed{json.RawMessage(backendtest.MailTypedData), hexutil.Encode(sig)})
 
 	file := filepath.Join(t.TempDir(), "in.json")
 	b, _ := json.Marshal(in)

@@ -16,8 +16,8 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
-	"github.com/ethereum/go-ethereum/rlp"
 
+	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
@@ -65,66 +65,12 @@ func wantKind(t *testing.T, err error, k errs.Kind) {
 
 const dest = "0x3535353535353535353535353535353535353535"
 
-// txJSON is an eth_signTransaction object of each type.
-var txJSON = map[string]string{
-	"legacy": `{"chainId":"0x1","nonce":"0x9","to":"` + dest + `","value":"0xde0b6b3a7640000","gas":"0x5208","gasPrice":"0x4a817c800"}`,
-	"2930": `{"type":"0x1","chainId":"0x1","nonce":"0x1","to":"` + dest + `","value":"0x1","gas":"0x7530","gasPrice":"0x3b9aca00",
-		"accessList":[{"address":"` + dest + `","storageKeys":["0x0000000000000000000000000000000000000000000000000000000000000001"]}]}`,
-	"1559": `{"chainId":"0x1","nonce":"0x2","to":"` + dest + `","value":"0x2","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00","data":"0xa9059cbb"}`,
-	"4844": `{"chainId":"0x1","nonce":"0x3","to":"` + dest + `","value":"0x0","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x1",
-		"maxFeePerBlobGas":"0x3b9aca00","blobVersionedHashes":["0x01ababababababababababababababababababababababababababababababab"]}`,
-	"7702": `{"chainId":"0x1","nonce":"0x4","to":"` + dest + `","value":"0x0","gas":"0x186a0","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x1",
-		"authorizationList":[{"chainId":"0x1","address":"` + dest + `","nonce":"0x0","yParity":"0x0","r":"0x1","s":"0x1"}]}`,
-}
+// txJSON is an eth_signTransaction object of each type; that each one
+// signs and recovers on every backend is the conformance suite's
+// (internal/backendtest) Ethereum test.
+var txJSON = backendtest.TransactionJSON
 
 var mainnet = &keyring.EthPolicy{ChainIDs: []uint64{1}}
-
-// unsignedRLP is u's signing encoding, as a client would send it.
-func unsignedRLP(u ethsign.Unsigned) []byte {
-	if u.Tx.Type() == types.LegacyTxType {
-		b, _ := rlp.EncodeToBytes([]any{u.Tx.Nonce(), u.Tx.GasPrice(), u.Tx.Gas(), u.Tx.To(), u.Tx.Value(), u.Tx.Data(), u.ChainID, uint(0), uint(0)})
-		return b
-	}
-	signed, _ := u.Tx.MarshalBinary() // with a zero signature
-	var elems []rlp.RawValue
-	rlp.DecodeBytes(signed[1:], &elems)
-	b, _ := rlp.EncodeToBytes(elems[:len(elems)-3])
-	return append([]byte{u.Tx.Type()}, b...)
-}
-
-func TestEveryTransactionTypeSignsAndRecovers(t *testing.T) {
-	e := newEnv(t)
-	sg := e.key(t, "treasury", mainnet)
-	for name, js := range txJSON {
-		t.Run(name, func(t *testing.T) {
-			u, err := ethsign.ParseJSON([]byte(js))
-			if err != nil {
-				t.Fatal(err)
-			}
-			fromRLP, err := ethsign.ParseRLP(unsignedRLP(u))
-			if err != nil {
-				t.Fatalf("RLP: %v", err)
-			}
-			for _, in := range []ethsign.Unsigned{u, fromRLP} {
-				out, err := e.svc.SignTx(context.Background(), sg, in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tx := new(types.Transaction)
-				if err := tx.UnmarshalBinary(out.Raw); err != nil {
-					t.Fatal(err)
-				}
-				from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
-				if err != nil || from.Hex() != sg.Key.Address || out.From != from || tx.Hash() != out.Hash {
-					t.Fatalf("sender %s (%v), want %s", from.Hex(), err, sg.Key.Address)
-				}
-				if tx.Type() != u.Tx.Type() || tx.Nonce() != u.Tx.Nonce() || tx.Value().Cmp(u.Tx.Value()) != 0 || tx.ChainId().Uint64() != 1 {
-					t.Fatalf("signed tx differs from the request: %+v", tx)
-				}
-			}
-		})
-	}
-}
 
 // SoftHSM's ECDSA gives high-S about half the time; Ethereum needs low-S.
 func TestHighSSignaturesAreNormalised(t *testing.T) {
@@ -160,24 +106,15 @@ func TestHighSSignaturesAreNormalised(t *testing.T) {
 	}
 }
 
-// The Mail example of EIP-712 and its published digest.
-const mailTypedData = `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],
-"Person":[{"name":"name","type":"string"},{"name":"wallet","type":"address"}],
-"Mail":[{"name":"from","type":"Person"},{"name":"to","type":"Person"},{"name":"contents","type":"string"}]},
-"primaryType":"Mail","domain":{"name":"Ether Mail","version":"1","chainId":1,"verifyingContract":"0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"},
-"message":{"from":{"name":"Cow","wallet":"0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},"to":{"name":"Bob","wallet":"0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},"contents":"Hello, Bob!"}}`
-
-const mailDigest = "0xbe609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2"
-
 func TestTypedDataMailExample(t *testing.T) {
 	e := newEnv(t)
 	sg := e.key(t, "typed", mainnet)
-	sig, hash, err := e.svc.SignTypedData(context.Background(), sg, []byte(mailTypedData))
+	sig, hash, err := e.svc.SignTypedData(context.Background(), sg, []byte(backendtest.MailTypedData))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hash.Hex() != mailDigest {
-		t.Fatalf("digest %s, EIP-712 publishes %s", hash.Hex(), mailDigest)
+	if hash.Hex() != backendtest.MailDigest {
+		t.Fatalf("digest %s, EIP-712 publishes %s", hash.Hex(), backendtest.MailDigest)
 	}
 	sig[64] -= 27
 	pub, err := ethcrypto.SigToPub(hash[:], sig)
@@ -185,11 +122,11 @@ func TestTypedDataMailExample(t *testing.T) {
 		t.Fatalf("typed-data signature recovers to another address: %v", err)
 	}
 	other := e.key(t, "typed-l2", &keyring.EthPolicy{ChainIDs: []uint64{10}})
-	_, _, err = e.svc.SignTypedData(context.Background(), other, []byte(mailTypedData))
+	_, _, err = e.svc.SignTypedData(context.Background(), other, []byte(backendtest.MailTypedData))
 	wantKind(t, err, errs.FailedPrecondition) // its domain names chain 1
-	for _, bad := range []string{`{}`, `[1]`, strings.Replace(mailTypedData, `{"name":"wallet","type":"address"}`, `{"name":"wallet","type":"adress"}`, 1),
-		strings.Replace(mailTypedData, `"primaryType":"Mail"`, `"primaryType":"Letter"`, 1),
-		strings.Replace(mailTypedData, `"contents":"Hello, Bob!"`, `"contents":7`, 1)} {
+	for _, bad := range []string{`{}`, `[1]`, strings.Replace(backendtest.MailTypedData, `{"name":"wallet","type":"address"}`, `{"name":"wallet","type":"adress"}`, 1),
+		strings.Replace(backendtest.MailTypedData, `"primaryType":"Mail"`, `"primaryType":"Letter"`, 1),
+		strings.Replace(backendtest.MailTypedData, `"contents":"Hello, Bob!"`, `"contents":7`, 1)} {
 		_, _, err := e.svc.SignTypedData(context.Background(), sg, []byte(bad))
 		if !errs.Is(err, errs.InvalidArgument) {
 			t.Errorf("typed data %.60s…: %v", bad, err)
@@ -385,7 +322,7 @@ func FuzzParseJSON(f *testing.F) {
 func FuzzParseRLP(f *testing.F) {
 	for _, js := range txJSON {
 		u, _ := ethsign.ParseJSON([]byte(js))
-		f.Add(unsignedRLP(u))
+		f.Add(backendtest.UnsignedRLP(u))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		u, err := ethsign.ParseRLP(b)
@@ -400,7 +337,7 @@ func FuzzParseRLP(f *testing.F) {
 }
 
 func FuzzTypedData(f *testing.F) {
-	f.Add([]byte(mailTypedData))
+	f.Add([]byte(backendtest.MailTypedData))
 	f.Add([]byte(`{"types":{"EIP712Domain":[]},"primaryType":"EIP712Domain","domain":{},"message":{}}`))
 	e := newEnv(f)
 	sg := e.key(f, "fuzz", mainnet)

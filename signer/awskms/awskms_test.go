@@ -3,11 +3,9 @@ package awskms_test
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -19,15 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ethereum/go-ethereum/core/types"
-
+	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/ethsign"
-	"github.com/sigil-hsm/sigil/internal/jwtsign"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/kmstest"
-	"github.com/sigil-hsm/sigil/internal/relyingparty"
-	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/awskms"
@@ -53,49 +46,33 @@ func wantKind(t *testing.T, err error, k errs.Kind) {
 	}
 }
 
-func TestEveryAlgorithmSignsAndVerifies(t *testing.T) {
+// The backend conformance suite on the emulator: every algorithm it
+// offers, the JWT path and the Ethereum path, as the PKCS#11 backend runs
+// them too.
+func TestConformance(t *testing.T) {
 	b := open(t, kmstest.Start(t), nil)
-	ctx := context.Background()
-	for _, c := range []struct {
-		alg  signer.Algorithm
-		bits int
-	}{{signer.ES256, 0}, {signer.ES384, 0}, {signer.ES256K, 0}, {signer.RS256, 2048}, {signer.PS256, 3072}, {signer.EdDSA, 0}} {
-		t.Run(fmt.Sprintf("%s-%d", c.alg, c.bits), func(t *testing.T) {
-			info, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: fmt.Sprintf("k.%s_%d", c.alg, c.bits), Algorithm: c.alg, RSABits: c.bits})
-			if c.alg == signer.EdDSA && err != nil {
-				// KMS offers Ed25519 since 2025; the emulator may not.
-				if !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "does not offer EdDSA") {
-					t.Fatalf("EdDSA refusal is not clear: %v", err)
-				}
-				t.Log("refused as it should be where the service has no Ed25519:", err)
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.alg.CheckPublic(info.Public); err != nil {
-				t.Fatal(err)
-			}
-			for range 4 {
-				msg := make([]byte, 64)
-				rand.Read(msg)
-				in := c.alg.Input(msg)
-				sig, err := b.Sign(ctx, info.Ref, c.alg, in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := verify(info.Public, c.alg, in, sig); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
+	backendtest.Run(t, backendtest.Suite{Backend: b, Verify: verify, Keys: []backendtest.Key{ // all but EdDSA, which local-kms lacks
+		{Alg: signer.ES256}, {Alg: signer.ES384}, {Alg: signer.ES256K}, {Alg: signer.RS256, Bits: 2048}, {Alg: signer.PS256, Bits: 3072},
+	}})
+}
+
+// KMS offers Ed25519 since 2025; the emulator does not. Where it is
+// offered it signs; where not, Sigil says so.
+func TestEdDSASignsOrIsRefusedClearly(t *testing.T) {
+	s := backendtest.Suite{Backend: open(t, kmstest.Start(t), nil), Keys: []backendtest.Key{{Alg: signer.EdDSA}}}
+	_, err := s.Backend.CreateKey(context.Background(), signer.CreateKeyRequest{Name: "k.eddsa-probe", Algorithm: signer.EdDSA})
+	switch {
+	case err == nil:
+		backendtest.SignAndVerify(t, s)
+	case !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "does not offer EdDSA"):
+		t.Fatalf("EdDSA refusal is not clear: %v", err)
 	}
 }
 
 // verify is signer.Verify, except that PS256 accepts any salt length:
 // local-kms signs PSS with the maximum salt (222 bytes for RSA-2048,
 // measured), where RFC 7518 and AWS KMS use the hash length.
-func verify(pub crypto.PublicKey, alg signer.Algorithm, in, sig []byte) error {
+func verify(pub any, alg signer.Algorithm, in, sig []byte) error {
 	if alg == signer.PS256 {
 		return rsa.VerifyPSS(pub.(*rsa.PublicKey), crypto.SHA256, in, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
 	}
@@ -106,51 +83,6 @@ func verify(pub crypto.PublicKey, alg signer.Algorithm, in, sig []byte) error {
 func kmsKeyring(t *testing.T, b *awskms.Backend) *keyring.Keyring {
 	t.Helper()
 	return keyringtest.With(t, "aws-eu", b, keyringtest.Options{}).Keyring
-}
-
-func TestJWTAndEthereumOnKMS(t *testing.T) {
-	b := open(t, kmstest.Start(t), nil)
-	kr := kmsKeyring(t, b)
-	ctx := context.Background()
-	pub := jwks.NewPublisher()
-	kr.Publish(ctx, pub)
-	for _, alg := range []signer.Algorithm{signer.ES256, signer.ES384, signer.ES256K, signer.RS256, signer.PS256} { // all but EdDSA, which local-kms lacks
-		id := "auth-" + strings.ToLower(string(alg))
-		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeJWT, Algorithm: alg}); err != nil {
-			t.Fatal(err)
-		}
-		sg, _ := kr.ForSigning(ctx, id, keyring.PurposeJWT)
-		p, _ := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"sub":"kms"}`)}, *sg.Key.JWT, time.Now())
-		tok, err := jwtsign.Sign(ctx, sg, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }, time.Now, time.Minute)
-		if err := rp.Verify(tok.Compact); err != nil {
-			t.Fatalf("%s JWT from KMS: %v", alg, err)
-		}
-	}
-	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "treasury", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K, Eth: &keyring.EthPolicy{ChainIDs: []uint64{1}}}); err != nil {
-		t.Fatal(err)
-	}
-	sg, _ := kr.ForSigning(ctx, "treasury", keyring.PurposeEth)
-	u, err := ethsign.ParseJSON([]byte(`{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x1","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x1"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &ethsign.Service{Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	for range 8 { // KMS's ECDSA nonces vary like SoftHSM's: several runs meet high-S
-		out, err := svc.SignTx(ctx, sg, u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tx := new(types.Transaction)
-		tx.UnmarshalBinary(out.Raw)
-		from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
-		if err != nil || from.Hex() != sg.Key.Address {
-			t.Fatalf("EIP-1559 from KMS recovers to %s, want %s (%v)", from.Hex(), sg.Key.Address, err)
-		}
-	}
 }
 
 func TestKeysDisabledOrDeletedBehindSigilsBack(t *testing.T) {

@@ -1,0 +1,232 @@
+// Package backendtest is the conformance suite of signing backends: the
+// same tests of every algorithm, the JWT path and the Ethereum path, run
+// by each backend's own tests against a real instance of it (SoftHSM for
+// pkcs11, the local-kms emulator for awskms). A backend that passes signs
+// through every service exactly as the others do.
+package backendtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/accounts"
+	"github.com/ethereum/go-ethereum/core/types"
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/rlp"
+
+	"github.com/sigil-hsm/sigil/internal/ethsign"
+	"github.com/sigil-hsm/sigil/internal/jwtsign"
+	"github.com/sigil-hsm/sigil/internal/keyringtest"
+	"github.com/sigil-hsm/sigil/internal/relyingparty"
+	"github.com/sigil-hsm/sigil/jwks"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// Key is an algorithm a backend offers, with its RSA size (0 otherwise).
+type Key struct {
+	Alg  signer.Algorithm
+	Bits int
+}
+
+// Suite is a backend under test.
+type Suite struct {
+	Backend interface {
+		signer.Backend
+		signer.KeyManager
+	}
+	Keys []Key // what the backend offers; ES256K is needed for Ethereum
+	// Verify checks a signature; signer.Verify if nil (an emulator may
+	// differ from the standard where the service does not).
+	Verify func(pub any, alg signer.Algorithm, in, sig []byte) error
+}
+
+// Run runs the whole suite.
+func Run(t *testing.T, s Suite) {
+	t.Run("SignAndVerify", func(t *testing.T) { SignAndVerify(t, s) })
+	kr := keyringtest.With(t, "under-test", s.Backend, keyringtest.Options{}).Keyring
+	t.Run("JWT", func(t *testing.T) { JWT(t, kr, s.Keys) })
+	t.Run("Ethereum", func(t *testing.T) { Ethereum(t, kr) })
+}
+
+// SignAndVerify creates a key of each kind, checks its public key, and
+// signs random inputs that verify, and stop verifying when altered.
+func SignAndVerify(t *testing.T, s Suite) {
+	ctx := context.Background()
+	verify := s.Verify
+	if verify == nil {
+		verify = func(pub any, alg signer.Algorithm, in, sig []byte) error { return signer.Verify(pub, alg, in, sig) }
+	}
+	for _, k := range s.Keys {
+		t.Run(fmt.Sprintf("%s-%d", k.Alg, k.Bits), func(t *testing.T) {
+			info, err := s.Backend.CreateKey(ctx, signer.CreateKeyRequest{Name: fmt.Sprintf("conf.%s-%d", k.Alg, k.Bits), Algorithm: k.Alg, RSABits: k.Bits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := s.Backend.Public(ctx, info.Ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Alg.CheckPublic(pub); err != nil {
+				t.Fatal(err)
+			}
+			for range 8 { // ECDSA nonces differ each time; check several
+				msg := make([]byte, 100)
+				rand.Read(msg)
+				in := k.Alg.Input(msg)
+				sig, err := s.Backend.Sign(ctx, info.Ref, k.Alg, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := verify(pub, k.Alg, in, sig); err != nil {
+					t.Fatal(err)
+				}
+				in[0] ^= 1
+				if verify(pub, k.Alg, in, sig) == nil {
+					t.Fatal("a signature verifies over an altered input")
+				}
+			}
+		})
+	}
+}
+
+// JWT mints a token with a JWT key of each kind and verifies it against
+// the served JWK Set as a relying party does (one that fetched the set
+// once the keys existed); altered claims fail.
+func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
+	ctx := context.Background()
+	pub := jwks.NewPublisher()
+	if err := kr.Publish(ctx, pub); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range keys {
+		id := fmt.Sprintf("jwt-%s-%d", strings.ToLower(string(k.Alg)), k.Bits)
+		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeJWT, Algorithm: k.Alg, RSABits: k.Bits}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }, time.Now, time.Minute)
+	for _, id := range ids {
+		t.Run(id, func(t *testing.T) {
+			sg, err := kr.ForSigning(ctx, id, keyring.PurposeJWT)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"sub":"conformance"}`)}, *sg.Key.JWT, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := jwtsign.Sign(ctx, sg, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rp.Verify(tok.Compact); err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(tok.Compact, ".")
+			parts[1] = base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory","exp":4000000000}`))
+			if rp.Verify(strings.Join(parts, ".")) == nil {
+				t.Fatal("a token with altered claims verified")
+			}
+		})
+	}
+}
+
+// Ethereum signs a transaction of every type, from JSON and from RLP,
+// whose sender go-ethereum recovers as the key's address, and EIP-191 and
+// EIP-712 signatures that recover to it too.
+func Ethereum(t *testing.T, kr *keyring.Keyring) {
+	ctx := context.Background()
+	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "conformance-wallet", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K,
+		Eth: &keyring.EthPolicy{ChainIDs: []uint64{1}}}); err != nil {
+		t.Fatal(err)
+	}
+	sg, err := kr.ForSigning(ctx, "conformance-wallet", keyring.PurposeEth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &ethsign.Service{Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for name, js := range TransactionJSON {
+		t.Run(name, func(t *testing.T) {
+			u, err := ethsign.ParseJSON([]byte(js))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromRLP, err := ethsign.ParseRLP(UnsignedRLP(u))
+			if err != nil {
+				t.Fatalf("RLP: %v", err)
+			}
+			for _, in := range []ethsign.Unsigned{u, fromRLP} {
+				out, err := svc.SignTx(ctx, sg, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tx := new(types.Transaction)
+				if err := tx.UnmarshalBinary(out.Raw); err != nil {
+					t.Fatal(err)
+				}
+				from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
+				if err != nil || from.Hex() != sg.Key.Address || out.From != from || tx.Hash() != out.Hash {
+					t.Fatalf("sender %s (%v), want %s", from.Hex(), err, sg.Key.Address)
+				}
+				if tx.Type() != u.Tx.Type() || tx.Nonce() != u.Tx.Nonce() || tx.Value().Cmp(u.Tx.Value()) != 0 || tx.ChainId().Uint64() != 1 {
+					t.Fatalf("signed tx differs from the request: %+v", tx)
+				}
+			}
+		})
+	}
+	t.Run("EIP-191", func(t *testing.T) {
+		msg := []byte("conformance")
+		sig, err := svc.SignMessage(ctx, sg, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recovers(t, accounts.TextHash(msg), sig, sg.Key.Address)
+	})
+	t.Run("EIP-712", func(t *testing.T) {
+		sig, hash, err := svc.SignTypedData(ctx, sg, []byte(MailTypedData))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hash.Hex() != MailDigest {
+			t.Fatalf("digest %s, EIP-712 publishes %s", hash.Hex(), MailDigest)
+		}
+		recovers(t, hash[:], sig, sg.Key.Address)
+	})
+}
+
+// recovers checks that sig (v 27 or 28) over hash recovers to address.
+func recovers(t *testing.T, hash, sig []byte, address string) {
+	t.Helper()
+	if len(sig) != 65 || (sig[64] != 27 && sig[64] != 28) {
+		t.Fatalf("signature %x: want r‖s‖v with v 27 or 28", sig)
+	}
+	sig = append([]byte(nil), sig...)
+	sig[64] -= 27
+	pub, err := ethcrypto.SigToPub(hash, sig)
+	if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != address {
+		t.Fatalf("signature recovers to another address than %s: %v", address, err)
+	}
+}
+
+// UnsignedRLP is u's signing encoding, as a client would send it.
+func UnsignedRLP(u ethsign.Unsigned) []byte {
+	if u.Tx.Type() == types.LegacyTxType {
+		b, _ := rlp.EncodeToBytes([]any{u.Tx.Nonce(), u.Tx.GasPrice(), u.Tx.Gas(), u.Tx.To(), u.Tx.Value(), u.Tx.Data(), u.ChainID, uint(0), uint(0)})
+		return b
+	}
+	signed, _ := u.Tx.MarshalBinary() // with a zero signature
+	var elems []rlp.RawValue
+	rlp.DecodeBytes(signed[1:], &elems)
+	b, _ := rlp.EncodeToBytes(elems[:len(elems)-3])
+	return append([]byte{u.Tx.Type()}, b...)
+}
