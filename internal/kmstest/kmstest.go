@@ -28,6 +28,7 @@ type Emulator struct {
 	port     int
 	dir      string
 	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
 }
 
 func binary() string {
@@ -102,15 +103,24 @@ func Run(dir string) (*Emulator, error) {
 	return nil, err
 }
 
-// Restart starts the emulator again on the same port and data.
+// Restart starts the emulator again on the same port and data. It fails
+// if the emulator exits while starting (local-kms exits when its port is
+// taken), so Run can try another port.
 func (e *Emulator) Restart() error {
 	cmd := exec.Command(binary())
 	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", e.port), "KMS_DATA_PATH="+e.dir, "KMS_REGION="+Region, "KMS_ACCOUNT_ID="+Account)
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	e.cmd = cmd
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	e.cmd, e.exited = cmd, exited
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-exited:
+			return fmt.Errorf("local-kms exited while starting on port %d", e.port)
+		default:
+		}
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", e.port)); err == nil {
 			c.Close()
 			return nil
@@ -122,9 +132,9 @@ func (e *Emulator) Restart() error {
 
 // Stop stops the emulator; its data stays for Restart.
 func (e *Emulator) Stop() {
-	if e.cmd != nil && e.cmd.Process != nil {
+	if e.cmd != nil {
 		e.cmd.Process.Kill()
-		e.cmd.Wait()
+		<-e.exited
 		e.cmd = nil
 	}
 }
