@@ -105,8 +105,10 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	go reloadOnHangup(ctx, az, log)
 	backends := map[string]signer.Backend{}
 	defer func() {
-		for _, b := range backends {
-			b.Close()
+		for name, b := range backends {
+			if err := b.Close(); err != nil {
+				log.Error("closing backend", "backend", name, "err", err)
+			}
 		}
 	}()
 	for name, bc := range cfg.Backends {

@@ -61,7 +61,9 @@ type Backend struct {
 		sync.Mutex
 		closed   bool
 		inflight sync.WaitGroup
+		release  sync.Once
 	}
+	closeWait time.Duration
 }
 
 var (
@@ -110,26 +112,36 @@ func newBackend(name string, cfg Config, pin string, mod module, release func())
 	if size == 0 {
 		size = DefaultSessions
 	}
-	b := &Backend{name: name, token: cfg.Token, pin: pin, mod: mod, release: release, now: time.Now}
+	b := &Backend{name: name, token: cfg.Token, pin: pin, mod: mod, release: release, now: time.Now, closeWait: closeWait}
 	b.pool = newPool(size, b.openSession, func(h pkcs11.SessionHandle) { _ = mod.CloseSession(h) })
 	return b
 }
 
 // Close refuses new requests, waits for those in flight, closes the
-// pooled sessions and releases the module. A second Close does nothing.
+// pooled sessions and releases the module. If calls are still inside the
+// module after closeWait (a hung network HSM), the module stays loaded,
+// since unloading it under them would crash the process, and Close says
+// so; a later Close tries again.
 func (b *Backend) Close() error {
 	b.life.Lock()
-	closed := b.life.closed
 	b.life.closed = true
 	b.life.Unlock()
-	if closed {
-		return nil
+	drained := make(chan struct{})
+	go func() { b.life.inflight.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(b.closeWait):
+		return errs.New(errs.Unavailable, "HSM backend %q: calls still inside the PKCS#11 module after %v; it stays loaded", b.name, b.closeWait)
 	}
-	b.life.inflight.Wait()
-	b.pool.reset()
-	b.release()
+	b.life.release.Do(func() {
+		b.pool.reset()
+		b.release()
+	})
 	return nil
 }
+
+// closeWait is how long Close waits for calls in flight.
+const closeWait = 10 * time.Second
 
 // enter admits a call unless the backend is closed; the caller must call
 // b.life.inflight.Done when it no longer uses the module.

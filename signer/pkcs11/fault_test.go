@@ -22,6 +22,10 @@ type faultModule struct {
 	mu    sync.Mutex
 	queue map[string][]error
 	calls map[string]int // calls that reached the real module
+	// hang, when set, holds every Sign until it is closed, like a
+	// network HSM that stopped answering; hanging learns of each one.
+	hang    chan struct{}
+	hanging chan struct{}
 }
 
 func (f *faultModule) callsOf(fn string) int {
@@ -74,6 +78,10 @@ func (f *faultModule) SignInit(h p11.SessionHandle, m []*p11.Mechanism, o p11.Ob
 func (f *faultModule) Sign(h p11.SessionHandle, msg []byte) ([]byte, error) {
 	if err := f.inject("Sign"); err != nil {
 		return nil, err
+	}
+	if f.hang != nil {
+		f.hanging <- struct{}{}
+		<-f.hang
 	}
 	return f.module.Sign(h, msg)
 }
@@ -151,5 +159,36 @@ func TestDeadTokenFailsFastAndRecoversByItself(t *testing.T) {
 	}
 	if err := b.Healthy(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A module that stops answering must not hang shutdown, nor be unloaded
+// under the call still inside it: Close gives up after closeWait and
+// leaves it loaded, and a Close after the call returned releases it.
+func TestCloseLeavesAHungModuleLoaded(t *testing.T) {
+	real := openTest(t)
+	key := mustCreate(t, real, "hung", signer.ES256, 0)
+	f := &faultModule{module: real.mod, queue: map[string][]error{}, calls: map[string]int{}, hang: make(chan struct{}), hanging: make(chan struct{}, 1)}
+	var released atomic.Bool
+	b := newBackend("hsm-hung", Config{Token: real.token, Sessions: 2}, real.pin, f, func() { released.Store(true) })
+	b.closeWait = 200 * time.Millisecond
+	signed := make(chan error, 1)
+	go func() {
+		_, err := b.Sign(context.Background(), key.Ref, signer.ES256, randomInput(signer.ES256))
+		signed <- err
+	}()
+	<-f.hanging
+	start := time.Now()
+	err := b.Close()
+	wantKind(t, err, errs.Unavailable)
+	if released.Load() || time.Since(start) > 2*time.Second {
+		t.Fatalf("Close released the module under a hung call (%v), or hung itself (%v)", released.Load(), time.Since(start))
+	}
+	close(f.hang)
+	if err := <-signed; err != nil {
+		t.Fatalf("the call that was inside the module: %v", err)
+	}
+	if err := b.Close(); err != nil || !released.Load() {
+		t.Fatalf("Close after the call returned: %v, released %v", err, released.Load())
 	}
 }
