@@ -117,10 +117,18 @@ func encodeObject(members map[string]json.RawMessage) []byte {
 	return append(out, '}')
 }
 
-// jsonString is s as a JSON string.
+// jsonString is s as a JSON string. Member names are almost always
+// printable ASCII with nothing to escape (RFC 8259 §7), which are
+// quoted as they are; json.Marshal, for the rest, was a quarter of the
+// CPU that minting a token adds to its signature.
 func jsonString(s string) json.RawMessage {
-	quoted, _ := json.Marshal(s) // a string always marshals
-	return quoted
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			quoted, _ := json.Marshal(s) // a string always marshals
+			return quoted
+		}
+	}
+	return json.RawMessage(`"` + s + `"`)
 }
 
 // expiry returns the token's exp: the claim if present (a NumericDate in

@@ -169,6 +169,7 @@ func FuzzPrepare(f *testing.F) {
 	f.Add([]byte(`{"exp":1800000100,"nbf":1}`), []byte(`{"typ":"x"}`), int64(0))
 	f.Add([]byte(`{"a":{"b":[1,2,{"c":null}]}}`), []byte(`{"kid":"x"}`), int64(60e9))
 	f.Add([]byte(`{"sub":"a","sub":"b"}`), []byte(`{}`), int64(-1))
+	f.Add([]byte(`{"a\"b":1,"c\\d":2,"\u0001":3,"é":4,"<&>":5}`), []byte(`{"x\ty":"z"}`), int64(0))
 	now := time.Unix(1_800_000_000, 0)
 	f.Fuzz(func(t *testing.T, claims, headers []byte, ttl int64) {
 		p, err := jwtsign.Prepare(jwtsign.Request{Claims: claims, Headers: headers, TTL: time.Duration(ttl)}, policy, now)
@@ -184,6 +185,13 @@ func FuzzPrepare(f *testing.F) {
 		var c map[string]any
 		if err := json.Unmarshal(p.Payload, &c); err != nil {
 			t.Fatalf("payload is not a JSON object: %v", err)
+		}
+		var in map[string]json.RawMessage
+		json.Unmarshal(claims, &in)
+		for name := range in { // member names survive encoding exactly
+			if _, ok := c[name]; !ok {
+				t.Fatalf("claim %q is not in the payload %s", name, p.Payload)
+			}
 		}
 		if exp, ok := c["exp"].(float64); !ok || exp > float64(now.Add(policy.MaxTokenTTL).Unix()) || exp <= float64(now.Unix()) {
 			t.Fatalf("exp %v outside the policy", c["exp"])
