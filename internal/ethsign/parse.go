@@ -81,7 +81,7 @@ func ParseJSON(data []byte) (Unsigned, error) {
 	for _, f := range []string{"v", "r", "s"} { // go-ethereum's decoder wants a signature: a zero one
 		obj[f] = json.RawMessage(`"0x0"`)
 	}
-	body, _ := json.Marshal(obj)
+	body := strictjson.Encode(obj)
 	tx := new(types.Transaction)
 	if err := tx.UnmarshalJSON(body); err != nil {
 		return Unsigned{}, errs.New(errs.InvalidArgument, "transaction: %v", err)

@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"maps"
 	"math"
-	"slices"
 	"strconv"
 	"time"
 
@@ -96,39 +95,7 @@ func Prepare(req Request, p keyring.JWTPolicy, now time.Time) (Prepared, error) 
 	}
 	claims["iat"] = json.RawMessage(strconv.AppendInt(nil, now.Unix(), 10))
 	claims["exp"] = json.RawMessage(strconv.AppendInt(nil, exp.Unix(), 10))
-	return Prepared{Payload: encodeObject(claims), Headers: headers, IssuedAt: now, Expiry: exp}, nil
-}
-
-// encodeObject writes members in name order. The values were validated as
-// they were parsed, so they are copied, not re-encoded as json.Marshal
-// would (which costs as much again as the parse).
-func encodeObject(members map[string]json.RawMessage) []byte {
-	names := slices.Sorted(maps.Keys(members))
-	out := make([]byte, 0, 256)
-	out = append(out, '{')
-	for i, name := range names {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, jsonString(name)...)
-		out = append(out, ':')
-		out = append(out, bytes.TrimSpace(members[name])...)
-	}
-	return append(out, '}')
-}
-
-// jsonString is s as a JSON string. Member names are almost always
-// printable ASCII with nothing to escape (RFC 8259 §7), which are
-// quoted as they are; json.Marshal, for the rest, was a quarter of the
-// CPU that minting a token adds to its signature.
-func jsonString(s string) json.RawMessage {
-	for i := range len(s) {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			quoted, _ := json.Marshal(s) // a string always marshals
-			return quoted
-		}
-	}
-	return json.RawMessage(`"` + s + `"`)
+	return Prepared{Payload: strictjson.Encode(claims), Headers: headers, IssuedAt: now, Expiry: exp}, nil
 }
 
 // expiry returns the token's exp: the claim if present (a NumericDate in
@@ -180,9 +147,9 @@ func Sign(ctx context.Context, s keyring.Signing, p Prepared) (Token, error) {
 	if _, ok := header["typ"]; !ok {
 		header["typ"] = json.RawMessage(`"JWT"`)
 	}
-	header["alg"], header["kid"] = jsonString(string(alg)), jsonString(g.KID())
+	header["alg"], header["kid"] = strictjson.String(string(alg)), strictjson.String(g.KID())
 	enc := base64.RawURLEncoding
-	h := encodeObject(header)
+	h := strictjson.Encode(header)
 	token := make([]byte, 0, enc.EncodedLen(len(h))+enc.EncodedLen(len(p.Payload))+2+enc.EncodedLen(512))
 	token = enc.AppendEncode(token, h)
 	token = append(token, '.')
