@@ -2,7 +2,8 @@
 // headers, Ethereum transactions) the strict way: bounded size, an object
 // and nothing else, and no member name twice. encoding/json silently keeps
 // the last of two members of one name; parsers disagree on that, and a
-// signing service must sign exactly what it checked.
+// signing service must sign exactly what it checked. Encode writes such
+// members back as one object, copying the checked values.
 package strictjson
 
 import (
