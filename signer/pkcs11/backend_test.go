@@ -223,8 +223,11 @@ func TestConcurrentSigning(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if s := b.PoolStats(); s.InUse != 0 || s.Size != 4 || s.Waits == 0 {
-		t.Errorf("pool stats after the run: %+v (want none in use, size 4, some waits)", s)
+	// Whether any caller waited depends on the scheduler (a goroutine
+	// inside a cgo call may keep its P); TestCheckoutHonoursTheContext
+	// counts waits deterministically.
+	if s := b.PoolStats(); s.InUse != 0 || s.Size != 4 {
+		t.Errorf("pool stats after the run: %+v (want none in use, size 4)", s)
 	}
 }
 
@@ -258,6 +261,9 @@ func TestCheckoutHonoursTheContext(t *testing.T) {
 	_, err = b.Sign(ctx, info.Ref, signer.ES256, in)
 	wantKind(t, err, errs.DeadlineExceeded)
 
+	if s := b.PoolStats(); s.Waits != 2 || s.InUse != 1 {
+		t.Fatalf("pool stats with the one session held: %+v (want 2 waits, 1 in use)", s)
+	}
 	b.pool.put(held)
 	if _, err := b.Sign(context.Background(), info.Ref, signer.ES256, in); err != nil {
 		t.Fatalf("after the session came back: %v", err)
