@@ -333,11 +333,11 @@ func TestSchedulerFailover(t *testing.T) {
 	}
 	var i int
 	fmt.Sscanf(leader, "replica-%d", &i)
-	before, _ := rs[0].kr.Get(ctx, "fast")
+	before, _ := rs[0].store.Get(ctx, "fast") // the store, as generations() reads: memory may lag it
 	schedCtx[i]() // the leader goes away in the middle of the rotations
 	run(func() bool { return generations() >= len(before.Generations)+2 }, 30*time.Second)
 	pending.Wait()
-	after, _ := rs[0].kr.Get(ctx, "fast")
+	after, _ := rs[0].store.Get(ctx, "fast")
 	next, _ := rs[0].store.LeaderName(ctx)
 	t.Logf("leader %s then %s; generations %d then %d; minted %d, failed %d", leader, next, len(before.Generations), len(after.Generations), minted, failed)
 	if next == leader || next == "" {
