@@ -333,8 +333,10 @@ func TestSchedulerFailover(t *testing.T) {
 	}
 	var i int
 	fmt.Sscanf(leader, "replica-%d", &i)
-	before, _ := rs[0].store.Get(ctx, "fast") // the store, as generations() reads: memory may lag it
-	schedCtx[i]()                             // the leader goes away in the middle of the rotations
+	// Counts come from the store, as generations() reads them: a
+	// replica's memory may lag the store.
+	before, _ := rs[0].store.Get(ctx, "fast")
+	schedCtx[i]() // the leader goes away in the middle of the rotations
 	run(func() bool { return generations() >= len(before.Generations)+2 }, 30*time.Second)
 	pending.Wait()
 	after, _ := rs[0].store.Get(ctx, "fast")
