@@ -218,6 +218,10 @@ func signingAlgorithm(alg signer.Algorithm) types.SigningAlgorithmSpec {
 	return types.SigningAlgorithmSpecEcdsaSha256
 }
 
+// cleanupTimeout bounds the deletion of a key whose alias could not be
+// made, which runs even when the caller's context has ended.
+const cleanupTimeout = 30 * time.Second
+
 // aliasName is the alias of a key created under name. Aliases allow
 // letters, digits, '/', '_' and '-': '.' and '_' are escaped as _2e, _5f.
 func aliasName(name string) string {
@@ -252,7 +256,12 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	if _, err := b.call(ctx, func(ctx context.Context) (any, error) {
 		return b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(aliasName(req.Name)), TargetKeyId: aws.String(arn)})
 	}); err != nil {
-		b.scheduleDeletion(ctx, arn)
+		// The caller's context may be what failed; the cleanup gets its own.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if derr := b.scheduleDeletion(cctx, arn); derr != nil {
+			return signer.KeyInfo{}, fmt.Errorf("%w (and the new key, tagged sigil:key=%s, could not be scheduled for deletion: %v)", err, req.Name, derr)
+		}
 		return signer.KeyInfo{}, err
 	}
 	pub, err := b.Public(ctx, arn)

@@ -17,6 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+
 	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
@@ -242,31 +247,87 @@ func TestStartupErrorsNameTheBackendNotTheSecret(t *testing.T) {
 	}
 }
 
-// throttler is a reverse proxy in front of the emulator that answers the
-// next n Sign requests with KMS's ThrottlingException, as KMS does when an
-// account's shared request quota is spent (local-kms never throttles).
+// faultProxy is a reverse proxy in front of the emulator; fault may
+// answer a request itself (returning true) by its KMS operation name.
+func faultProxy(t *testing.T, e *kmstest.Emulator, fault func(op string, w http.ResponseWriter, r *http.Request) bool) string {
+	target, _ := url.Parse(e.Endpoint)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fault(strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService."), w, r) {
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// throttler answers the next n Sign requests with KMS's
+// ThrottlingException, as KMS does when an account's shared request quota
+// is spent (local-kms never throttles).
 type throttler struct {
 	next  atomic.Int32 // Sign requests still to throttle; -1: all of them
 	signs atomic.Int32 // Sign requests seen
 }
 
 func (th *throttler) start(t *testing.T, e *kmstest.Emulator) string {
-	target, _ := url.Parse(e.Endpoint)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Amz-Target") == "TrentService.Sign" {
-			th.signs.Add(1)
-			if n := th.next.Load(); n < 0 || n > 0 && th.next.CompareAndSwap(n, n-1) {
-				w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-				w.WriteHeader(http.StatusBadRequest)
-				io.WriteString(w, `{"__type":"ThrottlingException","message":"Rate exceeded"}`)
-				return
-			}
+	return faultProxy(t, e, func(op string, w http.ResponseWriter, _ *http.Request) bool {
+		if op != "Sign" {
+			return false
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+		th.signs.Add(1)
+		if n := th.next.Load(); n < 0 || n > 0 && th.next.CompareAndSwap(n, n-1) {
+			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"__type":"ThrottlingException","message":"Rate exceeded"}`)
+			return true
+		}
+		return false
+	})
+}
+
+// A creation whose alias never comes (here: KMS stalls until the caller's
+// deadline passes) leaves no live key behind: the key made a moment
+// before is scheduled for deletion although the caller's context is over.
+func TestCreationCutShortLeavesNoLiveKey(t *testing.T) {
+	e := kmstest.Start(t)
+	endpoint := faultProxy(t, e, func(op string, w http.ResponseWriter, r *http.Request) bool {
+		if op != "CreateAlias" {
+			return false
+		}
+		time.Sleep(2 * time.Second) // past the caller's deadline
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	b := open(t, e, func(c *awskms.Config) { c.Endpoint = endpoint })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, createErr := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "cut.short", Algorithm: signer.ES256})
+	if createErr == nil {
+		t.Fatal("CreateKey succeeded without its alias")
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(context.Background(), awsconfig.WithRegion(kmstest.Region))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := kms.NewFromConfig(awsCfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(e.Endpoint) })
+	list, lerr := keys.ListKeys(context.Background(), &kms.ListKeysInput{})
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	found := 0
+	for _, k := range list.Keys {
+		d, err := keys.DescribeKey(context.Background(), &kms.DescribeKeyInput{KeyId: k.KeyId})
+		if err != nil || aws.ToString(d.KeyMetadata.Description) != "Sigil cut.short" {
+			continue
+		}
+		found++
+		if d.KeyMetadata.KeyState != kmstypes.KeyStatePendingDeletion {
+			t.Errorf("key %s is %s after a failed creation, want PendingDeletion", aws.ToString(k.KeyId), d.KeyMetadata.KeyState)
+		}
+	}
+	if found != 1 {
+		t.Fatalf("%d keys made by the failed creation, want 1 (%v)", found, createErr)
+	}
 }
 
 func TestThrottlingIsRetriedThenReportedAsResourceExhausted(t *testing.T) {
