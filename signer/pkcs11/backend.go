@@ -112,7 +112,7 @@ func newBackend(name string, cfg Config, pin string, mod module, release func())
 	if size == 0 {
 		size = DefaultSessions
 	}
-	b := &Backend{name: name, token: cfg.Token, pin: pin, mod: mod, release: release, now: time.Now, closeWait: closeWait}
+	b := &Backend{name: name, token: cfg.Token, pin: pin, mod: mod, release: release, now: time.Now, closeWait: defaultCloseWait}
 	b.pool = newPool(size, b.openSession, func(h pkcs11.SessionHandle) { _ = mod.CloseSession(h) })
 	return b
 }
@@ -140,8 +140,8 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// closeWait is how long Close waits for calls in flight.
-const closeWait = 10 * time.Second
+// defaultCloseWait is how long Close waits for calls in flight.
+const defaultCloseWait = 10 * time.Second
 
 // enter admits a call unless the backend is closed; the caller must call
 // b.life.inflight.Done when it no longer uses the module.
