@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,9 @@ type metrics struct {
 	opTime   *prometheus.HistogramVec
 	requests *prometheus.CounterVec
 	reqTime  *prometheus.HistogramVec
+	// missing counts signatures refused because a key's object was not
+	// in its backend although the keyring records it: an alarm.
+	missing *prometheus.CounterVec
 }
 
 func newMetrics(backends map[string]signer.Backend) *metrics {
@@ -39,15 +43,38 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 			Name: "sigil_grpc_request_duration_seconds", Help: "gRPC request latency by method.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}, []string{"method"}),
+		missing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_backend_key_missing_total", Help: "Signatures refused because the backend did not show a key object the keyring records (an outage, or a deletion behind Sigil's back).",
+		}, []string{"backend"}),
 	}
-	m.reg.MustRegister(m.ops, m.opTime, m.requests, m.reqTime,
+	m.reg.MustRegister(m.ops, m.opTime, m.requests, m.reqTime, m.missing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
 		if pr, ok := b.(signer.PoolReporter); ok {
 			m.registerPool(name, pr)
 		}
+		if hr, ok := b.(signer.HealthReporter); ok {
+			m.registerHealth(name, hr)
+		}
 	}
 	return m
+}
+
+func (m *metrics) registerHealth(name string, hr signer.HealthReporter) {
+	labels := prometheus.Labels{"backend": name}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_backend_up", Help: "1 while the backend's health probe succeeds, 0 while it is down.", ConstLabels: labels},
+			func() float64 {
+				if hr.Health().Up {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_backend_reinit_total", Help: "Recoveries tried (a PKCS#11 module re-initialised) after the backend went down.", ConstLabels: labels},
+			func() float64 { return float64(hr.Health().Recoveries) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_backend_seconds_since_healthy", Help: "Seconds since the backend's health probe last succeeded.", ConstLabels: labels},
+			func() float64 { return time.Since(hr.Health().LastHealthy).Seconds() }),
+	)
 }
 
 func (m *metrics) registerPool(name string, pr signer.PoolReporter) {
@@ -64,6 +91,9 @@ func (m *metrics) registerPool(name string, pr signer.PoolReporter) {
 
 // observeSign records one backend Sign call.
 func (m *metrics) observeSign(key string, alg signer.Algorithm, backend string, err error, took time.Duration) {
+	if errors.Is(err, signer.ErrKeyMissing) {
+		m.missing.WithLabelValues(backend).Inc()
+	}
 	m.ops.WithLabelValues(key, string(alg), backend, status.Code(toStatus(err)).String()).Inc()
 	m.opTime.WithLabelValues(string(alg), backend).Observe(took.Seconds())
 }

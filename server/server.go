@@ -3,13 +3,13 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
-	"sort"
 	"strings"
 	"time"
 
@@ -37,8 +37,6 @@ const (
 	MaxRequestBytes = 256 << 10
 	// DefaultDeadline applies to requests that arrive without a deadline.
 	DefaultDeadline = 30 * time.Second
-	// readyTimeout bounds the backend probes of /readyz.
-	readyTimeout = 2 * time.Second
 	// shutdownGrace is how long in-flight requests get to finish.
 	shutdownGrace = 10 * time.Second
 )
@@ -127,41 +125,107 @@ func (s *Server) HTTPHandler() http.Handler {
 	return mux
 }
 
-// ready reports 200 when every backend that can tell is able to sign.
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
-	defer cancel()
-	var down []string
+// backendState is one backend's health as /readyz reports it.
+type backendState struct {
+	Up          bool      `json:"up"`
+	Detail      string    `json:"detail,omitempty"`
+	LastHealthy time.Time `json:"last_healthy"`
+}
+
+// readiness reports whether every backend is up, with each one's state.
+// It asks the backends' health monitors, never the backends themselves,
+// so a probe of a hung HSM cannot hang the probe of Sigil.
+func (s *Server) readiness() (bool, map[string]backendState) {
+	ready, states := true, map[string]backendState{}
 	for name, b := range s.opts.Backends {
-		if hc, ok := b.(signer.HealthChecker); ok {
-			if err := hc.Healthy(ctx); err != nil {
-				s.log.Warn("backend not ready", "backend", name, "err", err)
-				down = append(down, name)
-			}
+		if hr, ok := b.(signer.HealthReporter); ok {
+			h := hr.Health()
+			states[name] = backendState{Up: h.Up, Detail: h.Detail, LastHealthy: h.LastHealthy}
+			ready = ready && h.Up
 		}
 	}
-	if len(down) > 0 {
-		sort.Strings(down)
-		http.Error(w, "not ready: backends "+strings.Join(down, ", "), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ready")
+	return ready, states
 }
+
+// ready answers 200 when every backend is up and 503 otherwise, with each
+// backend's state in a JSON body.
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	ok, states := s.readiness()
+	w.Header().Set("Content-Type", "application/json")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(struct {
+		Ready    bool                    `json:"ready"`
+		Backends map[string]backendState `json:"backends"`
+	}{ok, states})
+}
+
+// healthWatch is how often the gRPC health service is brought in line with
+// the backends' health.
+const healthWatch = 250 * time.Millisecond
+
+// watchHealth keeps the gRPC health service's answers, overall ("") and
+// per service, in line with readiness until ctx ends.
+func (s *Server) watchHealth(ctx context.Context) {
+	names := []string{""}
+	for name := range s.grpc.GetServiceInfo() {
+		if strings.HasPrefix(name, "sigil.") {
+			names = append(names, name)
+		}
+	}
+	t := time.NewTicker(healthWatch)
+	defer t.Stop()
+	last := healthpb.HealthCheckResponse_UNKNOWN
+	for {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ok, _ := s.readiness(); ok {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		if st != last {
+			for _, n := range names {
+				s.health.SetServingStatus(n, st)
+			}
+			last = st
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// HTTP server timeouts: a slow or idle client cannot hold a connection
+// (and its goroutine) for long.
+const (
+	httpReadTimeout  = 10 * time.Second
+	httpWriteTimeout = 30 * time.Second
+)
+
+// httpIdleTimeout closes keep-alive connections idle this long; a
+// variable so a test can shorten it.
+var httpIdleTimeout = 60 * time.Second
 
 // Serve serves gRPC on grpcLis and HTTP on httpLis until ctx ends, then
 // stops gracefully: health turns NOT_SERVING, new requests are refused, and
 // in-flight ones get shutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
-	httpSrv := &http.Server{Handler: s.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Handler: s.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: httpReadTimeout, WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout}
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(grpcLis) }()
 	go func() { errc <- httpSrv.Serve(httpLis) }()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); s.watchHealth(watchCtx) }()
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	stopWatch()
+	<-watched
 	s.health.Shutdown()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()

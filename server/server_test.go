@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -43,6 +45,15 @@ func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
 type faultyBackend struct {
 	*pkcs11.Backend
 	down atomic.Bool
+}
+
+// Health reports the backend down while the fault is on, as its monitor
+// would once its probe failed.
+func (f *faultyBackend) Health() signer.Health {
+	if f.down.Load() {
+		return signer.Health{Detail: "injected: token unreachable"}
+	}
+	return f.Backend.Health()
 }
 
 func (f *faultyBackend) Sign(ctx context.Context, ref string, alg signer.Algorithm, in []byte) ([]byte, error) {
@@ -333,7 +344,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 	}
 	for path, want := range map[string]string{
 		"/healthz": "ok",
-		"/readyz":  "ready",
+		"/readyz":  `"ready":true`,
 		"/metrics": `sigil_sign_operations_total{algorithm="ES256",backend="hsm-a",key="observed",outcome="OK"} 1`,
 	} {
 		resp, err := http.Get(h.httpURL + path)
@@ -346,7 +357,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 			t.Errorf("%s: %d, body lacks %q", path, resp.StatusCode, want)
 		}
 	}
-	for _, metric := range []string{"sigil_backend_sessions_in_use", "sigil_backend_session_waits_total", "sigil_sign_duration_seconds_bucket", "sigil_grpc_requests_total"} {
+	for _, metric := range []string{`sigil_backend_up{backend="hsm-a"} 1`, `sigil_backend_reinit_total{backend="hsm-a"} 0`, "sigil_backend_seconds_since_healthy", "sigil_backend_sessions_in_use", "sigil_backend_session_waits_total", "sigil_sign_duration_seconds_bucket", "sigil_grpc_requests_total"} {
 		resp, _ := http.Get(h.httpURL + "/metrics")
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -363,4 +374,72 @@ func pemBody(t *testing.T, s string) []byte {
 		t.Fatalf("not a PUBLIC KEY PEM: %q", s)
 	}
 	return b.Bytes
+}
+
+// While a backend is down, readiness says so on both protocols, per
+// service too, and comes back by itself when the backend does.
+func TestReadinessFollowsBackendHealth(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	health := healthpb.NewHealthClient(h.conn)
+	services := []string{"", "sigil.v1.SigningService", "sigil.v1.KeyService", "sigil.v1.JWTService", "sigil.v1.EthereumService"}
+	expect := func(code int, want healthpb.HealthCheckResponse_ServingStatus, body string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var problems []string
+			resp, err := http.Get(h.httpURL + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != code || !strings.Contains(string(b), body) {
+				problems = append(problems, fmt.Sprintf("/readyz %d %s", resp.StatusCode, b))
+			}
+			for _, svc := range services {
+				hc, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+				if err != nil || hc.GetStatus() != want {
+					problems = append(problems, fmt.Sprintf("health(%q): %v %v", svc, hc.GetStatus(), err))
+				}
+			}
+			if len(problems) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("want %d/%v: %v", code, want, problems)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	expect(200, healthpb.HealthCheckResponse_SERVING, `"hsm-a":{"up":true`)
+	h.hsm.down.Store(true)
+	expect(503, healthpb.HealthCheckResponse_NOT_SERVING, `"detail":"injected: token unreachable"`)
+	h.hsm.down.Store(false)
+	expect(200, healthpb.HealthCheckResponse_SERVING, `"ready":true`)
+}
+
+// Idle keep-alive connections to the HTTP listener are closed.
+func TestIdleHTTPConnectionsAreClosed(t *testing.T) {
+	server.SetHTTPIdleTimeout(t, 200*time.Millisecond)
+	h := newHarness(t)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.httpURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: sigil\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if n, err := conn.Read(make([]byte, 1)); err == nil || n > 0 {
+		t.Fatalf("read %d bytes from an idle connection, err %v", n, err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("idle connection closed only after %v (read deadline hit?)", took)
+	}
 }

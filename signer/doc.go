@@ -4,7 +4,7 @@
 // returns private key material, and it knows nothing of key IDs, purposes,
 // policies or JWTs (those belong to the keyring and the server). Abilities
 // that not every backend has are separate small interfaces (KeyManager,
-// PoolReporter, HealthChecker), checked with a type assertion, in the style
+// PoolReporter, HealthReporter), checked with a type assertion, in the style
 // of smallstep/crypto's kms package.
 //
 // Backends register an Opener under their type name, which is also the

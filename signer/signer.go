@@ -59,12 +59,6 @@ type PoolReporter interface {
 	PoolStats() PoolStats
 }
 
-// HealthChecker is the ability to report whether the backend can sign now,
-// for readiness probes.
-type HealthChecker interface {
-	Healthy(ctx context.Context) error
-}
-
 // KeyDisabler is the ability to make a key refuse to sign at once, used
 // when a generation is revoked (a KMS key is disabled; its deletion is
 // scheduled later, with the generation's destruction).

@@ -58,7 +58,14 @@ func (e *Error) Unwrap() error { return e.Err }
 // format wraps its operand as the cause.
 func New(k Kind, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	return &Error{Kind: k, Msg: err.Error(), Err: errors.Unwrap(err)}
+	e := &Error{Kind: k, Msg: err.Error()}
+	switch err.(type) {
+	case interface{ Unwrap() error }:
+		e.Err = errors.Unwrap(err)
+	case interface{ Unwrap() []error }: // several %w: keep them all for errors.Is
+		e.Err = err
+	}
+	return e
 }
 
 // Wrap returns err classified as kind k with msg as context. It returns nil

@@ -8,6 +8,7 @@
 package softhsm
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -91,4 +92,21 @@ func redact(out []byte, secrets ...string) string {
 		s = strings.ReplaceAll(s, sec, "[redacted]")
 	}
 	return s
+}
+
+// TokenDir returns the folder in which the SoftHSM configured by
+// WriteConf(dir) keeps the token labelled label: tests move it away to
+// play a token whose storage disappears and returns.
+func TokenDir(dir, label string) (string, error) {
+	padded := []byte(fmt.Sprintf("%-32s", label)) // CK_TOKEN_INFO pads labels to 32 bytes
+	objects, err := filepath.Glob(filepath.Join(dir, "tokens", "*", "token.object"))
+	if err != nil {
+		return "", err
+	}
+	for _, o := range objects {
+		if b, err := os.ReadFile(o); err == nil && bytes.Contains(b, padded) {
+			return filepath.Dir(o), nil
+		}
+	}
+	return "", fmt.Errorf("no SoftHSM token labelled %q under %s", label, dir)
 }

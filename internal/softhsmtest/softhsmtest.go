@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
@@ -89,10 +90,11 @@ func createTokens(n int) error {
 // pkcs11.Config(softhsmtest.Token(t)); this package cannot import the
 // backend it is used to test.
 type Config struct {
-	Module   string     `yaml:"module"`
-	Token    string     `yaml:"token"`
-	PIN      secret.Ref `yaml:"pin"`
-	Sessions int        `yaml:"sessions"`
+	Module         string        `yaml:"module"`
+	Token          string        `yaml:"token"`
+	PIN            secret.Ref    `yaml:"pin"`
+	Sessions       int           `yaml:"sessions"`
+	HealthInterval time.Duration `yaml:"health_interval"`
 }
 
 // Token hands out a fresh token and returns a backend configuration for it.
@@ -105,4 +107,15 @@ func Token(tb testing.TB) Config {
 	}
 	tok := tokens[i]
 	return Config{Module: softhsm.Module, Token: tok.Label, PIN: secret.Ref("file:" + tok.PINFile), Sessions: 4}
+}
+
+// TokenDir returns the folder holding the token labelled label, handed
+// out by Token.
+func TokenDir(tb testing.TB, label string) string {
+	tb.Helper()
+	d, err := softhsm.TokenDir(dir, label)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
 }

@@ -36,23 +36,43 @@ type Config struct {
 	// waits for deletion (KMS allows 7 to 30 days); 7 if 0.
 	DeletionWindowDays int32             `yaml:"deletion_window_days"`
 	Tags               map[string]string `yaml:"tags"` // added to every key Sigil creates
+	// HealthInterval is how often KMS is probed;
+	// signer.DefaultHealthInterval if 0.
+	HealthInterval time.Duration `yaml:"health_interval"`
 }
+
+// client is the part of the KMS API the backend uses; *kms.Client has it.
+type client interface {
+	CreateKey(context.Context, *kms.CreateKeyInput, ...func(*kms.Options)) (*kms.CreateKeyOutput, error)
+	CreateAlias(context.Context, *kms.CreateAliasInput, ...func(*kms.Options)) (*kms.CreateAliasOutput, error)
+	GetPublicKey(context.Context, *kms.GetPublicKeyInput, ...func(*kms.Options)) (*kms.GetPublicKeyOutput, error)
+	Sign(context.Context, *kms.SignInput, ...func(*kms.Options)) (*kms.SignOutput, error)
+	DescribeKey(context.Context, *kms.DescribeKeyInput, ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
+	ListKeys(context.Context, *kms.ListKeysInput, ...func(*kms.Options)) (*kms.ListKeysOutput, error)
+	ListAliases(context.Context, *kms.ListAliasesInput, ...func(*kms.Options)) (*kms.ListAliasesOutput, error)
+	DeleteAlias(context.Context, *kms.DeleteAliasInput, ...func(*kms.Options)) (*kms.DeleteAliasOutput, error)
+	ScheduleKeyDeletion(context.Context, *kms.ScheduleKeyDeletionInput, ...func(*kms.Options)) (*kms.ScheduleKeyDeletionOutput, error)
+	DisableKey(context.Context, *kms.DisableKeyInput, ...func(*kms.Options)) (*kms.DisableKeyOutput, error)
+}
+
+var _ client = (*kms.Client)(nil)
 
 // Backend signs with KMS keys.
 type Backend struct {
 	name    string
 	cfg     Config
-	client  *kms.Client
+	client  client
 	limiter *rate.Limiter
 	slots   chan struct{}
 	public  sync.Map // ref -> crypto.PublicKey
+	health  *signer.Monitor
 }
 
 var (
-	_ signer.Backend       = (*Backend)(nil)
-	_ signer.KeyManager    = (*Backend)(nil)
-	_ signer.KeyDisabler   = (*Backend)(nil)
-	_ signer.HealthChecker = (*Backend)(nil)
+	_ signer.Backend        = (*Backend)(nil)
+	_ signer.KeyManager     = (*Backend)(nil)
+	_ signer.KeyDisabler    = (*Backend)(nil)
+	_ signer.HealthReporter = (*Backend)(nil)
 )
 
 // Open checks that credentials exist and that KMS answers.
@@ -85,11 +105,13 @@ func Open(ctx context.Context, name string, cfg Config) (*Backend, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
+	b.health = signer.NewMonitor(name, cfg.HealthInterval, b.probe, nil)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a start-up probe, not a request path
 	defer cancel()
-	if err := b.Healthy(cctx); err != nil {
+	if err := b.probe(cctx); err != nil {
 		return nil, errs.New(errs.Unavailable, "KMS in region %s at %s does not answer: %v", cfg.Region, endpointName(cfg), err)
 	}
+	b.health.Start()
 	return b, nil
 }
 
@@ -103,14 +125,24 @@ func endpointName(cfg Config) string {
 // kind describes err by type only: SDK errors can quote configuration.
 func kind(err error) string { return fmt.Sprintf("%T", err) }
 
-// Close releases nothing: the SDK client holds no sessions.
-func (b *Backend) Close() error { return nil }
+// Close stops the health probe; the SDK client holds no sessions.
+func (b *Backend) Close() error {
+	b.health.Stop()
+	return nil
+}
 
-// Healthy reports whether KMS answers.
-func (b *Backend) Healthy(ctx context.Context) error {
-	_, err := b.call(ctx, func(ctx context.Context) (any, error) {
+// Health reports what the health probe last found.
+func (b *Backend) Health() signer.Health { return b.health.Health() }
+
+// probe proves KMS answers Sigil's credentials. Throttling is an answer:
+// it must not take the backend down.
+func (b *Backend) probe(ctx context.Context) error {
+	_, err := do(ctx, b, func(ctx context.Context) (*kms.ListKeysOutput, error) {
 		return b.client.ListKeys(ctx, &kms.ListKeysInput{Limit: aws.Int32(1)})
 	})
+	if errors.Is(err, ErrThrottled) {
+		return nil
+	}
 	return err
 }
 
@@ -137,19 +169,87 @@ func (b *Backend) admit(ctx context.Context) (func(), error) {
 	}
 }
 
-// call admits the request, runs it and classifies its error.
-func (b *Backend) call(ctx context.Context, fn func(context.Context) (any, error)) (any, error) {
+// call runs a request unless the health probe finds KMS down, when it
+// fails fast.
+func call[T any](ctx context.Context, b *Backend, fn func(context.Context) (T, error)) (T, error) {
+	if err := b.health.Err(); err != nil {
+		var zero T
+		return zero, err
+	}
+	return do(ctx, b, fn)
+}
+
+// do admits a request within the rate and concurrency limits, runs it and
+// classifies its error.
+func do[T any](ctx context.Context, b *Backend, fn func(context.Context) (T, error)) (T, error) {
+	var zero T
 	release, err := b.admit(ctx)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer release()
 	out, err := fn(ctx)
-	return out, classify(ctx, err)
+	if err = classify(ctx, b.name, err); errs.Is(err, errs.Unavailable) {
+		b.health.Poke()
+	}
+	return out, err
 }
 
-// classify maps KMS and transport errors to kinds.
-func classify(ctx context.Context, err error) error {
+// The causes of KMS errors, for errors.Is: callers decide by cause, never
+// by message text.
+var (
+	ErrNotFound     = errors.New("KMS key not found")
+	ErrDisabled     = errors.New("KMS key disabled")
+	ErrInvalidState = errors.New("KMS key in a state that refuses this (pending deletion, pending import or unavailable)")
+	ErrAccessDenied = errors.New("KMS refused Sigil's credentials; an operator must fix the IAM policy or credentials")
+	ErrThrottled    = errors.New("KMS throttled the request")
+	ErrUnavailable  = errors.New("KMS unavailable")
+	ErrRefused      = errors.New("KMS refused the request as invalid or unsupported")
+	ErrExists       = errors.New("KMS already has it")
+)
+
+// kmsError is what an API error code means: its kind and its cause.
+type kmsError struct {
+	kind  errs.Kind
+	cause error
+}
+
+// codes maps every KMS error code Sigil's calls can get to a kind and a
+// cause; a code not here is Internal.
+var codes = map[string]kmsError{
+	"NotFoundException":                            {errs.Unavailable, ErrNotFound},
+	"DisabledException":                            {errs.FailedPrecondition, ErrDisabled},
+	"KMSInvalidStateException":                     {errs.FailedPrecondition, ErrInvalidState},
+	"KeyUnavailableException":                      {errs.Unavailable, ErrUnavailable},
+	"ThrottlingException":                          {errs.ResourceExhausted, ErrThrottled},
+	"LimitExceededException":                       {errs.ResourceExhausted, ErrThrottled},
+	"AccessDeniedException":                        {errs.PermissionDenied, ErrAccessDenied},
+	"UnrecognizedClientException":                  {errs.PermissionDenied, ErrAccessDenied},
+	"InvalidSignatureException":                    {errs.PermissionDenied, ErrAccessDenied},
+	"IncompleteSignature":                          {errs.PermissionDenied, ErrAccessDenied},
+	"ExpiredTokenException":                        {errs.PermissionDenied, ErrAccessDenied},
+	"InvalidGrantTokenException":                   {errs.PermissionDenied, ErrAccessDenied},
+	"KMSInternalException":                         {errs.Unavailable, ErrUnavailable},
+	"DependencyTimeoutException":                   {errs.Unavailable, ErrUnavailable},
+	"ServiceUnavailableException":                  {errs.Unavailable, ErrUnavailable},
+	"CustomKeyStoreInvalidStateException":          {errs.Unavailable, ErrUnavailable},
+	"CloudHsmClusterInvalidConfigurationException": {errs.FailedPrecondition, ErrRefused},
+	"CustomKeyStoreNotFoundException":              {errs.FailedPrecondition, ErrRefused},
+	"ValidationException":                          {errs.FailedPrecondition, ErrRefused},
+	"UnsupportedOperationException":                {errs.FailedPrecondition, ErrRefused},
+	"InvalidKeyUsageException":                     {errs.FailedPrecondition, ErrRefused},
+	"InvalidArnException":                          {errs.FailedPrecondition, ErrRefused},
+	"InvalidAliasNameException":                    {errs.FailedPrecondition, ErrRefused},
+	"MalformedPolicyDocumentException":             {errs.FailedPrecondition, ErrRefused},
+	"TagException":                                 {errs.FailedPrecondition, ErrRefused},
+	"DryRunOperationException":                     {errs.FailedPrecondition, ErrRefused},
+	"AlreadyExistsException":                       {errs.AlreadyExists, ErrExists},
+}
+
+// classify maps KMS and transport errors to kinds and causes. A key KMS
+// does not find although Sigil holds its reference is also
+// signer.ErrKeyMissing: an outage or a deletion behind Sigil's back.
+func classify(ctx context.Context, backend string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -158,27 +258,20 @@ func classify(ctx context.Context, err error) error {
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
-		switch api.ErrorCode() {
-		case "NotFoundException":
-			return errs.New(errs.FailedPrecondition, "KMS key not found (deleted behind Sigil's back?)")
-		case "DisabledException", "KMSInvalidStateException", "KeyUnavailableException":
-			return errs.New(errs.FailedPrecondition, "KMS key is disabled or pending deletion")
-		case "ThrottlingException", "LimitExceededException":
-			return errs.New(errs.ResourceExhausted, "KMS throttled the request: %s", api.ErrorCode())
-		case "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException":
-			return errs.New(errs.FailedPrecondition, "KMS refused the credentials: %s", api.ErrorCode())
-		case "KMSInternalException", "DependencyTimeoutException", "ServiceUnavailableException":
-			return errs.New(errs.Unavailable, "KMS unavailable: %s", api.ErrorCode())
-		case "ValidationException", "UnsupportedOperationException", "InvalidKeyUsageException":
-			return errs.New(errs.FailedPrecondition, "KMS refused the operation: %s", api.ErrorCode())
+		c, ok := codes[api.ErrorCode()]
+		switch {
+		case !ok:
+			return errs.New(errs.Internal, "backend %s: KMS error %s", backend, api.ErrorCode())
+		case c.cause == ErrNotFound:
+			return errs.New(c.kind, "backend %s: %w (%w)", backend, signer.ErrKeyMissing, c.cause)
 		}
-		return errs.New(errs.Internal, "KMS error %s", api.ErrorCode())
+		return errs.New(c.kind, "backend %s: %w: %s", backend, c.cause, api.ErrorCode())
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "EOF") {
-		return errs.New(errs.Unavailable, "KMS unreachable")
+		return errs.New(errs.Unavailable, "backend %s: %w: unreachable", backend, ErrUnavailable)
 	}
-	return errs.New(errs.Unavailable, "calling KMS: %s", kind(err))
+	return errs.New(errs.Unavailable, "backend %s: %w: %s", backend, ErrUnavailable, kind(err))
 }
 
 // keySpec and signing algorithm for each Sigil algorithm.
@@ -238,29 +331,29 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	if err != nil {
 		return signer.KeyInfo{}, err
 	}
-	tags := []types.Tag{{TagKey: aws.String("sigil:key"), TagValue: aws.String(req.Name)}}
+	tags := []types.Tag{{TagKey: aws.String(tagKey), TagValue: aws.String(req.Name)}}
 	for k, v := range b.cfg.Tags {
 		tags = append(tags, types.Tag{TagKey: aws.String(k), TagValue: aws.String(v)})
 	}
-	out, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	out, err := call(ctx, b, func(ctx context.Context) (*kms.CreateKeyOutput, error) {
 		return b.client.CreateKey(ctx, &kms.CreateKeyInput{KeySpec: spec, KeyUsage: types.KeyUsageTypeSignVerify, Tags: tags,
 			Description: aws.String("Sigil " + req.Name)})
 	})
 	if err != nil {
-		if req.Algorithm == signer.EdDSA && errs.Is(err, errs.FailedPrecondition) {
+		if req.Algorithm == signer.EdDSA && errors.Is(err, ErrRefused) {
 			return signer.KeyInfo{}, errs.New(errs.FailedPrecondition, "backend %q: this KMS does not offer EdDSA (Ed25519) keys", b.name)
 		}
 		return signer.KeyInfo{}, err
 	}
-	arn := aws.ToString(out.(*kms.CreateKeyOutput).KeyMetadata.Arn)
-	if _, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	arn := aws.ToString(out.KeyMetadata.Arn)
+	if _, err := call(ctx, b, func(ctx context.Context) (*kms.CreateAliasOutput, error) {
 		return b.client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(aliasName(req.Name)), TargetKeyId: aws.String(arn)})
 	}); err != nil {
 		// The caller's context may be what failed; the cleanup gets its own.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if derr := b.scheduleDeletion(cctx, arn); derr != nil {
-			return signer.KeyInfo{}, fmt.Errorf("%w (and the new key, tagged sigil:key=%s, could not be scheduled for deletion: %v)", err, req.Name, derr)
+			return signer.KeyInfo{}, fmt.Errorf("%w (and the new key, tagged %s=%s, could not be scheduled for deletion: %v)", err, tagKey, req.Name, derr)
 		}
 		return signer.KeyInfo{}, err
 	}
@@ -271,18 +364,22 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	return signer.KeyInfo{Ref: arn, Public: pub}, nil
 }
 
+// tagKey is the tag every key Sigil creates carries, valued with the
+// key's name: how an operator (or a sweep) tells Sigil's keys apart.
+const tagKey = "sigil:key"
+
 // Public returns the key's public key, fetched once.
 func (b *Backend) Public(ctx context.Context, ref string) (crypto.PublicKey, error) {
 	if pub, ok := b.public.Load(ref); ok {
 		return pub, nil
 	}
-	out, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	out, err := call(ctx, b, func(ctx context.Context) (*kms.GetPublicKeyOutput, error) {
 		return b.client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(ref)})
 	})
 	if err != nil {
 		return nil, err
 	}
-	pub, err := signer.ParsePublicKey(out.(*kms.GetPublicKeyOutput).PublicKey)
+	pub, err := signer.ParsePublicKey(out.PublicKey)
 	if err != nil {
 		return nil, errs.New(errs.Internal, "KMS public key: %w", err)
 	}
@@ -306,66 +403,70 @@ func (b *Backend) Sign(ctx context.Context, ref string, alg signer.Algorithm, in
 		}
 		msgType = types.MessageTypeRaw
 	}
-	out, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	out, err := call(ctx, b, func(ctx context.Context) (*kms.SignOutput, error) {
 		return b.client.Sign(ctx, &kms.SignInput{KeyId: aws.String(ref), Message: input, MessageType: msgType, SigningAlgorithm: signingAlgorithm(alg)})
 	})
 	if err != nil {
 		return nil, err
 	}
-	sig := out.(*kms.SignOutput).Signature
 	if alg.IsECDSA() {
 		size := 32
 		if alg == signer.ES384 {
 			size = 48
 		}
-		return signer.DERToRaw(sig, size)
+		return signer.DERToRaw(out.Signature, size)
 	}
-	return sig, nil
+	return out.Signature, nil
 }
 
 // DestroyKey schedules deletion of the key ref names (an ARN or the
 // alias) and deletes its aliases. A key that is gone or already pending
-// deletion is not an error.
+// deletion is not an error; any other refusal (access denied among them)
+// is, so the keyring never records a live key as destroyed.
 func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
-	out, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	out, err := call(ctx, b, func(ctx context.Context) (*kms.DescribeKeyOutput, error) {
 		return b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(ref)})
 	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
 	if err != nil {
-		if errs.Is(err, errs.FailedPrecondition) && strings.Contains(err.Error(), "not found") {
-			return nil
-		}
 		return err
 	}
-	arn := aws.ToString(out.(*kms.DescribeKeyOutput).KeyMetadata.Arn)
-	aliases, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	// Deletion is scheduled before the aliases go: a crash in between
+	// leaves a key the alias still finds, so a retry finishes the job.
+	arn := aws.ToString(out.KeyMetadata.Arn)
+	if out.KeyMetadata.KeyState != types.KeyStatePendingDeletion {
+		if err := b.scheduleDeletion(ctx, arn); err != nil {
+			return err
+		}
+	}
+	aliases, err := call(ctx, b, func(ctx context.Context) (*kms.ListAliasesOutput, error) {
 		return b.client.ListAliases(ctx, &kms.ListAliasesInput{KeyId: aws.String(arn)})
 	})
 	if err != nil {
 		return err
 	}
-	for _, a := range aliases.(*kms.ListAliasesOutput).Aliases {
-		if _, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	for _, a := range aliases.Aliases {
+		if _, err := call(ctx, b, func(ctx context.Context) (*kms.DeleteAliasOutput, error) {
 			return b.client.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: a.AliasName})
-		}); err != nil {
+		}); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
 	}
-	return b.scheduleDeletion(ctx, arn)
+	return nil
 }
 
 func (b *Backend) scheduleDeletion(ctx context.Context, arn string) error {
-	_, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	_, err := call(ctx, b, func(ctx context.Context) (*kms.ScheduleKeyDeletionOutput, error) {
 		return b.client.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(arn), PendingWindowInDays: aws.Int32(b.cfg.DeletionWindowDays)})
 	})
-	if errs.Is(err, errs.FailedPrecondition) { // already pending deletion
-		return nil
-	}
 	return err
 }
 
 // DisableKey disables the key at once, so KMS itself refuses to sign.
 func (b *Backend) DisableKey(ctx context.Context, ref string) error {
-	_, err := b.call(ctx, func(ctx context.Context) (any, error) {
+	_, err := call(ctx, b, func(ctx context.Context) (*kms.DisableKeyOutput, error) {
 		return b.client.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(ref)})
 	})
 	return err

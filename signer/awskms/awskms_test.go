@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -132,7 +134,7 @@ func TestKeysDisabledOrDeletedBehindSigilsBack(t *testing.T) {
 
 func TestEmulatorDownAndBack(t *testing.T) {
 	e := kmstest.Start(t)
-	b := open(t, e, nil)
+	b := open(t, e, func(c *awskms.Config) { c.HealthInterval = 200 * time.Millisecond })
 	ctx := context.Background()
 	info, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "resilient", Algorithm: signer.ES256K})
 	if err != nil {
@@ -158,6 +160,7 @@ func TestEmulatorDownAndBack(t *testing.T) {
 					ok.Add(1)
 				case errs.Is(err, errs.Unavailable):
 					failed.Add(1)
+					time.Sleep(time.Millisecond) // failing fast; no need to spin
 				default:
 					t.Errorf("while down: %v (kind %v), want Unavailable", err, errs.KindOf(err))
 					return
@@ -178,7 +181,9 @@ func TestEmulatorDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := ok.Load()
-	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); ok.Load() == before && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	close(stop)
 	wg.Wait()
 	if ok.Load() == before || failed.Load() == 0 {
@@ -377,4 +382,103 @@ func TestThrottlingIsRetriedThenReportedAsResourceExhausted(t *testing.T) {
 	if !errs.Is(err, errs.DeadlineExceeded) && !errs.Is(err, errs.ResourceExhausted) {
 		t.Fatalf("throttled past a short deadline: %v (kind %v)", err, errs.KindOf(err))
 	}
+}
+
+// Every error code KMS documents for the calls Sigil makes, answered by
+// the fault proxy in front of the emulator, gets its kind and its cause;
+// callers decide by cause (errors.Is), never by message text.
+func TestEveryKMSErrorCodeIsKeptApart(t *testing.T) {
+	e := kmstest.Start(t)
+	var failOp, failCode atomic.Value
+	failOp.Store("")
+	endpoint := faultProxy(t, e, func(op string, w http.ResponseWriter, _ *http.Request) bool {
+		if op != failOp.Load().(string) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"__type":%q,"message":"injected"}`, failCode.Load().(string))
+		return true
+	})
+	b := open(t, e, func(c *awskms.Config) { c.Endpoint = endpoint })
+	ctx := context.Background()
+	info, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "codes", Algorithm: signer.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		kind  errs.Kind
+		cause error
+	}
+	common := map[string]want{
+		"AccessDeniedException":       {errs.PermissionDenied, awskms.ErrAccessDenied},
+		"UnrecognizedClientException": {errs.PermissionDenied, awskms.ErrAccessDenied},
+		"ThrottlingException":         {errs.ResourceExhausted, awskms.ErrThrottled},
+		"ValidationException":         {errs.FailedPrecondition, awskms.ErrRefused},
+		"KMSInternalException":        {errs.Unavailable, awskms.ErrUnavailable},
+		"DependencyTimeoutException":  {errs.Unavailable, awskms.ErrUnavailable},
+		"SomethingNewException":       {errs.Internal, nil},
+	}
+	keyCodes := map[string]want{ // the calls on an existing key
+		"NotFoundException":        {errs.Unavailable, signer.ErrKeyMissing},
+		"InvalidArnException":      {errs.FailedPrecondition, awskms.ErrRefused},
+		"KMSInvalidStateException": {errs.FailedPrecondition, awskms.ErrInvalidState},
+	}
+	calls := map[string]struct {
+		run   func(context.Context) error
+		codes map[string]want
+	}{
+		"CreateKey": {func(ctx context.Context) error {
+			_, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "never", Algorithm: signer.ES256})
+			return err
+		}, map[string]want{
+			"LimitExceededException":                       {errs.ResourceExhausted, awskms.ErrThrottled},
+			"MalformedPolicyDocumentException":             {errs.FailedPrecondition, awskms.ErrRefused},
+			"TagException":                                 {errs.FailedPrecondition, awskms.ErrRefused},
+			"UnsupportedOperationException":                {errs.FailedPrecondition, awskms.ErrRefused},
+			"InvalidArnException":                          {errs.FailedPrecondition, awskms.ErrRefused},
+			"CloudHsmClusterInvalidConfigurationException": {errs.FailedPrecondition, awskms.ErrRefused},
+			"CustomKeyStoreNotFoundException":              {errs.FailedPrecondition, awskms.ErrRefused},
+			"CustomKeyStoreInvalidStateException":          {errs.Unavailable, awskms.ErrUnavailable},
+		}},
+		"Sign": {func(ctx context.Context) error {
+			_, err := b.Sign(ctx, info.Ref, signer.ES256, make([]byte, 32))
+			return err
+		}, mergeWants(keyCodes, map[string]want{
+			"DisabledException":          {errs.FailedPrecondition, awskms.ErrDisabled},
+			"KeyUnavailableException":    {errs.Unavailable, awskms.ErrUnavailable},
+			"InvalidKeyUsageException":   {errs.FailedPrecondition, awskms.ErrRefused},
+			"InvalidGrantTokenException": {errs.PermissionDenied, awskms.ErrAccessDenied},
+			"DryRunOperationException":   {errs.FailedPrecondition, awskms.ErrRefused},
+		})},
+		"ScheduleKeyDeletion": {func(ctx context.Context) error { return b.DestroyKey(ctx, info.Ref) }, keyCodes},
+		"DisableKey":          {func(ctx context.Context) error { return b.DisableKey(ctx, info.Ref) }, keyCodes},
+	}
+	for op, c := range calls {
+		for code, w := range mergeWants(common, c.codes) {
+			t.Run(op+"/"+code, func(t *testing.T) {
+				failOp.Store(op)
+				failCode.Store(code)
+				defer failOp.Store("")
+				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				err := c.run(cctx)
+				wantKind(t, err, w.kind)
+				if w.cause != nil && !errors.Is(err, w.cause) {
+					t.Fatalf("%v: cause is not %v", err, w.cause)
+				}
+			})
+		}
+	}
+	// None of that destroyed or disabled the key.
+	if _, err := b.Sign(ctx, info.Ref, signer.ES256, make([]byte, 32)); err != nil {
+		t.Fatalf("after the injected errors: %v", err)
+	}
+}
+
+func mergeWants[M ~map[string]V, V any](a, b M) M {
+	out := M{}
+	maps.Copy(out, a)
+	maps.Copy(out, b)
+	return out
 }

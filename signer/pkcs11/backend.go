@@ -26,31 +26,35 @@ type Config struct {
 	Token    string     `yaml:"token"`    // token label; slot numbers change, labels do not
 	PIN      secret.Ref `yaml:"pin"`      // env:NAME or file:PATH
 	Sessions int        `yaml:"sessions"` // pool size; DefaultSessions if 0
+	// HealthInterval is how often the token is probed;
+	// signer.DefaultHealthInterval if 0.
+	HealthInterval time.Duration `yaml:"health_interval"`
 }
 
 // DefaultSessions is the session pool size when the configuration sets none.
 const DefaultSessions = 8
 
-// downFor is how long requests fail fast after the token could not be
-// reached, before the next request tries it again.
-const downFor = 500 * time.Millisecond
+// canaryLabel names the data object a backend keeps in its token so that
+// its health probe proves the token still shows its objects: SoftHSM whose
+// storage went away keeps its sessions open and simply finds nothing.
+const canaryLabel = "sigil.health"
 
 // Backend signs with keys in one token of a PKCS#11 module.
 type Backend struct {
 	name    string
 	token   string
 	pin     string
-	mod     module
+	lib     *library
+	mod     module // lib.mod
 	release func()
 	pool    *pool
+	health  *signer.Monitor
 
 	mu       sync.Mutex
 	slot     uint
 	haveSlot bool
 	loggedIn bool
-
-	downUntil atomic.Int64 // unix nanos; requests before it fail fast
-	now       func() time.Time
+	epoch    atomic.Uint64 // the library epoch the state above belongs to
 
 	cache sync.Map // ref string -> *object
 
@@ -67,14 +71,14 @@ type Backend struct {
 }
 
 var (
-	_ signer.Backend       = (*Backend)(nil)
-	_ signer.KeyManager    = (*Backend)(nil)
-	_ signer.PoolReporter  = (*Backend)(nil)
-	_ signer.HealthChecker = (*Backend)(nil)
+	_ signer.Backend        = (*Backend)(nil)
+	_ signer.KeyManager     = (*Backend)(nil)
+	_ signer.PoolReporter   = (*Backend)(nil)
+	_ signer.HealthReporter = (*Backend)(nil)
 )
 
-// Open loads the module, finds the token by label, logs in once and checks
-// that a session can be opened.
+// Open loads the module, finds the token by label, logs in once, makes
+// sure the token holds the health probe's object, and starts probing.
 func Open(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -83,15 +87,16 @@ func Open(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	mod, release, err := loadModule(cfg.Module)
+	lib, release, err := loadModule(cfg.Module)
 	if err != nil {
 		return nil, err
 	}
-	b := newBackend(name, cfg, string(pin), mod, release)
-	if err := b.Healthy(ctx); err != nil {
+	b := newBackend(name, cfg, string(pin), lib, release)
+	if err := b.ensureCanary(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}
+	b.health.Start()
 	return b, nil
 }
 
@@ -103,26 +108,31 @@ func (c Config) validate() error {
 		return errs.New(errs.InvalidArgument, "token: missing (the token label)")
 	case c.Sessions < 0 || c.Sessions > 1024:
 		return errs.New(errs.InvalidArgument, "sessions: %d out of range 1..1024", c.Sessions)
+	case c.HealthInterval < 0 || c.HealthInterval > 0 && c.HealthInterval < 100*time.Millisecond:
+		return errs.New(errs.InvalidArgument, "health_interval: %v is below 100ms", c.HealthInterval)
 	}
 	return c.PIN.Validate("pin")
 }
 
-func newBackend(name string, cfg Config, pin string, mod module, release func()) *Backend {
+func newBackend(name string, cfg Config, pin string, lib *library, release func()) *Backend {
 	size := cfg.Sessions
 	if size == 0 {
 		size = DefaultSessions
 	}
-	b := &Backend{name: name, token: cfg.Token, pin: pin, mod: mod, release: release, now: time.Now, closeWait: defaultCloseWait}
-	b.pool = newPool(size, b.openSession, func(h pkcs11.SessionHandle) { _ = mod.CloseSession(h) })
+	b := &Backend{name: name, token: cfg.Token, pin: pin, lib: lib, mod: lib.mod, release: release, closeWait: defaultCloseWait}
+	b.epoch.Store(lib.epoch.Load())
+	b.pool = newPool(size, b.openSession, func(h pkcs11.SessionHandle) { _ = b.mod.CloseSession(h) })
+	b.health = signer.NewMonitor(name, cfg.HealthInterval, b.probe, b.recover)
 	return b
 }
 
-// Close refuses new requests, waits for those in flight, closes the
-// pooled sessions and releases the module. If calls are still inside the
-// module after closeWait (a hung network HSM), the module stays loaded,
-// since unloading it under them would crash the process, and Close says
-// so; a later Close tries again.
+// Close stops the health probe, refuses new requests, waits for those in
+// flight, closes the pooled sessions and releases the module. If calls are
+// still inside the module after closeWait (a hung network HSM), the module
+// stays loaded, since unloading it under them would crash the process, and
+// Close says so; a later Close tries again.
 func (b *Backend) Close() error {
+	b.health.Stop()
 	b.life.Lock()
 	b.life.closed = true
 	b.life.Unlock()
@@ -140,27 +150,75 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// defaultCloseWait is how long Close waits for calls in flight.
+// defaultCloseWait is how long Close, and a re-initialisation, wait for
+// calls in flight.
 const defaultCloseWait = 10 * time.Second
 
-// enter admits a call unless the backend is closed; the caller must call
-// b.life.inflight.Done when it no longer uses the module.
+// enter admits a call unless the backend is closed or its module is being
+// re-initialised; the caller must call exit when it no longer uses the
+// module.
 func (b *Backend) enter(op string) error {
 	b.life.Lock()
 	defer b.life.Unlock()
 	if b.life.closed {
 		return errs.New(errs.Unavailable, "%s: HSM backend %q is closed", op, b.name)
 	}
+	if err := b.lib.enter(); err != nil {
+		return err
+	}
 	b.life.inflight.Add(1)
 	return nil
+}
+
+func (b *Backend) exit() {
+	b.lib.exit()
+	b.life.inflight.Done()
 }
 
 // PoolStats reports session pool usage.
 func (b *Backend) PoolStats() signer.PoolStats { return b.pool.stats() }
 
-// Healthy reports whether a logged-in session can be had now.
-func (b *Backend) Healthy(ctx context.Context) error {
-	return b.withSession(ctx, "health check", func(pkcs11.SessionHandle) error { return nil })
+// Health reports what the health probe last found.
+func (b *Backend) Health() signer.Health { return b.health.Health() }
+
+// probe proves the token still shows its objects: it finds the canary
+// through a fresh search (no cached handle).
+func (b *Backend) probe(ctx context.Context) error {
+	return b.session(ctx, "health probe", func(h pkcs11.SessionHandle) error {
+		objs, err := b.findCanary(h)
+		if err == nil && len(objs) == 0 {
+			err = errs.New(errs.Unavailable, "token %q no longer shows its objects", b.token)
+		}
+		return err
+	})
+}
+
+// recover re-initialises the module: after its storage went away and came
+// back, a token shows its objects again only through a new C_Initialize.
+func (b *Backend) recover(context.Context) error { return b.lib.reinit(b.closeWait) }
+
+// ensureCanary creates the health probe's object unless the token has it.
+func (b *Backend) ensureCanary(ctx context.Context) error {
+	return b.session(ctx, "preparing the health probe", func(h pkcs11.SessionHandle) error {
+		objs, err := b.findCanary(h)
+		if err != nil || len(objs) > 0 {
+			return err
+		}
+		_, err = b.mod.CreateObject(h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), // seen only when logged in
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, canaryLabel),
+			pkcs11.NewAttribute(pkcs11.CKA_APPLICATION, "sigil"),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE, []byte("found by Sigil's health probe")),
+		})
+		return err
+	})
+}
+
+func (b *Backend) findCanary(h pkcs11.SessionHandle) ([]pkcs11.ObjectHandle, error) {
+	class := uint(pkcs11.CKO_DATA)
+	return b.find(h, &class, URI{Object: canaryLabel}, 1)
 }
 
 // findSlot returns the slot holding the token, looking it up by label when
@@ -198,13 +256,11 @@ func (b *Backend) findSlot() (uint, error) {
 func (b *Backend) openSession() (pkcs11.SessionHandle, error) {
 	slot, err := b.findSlot()
 	if err != nil {
-		b.markDown()
 		return 0, err
 	}
 	h, err := b.mod.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		b.forgetSlot()
-		b.markDown()
 		return 0, classify("opening an HSM session", err)
 	}
 	if err := b.login(h); err != nil {
@@ -233,20 +289,49 @@ func (b *Backend) forgetSlot() {
 	b.mu.Unlock()
 }
 
-func (b *Backend) markDown() { b.downUntil.Store(b.now().Add(downFor).UnixNano()) }
+// syncEpoch drops everything the backend knew of the module when the
+// module was re-initialised since: sessions, login, slot and handles all
+// died with C_Finalize. Idle sessions are forgotten, not closed, since
+// their handle numbers may now belong to new sessions.
+func (b *Backend) syncEpoch() {
+	e := b.lib.epoch.Load()
+	if b.epoch.Load() == e {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.epoch.Load() == e {
+		return
+	}
+	b.haveSlot, b.loggedIn = false, false
+	b.cache.Clear()
+	b.pool.forget()
+	b.epoch.Store(e)
+}
 
-// withSession runs fn on a pooled, logged-in session. When fn fails with an
-// error that means the session, login, object handles or token went stale,
-// the stale state is dropped and fn runs once more.
+// withSession runs a request's fn on a pooled, logged-in session; while
+// the health probe finds the backend down, it fails fast instead.
 func (b *Backend) withSession(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
+	if err := b.health.Err(); err != nil {
+		return err
+	}
+	err := b.session(ctx, op, fn)
+	if errs.Is(err, errs.Unavailable) {
+		b.health.Poke()
+	}
+	return err
+}
+
+// session runs fn on a pooled, logged-in session. When fn fails with an
+// error that means the session, login, object handles or token went
+// stale, the stale state is dropped and fn runs once more.
+func (b *Backend) session(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
 	if err := b.enter(op); err != nil {
 		return err
 	}
-	defer b.life.inflight.Done()
+	defer b.exit()
+	b.syncEpoch()
 	for attempt := 0; ; attempt++ {
-		if b.now().UnixNano() < b.downUntil.Load() {
-			return errs.New(errs.Unavailable, "%s: token %q unreachable, retrying shortly", op, b.token)
-		}
 		s, err := b.pool.get(ctx)
 		if err != nil {
 			return err

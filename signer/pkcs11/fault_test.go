@@ -2,6 +2,9 @@ package pkcs11
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -86,20 +90,19 @@ func (f *faultModule) Sign(h p11.SessionHandle, msg []byte) ([]byte, error) {
 	return f.module.Sign(h, msg)
 }
 
-// faulty wraps a real backend's module in a faultModule, with a clock the
-// test moves.
-func faulty(t *testing.T) (*Backend, *faultModule, *time.Time) {
+// faulty wraps a real backend's module in a faultModule. The backend's
+// health monitor is not started: the test probes with Check.
+func faulty(t *testing.T) (*Backend, *faultModule) {
 	real := openTest(t)
 	f := &faultModule{module: real.mod, queue: map[string][]error{}, calls: map[string]int{}}
-	b := newBackend("hsm-fault", Config{Token: real.token, Sessions: 2}, real.pin, f, func() {})
-	now := time.Now()
-	b.now = func() time.Time { return now }
+	b := newBackend("hsm-fault", Config{Token: real.token, Sessions: 2}, real.pin, real.lib, func() {})
+	b.mod = f
 	t.Cleanup(func() { b.Close() })
-	return b, f, &now
+	return b, f
 }
 
 func TestRecoversOnceFromEachStaleState(t *testing.T) {
-	b, f, _ := faulty(t)
+	b, f := faulty(t)
 	ctx := context.Background()
 	info := mustCreate(t, b, "stale", signer.ES256, 0)
 	for _, rv := range []uint{p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED, p11.CKR_USER_NOT_LOGGED_IN,
@@ -129,26 +132,34 @@ func TestRecoversOnceFromEachStaleState(t *testing.T) {
 }
 
 func TestDeadTokenFailsFastAndRecoversByItself(t *testing.T) {
-	b, f, now := faulty(t)
+	b, f := faulty(t)
 	ctx := context.Background()
 	info := mustCreate(t, b, "dead", signer.ES256K, 0)
 	f.gone.Store(true)
 	_, err := b.Sign(ctx, info.Ref, signer.ES256K, randomInput(signer.ES256K))
 	wantKind(t, err, errs.Unavailable)
-	if b.Healthy(ctx) == nil {
-		t.Error("Healthy with the token gone")
+	if h := b.health.Check(ctx); !h.Up {
+		t.Fatal("down after one failed probe; the threshold is two")
 	}
-	// While marked down, requests fail without touching the module.
+	if h := b.health.Check(ctx); h.Up || h.Detail == "" || h.Recoveries != 1 {
+		t.Fatalf("after two failed probes: %+v, want down with a reason and one recovery tried", h)
+	}
+	// While down, requests fail without touching the module.
 	before := f.callsOf("OpenSession") + f.callsOf("SignInit")
 	for range 100 {
 		_, err = b.Sign(ctx, info.Ref, signer.ES256K, randomInput(signer.ES256K))
 		wantKind(t, err, errs.Unavailable)
+		if !strings.Contains(err.Error(), "backend hsm-fault unavailable") {
+			t.Fatalf("fail-fast error does not name the backend: %v", err)
+		}
 	}
 	if f.callsOf("OpenSession")+f.callsOf("SignInit") != before {
 		t.Error("requests reached the module while the token was marked down")
 	}
 	f.gone.Store(false)
-	*now = now.Add(downFor + time.Millisecond)
+	if h := b.health.Check(ctx); !h.Up {
+		t.Fatalf("token back, probe still down: %+v", h)
+	}
 	in := randomInput(signer.ES256K)
 	sig, err := b.Sign(ctx, info.Ref, signer.ES256K, in)
 	if err != nil {
@@ -157,8 +168,24 @@ func TestDeadTokenFailsFastAndRecoversByItself(t *testing.T) {
 	if err := signer.Verify(info.Public, signer.ES256K, in, sig); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Healthy(ctx); err != nil {
+}
+
+// A key object the keyring records but the token does not show is an
+// outage (Unavailable, naming ErrKeyMissing), never NotFound.
+func TestMissingObjectIsUnavailableNotNotFound(t *testing.T) {
+	b := openTest(t)
+	ctx := context.Background()
+	info := mustCreate(t, b, "vanishing", signer.ES256, 0)
+	if err := b.DestroyKey(ctx, info.Ref); err != nil {
 		t.Fatal(err)
+	}
+	_, err := b.Sign(ctx, info.Ref, signer.ES256, randomInput(signer.ES256))
+	wantKind(t, err, errs.Unavailable)
+	if !errors.Is(err, signer.ErrKeyMissing) {
+		t.Fatalf("error does not carry ErrKeyMissing: %v", err)
+	}
+	if h := b.Health(); !h.Up {
+		t.Fatalf("one missing object took the whole backend down: %+v", h)
 	}
 }
 
@@ -170,7 +197,8 @@ func TestCloseLeavesAHungModuleLoaded(t *testing.T) {
 	key := mustCreate(t, real, "hung", signer.ES256, 0)
 	f := &faultModule{module: real.mod, queue: map[string][]error{}, calls: map[string]int{}, hang: make(chan struct{}), hanging: make(chan struct{}, 1)}
 	var released atomic.Bool
-	b := newBackend("hsm-hung", Config{Token: real.token, Sessions: 2}, real.pin, f, func() { released.Store(true) })
+	b := newBackend("hsm-hung", Config{Token: real.token, Sessions: 2}, real.pin, real.lib, func() { released.Store(true) })
+	b.mod = f
 	b.closeWait = 200 * time.Millisecond
 	signed := make(chan error, 1)
 	go func() {
@@ -191,4 +219,70 @@ func TestCloseLeavesAHungModuleLoaded(t *testing.T) {
 	if err := b.Close(); err != nil || !released.Load() {
 		t.Fatalf("Close after the call returned: %v, released %v", err, released.Load())
 	}
+}
+
+// The token's storage disappears (a network HSM or a remounted volume
+// looks the same) and returns, on a real SoftHSM: meanwhile every request
+// is Unavailable, never NotFound, and fails fast once the probe has seen
+// it; afterwards the backend re-initialises the module and signs again by
+// itself, with no restart.
+func TestTokenStorageGoneAndBack(t *testing.T) {
+	cfg := Config(softhsmtest.Token(t))
+	cfg.HealthInterval = 100 * time.Millisecond
+	ctx := context.Background()
+	b, err := Open(ctx, "hsm-blip", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	info := mustCreate(t, b, "blip", signer.ES256, 0)
+	dir := softhsmtest.TokenDir(t, cfg.Token)
+	if err := os.Rename(dir, dir+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := os.Rename(dir+".aside", dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer restore()
+	sign := func() error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := b.Sign(ctx, info.Ref, signer.ES256, randomInput(signer.ES256))
+		return err
+	}
+	for deadline := time.Now().Add(5 * time.Second); b.Health().Up; {
+		if err := sign(); err != nil && !errs.Is(err, errs.Unavailable) {
+			t.Fatalf("during the fault: %v (kind %v), want Unavailable", err, errs.KindOf(err))
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the health probe did not notice the token's storage was gone")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for range 20 {
+		start := time.Now()
+		err := sign()
+		wantKind(t, err, errs.Unavailable)
+		if took := time.Since(start); took > 500*time.Millisecond {
+			t.Fatalf("a request took %v while the backend was down; it should fail fast", took)
+		}
+	}
+	restore()
+	back := time.Now()
+	for sign() != nil {
+		if time.Since(back) > 10*time.Second {
+			t.Fatalf("not signing 10 s after the storage returned: %v (%+v)", sign(), b.Health())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h := b.Health(); !h.Up || h.Recoveries == 0 {
+		t.Fatalf("health after recovery: %+v, want up with a recovery counted", h)
+	}
+	t.Logf("signing again %v after the storage returned (%d recoveries)", time.Since(back).Round(time.Millisecond), b.Health().Recoveries)
 }

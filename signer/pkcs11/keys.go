@@ -226,7 +226,9 @@ func (b *Backend) findOne(h pkcs11.SessionHandle, class uint, u URI) (pkcs11.Obj
 	}
 	switch len(objs) {
 	case 0:
-		return 0, errs.New(errs.NotFound, "no key %s in token %q", u, b.token)
+		// The keyring records this key: its absence is an outage (or an
+		// object deleted behind Sigil's back), never "no such key".
+		return 0, errs.New(errs.Unavailable, "backend %s: %w: %s in token %q", b.name, signer.ErrKeyMissing, u, b.token)
 	case 1:
 		return objs[0], nil
 	}

@@ -98,14 +98,20 @@ func (p *pool) discard(s pooled) {
 
 // reset starts a new epoch and closes the idle sessions.
 func (p *pool) reset() {
+	for _, s := range p.forget() {
+		p.close(s.h)
+	}
+}
+
+// forget starts a new epoch and drops the idle sessions without closing
+// them (after C_Finalize their handles are void), returning them.
+func (p *pool) forget() []pooled {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.epoch++
 	idle := p.idle
 	p.idle = nil
-	p.mu.Unlock()
-	for _, s := range idle {
-		p.close(s.h)
-	}
+	return idle
 }
 
 func (p *pool) stats() signer.PoolStats {
