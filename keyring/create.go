@@ -1,6 +1,7 @@
 package keyring
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/failpoint"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -77,7 +79,7 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 		return nil, err
 	}
 	if k, err := r.current(s.ID); err == nil && !k.visible() {
-		r.dropStale(ctx, k) // a creation that crashed long ago
+		r.dropStale(ctx, k, r.creatingGrace) // a creation that crashed long ago
 	}
 	now := r.now().UTC()
 	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, Eth: s.Eth, CreatedAt: now, UpdatedAt: now}
@@ -89,7 +91,8 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	if err := r.remember(k); err != nil {
 		return nil, err
 	}
-	k, err = r.addGeneration(ctx, s.ID, func(k *Key, g *Generation, now time.Time) { activate(k, g, now) })
+	failpoint.Hit("create.after-record")
+	k, err = r.addGeneration(ctx, s.ID, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
 	if err != nil {
 		r.deleteIfEmpty(ctx, s.ID)
 	}
@@ -98,9 +101,10 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 
 // addGeneration makes the next generation of key id: it records it as
 // creating (so a crash leaves a trace), generates the key pair in the
-// backend, then lets place give it its first state. On failure the new
-// objects and the record of them are removed.
-func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Key, g *Generation, now time.Time)) (*Key, error) {
+// backend, then lets place give it its first state, in the same write as
+// any other change place makes. On failure (place's included) the new
+// objects and the record of them are removed, and nothing else changed.
+func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Key, g *Generation, now time.Time) error) (*Key, error) {
 	var g Generation
 	var km signer.KeyManager
 	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
@@ -120,8 +124,10 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 	if err != nil {
 		return nil, err
 	}
+	failpoint.Hit("generation.after-record")
 	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: g.Name, Algorithm: k.Algorithm, RSABits: k.RSABits})
 	if err == nil {
+		failpoint.Hit("generation.after-backend")
 		k, err = r.update(ctx, id, func(k *Key, now time.Time) error {
 			cur, ok := k.generation(g.Number)
 			if !ok || cur.State != StateCreating {
@@ -139,8 +145,7 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 				}
 				k.Address = ethcrypto.PubkeyToAddress(*pub).Hex()
 			}
-			place(k, cur, now)
-			return nil
+			return place(k, cur, now)
 		})
 	}
 	if err != nil {
@@ -150,13 +155,21 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 	return k, nil
 }
 
-// dropStale removes the creating generations of k that were abandoned.
-func (r *Keyring) dropStale(ctx context.Context, k *Key) {
+// dropStale rolls back what of k was abandoned, older than grace: its
+// creating generations and, if it has none left, its record.
+func (r *Keyring) dropStale(ctx context.Context, k *Key, grace time.Duration) bool {
+	dropped := false
 	for _, g := range k.inState(StateCreating) {
-		if r.now().Sub(g.CreatedAt) > staleAfter {
+		if r.now().Sub(g.CreatedAt) >= grace {
 			r.dropGeneration(ctx, k.ID, g.Number)
+			dropped = true
 		}
 	}
+	if len(k.Generations) == 0 && r.now().Sub(k.CreatedAt) >= grace {
+		r.deleteIfEmpty(ctx, k.ID)
+		dropped = true
+	}
+	return dropped
 }
 
 // dropGeneration destroys the key pair of creating generation n, if one
@@ -166,13 +179,19 @@ func (r *Keyring) dropStale(ctx context.Context, k *Key) {
 func (r *Keyring) dropGeneration(ctx context.Context, id string, n int) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	var rep Repair
 	err := r.destroyThenUpdate(ctx, id, n, StateCreating, func(k *Key, _ time.Time) error {
+		g, _ := k.generation(n)
+		rep = Repair{Kind: RepairRollback, KeyID: id, Generation: n, Backend: k.Backend, Ref: g.Ref}
 		k.Generations = slices.DeleteFunc(k.Generations, func(g Generation) bool { return g.Number == n })
 		return nil
 	})
 	if err != nil {
 		r.log.Warn("half-created generation left for a later cleanup", "key", id, "generation", n, "err", err)
 		return
+	}
+	if rep.KeyID != "" {
+		r.repaired(rep)
 	}
 	r.deleteIfEmpty(ctx, id)
 }
@@ -218,9 +237,12 @@ func (r *Keyring) destroyThenUpdate(ctx context.Context, id string, n int, want 
 	if err != nil {
 		return err
 	}
-	if err := km.DestroyKey(ctx, km.NameRef(g.Name)); err != nil {
+	// The generation's own reference once it has one (a KMS key's ARN
+	// finds it even if its alias is gone), else its name's.
+	if err := km.DestroyKey(ctx, cmp.Or(g.Ref, km.NameRef(g.Name))); err != nil {
 		return err
 	}
+	failpoint.Hit("destroy.after-backend")
 	_, err = r.update(ctx, id, func(k *Key, now time.Time) error {
 		if g, ok := k.generation(n); !ok || g.State != want {
 			return errUnchanged

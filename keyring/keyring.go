@@ -1,6 +1,7 @@
 package keyring
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -20,9 +22,18 @@ import (
 // gives up must not leave a key pair behind in the HSM.
 const cleanupTimeout = 30 * time.Second
 
-// staleAfter is how old a "creating" generation must be before it is
-// treated as abandoned rather than in progress.
-const staleAfter = 2 * time.Minute
+// DefaultCreatingGrace is how old a "creating" generation (or an empty
+// key record) must be before it is treated as abandoned by a crash rather
+// than in progress on another replica.
+const DefaultCreatingGrace = 2 * time.Minute
+
+// DefaultSweepInterval is how often backends are listed for objects no
+// key records, and DefaultOrphanGrace how long such an object must stay
+// unrecorded before it is destroyed.
+const (
+	DefaultSweepInterval = 10 * time.Minute
+	DefaultOrphanGrace   = 10 * time.Minute
+)
 
 // DefaultRetention is how long retired and revoked generations keep their
 // objects in the backend before they are destroyed.
@@ -36,12 +47,20 @@ type Keyring struct {
 	now            func() time.Time
 	log            *slog.Logger
 	retention      time.Duration
+	creatingGrace  time.Duration
+	sweepEvery     time.Duration
+	orphanGrace    time.Duration
+	onRepair       func(Repair)
 
 	mu       sync.RWMutex
 	keys     map[string]*Key // every stored key, parsed; invisible ones too
 	watchers []func()
 
-	ticking sync.Mutex // one Tick at a time in this process
+	repairs sync.Map // RepairKind -> *atomic.Uint64
+
+	ticking   sync.Mutex // one Tick at a time in this process; guards the sweep state
+	lastSweep time.Time
+	orphans   map[string]time.Time // backend+ref of unrecorded objects -> first seen
 }
 
 // Options configure a Keyring.
@@ -52,7 +71,40 @@ type Options struct {
 	Now            func() time.Time // time.Now if nil; tests inject a fake clock
 	Logger         *slog.Logger
 	Retention      time.Duration // DefaultRetention if zero
+	// SoleWriter says no other process writes the store (bbolt): a
+	// creation found unfinished at start was abandoned by a crash and is
+	// rolled back at once. Otherwise it waits out CreatingGrace.
+	SoleWriter    bool
+	CreatingGrace time.Duration // DefaultCreatingGrace if zero
+	SweepInterval time.Duration // DefaultSweepInterval if zero
+	OrphanGrace   time.Duration // DefaultOrphanGrace if zero
+	// OnRepair, if set, learns of every repair the keyring makes by
+	// itself (for the audit log and metrics); each is logged too.
+	OnRepair func(Repair)
 }
+
+// Repair is a change the keyring made by itself to heal a fault.
+type Repair struct {
+	Kind       RepairKind
+	KeyID      string
+	Generation int
+	Backend    string
+	Ref        string // the backend reference it touched, if any
+}
+
+// RepairKind names what a repair did.
+type RepairKind string
+
+// The repairs.
+const (
+	// RepairRollback removed an unfinished creation and its objects.
+	RepairRollback RepairKind = "rollback"
+	// RepairOrphan destroyed a backend object that no key records.
+	RepairOrphan RepairKind = "orphan_destroyed"
+	// RepairActivate gave a JWT key found without an active generation a
+	// new one: an alarm, since tokens could not be minted meanwhile.
+	RepairActivate RepairKind = "active_restored"
+)
 
 // New loads every key from the store and cleans up abandoned creations.
 func New(ctx context.Context, o Options) (*Keyring, error) {
@@ -62,14 +114,16 @@ func New(ctx context.Context, o Options) (*Keyring, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Retention == 0 {
-		o.Retention = DefaultRetention
-	}
+	o.Retention = cmp.Or(o.Retention, DefaultRetention)
+	o.CreatingGrace = cmp.Or(o.CreatingGrace, DefaultCreatingGrace)
+	o.SweepInterval = cmp.Or(o.SweepInterval, DefaultSweepInterval)
+	o.OrphanGrace = cmp.Or(o.OrphanGrace, DefaultOrphanGrace)
 	if _, ok := o.Backends[o.DefaultBackend]; !ok && o.DefaultBackend != "" {
 		return nil, errs.New(errs.InvalidArgument, "default_backend %q is not a configured backend", o.DefaultBackend)
 	}
 	r := &Keyring{store: o.Store, backends: o.Backends, defaultBackend: o.DefaultBackend, now: o.Now,
-		log: o.Logger, retention: o.Retention, keys: map[string]*Key{}}
+		log: o.Logger, retention: o.Retention, creatingGrace: o.CreatingGrace, sweepEvery: o.SweepInterval,
+		orphanGrace: o.OrphanGrace, onRepair: o.OnRepair, keys: map[string]*Key{}, orphans: map[string]time.Time{}}
 	stored, err := r.store.List(ctx)
 	if err != nil {
 		return nil, err
@@ -79,11 +133,36 @@ func New(ctx context.Context, o Options) (*Keyring, error) {
 			return nil, fmt.Errorf("loading key %q: %w", k.ID, err)
 		}
 	}
+	grace := r.creatingGrace
+	if o.SoleWriter {
+		grace = 0
+	}
 	for _, k := range stored {
-		r.dropStale(ctx, k)
+		r.dropStale(ctx, k, grace)
 	}
 	return r, nil
 }
+
+// repaired logs, counts and reports a repair.
+func (r *Keyring) repaired(rep Repair) {
+	r.log.Warn("keyring repaired itself", "repair", string(rep.Kind), "key", rep.KeyID, "generation", rep.Generation, "backend", rep.Backend)
+	n, _ := r.repairs.LoadOrStore(rep.Kind, new(atomic.Uint64))
+	n.(*atomic.Uint64).Add(1)
+	if r.onRepair != nil {
+		r.onRepair(rep)
+	}
+}
+
+// Repairs counts the repairs of kind made since start, for metrics.
+func (r *Keyring) Repairs(kind RepairKind) uint64 {
+	if n, ok := r.repairs.Load(kind); ok {
+		return n.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+// RepairKinds lists every kind of repair.
+var RepairKinds = []RepairKind{RepairRollback, RepairOrphan, RepairActivate}
 
 // Follow keeps memory in step with a store other replicas write to: it
 // reloads every key, then applies the store's changes as they come, and
@@ -204,11 +283,15 @@ func (r *Keyring) Get(_ context.Context, id string) (*Key, error) {
 }
 
 // List returns copies of every key, in ID order.
-func (r *Keyring) List(context.Context) []*Key {
+func (r *Keyring) List(context.Context) []*Key { return r.all(true) }
+
+// all returns copies of every key in ID order; visibleOnly leaves out
+// keys whose first creation is unfinished.
+func (r *Keyring) all(visibleOnly bool) []*Key {
 	r.mu.RLock()
 	out := make([]*Key, 0, len(r.keys))
 	for _, k := range r.keys {
-		if k.visible() {
+		if k.visible() || !visibleOnly {
 			out = append(out, k.clone())
 		}
 	}

@@ -19,10 +19,11 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
 
 type env struct {
 	hsm   *pkcs11.Backend
+	token softhsmtest.Config
 	store keyring.Store
 	path  string
 	now   time.Time
@@ -30,12 +31,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	hsm, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(softhsmtest.Token(t)))
+	tok := softhsmtest.Token(t)
+	hsm, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(tok))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { hsm.Close() })
-	e := &env{hsm: hsm, path: filepath.Join(t.TempDir(), "keyring.db"), now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	e := &env{hsm: hsm, token: tok, path: filepath.Join(t.TempDir(), "keyring.db"), now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	e.reopenStore(t)
 	return e
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/failpoint"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -55,8 +56,8 @@ func (r *Keyring) Tick(ctx context.Context) error {
 	}
 	defer r.ticking.Unlock()
 	var failed []error
-	for _, k := range r.List(ctx) {
-		if k.Purpose != PurposeJWT && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked)) == 0 {
+	for _, k := range r.all(false) { // unfinished creations too: they may need rolling back
+		if k.visible() && k.Purpose != PurposeJWT && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked))+len(k.inState(StateCreating)) == 0 {
 			continue
 		}
 		// A step may make another due (activation makes the next
@@ -69,6 +70,12 @@ func (r *Keyring) Tick(ctx context.Context) error {
 			if !did || err != nil {
 				break
 			}
+		}
+	}
+	if now := r.now(); now.Sub(r.lastSweep) >= r.sweepEvery {
+		r.lastSweep = now
+		if err := r.sweep(ctx); err != nil {
+			failed = append(failed, err)
 		}
 	}
 	return errors.Join(failed...)
@@ -93,15 +100,15 @@ func (r *Keyring) Run(ctx context.Context, interval time.Duration) {
 // step performs the first step that is due for key id, if any.
 func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 	k, err := r.current(id)
+	if errs.Is(err, errs.NotFound) { // a rolled-back creation is gone
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
 	now := r.now()
-	for _, g := range k.inState(StateCreating) {
-		if now.Sub(g.CreatedAt) > staleAfter {
-			r.dropGeneration(ctx, id, g.Number)
-			return true, nil
-		}
+	if r.dropStale(ctx, k, r.creatingGrace) {
+		return true, nil
 	}
 	for _, g := range k.inState(StateRetired) {
 		if !now.Before(g.DestroyAt) {
@@ -129,12 +136,36 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 		}
 		return false, nil
 	}
-	if a, ok := k.Active(); ok && len(k.inState(StateCreating)) == 0 && !now.Before(a.ActivatedAt.Add(k.JWT.RotateEvery-k.JWT.PublishAhead)) {
+	a, active := k.Active()
+	switch {
+	case len(k.inState(StateCreating)) > 0:
+		return false, nil // a creation in flight, or one to roll back later
+	case !active:
+		return true, r.restoreActive(ctx, id)
+	case !now.Before(a.ActivatedAt.Add(k.JWT.RotateEvery - k.JWT.PublishAhead)):
 		planned := a.ActivatedAt.Add(k.JWT.RotateEvery)
-		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) { publish(k, g, planned, now) })
+		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { publish(k, g, planned, now); return nil })
 		return true, err
 	}
 	return false, nil
+}
+
+// restoreActive gives a JWT key found without an active generation (a
+// crash, a store edited by hand) a new one that signs at once.
+func (r *Keyring) restoreActive(ctx context.Context, id string) error {
+	k, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
+		if _, ok := k.Active(); ok {
+			return errs.New(errs.Aborted, "key %q has an active generation again", id)
+		}
+		activate(k, g, now)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	g, _ := k.Active()
+	r.repaired(Repair{Kind: RepairActivate, KeyID: id, Generation: g.Number, Backend: k.Backend, Ref: g.Ref})
+	return nil
 }
 
 func (r *Keyring) activateGeneration(ctx context.Context, id string, n int) error {
@@ -196,51 +227,76 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 		}
 		return r.Get(ctx, id)
 	}
-	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) {
+	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
 		if immediate {
 			activate(k, g, now)
 		} else {
 			publish(k, g, now, now)
 		}
+		return nil
 	})
 }
 
 // Revoke takes generation n of key id out of use at once: it is
 // unpublished and never signs again. Revoking the active generation of a
-// JWT key activates a replacement immediately (the newest pending one, or
-// a new one), so the key keeps exactly one active generation.
+// JWT key activates a replacement in the same write (the newest pending
+// generation, or a new one made first), so the key never lacks an active
+// generation; if the replacement cannot be made, nothing changes.
 func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
-	if _, err := r.Get(ctx, id); err != nil {
-		return nil, err
-	}
-	wasActive := false
-	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
-		g, ok := k.generation(n)
-		switch {
-		case !ok || g.State == StateCreating:
-			return errs.New(errs.NotFound, "key %q has no generation %d", id, n)
-		case g.State == StateRevoked:
-			return errUnchanged
-		case !g.Published():
-			return errs.New(errs.FailedPrecondition, "generation %d of key %q is %s; only published generations are revoked", n, id, g.State)
-		}
-		wasActive = g.State == StateActive
-		g.State, g.RevokedAt, g.DestroyAt, g.UpdatedAt = StateRevoked, now, now.Add(r.retention), now
-		if pending := k.inState(StatePending); wasActive && len(pending) > 0 {
-			activate(k, pending[len(pending)-1], now)
-			wasActive = false
-		}
-		return nil
-	})
+	k, err := r.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	r.disable(ctx, k, n)
-	if !wasActive || k.Purpose != PurposeJWT {
-		return k, nil
+	revoke := func(k *Key, now time.Time) (*Generation, error) {
+		g, ok := k.generation(n)
+		switch {
+		case !ok || g.State == StateCreating:
+			return nil, errs.New(errs.NotFound, "key %q has no generation %d", id, n)
+		case g.State == StateRevoked:
+			return nil, errUnchanged
+		case !g.Published():
+			return nil, errs.New(errs.FailedPrecondition, "generation %d of key %q is %s; only published generations are revoked", n, id, g.State)
+		}
+		wasActive := g.State == StateActive
+		g.State, g.RevokedAt, g.DestroyAt, g.UpdatedAt = StateRevoked, now, now.Add(r.retention), now
+		if pending := k.inState(StatePending); wasActive && len(pending) > 0 {
+			activate(k, pending[len(pending)-1], now)
+		} else if wasActive && k.Purpose == PurposeJWT {
+			return g, errNeedReplacement
+		}
+		return g, nil
 	}
-	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) { activate(k, g, now) })
+	if g, ok := k.generation(n); ok && g.State == StateActive && k.Purpose == PurposeJWT && len(k.inState(StatePending)) == 0 {
+		k, err = r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
+			switch _, err := revoke(k, now); {
+			case errors.Is(err, errUnchanged):
+				return errs.New(errs.Aborted, "generation %d of key %q was revoked meanwhile", n, id)
+			case err != nil && !errors.Is(err, errNeedReplacement):
+				return err
+			}
+			activate(k, g, now)
+			return nil
+		})
+	} else {
+		k, err = r.update(ctx, id, func(k *Key, now time.Time) error {
+			_, err := revoke(k, now)
+			if errors.Is(err, errNeedReplacement) { // became the active one meanwhile
+				return errs.New(errs.Aborted, "generation %d of key %q became active meanwhile; retry", n, id)
+			}
+			return err
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	failpoint.Hit("revoke.after-commit")
+	r.disable(ctx, k, n)
+	return k, nil
 }
+
+// errNeedReplacement says a revocation left a JWT key without an active
+// generation: it must come with a replacement.
+var errNeedReplacement = errors.New("the revoked generation needs a replacement")
 
 // disable asks a backend that can (a KMS) to refuse generation n's key
 // itself. The revocation holds in Sigil either way; a failure is logged.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -58,6 +59,16 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		}
 	}
 	return m
+}
+
+// registerRepairs exposes the keyring's self-repairs by kind: each is an
+// event worth a look, and active_restored an alarm.
+func (m *metrics) registerRepairs(kr *keyring.Keyring) {
+	for _, kind := range keyring.RepairKinds {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_keyring_repairs_total",
+			Help: "Repairs the keyring made by itself: unfinished creations rolled back, unrecorded backend objects destroyed, JWT keys given back an active generation.", ConstLabels: prometheus.Labels{"kind": string(kind)}},
+			func() float64 { return float64(kr.Repairs(kind)) }))
+	}
 }
 
 func (m *metrics) registerHealth(name string, hr signer.HealthReporter) {

@@ -59,6 +59,21 @@ type PoolReporter interface {
 	PoolStats() PoolStats
 }
 
+// ListedKey is a key a KeyLister found: the name it was created under
+// and a reference to it.
+type ListedKey struct {
+	Name string
+	Ref  string
+}
+
+// KeyLister is the ability to list the keys Sigil created in a backend,
+// for the sweep that destroys keys no record names. It must return only
+// keys Sigil made (by their names and Sigil's own marking), never another
+// application's, and objects it cannot identify for certain are left out.
+type KeyLister interface {
+	ListKeys(ctx context.Context) ([]ListedKey, error)
+}
+
 // KeyDisabler is the ability to make a key refuse to sign at once, used
 // when a generation is revoked (a KMS key is disabled; its deletion is
 // scheduled later, with the generation's destruction).

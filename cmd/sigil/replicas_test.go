@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -48,31 +47,7 @@ policy: %s
 backends:
   hsm: {type: pkcs11, module: %s, token: shared, pin: "file:%s"}
 `, pki.ServerCert, pki.ServerKey, pki.CA, cluster.Endpoints[0], filepath.Join(dir, fmt.Sprintf("audit%d.jsonl", i)), policy, softhsm.Module, tok.PINFile)), 0o600)
-		cmd := exec.Command(bin, "serve", "--config", cfg)
-		cmd.Env = append(os.Environ(), softhsm.ConfEnv+"="+conf)
-		out, _ := cmd.StdoutPipe()
-		var logs syncBuffer
-		cmd.Stderr = &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line := make(chan string, 1)
-		go func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				if strings.HasPrefix(sc.Text(), "sigil listening") {
-					line <- sc.Text()
-				}
-			}
-		}()
-		select {
-		case l := <-line:
-			fmt.Sscanf(l, "sigil listening: gRPC %s", &addrs[i])
-			addrs[i] = strings.TrimSuffix(addrs[i], ",")
-		case <-time.After(20 * time.Second):
-			t.Fatalf("replica %d did not start: %s", i, logs.String())
-		}
+		addrs[i] = startConfigServer(t, bin, cfg, softhsm.ConfEnv+"="+conf).grpcAddr
 	}
 	client := func(i int, args ...string) (string, error) {
 		out, err := exec.Command(bin, append(args, "--addr", addrs[i], "--tls-cert", pki.ClientCert, "--tls-key", pki.ClientKey, "--tls-ca", pki.CA)...).CombinedOutput()

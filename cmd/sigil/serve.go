@@ -123,7 +123,9 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		return err
 	}
 	defer store.Close()
-	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: cfg.DefaultBackend, Logger: log})
+	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: cfg.DefaultBackend, Logger: log,
+		SoleWriter: cfg.Store.Type != "etcd", Retention: cfg.Keyring.Retention, CreatingGrace: cfg.Keyring.CreatingGrace,
+		SweepInterval: cfg.Keyring.SweepInterval, OrphanGrace: cfg.Keyring.OrphanGrace, OnRepair: auditRepair(auditLog, log)})
 	if err != nil {
 		return err
 	}
@@ -155,6 +157,18 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
 	log.Info("stopped")
 	return err
+}
+
+// auditRepair records each repair the keyring makes by itself in the
+// audit log, as Sigil's own action.
+func auditRepair(l *audit.Log, log *slog.Logger) func(keyring.Repair) {
+	return func(rep keyring.Repair) {
+		rec := &audit.Record{Time: time.Now().UTC(), Identity: "sigil", Operation: "keyring.repair", KeyID: rep.KeyID,
+			Generation: rep.Generation, Outcome: string(rep.Kind), Code: "OK"}
+		if err := l.Write(rec); err != nil {
+			log.Error("audit record of a keyring repair failed", "repair", string(rep.Kind), "key", rep.KeyID, "err", err)
+		}
+	}
 }
 
 // ledgerStore is a keyring store that also counts spending.

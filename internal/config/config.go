@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -29,6 +30,16 @@ type Config struct {
 	DefaultBackend string             `yaml:"default_backend"`
 	Policy         string             `yaml:"policy"`
 	Audit          *Audit             `yaml:"audit"`
+	Keyring        Keyring            `yaml:"keyring"`
+}
+
+// Keyring tunes how long dead generations keep their objects and how the
+// keyring repairs itself; every field has a default (zero means it).
+type Keyring struct {
+	Retention     time.Duration `yaml:"retention"`      // retired and revoked generations' objects; 168h
+	SweepInterval time.Duration `yaml:"sweep_interval"` // listing backends for unrecorded objects; 10m
+	OrphanGrace   time.Duration `yaml:"orphan_grace"`   // an unrecorded object's age before it is destroyed; 10m
+	CreatingGrace time.Duration `yaml:"creating_grace"` // an unfinished creation's age before rollback (etcd); 2m
 }
 
 // GRPC is the gRPC listener.
@@ -178,6 +189,10 @@ func (c *Config) validate(dev bool) error {
 	}
 	if c.Audit == nil || c.Audit.Path == "" {
 		return errors.New("audit.path: required")
+	}
+	k := c.Keyring
+	if k.Retention < 0 || k.SweepInterval < 0 || k.OrphanGrace < 0 || k.CreatingGrace < 0 {
+		return errors.New("keyring: durations must not be negative")
 	}
 	return nil
 }

@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/pkcs11"
 
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
@@ -118,4 +121,43 @@ func TokenDir(tb testing.TB, label string) string {
 		tb.Fatal(err)
 	}
 	return d
+}
+
+// Session opens a logged-in session of the test's own on the token c
+// names, as another application (or an attacker with the PIN) would. The
+// module is shared with the process's backends: it is never finalised
+// here, only the session is closed when the test ends.
+func Session(tb testing.TB, c Config) (*pkcs11.Ctx, pkcs11.SessionHandle) {
+	tb.Helper()
+	ctx := pkcs11.New(c.Module)
+	if ctx == nil {
+		tb.Fatalf("cannot load %s", c.Module)
+	}
+	if err := ctx.Initialize(); err != nil && err != pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		tb.Fatal(err)
+	}
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, s := range slots {
+		if info, err := ctx.GetTokenInfo(s); err != nil || strings.TrimRight(info.Label, " \x00") != c.Token {
+			continue
+		}
+		h, err := ctx.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { ctx.CloseSession(h) })
+		pin, err := c.PIN.Resolve("pin")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := ctx.Login(h, pkcs11.CKU_USER, string(pin)); err != nil && err != pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+			tb.Fatal(err)
+		}
+		return ctx, h
+	}
+	tb.Fatalf("token %q not found", c.Token)
+	return nil, 0
 }

@@ -53,6 +53,7 @@ type client interface {
 	DeleteAlias(context.Context, *kms.DeleteAliasInput, ...func(*kms.Options)) (*kms.DeleteAliasOutput, error)
 	ScheduleKeyDeletion(context.Context, *kms.ScheduleKeyDeletionInput, ...func(*kms.Options)) (*kms.ScheduleKeyDeletionOutput, error)
 	DisableKey(context.Context, *kms.DisableKeyInput, ...func(*kms.Options)) (*kms.DisableKeyOutput, error)
+	ListResourceTags(context.Context, *kms.ListResourceTagsInput, ...func(*kms.Options)) (*kms.ListResourceTagsOutput, error)
 }
 
 var _ client = (*kms.Client)(nil)
@@ -65,6 +66,7 @@ type Backend struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
 	public  sync.Map // ref -> crypto.PublicKey
+	foreign sync.Map // key ID -> struct{}: keys without Sigil's tag
 	health  *signer.Monitor
 }
 
@@ -73,6 +75,7 @@ var (
 	_ signer.KeyManager     = (*Backend)(nil)
 	_ signer.KeyDisabler    = (*Backend)(nil)
 	_ signer.HealthReporter = (*Backend)(nil)
+	_ signer.KeyLister      = (*Backend)(nil)
 )
 
 // Open checks that credentials exist and that KMS answers.
@@ -319,7 +322,90 @@ const cleanupTimeout = 30 * time.Second
 // letters, digits, '/', '_' and '-': '.' and '_' are escaped as _2e, _5f.
 func aliasName(name string) string {
 	r := strings.NewReplacer("_", "_5f", ".", "_2e")
-	return "alias/sigil/" + r.Replace(name)
+	return aliasPrefix + r.Replace(name)
+}
+
+const aliasPrefix = "alias/sigil/"
+
+// nameOfAlias is the name an alias made by aliasName stands for.
+func nameOfAlias(alias string) (string, bool) {
+	esc, ok := strings.CutPrefix(alias, aliasPrefix)
+	return strings.NewReplacer("_2e", ".", "_5f", "_").Replace(esc), ok
+}
+
+// ListKeys returns the live keys Sigil created in the account: those its
+// aliases name, and those carrying its tag without an alias (a creation
+// cut short between the key and its alias). Keys pending deletion are
+// left out; keys found once without the tag are not asked about again.
+func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
+	var out []signer.ListedKey
+	aliased := map[string]bool{}
+	for page := (*string)(nil); ; {
+		res, err := call(ctx, b, func(ctx context.Context) (*kms.ListAliasesOutput, error) {
+			return b.client.ListAliases(ctx, &kms.ListAliasesInput{Marker: page})
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range res.Aliases {
+			if name, ok := nameOfAlias(aws.ToString(a.AliasName)); ok && a.TargetKeyId != nil {
+				aliased[*a.TargetKeyId] = true
+				out = append(out, signer.ListedKey{Name: name, Ref: *a.TargetKeyId})
+			}
+		}
+		if page = res.NextMarker; !res.Truncated {
+			break
+		}
+	}
+	for page := (*string)(nil); ; {
+		res, err := call(ctx, b, func(ctx context.Context) (*kms.ListKeysOutput, error) {
+			return b.client.ListKeys(ctx, &kms.ListKeysInput{Marker: page})
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range res.Keys {
+			if id := aws.ToString(k.KeyId); !aliased[id] {
+				name, err := b.tagged(ctx, id)
+				if err != nil {
+					return nil, err
+				}
+				if name != "" {
+					out = append(out, signer.ListedKey{Name: name, Ref: id})
+				}
+			}
+		}
+		if page = res.NextMarker; !res.Truncated {
+			break
+		}
+	}
+	return out, nil
+}
+
+// tagged returns the name in the sigil:key tag of live key id, or "".
+func (b *Backend) tagged(ctx context.Context, id string) (string, error) {
+	if _, ok := b.foreign.Load(id); ok {
+		return "", nil
+	}
+	d, err := call(ctx, b, func(ctx context.Context) (*kms.DescribeKeyOutput, error) {
+		return b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(id)})
+	})
+	if err != nil || d.KeyMetadata.KeyState == types.KeyStatePendingDeletion {
+		return "", err
+	}
+	tags, err := call(ctx, b, func(ctx context.Context) (*kms.ListResourceTagsOutput, error) {
+		return b.client.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(id)})
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, t := range tags.Tags {
+		if aws.ToString(t.TagKey) == tagKey {
+			return aws.ToString(t.TagValue), nil
+		}
+	}
+	b.foreign.Store(id, struct{}{})
+	return "", nil
 }
 
 // NameRef is the alias of the key created under name.

@@ -75,6 +75,7 @@ var (
 	_ signer.KeyManager     = (*Backend)(nil)
 	_ signer.PoolReporter   = (*Backend)(nil)
 	_ signer.HealthReporter = (*Backend)(nil)
+	_ signer.KeyLister      = (*Backend)(nil)
 )
 
 // Open loads the module, finds the token by label, logs in once, makes

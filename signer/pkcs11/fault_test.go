@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,14 +238,17 @@ func TestTokenStorageGoneAndBack(t *testing.T) {
 	t.Cleanup(func() { b.Close() })
 	info := mustCreate(t, b, "blip", signer.ES256, 0)
 	dir := softhsmtest.TokenDir(t, cfg.Token)
-	if err := os.Rename(dir, dir+".aside"); err != nil {
+	// Out of SoftHSM's token folder: a folder left inside it is found as a
+	// token again by the next C_Initialize.
+	aside := filepath.Join(t.TempDir(), "aside")
+	if err := os.Rename(dir, aside); err != nil {
 		t.Fatal(err)
 	}
 	restored := false
 	restore := func() {
 		if !restored {
 			restored = true
-			if err := os.Rename(dir+".aside", dir); err != nil {
+			if err := os.Rename(aside, dir); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"crypto/rsa"
 	"encoding/asn1"
 	"math/big"
+	"slices"
 
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/miekg/pkcs11"
@@ -110,8 +111,8 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	if err != nil {
 		return signer.KeyInfo{}, err
 	}
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	id := append(slices.Clip(idMarker), make([]byte, 16-len(idMarker))...)
+	if _, err := rand.Read(id[len(idMarker):]); err != nil {
 		return signer.KeyInfo{}, errs.Wrap(errs.Internal, err, "random key id")
 	}
 	u := URI{Token: b.token, Object: req.Name, ID: id}
@@ -140,6 +141,65 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 		return nil
 	})
 	return info, err
+}
+
+// idMarker starts the CKA_ID of every key pair Sigil generates (the rest
+// is random): with the label, how ListKeys tells Sigil's objects from
+// those of other applications sharing the token.
+var idMarker = []byte("SGL\x01")
+
+// ListKeys returns the key pairs in the token that Sigil generated: a
+// label and a CKA_ID that starts with idMarker. Objects without a label,
+// or with another application's ID, are never listed.
+func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
+	var out []signer.ListedKey
+	err := b.withSession(ctx, "listing keys", func(h pkcs11.SessionHandle) error {
+		out = nil
+		seen := map[string]bool{}
+		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+			objs, err := b.findAll(h, class)
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				attrs, err := b.mod.GetAttributeValue(h, o, []*pkcs11.Attribute{
+					pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil), pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
+				if err != nil {
+					return err
+				}
+				label, id := string(attrs[0].Value), attrs[1].Value
+				u := URI{Token: b.token, Object: label, ID: id}
+				if label == "" || !bytes.HasPrefix(id, idMarker) || seen[u.String()] {
+					continue
+				}
+				seen[u.String()] = true
+				out = append(out, signer.ListedKey{Name: label, Ref: u.String()})
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// findAll returns every object of class in the token.
+func (b *Backend) findAll(h pkcs11.SessionHandle, class uint) ([]pkcs11.ObjectHandle, error) {
+	if err := b.mod.FindObjectsInit(h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}); err != nil {
+		return nil, err
+	}
+	var all []pkcs11.ObjectHandle
+	var err error
+	for {
+		var objs []pkcs11.ObjectHandle
+		objs, _, err = b.mod.FindObjects(h, 256)
+		all = append(all, objs...)
+		if err != nil || len(objs) < 256 {
+			break
+		}
+	}
+	if ferr := b.mod.FindObjectsFinal(h); err == nil {
+		err = ferr
+	}
+	return all, err
 }
 
 // DestroyKey deletes every object ref names, public and private.

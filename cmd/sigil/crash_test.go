@@ -1,0 +1,246 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/failpoint"
+	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/softhsm"
+)
+
+// crashEnv is one server's world: a SoftHSM token, a bbolt keyring, an
+// audit log, the dev PKI and a configuration whose sweep runs often.
+type crashEnv struct {
+	t               *testing.T
+	bin, cfg, token string
+	audit           string
+	conf, pin       string
+	hsmDir          string
+	pki             mtls.DevPKI
+	srv             *proc
+}
+
+func newCrashEnv(t *testing.T, bin string) *crashEnv {
+	dir := t.TempDir()
+	conf, err := softhsm.WriteConf(filepath.Join(dir, "hsm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := softhsm.InitToken(conf, filepath.Join(dir, "hsm"), "crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, _ := os.ReadFile(tok.PINFile)
+	pki, err := mtls.EnsureDevPKI(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policy, []byte("rules:\n  - identity: "+mtls.DevClientIdentity+"\n    keys: [\"*\"]\n    allow: [keys.admin, keys.read, sign.jwt, sign.raw]\n"), 0o600)
+	cfg := filepath.Join(dir, "sigil.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`grpc: {addr: "127.0.0.1:0", tls: {cert: %s, key: %s, client_ca: %s}}
+http: {addr: "127.0.0.1:0"}
+store: {type: bbolt, path: %s}
+audit: {path: %s}
+policy: %s
+keyring: {retention: 1s, sweep_interval: 300ms, orphan_grace: 1s}
+backends:
+  hsm: {type: pkcs11, module: %s, token: crash, pin: "file:%s"}
+`, pki.ServerCert, pki.ServerKey, pki.CA, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"), policy, softhsm.Module, tok.PINFile)), 0o600)
+	return &crashEnv{t: t, bin: bin, cfg: cfg, token: "crash", conf: conf, hsmDir: filepath.Join(dir, "hsm"), pin: strings.TrimSpace(string(pin)), pki: pki, audit: filepath.Join(dir, "audit.jsonl")}
+}
+
+// start runs the server, with failpoint armed unless it is "".
+func (e *crashEnv) start(fp string) {
+	env := []string{softhsm.ConfEnv + "=" + e.conf}
+	if fp != "" {
+		env = append(env, failpoint.Env+"="+fp)
+	}
+	e.srv = startConfigServer(e.t, e.bin, e.cfg, env...)
+}
+
+// sigil runs a client command against the server.
+func (e *crashEnv) sigil(args ...string) (string, error) {
+	out, err := exec.Command(e.bin, append(args, "--addr", e.srv.grpcAddr, "--tls-cert", e.pki.ClientCert,
+		"--tls-key", e.pki.ClientKey, "--tls-ca", e.pki.CA)...).CombinedOutput()
+	return string(out), err
+}
+
+func (e *crashEnv) must(args ...string) string {
+	e.t.Helper()
+	out, err := e.sigil(args...)
+	if err != nil {
+		e.t.Fatalf("sigil %v: %v\n%s\nserver: %s", args, err, out, e.srv.logs.String())
+	}
+	return out
+}
+
+func (e *crashEnv) p11(args ...string) string {
+	e.t.Helper()
+	cmd := exec.Command("pkcs11-tool", append([]string{"--module", softhsm.Module, "--token-label", e.token, "--login", "--pin", e.pin}, args...)...)
+	cmd.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("pkcs11-tool %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// objects lists the token's key objects as pkcs11-tool shows them:
+// "private|public label id" per object.
+func (e *crashEnv) objects() []string {
+	var out []string
+	var class string
+	var label string
+	for _, l := range strings.Split(e.p11("--list-objects"), "\n") {
+		switch f := strings.Fields(l); {
+		case strings.HasPrefix(l, "Private Key Object"):
+			class = "private"
+		case strings.HasPrefix(l, "Public Key Object"):
+			class = "public"
+		case strings.HasPrefix(l, "Data object"), strings.HasPrefix(l, "Certificate Object"):
+			class = ""
+		case class != "" && len(f) >= 1 && f[0] == "label:":
+			label = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "label:"))
+		case class != "" && len(f) == 2 && f[0] == "ID:":
+			out = append(out, class+" "+label+" "+f[1])
+			class = ""
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+var sigilLabel = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}\.g[0-9]+$`)
+
+// check asserts what must hold after any crash and a restart: every jwt
+// key has exactly one active generation, the token holds exactly one key
+// pair per generation the keyring says exists (and nothing else of
+// Sigil's), and the foreign objects are untouched.
+func (e *crashEnv) check(foreign []string) {
+	e.t.Helper()
+	var keys []keyJSON
+	if err := json.Unmarshal([]byte(e.must("keys", "list", "--json")), &keys); err != nil {
+		e.t.Fatal(err)
+	}
+	var want []string
+	for _, k := range keys {
+		active := 0
+		for _, g := range k.Generations {
+			if g.State == "active" {
+				active++
+			}
+			if g.State != "destroyed" {
+				want = append(want, fmt.Sprintf("%s.g%d", k.ID, g.Generation))
+			}
+		}
+		if k.Purpose == "jwt" && active != 1 {
+			e.t.Errorf("jwt key %s has %d active generations: %+v", k.ID, active, k.Generations)
+		}
+	}
+	var got, others []string
+	for _, o := range e.objects() {
+		f := strings.Fields(o)
+		if len(f) == 3 && sigilLabel.MatchString(f[1]) && f[1] != "theirs.g1" {
+			got = append(got, f[0]+" "+f[1])
+		} else {
+			others = append(others, o)
+		}
+	}
+	var wantObjs []string
+	for _, n := range want {
+		wantObjs = append(wantObjs, "private "+n, "public "+n)
+	}
+	slices.Sort(wantObjs)
+	if !slices.Equal(got, wantObjs) {
+		e.t.Errorf("token objects %v, keyring says %v", got, wantObjs)
+	}
+	if !slices.Equal(others, foreign) {
+		e.t.Errorf("objects Sigil did not make changed: %v, were %v", others, foreign)
+	}
+}
+
+// The server is killed (SIGKILL, by a failpoint) at every step of create,
+// rotate, revoke and destroy. After a restart, within a sweep period, the
+// keyring and the token agree one to one, every jwt key has one active
+// generation, crashed creations can be retried with the same ID, and
+// objects Sigil did not make are untouched.
+func TestCrashAtEveryStepHealsAfterRestart(t *testing.T) {
+	requireTools(t, "pkcs11-tool")
+	bin := build(t)
+	jwt := []string{"--alg", "ES256", "--purpose", "jwt"}
+	cases := []struct {
+		fp    string
+		setup [][]string // with no failpoint armed
+		act   []string   // the call the server dies in; nil: the scheduler dies by itself
+		after [][]string // must succeed after the restart
+	}{
+		{fp: "create.after-record", act: append([]string{"keys", "create", "k"}, jwt...), after: [][]string{append([]string{"keys", "create", "k"}, jwt...)}},
+		{fp: "generation.after-record", act: append([]string{"keys", "create", "k"}, jwt...), after: [][]string{append([]string{"keys", "create", "k"}, jwt...)}},
+		{fp: "generation.after-backend", act: append([]string{"keys", "create", "k"}, jwt...), after: [][]string{append([]string{"keys", "create", "k"}, jwt...)}},
+		{fp: "generation.after-record", setup: [][]string{append([]string{"keys", "create", "k"}, jwt...)}, act: []string{"keys", "rotate", "k", "--now"}, after: [][]string{{"keys", "rotate", "k", "--now"}}},
+		{fp: "generation.after-backend", setup: [][]string{append([]string{"keys", "create", "k"}, jwt...)}, act: []string{"keys", "rotate", "k", "--now"}, after: [][]string{{"keys", "rotate", "k", "--now"}}},
+		{fp: "generation.after-record", setup: [][]string{append([]string{"keys", "create", "k"}, jwt...)}, act: []string{"keys", "revoke", "k", "--generation", "1"}, after: [][]string{{"keys", "revoke", "k", "--generation", "1"}}},
+		{fp: "generation.after-backend", setup: [][]string{append([]string{"keys", "create", "k"}, jwt...)}, act: []string{"keys", "revoke", "k", "--generation", "1"}, after: [][]string{{"keys", "revoke", "k", "--generation", "1"}}},
+		{fp: "revoke.after-commit", setup: [][]string{append([]string{"keys", "create", "k"}, jwt...)}, act: []string{"keys", "revoke", "k", "--generation", "1"}},
+		{fp: "destroy.after-backend", setup: [][]string{append([]string{"keys", "create", "k"}, jwt...), {"keys", "rotate", "k", "--now"}, {"keys", "revoke", "k", "--generation", "1"}}},
+	}
+	for _, c := range cases {
+		name := c.fp + "/" + strings.Join(c.act, "-")
+		if c.act == nil {
+			name = c.fp + "/scheduler"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newCrashEnv(t, bin)
+			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0102", "--label", "theirs.g1")
+			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0304")
+			foreign := e.objects()
+			if len(foreign) != 4 {
+				t.Fatalf("foreign objects: %v", foreign)
+			}
+			// A key pair Sigil made (its ID marker, a name of its shape) that
+			// no record names: the sweep must destroy it, and audit that.
+			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "53474c01aabbccddeeff001122334455", "--label", "lost.g1")
+			if c.act != nil {
+				e.start("")
+				for _, cmd := range c.setup {
+					e.must(cmd...)
+				}
+				e.srv.stop(t)
+			}
+			e.start(c.fp)
+			setup := c.setup
+			if c.act != nil {
+				setup = [][]string{c.act}
+			}
+			for _, cmd := range setup {
+				e.sigil(cmd...) // the last one may die with the server
+			}
+			e.srv.died(t, 10*time.Second)
+			e.start("")
+			time.Sleep(2500 * time.Millisecond) // a sweep period past the orphan grace, and the destroy retried
+			e.check(foreign)
+			audit, _ := os.ReadFile(e.audit)
+			if !strings.Contains(string(audit), `"key_id":"lost","generation":1,"outcome":"orphan_destroyed"`) {
+				t.Errorf("no audit record of the orphan's destruction")
+			}
+			if strings.HasPrefix(c.fp, "generation.") && !strings.Contains(string(audit), `"outcome":"rollback"`) {
+				t.Errorf("no audit record of the rollback")
+			}
+			for _, cmd := range c.after {
+				e.must(cmd...)
+			}
+			e.check(foreign)
+			e.srv.stop(t)
+		})
+	}
+}
