@@ -482,3 +482,57 @@ func mergeWants[M ~map[string]V, V any](a, b M) M {
 	maps.Copy(out, b)
 	return out
 }
+
+// ListKeys finds Sigil's keys by alias, and a key carrying Sigil's tag
+// but no alias (a creation cut short between the two); never a key of
+// another application, nor one already pending deletion. The keyring's
+// sweep then destroys the unrecorded one.
+func TestListKeysFindsSigilsKeysOnly(t *testing.T) {
+	e := kmstest.Start(t)
+	b := open(t, e, nil)
+	ctx := context.Background()
+	kept, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "kept.g1", Algorithm: signer.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := b.CreateKey(ctx, signer.CreateKeyRequest{Name: "gone.g1", Algorithm: signer.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DestroyKey(ctx, gone.Ref); err != nil {
+		t.Fatal(err)
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(kmstest.Region))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := kms.NewFromConfig(awsCfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(e.Endpoint) })
+	mk := func(tags ...kmstypes.Tag) string {
+		out, err := raw.CreateKey(ctx, &kms.CreateKeyInput{KeySpec: kmstypes.KeySpecEccNistP256, KeyUsage: kmstypes.KeyUsageTypeSignVerify, Tags: tags})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.KeyMetadata.KeyId)
+	}
+	unaliased := mk(kmstypes.Tag{TagKey: aws.String("sigil:key"), TagValue: aws.String("cut.g1")})
+	foreign := mk(kmstypes.Tag{TagKey: aws.String("team"), TagValue: aws.String("other")})
+	listed, err := b.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, k := range listed {
+		got[k.Name] = k.Ref
+	}
+	if len(got) != 2 || got["cut.g1"] != unaliased || got["kept.g1"] == "" {
+		t.Fatalf("listed %v; want kept.g1 and cut.g1 (%s) only", got, unaliased)
+	}
+	for _, ref := range got {
+		if ref == foreign {
+			t.Fatal("a key without Sigil's tag was listed")
+		}
+	}
+	if _, err := b.Sign(ctx, kept.Ref, signer.ES256, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+}
