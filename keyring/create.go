@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
@@ -25,13 +26,18 @@ type CreateSpec struct {
 	Backend   string     // the default backend if empty
 	JWT       *JWTPolicy // jwt keys only; unset fields take DefaultJWTPolicy's
 	Eth       *EthPolicy // eth keys only; without one the key signs for no chain
+
+	own bool // one of Sigil's own keys, made by the keyring itself
 }
 
 func (r *Keyring) validate(s *CreateSpec) error {
 	if err := ValidateID(s.ID); err != nil {
 		return err
 	}
-	if _, err := ParsePurpose(string(s.Purpose)); err != nil {
+	if !s.own && strings.HasPrefix(s.ID, "sigil.") {
+		return errs.New(errs.InvalidArgument, "key IDs starting with \"sigil.\" are reserved for Sigil's own keys")
+	}
+	if _, err := ParsePurpose(string(s.Purpose)); err != nil && !(s.own && s.Purpose == PurposeAudit) {
 		return err
 	}
 	if _, err := signer.ParseAlgorithm(string(s.Algorithm)); err != nil {
@@ -97,6 +103,43 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 		r.deleteIfEmpty(ctx, s.ID)
 	}
 	return k, err
+}
+
+// EnsureAuditKey returns the key that signs audit checkpoints, creating
+// it (ES256, in the default backend) on first start. Replicas starting
+// together race to create it; the losers wait for the winner's key.
+func (r *Keyring) EnsureAuditKey(ctx context.Context) (*Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		k, err := r.Get(ctx, AuditKeyID)
+		if errs.Is(err, errs.NotFound) {
+			k, err = r.Create(ctx, CreateSpec{ID: AuditKeyID, Purpose: PurposeAudit, Algorithm: signer.ES256, own: true})
+		}
+		if !errs.Is(err, errs.AlreadyExists) {
+			return k, err
+		}
+		select { // another replica is creating it
+		case <-ctx.Done():
+			return nil, errs.FromContext(ctx, "waiting for another replica to create the audit key")
+		case <-time.After(200 * time.Millisecond):
+		}
+		if err := r.refresh(ctx, AuditKeyID); err != nil && !errs.Is(err, errs.NotFound) {
+			return nil, err
+		}
+	}
+}
+
+// AuditSigner signs audit checkpoints with the audit key (r‖s).
+type AuditSigner struct{ *Keyring }
+
+// Sign signs a SHA-256 digest with the audit key's active generation.
+func (s AuditSigner) Sign(ctx context.Context, digest []byte) ([]byte, error) {
+	sg, err := s.ForSigning(ctx, AuditKeyID, PurposeAudit)
+	if err != nil {
+		return nil, err
+	}
+	return sg.Sign(ctx, digest)
 }
 
 // addGeneration makes the next generation of key id: it records it as

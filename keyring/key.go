@@ -20,7 +20,14 @@ const (
 	PurposeJWT Purpose = "jwt"
 	PurposeEth Purpose = "eth"
 	PurposeRaw Purpose = "raw"
+	// PurposeAudit is the audit key's: it signs audit checkpoints and
+	// nothing a client asks for. Only Sigil makes it (EnsureAuditKey).
+	PurposeAudit Purpose = "audit"
 )
+
+// AuditKeyID is the ID of the key that signs audit checkpoints. IDs that
+// start with "sigil." are reserved for Sigil's own keys.
+const AuditKeyID = "sigil.audit"
 
 // State is a generation's place in its lifecycle (DESIGN.md, Rotation).
 type State string

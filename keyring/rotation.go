@@ -247,6 +247,9 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k.Purpose == PurposeAudit {
+		return nil, errs.New(errs.FailedPrecondition, "key %q signs the audit trail's checkpoints and is managed by Sigil", id)
+	}
 	revoke := func(k *Key, now time.Time) (*Generation, error) {
 		g, ok := k.generation(n)
 		switch {

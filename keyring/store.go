@@ -29,3 +29,16 @@ type Watcher interface {
 	// watch breaks, and returns.
 	Watch(ctx context.Context, from int64, put func(*Key), del func(id string)) error
 }
+
+// Anchors is the ability to keep small named values beside the keys,
+// outside anything else Sigil writes: the latest signed audit checkpoint
+// of each replica lives there, so a log cut short or rewritten is
+// noticed against it.
+type Anchors interface {
+	// PutAnchor stores value under name, replacing what was there.
+	PutAnchor(ctx context.Context, name string, value []byte) error
+	// GetAnchor returns the value under name, or an errs.NotFound error.
+	GetAnchor(ctx context.Context, name string) ([]byte, error)
+	// ListAnchors returns every value whose name starts with prefix.
+	ListAnchors(ctx context.Context, prefix string) (map[string][]byte, error)
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -36,6 +37,7 @@ var operations = map[string]authz.Op{
 	sigilv1.EthereumService_SignTransaction_FullMethodName: authz.EthSignTx,
 	sigilv1.EthereumService_SignMessage_FullMethodName:     authz.EthSignMessage,
 	sigilv1.EthereumService_SignTypedData_FullMethodName:   authz.EthSignTypedData,
+	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead,
 }
 
 type recordKey struct{}
@@ -50,7 +52,14 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 		return h(ctx, req)
 	}
 	start := time.Now()
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: identity(ctx), Operation: string(op), KeyID: keyIDOf(req), Peer: peerAddr(ctx)}
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: identity(ctx), Operation: string(op), Peer: peerAddr(ctx)}
+	// A client's key ID is recorded only once it is a valid one: an
+	// invalid one (any length, any bytes) as its length and SHA-256.
+	if id := keyIDOf(req); keyring.ValidateID(id) == nil {
+		rec.KeyID = id
+	} else if id != "" {
+		rec.InvalidKeyID = audit.DigestOf(id)
+	}
 	if p := payloadOf(req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
 		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
@@ -58,7 +67,10 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
 	var err error
-	if s.opts.Authz != nil && !s.opts.Authz.Allowed(rec.Identity, op, rec.KeyID) {
+	if bad := decodeFailed(ctx); bad != nil {
+		rec.Outcome, rec.Reason, rec.RequestBytes = "malformed", "malformed request", bad.size
+		err = errs.New(errs.InvalidArgument, "malformed request: %v", bad.err)
+	} else if s.opts.Authz != nil && !s.opts.Authz.Allowed(rec.Identity, op, keyIDOf(req)) {
 		rec.Outcome, err = "denied", errs.New(errs.PermissionDenied, "permission denied")
 	} else {
 		resp, err = h(context.WithValue(ctx, recordKey{}, rec), req)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -59,6 +60,24 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		}
 	}
 	return m
+}
+
+// registerAudit exposes the audit log's health: while it is down every
+// response is withheld.
+func (m *metrics) registerAudit(l *audit.Log) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_audit_up", Help: "1 while the audit log can be written, 0 while responses are withheld."},
+			func() float64 {
+				if up, _ := l.Health(); up {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_audit_write_errors_total", Help: "Failed audit writes and fsyncs."},
+			func() float64 { return float64(l.WriteErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_audit_tamper_detected_total", Help: "Tamper records written: the log did not reach, or disagreed with, its anchored checkpoint (an alarm)."},
+			func() float64 { return float64(l.Tampers()) }),
+	)
 }
 
 // registerRepairs exposes the keyring's self-repairs by kind: each is an

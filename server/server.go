@@ -59,6 +59,8 @@ type Options struct {
 	Authz *authz.Authorizer
 	// Audit receives a record of every decision; none if nil.
 	Audit *audit.Log
+	// Anchors holds the audit checkpoints (the keyring store).
+	Anchors keyring.Anchors
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
@@ -85,23 +87,28 @@ func New(o Options) *Server {
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 	}
+	if o.Audit != nil {
+		s.metrics.registerAudit(o.Audit)
+	}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
 		creds = credentials.NewTLS(o.TLS)
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
+		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		// Reuse handler goroutines: a fresh one must grow its stack for
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline),
 	)
-	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring, visible: s.allowedKey})
-	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
-	sigilv1.RegisterJWTServiceServer(s.grpc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
-	sigilv1.RegisterEthereumServiceServer(s.grpc, &ethService{keys: o.Keyring, metrics: s.metrics,
+	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, visible: s.allowedKey})
+	s.register(&sigilv1.SigningService_ServiceDesc, &signingService{keys: o.Keyring, metrics: s.metrics})
+	s.register(&sigilv1.JWTService_ServiceDesc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
+	s.register(&sigilv1.EthereumService_ServiceDesc, &ethService{keys: o.Keyring, metrics: s.metrics,
 		eth: &ethsign.Service{Ledger: o.Ledger, Now: o.Now, Log: s.log}})
+	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s
@@ -124,6 +131,7 @@ func (s *Server) HTTPHandler() http.Handler {
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.ready)
+	mux.HandleFunc("GET /audit/key", s.serveAuditKey)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -135,11 +143,13 @@ type backendState struct {
 	LastHealthy time.Time `json:"last_healthy"`
 }
 
-// readiness reports whether every backend is up, with each one's state.
-// It asks the backends' health monitors, never the backends themselves,
-// so a probe of a hung HSM cannot hang the probe of Sigil.
+// readiness reports whether every backend and the audit log are up, with
+// each backend's state. It asks the backends' health monitors, never the
+// backends themselves, so a probe of a hung HSM cannot hang the probe of
+// Sigil.
 func (s *Server) readiness() (bool, map[string]backendState) {
-	ready, states := true, map[string]backendState{}
+	ready, _ := s.auditState()
+	states := map[string]backendState{}
 	for name, b := range s.opts.Backends {
 		if hr, ok := b.(signer.HealthReporter); ok {
 			h := hr.Health()
@@ -150,10 +160,11 @@ func (s *Server) readiness() (bool, map[string]backendState) {
 	return ready, states
 }
 
-// ready answers 200 when every backend is up and 503 otherwise, with each
-// backend's state in a JSON body.
+// ready answers 200 when every backend and the audit log are up and 503
+// otherwise, with each one's state in a JSON body.
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	ok, states := s.readiness()
+	auditUp, auditDetail := s.auditState()
 	w.Header().Set("Content-Type", "application/json")
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -161,7 +172,8 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	json.NewEncoder(w).Encode(struct {
 		Ready    bool                    `json:"ready"`
 		Backends map[string]backendState `json:"backends"`
-	}{ok, states})
+		Audit    backendState            `json:"audit"`
+	}{ok, states, backendState{Up: auditUp, Detail: auditDetail}})
 }
 
 // healthWatch is how often the gRPC health service is brought in line with

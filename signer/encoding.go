@@ -131,6 +131,15 @@ func PublicKeyPEM(pub crypto.PublicKey) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }
 
+// ParsePublicKeyPEM reads a "PUBLIC KEY" PEM block.
+func ParsePublicKeyPEM(text string) (crypto.PublicKey, error) {
+	b, _ := pem.Decode([]byte(text))
+	if b == nil || b.Type != "PUBLIC KEY" {
+		return nil, errs.New(errs.InvalidArgument, "not a PUBLIC KEY PEM block")
+	}
+	return ParsePublicKey(b.Bytes)
+}
+
 // CurveSize is the byte size of an ECDSA key's field, the size of each
 // half of an r‖s signature.
 func CurveSize(c elliptic.Curve) int { return (c.Params().BitSize + 7) / 8 }

@@ -106,6 +106,7 @@ type bench struct {
 	dur      time.Duration
 	hsm      *pkcs11.Backend
 	kr       *keyring.Keyring
+	store    *boltstore.Store
 	backends map[string]signer.Backend
 	conn     *grpc.ClientConn // to the plain server
 	httpAddr string
@@ -138,7 +139,7 @@ func run(out string, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
-	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr, backends: backends}
+	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr, store: store, backends: backends}
 	pub := jwks.NewPublisher()
 	if err := kr.Publish(ctx, pub); err != nil {
 		return err
@@ -348,7 +349,11 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	al, err := audit.Open(filepath.Join(dir, "audit.jsonl"), 0)
+	if _, err := b.kr.EnsureAuditKey(b.ctx); err != nil {
+		return nil, nil, err
+	}
+	// As serve runs it: checkpoints signed in the HSM and anchored in the store.
+	al, err := audit.Open(b.ctx, audit.Options{Path: filepath.Join(dir, "audit.jsonl"), Signer: keyring.AuditSigner{Keyring: b.kr}, Anchors: b.store})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,77 +5,23 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sigil-hsm/sigil/internal/failpoint"
-	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 )
 
-// crashEnv is one server's world: a SoftHSM token, a bbolt keyring, an
-// audit log, the dev PKI and a configuration whose sweep runs often.
-type crashEnv struct {
-	t               *testing.T
-	bin, cfg, token string
-	audit           string
-	conf, pin       string
-	hsmDir          string
-	pki             mtls.DevPKI
-	srv             *proc
-}
-
-func newCrashEnv(t *testing.T, bin string) *crashEnv {
-	dir := t.TempDir()
-	conf, err := softhsm.WriteConf(filepath.Join(dir, "hsm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := softhsm.InitToken(conf, filepath.Join(dir, "hsm"), "crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin, _ := os.ReadFile(tok.PINFile)
-	pki, err := mtls.EnsureDevPKI(filepath.Join(dir, "tls"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policy, []byte("rules:\n  - identity: "+mtls.DevClientIdentity+"\n    keys: [\"*\"]\n    allow: [keys.admin, keys.read, sign.jwt, sign.raw]\n"), 0o600)
-	cfg := filepath.Join(dir, "sigil.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`grpc: {addr: "127.0.0.1:0", tls: {cert: %s, key: %s, client_ca: %s}}
-http: {addr: "127.0.0.1:0"}
-store: {type: bbolt, path: %s}
-audit: {path: %s}
-policy: %s
-keyring: {retention: 1s, sweep_interval: 300ms, orphan_grace: 1s}
-backends:
-  hsm: {type: pkcs11, module: %s, token: crash, pin: "file:%s"}
-`, pki.ServerCert, pki.ServerKey, pki.CA, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"), policy, softhsm.Module, tok.PINFile)), 0o600)
-	return &crashEnv{t: t, bin: bin, cfg: cfg, token: "crash", conf: conf, hsmDir: filepath.Join(dir, "hsm"), pin: strings.TrimSpace(string(pin)), pki: pki, audit: filepath.Join(dir, "audit.jsonl")}
-}
-
-// start runs the server, with failpoint armed unless it is "".
-func (e *crashEnv) start(fp string) {
-	env := []string{softhsm.ConfEnv + "=" + e.conf}
-	if fp != "" {
-		env = append(env, failpoint.Env+"="+fp)
-	}
-	e.srv = startConfigServer(e.t, e.bin, e.cfg, env...)
-}
-
 // sigil runs a client command against the server.
-func (e *crashEnv) sigil(args ...string) (string, error) {
+func (e *procEnv) sigil(args ...string) (string, error) {
 	out, err := exec.Command(e.bin, append(args, "--addr", e.srv.grpcAddr, "--tls-cert", e.pki.ClientCert,
 		"--tls-key", e.pki.ClientKey, "--tls-ca", e.pki.CA)...).CombinedOutput()
 	return string(out), err
 }
 
-func (e *crashEnv) must(args ...string) string {
+func (e *procEnv) must(args ...string) string {
 	e.t.Helper()
 	out, err := e.sigil(args...)
 	if err != nil {
@@ -84,7 +30,7 @@ func (e *crashEnv) must(args ...string) string {
 	return out
 }
 
-func (e *crashEnv) p11(args ...string) string {
+func (e *procEnv) p11(args ...string) string {
 	e.t.Helper()
 	cmd := exec.Command("pkcs11-tool", append([]string{"--module", softhsm.Module, "--token-label", e.token, "--login", "--pin", e.pin}, args...)...)
 	cmd.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
@@ -97,7 +43,7 @@ func (e *crashEnv) p11(args ...string) string {
 
 // objects lists the token's key objects as pkcs11-tool shows them:
 // "private|public label id" per object.
-func (e *crashEnv) objects() []string {
+func (e *procEnv) objects() []string {
 	var out []string
 	var class string
 	var label string
@@ -126,7 +72,7 @@ var sigilLabel = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}\.g[0-9]+$`)
 // key has exactly one active generation, the token holds exactly one key
 // pair per generation the keyring says exists (and nothing else of
 // Sigil's), and the foreign objects are untouched.
-func (e *crashEnv) check(foreign []string) {
+func (e *procEnv) check(foreign []string) {
 	e.t.Helper()
 	var keys []keyJSON
 	if err := json.Unmarshal([]byte(e.must("keys", "list", "--json")), &keys); err != nil {
@@ -200,7 +146,7 @@ func TestCrashAtEveryStepHealsAfterRestart(t *testing.T) {
 			name = c.fp + "/scheduler"
 		}
 		t.Run(name, func(t *testing.T) {
-			e := newCrashEnv(t, bin)
+			e := newProcEnv(t, bin)
 			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0102", "--label", "theirs.g1")
 			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0304")
 			foreign := e.objects()

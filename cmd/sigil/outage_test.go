@@ -14,12 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
@@ -31,19 +28,10 @@ import (
 // a restart, /readyz is 200, and the re-initialisation shows in metrics.
 func TestTokenOutageHealsWithoutRestart(t *testing.T) {
 	requireTools(t)
-	e := newCrashEnv(t, build(t))
+	e := newProcEnv(t, build(t))
 	e.start("")
 	e.must("keys", "create", "blip", "--alg", "ES256")
-	tc, err := mtls.ClientConfig(e.pki.ClientCert, e.pki.ClientKey, e.pki.CA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(e.srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := sigilv1.NewSigningServiceClient(conn)
+	client := sigilv1.NewSigningServiceClient(e.dial(t))
 	var phase atomic.Int32 // 0 before, 1 during the fault, 2 after the restore
 	var okDuring, unavailable atomic.Int32
 	var lastOK atomic.Int64

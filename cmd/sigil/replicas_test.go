@@ -42,11 +42,11 @@ func TestTwoReplicasOverEtcd(t *testing.T) {
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`grpc: {addr: "127.0.0.1:0", tls: {cert: %s, key: %s, client_ca: %s}}
 http: {addr: "127.0.0.1:0"}
 store: {type: etcd, endpoints: [%s], prefix: /sigil-e2e/}
-audit: {path: %s}
+audit: {path: %s, replica: r%d}
 policy: %s
 backends:
   hsm: {type: pkcs11, module: %s, token: shared, pin: "file:%s"}
-`, pki.ServerCert, pki.ServerKey, pki.CA, cluster.Endpoints[0], filepath.Join(dir, fmt.Sprintf("audit%d.jsonl", i)), policy, softhsm.Module, tok.PINFile)), 0o600)
+`, pki.ServerCert, pki.ServerKey, pki.CA, cluster.Endpoints[0], filepath.Join(dir, fmt.Sprintf("audit%d.jsonl", i)), i, policy, softhsm.Module, tok.PINFile)), 0o600)
 		addrs[i] = startConfigServer(t, bin, cfg, softhsm.ConfEnv+"="+conf).grpcAddr
 	}
 	client := func(i int, args ...string) (string, error) {
@@ -65,6 +65,15 @@ backends:
 	}
 	if out, err := client(1, "keys", "create", "shared-1", "--alg", "ES256"); err == nil || !strings.Contains(out, "AlreadyExists") {
 		t.Fatalf("the same ID created on the other replica: %v %s", err, out)
+	}
+	// Each replica keeps its own chain; verify proves both together,
+	// against the heads both anchored in etcd.
+	out, err = client(0, "audit", "verify", filepath.Join(dir, "audit0.jsonl"), filepath.Join(dir, "audit1.jsonl"))
+	if err != nil || !strings.Contains(out, "replicas: r0, r1") {
+		t.Fatalf("audit verify of both replicas: %v %s", err, out)
+	}
+	if out, err = client(0, "audit", "verify", filepath.Join(dir, "audit0.jsonl")); err == nil || !strings.Contains(out, "replica r1: no files given") {
+		t.Fatalf("audit verify without one replica's files: %v %s", err, out)
 	}
 }
 

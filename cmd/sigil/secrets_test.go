@@ -75,7 +75,7 @@ func TestSecretsNeverAppear(t *testing.T) {
 		resp.Body.Close()
 		out.Write(b)
 	}
-	run("audit", "verify", filepath.Join(data, "audit.jsonl"))
+	cli("audit", "verify", filepath.Join(data, "audit.jsonl"))
 	stop()
 
 	// Start-up failures that handle the PIN: a literal PIN in a config,

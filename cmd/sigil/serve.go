@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -97,11 +98,6 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	if err != nil {
 		return err
 	}
-	auditLog, err := audit.Open(cfg.Audit.Path, cfg.Audit.MaxSize)
-	if err != nil {
-		return err
-	}
-	defer auditLog.Close()
 	go reloadOnHangup(ctx, az, log)
 	backends := map[string]signer.Backend{}
 	defer func() {
@@ -123,17 +119,24 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		return err
 	}
 	defer store.Close()
+	repairs := &repairAuditor{log: log}
 	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: cfg.DefaultBackend, Logger: log,
 		SoleWriter: cfg.Store.Type != "etcd", Retention: cfg.Keyring.Retention, CreatingGrace: cfg.Keyring.CreatingGrace,
-		SweepInterval: cfg.Keyring.SweepInterval, OrphanGrace: cfg.Keyring.OrphanGrace, OnRepair: auditRepair(auditLog, log)})
+		SweepInterval: cfg.Keyring.SweepInterval, OrphanGrace: cfg.Keyring.OrphanGrace, OnRepair: repairs.record})
 	if err != nil {
 		return err
 	}
+	auditLog, err := openAudit(ctx, cfg.Audit, kr, store, log)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+	repairs.start(auditLog)
 	pub := jwks.NewPublisher()
 	if err := kr.Publish(ctx, pub); err != nil {
 		return err
 	}
-	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog}
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store}
 	grpcLis, err := net.Listen("tcp", cfg.GRPC.Addr)
 	if err != nil {
 		return err
@@ -159,22 +162,65 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	return err
 }
 
-// auditRepair records each repair the keyring makes by itself in the
-// audit log, as Sigil's own action.
-func auditRepair(l *audit.Log, log *slog.Logger) func(keyring.Repair) {
-	return func(rep keyring.Repair) {
-		rec := &audit.Record{Time: time.Now().UTC(), Identity: "sigil", Operation: "keyring.repair", KeyID: rep.KeyID,
-			Generation: rep.Generation, Outcome: string(rep.Kind), Code: "OK"}
-		if err := l.Write(rec); err != nil {
-			log.Error("audit record of a keyring repair failed", "repair", string(rep.Kind), "key", rep.KeyID, "err", err)
-		}
+// openAudit opens the audit log, its checkpoints signed with the audit
+// key (made on first start) and anchored in the keyring store.
+func openAudit(ctx context.Context, c *config.Audit, kr *keyring.Keyring, store keyring.Anchors, log *slog.Logger) (*audit.Log, error) {
+	if _, err := kr.EnsureAuditKey(ctx); err != nil {
+		return nil, fmt.Errorf("the audit key: %w", err)
+	}
+	replica := c.Replica
+	if replica == "" {
+		replica, _ = os.Hostname()
+	}
+	return audit.Open(ctx, audit.Options{Path: c.Path, MaxSize: c.MaxSize, Replica: replica, Signer: keyring.AuditSigner{Keyring: kr}, Anchors: store,
+		CheckpointEvery: c.Checkpoint.Every, CheckpointInterval: c.Checkpoint.Interval, Logger: log})
+}
+
+// repairAuditor records each repair the keyring makes by itself in the
+// audit log, as Sigil's own action; repairs made while the keyring loads,
+// before the log is open, are written once it is.
+type repairAuditor struct {
+	log    *slog.Logger
+	mu     sync.Mutex
+	audit  *audit.Log
+	queued []keyring.Repair
+}
+
+func (a *repairAuditor) record(rep keyring.Repair) {
+	a.mu.Lock()
+	l := a.audit
+	if l == nil {
+		a.queued = append(a.queued, rep)
+	}
+	a.mu.Unlock()
+	if l == nil {
+		return
+	}
+	rec := &audit.Record{Time: time.Now().UTC(), Identity: "sigil", Operation: "keyring.repair", KeyID: rep.KeyID,
+		Generation: rep.Generation, Outcome: string(rep.Kind), Code: "OK"}
+	if err := l.Write(rec); err != nil {
+		a.log.Error("audit record of a keyring repair failed", "repair", string(rep.Kind), "key", rep.KeyID, "err", err)
 	}
 }
 
-// ledgerStore is a keyring store that also counts spending.
+// start writes the queued repairs to l, and every later one.
+func (a *repairAuditor) start(l *audit.Log) {
+	a.mu.Lock()
+	a.audit = l
+	queued := a.queued
+	a.queued = nil
+	a.mu.Unlock()
+	for _, rep := range queued {
+		a.record(rep)
+	}
+}
+
+// ledgerStore is a keyring store that also counts spending and keeps
+// the audit anchors.
 type ledgerStore interface {
 	keyring.Store
 	keyring.Ledger
+	keyring.Anchors
 }
 
 // openStore opens the configured keyring store and says how to run the

@@ -80,6 +80,16 @@ type EtcdTLS struct {
 type Audit struct {
 	Path    string `yaml:"path"`
 	MaxSize int64  `yaml:"max_size"` // bytes before the file rotates; 64 MiB if 0
+	// Replica names this server's chain (each replica keeps its own log
+	// and checkpoints); the host name if empty.
+	Replica    string     `yaml:"replica"`
+	Checkpoint Checkpoint `yaml:"checkpoint"`
+}
+
+// Checkpoint says how often the audit chain's head is signed.
+type Checkpoint struct {
+	Every    int           `yaml:"every"`    // records; 1000 if 0
+	Interval time.Duration `yaml:"interval"` // 10s if 0
 }
 
 // Backend is one backends: entry: its type, and the rest of its section
@@ -189,6 +199,9 @@ func (c *Config) validate(dev bool) error {
 	}
 	if c.Audit == nil || c.Audit.Path == "" {
 		return errors.New("audit.path: required")
+	}
+	if cp := c.Audit.Checkpoint; cp.Every < 0 || cp.Interval < 0 {
+		return errors.New("audit.checkpoint: every and interval must not be negative")
 	}
 	k := c.Keyring
 	if k.Retention < 0 || k.SweepInterval < 0 || k.OrphanGrace < 0 || k.CreatingGrace < 0 {

@@ -14,4 +14,5 @@ func TestCompareAndSwap(t *testing.T) {
 	}
 	defer s.Close()
 	storetest.CompareAndSwap(t, s)
+	storetest.Anchors(t, s)
 }

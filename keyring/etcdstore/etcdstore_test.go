@@ -41,6 +41,7 @@ func TestCompareAndSwap(t *testing.T) {
 	}
 	defer s.Close()
 	storetest.CompareAndSwap(t, s)
+	storetest.Anchors(t, s)
 }
 
 // An etcd that requires client certificates: the store connects with the

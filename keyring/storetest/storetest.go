@@ -56,3 +56,29 @@ func CompareAndSwap(t *testing.T, s keyring.Store) {
 		t.Fatalf("write with a canceled context: %v", err)
 	}
 }
+
+// Anchors checks that anchors are stored, replaced and reported missing.
+func Anchors(t *testing.T, s keyring.Anchors) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.GetAnchor(ctx, "audit/r1"); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("missing anchor: %v", err)
+	}
+	for _, v := range []string{"first", "second"} {
+		if err := s.PutAnchor(ctx, "audit/r1", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetAnchor(ctx, "audit/r1"); err != nil || string(got) != v {
+			t.Fatalf("anchor: %q %v, want %q", got, err, v)
+		}
+	}
+	if _, err := s.GetAnchor(ctx, "audit/r2"); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("another replica's anchor: %v", err)
+	}
+	if err := s.PutAnchor(ctx, "other/x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.ListAnchors(ctx, "audit/"); err != nil || len(all) != 1 || string(all["audit/r1"]) != "second" {
+		t.Fatalf("ListAnchors: %q %v", all, err)
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sigil-hsm/sigil/internal/mtls"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+func (e *procEnv) dial(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	tc, err := mtls.ClientConfig(e.pki.ClientCert, e.pki.ClientKey, e.pki.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(e.srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (e *procEnv) sign(conn *grpc.ClientConn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := sigilv1.NewSigningServiceClient(conn).Sign(ctx, &sigilv1.SignRequest{KeyId: "k", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
+	return err
+}
+
+// verifyAudit runs `sigil audit verify` on the server's audit files with
+// the server's client flags (the live anchored head and the audit key).
+func (e *procEnv) verifyAudit() (string, error) {
+	files, _ := filepath.Glob(e.audit + "*")
+	return e.sigil(append([]string{"audit", "verify"}, files...)...)
+}
+
+// One request with a 262,000-character key ID of '<' from an identity
+// with no right to the operation: it is denied and recorded bounded, the
+// server starts again, and the trail verifies complete. Then the log is
+// cut: the next start records the tampering, counts it in metrics, and
+// verify names it.
+func TestAuditTrailSurvivesHostileInputAndProvesTruncation(t *testing.T) {
+	requireTools(t)
+	e := newProcEnv(t, build(t))
+	e.start("")
+	e.must("keys", "create", "k", "--alg", "ES256")
+	conn := e.dial(t)
+	for range 30 {
+		if err := e.sign(conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hostile := strings.Repeat("<", 262000)
+	_, err := sigilv1.NewEthereumServiceClient(conn).SignMessage(context.Background(), &sigilv1.SignMessageRequest{KeyId: hostile, Message: []byte("m")})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a hostile key ID from an identity without the right: %v", err)
+	}
+	// A request that is not valid protobuf is audited and InvalidArgument.
+	var resp sigilv1.SignResponse
+	err = conn.Invoke(context.Background(), sigilv1.SigningService_Sign_FullMethodName, rawBytes{0x0a, 0xff, 0xff}, &resp, grpc.ForceCodecV2(rawClientCodec{}))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("malformed protobuf: %v, want InvalidArgument", err)
+	}
+	e.srv.stop(t)
+	b, _ := os.ReadFile(e.audit)
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if len(line) > 8<<10 {
+			t.Fatalf("an audit line of %d bytes", len(line))
+		}
+	}
+	for _, want := range []string{`"invalid_key_id":{"length":262000`, `"outcome":"malformed","code":"InvalidArgument","reason":"malformed request"`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Fatalf("the audit log lacks %s", want)
+		}
+	}
+	e.start("") // must start
+	if out, err := e.verifyAudit(); err != nil || !strings.Contains(out, "chain complete and intact") {
+		t.Fatalf("audit verify after the hostile request: %v\n%s", err, out)
+	}
+	e.srv.stop(t)
+
+	// Cut the last 5 lines: the next start notices, and keeps running.
+	b, _ = os.ReadFile(e.audit)
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	os.WriteFile(e.audit, bytes.Join(lines[:len(lines)-6], nil), 0o600)
+	e.start("")
+	if !strings.Contains(e.srv.logs.String(), "audit log tampered with") {
+		t.Fatal("no error log of the tampering at start")
+	}
+	_, metrics := get(t, e.srv.httpAddr, "/metrics")
+	if !strings.Contains(metrics, "sigil_audit_tamper_detected_total 1") || !strings.Contains(metrics, "sigil_audit_up 1") {
+		t.Fatal("metrics do not show the tampering, or the log is down")
+	}
+	if err := e.sign(e.dial(t)); err != nil {
+		t.Fatalf("signing after the tamper record: %v", err)
+	}
+	out, err := e.verifyAudit()
+	if err == nil || !strings.Contains(out, "the log records tampering") || !regexp.MustCompile(`records \d+ to \d+ are missing`).MatchString(out) {
+		t.Fatalf("audit verify of a cut log: %v\n%s", err, out)
+	}
+}
+
+// The audit log's filesystem fills up under a running server: requests
+// are refused Unavailable (their responses withheld), readiness and
+// metrics say so; once space is freed the server answers again without a
+// restart, and the trail verifies.
+func TestAuditDiskFullHealsWithoutRestart(t *testing.T) {
+	requireTools(t)
+	e := newProcEnv(t, build(t))
+	dir := filepath.Join(e.dir, "audit")
+	os.MkdirAll(dir, 0o700)
+	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).Run(); err != nil {
+		if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
+			t.Fatalf("mounting a tmpfs as root under CI=true: %v", err)
+		}
+		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	e.audit = filepath.Join(dir, "audit.jsonl")
+	e.start("")
+	e.must("keys", "create", "k", "--alg", "ES256")
+	conn := e.dial(t)
+	filler := filepath.Join(dir, "filler")
+	fi, _ := os.Stat(e.audit)
+	os.WriteFile(filler, make([]byte, 256<<10-fi.Size()-8<<10), 0o600)
+	refused := false
+	for i := 0; i < 2000 && !refused; i++ {
+		switch err := e.sign(conn); status.Code(err) {
+		case codes.OK:
+		case codes.Unavailable:
+			refused = true
+		default:
+			t.Fatalf("with the audit disk full: %v", err)
+		}
+	}
+	if !refused {
+		t.Fatal("the audit disk filled up but requests were still answered")
+	}
+	if code, body := get(t, e.srv.httpAddr, "/readyz"); code != 503 || !strings.Contains(body, `"audit":{"up":false`) {
+		t.Fatalf("/readyz with the audit disk full: %d %s", code, body)
+	}
+	if _, m := get(t, e.srv.httpAddr, "/metrics"); !strings.Contains(m, "sigil_audit_up 0") || strings.Contains(m, "sigil_audit_write_errors_total 0") {
+		t.Fatal("metrics do not show the audit log down")
+	}
+	os.Remove(filler)
+	if !withinE(10*time.Second, func() bool { return e.sign(conn) == nil }) {
+		t.Fatal("not signing 10 s after space was freed")
+	}
+	if code, _ := get(t, e.srv.httpAddr, "/readyz"); code != 200 {
+		t.Fatalf("/readyz after the audit log healed: %d", code)
+	}
+	if out, err := e.verifyAudit(); err != nil {
+		t.Fatalf("audit verify after the disk-full episode: %v\n%s", err, out)
+	}
+}
+
+// rawBytes is a request body sent as it is, to play a client that sends
+// bytes that are not the method's message.
+type rawBytes []byte
+
+type rawClientCodec struct{}
+
+func (rawClientCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.(rawBytes))}, nil
+}
+func (rawClientCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+func (rawClientCodec) Name() string { return "proto" }

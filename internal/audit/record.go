@@ -1,0 +1,160 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Record is one decision, or an event of Sigil's own (identity "sigil").
+type Record struct {
+	Time      time.Time `json:"time"`
+	RequestID string    `json:"request_id,omitempty"`
+	Identity  string    `json:"identity"`
+	Operation string    `json:"operation"`
+	KeyID     string    `json:"key_id,omitempty"`
+	// InvalidKeyID stands for a key ID the request carried that is not a
+	// valid one: its length and SHA-256, never its bytes.
+	InvalidKeyID  *Digest `json:"invalid_key_id,omitempty"`
+	Generation    int     `json:"generation,omitempty"`
+	Outcome       string  `json:"outcome"`
+	Code          string  `json:"code"`
+	Reason        string  `json:"reason,omitempty"`
+	LatencyMS     float64 `json:"latency_ms,omitempty"`
+	PayloadSHA256 string  `json:"payload_sha256,omitempty"`
+	RequestBytes  int     `json:"request_bytes,omitempty"`
+	Peer          string  `json:"peer,omitempty"`
+}
+
+// Digest describes bytes that are not recorded themselves.
+type Digest struct {
+	Length int    `json:"length"`
+	SHA256 string `json:"sha256"`
+}
+
+// DigestOf describes s by its length and SHA-256.
+func DigestOf(s string) *Digest {
+	sum := sha256.Sum256([]byte(s))
+	return &Digest{Length: len(s), SHA256: hex.EncodeToString(sum[:])}
+}
+
+// entry is a line of the log: a record with its place in the chain, and
+// for Sigil's own events what they carry.
+type entry struct {
+	Seq  uint64 `json:"seq"`
+	Prev string `json:"prev"`
+	*Record
+	FileStart  *FileStart  `json:"file_start,omitempty"`
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	Evidence   *Evidence   `json:"evidence,omitempty"`
+	Tamper     *Tamper     `json:"tamper,omitempty"`
+}
+
+// FileStart opens every file: it names the replica whose chain the file
+// holds and the last record of the file before it (zero in the first).
+type FileStart struct {
+	Replica      string `json:"replica"`
+	PrevFileSeq  uint64 `json:"prev_file_seq"`
+	PrevFileHash string `json:"prev_file_hash"`
+}
+
+// Evidence keeps what was cut from the file's end at start or after a
+// failed write: a partial or unreadable line.
+type Evidence struct {
+	Digest
+	Prefix string `json:"prefix"` // the first bytes, hex
+}
+
+// Tamper says the log does not reach, or does not agree with, what was
+// anchored outside it: records MissingFrom..MissingTo are gone or were
+// rewritten.
+type Tamper struct {
+	Detail      string `json:"detail"`
+	MissingFrom uint64 `json:"missing_from,omitempty"`
+	MissingTo   uint64 `json:"missing_to,omitempty"`
+}
+
+// Operations of Sigil's own entries.
+const (
+	opFileStart  = "audit.file_start"
+	opCheckpoint = "audit.checkpoint"
+	opQuarantine = "audit.quarantine"
+	opTamper     = "audit.tamper_detected"
+)
+
+// Bounds on a line: every field a client can influence is capped, so a
+// line stays under MaxLine whatever the request held.
+const (
+	MaxLine  = 8 << 10
+	maxField = 256
+)
+
+const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// bound replaces any string field that is longer than maxField or not
+// valid UTF-8 by its digest, in place.
+func bound(r *Record) {
+	for _, f := range []*string{&r.RequestID, &r.Identity, &r.Operation, &r.Outcome, &r.Code, &r.Reason, &r.PayloadSHA256, &r.Peer} {
+		if len(*f) > maxField || !utf8.ValidString(*f) {
+			d := DigestOf(*f)
+			*f = fmt.Sprintf("[%d bytes, sha256 %s]", d.Length, d.SHA256)
+		}
+	}
+	if len(r.KeyID) > maxField || !utf8.ValidString(r.KeyID) {
+		r.InvalidKeyID, r.KeyID = DigestOf(r.KeyID), ""
+	}
+}
+
+// seal encodes e and appends its own hash: the SHA-256 of the line up to
+// the "hash" member. It fails if the line would exceed MaxLine.
+func seal(e entry) ([]byte, string, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return nil, "", err
+	}
+	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	prefix := append(body[:len(body)-1:len(body)-1], `,"hash":"`...)
+	sum := sha256.Sum256(prefix)
+	hash := hex.EncodeToString(sum[:])
+	line := append(append(prefix, hash...), '"', '}', '\n')
+	if len(line) > MaxLine {
+		return nil, "", fmt.Errorf("audit line of %d bytes over the %d limit", len(line), MaxLine)
+	}
+	return line, hash, nil
+}
+
+// parsed is a line read back, with its own hash checked.
+type parsed struct {
+	entry
+	Hash string `json:"hash"`
+}
+
+var errNotALine = errors.New("not an audit line (no hash)")
+
+// parse checks a line's own hash and decodes it (b without its newline).
+func parse(b []byte) (*parsed, error) {
+	i := bytes.LastIndex(b, []byte(`,"hash":"`))
+	if i < 0 || len(b) != i+len(`,"hash":"`)+64+2 || !bytes.HasSuffix(b, []byte(`"}`)) {
+		return nil, errNotALine
+	}
+	prefix := b[:i+len(`,"hash":"`)]
+	sum := sha256.Sum256(prefix)
+	if string(b[len(prefix):len(prefix)+64]) != hex.EncodeToString(sum[:]) {
+		return nil, errors.New("line altered: its hash does not match its content")
+	}
+	var p parsed
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if p.Record == nil {
+		return nil, errNotALine
+	}
+	return &p, nil
+}

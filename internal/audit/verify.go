@@ -1,0 +1,224 @@
+package audit
+
+import (
+	"crypto/ecdsa"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Report is what Verify proved, and every problem it found, each named
+// by file and line or by the records it concerns.
+type Report struct {
+	Records     int      // entries whose own hash and link verified
+	Checkpoints int      // checkpoints whose signature and head verified
+	Unsigned    int      // records after the last verified checkpoint
+	Replicas    []string // the chains the files hold
+	Problems    []string
+	Notes       []string
+}
+
+// OK reports whether the files are a complete, intact chain.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+func (r *Report) problem(format string, args ...any) {
+	r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+}
+
+// placed is an entry with where it was read.
+type placed struct {
+	*parsed
+	file string
+	line int
+}
+
+// Verify checks files (rotated and current, of one or several replicas,
+// in any order) with the audit public key, and, when live is given, that
+// each replica's files reach the checkpoint anchored in the keyring
+// store. Every gap is named: a missing head ("starts at seq N"), a
+// missing range, a missing tail, a rewritten chain (a checkpoint that
+// does not verify or does not match its record), a damaged line.
+func Verify(files []string, pub *ecdsa.PublicKey, live []Anchor) (*Report, error) {
+	r := &Report{}
+	chains := map[string][]placed{}
+	for _, name := range files {
+		entries, err := readFile(name, r)
+		if err != nil {
+			return nil, err
+		}
+		if len(entries) == 0 {
+			r.problem("%s: no audit entries", name)
+			continue
+		}
+		replica := replicaOf(entries)
+		chains[replica] = append(chains[replica], entries...)
+	}
+	for replica, entries := range chains {
+		r.Replicas = append(r.Replicas, replica)
+		slices.SortStableFunc(entries, func(a, b placed) int { return cmpSeq(a.Seq, b.Seq) })
+		hashes := r.walk(replica, entries)
+		r.checkpoints(replica, entries, hashes, pub)
+		for _, a := range live {
+			if a.Replica == replica {
+				r.reaches(replica, entries, hashes, a, pub)
+			}
+		}
+	}
+	for _, a := range live {
+		if _, ok := chains[a.Replica]; !ok {
+			r.problem("replica %s: no files given, but its log reaches seq %d", a.Replica, a.RecordSeq)
+		}
+	}
+	slices.Sort(r.Replicas)
+	return r, nil
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// readFile parses every line of a file; damaged lines are problems.
+func readFile(name string, r *Report) ([]placed, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []placed
+	n := 0
+	err = eachLine(f, func(b []byte, complete bool) error {
+		n++
+		p, err := parse(b)
+		switch {
+		case !complete:
+			r.problem("%s:%d: partial last line (%d bytes)", name, n, len(b))
+		case err != nil:
+			r.problem("%s:%d: %v", name, n, err)
+		default:
+			out = append(out, placed{p, name, n})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// replicaOf is the replica a file's entries belong to.
+func replicaOf(entries []placed) string {
+	for _, e := range entries {
+		switch {
+		case e.FileStart != nil:
+			return e.FileStart.Replica
+		case e.Checkpoint != nil:
+			return e.Checkpoint.Replica
+		}
+	}
+	return "(unknown)"
+}
+
+// walk checks seq contiguity and the hash links of one replica's
+// entries, in seq order, and returns every record's hash by seq.
+func (r *Report) walk(replica string, entries []placed) map[uint64]string {
+	hashes := map[uint64]string{}
+	if first := entries[0]; first.Seq != 1 {
+		r.problem("replica %s: starts at seq %d (%s:%d); records 1 to %d not provided", replica, first.Seq, first.file, first.line, first.Seq-1)
+	} else if first.Prev != zeroHash {
+		r.problem("replica %s: the first record (%s:%d) does not start the chain", replica, first.file, first.line)
+	}
+	for i, e := range entries {
+		hashes[e.Seq] = e.Hash
+		r.Records++
+		if e.Tamper != nil {
+			r.problem("%s:%d: the log records tampering: %s", e.file, e.line, e.Tamper.Detail)
+		}
+		if e.Evidence != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("%s:%d: %d damaged bytes were cut from the end of the log and kept as evidence", e.file, e.line, e.Evidence.Length))
+		}
+		if i == 0 {
+			continue
+		}
+		prev := entries[i-1]
+		switch {
+		case e.Seq == prev.Seq:
+			r.problem("%s:%d: seq %d appears twice (also %s:%d)", e.file, e.line, e.Seq, prev.file, prev.line)
+		case e.Seq != prev.Seq+1:
+			r.problem("replica %s: records %d to %d missing (between %s:%d and %s:%d)", replica, prev.Seq+1, e.Seq-1, prev.file, prev.line, e.file, e.line)
+		case e.Prev != prev.Hash:
+			r.problem("%s:%d: chain broken: prev is not the hash of record %d (a record was rewritten or replaced)", e.file, e.line, prev.Seq)
+		case e.FileStart != nil && (e.FileStart.PrevFileSeq != prev.Seq || e.FileStart.PrevFileHash != prev.Hash):
+			r.problem("%s:%d: the file does not continue the one before it", e.file, e.line)
+		}
+	}
+	return hashes
+}
+
+// checkpoints verifies each checkpoint's signature and that it matches
+// the record it signs; it counts what the last one leaves unsigned.
+func (r *Report) checkpoints(replica string, entries []placed, hashes map[uint64]string, pub *ecdsa.PublicKey) {
+	var proven uint64
+	found := false
+	for _, e := range entries {
+		cp := e.Checkpoint
+		if cp == nil {
+			continue
+		}
+		found = true
+		if pub == nil {
+			r.problem("%s:%d: no audit key given: the checkpoint cannot be checked", e.file, e.line)
+			continue
+		}
+		if err := cp.Verify(pub); err != nil {
+			r.problem("%s:%d: %v (the chain was rewritten, or another key signed it)", e.file, e.line, err)
+			continue
+		}
+		if h, ok := hashes[cp.Seq]; ok && h != cp.Hash {
+			r.problem("%s:%d: the checkpoint of record %d does not match it: the chain was rewritten", e.file, e.line, cp.Seq)
+			continue
+		}
+		r.Checkpoints++
+		proven = max(proven, cp.Seq)
+	}
+	if !found {
+		r.problem("replica %s: no checkpoint in the files: nothing in this chain is signed", replica)
+	}
+	for _, e := range entries {
+		if e.Seq > proven && e.Checkpoint == nil {
+			r.Unsigned++
+		}
+	}
+}
+
+// reaches checks that the files hold the live anchored checkpoint: the
+// record it signs and its own entry.
+func (r *Report) reaches(replica string, entries []placed, hashes map[uint64]string, a Anchor, pub *ecdsa.PublicKey) {
+	if pub == nil {
+		r.problem("replica %s: no audit key given: the live checkpoint cannot be checked", replica)
+		return
+	}
+	if err := a.Verify(pub); err != nil {
+		r.problem("replica %s: the live anchored checkpoint: %v", replica, err)
+		return
+	}
+	last := entries[len(entries)-1].Seq
+	switch {
+	case last < a.RecordSeq:
+		r.problem("replica %s: missing tail: the files end at seq %d but the log reached seq %d; records %d to %d not provided", replica, last, a.RecordSeq, last+1, a.RecordSeq)
+	case hashes[a.Seq] != a.Hash || hashes[a.RecordSeq] != a.RecordHash:
+		r.problem("replica %s: the records at seq %d and %d do not match the live anchored checkpoint: the chain was rewritten", replica, a.Seq, a.RecordSeq)
+	}
+}
+
+// Summary is the one-line verdict.
+func (r *Report) Summary() string {
+	if !r.OK() {
+		return fmt.Sprintf("audit trail NOT intact: %d problems (%d records read, %d checkpoints verified)", len(r.Problems), r.Records, r.Checkpoints)
+	}
+	return fmt.Sprintf("ok: %d records and %d checkpoints verified, chain complete and intact (replicas: %s); %d records after the last checkpoint are not yet signed",
+		r.Records, r.Checkpoints, strings.Join(r.Replicas, ", "), r.Unsigned)
+}

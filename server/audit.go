@@ -1,0 +1,84 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// auditService implements sigil.v1.AuditService.
+type auditService struct {
+	sigilv1.UnimplementedAuditServiceServer
+	keys    *keyring.Keyring
+	anchors keyring.Anchors
+}
+
+var _ sigilv1.AuditServiceServer = (*auditService)(nil)
+
+func (s *auditService) GetAuditHead(ctx context.Context, _ *sigilv1.GetAuditHeadRequest) (*sigilv1.GetAuditHeadResponse, error) {
+	if s.anchors == nil {
+		return nil, errs.New(errs.FailedPrecondition, "this server keeps no audit checkpoints")
+	}
+	pem, err := auditKeyPEM(ctx, s.keys)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.anchors.ListAnchors(ctx, audit.AnchorName(""))
+	if err != nil {
+		return nil, err
+	}
+	resp := &sigilv1.GetAuditHeadResponse{PublicKeyPem: pem}
+	for _, b := range all {
+		a, err := audit.ParseAnchor(b)
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "anchored checkpoint")
+		}
+		resp.Checkpoints = append(resp.Checkpoints, &sigilv1.AuditCheckpoint{Replica: a.Replica, Seq: a.Seq, Hash: a.Hash,
+			Time: timestamppb.New(a.Time), Signature: a.Signature, RecordSeq: a.RecordSeq, RecordHash: a.RecordHash})
+	}
+	sort.Slice(resp.Checkpoints, func(i, j int) bool { return resp.Checkpoints[i].GetReplica() < resp.Checkpoints[j].GetReplica() })
+	return resp, nil
+}
+
+// auditKeyPEM is the public key audit checkpoints verify with.
+func auditKeyPEM(ctx context.Context, kr *keyring.Keyring) (string, error) {
+	k, err := kr.Get(ctx, keyring.AuditKeyID)
+	if err != nil {
+		return "", err
+	}
+	g, ok := k.Active()
+	if !ok {
+		return "", errs.New(errs.FailedPrecondition, "the audit key has no active generation")
+	}
+	return signer.PublicKeyPEM(g.Public())
+}
+
+// serveAuditKey answers GET /audit/key with the audit public key (PEM):
+// what anyone holding audit files needs to check their checkpoints.
+func (s *Server) serveAuditKey(w http.ResponseWriter, r *http.Request) {
+	pem, err := auditKeyPEM(r.Context(), s.opts.Keyring)
+	if err != nil {
+		http.Error(w, "no audit key", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Write([]byte(pem))
+}
+
+// auditState is the audit log's health as /readyz reports it.
+func (s *Server) auditState() (bool, string) {
+	if s.opts.Audit == nil {
+		return true, ""
+	}
+	up, detail := s.opts.Audit.Health()
+	return up, strings.TrimSpace(detail)
+}
