@@ -16,7 +16,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/identity"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -50,7 +50,8 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 		return h(ctx, req)
 	}
 	start := time.Now()
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: identity(ctx), Operation: string(op), KeyID: keyIDOf(req), Peer: peerAddr(ctx)}
+	ids := identities(ctx)
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), KeyID: keyIDOf(req), Peer: peerAddr(ctx)}
 	if p := payloadOf(req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
 		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
@@ -58,7 +59,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
 	var err error
-	if s.opts.Authz != nil && !s.opts.Authz.Allowed(rec.Identity, op, rec.KeyID) {
+	if !s.authorize(rec, ids, op) {
 		rec.Outcome, err = "denied", errs.New(errs.PermissionDenied, "permission denied")
 	} else {
 		resp, err = h(context.WithValue(ctx, recordKey{}, rec), req)
@@ -78,6 +79,23 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	return resp, err
 }
 
+// authorize decides whether a client with identities ids may do op on
+// the record's key, and records who: the typed identity the allowing rule
+// named, or when none did, all of them.
+func (s *Server) authorize(rec *audit.Record, ids []identity.ID, op authz.Op) bool {
+	if s.opts.Authz == nil {
+		rec.Identities = identity.Strings(ids)
+		return true
+	}
+	who, ok := s.opts.Authz.Allowed(ids, op, rec.KeyID)
+	if !ok {
+		rec.Identities = identity.Strings(ids)
+		return false
+	}
+	rec.Identity = who.String()
+	return true
+}
+
 // noteGeneration records which generation served the request.
 func noteGeneration(ctx context.Context, n int) {
 	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
@@ -87,21 +105,25 @@ func noteGeneration(ctx context.Context, n int) {
 
 // allowedKey reports whether the caller may read key id (for listings).
 func (s *Server) allowedKey(ctx context.Context, id string) bool {
-	return s.opts.Authz == nil || s.opts.Authz.Allowed(identity(ctx), authz.KeysRead, id)
+	if s.opts.Authz == nil {
+		return true
+	}
+	_, ok := s.opts.Authz.Allowed(identities(ctx), authz.KeysRead, id)
+	return ok
 }
 
-// identity names the caller by its verified client certificate; "" when
-// there is none (which no policy rule matches).
-func identity(ctx context.Context) string {
+// identities are the caller's typed identities, from its verified client
+// certificate; none when there is none (which no policy rule matches).
+func identities(ctx context.Context) []identity.ID {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return ""
+		return nil
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return ""
+		return nil
 	}
-	return mtls.Identity(ti.State.VerifiedChains[0][0])
+	return identity.Of(ti.State.VerifiedChains[0][0])
 }
 
 func peerAddr(ctx context.Context) string {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
 )
 
 // codeOf is the one mapping from error kinds to gRPC codes. It is total:
@@ -80,7 +81,7 @@ func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 			if status.Code(st) == codes.Internal {
 				level = slog.LevelError
 			}
-			log.Log(ctx, level, "request failed", "method", info.FullMethod, "code", status.Code(st).String(), "err", err)
+			log.Log(ctx, level, "request failed", "method", info.FullMethod, "identities", identity.Strings(identities(ctx)), "code", status.Code(st).String(), "err", err)
 			return nil, st
 		}
 		return resp, nil

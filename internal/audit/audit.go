@@ -42,7 +42,8 @@ import (
 type Record struct {
 	Time          time.Time `json:"time"`
 	RequestID     string    `json:"request_id"`
-	Identity      string    `json:"identity"`
+	Identity      string    `json:"identity,omitempty"`   // the typed identity a rule allowed
+	Identities    []string  `json:"identities,omitempty"` // when none was allowed: all the client's typed identities
 	Operation     string    `json:"operation"`
 	KeyID         string    `json:"key_id,omitempty"`
 	Generation    int       `json:"generation,omitempty"`
