@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -12,16 +13,23 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
-// operations names the policy operation of every RPC that touches keys.
-// RPCs not listed (health, reflection) need only a verified certificate.
+// sigilPackage is the proto package of Sigil's own services.
+const sigilPackage = "sigil.v1"
+
+// operations names the policy operation of every Sigil RPC. It is the
+// whole list: a /sigil.v1.* method missing here is refused, so an RPC
+// added without an operation is shut, not open. Other services (health,
+// reflection) need only a verified certificate.
 var operations = map[string]authz.Op{
 	sigilv1.KeyService_CreateKey_FullMethodName:            authz.KeysAdmin,
 	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:      authz.KeysAdmin,
@@ -38,45 +46,111 @@ var operations = map[string]authz.Op{
 	sigilv1.EthereumService_SignTypedData_FullMethodName:   authz.EthSignTypedData,
 }
 
+// isSigilMethod reports whether a full method name is one of Sigil's
+// services (and so must have an operation).
+func isSigilMethod(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/"+sigilPackage+".")
+}
+
 type recordKey struct{}
 
-// access authorizes each request before any key is looked up, and writes
-// every decision to the audit log before the response leaves. A denial
-// says nothing of whether the key exists. If the audit record cannot be
-// written, the response is withheld: nothing is signed off the record.
+// access admits each Sigil request before any key is looked up, and
+// writes every decision to the audit log before the response leaves. A
+// denial says nothing of whether the key exists. If the audit record
+// cannot be written, the response is withheld: nothing is signed off the
+// record.
 func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	op, ok := operations[info.FullMethod]
-	if !ok {
+	if !isSigilMethod(info.FullMethod) {
 		return h(ctx, req)
 	}
 	start := time.Now()
-	ids := identities(ctx)
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), KeyID: keyIDOf(req), Peer: peerAddr(ctx)}
+	op, named := operations[info.FullMethod]
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), Peer: peerAddr(ctx)}
+	if !named {
+		rec.Operation = info.FullMethod
+	}
 	if p := payloadOf(req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
 		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
 	}
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
-	var err error
-	if !s.authorize(rec, ids, op) {
-		rec.Outcome, err = "denied", errs.New(errs.PermissionDenied, "permission denied")
-	} else {
+	outcome, err := s.admit(ctx, rec, req, op, named)
+	rec.Outcome = outcome
+	if err == nil {
 		resp, err = h(context.WithValue(ctx, recordKey{}, rec), req)
-		rec.Outcome = "allowed"
 		if err != nil {
 			rec.Outcome = "failed"
 		}
 	}
+	return resp, s.record(rec, err, start)
+}
+
+// admit decides a request: the method must have an operation, the request
+// must be well-formed, and a policy rule must allow one of the client's
+// identities the operation on the key. It returns the outcome to record
+// and, unless "allowed", the error to answer.
+func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
+	ids := identities(ctx)
+	if !named {
+		rec.Identities = identity.Strings(ids)
+		return "denied", errs.New(errs.PermissionDenied, "permission denied")
+	}
+	if err := s.checkRequest(req); err != nil {
+		rec.Identities = identity.Strings(ids)
+		return "failed", err
+	}
+	rec.KeyID = keyIDOf(req)
+	if !s.authorize(rec, ids, op) {
+		return "denied", errs.New(errs.PermissionDenied, "permission denied")
+	}
+	return "allowed", nil
+}
+
+// checkRequest refuses a request that did not decode, breaks the schema
+// (see checkMessage) or names a key ID that cannot exist.
+func (s *Server) checkRequest(req any) error {
+	if err := s.codec.decodeError(req); err != nil {
+		return err
+	}
+	m, ok := req.(proto.Message)
+	if !ok {
+		return errs.New(errs.InvalidArgument, "request is not a protobuf message")
+	}
+	if err := checkMessage(m.ProtoReflect()); err != nil {
+		return err
+	}
+	if id, ok := keyIDField(req); ok {
+		return keyring.ValidateID(id)
+	}
+	return nil
+}
+
+// record completes the audit record of a decision and writes it.
+func (s *Server) record(rec *audit.Record, err error, start time.Time) error {
 	rec.Code = status.Code(toStatus(err)).String()
 	rec.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 	if s.opts.Audit != nil {
 		if aerr := s.opts.Audit.Write(rec); aerr != nil {
 			s.log.Error("audit write failed; response withheld", "request_id", rec.RequestID, "err", aerr)
-			return nil, errs.New(errs.Unavailable, "audit log unavailable")
+			return errs.New(errs.Unavailable, "audit log unavailable")
 		}
 	}
-	return resp, err
+	return err
+}
+
+// streamAccess refuses every Sigil streaming method: the access checks
+// above are unary, so a Sigil stream could only pass them unchecked.
+// Other streams (reflection, health watches) need only a verified
+// certificate.
+func (s *Server) streamAccess(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !isSigilMethod(info.FullMethod) {
+		return h(srv, ss)
+	}
+	start := time.Now()
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: info.FullMethod, Peer: peerAddr(ss.Context()),
+		Identities: identity.Strings(identities(ss.Context())), Outcome: "denied"}
+	return toStatus(s.record(rec, errs.New(errs.PermissionDenied, "permission denied"), start))
 }
 
 // authorize decides whether a client with identities ids may do op on
@@ -133,14 +207,21 @@ func peerAddr(ctx context.Context) string {
 	return ""
 }
 
-func keyIDOf(req any) string {
+// keyIDField is the key a request names, if its type names one.
+func keyIDField(req any) (string, bool) {
 	switch r := req.(type) {
 	case interface{ GetKeyId() string }:
-		return r.GetKeyId()
+		return r.GetKeyId(), true
 	case interface{ GetId() string }:
-		return r.GetId()
+		return r.GetId(), true
 	}
-	return ""
+	return "", false
+}
+
+// keyIDOf is the key a request names; "" for none (a listing).
+func keyIDOf(req any) string {
+	id, _ := keyIDField(req)
+	return id
 }
 
 // payloadOf is what the request asks to have signed; only its hash is

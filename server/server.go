@@ -73,6 +73,7 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
+	codec   *requestCodec
 }
 
 // New builds the gRPC server and its services.
@@ -83,7 +84,7 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends)}
+	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), codec: newRequestCodec()}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
 		creds = credentials.NewTLS(o.TLS)
@@ -95,6 +96,8 @@ func New(o Options) *Server {
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline),
+		grpc.ChainStreamInterceptor(s.streamAccess),
+		grpc.ForceServerCodecV2(s.codec),
 	)
 	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring, visible: s.allowedKey})
 	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
