@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -61,6 +60,9 @@ type recordKey struct{}
 // record.
 func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if !isSigilMethod(info.FullMethod) {
+		if err := s.authenticate(ctx); err != nil {
+			return nil, err
+		}
 		return h(ctx, req)
 	}
 	start := time.Now()
@@ -86,12 +88,17 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	return resp, s.record(rec, err, start)
 }
 
-// admit decides a request: the method must have an operation, the request
+// admit decides a request: the client's certificate must still be
+// valid and trusted, the method must have an operation, the request
 // must be well-formed, and a policy rule must allow one of the client's
 // identities the operation on the key. It returns the outcome to record
 // and, unless "allowed", the error to answer.
 func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
 	ids := identities(ctx)
+	if err := s.authenticate(ctx); err != nil {
+		rec.Identities = identity.Strings(ids)
+		return "denied", err
+	}
 	if !named {
 		rec.Identities = identity.Strings(ids)
 		return "denied", errs.New(errs.PermissionDenied, "permission denied")
@@ -145,6 +152,9 @@ func (s *Server) record(rec *audit.Record, err error, start time.Time) error {
 // certificate.
 func (s *Server) streamAccess(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if !isSigilMethod(info.FullMethod) {
+		if err := s.authenticate(ss.Context()); err != nil {
+			return toStatus(err)
+		}
 		return h(srv, ss)
 	}
 	start := time.Now()
@@ -189,15 +199,11 @@ func (s *Server) allowedKey(ctx context.Context, id string) bool {
 // identities are the caller's typed identities, from its verified client
 // certificate; none when there is none (which no policy rule matches).
 func identities(ctx context.Context) []identity.ID {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
+	chain, _ := tlsPeer(ctx)
+	if chain == nil {
 		return nil
 	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return nil
-	}
-	return identity.Of(ti.State.VerifiedChains[0][0])
+	return identity.Of(chain[0])
 }
 
 func peerAddr(ctx context.Context) string {

@@ -37,7 +37,7 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t testing.TB) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
@@ -95,7 +95,7 @@ func (ca *testCA) mint(t testing.TB, tmpl *x509.Certificate) tls.Certificate {
 }
 
 // writeFiles writes a server certificate, key and client CA to dir.
-func (ca *testCA) writeFiles(t *testing.T, dir string) mtls.Files {
+func (ca *testCA) writeFiles(t testing.TB, dir string) mtls.Files {
 	t.Helper()
 	srv := ca.issue(t, "", true, time.Now().Add(time.Hour))
 	f := mtls.Files{Cert: filepath.Join(dir, "s.crt"), Key: filepath.Join(dir, "s.key"), ClientCA: filepath.Join(dir, "ca.crt")}
@@ -106,7 +106,7 @@ func (ca *testCA) writeFiles(t *testing.T, dir string) mtls.Files {
 	return f
 }
 
-func (h *harness) dialAs(t *testing.T, ca *testCA, cert *tls.Certificate) *grpc.ClientConn {
+func (h *harness) dialAs(t testing.TB, ca *testCA, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.pool}
 	if cert != nil {
@@ -143,7 +143,7 @@ type mtlsEnv struct {
 	auditLog string
 }
 
-func newMTLSEnv(t *testing.T) *mtlsEnv {
+func newMTLSEnv(t testing.TB, opts ...func(*server.Options)) *mtlsEnv {
 	t.Helper()
 	dir := t.TempDir()
 	ca := newCA(t)
@@ -164,11 +164,11 @@ func newMTLSEnv(t *testing.T) *mtlsEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { al.Close() })
-	h := newHarness(t, func(o *server.Options) { o.TLS, o.Authz, o.Audit = tlsCfg, az, al })
+	h := newHarness(t, append([]func(*server.Options){func(o *server.Options) { o.TLS, o.Authz, o.Audit = tlsCfg, az, al }}, opts...)...)
 	return &mtlsEnv{h: h, ca: ca, az: az, auditLog: auditPath}
 }
 
-func (e *mtlsEnv) client(t *testing.T, identity string) *grpc.ClientConn {
+func (e *mtlsEnv) client(t testing.TB, identity string) *grpc.ClientConn {
 	cert := e.ca.issue(t, identity, false, time.Now().Add(time.Hour))
 	return e.h.dialAs(t, e.ca, &cert)
 }

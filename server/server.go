@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
@@ -87,11 +88,12 @@ func New(o Options) *Server {
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), codec: newRequestCodec()}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
-		creds = credentials.NewTLS(o.TLS)
+		creds = expiringCreds{credentials.NewTLS(o.TLS)}
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}),
 		// Reuse handler goroutines: a fresh one must grow its stack for
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
