@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,6 +41,10 @@ func sigilMethods(t testing.TB) map[string]protoreflect.MethodDescriptor {
 	}
 	return out
 }
+
+// SigilMethodNames lists every sigil.v1 method, sorted, for the external
+// tests (the attack suite and FuzzGRPC).
+func SigilMethodNames(t testing.TB) []string { return slices.Sorted(maps.Keys(sigilMethods(t))) }
 
 // TestEverySigilMethodHasAnOperation fails when an RPC is added without
 // an operation (it would be refused) or as a stream (the access checks
