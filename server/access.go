@@ -88,37 +88,47 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	return resp, s.record(rec, err, start)
 }
 
+// errDenied is every authorization refusal: it says nothing of whether
+// the key exists.
+var errDenied = errs.New(errs.PermissionDenied, "permission denied")
+
 // admit decides a request: the client's certificate must still be
 // valid and trusted, the method must have an operation, the request
 // must be well-formed, and a policy rule must allow one of the client's
 // identities the operation on the key. It returns the outcome to record
-// and, unless "allowed", the error to answer.
+// and, unless "allowed", the error to answer. The record names the
+// identity the rule allowed, or when none did, all of them.
 func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
+	decodeErr := s.codec.decodeError(req) // taken whatever follows: it must not stay behind
 	ids := identities(ctx)
+	defer func() {
+		if rec.Identity == "" {
+			rec.Identities = identity.Strings(ids)
+		}
+	}()
 	if err := s.authenticate(ctx); err != nil {
-		rec.Identities = identity.Strings(ids)
 		return "denied", err
 	}
 	if !named {
-		rec.Identities = identity.Strings(ids)
-		return "denied", errs.New(errs.PermissionDenied, "permission denied")
+		return "denied", errDenied
 	}
-	if err := s.checkRequest(req); err != nil {
-		rec.Identities = identity.Strings(ids)
+	if err := checkRequest(req, decodeErr); err != nil {
 		return "failed", err
 	}
 	rec.KeyID = keyIDOf(req)
-	if !s.authorize(rec, ids, op) {
-		return "denied", errs.New(errs.PermissionDenied, "permission denied")
+	who, ok := s.authorize(ids, op, rec.KeyID)
+	if !ok {
+		return "denied", errDenied
 	}
+	rec.Identity = who
 	return "allowed", nil
 }
 
 // checkRequest refuses a request that did not decode, breaks the schema
 // (see checkMessage) or names a key ID that cannot exist.
-func (s *Server) checkRequest(req any) error {
-	if err := s.codec.decodeError(req); err != nil {
-		return err
+func checkRequest(req any, decodeErr error) error {
+	if decodeErr != nil {
+		return decodeErr
 	}
 	m, ok := req.(proto.Message)
 	if !ok {
@@ -160,24 +170,18 @@ func (s *Server) streamAccess(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: info.FullMethod, Peer: peerAddr(ss.Context()),
 		Identities: identity.Strings(identities(ss.Context())), Outcome: "denied"}
-	return toStatus(s.record(rec, errs.New(errs.PermissionDenied, "permission denied"), start))
+	return toStatus(s.record(rec, errDenied, start))
 }
 
 // authorize decides whether a client with identities ids may do op on
-// the record's key, and records who: the typed identity the allowing rule
-// named, or when none did, all of them.
-func (s *Server) authorize(rec *audit.Record, ids []identity.ID, op authz.Op) bool {
+// key keyID, and names the typed identity the allowing rule matched ("" when
+// there is no authorizer).
+func (s *Server) authorize(ids []identity.ID, op authz.Op, keyID string) (string, bool) {
 	if s.opts.Authz == nil {
-		rec.Identities = identity.Strings(ids)
-		return true
+		return "", true
 	}
-	who, ok := s.opts.Authz.Allowed(ids, op, rec.KeyID)
-	if !ok {
-		rec.Identities = identity.Strings(ids)
-		return false
-	}
-	rec.Identity = who.String()
-	return true
+	who, ok := s.opts.Authz.Allowed(ids, op, keyID)
+	return who.String(), ok
 }
 
 // noteGeneration records which generation served the request.
@@ -189,10 +193,7 @@ func noteGeneration(ctx context.Context, n int) {
 
 // allowedKey reports whether the caller may read key id (for listings).
 func (s *Server) allowedKey(ctx context.Context, id string) bool {
-	if s.opts.Authz == nil {
-		return true
-	}
-	_, ok := s.opts.Authz.Allowed(identities(ctx), authz.KeysRead, id)
+	_, ok := s.authorize(identities(ctx), authz.KeysRead, id)
 	return ok
 }
 
