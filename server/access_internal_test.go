@@ -116,12 +116,16 @@ func TestUnnamedAndMalformedRequestsAreRefusedAndAudited(t *testing.T) {
 			t.Errorf("%v: %v", req, err)
 		}
 	}
+	ghostReq := &sigilv1.GetKeyRequest{}
+	s.codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer("\xff")}, ghostReq)
+	s.access(context.Background(), ghostReq, ghost, h) // refused before the request is checked
+	s.codec.malformed.Range(func(k, _ any) bool { t.Errorf("a decode error stayed behind for %v", k); return true })
 	if handled {
 		t.Fatal("a refused request reached its handler")
 	}
 	log, _ := os.ReadFile(path)
-	if n := strings.Count(string(log), `"outcome":"denied"`) + strings.Count(string(log), `"outcome":"failed"`); n != 7 {
-		t.Errorf("%d audit records for 7 refusals:\n%s", n, log)
+	if n := strings.Count(string(log), `"outcome":"denied"`) + strings.Count(string(log), `"outcome":"failed"`); n != 8 {
+		t.Errorf("%d audit records for 8 refusals:\n%s", n, log)
 	}
 	if !strings.Contains(string(log), `"operation":"/sigil.v1.KeyService/DeleteEverything","outcome":"denied","code":"PermissionDenied"`) {
 		t.Errorf("the refusal of an unnamed method is not audited:\n%s", log)
