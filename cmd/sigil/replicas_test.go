@@ -36,7 +36,7 @@ func TestTwoReplicasOverEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	policy := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policy, []byte("rules:\n  - identity: "+mtls.DevClientIdentity.String()+"\n    keys: [\"*\"]\n    allow: [keys.admin, keys.read, sign.raw]\n"), 0o600)
+	os.WriteFile(policy, []byte("rules:\n  - identity: "+mtls.DevClientIdentity+"\n    keys: [\"*\"]\n    allow: [keys.admin, keys.read, sign.raw]\n"), 0o600)
 	addrs := make([]string, 2)
 	for i := range addrs {
 		cfg := filepath.Join(dir, fmt.Sprintf("r%d.yaml", i))

@@ -68,7 +68,7 @@ func TestUntypedIdentitiesAreRefusedAtLoad(t *testing.T) {
 
 func TestAllowAll(t *testing.T) {
 	dev := identity.ID{Kind: identity.URI, Name: "spiffe://sigil.dev/dev-client"}
-	p := AllowAll(dev)
+	p := AllowAll(dev.Name)
 	for _, op := range ops {
 		if who, ok := p.Allowed([]identity.ID{{Kind: identity.CN, Name: "dev-client"}, dev}, op, "any"); !ok || who != dev {
 			t.Errorf("%s: %v %v", op, who, ok)

@@ -92,9 +92,6 @@ type Pattern struct {
 	prefix bool // id.Name ends in "/" and any SPIFFE ID below it matches
 }
 
-// Exact is the pattern that matches id alone.
-func Exact(id ID) Pattern { return Pattern{id: id} }
-
 // String spells p as the policy file does.
 func (p Pattern) String() string {
 	if p.prefix {
@@ -133,6 +130,16 @@ func ParsePattern(s string) (Pattern, error) {
 		return Pattern{}, fmt.Errorf("identity %w; %s", err, howToWrite)
 	}
 	return p, nil
+}
+
+// MustParsePattern is ParsePattern for identities fixed in the code (the
+// dev client's); it panics if s is not a typed identity.
+func MustParsePattern(s string) Pattern {
+	p, err := ParsePattern(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
 }
 
 func parseURI(s string) (Pattern, error) {

@@ -13,13 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/sigil-hsm/sigil/internal/identity"
 )
 
-// DevClientIdentity is the identity of the client certificate --dev makes:
-// its URI SAN.
-var DevClientIdentity = identity.ID{Kind: identity.URI, Name: "spiffe://sigil.dev/dev-client"}
+// DevClientIdentity is the identity of the client certificate --dev makes,
+// in the policy's typed spelling: its URI SAN.
+const DevClientIdentity = "spiffe://sigil.dev/dev-client"
 
 // DevPKI is the local CA and the certificates --dev uses.
 type DevPKI struct {
@@ -51,7 +49,7 @@ func EnsureDevPKI(dir string) (DevPKI, error) {
 	if err := writePEM(p.CA, "CERTIFICATE", caCert.Raw, 0o644); err != nil {
 		return p, err
 	}
-	spiffe, _ := url.Parse(DevClientIdentity.Name)
+	spiffe, _ := url.Parse(DevClientIdentity)
 	for _, c := range []struct {
 		cert, key string
 		tmpl      *x509.Certificate

@@ -19,7 +19,7 @@ func TestDevClientCertificateHasTheDevIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids := identity.Of(pair.Leaf); !slices.Contains(ids, DevClientIdentity) {
-		t.Fatalf("dev client identities %q lack %v", identity.Strings(ids), DevClientIdentity)
+	if ids := identity.Strings(identity.Of(pair.Leaf)); !slices.Contains(ids, DevClientIdentity) {
+		t.Fatalf("dev client identities %q lack %s", ids, DevClientIdentity)
 	}
 }
