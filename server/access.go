@@ -5,24 +5,30 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
-// operations names the policy operation of every RPC that touches keys.
-// RPCs not listed (health, reflection) need only a verified certificate.
+// sigilPackage is the proto package of Sigil's own services.
+const sigilPackage = "sigil.v1"
+
+// operations names the policy operation of every Sigil RPC. It is the
+// whole list: a /sigil.v1.* method missing here is refused, so an RPC
+// added without an operation is shut, not open. Other services (health,
+// reflection) need only a verified certificate.
 var operations = map[string]authz.Op{
 	sigilv1.KeyService_CreateKey_FullMethodName:            authz.KeysAdmin,
 	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:      authz.KeysAdmin,
@@ -37,28 +43,33 @@ var operations = map[string]authz.Op{
 	sigilv1.EthereumService_SignTransaction_FullMethodName: authz.EthSignTx,
 	sigilv1.EthereumService_SignMessage_FullMethodName:     authz.EthSignMessage,
 	sigilv1.EthereumService_SignTypedData_FullMethodName:   authz.EthSignTypedData,
-	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead,
+}
+
+// isSigilMethod reports whether a full method name is one of Sigil's
+// services (and so must have an operation).
+func isSigilMethod(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/"+sigilPackage+".")
 }
 
 type recordKey struct{}
 
-// access authorizes each request before any key is looked up, and writes
-// every decision to the audit log before the response leaves. A denial
-// says nothing of whether the key exists. If the audit record cannot be
-// written, the response is withheld: nothing is signed off the record.
+// access admits each Sigil request before any key is looked up, and
+// writes every decision to the audit log before the response leaves. A
+// denial says nothing of whether the key exists. If the audit record
+// cannot be written, the response is withheld: nothing is signed off the
+// record.
 func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	op, ok := operations[info.FullMethod]
-	if !ok {
+	if !isSigilMethod(info.FullMethod) {
+		if err := s.authenticate(ctx); err != nil {
+			return nil, err
+		}
 		return h(ctx, req)
 	}
 	start := time.Now()
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: identity(ctx), Operation: string(op), Peer: peerAddr(ctx)}
-	// A client's key ID is recorded only once it is a valid one: an
-	// invalid one (any length, any bytes) as its length and SHA-256.
-	if id := keyIDOf(req); keyring.ValidateID(id) == nil {
-		rec.KeyID = id
-	} else if id != "" {
-		rec.InvalidKeyID = audit.DigestOf(id)
+	op, named := operations[info.FullMethod]
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), Peer: peerAddr(ctx)}
+	if !named {
+		rec.Operation = info.FullMethod
 	}
 	if p := payloadOf(req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
@@ -66,28 +77,119 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
-	var err error
-	if bad := decodeFailed(ctx); bad != nil {
-		rec.Outcome, rec.Reason, rec.RequestBytes = "malformed", "malformed request", bad.size
-		err = errs.New(errs.InvalidArgument, "malformed request: %v", bad.err)
-	} else if s.opts.Authz != nil && !s.opts.Authz.Allowed(rec.Identity, op, keyIDOf(req)) {
-		rec.Outcome, err = "denied", errs.New(errs.PermissionDenied, "permission denied")
-	} else {
+	outcome, err := s.admit(ctx, rec, req, op, named)
+	rec.Outcome = outcome
+	if err == nil {
 		resp, err = h(context.WithValue(ctx, recordKey{}, rec), req)
-		rec.Outcome = "allowed"
 		if err != nil {
 			rec.Outcome = "failed"
 		}
 	}
+	return resp, s.record(rec, err, start)
+}
+
+// errDenied is every authorization refusal: it says nothing of whether
+// the key exists.
+var errDenied = errs.New(errs.PermissionDenied, "permission denied")
+
+// admit decides a request: the client's certificate must still be
+// valid and trusted, the method must have an operation, the request
+// must be well-formed, and a policy rule must allow one of the client's
+// identities the operation on the key. It returns the outcome to record
+// and, unless "allowed", the error to answer. The record names the
+// identity the rule allowed, or when none did, all of them.
+func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
+	decodeErr, size := s.codec.decodeError(req) // taken whatever follows: it must not stay behind
+	ids := identities(ctx)
+	defer func() {
+		if rec.Identity == "" {
+			rec.Identities = identity.Strings(ids)
+		}
+	}()
+	if err := s.authenticate(ctx); err != nil {
+		return "denied", err
+	}
+	if !named {
+		return "denied", errDenied
+	}
+	if decodeErr != nil {
+		rec.Reason, rec.RequestBytes = "malformed request", size
+	}
+	if err := checkRequest(req, decodeErr); err != nil {
+		// An impossible key ID is recorded as its length and SHA-256,
+		// never its bytes.
+		if id := keyIDOf(req); id != "" && keyring.ValidateID(id) != nil {
+			rec.InvalidKeyID = audit.DigestOf(id)
+		}
+		return "failed", err
+	}
+	rec.KeyID = keyIDOf(req)
+	who, ok := s.authorize(ids, op, rec.KeyID)
+	if !ok {
+		return "denied", errDenied
+	}
+	rec.Identity = who
+	return "allowed", nil
+}
+
+// checkRequest refuses a request that did not decode, breaks the schema
+// (see checkMessage) or names a key ID that cannot exist.
+func checkRequest(req any, decodeErr error) error {
+	if decodeErr != nil {
+		return decodeErr
+	}
+	m, ok := req.(proto.Message)
+	if !ok {
+		return errs.New(errs.InvalidArgument, "request is not a protobuf message")
+	}
+	if err := checkMessage(m.ProtoReflect()); err != nil {
+		return err
+	}
+	if id, ok := keyIDField(req); ok {
+		return keyring.ValidateID(id)
+	}
+	return nil
+}
+
+// record completes the audit record of a decision and writes it.
+func (s *Server) record(rec *audit.Record, err error, start time.Time) error {
 	rec.Code = status.Code(toStatus(err)).String()
 	rec.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 	if s.opts.Audit != nil {
 		if aerr := s.opts.Audit.Write(rec); aerr != nil {
 			s.log.Error("audit write failed; response withheld", "request_id", rec.RequestID, "err", aerr)
-			return nil, errs.New(errs.Unavailable, "audit log unavailable")
+			return errs.New(errs.Unavailable, "audit log unavailable")
 		}
 	}
-	return resp, err
+	return err
+}
+
+// streamAccess refuses every Sigil streaming method: the access checks
+// above are unary, so a Sigil stream could only pass them unchecked.
+// Other streams (reflection, health watches) need only a verified
+// certificate.
+func (s *Server) streamAccess(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !isSigilMethod(info.FullMethod) {
+		if err := s.authenticate(ss.Context()); err != nil {
+			return toStatus(err)
+		}
+		return h(srv, ss)
+	}
+	start := time.Now()
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: info.FullMethod, Peer: peerAddr(ss.Context()),
+		Identities: identity.Strings(identities(ss.Context())), Outcome: "denied"}
+	return toStatus(s.record(rec, errDenied, start))
+}
+
+// authorize decides whether a client with identities ids may do op on
+// key keyID, and names the typed identity the allowing rule matched ("" when
+// there is no authorizer).
+func (s *Server) authorize(ids []identity.ID, op authz.Op, keyID string) (string, bool) {
+	if s.opts.Authz == nil {
+		return "", true
+	}
+	who, ok := s.opts.Authz.Allowed(ids, op, keyID)
+	return who.String(), ok
 }
 
 // noteGeneration records which generation served the request.
@@ -99,21 +201,18 @@ func noteGeneration(ctx context.Context, n int) {
 
 // allowedKey reports whether the caller may read key id (for listings).
 func (s *Server) allowedKey(ctx context.Context, id string) bool {
-	return s.opts.Authz == nil || s.opts.Authz.Allowed(identity(ctx), authz.KeysRead, id)
+	_, ok := s.authorize(identities(ctx), authz.KeysRead, id)
+	return ok
 }
 
-// identity names the caller by its verified client certificate; "" when
-// there is none (which no policy rule matches).
-func identity(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return ""
+// identities are the caller's typed identities, from its verified client
+// certificate; none when there is none (which no policy rule matches).
+func identities(ctx context.Context) []identity.ID {
+	chain, _ := tlsPeer(ctx)
+	if chain == nil {
+		return nil
 	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return ""
-	}
-	return mtls.Identity(ti.State.VerifiedChains[0][0])
+	return identity.Of(chain[0])
 }
 
 func peerAddr(ctx context.Context) string {
@@ -123,14 +222,21 @@ func peerAddr(ctx context.Context) string {
 	return ""
 }
 
-func keyIDOf(req any) string {
+// keyIDField is the key a request names, if its type names one.
+func keyIDField(req any) (string, bool) {
 	switch r := req.(type) {
 	case interface{ GetKeyId() string }:
-		return r.GetKeyId()
+		return r.GetKeyId(), true
 	case interface{ GetId() string }:
-		return r.GetId()
+		return r.GetId(), true
 	}
-	return ""
+	return "", false
+}
+
+// keyIDOf is the key a request names; "" for none (a listing).
+func keyIDOf(req any) string {
+	id, _ := keyIDField(req)
+	return id
 }
 
 // payloadOf is what the request asks to have signed; only its hash is

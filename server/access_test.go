@@ -37,7 +37,7 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t testing.TB) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
@@ -52,14 +52,12 @@ func newCA(t *testing.T) *testCA {
 	return &testCA{cert: cert, key: key, pool: pool}
 }
 
-// issue makes a certificate; identity is a URI if it has a scheme, else a
-// DNS name; notAfter in the past makes it expired.
-func (ca *testCA) issue(t *testing.T, identity string, server bool, notAfter time.Time) tls.Certificate {
+// issue makes a certificate; identity is a URI SAN if it has a scheme,
+// else a DNS SAN, and the subject CN is "cn-" + identity; notAfter in the
+// past makes it expired.
+func (ca *testCA) issue(t testing.TB, identity string, server bool, notAfter time.Time) tls.Certificate {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "cn-" + identity}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "cn-" + identity}, NotAfter: notAfter}
 	switch {
 	case server:
 		tmpl.IPAddresses, tmpl.ExtKeyUsage = []net.IP{net.IPv4(127, 0, 0, 1)}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
@@ -69,6 +67,26 @@ func (ca *testCA) issue(t *testing.T, identity string, server bool, notAfter tim
 	default:
 		tmpl.DNSNames = []string{identity}
 	}
+	return ca.mint(t, tmpl)
+}
+
+// mint signs a certificate from tmpl, filling in what it leaves unset: a
+// serial, a validity starting two hours ago and ending in an hour, and
+// client authentication.
+func (ca *testCA) mint(t testing.TB, tmpl *x509.Certificate) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl.SerialNumber, _ = rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-2 * time.Hour)
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(time.Hour)
+	}
+	if tmpl.ExtKeyUsage == nil {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +95,7 @@ func (ca *testCA) issue(t *testing.T, identity string, server bool, notAfter tim
 }
 
 // writeFiles writes a server certificate, key and client CA to dir.
-func (ca *testCA) writeFiles(t *testing.T, dir string) mtls.Files {
+func (ca *testCA) writeFiles(t testing.TB, dir string) mtls.Files {
 	t.Helper()
 	srv := ca.issue(t, "", true, time.Now().Add(time.Hour))
 	f := mtls.Files{Cert: filepath.Join(dir, "s.crt"), Key: filepath.Join(dir, "s.key"), ClientCA: filepath.Join(dir, "ca.crt")}
@@ -88,7 +106,7 @@ func (ca *testCA) writeFiles(t *testing.T, dir string) mtls.Files {
 	return f
 }
 
-func (h *harness) dialAs(t *testing.T, ca *testCA, cert *tls.Certificate) *grpc.ClientConn {
+func (h *harness) dialAs(t testing.TB, ca *testCA, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.pool}
 	if cert != nil {
@@ -107,7 +125,7 @@ rules:
   - identity: spiffe://example.org/auth-server
     keys: ["auth-*"]
     allow: [sign.jwt, keys.read]
-  - identity: treasury.internal
+  - identity: dns:treasury.internal
     keys: ["treasury-*"]
     allow: [eth.sign_tx, eth.sign_message, eth.sign_typed_data]
   - identity: spiffe://example.org/raw-signer
@@ -116,6 +134,9 @@ rules:
   - identity: spiffe://example.org/ops
     keys: ["*"]
     allow: [keys.admin, keys.read]
+  - identity: spiffe://example.org/all/*
+    keys: ["*"]
+    allow: [sign.raw, sign.jwt, eth.sign_tx, eth.sign_message, eth.sign_typed_data, keys.read, keys.admin]
 `
 
 type mtlsEnv struct {
@@ -125,7 +146,7 @@ type mtlsEnv struct {
 	auditLog string
 }
 
-func newMTLSEnv(t *testing.T) *mtlsEnv {
+func newMTLSEnv(t testing.TB, opts ...func(*server.Options)) *mtlsEnv {
 	t.Helper()
 	dir := t.TempDir()
 	ca := newCA(t)
@@ -146,11 +167,11 @@ func newMTLSEnv(t *testing.T) *mtlsEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { al.Close() })
-	h := newHarness(t, func(o *server.Options) { o.TLS, o.Authz, o.Audit = tlsCfg, az, al })
+	h := newHarness(t, append([]func(*server.Options){func(o *server.Options) { o.TLS, o.Authz, o.Audit = tlsCfg, az, al }}, opts...)...)
 	return &mtlsEnv{h: h, ca: ca, az: az, auditLog: auditPath}
 }
 
-func (e *mtlsEnv) client(t *testing.T, identity string) *grpc.ClientConn {
+func (e *mtlsEnv) client(t testing.TB, identity string) *grpc.ClientConn {
 	cert := e.ca.issue(t, identity, false, time.Now().Add(time.Hour))
 	return e.h.dialAs(t, e.ca, &cert)
 }
@@ -244,7 +265,10 @@ func TestEveryOperationAllowedAndDenied(t *testing.T) {
 		t.Fatalf("audit: %d records, %v %v", r.Records, r.Problems, err)
 	}
 	log, _ := os.ReadFile(e.auditLog)
-	if !strings.Contains(string(log), `"identity":"treasury.internal","operation":"sign.jwt","key_id":"auth-jwt","outcome":"denied","code":"PermissionDenied"`) {
+	if !strings.Contains(string(log), `"identity":"dns:treasury.internal","operation":"eth.sign_message","key_id":"treasury-1"`) {
+		t.Error("an allowed request does not name the identity the rule allowed")
+	}
+	if !strings.Contains(string(log), `"identities":["dns:treasury.internal","cn:cn-treasury.internal"],"operation":"sign.jwt","key_id":"auth-jwt","outcome":"denied","code":"PermissionDenied"`) {
 		t.Error("a denial is missing from the audit log")
 	}
 }

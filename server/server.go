@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
@@ -73,6 +74,7 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
+	codec   *requestCodec
 }
 
 // New builds the gRPC server and its services.
@@ -83,7 +85,7 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends)}
+	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), codec: newRequestCodec()}
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 	}
@@ -92,23 +94,25 @@ func New(o Options) *Server {
 	}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
-		creds = credentials.NewTLS(o.TLS)
+		creds = expiringCreds{credentials.NewTLS(o.TLS)}
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}),
 		// Reuse handler goroutines: a fresh one must grow its stack for
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline),
+		grpc.ChainStreamInterceptor(s.streamAccess),
+		grpc.ForceServerCodecV2(s.codec),
 	)
-	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, visible: s.allowedKey})
-	s.register(&sigilv1.SigningService_ServiceDesc, &signingService{keys: o.Keyring, metrics: s.metrics})
-	s.register(&sigilv1.JWTService_ServiceDesc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
-	s.register(&sigilv1.EthereumService_ServiceDesc, &ethService{keys: o.Keyring, metrics: s.metrics,
+	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring, visible: s.allowedKey})
+	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
+	sigilv1.RegisterJWTServiceServer(s.grpc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
+	sigilv1.RegisterEthereumServiceServer(s.grpc, &ethService{keys: o.Keyring, metrics: s.metrics,
 		eth: &ethsign.Service{Ledger: o.Ledger, Now: o.Now, Log: s.log}})
-	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
+	sigilv1.RegisterAuditServiceServer(s.grpc, &auditService{keys: o.Keyring, anchors: o.Anchors})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s

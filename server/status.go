@@ -11,22 +11,40 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-// codeOf is the one mapping from error kinds to gRPC codes.
-var codeOf = map[errs.Kind]codes.Code{
-	errs.Internal:           codes.Internal,
-	errs.InvalidArgument:    codes.InvalidArgument,
-	errs.NotFound:           codes.NotFound,
-	errs.AlreadyExists:      codes.AlreadyExists,
-	errs.FailedPrecondition: codes.FailedPrecondition,
-	errs.PermissionDenied:   codes.PermissionDenied,
-	errs.ResourceExhausted:  codes.ResourceExhausted,
-	errs.Unavailable:        codes.Unavailable,
-	errs.DeadlineExceeded:   codes.DeadlineExceeded,
-	errs.Canceled:           codes.Canceled,
-	errs.Aborted:            codes.Aborted,
+// codeOf is the one mapping from error kinds to gRPC codes. It is total:
+// a kind it does not name is Internal, never OK (status.Error(codes.OK, …)
+// is nil, which would answer an error as a success).
+func codeOf(k errs.Kind) codes.Code {
+	switch k {
+	case errs.InvalidArgument:
+		return codes.InvalidArgument
+	case errs.NotFound:
+		return codes.NotFound
+	case errs.AlreadyExists:
+		return codes.AlreadyExists
+	case errs.FailedPrecondition:
+		return codes.FailedPrecondition
+	case errs.PermissionDenied:
+		return codes.PermissionDenied
+	case errs.ResourceExhausted:
+		return codes.ResourceExhausted
+	case errs.Unavailable:
+		return codes.Unavailable
+	case errs.DeadlineExceeded:
+		return codes.DeadlineExceeded
+	case errs.Canceled:
+		return codes.Canceled
+	case errs.Aborted:
+		return codes.Aborted
+	case errs.Unauthenticated:
+		return codes.Unauthenticated
+	default:
+		return codes.Internal
+	}
 }
 
 // toStatus converts err to a gRPC status. Typed errors keep their message
@@ -44,7 +62,7 @@ func toStatus(err error) error {
 	if !errors.As(err, &typed) && k == errs.Internal {
 		return status.Error(codes.Internal, "internal error")
 	}
-	return status.Error(codeOf[k], err.Error())
+	return status.Error(codeOf(k), err.Error())
 }
 
 // errorInterceptor maps errors to statuses, turns a panic into Internal
@@ -64,7 +82,7 @@ func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 			if status.Code(st) == codes.Internal || errors.Is(err, signer.ErrKeyMissing) {
 				level = slog.LevelError // a bug, or a key object gone from its backend: alarms
 			}
-			log.Log(ctx, level, "request failed", "method", info.FullMethod, "code", status.Code(st).String(), "err", err)
+			log.Log(ctx, level, "request failed", "method", info.FullMethod, "identities", identity.Strings(identities(ctx)), "code", status.Code(st).String(), "err", err)
 			return nil, st
 		}
 		return resp, nil

@@ -83,7 +83,7 @@ func TestSecretsNeverAppear(t *testing.T) {
 	wrongPIN := "not-the-pin-" + secrets["PIN"][:4] // a mistyped PIN is a secret too
 	secrets["wrong PIN"] = wrongPIN
 	cfg, policy := filepath.Join(dir, "bad.yaml"), filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policy, []byte("rules:\n  - identity: ops\n    keys: [\"*\"]\n    allow: [keys.read]\n"), 0o600)
+	os.WriteFile(policy, []byte("rules:\n  - identity: cn:ops\n    keys: [\"*\"]\n    allow: [keys.read]\n"), 0o600)
 	for _, pinRef := range []string{secrets["PIN"], "env:SIGIL_TEST_WRONG_PIN"} {
 		os.WriteFile(cfg, []byte(`grpc: {addr: "127.0.0.1:0", tls: {cert: `+filepath.Join(data, "tls", "server.crt")+`, key: `+filepath.Join(data, "tls", "server.key")+
 			`, client_ca: `+filepath.Join(data, "tls", "ca.crt")+`}}

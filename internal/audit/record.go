@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -15,9 +17,12 @@ import (
 type Record struct {
 	Time      time.Time `json:"time"`
 	RequestID string    `json:"request_id,omitempty"`
-	Identity  string    `json:"identity"`
-	Operation string    `json:"operation"`
-	KeyID     string    `json:"key_id,omitempty"`
+	// Identity is the typed identity a policy rule allowed (or "sigil");
+	// when none was allowed, Identities lists all the client's.
+	Identity   string   `json:"identity,omitempty"`
+	Identities []string `json:"identities,omitempty"`
+	Operation  string   `json:"operation"`
+	KeyID      string   `json:"key_id,omitempty"`
 	// InvalidKeyID stands for a key ID the request carried that is not a
 	// valid one: its length and SHA-256, never its bytes.
 	InvalidKeyID  *Digest `json:"invalid_key_id,omitempty"`
@@ -90,8 +95,9 @@ const (
 // Bounds on a line: every field a client can influence is capped, so a
 // line stays under MaxLine whatever the request held.
 const (
-	MaxLine  = 8 << 10
-	maxField = 256
+	MaxLine       = 16 << 10
+	maxField      = 256
+	maxIdentities = 4 // a certificate's identities recorded on a denial
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -100,13 +106,27 @@ const zeroHash = "00000000000000000000000000000000000000000000000000000000000000
 // valid UTF-8 by its digest, in place.
 func bound(r *Record) {
 	for _, f := range []*string{&r.RequestID, &r.Identity, &r.Operation, &r.Outcome, &r.Code, &r.Reason, &r.PayloadSHA256, &r.Peer} {
-		if len(*f) > maxField || !utf8.ValidString(*f) {
-			d := DigestOf(*f)
-			*f = fmt.Sprintf("[%d bytes, sha256 %s]", d.Length, d.SHA256)
+		boundString(f)
+	}
+	for i := range r.Identities {
+		if i == maxIdentities {
+			r.Identities = append(r.Identities[:i:i], fmt.Sprintf("[%d more]", len(r.Identities)-i))
+			break
 		}
+		boundString(&r.Identities[i])
 	}
 	if len(r.KeyID) > maxField || !utf8.ValidString(r.KeyID) {
 		r.InvalidKeyID, r.KeyID = DigestOf(r.KeyID), ""
+	}
+}
+
+// boundString replaces s by its length and SHA-256 if it is longer than
+// maxField, not valid UTF-8 or holds control characters (which JSON
+// escapes to six bytes each).
+func boundString(s *string) {
+	if len(*s) > maxField || !utf8.ValidString(*s) || strings.ContainsFunc(*s, unicode.IsControl) {
+		d := DigestOf(*s)
+		*s = fmt.Sprintf("[%d bytes, sha256 %s]", d.Length, d.SHA256)
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package authz decides which client identity may do which operation on
 // which key IDs, from the policy file of CONFIG.md. Anything no rule
-// allows is denied.
+// allows is denied. A rule names exactly one typed identity (package
+// identity): a URI SAN, dns:NAME or cn:NAME; an untyped name is refused
+// at load.
 //
 // The policy in force is swapped atomically on reload; a policy file that
 // does not validate is refused and the old policy stays.
@@ -17,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
 )
 
 // Op is an operation a rule can allow.
@@ -37,9 +40,11 @@ var ops = []Op{SignRaw, SignJWT, EthSignTx, EthSignMessage, EthSignTypedData, Ke
 
 // Rule allows an identity some operations on keys matching patterns.
 type Rule struct {
-	Identity string   `yaml:"identity"` // URI SAN, DNS SAN or CN; exact
+	Identity string   `yaml:"identity"` // one typed identity: scheme://…, dns:NAME or cn:NAME
 	Keys     []string `yaml:"keys"`     // key ID patterns: * and ? globs
 	Allow    []Op     `yaml:"allow"`
+
+	who identity.Pattern // Identity, parsed
 }
 
 // Policy is a validated set of rules.
@@ -82,6 +87,11 @@ func parseRule(n *yaml.Node) (Rule, error) {
 	case len(r.Allow) == 0:
 		return r, fmt.Errorf("allow: missing")
 	}
+	who, err := identity.ParsePattern(r.Identity)
+	if err != nil {
+		return r, err
+	}
+	r.who = who
 	for _, k := range r.Keys {
 		if _, err := path.Match(k, ""); err != nil {
 			return r, fmt.Errorf("keys: bad pattern %q", k)
@@ -95,25 +105,38 @@ func parseRule(n *yaml.Node) (Rule, error) {
 	return r, nil
 }
 
-// AllowAll is a policy letting identity do everything, for --dev.
-func AllowAll(identity string) *Policy {
-	return &Policy{rules: []Rule{{Identity: identity, Keys: []string{"*"}, Allow: ops}}}
+// AllowAll is a policy letting the client with the typed identity id (a
+// constant, such as the dev client's) do everything, for --dev.
+func AllowAll(id string) *Policy {
+	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Allow: ops, who: identity.MustParsePattern(id)}}}
 }
 
-// Allowed reports whether identity may do op on key keyID. An empty
+// Allowed reports whether a client with the typed identities ids may do
+// op on key keyID, and which of its identities a rule allowed. An empty
 // keyID (listing) asks whether op is allowed on any key.
-func (p *Policy) Allowed(identity string, op Op, keyID string) bool {
+func (p *Policy) Allowed(ids []identity.ID, op Op, keyID string) (identity.ID, bool) {
 	for _, r := range p.rules {
-		if r.Identity != identity || !slices.Contains(r.Allow, op) {
+		if !slices.Contains(r.Allow, op) || !r.coversKey(keyID) {
 			continue
 		}
-		if keyID == "" {
-			return true
-		}
-		for _, k := range r.Keys {
-			if ok, _ := path.Match(k, keyID); ok {
-				return true
+		for _, id := range ids {
+			if r.who.Match(id) {
+				return id, true
 			}
+		}
+	}
+	return identity.ID{}, false
+}
+
+// coversKey reports whether one of r's key patterns matches keyID; any
+// pattern covers the empty keyID of a listing.
+func (r *Rule) coversKey(keyID string) bool {
+	if keyID == "" {
+		return true
+	}
+	for _, k := range r.Keys {
+		if ok, _ := path.Match(k, keyID); ok {
+			return true
 		}
 	}
 	return false
@@ -156,6 +179,6 @@ func (a *Authorizer) Reload() error {
 }
 
 // Allowed applies the policy in force.
-func (a *Authorizer) Allowed(identity string, op Op, keyID string) bool {
-	return a.cur.Load().Allowed(identity, op, keyID)
+func (a *Authorizer) Allowed(ids []identity.ID, op Op, keyID string) (identity.ID, bool) {
+	return a.cur.Load().Allowed(ids, op, keyID)
 }

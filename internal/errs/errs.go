@@ -23,6 +23,9 @@ const (
 	Canceled
 	// Aborted is a lost compare-and-swap race: retry with a fresh read.
 	Aborted
+	// Unauthenticated: the caller's credentials are missing, expired or
+	// no longer trusted.
+	Unauthenticated
 )
 
 var kindNames = map[Kind]string{
@@ -37,9 +40,19 @@ var kindNames = map[Kind]string{
 	DeadlineExceeded:   "deadline exceeded",
 	Canceled:           "canceled",
 	Aborted:            "aborted",
+	Unauthenticated:    "unauthenticated",
 }
 
 func (k Kind) String() string { return kindNames[k] }
+
+// Kinds lists every kind, in declaration order.
+func Kinds() []Kind {
+	out := make([]Kind, 0, len(kindNames))
+	for k := Internal; k <= Unauthenticated; k++ {
+		out = append(out, k)
+	}
+	return out
+}
 
 // Error is an error of a Kind. Msg, the whole message, is safe to show to
 // a client: it never holds secrets. Err, when set, is the cause (kept for

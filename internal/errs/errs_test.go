@@ -35,3 +35,14 @@ func TestMessagesAndKinds(t *testing.T) {
 		t.Fatal("FromContext of a canceled context")
 	}
 }
+
+func TestEveryKindIsNamed(t *testing.T) {
+	if len(Kinds()) != len(kindNames) {
+		t.Fatalf("Kinds lists %d kinds, %d are named", len(Kinds()), len(kindNames))
+	}
+	for _, k := range Kinds() {
+		if k.String() == "" {
+			t.Errorf("kind %d has no name", k)
+		}
+	}
+}

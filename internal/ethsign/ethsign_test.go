@@ -1,6 +1,7 @@
 package ethsign_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/rlp"
 
 	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -347,4 +349,65 @@ func FuzzTypedData(f *testing.F) {
 			t.Fatalf("kind %v: %v", errs.KindOf(err), err)
 		}
 	})
+}
+
+// Quantities over 256 bits are refused however the transaction comes:
+// go-ethereum's RLP decoding of legacy and access-list transactions takes
+// any size, its JSON decoding does not.
+func TestQuantitiesOver256BitsRefusedOnEveryPath(t *testing.T) {
+	to := common.HexToAddress(dest)
+	big256, big312 := new(big.Int).Lsh(big.NewInt(1), 256), new(big.Int).Lsh(big.NewInt(1), 312)
+	one, chain := big.NewInt(1), big.NewInt(1)
+	legacy := func(gasPrice, value *big.Int) []byte {
+		b, _ := rlp.EncodeToBytes([]any{uint64(0), gasPrice, uint64(21000), to, value, []byte{}, chain, uint(0), uint(0)})
+		return b
+	}
+	accessList := func(gasPrice, value *big.Int) []byte {
+		b, _ := rlp.EncodeToBytes([]any{chain, uint64(0), gasPrice, uint64(21000), to, value, []byte{}, []any{}})
+		return append([]byte{types.AccessListTxType}, b...)
+	}
+	if _, err := ethsign.ParseRLP(legacy(one, one)); err != nil {
+		t.Fatalf("a sound legacy transaction: %v", err)
+	}
+	if _, err := ethsign.ParseRLP(accessList(one, one)); err != nil {
+		t.Fatalf("a sound access-list transaction: %v", err)
+	}
+	for name, b := range map[string][]byte{
+		"legacy value 2^256":         legacy(one, big256),
+		"legacy gasPrice 2^312":      legacy(big312, one),
+		"access-list value 2^256":    accessList(one, big256),
+		"access-list gasPrice 2^312": accessList(big312, one),
+	} {
+		if _, err := ethsign.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "256 bits") {
+			t.Errorf("RLP %s: %v", name, err)
+		}
+	}
+	for name, js := range map[string]string{
+		"value 2^256":    `{"chainId":"0x1","nonce":"0x0","to":"` + dest + `","gas":"0x5208","gasPrice":"0x1","value":"0x1` + strings.Repeat("0", 64) + `"}`,
+		"gasPrice 2^312": `{"chainId":"0x1","nonce":"0x0","to":"` + dest + `","gas":"0x5208","gasPrice":"0x1` + strings.Repeat("0", 78) + `","value":"0x1"}`,
+	} {
+		if _, err := ethsign.ParseJSON([]byte(js)); !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("JSON %s: %v", name, err)
+		}
+	}
+}
+
+func TestRLPBombsAreRefused(t *testing.T) {
+	nested := rlp.RawValue{0xc0}
+	for range 5000 {
+		nested, _ = rlp.EncodeToBytes([]rlp.RawValue{nested})
+	}
+	longList := bytes.Repeat([]byte{0x80}, ethsign.MaxTxBytes-8)
+	huge, _ := rlp.EncodeToBytes([]rlp.RawValue{longList})
+	for name, b := range map[string][]byte{
+		"nested lists":          nested,
+		"typed nested lists":    append([]byte{types.DynamicFeeTxType}, nested...),
+		"a list of empty items": huge,
+		"a length past the end": {0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"over the size limit":   make([]byte, ethsign.MaxTxBytes+1),
+	} {
+		if _, err := ethsign.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

@@ -184,8 +184,14 @@ func ParseRLP(b []byte) (Unsigned, error) {
 
 func isZero(v rlp.RawValue) bool { return len(v) == 1 && v[0] == 0x80 }
 
-// check applies what go-ethereum's decoders leave to the caller.
+// check applies what go-ethereum's decoders leave to the caller. Both
+// parsers end here, so a transaction is held to the same bounds however
+// it came: go-ethereum's JSON decoding refuses quantities over 256 bits,
+// but its RLP decoding of legacy and access-list transactions does not.
 func (u Unsigned) check() error {
+	if err := checkQuantities(u.Tx); err != nil {
+		return err
+	}
 	switch {
 	case u.ChainID == nil || u.ChainID.Sign() <= 0 || !u.ChainID.IsUint64():
 		return errs.New(errs.InvalidArgument, "transaction: chainId: must be a positive 64-bit chain ID")
@@ -193,6 +199,23 @@ func (u Unsigned) check() error {
 		return errs.New(errs.InvalidArgument, "transaction: chainId mismatch")
 	case len(u.Tx.Data()) > MaxDataBytes:
 		return errs.New(errs.InvalidArgument, "transaction: input: %d bytes, at most %d", len(u.Tx.Data()), MaxDataBytes)
+	}
+	return nil
+}
+
+// checkQuantities refuses a quantity of more than 256 bits: the EVM's word,
+// and the bound eth_signTransaction's JSON puts on every quantity.
+func checkQuantities(tx *types.Transaction) error {
+	for _, q := range []struct {
+		name string
+		v    *big.Int
+	}{
+		{"value", tx.Value()}, {"gasPrice/maxFeePerGas", tx.GasFeeCap()},
+		{"maxPriorityFeePerGas", tx.GasTipCap()}, {"maxFeePerBlobGas", tx.BlobGasFeeCap()},
+	} {
+		if q.v != nil && q.v.BitLen() > 256 {
+			return errs.New(errs.InvalidArgument, "transaction: %s: more than 256 bits", q.name)
+		}
 	}
 	return nil
 }

@@ -144,11 +144,12 @@ func (s *Service) SignTypedData(ctx context.Context, sg keyring.Signing, doc []b
 	return sig, hash, nil
 }
 
-// hashTypedData parses and hashes an EIP-712 document with go-ethereum.
+// hashTypedData checks an EIP-712 document (checkTypedData), then parses
+// and hashes it with go-ethereum.
 func hashTypedData(doc []byte) (apitypes.TypedData, common.Hash, error) {
 	var td apitypes.TypedData
-	if len(doc) > MaxMessageBytes {
-		return td, common.Hash{}, errs.New(errs.InvalidArgument, "typed data: %d bytes, at most %d", len(doc), MaxMessageBytes)
+	if err := checkTypedData(doc); err != nil {
+		return td, common.Hash{}, err
 	}
 	if err := json.Unmarshal(doc, &td); err != nil {
 		return td, common.Hash{}, errs.New(errs.InvalidArgument, "typed data: %v", err)

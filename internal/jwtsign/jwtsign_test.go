@@ -17,6 +17,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/strictjson"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
@@ -146,6 +147,13 @@ func TestPrepareRefusesBadRequests(t *testing.T) {
 		"exp and ttl":            {Claims: []byte(`{"exp":` + strconv.FormatInt(now.Add(time.Minute).Unix(), 10) + `}`), TTL: time.Minute},
 		"headers not an object":  {Claims: []byte(`{}`), Headers: []byte(`[1]`)},
 		"headers duplicate name": {Claims: []byte(`{}`), Headers: []byte(`{"typ":"a","typ":"b"}`)},
+		"escaped duplicate":      {Claims: []byte(`{"exp":1,"\u0065xp":2}`)},
+		"nested duplicate":       {Claims: []byte(`{"act":{"sub":"a","sub":"b"}}`)},
+		"raw invalid UTF-8":      {Claims: []byte("{\"sub\":\"ad\xffmin\"}")},
+		"invalid UTF-8 name":     {Claims: []byte("{\"s\xffub\":\"admin\"}")},
+		"lone surrogate":         {Claims: []byte(`{"sub":"ad\ud800min"}`)},
+		"header invalid UTF-8":   {Claims: []byte(`{}`), Headers: []byte("{\"cty\":\"\xc3\"}")},
+		"nesting bomb":           {Claims: []byte(`{"a":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + `}`)},
 	}
 	for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "crit", "b64"} {
 		cases["header "+h] = jwtsign.Request{Claims: []byte(`{}`), Headers: []byte(`{"` + h + `":"x"}`)}
@@ -173,14 +181,17 @@ func FuzzPrepare(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
 	f.Fuzz(func(t *testing.T, claims, headers []byte, ttl int64) {
 		p, err := jwtsign.Prepare(jwtsign.Request{Claims: claims, Headers: headers, TTL: time.Duration(ttl)}, policy, now)
-		if dup := duplicateMember(claims); dup != (err != nil && strings.Contains(err.Error(), "claims: a member name appears twice")) {
-			t.Fatalf("duplicate members %v, but Prepare says %v", dup, err)
+		if duplicateMember(claims) && err == nil {
+			t.Fatal("claims with a member name twice were accepted")
 		}
 		if err != nil {
 			if !errs.Is(err, errs.InvalidArgument) {
 				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
 			}
 			return
+		}
+		if err := strictjson.Check("payload", p.Payload, 1<<20); err != nil {
+			t.Fatalf("the payload fails the checks its input passed: %v", err)
 		}
 		var c map[string]any
 		if err := json.Unmarshal(p.Payload, &c); err != nil {
@@ -202,7 +213,7 @@ func FuzzPrepare(f *testing.F) {
 			}
 		}
 		for name, v := range p.Headers { // Sign copies them into the header as they are
-			if !json.Valid(v) {
+			if strictjson.Check("header", v, 1<<20) != nil {
 				t.Fatalf("header %q has a value that is not JSON: %q", name, v)
 			}
 		}

@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// DevClientIdentity is the identity of the client certificate --dev makes.
+// DevClientIdentity is the identity of the client certificate --dev makes,
+// in the policy's typed spelling: its URI SAN.
 const DevClientIdentity = "spiffe://sigil.dev/dev-client"
 
 // DevPKI is the local CA and the certificates --dev uses.

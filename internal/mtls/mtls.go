@@ -1,8 +1,8 @@
 // Package mtls sets up mutual TLS for the gRPC listener: TLS 1.3, client
 // certificates required and verified against the client CA, and all three
 // files re-read when they change, so certificates rotate without a
-// restart. It also names a client by its certificate and makes the local
-// PKI of `sigil serve --dev`.
+// restart. It also makes the local PKI of `sigil serve --dev`; package
+// identity names a client by its certificate.
 //
 // It is internal: the configuration file is the contract.
 package mtls
@@ -119,18 +119,6 @@ func LoadPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no PEM certificates in %s", file)
 	}
 	return pool, nil
-}
-
-// Identity names the holder of a verified client certificate: its first
-// URI SAN (a SPIFFE ID), else its first DNS SAN, else its subject CN.
-func Identity(c *x509.Certificate) string {
-	switch {
-	case len(c.URIs) > 0:
-		return c.URIs[0].String()
-	case len(c.DNSNames) > 0:
-		return c.DNSNames[0]
-	}
-	return c.Subject.CommonName
 }
 
 // ClientConfig is the TLS configuration of a client presenting cert/key

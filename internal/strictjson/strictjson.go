@@ -1,62 +1,67 @@
-// Package strictjson parses the JSON objects clients send (JWT claims and
-// headers, Ethereum transactions) the strict way: bounded size, an object
-// and nothing else, and no member name twice. encoding/json silently keeps
-// the last of two members of one name; parsers disagree on that, and a
-// signing service must sign exactly what it checked. Encode writes such
-// members back as one object, copying the checked values.
+// Package strictjson parses the JSON documents clients send (JWT claims
+// and headers, Ethereum transactions, EIP-712 typed data) the strict way:
+// bounded size and nesting, exactly one value, valid UTF-8 throughout
+// (raw bytes and escaped surrogates alike), and no member name twice in
+// any object. encoding/json silently keeps the last of two members of one
+// name and passes invalid UTF-8 inside raw values through; parsers
+// disagree on both, and a signing service must sign exactly what it
+// checked. The checks are go-json-experiment's jsontext (the design behind
+// Go's encoding/json/v2), which applies them by default. Encode writes
+// checked members back as one object, copying the values.
 package strictjson
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"maps"
 	"slices"
+	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 )
 
-// Object parses a JSON object of at most max bytes. Duplicate member
-// names are refused: parsers disagree on which one wins, and a verifier
-// must see the claims Sigil checked.
-func Object(what string, data []byte, max int) (map[string]json.RawMessage, error) {
+// MaxDepth bounds the nesting of objects and arrays in a document.
+const MaxDepth = 32
+
+// Check validates one whole JSON document of at most max bytes: see the
+// package comment. Its errors are InvalidArgument, prefixed with what.
+func Check(what string, data []byte, max int) error {
 	if len(data) > max {
-		return nil, errs.New(errs.InvalidArgument, "%s: %d bytes, at most %d", what, len(data), max)
+		return errs.New(errs.InvalidArgument, "%s: %d bytes, at most %d", what, len(data), max)
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	for done := false; ; {
+		_, err := dec.ReadToken()
+		switch {
+		case errors.Is(err, io.EOF) && done:
+			return nil
+		case errors.Is(err, io.EOF):
+			return errs.New(errs.InvalidArgument, "%s: no JSON value", what)
+		case err != nil:
+			return errs.New(errs.InvalidArgument, "%s: %s", what, strings.TrimPrefix(err.Error(), "jsontext: "))
+		case done:
+			return errs.New(errs.InvalidArgument, "%s: more than one JSON value", what)
+		case dec.StackDepth() > MaxDepth:
+			return errs.New(errs.InvalidArgument, "%s: nested deeper than %d", what, MaxDepth)
+		}
+		done = dec.StackDepth() == 0
+	}
+}
+
+// Object parses a JSON object of at most max bytes that passes Check.
+func Object(what string, data []byte, max int) (map[string]json.RawMessage, error) {
+	if err := Check(what, data, max); err != nil {
+		return nil, err
 	}
 	var out map[string]json.RawMessage
 	if err := json.Unmarshal(data, &out); err != nil || out == nil {
 		return nil, errs.New(errs.InvalidArgument, "%s: must be a JSON object", what)
 	}
-	if len(out) > 0 && topLevelCommas(data)+1 != len(out) {
-		return nil, errs.New(errs.InvalidArgument, "%s: a member name appears twice", what)
-	}
 	return out, nil
-}
-
-// topLevelCommas counts the commas between the members of a valid JSON
-// object, so that members lost to duplicate names can be noticed
-// (encoding/json keeps the last one silently). Hand-written because no
-// library in use reports duplicates; data has already been validated.
-func topLevelCommas(data []byte) int {
-	n, depth, inString, escaped := 0, 0, false, false
-	for _, c := range data {
-		switch {
-		case inString && escaped:
-			escaped = false
-		case inString && c == '\\':
-			escaped = true
-		case inString:
-			inString = c != '"'
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			depth--
-		case c == ',' && depth == 1:
-			n++
-		}
-	}
-	return n
 }
 
 // Encode writes an object of members in name order. The values must be

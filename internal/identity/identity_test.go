@@ -1,0 +1,114 @@
+package identity
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func cert(cn string, dns []string, uris ...string) *x509.Certificate {
+	c := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			panic(err)
+		}
+		c.URIs = append(c.URIs, u)
+	}
+	return c
+}
+
+func TestOfTypesEveryName(t *testing.T) {
+	c := cert("spiffe://t/admin", []string{"Treasury.Internal", "spiffe://t/admin"},
+		"spiffe://example.org/ops", "https://example.org/a", "dns:evil", "urn:x:y", "spiffe://example.org/a/../b", "spiffe://example.org:8443/x")
+	got := Strings(Of(c))
+	want := []string{"spiffe://example.org/ops", "https://example.org/a", "dns:treasury.internal", "dns:spiffe://t/admin", "cn:spiffe://t/admin"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Of: %q, want %q", got, want)
+	}
+}
+
+func TestParsePattern(t *testing.T) {
+	for _, c := range []struct {
+		in, spelled string
+		matches     []ID
+		misses      []ID
+	}{
+		{"spiffe://example.org/ops", "spiffe://example.org/ops", []ID{{URI, "spiffe://example.org/ops"}},
+			[]ID{{CN, "spiffe://example.org/ops"}, {DNS, "spiffe://example.org/ops"}, {URI, "spiffe://example.org/ops/x"}}},
+		{"spiffe://example.org/*", "spiffe://example.org/*", []ID{{URI, "spiffe://example.org/a"}, {URI, "spiffe://example.org/a/b"}},
+			[]ID{{URI, "spiffe://example.org"}, {URI, "spiffe://example.org.evil/a"}, {URI, "spiffe://other.org/a"}, {CN, "spiffe://example.org/a"}}},
+		{"spiffe://example.org/ops/*", "spiffe://example.org/ops/*", []ID{{URI, "spiffe://example.org/ops/x"}},
+			[]ID{{URI, "spiffe://example.org/ops"}, {URI, "spiffe://example.org/opsx/y"}}},
+		{"https://clients.example.org/a", "https://clients.example.org/a", []ID{{URI, "https://clients.example.org/a"}}, nil},
+		{"dns:treasury.internal", "dns:treasury.internal", []ID{{DNS, "treasury.internal"}}, []ID{{CN, "treasury.internal"}, {URI, "dns:treasury.internal"}}},
+		{"cn:spiffe://t/admin", "cn:spiffe://t/admin", []ID{{CN, "spiffe://t/admin"}}, []ID{{URI, "spiffe://t/admin"}}},
+		{"cn:Ops Team", "cn:Ops Team", []ID{{CN, "Ops Team"}}, []ID{{CN, "ops team"}}},
+	} {
+		p, err := ParsePattern(c.in)
+		if err != nil {
+			t.Fatalf("%s: %v", c.in, err)
+		}
+		if p.String() != c.spelled {
+			t.Errorf("%s spelled %s", c.in, p)
+		}
+		for _, id := range c.matches {
+			if !p.Match(id) {
+				t.Errorf("%s does not match %v", c.in, id)
+			}
+		}
+		for _, id := range c.misses {
+			if p.Match(id) {
+				t.Errorf("%s matches %v", c.in, id)
+			}
+		}
+	}
+}
+
+func TestParsePatternRefuses(t *testing.T) {
+	for _, in := range []string{
+		"ops", "treasury.internal", "", "dns:", "dns:*.example.org", "dns:UPPER.example", "dns:a_b", "cn:", "cn:a\nb",
+		"spiffe://Example.org/x", "spiffe://example.org/a/../b", "spiffe://example.org/a//b", "spiffe://example.org/a?x=1",
+		"spiffe://example.org:1/a", "spiffe://example.org/a*", "https://example.org/*", "spiffe://example.org/%61", "x://",
+	} {
+		_, err := ParsePattern(in)
+		if err == nil {
+			t.Errorf("%q accepted", in)
+			continue
+		}
+		if !strings.Contains(err.Error(), "dns:NAME") {
+			t.Errorf("%q: the error does not say how to write it: %v", in, err)
+		}
+	}
+}
+
+// FuzzParsePattern: whatever parses spells back to itself and matches the
+// identity it names, of that kind only.
+func FuzzParsePattern(f *testing.F) {
+	for _, s := range []string{"spiffe://example.org/ops", "spiffe://example.org/*", "dns:a.b", "cn:x", "https://h/p", "ops"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePattern(s)
+		if err != nil {
+			return
+		}
+		if p.String() != s {
+			t.Fatalf("%q spelled %q", s, p)
+		}
+		if p.prefix {
+			return
+		}
+		if !p.Match(p.id) {
+			t.Fatalf("%q does not match itself", s)
+		}
+		for k := URI; k <= CN; k++ {
+			if k != p.id.Kind && p.Match(ID{k, p.id.Name}) {
+				t.Fatalf("%q matches kind %d", s, k)
+			}
+		}
+	})
+}

@@ -1,0 +1,395 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/rlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/server"
+)
+
+// The attack suite: hostile inputs a tenant holding a certificate from the
+// deployment's own CA could send, each with the code it must get, against
+// a real server (mTLS on loopback, SoftHSM keys, the audit log). After
+// every row the server must still answer its health check SERVING and the
+// process must not have grown past rssBound. New RPCs add rows here.
+
+const (
+	admin    = "spiffe://example.org/ops"
+	treasury = "treasury.internal"
+	rssBound = 200 << 20
+)
+
+// rawCodec sends a request's bytes as they are, so that a test can send
+// what no generated client would.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// invokeRaw calls method with msg as the request's wire bytes.
+func invokeRaw(ctx context.Context, conn *grpc.ClientConn, method string, msg []byte) error {
+	var out []byte
+	return conn.Invoke(ctx, method, msg, &out, grpc.ForceCodec(rawCodec{}))
+}
+
+// attackEnv is the suite's server, its keys and its clients.
+type attackEnv struct {
+	*mtlsEnv
+	admin  *grpc.ClientConn
+	tenant *grpc.ClientConn // allowed every operation on every key
+}
+
+func newAttackEnv(t testing.TB) *attackEnv {
+	e := &attackEnv{mtlsEnv: newMTLSEnv(t)}
+	e.admin, e.tenant = e.client(t, admin), e.client(t, "spiffe://example.org/all/tenant")
+	for _, k := range []*sigilv1.CreateKeyRequest{
+		{Id: "auth-jwt", Algorithm: "ES256", Purpose: "jwt"},
+		{Id: "raw-1", Algorithm: "ES256", Purpose: "raw"},
+		{Id: "treasury-1", Algorithm: "ES256K", Purpose: "eth", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}},
+	} {
+		if _, err := sigilv1.NewKeyServiceClient(e.admin).CreateKey(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// certWith dials with a certificate from the deployment's CA made from tmpl.
+func (e *attackEnv) certWith(t testing.TB, tmpl *x509.Certificate) *grpc.ClientConn {
+	cert := e.ca.mint(t, tmpl)
+	return e.h.dialAs(t, e.ca, &cert)
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+// An attack is one row: what is sent, as whom, and the code it must get.
+type attack struct {
+	name string
+	as   func(*testing.T, *attackEnv) *grpc.ClientConn // the tenant allowed everything if nil
+	call func(context.Context, *grpc.ClientConn) error
+	want codes.Code
+}
+
+func createKey(ctx context.Context, c *grpc.ClientConn) error {
+	_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "stolen-" + strconv.FormatInt(time.Now().UnixNano(), 36), Algorithm: "ES256"})
+	return err
+}
+
+func listKeys(ctx context.Context, c *grpc.ClientConn) error {
+	_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{})
+	return err
+}
+
+func signMessage(ctx context.Context, c *grpc.ClientConn) error {
+	_, err := sigilv1.NewEthereumServiceClient(c).SignMessage(ctx, &sigilv1.SignMessageRequest{KeyId: "treasury-1", Message: []byte("m")})
+	return err
+}
+
+func signRaw(req *sigilv1.SignRequest) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewSigningServiceClient(c).Sign(ctx, req)
+		return err
+	}
+}
+
+func signJWT(claims, headers string) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewJWTServiceClient(c).SignJWT(ctx, &sigilv1.SignJWTRequest{KeyId: "auth-jwt", ClaimsJson: []byte(claims), HeadersJson: []byte(headers)})
+		return err
+	}
+}
+
+func signTxJSON(tx string) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewEthereumServiceClient(c).SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "treasury-1",
+			Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(tx)}})
+		return err
+	}
+}
+
+func signTxRLP(b []byte) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewEthereumServiceClient(c).SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "treasury-1",
+			Transaction: &sigilv1.SignTransactionRequest_UnsignedRlp{UnsignedRlp: b}})
+		return err
+	}
+}
+
+func signTyped(doc string) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewEthereumServiceClient(c).SignTypedData(ctx, &sigilv1.SignTypedDataRequest{KeyId: "treasury-1", TypedDataJson: []byte(doc)})
+		return err
+	}
+}
+
+func raw(method string, msg []byte) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error { return invokeRaw(ctx, c, method, msg) }
+}
+
+// legacyRLP is an unsigned EIP-155 legacy transaction on chain 1.
+func legacyRLP(gasPrice, value *big.Int) []byte {
+	b, _ := rlp.EncodeToBytes([]any{uint64(0), gasPrice, uint64(21000), common.HexToAddress("0x3535353535353535353535353535353535353535"), value, []byte{}, big.NewInt(1), uint(0), uint(0)})
+	return b
+}
+
+func nestedRLP(depth int) []byte {
+	b := rlp.RawValue{0xc0}
+	for range depth {
+		b, _ = rlp.EncodeToBytes([]rlp.RawValue{b})
+	}
+	return b
+}
+
+// typedDoc is a one-field EIP-712 document: field a of type typ holds value.
+func typedDoc(typ, primary, value string) string {
+	return `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"chainId","type":"uint256"}],"M":[{"name":"a","type":"` + typ +
+		`"}]},"primaryType":"` + primary + `","domain":{"name":"d","chainId":1},"message":{"a":` + value + `}}`
+}
+
+const txOK = `{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x1","gas":"0x5208","gasPrice":"0x1"}`
+
+func attacks() []attack {
+	big256, big312, one := new(big.Int).Lsh(big.NewInt(1), 256), new(big.Int).Lsh(big.NewInt(1), 312), big.NewInt(1)
+	signReq, _ := proto.Marshal(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
+	asCert := func(tmpl func() *x509.Certificate) func(*testing.T, *attackEnv) *grpc.ClientConn {
+		return func(t *testing.T, e *attackEnv) *grpc.ClientConn { return e.certWith(t, tmpl()) }
+	}
+	cnSpoofer := asCert(func() *x509.Certificate { return &x509.Certificate{Subject: pkix.Name{CommonName: admin}} })
+	dnsSpoofer := asCert(func() *x509.Certificate { return &x509.Certificate{DNSNames: []string{admin}} })
+	rows := []attack{
+		// Identities: no certificate passes for another.
+		{"the admin itself", func(_ *testing.T, e *attackEnv) *grpc.ClientConn { return e.admin }, createKey, codes.OK},
+		{"CN is the admin's SPIFFE ID: create", cnSpoofer, createKey, codes.PermissionDenied},
+		{"CN is the admin's SPIFFE ID: list", cnSpoofer, listKeys, codes.PermissionDenied},
+		{"DNS SAN is the admin's SPIFFE ID: create", dnsSpoofer, createKey, codes.PermissionDenied},
+		{"DNS SAN is the admin's SPIFFE ID: list", dnsSpoofer, listKeys, codes.PermissionDenied},
+		{"CN is the treasury's DNS name", asCert(func() *x509.Certificate { return &x509.Certificate{Subject: pkix.Name{CommonName: treasury}} }), signMessage, codes.PermissionDenied},
+		{"URI SAN dns:treasury.internal", asCert(func() *x509.Certificate { return &x509.Certificate{URIs: []*url.URL{mustURL("dns:" + treasury)}} }), signMessage, codes.PermissionDenied},
+		{"URI SAN with a dot-dot path", asCert(func() *x509.Certificate {
+			return &x509.Certificate{URIs: []*url.URL{mustURL("spiffe://example.org/all/../ops")}}
+		}), createKey, codes.PermissionDenied},
+		{"SPIFFE ID of another trust domain", asCert(func() *x509.Certificate {
+			return &x509.Certificate{URIs: []*url.URL{mustURL("spiffe://example.org.evil/ops")}}
+		}), createKey, codes.PermissionDenied},
+		{"expired certificate", asCert(func() *x509.Certificate {
+			return &x509.Certificate{URIs: []*url.URL{mustURL(admin)}, NotAfter: time.Now().Add(-time.Minute)}
+		}), listKeys, codes.Unavailable},
+		{"certificate not yet valid", asCert(func() *x509.Certificate {
+			return &x509.Certificate{URIs: []*url.URL{mustURL(admin)}, NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)}
+		}), listKeys, codes.Unavailable},
+		{"server certificate as a client", asCert(func() *x509.Certificate {
+			return &x509.Certificate{URIs: []*url.URL{mustURL(admin)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		}), listKeys, codes.Unavailable},
+		{"certificate of a foreign CA", func(t *testing.T, e *attackEnv) *grpc.ClientConn {
+			cert := newCA(t).issue(t, admin, false, time.Now().Add(time.Hour))
+			return e.h.dialAs(t, e.ca, &cert)
+		}, listKeys, codes.Unavailable},
+		{"no certificate", func(t *testing.T, e *attackEnv) *grpc.ClientConn { return e.h.dialAs(t, e.ca, nil) }, listKeys, codes.Unavailable},
+
+		// Edges: what is not named is shut, what does not decode is refused.
+		{"method no service has", nil, raw("/sigil.v1.KeyService/DeleteEverything", nil), codes.Unimplemented},
+		{"request that does not decode", nil, raw(sigilv1.SigningService_Sign_FullMethodName, []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}), codes.InvalidArgument},
+		{"key ID not UTF-8", nil, raw(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "raw-\xff")), codes.InvalidArgument},
+		{"unknown field", nil, raw(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendVarint(protowire.AppendTag(slices.Clone(signReq), 99, protowire.VarintType), 1)), codes.InvalidArgument},
+		{"format 99", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}, Format: 99}), codes.InvalidArgument},
+		{"format -1", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}, Format: -1}), codes.InvalidArgument},
+		{"oversized key ID", nil, signRaw(&sigilv1.SignRequest{KeyId: strings.Repeat("k", 200<<10), Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}), codes.InvalidArgument},
+		{"empty key ID", nil, signRaw(&sigilv1.SignRequest{Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}), codes.InvalidArgument},
+		{"request over the size limit", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Message{Message: make([]byte, server.MaxRequestBytes+1)}}), codes.ResourceExhausted},
+		{"message over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewEthereumServiceClient(c).SignMessage(ctx, &sigilv1.SignMessageRequest{KeyId: "treasury-1", Message: make([]byte, 65<<10)})
+			return err
+		}, codes.InvalidArgument},
+
+		// Transactions.
+		{"legacy RLP, value 2^256", nil, signTxRLP(legacyRLP(one, big256)), codes.InvalidArgument},
+		{"legacy RLP, gasPrice 2^312", nil, signTxRLP(legacyRLP(big312, one)), codes.InvalidArgument},
+		{"RLP bomb: nested lists", nil, signTxRLP(nestedRLP(20000)), codes.InvalidArgument},
+		{"RLP bomb: a length past the end", nil, signTxRLP([]byte{0xfb, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), codes.InvalidArgument},
+		{"transaction JSON, duplicate member", nil, signTxJSON(strings.Replace(txOK, `{`, `{"value":"0x0",`, 1)), codes.InvalidArgument},
+		{"transaction JSON, escaped duplicate", nil, signTxJSON(strings.Replace(txOK, `{`, `{"v\u0061lue":"0x0",`, 1)), codes.InvalidArgument},
+		{"transaction JSON, nesting bomb", nil, signTxJSON(strings.Replace(txOK, `"0x1",`, `"0x1","accessList":`+strings.Repeat("[", 50000)+strings.Repeat("]", 50000)+`,`, 1)), codes.InvalidArgument},
+		{"transaction JSON, invalid UTF-8", nil, signTxJSON(strings.Replace(txOK, `"0x1",`, "\"0x1\xff\",", 1)), codes.InvalidArgument},
+
+		// JWTs.
+		{"claims with invalid UTF-8", nil, signJWT("{\"sub\":\"ad\xffmin\"}", ""), codes.InvalidArgument},
+		{"claims with a lone surrogate", nil, signJWT(`{"sub":"ad\ud800min"}`, ""), codes.InvalidArgument},
+		{"claims with an escaped duplicate", nil, signJWT(`{"sub":"a","s\u0075b":"admin"}`, ""), codes.InvalidArgument},
+		{"claims nesting bomb", nil, signJWT(`{"a":`+strings.Repeat("[", 8000)+strings.Repeat("]", 8000)+`}`, ""), codes.InvalidArgument},
+		{"claims over their limit", nil, signJWT(`{"a":"`+strings.Repeat("x", 17<<10)+`"}`, ""), codes.InvalidArgument},
+		{"header with invalid UTF-8", nil, signJWT(`{}`, "{\"cty\":\"\xc3\"}"), codes.InvalidArgument},
+		{"ttl out of range", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewJWTServiceClient(c).SignJWT(ctx, &sigilv1.SignJWTRequest{KeyId: "auth-jwt", ClaimsJson: []byte(`{}`), Ttl: &durationpb.Duration{Seconds: 1, Nanos: -5}})
+			return err
+		}, codes.InvalidArgument},
+
+		// Typed data.
+		{"typed data, undefined primaryType", nil, signTyped(typedDoc("string", "Nothing", `"b"`)), codes.InvalidArgument},
+		{"typed data, int8 = -129", nil, signTyped(typedDoc("int8", "M", `-129`)), codes.InvalidArgument},
+		{"typed data, uint8[4294967295]", nil, signTyped(typedDoc("uint8[4294967295]", "M", `[1]`)), codes.InvalidArgument},
+		{"typed data, null array element", nil, signTyped(typedDoc("uint8[]", "M", `[null]`)), codes.InvalidArgument},
+		{"typed data, undeclared nesting", nil, signTyped(typedDoc("uint8[]", "M", `[[1,2]]`)), codes.InvalidArgument},
+		{"typed data, duplicate member", nil, signTyped(strings.Replace(typedDoc("string", "M", `"b"`), `{"a":"b"}`, `{"a":"b","a":"c"}`, 1)), codes.InvalidArgument},
+		{"typed data, string not UTF-8", nil, signTyped(typedDoc("string", "M", "\"ad\xffmin\"")), codes.InvalidArgument},
+		{"typed data, nesting bomb", nil, signTyped(typedDoc("string", "M", strings.Repeat("[", 20000)+strings.Repeat("]", 20000))), codes.InvalidArgument},
+		{"typed data, too many elements", nil, signTyped(typedDoc("uint8[]", "M", "["+strings.Repeat("1,", 2000)+"1]")), codes.InvalidArgument},
+		{"typed data, type name that corrupts the encoding", nil, signTyped(strings.Replace(typedDoc("string", "M", `"b"`), `"M"`, `"M(string a)X"`, 2)), codes.InvalidArgument},
+	}
+	for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip", "enc"} {
+		rows = append(rows, attack{"header override: " + h, nil, signJWT(`{}`, `{"`+h+`":"x"}`), codes.InvalidArgument})
+	}
+	return rows
+}
+
+// rss is the process's resident set size.
+func rss(t testing.TB) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// auditLines counts the records in the audit log so far.
+func (e *mtlsEnv) auditLines(t testing.TB) int {
+	b, err := os.ReadFile(e.auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(b, []byte("\n"))
+}
+
+func TestAttackSuite(t *testing.T) {
+	e := newAttackEnv(t)
+	health := healthpb.NewHealthClient(e.tenant)
+	base := rss(t)
+	for _, a := range attacks() {
+		t.Run(a.name, func(t *testing.T) {
+			conn := e.tenant
+			if a.as != nil {
+				conn = a.as(t, e)
+			}
+			before := e.auditLines(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if got := status.Code(a.call(ctx, conn)); got != a.want {
+				t.Errorf("got %v, want %v", got, a.want)
+			}
+			// Every request that reached a Sigil method is on the record.
+			reached := a.want != codes.Unavailable && a.want != codes.Unimplemented && a.want != codes.ResourceExhausted
+			if after := e.auditLines(t); reached && after != before+1 {
+				t.Errorf("%d audit records for one request", after-before)
+			}
+			hc, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("server unhealthy after the attack: %v %v", hc, err)
+			}
+			if grown := rss(t) - base; grown > rssBound {
+				t.Fatalf("RSS grew by %d MiB", grown>>20)
+			}
+		})
+	}
+	// The spoofers' and strangers' requests changed nothing: only the
+	// admin's own key was added.
+	list, err := sigilv1.NewKeyServiceClient(e.admin).ListKeys(context.Background(), &sigilv1.ListKeysRequest{})
+	if err != nil || len(list.GetKeys()) != 4 {
+		t.Fatalf("keys after the suite: %d, %v", len(list.GetKeys()), err)
+	}
+}
+
+// auditTail counts the audit records written since it last looked.
+type auditTail struct {
+	f   *os.File
+	off int64
+}
+
+func (a *auditTail) newRecords(t testing.TB) int {
+	b, err := io.ReadAll(io.NewSectionReader(a.f, a.off, 1<<40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.off += int64(len(b))
+	return bytes.Count(b, []byte("\n"))
+}
+
+// FuzzGRPC sends arbitrary bytes as the request of every Sigil method,
+// over mTLS as a client the policy allows everything: no answer may be
+// Internal or Unknown, the server must not fall over, and every request
+// must leave one audit record.
+func FuzzGRPC(f *testing.F) {
+	e := newAttackEnv(f)
+	conn := e.tenant
+	methods := server.SigilMethodNames(f)
+	for i, m := range []proto.Message{
+		&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}},
+		&sigilv1.SignJWTRequest{KeyId: "auth-jwt", ClaimsJson: []byte(`{"sub":"x"}`)},
+		&sigilv1.SignTransactionRequest{KeyId: "treasury-1", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(txOK)}},
+		&sigilv1.SignTypedDataRequest{KeyId: "treasury-1", TypedDataJson: []byte(typedDoc("int8", "M", "-128"))},
+		&sigilv1.GetKeyRequest{Id: "raw-1"},
+	} {
+		b, _ := proto.Marshal(m)
+		f.Add(uint8(i), b)
+	}
+	tail := &auditTail{}
+	var err error
+	if tail.f, err = os.Open(e.auditLog); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { tail.f.Close() })
+	tail.newRecords(f)
+	f.Fuzz(func(t *testing.T, which uint8, msg []byte) {
+		if len(msg) > server.MaxRequestBytes {
+			return
+		}
+		method := methods[int(which)%len(methods)]
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		err := invokeRaw(ctx, conn, method, msg)
+		switch status.Code(err) {
+		case codes.Internal, codes.Unknown, codes.Unavailable, codes.DeadlineExceeded:
+			t.Fatalf("%s: %v", method, err)
+		}
+		if n := tail.newRecords(t); n != 1 {
+			t.Fatalf("%s: %d audit records for one request", method, n)
+		}
+	})
+}
