@@ -43,6 +43,7 @@ var operations = map[string]authz.Op{
 	sigilv1.EthereumService_SignTransaction_FullMethodName: authz.EthSignTx,
 	sigilv1.EthereumService_SignMessage_FullMethodName:     authz.EthSignMessage,
 	sigilv1.EthereumService_SignTypedData_FullMethodName:   authz.EthSignTypedData,
+	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead, // on the audit key, sigil.audit
 }
 
 // isSigilMethod reports whether a full method name is one of Sigil's
@@ -225,6 +226,8 @@ func peerAddr(ctx context.Context) string {
 // keyIDField is the key a request names, if its type names one.
 func keyIDField(req any) (string, bool) {
 	switch r := req.(type) {
+	case *sigilv1.GetAuditHeadRequest: // reading the audit trail's head reads the audit key
+		return keyring.AuditKeyID, true
 	case interface{ GetKeyId() string }:
 		return r.GetKeyId(), true
 	case interface{ GetId() string }:

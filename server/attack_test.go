@@ -112,6 +112,11 @@ func listKeys(ctx context.Context, c *grpc.ClientConn) error {
 	return err
 }
 
+func auditHead(ctx context.Context, c *grpc.ClientConn) error {
+	_, err := sigilv1.NewAuditServiceClient(c).GetAuditHead(ctx, &sigilv1.GetAuditHeadRequest{})
+	return err
+}
+
 func signMessage(ctx context.Context, c *grpc.ClientConn) error {
 	_, err := sigilv1.NewEthereumServiceClient(c).SignMessage(ctx, &sigilv1.SignMessageRequest{KeyId: "treasury-1", Message: []byte("m")})
 	return err
@@ -252,6 +257,19 @@ func attacks() []attack {
 		{"header with invalid UTF-8", nil, signJWT(`{}`, "{\"cty\":\"\xc3\"}"), codes.InvalidArgument},
 		{"ttl out of range", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewJWTServiceClient(c).SignJWT(ctx, &sigilv1.SignJWTRequest{KeyId: "auth-jwt", ClaimsJson: []byte(`{}`), Ttl: &durationpb.Duration{Seconds: 1, Nanos: -5}})
+			return err
+		}, codes.InvalidArgument},
+
+		// The audit trail's head and Sigil's own keys.
+		{"audit head, CN spoofing the admin", cnSpoofer, auditHead, codes.PermissionDenied},
+		{"audit head, unknown field", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, protowire.AppendVarint(protowire.AppendTag(nil, 7, protowire.VarintType), 1)), codes.InvalidArgument},
+		{"audit head, bytes that do not decode", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, []byte{0x0a, 0xff}), codes.InvalidArgument},
+		{"create a key in Sigil's reserved namespace", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "sigil.audit2", Algorithm: "ES256"})
+			return err
+		}, codes.InvalidArgument},
+		{"create a key of purpose audit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "audit"})
 			return err
 		}, codes.InvalidArgument},
 
