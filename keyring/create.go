@@ -1,7 +1,6 @@
 package keyring
 
 import (
-	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -160,7 +159,14 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 		}
 		n := k.nextNumber()
 		name := fmt.Sprintf("%s.g%d", id, n)
-		g = Generation{Number: n, State: StateCreating, Name: name, Ref: km.NameRef(name), CreatedAt: now, UpdatedAt: now}
+		// The reference is recorded before the key exists: a failed or
+		// interrupted creation is cleaned up by it, and it finds nothing
+		// but this key (never another object under the same name).
+		ref, err := km.NewRef(name, r.owner)
+		if err != nil {
+			return err
+		}
+		g = Generation{Number: n, State: StateCreating, Name: name, Ref: ref, CreatedAt: now, UpdatedAt: now}
 		k.Generations = append(k.Generations, g)
 		return nil
 	})
@@ -168,7 +174,7 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 		return nil, err
 	}
 	failpoint.Hit("generation.after-record")
-	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: g.Name, Algorithm: k.Algorithm, RSABits: k.RSABits})
+	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: g.Name, Ref: g.Ref, Algorithm: k.Algorithm, RSABits: k.RSABits, Owner: r.owner})
 	if err == nil {
 		failpoint.Hit("generation.after-backend")
 		k, err = r.update(ctx, id, func(k *Key, now time.Time) error {
@@ -280,9 +286,9 @@ func (r *Keyring) destroyThenUpdate(ctx context.Context, id string, n int, want 
 	if err != nil {
 		return err
 	}
-	// The generation's own reference once it has one (a KMS key's ARN
-	// finds it even if its alias is gone), else its name's.
-	if err := km.DestroyKey(ctx, cmp.Or(g.Ref, km.NameRef(g.Name))); err != nil {
+	// The generation's own reference: its exact objects (a KMS key's ARN
+	// once known, which finds it even if its alias is gone).
+	if err := km.DestroyKey(ctx, g.Ref); err != nil {
 		return err
 	}
 	failpoint.Hit("destroy.after-backend")

@@ -3,6 +3,7 @@ package keyring
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,7 @@ type Keyring struct {
 	sweepEvery     time.Duration
 	orphanGrace    time.Duration
 	onRepair       func(Repair)
+	owner          []byte // marks the backend keys this keyring makes (see ownerOf)
 
 	mu       sync.RWMutex
 	keys     map[string]*Key // every stored key, parsed; invisible ones too
@@ -121,9 +123,13 @@ func New(ctx context.Context, o Options) (*Keyring, error) {
 	if _, ok := o.Backends[o.DefaultBackend]; !ok && o.DefaultBackend != "" {
 		return nil, errs.New(errs.InvalidArgument, "default_backend %q is not a configured backend", o.DefaultBackend)
 	}
+	var err error
 	r := &Keyring{store: o.Store, backends: o.Backends, defaultBackend: o.DefaultBackend, now: o.Now,
 		log: o.Logger, retention: o.Retention, creatingGrace: o.CreatingGrace, sweepEvery: o.SweepInterval,
 		orphanGrace: o.OrphanGrace, onRepair: o.OnRepair, keys: map[string]*Key{}, orphans: map[string]time.Time{}}
+	if r.owner, err = ownerOf(ctx, o.Store); err != nil {
+		return nil, err
+	}
 	stored, err := r.store.List(ctx)
 	if err != nil {
 		return nil, err
@@ -141,6 +147,40 @@ func New(ctx context.Context, o Options) (*Keyring, error) {
 		r.dropStale(ctx, k, grace)
 	}
 	return r, nil
+}
+
+// Owner is the mark this keyring puts on the keys it makes (see ownerOf).
+func (r *Keyring) Owner() []byte { return slices.Clone(r.owner) }
+
+// ownerAnchor names the keyring's owner mark in the store.
+const ownerAnchor = "keyring/owner"
+
+// ownerOf returns the mark this keyring puts on the keys it makes in its
+// backends (CreateKeyRequest.Owner), so its sweep lists only those: a
+// token or KMS account shared with another deployment is safe. It is made
+// at random on first start and kept in the store; a store that keeps no
+// anchors gets a mark of its own for this run, and its sweep then finds
+// only this run's keys (it never wrongly destroys).
+func ownerOf(ctx context.Context, store Store) ([]byte, error) {
+	fresh := make([]byte, 4)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	a, ok := store.(Anchors)
+	if !ok {
+		return fresh, nil
+	}
+	b, err := a.GetAnchor(ctx, ownerAnchor)
+	if errs.Is(err, errs.NotFound) {
+		if err := a.PutAnchor(ctx, ownerAnchor, fresh); err != nil {
+			return nil, err
+		}
+		b, err = a.GetAnchor(ctx, ownerAnchor) // another replica may have won the race
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the keyring's owner mark: %w", err)
+	}
+	return b, nil
 }
 
 // repaired logs, counts and reports a repair.

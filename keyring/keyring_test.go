@@ -221,7 +221,7 @@ func TestCrashDuringCreationIsCleanedUpLater(t *testing.T) {
 	// What a crash between generation and completion leaves: a "creating"
 	// record and a key pair in the token.
 	if _, err := e.store.Put(ctx, &keyring.Key{ID: "crashed", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a",
-		UpdatedAt: e.now, Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "crashed.g1", CreatedAt: e.now}}}); err != nil {
+		UpdatedAt: e.now, Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "crashed.g1", Ref: e.hsm.NameRef("crashed.g1"), CreatedAt: e.now}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "crashed.g1", Algorithm: signer.ES256}); err != nil {

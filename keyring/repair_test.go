@@ -2,6 +2,7 @@ package keyring_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,8 +35,8 @@ func (b *refusingBackend) DestroyKey(ctx context.Context, ref string) error {
 	return b.Backend.(signer.KeyManager).DestroyKey(ctx, ref)
 }
 
-func (b *refusingBackend) NameRef(name string) string {
-	return b.Backend.(signer.KeyManager).NameRef(name)
+func (b *refusingBackend) NewRef(name string, owner []byte) (string, error) {
+	return b.Backend.(signer.KeyManager).NewRef(name, owner)
 }
 
 // repairLog collects the keyring's repairs.
@@ -164,8 +165,8 @@ func TestUnfinishedCreationsAreRolledBack(t *testing.T) {
 					t.Fatalf("record %q left: %v", id, err)
 				}
 			}
-			if keys, err := e.hsm.ListKeys(ctx); err != nil || len(keys) != 0 {
-				t.Fatalf("objects left in the token: %v %v", keys, err)
+			if _, err := e.hsm.Public(ctx, e.hsm.NameRef("crashed.g1")); !errors.Is(err, signer.ErrKeyMissing) {
+				t.Fatalf("objects left in the token: %v", err)
 			}
 			if !slices.Contains(repairs.kinds(), keyring.RepairRollback) {
 				t.Fatalf("repairs: %v", repairs.kinds())
@@ -190,7 +191,12 @@ func TestSweepDestroysOrphansOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	orphan, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "lost.g1", Algorithm: signer.ES256})
+	orphan, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "lost.g1", Algorithm: signer.ES256, Owner: r.Owner()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another keyring's key sharing the token is never this one's orphan.
+	theirs, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "shared.g1", Algorithm: signer.ES256, Owner: []byte("othr")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +223,9 @@ func TestSweepDestroysOrphansOnly(t *testing.T) {
 	g, _ := kept.Active()
 	if _, err := e.hsm.Public(ctx, g.Ref); err != nil {
 		t.Fatalf("a recorded key was swept: %v", err)
+	}
+	if _, err := e.hsm.Public(ctx, theirs.Ref); err != nil {
+		t.Fatalf("another keyring's key was swept: %v", err)
 	}
 	if n := countObjects(t, e, foreign); n != len(foreign) {
 		t.Fatalf("%d of %d foreign objects left", n, len(foreign))
@@ -259,4 +268,35 @@ func countObjects(t *testing.T, e *env, templates [][]*p11.Attribute) int {
 		n += len(objs)
 	}
 	return n
+}
+
+// A creation refused because another application's object already has
+// the label Sigil wants, and the rollback of a crashed creation, destroy
+// only what Sigil made: never the other application's objects.
+func TestFailedCreationNeverDestroysForeignObjects(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.keyringWith(t, keyring.Options{})
+	ctx11, h := softhsmtest.Session(t, e.token)
+	victim := [][]*p11.Attribute{{p11.NewAttribute(p11.CKA_LABEL, "victim.g1"), p11.NewAttribute(p11.CKA_ID, []byte{1, 2})}}
+	pub := append([]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_EC_PARAMS, []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07})}, victim[0]...)
+	priv := append([]*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_SIGN, true)}, victim[0]...)
+	if _, _, err := ctx11.GenerateKeyPair(h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.Create(ctx, keyring.CreateSpec{ID: "victim", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	wantKind(t, err, errs.AlreadyExists)
+	if n := countObjects(t, e, victim); n != 1 {
+		t.Fatalf("the other application's key pair is gone (%d private keys left)", n)
+	}
+	// The same after a crash: a creating record whose name another
+	// application's object carries, rolled back at start.
+	if _, err := e.store.Put(ctx, &keyring.Key{ID: "victim", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now,
+		Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "victim.g1", Ref: e.hsm.NameRef("victim.g1"), CreatedAt: e.now}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.keyringWith(t, keyring.Options{SoleWriter: true})
+	if n := countObjects(t, e, victim); n != 1 {
+		t.Fatalf("the rollback destroyed another application's key pair (%d left)", n)
+	}
 }

@@ -181,7 +181,7 @@ func TestRestartInTheMiddleOfARotation(t *testing.T) {
 	// A crash after the HSM made generation 2 but before it was recorded
 	// as pending: the record says "creating", the token holds the pair.
 	k, _ := e.store.Get(ctx, "auth")
-	k.Generations = append(k.Generations, keyring.Generation{Number: 2, State: keyring.StateCreating, Name: "auth.g2", CreatedAt: e.now})
+	k.Generations = append(k.Generations, keyring.Generation{Number: 2, State: keyring.StateCreating, Name: "auth.g2", Ref: e.hsm.NameRef("auth.g2"), CreatedAt: e.now})
 	if _, err := e.store.Put(ctx, k); err != nil {
 		t.Fatal(err)
 	}

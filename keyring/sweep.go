@@ -28,7 +28,7 @@ func (r *Keyring) sweep(ctx context.Context) error {
 			continue
 		}
 		if kl, ok := b.(signer.KeyLister); ok {
-			keys, err := kl.ListKeys(ctx)
+			keys, err := kl.ListKeys(ctx, r.owner)
 			if err != nil {
 				failed = append(failed, err)
 				continue

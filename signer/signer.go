@@ -20,10 +20,17 @@ type Backend interface {
 type CreateKeyRequest struct {
 	// Name is unique in the backend; the keyring derives it from the key ID
 	// and generation ("auth-jwt.g3").
-	Name      string
+	Name string
+	// Ref is where the key is made, from NewRef: recorded before the key
+	// exists, it is what a failed or interrupted creation is cleaned up
+	// by, and it finds this key and nothing else.
+	Ref       string
 	Algorithm Algorithm
 	// RSABits is the modulus size for RS256/PS256 keys: 2048 or 3072.
 	RSABits int
+	// Owner marks the key as one keyring's, so that keyring's sweep lists
+	// it (ListKeys) and another's sharing the backend never does.
+	Owner []byte
 }
 
 // KeyInfo describes a key a KeyManager created.
@@ -38,12 +45,12 @@ type KeyManager interface {
 	// name is refused with errs.AlreadyExists.
 	CreateKey(ctx context.Context, req CreateKeyRequest) (KeyInfo, error)
 	// DestroyKey deletes every object ref names; a ref that names nothing
-	// is not an error, so cleanup can be retried.
+	// is not an error, so cleanup can be retried. It never deletes an
+	// object Sigil did not make.
 	DestroyKey(ctx context.Context, ref string) error
-	// NameRef returns a reference that finds the key created under name,
-	// known before the key exists so a half-finished creation can be
-	// cleaned up.
-	NameRef(name string) string
+	// NewRef returns the reference a key about to be created under name
+	// for owner will have, or one that finds that key and only it.
+	NewRef(name string, owner []byte) (string, error)
 }
 
 // PoolStats is a snapshot of a backend's session or connection pool.
@@ -66,12 +73,13 @@ type ListedKey struct {
 	Ref  string
 }
 
-// KeyLister is the ability to list the keys Sigil created in a backend,
-// for the sweep that destroys keys no record names. It must return only
-// keys Sigil made (by their names and Sigil's own marking), never another
-// application's, and objects it cannot identify for certain are left out.
+// KeyLister is the ability to list the keys one keyring created in a
+// backend, for the sweep that destroys keys no record names. It must
+// return only keys made with CreateKeyRequest.Owner equal to owner, never
+// another application's or another keyring's, and objects it cannot
+// identify for certain are left out.
 type KeyLister interface {
-	ListKeys(ctx context.Context) ([]ListedKey, error)
+	ListKeys(ctx context.Context, owner []byte) ([]ListedKey, error)
 }
 
 // KeyDisabler is the ability to make a key refuse to sign at once, used

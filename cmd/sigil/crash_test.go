@@ -66,6 +66,21 @@ func (e *procEnv) objects() []string {
 	return out
 }
 
+// owner is the keyring's owner mark, in hex, as the audit key's backend
+// reference shows it (the CKA_ID after Sigil's marker).
+func (e *procEnv) owner() string {
+	e.t.Helper()
+	var k keyJSON
+	if err := json.Unmarshal([]byte(e.must("keys", "get", "sigil.audit", "--json")), &k); err != nil {
+		e.t.Fatal(err)
+	}
+	m := regexp.MustCompile(`id=%53%47%4C%01%(..)%(..)%(..)%(..)`).FindStringSubmatch(k.Generations[0].BackendRef)
+	if m == nil {
+		e.t.Fatalf("no owner mark in %s", k.Generations[0].BackendRef)
+	}
+	return strings.ToLower(m[1] + m[2] + m[3] + m[4])
+}
+
 var sigilLabel = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}\.g[0-9]+$`)
 
 // check asserts what must hold after any crash and a restart: every jwt
@@ -153,16 +168,18 @@ func TestCrashAtEveryStepHealsAfterRestart(t *testing.T) {
 			if len(foreign) != 4 {
 				t.Fatalf("foreign objects: %v", foreign)
 			}
-			// A key pair Sigil made (its ID marker, a name of its shape) that
-			// no record names: the sweep must destroy it, and audit that.
-			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "53474c01aabbccddeeff001122334455", "--label", "lost.g1")
+			e.start("")
 			if c.act != nil {
-				e.start("")
 				for _, cmd := range c.setup {
 					e.must(cmd...)
 				}
-				e.srv.stop(t)
 			}
+			owner := e.owner()
+			e.srv.stop(t)
+			// A key pair this keyring made (Sigil's ID marker and its owner
+			// mark, a name of its shape) that no record names: the sweep
+			// must destroy it, and audit that.
+			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "53474c01"+owner+"aabbccddeeff0011", "--label", "lost.g1")
 			e.start(c.fp)
 			setup := c.setup
 			if c.act != nil {

@@ -204,6 +204,18 @@ func TestVerifyNamesEveryTruncationAndRewrite(t *testing.T) {
 		t.Fatal("no tamper record after a truncated log was started")
 	}
 	wantProblem(t, e.verify(true), "the log records tampering")
+
+	// Rewritten with every hash recomputed, then started: flagged too.
+	e2 := newEnv(t)
+	l = e2.open()
+	writeN(t, l, 30)
+	l.Close()
+	os.WriteFile(e2.path, bytes.Join(rehash(t, lines(t, e2.path), 10), nil), 0o600)
+	l = e2.open()
+	defer l.Close()
+	if l.Tampers() != 1 {
+		t.Fatalf("a rewritten log started without a tamper record (%d)", l.Tampers())
+	}
 }
 
 // rehash edits record at (a line index) and recomputes every hash after

@@ -3,6 +3,7 @@ package awskms
 import (
 	"context"
 	"crypto"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -66,7 +67,7 @@ type Backend struct {
 	limiter *rate.Limiter
 	slots   chan struct{}
 	public  sync.Map // ref -> crypto.PublicKey
-	foreign sync.Map // key ID -> struct{}: keys without Sigil's tag
+	marks   sync.Map // key ID -> marks, read once from its tags
 	health  *signer.Monitor
 }
 
@@ -327,36 +328,13 @@ func aliasName(name string) string {
 
 const aliasPrefix = "alias/sigil/"
 
-// nameOfAlias is the name an alias made by aliasName stands for.
-func nameOfAlias(alias string) (string, bool) {
-	esc, ok := strings.CutPrefix(alias, aliasPrefix)
-	return strings.NewReplacer("_2e", ".", "_5f", "_").Replace(esc), ok
-}
-
-// ListKeys returns the live keys Sigil created in the account: those its
-// aliases name, and those carrying its tag without an alias (a creation
-// cut short between the key and its alias). Keys pending deletion are
-// left out; keys found once without the tag are not asked about again.
-func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
+// ListKeys returns the live keys Sigil created in the account for owner:
+// those whose tags say sigil:key (their name) and sigil:owner (owner, in
+// hex), aliased or not (a creation cut short between the key and its
+// alias has no alias). Keys pending deletion are left out. A key's tags
+// are read once: they are set when Sigil creates it.
+func (b *Backend) ListKeys(ctx context.Context, owner []byte) ([]signer.ListedKey, error) {
 	var out []signer.ListedKey
-	aliased := map[string]bool{}
-	for page := (*string)(nil); ; {
-		res, err := call(ctx, b, func(ctx context.Context) (*kms.ListAliasesOutput, error) {
-			return b.client.ListAliases(ctx, &kms.ListAliasesInput{Marker: page})
-		})
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range res.Aliases {
-			if name, ok := nameOfAlias(aws.ToString(a.AliasName)); ok && a.TargetKeyId != nil {
-				aliased[*a.TargetKeyId] = true
-				out = append(out, signer.ListedKey{Name: name, Ref: *a.TargetKeyId})
-			}
-		}
-		if page = res.NextMarker; !res.Truncated {
-			break
-		}
-	}
 	for page := (*string)(nil); ; {
 		res, err := call(ctx, b, func(ctx context.Context) (*kms.ListKeysOutput, error) {
 			return b.client.ListKeys(ctx, &kms.ListKeysInput{Marker: page})
@@ -365,14 +343,20 @@ func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
 			return nil, err
 		}
 		for _, k := range res.Keys {
-			if id := aws.ToString(k.KeyId); !aliased[id] {
-				name, err := b.tagged(ctx, id)
-				if err != nil {
-					return nil, err
-				}
-				if name != "" {
-					out = append(out, signer.ListedKey{Name: name, Ref: id})
-				}
+			id := aws.ToString(k.KeyId)
+			m, err := b.marksOf(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if m.name == "" || m.owner != hex.EncodeToString(owner) {
+				continue
+			}
+			live, err := b.live(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if live {
+				out = append(out, signer.ListedKey{Name: m.name, Ref: id})
 			}
 		}
 		if page = res.NextMarker; !res.Truncated {
@@ -382,34 +366,49 @@ func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
 	return out, nil
 }
 
-// tagged returns the name in the sigil:key tag of live key id, or "".
-func (b *Backend) tagged(ctx context.Context, id string) (string, error) {
-	if _, ok := b.foreign.Load(id); ok {
-		return "", nil
-	}
-	d, err := call(ctx, b, func(ctx context.Context) (*kms.DescribeKeyOutput, error) {
-		return b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(id)})
-	})
-	if err != nil || d.KeyMetadata.KeyState == types.KeyStatePendingDeletion {
-		return "", err
+// marks are the tags by which Sigil knows its keys.
+type marks struct{ name, owner string }
+
+// marksOf returns key id's marks (empty for another application's key),
+// from its tags, read once.
+func (b *Backend) marksOf(ctx context.Context, id string) (marks, error) {
+	if m, ok := b.marks.Load(id); ok {
+		return m.(marks), nil
 	}
 	tags, err := call(ctx, b, func(ctx context.Context) (*kms.ListResourceTagsOutput, error) {
 		return b.client.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(id)})
 	})
 	if err != nil {
-		return "", err
+		return marks{}, err
 	}
+	var m marks
 	for _, t := range tags.Tags {
-		if aws.ToString(t.TagKey) == tagKey {
-			return aws.ToString(t.TagValue), nil
+		switch aws.ToString(t.TagKey) {
+		case tagKey:
+			m.name = aws.ToString(t.TagValue)
+		case ownerTagKey:
+			m.owner = aws.ToString(t.TagValue)
 		}
 	}
-	b.foreign.Store(id, struct{}{})
-	return "", nil
+	b.marks.Store(id, m)
+	return m, nil
 }
 
-// NameRef is the alias of the key created under name.
-func (b *Backend) NameRef(name string) string { return aliasName(name) }
+// live reports whether key id is not pending deletion.
+func (b *Backend) live(ctx context.Context, id string) (bool, error) {
+	d, err := call(ctx, b, func(ctx context.Context) (*kms.DescribeKeyOutput, error) {
+		return b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(id)})
+	})
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && d.KeyMetadata.KeyState != types.KeyStatePendingDeletion, err
+}
+
+// NewRef is the alias the key about to be created under name will have.
+func (b *Backend) NewRef(name string, _ []byte) (string, error) { return aliasName(name), nil }
+
+
 
 // CreateKey creates a signing key in KMS, tagged and aliased with name.
 func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (signer.KeyInfo, error) {
@@ -417,7 +416,7 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	if err != nil {
 		return signer.KeyInfo{}, err
 	}
-	tags := []types.Tag{{TagKey: aws.String(tagKey), TagValue: aws.String(req.Name)}}
+	tags := []types.Tag{{TagKey: aws.String(tagKey), TagValue: aws.String(req.Name)}, {TagKey: aws.String(ownerTagKey), TagValue: aws.String(hex.EncodeToString(req.Owner))}}
 	for k, v := range b.cfg.Tags {
 		tags = append(tags, types.Tag{TagKey: aws.String(k), TagValue: aws.String(v)})
 	}
@@ -453,6 +452,10 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 // tagKey is the tag every key Sigil creates carries, valued with the
 // key's name: how an operator (or a sweep) tells Sigil's keys apart.
 const tagKey = "sigil:key"
+
+// ownerTagKey is the tag naming, in hex, the keyring that made the key:
+// only its own keys are listed to its sweep.
+const ownerTagKey = "sigil:owner"
 
 // Public returns the key's public key, fetched once.
 func (b *Backend) Public(ctx context.Context, ref string) (crypto.PublicKey, error) {

@@ -88,17 +88,49 @@ func Open(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	lib, release, err := loadModule(cfg.Module)
+	unclaim, err := claim(name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	b := newBackend(name, cfg, string(pin), lib, release)
+	lib, release, err := loadModule(cfg.Module)
+	if err != nil {
+		unclaim()
+		return nil, err
+	}
+	b := newBackend(name, cfg, string(pin), lib, func() { release(); unclaim() })
 	if err := b.ensureCanary(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}
 	b.health.Start()
 	return b, nil
+}
+
+// served is the tokens backends of this process serve, by module and
+// label: two backends on one token would each take the other's keys for
+// unrecorded ones and sweep them away.
+var served = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}
+
+// claim reserves cfg's token for backend name; the returned func frees it.
+func claim(name string, cfg Config) (func(), error) {
+	key := cfg.Module + "\x00" + cfg.Token
+	served.Lock()
+	defer served.Unlock()
+	if other, ok := served.m[key]; ok {
+		return nil, errs.New(errs.InvalidArgument, "token %q of %s is already served by backend %q: give each token one backend", cfg.Token, cfg.Module, other)
+	}
+	served.m[key] = name
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			served.Lock()
+			delete(served.m, key)
+			served.Unlock()
+		})
+	}, nil
 }
 
 func (c Config) validate() error {

@@ -102,7 +102,8 @@ func (g keyGen) templates(label string, id []byte) (pub, priv []*pkcs11.Attribut
 }
 
 // CreateKey generates a key pair inside the token under the label
-// req.Name, with a random CKA_ID. A label already in use is refused.
+// req.Name and the CKA_ID of req.Ref (a fresh one of Sigil's if req.Ref is
+// empty). A label already in use is refused.
 func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (signer.KeyInfo, error) {
 	if req.Name == "" || len(req.Name) > 128 {
 		return signer.KeyInfo{}, errs.New(errs.InvalidArgument, "key name must be 1 to 128 bytes")
@@ -111,11 +112,18 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	if err != nil {
 		return signer.KeyInfo{}, err
 	}
-	id := append(slices.Clip(idMarker), make([]byte, 16-len(idMarker))...)
-	if _, err := rand.Read(id[len(idMarker):]); err != nil {
-		return signer.KeyInfo{}, errs.Wrap(errs.Internal, err, "random key id")
+	if req.Ref == "" {
+		if req.Ref, err = b.NewRef(req.Name, req.Owner); err != nil {
+			return signer.KeyInfo{}, err
+		}
 	}
-	u := URI{Token: b.token, Object: req.Name, ID: id}
+	u, err := b.parseRef(req.Ref)
+	if err != nil {
+		return signer.KeyInfo{}, err
+	}
+	if u.Object != req.Name || !bytes.HasPrefix(u.ID, idMarker) {
+		return signer.KeyInfo{}, errs.New(errs.InvalidArgument, "reference %s is not one NewRef made for %q", req.Ref, req.Name)
+	}
 	var info signer.KeyInfo
 	err = b.withSession(ctx, "generating a key", func(h pkcs11.SessionHandle) error {
 		existing, err := b.find(h, nil, URI{Object: req.Name}, 1)
@@ -125,7 +133,7 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 		if len(existing) > 0 {
 			return errs.New(errs.AlreadyExists, "token %q already holds an object labelled %q", b.token, req.Name)
 		}
-		pubT, privT := gen.templates(req.Name, id)
+		pubT, privT := gen.templates(req.Name, u.ID)
 		pubH, privH, err := b.mod.GenerateKeyPair(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(gen.mech, nil)}, pubT, privT)
 		if err != nil {
 			return err
@@ -143,15 +151,33 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	return info, err
 }
 
+// NewRef is the reference of the key about to be created under name for
+// owner: the label and a CKA_ID of Sigil's marker, the owner's first four
+// bytes and eight random ones.
+func (b *Backend) NewRef(name string, owner []byte) (string, error) {
+	id := make([]byte, 16)
+	copy(id, idMarker)
+	copy(id[len(idMarker):ownerEnd], owner)
+	if _, err := rand.Read(id[ownerEnd:]); err != nil {
+		return "", errs.Wrap(errs.Internal, err, "random key id")
+	}
+	return URI{Token: b.token, Object: name, ID: id}.String(), nil
+}
+
 // idMarker starts the CKA_ID of every key pair Sigil generates (the rest
 // is random): with the label, how ListKeys tells Sigil's objects from
 // those of other applications sharing the token.
 var idMarker = []byte("SGL\x01")
 
-// ListKeys returns the key pairs in the token that Sigil generated: a
-// label and a CKA_ID that starts with idMarker. Objects without a label,
-// or with another application's ID, are never listed.
-func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
+// ownerEnd is where the owner's bytes end in a CKA_ID.
+const ownerEnd = 8
+
+// ListKeys returns the key pairs in the token that Sigil generated for
+// owner: a label and a CKA_ID that starts with idMarker and the owner's
+// bytes. Objects without a label, or with another application's or
+// keyring's ID, are never listed.
+func (b *Backend) ListKeys(ctx context.Context, owner []byte) ([]signer.ListedKey, error) {
+	prefix := append(slices.Clip(idMarker), owner[:min(len(owner), ownerEnd-len(idMarker))]...)
 	var out []signer.ListedKey
 	err := b.withSession(ctx, "listing keys", func(h pkcs11.SessionHandle) error {
 		out = nil
@@ -169,7 +195,7 @@ func (b *Backend) ListKeys(ctx context.Context) ([]signer.ListedKey, error) {
 				}
 				label, id := string(attrs[0].Value), attrs[1].Value
 				u := URI{Token: b.token, Object: label, ID: id}
-				if label == "" || !bytes.HasPrefix(id, idMarker) || seen[u.String()] {
+				if label == "" || len(id) < ownerEnd || !bytes.HasPrefix(id, prefix) || seen[u.String()] {
 					continue
 				}
 				seen[u.String()] = true
@@ -214,6 +240,11 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 		if err != nil {
 			return err
 		}
+		if len(u.ID) == 0 { // a name alone: only the objects Sigil made under it
+			if objs, err = b.ours(h, objs); err != nil {
+				return err
+			}
+		}
 		for _, o := range objs {
 			// Invalid handle: someone else destroyed it since the search.
 			if err := b.mod.DestroyObject(h, o); err != nil && !isCKR(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) {
@@ -224,7 +255,23 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 	})
 }
 
-// NameRef is the reference to the key created under name, without its id.
+// ours keeps the objects whose CKA_ID carries Sigil's marker.
+func (b *Backend) ours(h pkcs11.SessionHandle, objs []pkcs11.ObjectHandle) ([]pkcs11.ObjectHandle, error) {
+	var out []pkcs11.ObjectHandle
+	for _, o := range objs {
+		attrs, err := b.mod.GetAttributeValue(h, o, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
+		if err != nil {
+			return nil, err
+		}
+		if bytes.HasPrefix(attrs[0].Value, idMarker) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// NameRef is a reference to whatever the token holds under the label
+// name, whatever its CKA_ID; for tests and operators' tools.
 func (b *Backend) NameRef(name string) string { return URI{Token: b.token, Object: name}.String() }
 
 // Public returns the public key of the key ref names.
