@@ -408,8 +408,6 @@ func (b *Backend) live(ctx context.Context, id string) (bool, error) {
 // NewRef is the alias the key about to be created under name will have.
 func (b *Backend) NewRef(name string, _ []byte) (string, error) { return aliasName(name), nil }
 
-
-
 // CreateKey creates a signing key in KMS, tagged and aliased with name.
 func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (signer.KeyInfo, error) {
 	spec, err := specFor(req.Algorithm, req.RSABits)
