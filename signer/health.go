@@ -70,6 +70,8 @@ type Monitor struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 
+	stuck atomic.Bool // a probe has not returned yet
+
 	checking    sync.Mutex // one check at a time; guards the fields below
 	fails       int
 	backoff     time.Duration
@@ -194,10 +196,28 @@ func (m *Monitor) Check(ctx context.Context) Health {
 	return m.Health()
 }
 
+// probeOnce runs the probe in a goroutine of its own, bounded by
+// probeTimeout even if the backend ignores its context (a call into a hung
+// device): such a probe fails, and so does every probe while it is stuck.
 func (m *Monitor) probeOnce(ctx context.Context) error {
+	if m.stuck.Load() {
+		return errs.New(errs.Unavailable, "an earlier probe is still inside the backend (it hangs)")
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	return m.probe(ctx)
+	done := make(chan error, 1)
+	m.stuck.Store(true)
+	go func() {
+		err := m.probe(ctx)
+		m.stuck.Store(false)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return errs.New(errs.Unavailable, "the probe did not answer within %v (the backend hangs)", probeTimeout)
+	}
 }
 
 // healthy records a probe that succeeded; checking is held.

@@ -168,11 +168,7 @@ func openAudit(ctx context.Context, c *config.Audit, kr *keyring.Keyring, store 
 	if _, err := kr.EnsureAuditKey(ctx); err != nil {
 		return nil, fmt.Errorf("the audit key: %w", err)
 	}
-	replica := c.Replica
-	if replica == "" {
-		replica, _ = os.Hostname()
-	}
-	return audit.Open(ctx, audit.Options{Path: c.Path, MaxSize: c.MaxSize, Replica: replica, Signer: keyring.AuditSigner{Keyring: kr}, Anchors: store,
+	return audit.Open(ctx, audit.Options{Path: c.Path, MaxSize: c.MaxSize, Replica: c.Replica, Signer: keyring.AuditSigner{Keyring: kr}, Anchors: store,
 		CheckpointEvery: c.Checkpoint.Every, CheckpointInterval: c.Checkpoint.Interval, Logger: log})
 }
 

@@ -23,7 +23,11 @@ type Checkpoint struct {
 	Seq       uint64    `json:"seq"`
 	Hash      string    `json:"hash"`
 	Time      time.Time `json:"time"`
-	Signature string    `json:"signature"` // ES256 r‖s, base64 (standard)
+	// Every is how many records the log wrote between checkpoints when it
+	// signed this one: a verifier that finds a longer unsigned tail knows
+	// checkpoints were removed.
+	Every     int    `json:"every"`
+	Signature string `json:"signature"` // ES256 r‖s, base64 (standard)
 }
 
 // Signer signs checkpoints with the audit key, an ES256 key held like any
@@ -34,8 +38,8 @@ type Signer interface {
 
 // digest is the SHA-256 of the text a checkpoint signs.
 func (c *Checkpoint) digest() []byte {
-	text := fmt.Sprintf("sigil audit checkpoint v1\nreplica %s\nseq %d\nhash %s\ntime %s\n",
-		c.Replica, c.Seq, c.Hash, c.Time.UTC().Format(time.RFC3339Nano))
+	text := fmt.Sprintf("sigil audit checkpoint v1\nreplica %s\nseq %d\nhash %s\ntime %s\nevery %d\n",
+		c.Replica, c.Seq, c.Hash, c.Time.UTC().Format(time.RFC3339Nano), c.Every)
 	sum := sha256.Sum256([]byte(text))
 	return sum[:]
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -49,7 +50,7 @@ const (
 const (
 	healMin       = 100 * time.Millisecond
 	healMax       = 5 * time.Second
-	anchorTimeout = 10 * time.Second
+	anchorTimeout = 5 * time.Second
 )
 
 // head is a point of the chain: a record's seq and hash.
@@ -65,10 +66,14 @@ type Log struct {
 	queue chan pending
 	done  chan struct{}
 
+	closeMu sync.RWMutex // held to send on queue (read) or close it (write)
+	closed  bool
+
 	up          atomic.Bool
 	detail      atomic.Pointer[string]
 	writeErrors atomic.Uint64
 	tampers     atomic.Uint64
+	signerHangs atomic.Bool // a checkpoint signature never came back
 	written     atomic.Pointer[head] // the last record written to the file
 	synced      atomic.Pointer[head] // the last record known to be on disk
 
@@ -179,7 +184,7 @@ const (
 // anchored checkpoint at start, the last written record when healing);
 // a file that falls short of it, or disagrees, gets a tamper record.
 func (l *Log) openFile(expected *head, why opening) error {
-	f, err := os.OpenFile(l.opts.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := openRegular(l.opts.Path)
 	if err != nil {
 		return errs.New(errs.Unavailable, "audit log: %w", err)
 	}
@@ -201,7 +206,7 @@ func (l *Log) openFile(expected *head, why opening) error {
 	have := l.fileHead(t, why)
 	var tamper *Tamper
 	switch {
-	case why == healing && t.last == nil:
+	case why == healing && t.last == nil && l.fileFirst <= expected.Seq:
 		tamper = &Tamper{Detail: fmt.Sprintf("%s was deleted or replaced by an empty file: records %d to %d went with it", l.opts.Path, l.fileFirst, expected.Seq),
 			MissingFrom: l.fileFirst, MissingTo: expected.Seq}
 	case expected != nil && why != rotating:
@@ -214,7 +219,12 @@ func (l *Log) openFile(expected *head, why opening) error {
 	l.written.Store(&have)
 	var entries []entry
 	if t.last != nil {
-		l.fileFirst = firstSeq(f)
+		first := firstEntry(f)
+		if r := first.replica(); r != "" && r != l.opts.Replica {
+			l.f.Close()
+			return errs.New(errs.FailedPrecondition, "audit log %s holds the chain of replica %q, not %q: set audit.replica to %q, or give this replica a file of its own", l.opts.Path, r, l.opts.Replica, r)
+		}
+		l.fileFirst = first.Seq
 	} else {
 		l.fileFirst = l.seq + 1
 		entries = append(entries, l.own(opFileStart, "ok", entry{FileStart: &FileStart{Replica: l.opts.Replica, PrevFileSeq: l.seq, PrevFileHash: l.prev}}))
@@ -235,6 +245,21 @@ func (l *Log) openFile(expected *head, why opening) error {
 	}
 	l.synced.Store(l.written.Load())
 	return nil
+}
+
+// openRegular opens path for appending, creating it (0600), refusing a
+// symbolic link or anything but a regular file: the log must never write
+// into, or cut, a file it was pointed at.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return f, nil
 }
 
 // truncateTo cuts what follows the file's last valid entry.
@@ -311,17 +336,17 @@ func (l *Log) compare(have, want head, why opening) *Tamper {
 	return nil
 }
 
-// firstSeq is the seq of the first entry of f, or 0.
-func firstSeq(f *os.File) uint64 {
-	var seq uint64
+// firstEntry is the first entry of f, or an empty one.
+func firstEntry(f *os.File) *parsed {
+	first := &parsed{}
 	stop := errors.New("stop")
-	eachLine(io.NewSectionReader(f, 0, 1<<62), func(b []byte, complete bool) error {
-		if p, err := parse(b); err == nil && complete {
-			seq = p.Seq
+	eachLine(io.NewSectionReader(f, 0, 1<<62), func(b []byte, _ int, complete bool) error {
+		if p, err := parse(b); b != nil && err == nil && complete {
+			first = p
 		}
 		return stop
 	})
-	return seq
+	return first
 }
 
 // hashAt finds record seq in the file at path and returns its hash.
@@ -333,8 +358,8 @@ func hashAt(path string, seq uint64) (string, bool) {
 	defer f.Close()
 	var hash string
 	found := errors.New("found")
-	err = eachLine(f, func(b []byte, complete bool) error {
-		if p, err := parse(b); err == nil && complete && p.Seq == seq {
+	err = eachLine(f, func(b []byte, _ int, complete bool) error {
+		if p, err := parse(b); b != nil && err == nil && complete && p.Seq == seq {
 			hash = p.Hash
 			return found
 		}
@@ -356,11 +381,13 @@ func (l *Log) Write(rec *Record) error {
 	r := *rec
 	bound(&r)
 	p := pending{e: entry{Record: &r}, err: make(chan error, 1)}
-	select {
-	case l.queue <- p:
-	case <-l.done:
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
 		return errs.New(errs.Unavailable, "audit log closed")
 	}
+	l.queue <- p
+	l.closeMu.RUnlock()
 	return <-p.err
 }
 
@@ -636,12 +663,23 @@ func (l *Log) putAnchor(ctx context.Context, a Anchor) error {
 	return l.opts.Anchors.PutAnchor(ctx, AnchorName(l.opts.Replica), b)
 }
 
-// signHead signs h with the audit key.
+// signHead signs h with the audit key, giving up after anchorTimeout even
+// if the signer does not (a call into a hung HSM): the signer is then
+// taken to hang, and shutdown does not wait for it.
 func (l *Log) signHead(h head) (Checkpoint, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
 	defer cancel()
-	cp := Checkpoint{Replica: l.opts.Replica, Seq: h.Seq, Hash: h.Hash, Time: time.Now().UTC()}
-	return cp, cp.sign(ctx, l.opts.Signer)
+	cp := Checkpoint{Replica: l.opts.Replica, Seq: h.Seq, Hash: h.Hash, Time: time.Now().UTC(), Every: l.opts.CheckpointEvery}
+	done := make(chan error, 1)
+	signed := make(chan Checkpoint, 1)
+	go func(cp Checkpoint) { err := cp.sign(ctx, l.opts.Signer); signed <- cp; done <- err }(cp)
+	select {
+	case err := <-done:
+		return <-signed, err
+	case <-ctx.Done():
+		l.signerHangs.Store(true)
+		return cp, errs.New(errs.Unavailable, "the audit key did not sign within %v", anchorTimeout)
+	}
 }
 
 // writeCheckpoint writes cp's entry and hands it to the checkpointer to
@@ -714,18 +752,7 @@ func moveAside(path string) error {
 
 // finish runs when the queue is closed: a last checkpoint, the last fsync.
 func (l *Log) finish() {
-	close(l.sign)
-	for signing := true; signing; {
-		select {
-		case cp := <-l.signed:
-			if l.up.Load() {
-				l.writeCheckpoint(cp)
-			}
-		case <-l.signDone:
-			signing = false
-		}
-	}
-	if l.up.Load() && l.checkpointing() {
+	if l.stopCheckpointer() && l.up.Load() && l.checkpointing() && !l.signerHangs.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
 		if err := l.checkpointNow(ctx); err != nil {
 			l.log.Error("audit: the closing checkpoint failed", "err", err)
@@ -739,10 +766,36 @@ func (l *Log) finish() {
 	close(l.done)
 }
 
+// stopCheckpointer stops the checkpointer, writing what it signed
+// meanwhile. A signer that hangs must not hang shutdown: after a bound it
+// gives up, and reports false.
+func (l *Log) stopCheckpointer() bool {
+	close(l.sign)
+	giveUp := time.After(anchorTimeout + time.Second)
+	for {
+		select {
+		case cp := <-l.signed:
+			if l.up.Load() {
+				l.writeCheckpoint(cp)
+			}
+		case <-l.signDone:
+			return true
+		case <-giveUp:
+			l.log.Error("audit: the checkpointer did not stop; closing without a last checkpoint")
+			return false
+		}
+	}
+}
+
 // Close stops accepting records, writes what is queued and a closing
 // checkpoint, and closes the file.
 func (l *Log) Close() error {
-	close(l.queue)
+	l.closeMu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.queue)
+	}
+	l.closeMu.Unlock()
 	<-l.done
 	return nil
 }

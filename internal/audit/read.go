@@ -10,18 +10,42 @@ import (
 	"os"
 )
 
+// maxReadLine bounds the memory a reader gives one line. Sigil's own
+// lines are under MaxLine; longer ones (written by an older version, or
+// by someone else) are read up to this and reported by size beyond it.
+const maxReadLine = 4 << 20
+
 // eachLine calls fn with every line of r, of any length, without its
-// newline; a last line without one is passed with complete false.
-func eachLine(r io.Reader, fn func(line []byte, complete bool) error) error {
+// newline: a line over maxReadLine is passed as nil with its size, and a
+// last line without a newline with complete false. Memory stays bounded.
+func eachLine(r io.Reader, fn func(line []byte, size int, complete bool) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
+	var line []byte
+	size := 0
 	for {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			complete := line[len(line)-1] == '\n'
-			if ferr := fn(bytes.TrimSuffix(line, []byte("\n")), complete); ferr != nil {
+		chunk, err := br.ReadSlice('\n')
+		size += len(chunk)
+		if size <= maxReadLine {
+			line = append(line, chunk...)
+		} else {
+			line = nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if size > 0 {
+			complete := err == nil
+			if complete {
+				size--
+				if line != nil {
+					line = line[:len(line)-1]
+				}
+			}
+			if ferr := fn(line, size, complete); ferr != nil {
 				return ferr
 			}
 		}
+		line, size = line[:0], 0
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -61,16 +85,25 @@ func readTail(f *os.File) (tail, error) {
 		if err != nil {
 			return tail{}, err
 		}
-		line := make([]byte, end-start)
-		if _, err := f.ReadAt(line, start); err != nil {
+		if end-start <= maxReadLine {
+			line := make([]byte, end-start)
+			if _, err := f.ReadAt(line, start); err != nil {
+				return tail{}, err
+			}
+			complete := bytes.HasSuffix(line, []byte("\n"))
+			if p, err := parse(bytes.TrimSuffix(line, []byte("\n"))); err == nil && complete {
+				t.last = p
+				return t, nil
+			}
+			if complete && !bytes.HasPrefix(line, []byte(`{"seq":`)) {
+				return tail{}, errForeign
+			}
+		}
+		ev, err := evidenceAt(f, start, end)
+		if err != nil {
 			return tail{}, err
 		}
-		complete := bytes.HasSuffix(line, []byte("\n"))
-		if p, err := parse(bytes.TrimSuffix(line, []byte("\n"))); err == nil && complete {
-			t.last = p
-			return t, nil
-		}
-		t.junk = append([]Evidence{evidenceOf(line)}, t.junk...)
+		t.junk = append([]Evidence{ev}, t.junk...)
 		t.cut, end = start, start
 	}
 	return t, nil
@@ -94,10 +127,24 @@ func lineStart(f *os.File, end int64) (int64, error) {
 	return 0, nil
 }
 
+// errForeign refuses to cut a file's end that holds complete lines that
+// are not audit lines at all: the path names another file (or the
+// configuration is wrong), and cutting it would destroy someone's data.
+var errForeign = errors.New("it ends with lines that are not audit lines; refusing to cut them (move the file away)")
+
 // evidencePrefix is how much of a cut line its evidence keeps.
 const evidencePrefix = 1024
 
-func evidenceOf(b []byte) Evidence {
-	sum := sha256.Sum256(b)
-	return Evidence{Digest: Digest{Length: len(b), SHA256: hex.EncodeToString(sum[:])}, Prefix: hex.EncodeToString(b[:min(len(b), evidencePrefix)])}
+// evidenceAt describes the bytes of f from start to end, read in a
+// stream: their length, SHA-256 and first evidencePrefix bytes.
+func evidenceAt(f *os.File, start, end int64) (Evidence, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, start, end-start)); err != nil {
+		return Evidence{}, err
+	}
+	prefix := make([]byte, min(end-start, evidencePrefix))
+	if _, err := f.ReadAt(prefix, start); err != nil {
+		return Evidence{}, err
+	}
+	return Evidence{Digest: Digest{Length: int(end - start), SHA256: hex.EncodeToString(h.Sum(nil))}, Prefix: hex.EncodeToString(prefix)}, nil
 }

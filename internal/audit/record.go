@@ -156,6 +156,17 @@ type parsed struct {
 	Hash string `json:"hash"`
 }
 
+// replica is the replica an entry names (a file start or a checkpoint).
+func (p *parsed) replica() string {
+	switch {
+	case p.FileStart != nil:
+		return p.FileStart.Replica
+	case p.Checkpoint != nil:
+		return p.Checkpoint.Replica
+	}
+	return ""
+}
+
 var errNotALine = errors.New("not an audit line (no hash)")
 
 // parse checks a line's own hash and decodes it (b without its newline).

@@ -93,14 +93,20 @@ func readFile(name string, r *Report) ([]placed, error) {
 	defer f.Close()
 	var out []placed
 	n := 0
-	err = eachLine(f, func(b []byte, complete bool) error {
+	err = eachLine(f, func(b []byte, size int, complete bool) error {
 		n++
+		if b == nil {
+			r.problem("%s:%d: a line of %d bytes, not an audit line", name, n, size)
+			return nil
+		}
 		p, err := parse(b)
 		switch {
 		case !complete:
-			r.problem("%s:%d: partial last line (%d bytes)", name, n, len(b))
+			r.problem("%s:%d: partial last line (%d bytes)", name, n, size)
 		case err != nil:
 			r.problem("%s:%d: %v", name, n, err)
+		case len(out) > 0 && p.Seq <= out[len(out)-1].Seq:
+			r.problem("%s:%d: seq %d after seq %d: lines out of order", name, n, p.Seq, out[len(out)-1].Seq)
 		default:
 			out = append(out, placed{p, name, n})
 		}
@@ -112,11 +118,8 @@ func readFile(name string, r *Report) ([]placed, error) {
 // replicaOf is the replica a file's entries belong to.
 func replicaOf(entries []placed) string {
 	for _, e := range entries {
-		switch {
-		case e.FileStart != nil:
-			return e.FileStart.Replica
-		case e.Checkpoint != nil:
-			return e.Checkpoint.Replica
+		if name := e.replica(); name != "" {
+			return name
 		}
 	}
 	return "(unknown)"
@@ -134,6 +137,9 @@ func (r *Report) walk(replica string, entries []placed) map[uint64]string {
 	for i, e := range entries {
 		hashes[e.Seq] = e.Hash
 		r.Records++
+		if name := e.replica(); name != "" && name != replica {
+			r.problem("%s:%d: an entry of replica %q in the chain of replica %q", e.file, e.line, name, replica)
+		}
 		if e.Tamper != nil {
 			r.problem("%s:%d: the log records tampering: %s", e.file, e.line, e.Tamper.Detail)
 		}
@@ -162,6 +168,7 @@ func (r *Report) walk(replica string, entries []placed) map[uint64]string {
 // the record it signs; it counts what the last one leaves unsigned.
 func (r *Report) checkpoints(replica string, entries []placed, hashes map[uint64]string, pub *ecdsa.PublicKey) {
 	var proven uint64
+	var last *Checkpoint
 	found := false
 	for _, e := range entries {
 		cp := e.Checkpoint
@@ -177,22 +184,38 @@ func (r *Report) checkpoints(replica string, entries []placed, hashes map[uint64
 			r.problem("%s:%d: %v (the chain was rewritten, or another key signed it)", e.file, e.line, err)
 			continue
 		}
-		if h, ok := hashes[cp.Seq]; ok && h != cp.Hash {
+		switch h, ok := hashes[cp.Seq]; {
+		case !ok:
+			r.problem("%s:%d: the checkpoint signs record %d, which is not in the files", e.file, e.line, cp.Seq)
+			continue
+		case h != cp.Hash:
 			r.problem("%s:%d: the checkpoint of record %d does not match it: the chain was rewritten", e.file, e.line, cp.Seq)
 			continue
 		}
 		r.Checkpoints++
-		proven = max(proven, cp.Seq)
+		if cp.Seq > proven {
+			proven, last = cp.Seq, cp
+		}
 	}
 	if !found {
 		r.problem("replica %s: no checkpoint in the files: nothing in this chain is signed", replica)
 	}
+	unsigned := 0
 	for _, e := range entries {
 		if e.Seq > proven && e.Checkpoint == nil {
-			r.Unsigned++
+			unsigned++
 		}
 	}
+	r.Unsigned += unsigned
+	// The log signs its head every Every records: an unsigned tail more
+	// than twice that long means checkpoints were removed. (A running
+	// server's tail, or a crashed one's, stays under it; a clean shutdown
+	// or the next start signs it all.)
+	if last != nil && last.Every > 0 && unsigned > 2*last.Every {
+		r.problem("replica %s: %d records after the last checkpoint, though the log signs every %d: checkpoints were removed", replica, unsigned, last.Every)
+	}
 }
+
 
 // reaches checks that the files hold the live anchored checkpoint: the
 // record it signs and its own entry.

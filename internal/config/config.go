@@ -81,7 +81,7 @@ type Audit struct {
 	Path    string `yaml:"path"`
 	MaxSize int64  `yaml:"max_size"` // bytes before the file rotates; 64 MiB if 0
 	// Replica names this server's chain (each replica keeps its own log
-	// and checkpoints); the host name if empty.
+	// and checkpoints); required with etcd, "local" if empty with bbolt.
 	Replica    string     `yaml:"replica"`
 	Checkpoint Checkpoint `yaml:"checkpoint"`
 }
@@ -199,6 +199,9 @@ func (c *Config) validate(dev bool) error {
 	}
 	if c.Audit == nil || c.Audit.Path == "" {
 		return errors.New("audit.path: required")
+	}
+	if c.Store.Type == "etcd" && c.Audit.Replica == "" {
+		return errors.New("audit.replica: required with an etcd store: each replica keeps its own chain, under a name that must not change across restarts")
 	}
 	if cp := c.Audit.Checkpoint; cp.Every < 0 || cp.Interval < 0 {
 		return errors.New("audit.checkpoint: every and interval must not be negative")

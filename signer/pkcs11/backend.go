@@ -355,10 +355,37 @@ func (b *Backend) withSession(ctx context.Context, op string, fn func(pkcs11.Ses
 	return err
 }
 
-// session runs fn on a pooled, logged-in session. When fn fails with an
-// error that means the session, login, object handles or token went
-// stale, the stale state is dropped and fn runs once more.
+// session runs fn (see sessionNow) in a goroutine of its own and waits
+// for it while ctx allows: a call into the module cannot be interrupted,
+// and a hung device must not hold the caller past its deadline. A call
+// left behind goes on until the module returns, holding its session and
+// the module (Close and re-initialisation wait for it) until then.
 func (b *Backend) session(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
+	done := make(chan error, 1)
+	go func() { done <- b.sessionNow(ctx, op, fn) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	select { // a call not inside the module sees ctx too, and says why it stopped
+	case err := <-done:
+		return err
+	case <-time.After(ctxGrace):
+		b.health.Poke()
+		return errs.FromContext(ctx, op+": the HSM did not answer in time")
+	}
+}
+
+// ctxGrace is how long a call whose context ended gets to report that
+// itself (a session checkout that timed out, say) before it is taken to
+// be stuck in the module.
+const ctxGrace = 20 * time.Millisecond
+
+// sessionNow runs fn on a pooled, logged-in session. When fn fails with
+// an error that means the session, login, object handles or token went
+// stale, the stale state is dropped and fn runs once more.
+func (b *Backend) sessionNow(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
 	if err := b.enter(op); err != nil {
 		return err
 	}

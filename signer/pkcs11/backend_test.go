@@ -17,7 +17,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
 
 func openTest(t *testing.T) *Backend {
 	t.Helper()
@@ -328,4 +328,26 @@ func TestCloseWaitsForRequestsInFlight(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatalf("a second Close: %v", err)
 	}
+}
+
+// Two backends on one token would each take the other's keys for
+// unrecorded ones: the second is refused, and the token is free again
+// once the first closes.
+func TestOneBackendPerToken(t *testing.T) {
+	cfg := Config(softhsmtest.Token(t))
+	a, err := Open(context.Background(), "a", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), "b", cfg)
+	wantKind(t, err, errs.InvalidArgument)
+	if !strings.Contains(err.Error(), `already served by backend "a"`) {
+		t.Fatalf("refusal does not name the backend serving the token: %v", err)
+	}
+	a.Close()
+	b, err := Open(context.Background(), "b", cfg)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	b.Close()
 }

@@ -290,3 +290,89 @@ func TestTokenStorageGoneAndBack(t *testing.T) {
 	}
 	t.Logf("signing again %v after the storage returned (%d recoveries)", time.Since(back).Round(time.Millisecond), b.Health().Recoveries)
 }
+
+// hungModule stops answering Sign and FindObjects while hung is set,
+// like a network HSM that went silent: its calls return only when
+// released.
+type hungModule struct {
+	module
+	hung     atomic.Bool
+	release  chan struct{}
+	released sync.Once
+}
+
+// answer makes the device answer again, releasing the calls held.
+func (m *hungModule) answer() {
+	m.hung.Store(false)
+	m.released.Do(func() { close(m.release) })
+}
+
+func (m *hungModule) wait() {
+	if m.hung.Load() {
+		<-m.release
+	}
+}
+
+func (m *hungModule) Sign(h p11.SessionHandle, msg []byte) ([]byte, error) {
+	m.wait()
+	return m.module.Sign(h, msg)
+}
+
+func (m *hungModule) FindObjects(h p11.SessionHandle, max int) ([]p11.ObjectHandle, bool, error) {
+	m.wait()
+	return m.module.FindObjects(h, max)
+}
+
+// A device that stops answering: a call still honours its caller's
+// deadline, the probe notices the hang (readiness goes red) and requests
+// then fail fast; when the device answers again the backend is up.
+func TestHungDeviceIsDownNotSilent(t *testing.T) {
+	real := openTest(t)
+	key := mustCreate(t, real, "hung", signer.ES256, 0)
+	m := &hungModule{module: real.mod, release: make(chan struct{})}
+	b := newBackend("hsm-hung", Config{Token: real.token, Sessions: 4, HealthInterval: 100 * time.Millisecond}, real.pin, real.lib, func() {})
+	b.mod = m
+	b.closeWait = 200 * time.Millisecond
+	b.health.Start()
+	defer func() { m.answer(); b.Close() }()
+	sign := func(d time.Duration) (error, time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		start := time.Now()
+		_, err := b.Sign(ctx, key.Ref, signer.ES256, randomInput(signer.ES256))
+		return err, time.Since(start)
+	}
+	if err, _ := sign(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.hung.Store(true)
+	err, took := sign(300 * time.Millisecond)
+	wantKind(t, err, errs.DeadlineExceeded)
+	if took > time.Second {
+		t.Fatalf("a call into a hung device held its caller %v past a 300 ms deadline", took)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Health().Up {
+		if time.Now().After(deadline) {
+			t.Fatal("the health probe did not notice the device hangs")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h := b.Health(); !strings.Contains(h.Detail, "hangs") {
+		t.Fatalf("down, but the detail does not say it hangs: %+v", h)
+	}
+	err, took = sign(5 * time.Second)
+	wantKind(t, err, errs.Unavailable)
+	if took > 100*time.Millisecond {
+		t.Fatalf("a request waited %v on a backend known to hang", took)
+	}
+	m.answer()
+	for deadline := time.Now().Add(15 * time.Second); !b.Health().Up; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not up after the device answered again: %+v", b.Health())
+		}
+	}
+	if err, _ := sign(time.Second); err != nil {
+		t.Fatalf("after the device answered again: %v", err)
+	}
+}
