@@ -19,10 +19,10 @@ import (
 // rewritten (the hashes alone could be recomputed by whoever can write
 // the file; the signature cannot, the key never leaves the HSM or KMS).
 type Checkpoint struct {
-	Replica   string    `json:"replica"`
-	Seq       uint64    `json:"seq"`
-	Hash      string    `json:"hash"`
-	Time      time.Time `json:"time"`
+	Replica string    `json:"replica"`
+	Seq     uint64    `json:"seq"`
+	Hash    string    `json:"hash"`
+	Time    time.Time `json:"time"`
 	// Every is how many records the log wrote between checkpoints when it
 	// signed this one: a verifier that finds a longer unsigned tail knows
 	// checkpoints were removed.

@@ -73,7 +73,7 @@ type Log struct {
 	detail      atomic.Pointer[string]
 	writeErrors atomic.Uint64
 	tampers     atomic.Uint64
-	signerHangs atomic.Bool // a checkpoint signature never came back
+	signerHangs atomic.Bool          // a checkpoint signature never came back
 	written     atomic.Pointer[head] // the last record written to the file
 	synced      atomic.Pointer[head] // the last record known to be on disk
 

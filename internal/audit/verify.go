@@ -216,7 +216,6 @@ func (r *Report) checkpoints(replica string, entries []placed, hashes map[uint64
 	}
 }
 
-
 // reaches checks that the files hold the live anchored checkpoint: the
 // record it signs and its own entry.
 func (r *Report) reaches(replica string, entries []placed, hashes map[uint64]string, a Anchor, pub *ecdsa.PublicKey) {
