@@ -43,7 +43,7 @@ func (s *auditService) GetAuditHead(ctx context.Context, _ *sigilv1.GetAuditHead
 			return nil, errs.Wrap(errs.Internal, err, "anchored checkpoint")
 		}
 		resp.Checkpoints = append(resp.Checkpoints, &sigilv1.AuditCheckpoint{Replica: a.Replica, Seq: a.Seq, Hash: a.Hash,
-			Time: timestamppb.New(a.Time), Signature: a.Signature, RecordSeq: a.RecordSeq, RecordHash: a.RecordHash})
+			Time: timestamppb.New(a.Time), Signature: a.Signature, RecordSeq: a.RecordSeq, RecordHash: a.RecordHash, Every: uint32(a.Every)})
 	}
 	sort.Slice(resp.Checkpoints, func(i, j int) bool { return resp.Checkpoints[i].GetReplica() < resp.Checkpoints[j].GetReplica() })
 	return resp, nil

@@ -76,7 +76,7 @@ func auditTrust(ctx context.Context, c *clientFlags, keyFile string) (*ecdsa.Pub
 			pemText = resp.GetPublicKeyPem()
 			for _, cp := range resp.GetCheckpoints() {
 				live = append(live, audit.Anchor{Checkpoint: audit.Checkpoint{Replica: cp.GetReplica(), Seq: cp.GetSeq(), Hash: cp.GetHash(),
-					Time: cp.GetTime().AsTime(), Signature: cp.GetSignature()}, RecordSeq: cp.GetRecordSeq(), RecordHash: cp.GetRecordHash()})
+					Time: cp.GetTime().AsTime(), Signature: cp.GetSignature(), Every: int(cp.GetEvery())}, RecordSeq: cp.GetRecordSeq(), RecordHash: cp.GetRecordHash()})
 			}
 			return nil
 		})

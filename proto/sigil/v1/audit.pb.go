@@ -71,8 +71,11 @@ type AuditCheckpoint struct {
 	Signature string `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	// Where the checkpoint's own entry was written, and its hash: the log
 	// must reach it too.
-	RecordSeq     uint64 `protobuf:"varint,6,opt,name=record_seq,json=recordSeq,proto3" json:"record_seq,omitempty"`
-	RecordHash    string `protobuf:"bytes,7,opt,name=record_hash,json=recordHash,proto3" json:"record_hash,omitempty"`
+	RecordSeq  uint64 `protobuf:"varint,6,opt,name=record_seq,json=recordSeq,proto3" json:"record_seq,omitempty"`
+	RecordHash string `protobuf:"bytes,7,opt,name=record_hash,json=recordHash,proto3" json:"record_hash,omitempty"`
+	// How many records the log wrote between checkpoints (signed with the
+	// rest): a longer unsigned tail means checkpoints were removed.
+	Every         uint32 `protobuf:"varint,8,opt,name=every,proto3" json:"every,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +159,13 @@ func (x *AuditCheckpoint) GetRecordHash() string {
 	return ""
 }
 
+func (x *AuditCheckpoint) GetEvery() uint32 {
+	if x != nil {
+		return x.Every
+	}
+	return 0
+}
+
 type GetAuditHeadResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Checkpoints []*AuditCheckpoint     `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
@@ -214,7 +224,7 @@ var File_sigil_v1_audit_proto protoreflect.FileDescriptor
 const file_sigil_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"\x14sigil/v1/audit.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
-	"\x13GetAuditHeadRequest\"\xdf\x01\n" +
+	"\x13GetAuditHeadRequest\"\xf5\x01\n" +
 	"\x0fAuditCheckpoint\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -224,7 +234,8 @@ const file_sigil_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"record_seq\x18\x06 \x01(\x04R\trecordSeq\x12\x1f\n" +
 	"\vrecord_hash\x18\a \x01(\tR\n" +
-	"recordHash\"y\n" +
+	"recordHash\x12\x14\n" +
+	"\x05every\x18\b \x01(\rR\x05every\"y\n" +
 	"\x14GetAuditHeadResponse\x12;\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2\x19.sigil.v1.AuditCheckpointR\vcheckpoints\x12$\n" +
 	"\x0epublic_key_pem\x18\x02 \x01(\tR\fpublicKeyPem2]\n" +
