@@ -100,11 +100,11 @@ var errDenied = errs.New(errs.PermissionDenied, "permission denied")
 // and, unless "allowed", the error to answer. The record names the
 // identity the rule allowed, or when none did, all of them.
 func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
-	decodeErr, size := s.codec.decodeError(req) // taken whatever follows: it must not stay behind
+	decodeErr, size := decodeError(ctx)
 	ids := identities(ctx)
 	defer func() {
 		if rec.Identity == "" {
-			rec.Identities = identity.Strings(ids)
+			rec.Identities = identity.Brief(ids)
 		}
 	}()
 	if err := s.authenticate(ctx); err != nil {
@@ -178,8 +178,23 @@ func (s *Server) streamAccess(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	}
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: info.FullMethod, Peer: peerAddr(ss.Context()),
-		Identities: identity.Strings(identities(ss.Context())), Outcome: "denied"}
+		Identities: identity.Brief(identities(ss.Context())), Outcome: "denied"}
 	return toStatus(s.record(rec, errDenied, start))
+}
+
+// unknownMethod refuses, and audits, a call to a method no registered
+// service has (gRPC would answer Unimplemented, unaudited, without even
+// checking the certificate is still valid).
+func (s *Server) unknownMethod(_ any, ss grpc.ServerStream) error {
+	method, _ := grpc.MethodFromServerStream(ss)
+	start := time.Now()
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: method, Peer: peerAddr(ss.Context()),
+		Identities: identity.Brief(identities(ss.Context())), Outcome: "denied"}
+	err := s.authenticate(ss.Context())
+	if err == nil {
+		err = errDenied
+	}
+	return toStatus(s.record(rec, err, start))
 }
 
 // authorize decides whether a client with identities ids may do op on

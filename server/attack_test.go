@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -224,7 +225,9 @@ func attacks() []attack {
 		{"no certificate", func(t *testing.T, e *attackEnv) *grpc.ClientConn { return e.h.dialAs(t, e.ca, nil) }, listKeys, codes.Unavailable},
 
 		// Edges: what is not named is shut, what does not decode is refused.
-		{"method no service has", nil, raw("/sigil.v1.KeyService/DeleteEverything", nil), codes.Unimplemented},
+		{"method no service has", nil, raw("/sigil.v1.KeyService/DeleteEverything", nil), codes.PermissionDenied},
+		{"method spelt in lower case", nil, raw("/sigil.v1.keyservice/GetKey", nil), codes.PermissionDenied},
+		{"service no one serves", nil, raw("/sigil.v1.Nope/X", nil), codes.PermissionDenied},
 		{"request that does not decode", nil, raw(sigilv1.SigningService_Sign_FullMethodName, []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}), codes.InvalidArgument},
 		{"key ID not UTF-8", nil, raw(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "raw-\xff")), codes.InvalidArgument},
 		{"unknown field", nil, raw(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendVarint(protowire.AppendTag(slices.Clone(signReq), 99, protowire.VarintType), 1)), codes.InvalidArgument},
@@ -285,9 +288,14 @@ func attacks() []attack {
 		{"typed data, too many elements", nil, signTyped(typedDoc("uint8[]", "M", "["+strings.Repeat("1,", 2000)+"1]")), codes.InvalidArgument},
 		{"typed data, type name that corrupts the encoding", nil, signTyped(strings.Replace(typedDoc("string", "M", `"b"`), `"M"`, `"M(string a)X"`, 2)), codes.InvalidArgument},
 	}
-	for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip", "enc"} {
+	for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip", "enc", "JKU", "Jwk", "X5U", "CRIT", "ALG", "Kid"} {
 		rows = append(rows, attack{"header override: " + h, nil, signJWT(`{}`, `{"`+h+`":"x"}`), codes.InvalidArgument})
 	}
+	rows = append(rows,
+		attack{"header typ not a string", nil, signJWT(`{}`, `{"typ":123}`), codes.InvalidArgument},
+		attack{"typed data, primaryType twice but for case", nil, signTyped(strings.Replace(typedDoc("string", "M", `"b"`), `"primaryType":"M"`, `"primaryType":"EIP712Domain","PrimaryType":"M"`, 1)), codes.InvalidArgument},
+		attack{"transaction JSON, access-list address twice but for case", nil, signTxJSON(strings.Replace(txOK, `{`, `{"accessList":[{"address":"0x1111111111111111111111111111111111111111","Address":"0x2222222222222222222222222222222222222222","storageKeys":[]}],`, 1)), codes.InvalidArgument},
+	)
 	return rows
 }
 
@@ -410,4 +418,43 @@ func FuzzGRPC(f *testing.F) {
 			t.Fatalf("%s: %d audit records for one request", method, n)
 		}
 	})
+}
+
+// Streams to a unary method holding a request that does not decode and a
+// second, large one: gRPC refuses the call before any interceptor runs,
+// so nothing of it may stay behind (found by an attack review: a map of
+// decode errors kept every such request, 200 KiB a call, for good).
+func TestRefusedStreamsLeaveNothingBehind(t *testing.T) {
+	e := newAttackEnv(t)
+	bad := []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}
+	big, _ := proto.Marshal(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Message{Message: make([]byte, 200<<10)}})
+	desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+	send := func(n int) {
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			st, err := e.tenant.NewStream(ctx, desc, sigilv1.SigningService_Sign_FullMethodName, grpc.ForceCodec(rawCodec{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.SendMsg(bad)
+			st.SendMsg(big)
+			st.CloseSend()
+			var out []byte
+			if code := status.Code(st.RecvMsg(&out)); code == codes.OK {
+				t.Fatal("two request messages to a unary method were answered OK")
+			}
+			cancel()
+		}
+	}
+	send(5)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	send(300)
+	time.Sleep(200 * time.Millisecond)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 20<<20 {
+		t.Fatalf("300 refused calls left %d MiB on the heap", grown>>20)
+	}
 }

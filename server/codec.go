@@ -1,9 +1,10 @@
 package server
 
 import (
-	"strings"
-	"sync"
+	"context"
+	"slices"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -12,15 +13,33 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 )
 
-// requestCodec is the proto codec, except for a sigil.v1 request that does
-// not decode (bad wire format, a string that is not UTF-8): that request is
-// handed on empty and its error noted, so that the access interceptor
-// refuses it with InvalidArgument and audits it. gRPC itself answers a
-// message that does not decode with Internal, before any interceptor runs:
-// unaudited, and with the code of a server fault for a client's mistake.
-type requestCodec struct {
-	encoding.CodecV2
-	malformed sync.Map // request message (pointer) → *decodeFailure
+// gRPC decodes a request before any interceptor runs and answers one that
+// does not decode (bad wire format, a string that is not UTF-8) with
+// Internal: unaudited, and with the code of a server fault for a client's
+// mistake. Sigil's services are registered through register instead,
+// whose handlers decode the request themselves: one that does not decode
+// reaches the interceptors empty, its failure carried in the request's
+// context (never in state that outlives the request: gRPC may drop a call
+// before any interceptor runs), and the access interceptor audits it and
+// answers InvalidArgument.
+
+// rawMessage receives a request's bytes undecoded, through rawCodec.
+type rawMessage []byte
+
+// rawCodec is gRPC's protobuf codec that can also hand over raw bytes.
+type rawCodec struct{ encoding.CodecV2 }
+
+var _ encoding.CodecV2 = rawCodec{}
+
+func newRawCodec() rawCodec { return rawCodec{encoding.GetCodecV2(protocodec.Name)} }
+
+// Unmarshal copies the bytes into a *rawMessage, and decodes anything else.
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if raw, ok := v.(*rawMessage); ok {
+		*raw = data.Materialize()
+		return nil
+	}
+	return c.CodecV2.Unmarshal(data, v)
 }
 
 // decodeFailure is why a request did not decode, and its size.
@@ -29,33 +48,38 @@ type decodeFailure struct {
 	err  error
 }
 
-var _ encoding.CodecV2 = (*requestCodec)(nil)
+type decodeKey struct{}
 
-func newRequestCodec() *requestCodec {
-	return &requestCodec{CodecV2: encoding.GetCodecV2(protocodec.Name)}
-}
-
-// Unmarshal decodes data into v; see requestCodec.
-func (c *requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.CodecV2.Unmarshal(data, v)
-	if m, ok := v.(proto.Message); ok && err != nil && isSigilMessage(m) {
-		proto.Reset(m)
-		c.malformed.Store(m, &decodeFailure{size: data.Len(), err: err})
-		return nil
-	}
-	return err
-}
-
-// decodeError returns (and forgets) the decode error of request req and
-// the request's size; nil if it decoded.
-func (c *requestCodec) decodeError(req any) (error, int) {
-	if f, ok := c.malformed.LoadAndDelete(req); ok {
-		d := f.(*decodeFailure)
-		return errs.New(errs.InvalidArgument, "malformed request: %v", d.err), d.size
+// decodeError returns the decode error of the request whose context is
+// ctx, and the request's size; nil if it decoded.
+func decodeError(ctx context.Context) (error, int) {
+	if p, ok := ctx.Value(decodeKey{}).(**decodeFailure); ok && *p != nil {
+		return errs.New(errs.InvalidArgument, "malformed request: %v", (*p).err), (*p).size
 	}
 	return nil, 0
 }
 
-func isSigilMessage(m proto.Message) bool {
-	return strings.HasPrefix(string(m.ProtoReflect().Descriptor().FullName()), sigilPackage+".")
+// register registers impl for desc, each method decoding its own request
+// as described above.
+func (s *Server) register(desc *grpc.ServiceDesc, impl any) {
+	d := *desc
+	d.Methods = slices.Clone(desc.Methods)
+	for i := range d.Methods {
+		handler := d.Methods[i].Handler
+		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+			var failed *decodeFailure
+			return handler(srv, context.WithValue(ctx, decodeKey{}, &failed), func(v any) error {
+				var raw rawMessage
+				if err := dec(&raw); err != nil {
+					return err // the transport's own refusals stay as they are
+				}
+				if err := proto.Unmarshal(raw, v.(proto.Message)); err != nil {
+					failed = &decodeFailure{size: len(raw), err: err}
+					proto.Reset(v.(proto.Message))
+				}
+				return nil
+			}, in)
+		}
+	}
+	s.grpc.RegisterService(&d, impl)
 }

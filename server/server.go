@@ -36,6 +36,10 @@ const (
 	// MaxRequestBytes bounds a gRPC request message; larger ones are
 	// refused by gRPC with ResourceExhausted before they are decoded.
 	MaxRequestBytes = 256 << 10
+	// MaxHeaderBytes bounds a call's metadata, MaxStreams the calls open
+	// at once on one connection.
+	MaxHeaderBytes = 16 << 10
+	MaxStreams     = 128
 	// DefaultDeadline applies to requests that arrive without a deadline.
 	DefaultDeadline = 30 * time.Second
 	// shutdownGrace is how long in-flight requests get to finish.
@@ -74,7 +78,6 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
-	codec   *requestCodec
 }
 
 // New builds the gRPC server and its services.
@@ -85,7 +88,7 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), codec: newRequestCodec()}
+	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends)}
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 	}
@@ -99,20 +102,27 @@ func New(o Options) *Server {
 	s.grpc = grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		// Bounds on what a client can make the server hold before any
+		// request is read: metadata per call and calls per connection.
+		grpc.MaxHeaderListSize(MaxHeaderBytes),
+		grpc.MaxConcurrentStreams(MaxStreams),
+		// A method no service has (or a misspelt one) is refused and
+		// audited like any other door not named.
+		grpc.UnknownServiceHandler(s.unknownMethod),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: MaxConnectionAge, MaxConnectionAgeGrace: MaxConnectionAgeGrace}),
 		// Reuse handler goroutines: a fresh one must grow its stack for
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline),
 		grpc.ChainStreamInterceptor(s.streamAccess),
-		grpc.ForceServerCodecV2(s.codec),
+		grpc.ForceServerCodecV2(newRawCodec()),
 	)
-	sigilv1.RegisterKeyServiceServer(s.grpc, &keyService{keys: o.Keyring, visible: s.allowedKey})
-	sigilv1.RegisterSigningServiceServer(s.grpc, &signingService{keys: o.Keyring, metrics: s.metrics})
-	sigilv1.RegisterJWTServiceServer(s.grpc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
-	sigilv1.RegisterEthereumServiceServer(s.grpc, &ethService{keys: o.Keyring, metrics: s.metrics,
+	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, visible: s.allowedKey})
+	s.register(&sigilv1.SigningService_ServiceDesc, &signingService{keys: o.Keyring, metrics: s.metrics})
+	s.register(&sigilv1.JWTService_ServiceDesc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
+	s.register(&sigilv1.EthereumService_ServiceDesc, &ethService{keys: o.Keyring, metrics: s.metrics,
 		eth: &ethsign.Service{Ledger: o.Ledger, Now: o.Now, Log: s.log}})
-	sigilv1.RegisterAuditServiceServer(s.grpc, &auditService{keys: o.Keyring, anchors: o.Anchors})
+	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s

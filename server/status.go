@@ -82,7 +82,7 @@ func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 			if status.Code(st) == codes.Internal || errors.Is(err, signer.ErrKeyMissing) {
 				level = slog.LevelError // a bug, or a key object gone from its backend: alarms
 			}
-			log.Log(ctx, level, "request failed", "method", info.FullMethod, "identities", identity.Strings(identities(ctx)), "code", status.Code(st).String(), "err", err)
+			log.Log(ctx, level, "request failed", "method", info.FullMethod, "identities", identity.Brief(identities(ctx)), "code", status.Code(st).String(), "err", err)
 			return nil, st
 		}
 		return resp, nil

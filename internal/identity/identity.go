@@ -13,12 +13,17 @@ package identity
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Kind says which part of a certificate an identity comes from.
@@ -63,26 +68,95 @@ func Strings(ids []ID) []string {
 	return out
 }
 
+// Brief spells at most four of ids, each cut to 128 bytes, and says how
+// many more there were: what logs and audit records carry, so that a
+// certificate with thousands of SANs cannot swell them.
+func Brief(ids []ID) []string {
+	const most, width = 4, 128
+	out := make([]string, 0, min(len(ids), most+1))
+	for i, id := range ids {
+		if i == most {
+			out = append(out, fmt.Sprintf("(%d more)", len(ids)-most))
+			break
+		}
+		s := id.String()
+		if len(s) > width {
+			s = strings.ToValidUTF8(s[:width], "") + "…"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // Of returns the typed identities of a verified client certificate: every
 // URI SAN of the form scheme://… (a spiffe:// one only if it is a valid
 // SPIFFE ID), every DNS SAN (lower-cased: DNS names are case-insensitive)
 // and the subject CN if there is one. A URI SAN without "//" (urn:…,
 // dns:…) is left out: no policy can name it, and spelled as it is it
 // would read like a typed identity of another kind.
+//
+// A URI SAN counts only as the certificate spells it: one that Go's URL
+// parser rewrites (an upper-case scheme, an empty fragment) is left out,
+// or "SPIFFE://example.org/ops#" would pass for spiffe://example.org/ops.
+// A subject with several CN attributes gives no cn: identity: which one
+// is "the" CN is for an RA to decide, not a guess.
 func Of(c *x509.Certificate) []ID {
 	ids := make([]ID, 0, len(c.URIs)+len(c.DNSNames)+1)
+	raw := rawURIs(c)
 	for _, u := range c.URIs {
-		if s := u.String(); uriForm(u, s) == nil {
+		if s := u.String(); uriForm(u, s) == nil && raw[s] {
 			ids = append(ids, ID{URI, s})
 		}
 	}
 	for _, d := range c.DNSNames {
 		ids = append(ids, ID{DNS, strings.ToLower(d)})
 	}
-	if cn := c.Subject.CommonName; cn != "" {
+	if cn := c.Subject.CommonName; cn != "" && countCN(c.Subject) == 1 {
 		ids = append(ids, ID{CN, cn})
 	}
 	return ids
+}
+
+// countCN counts the subject's CN attributes.
+func countCN(n pkix.Name) int {
+	count := 0
+	for _, a := range n.Names {
+		if a.Type.Equal(oidCN) {
+			count++
+		}
+	}
+	return count
+}
+
+var (
+	oidCN             = asn1.ObjectIdentifier{2, 5, 4, 3}
+	oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+)
+
+// rawURIs is the set of URI SANs exactly as the certificate holds them.
+func rawURIs(c *x509.Certificate) map[string]bool {
+	out := map[string]bool{}
+	for _, ext := range c.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		in := cryptobyte.String(ext.Value)
+		var names cryptobyte.String
+		if !in.ReadASN1(&names, cbasn1.SEQUENCE) {
+			return out
+		}
+		for !names.Empty() {
+			var name cryptobyte.String
+			var tag cbasn1.Tag
+			if !names.ReadAnyASN1(&name, &tag) {
+				return out
+			}
+			if tag == cbasn1.Tag(6).ContextSpecific() { // uniformResourceIdentifier
+				out[string(name)] = true
+			}
+		}
+	}
+	return out
 }
 
 // Pattern is what one policy rule names: a typed identity, or with a

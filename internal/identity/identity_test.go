@@ -1,24 +1,77 @@
 package identity
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
+	"math/big"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
+// cert makes a real certificate (encoded and parsed back, as a verified
+// peer's is) with the given names.
 func cert(cn string, dns []string, uris ...string) *x509.Certificate {
-	c := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, DNSNames: dns}
 	for _, s := range uris {
 		u, err := url.Parse(s)
 		if err != nil {
 			panic(err)
 		}
-		c.URIs = append(c.URIs, u)
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
+	return sign(tmpl)
+}
+
+func sign(tmpl *x509.Certificate) *x509.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		panic(err)
 	}
 	return c
+}
+
+// A URI SAN counts only as the certificate spells it, and a subject with
+// several CNs gives no cn: identity (found by an attack review: the
+// spellings below passed for spiffe://example.org/ops, and the last of
+// several CNs won).
+func TestRewrittenURIsAndSeveralCNsAreLeftOut(t *testing.T) {
+	for _, raw := range []string{"SPIFFE://example.org/ops", "spiffe://example.org/ops#", "Spiffe://example.org/ops#", "HTTPS://example.org/a"} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: uriSAN(raw)}}}
+		if got := Strings(Of(sign(tmpl))); len(got) != 0 {
+			t.Errorf("URI SAN %q gave %q", raw, got)
+		}
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{
+		{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "tenant"}, {Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "admin"}}}}
+	if got := Strings(Of(sign(tmpl))); len(got) != 0 {
+		t.Errorf("two CNs gave %q", got)
+	}
+}
+
+// uriSAN is a subjectAltName extension holding one URI, spelled as given.
+func uriSAN(uri string) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.Tag(6).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(uri)) })
+	})
+	return b.BytesOrPanic()
 }
 
 func TestOfTypesEveryName(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -35,9 +36,11 @@ const (
 
 // forbiddenHeaders change what a token means (crit, b64, zip, enc) or
 // where a verifier looks for its key (the rest); alg and kid are Sigil's.
+// Names are compared in lower case: a verifier that matches names
+// case-insensitively would read "JKU" as jku.
 var forbiddenHeaders = map[string]bool{
 	"alg": true, "kid": true, "jku": true, "jwk": true, "x5u": true, "x5c": true,
-	"x5t": true, "x5t#S256": true, "crit": true, "b64": true, "zip": true, "enc": true,
+	"x5t": true, "x5t#s256": true, "crit": true, "b64": true, "zip": true, "enc": true,
 }
 
 // Request is what a client asks to be signed.
@@ -78,9 +81,12 @@ func Prepare(req Request, p keyring.JWTPolicy, now time.Time) (Prepared, error) 
 			return Prepared{}, err
 		}
 	}
-	for name := range headers {
-		if forbiddenHeaders[name] {
+	for name, value := range headers {
+		if forbiddenHeaders[strings.ToLower(name)] {
 			return Prepared{}, errs.New(errs.InvalidArgument, "headers: %q is set by Sigil or not allowed", name)
+		}
+		if (name == "typ" || name == "cty") && !bytes.HasPrefix(bytes.TrimSpace(value), []byte(`"`)) {
+			return Prepared{}, errs.New(errs.InvalidArgument, "headers: %q must be a string", name)
 		}
 	}
 	now = now.Truncate(time.Second)

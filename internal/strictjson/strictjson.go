@@ -2,7 +2,7 @@
 // and headers, Ethereum transactions, EIP-712 typed data) the strict way:
 // bounded size and nesting, exactly one value, valid UTF-8 throughout
 // (raw bytes and escaped surrogates alike), and no member name twice in
-// any object. encoding/json silently keeps the last of two members of one
+// any object, nor two that differ only by case. encoding/json silently keeps the last of two members of one
 // name and passes invalid UTF-8 inside raw values through; parsers
 // disagree on both, and a signing service must sign exactly what it
 // checked. The checks are go-json-experiment's jsontext (the design behind
@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"slices"
@@ -34,8 +35,14 @@ func Check(what string, data []byte, max int) error {
 		return errs.New(errs.InvalidArgument, "%s: %d bytes, at most %d", what, len(data), max)
 	}
 	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	var names []map[string]bool // per open object: its member names, case-folded
 	for done := false; ; {
-		_, err := dec.ReadToken()
+		tok, err := dec.ReadToken()
+		if err == nil {
+			if names, err = foldedNames(dec, tok, names); err != nil {
+				return errs.New(errs.InvalidArgument, "%s: %v", what, err)
+			}
+		}
 		switch {
 		case errors.Is(err, io.EOF) && done:
 			return nil
@@ -50,6 +57,31 @@ func Check(what string, data []byte, max int) error {
 		}
 		done = dec.StackDepth() == 0
 	}
+}
+
+// foldedNames tracks the member names of the open objects and refuses a
+// name equal to another of its object but for case: encoding/json (and
+// so go-ethereum's types) matches names case-insensitively, so
+// {"address":a,"Address":b} would be checked as one document and decoded
+// as another.
+func foldedNames(dec *jsontext.Decoder, tok jsontext.Token, names []map[string]bool) ([]map[string]bool, error) {
+	switch tok.Kind() {
+	case '{':
+		return append(names, map[string]bool{}), nil
+	case '}':
+		return names[:len(names)-1], nil
+	case '"':
+		kind, n := dec.StackIndex(dec.StackDepth())
+		if kind != '{' || n%2 == 0 { // a value, not a member name
+			return names, nil
+		}
+		folded := strings.ToLower(strings.ToUpper(tok.String()))
+		if names[len(names)-1][folded] {
+			return names, fmt.Errorf("member %q repeats another name but for case", tok.String())
+		}
+		names[len(names)-1][folded] = true
+	}
+	return names, nil
 }
 
 // Object parses a JSON object of at most max bytes that passes Check.

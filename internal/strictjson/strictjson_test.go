@@ -39,3 +39,21 @@ func TestObject(t *testing.T) {
 		}
 	}
 }
+
+// Member names equal but for case are refused in one object (Go's
+// encoding/json would take either), and only there.
+func TestCaseFoldedMembers(t *testing.T) {
+	for doc, ok := range map[string]bool{
+		`{"a":1,"A":2}`:                           false,
+		`{"address":"x","Address":"y"}`:           false,
+		`{"k":{"primaryType":1,"PrimaryType":2}}`: false,
+		`{"a":"A","b":"a"}`:                       true,
+		`{"a":{"A":1}}`:                           true,
+		`[{"a":1},{"A":1}]`:                       true,
+		`{"a":[{"A":1}],"b":{"a":2}}`:             true,
+	} {
+		if err := Check("doc", []byte(doc), 1<<10); (err == nil) != ok {
+			t.Errorf("%s: %v, want ok=%v", doc, err, ok)
+		}
+	}
+}
