@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"math/big"
@@ -103,4 +104,42 @@ func (r *Keyring) SetEthPolicy(ctx context.Context, id string, p EthPolicy) (*Ke
 		k.Eth = &p
 		return nil
 	})
+}
+
+// Spend is one reservation against an Ethereum key's spending limit, as
+// the stores keep it.
+type Spend struct {
+	ID     string    `json:"id"`
+	At     time.Time `json:"at"`
+	Amount Wei       `json:"amount"`
+}
+
+// NewReservationID is a random handle for a reservation.
+func NewReservationID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Reserve is the spending-limit arithmetic every Ledger runs inside its
+// own atomic update: it drops the spends that left the window ending at
+// now, and adds reservation id for amount if the window's total stays
+// within limit, else refuses with PermissionDenied.
+func Reserve(spends []Spend, id string, amount, limit *big.Int, now time.Time, window time.Duration) ([]Spend, error) {
+	spends = slices.DeleteFunc(spends, func(sp Spend) bool { return !sp.At.After(now.Add(-window)) })
+	used := new(big.Int)
+	for _, sp := range spends {
+		used.Add(used, &sp.Amount.Int)
+	}
+	if new(big.Int).Add(used, amount).Cmp(limit) > 0 {
+		return nil, errs.New(errs.PermissionDenied, "daily limit: %s wei spent in the last %v, %s more would pass the limit of %s", used, window, amount, limit)
+	}
+	var w Wei
+	w.Set(amount)
+	return append(spends, Spend{ID: id, At: now, Amount: w}), nil
+}
+
+// Release removes reservation id from spends.
+func Release(spends []Spend, id string) []Spend {
+	return slices.DeleteFunc(spends, func(sp Spend) bool { return sp.ID == id })
 }
