@@ -21,7 +21,7 @@ func entries(t *testing.T) []Entry {
 	k1, _ := ethcrypto.GenerateKey()
 	ed, _, _ := ed25519.GenerateKey(rand.Reader)
 	jwk := func(alg signer.Algorithm, pub any) JWK {
-		kid, err := Thumbprint(pub)
+		kid, err := signer.Thumbprint(pub)
 		if err != nil {
 			t.Fatal(err)
 		}

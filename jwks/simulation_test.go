@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -41,7 +42,7 @@ func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 	env := keyringtest.HSM(t, keyringtest.Options{Now: clk.now, Retention: 2 * time.Hour})
 	kr, hsm := env.Keyring, env.HSM
 	pub := jwks.NewPublisher()
-	if err := kr.Publish(ctx, pub); err != nil {
+	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &policy}); err != nil {

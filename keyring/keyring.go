@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -271,7 +270,7 @@ func (r *Keyring) remember(k *Key) error {
 		if err != nil {
 			return errs.New(errs.Internal, "generation %d public key: %w", g.Number, err)
 		}
-		kid, err := jwks.Thumbprint(pub)
+		kid, err := signer.Thumbprint(pub)
 		if err != nil {
 			return errs.New(errs.Internal, "generation %d: %w", g.Number, err)
 		}

@@ -88,7 +88,7 @@ func start(t testing.TB, hsm *faultyBackend, dbPath string, opts ...func(*server
 		t.Fatal(err)
 	}
 	pub := jwks.NewPublisher()
-	if err := kr.Publish(ctx, pub); err != nil {
+	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	gl, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -141,7 +141,7 @@ func run(out string, dur time.Duration) error {
 	}
 	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr, store: store, backends: backends}
 	pub := jwks.NewPublisher()
-	if err := kr.Publish(ctx, pub); err != nil {
+	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
 		return err
 	}
 	conn, httpAddr, stop, err := b.startServer(kr, server.Options{JWKS: pub}, insecure.NewCredentials())

@@ -133,7 +133,7 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	defer auditLog.Close()
 	repairs.start(auditLog)
 	pub := jwks.NewPublisher()
-	if err := kr.Publish(ctx, pub); err != nil {
+	if err := jwks.Follow(ctx, kr, pub, log); err != nil {
 		return err
 	}
 	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store}

@@ -103,7 +103,7 @@ func SignAndVerify(t *testing.T, s Suite) {
 func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 	ctx := context.Background()
 	pub := jwks.NewPublisher()
-	if err := kr.Publish(ctx, pub); err != nil {
+	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	var ids []string

@@ -15,7 +15,6 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
-	"github.com/sigil-hsm/sigil/signer"
 )
 
 // MaxMessageBytes bounds EIP-191 messages and EIP-712 documents.
@@ -110,7 +109,7 @@ func (s *Service) signHash(ctx context.Context, sg keyring.Signing, hash []byte)
 	if err != nil {
 		return nil, err
 	}
-	return signer.Recoverable(sig, hash, pub)
+	return Recoverable(sig, hash, pub)
 }
 
 // SignMessage signs an EIP-191 personal message: v is 27 or 28.

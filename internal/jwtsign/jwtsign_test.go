@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,7 +35,7 @@ func newKeyring(tb testing.TB) (*keyring.Keyring, *jwks.Publisher) {
 	ctx := context.Background()
 	kr := keyringtest.HSM(tb, keyringtest.Options{}).Keyring
 	pub := jwks.NewPublisher()
-	if err := kr.Publish(ctx, pub); err != nil {
+	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
 		tb.Fatal(err)
 	}
 	for _, alg := range signer.Algorithms {

@@ -124,7 +124,7 @@ func newReplica(t *testing.T, name string, c *etcdtest.Cluster, hsm signer.Backe
 		t.Fatal(err)
 	}
 	pub := jwks.NewPublisher()
-	kr.Publish(ctx, pub)
+	jwks.Follow(ctx, kr, pub, slog.Default())
 	go kr.Follow(ctx, s)
 	r := &replica{name: name, store: s, kr: kr, pub: pub, stop: cancel, eth: &ethsign.Service{Ledger: s, Now: time.Now, Log: quiet}}
 	t.Cleanup(func() { cancel(); s.Close() })

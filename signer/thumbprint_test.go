@@ -1,4 +1,4 @@
-package jwks
+package signer
 
 import (
 	"crypto/ed25519"

@@ -1,4 +1,4 @@
-package signer
+package ethsign
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/signer"
 )
 
 // Recoverable turns a secp256k1 signature over hash, as any backend
@@ -17,14 +18,14 @@ import (
 // error and is never returned.
 func Recoverable(sig, hash []byte, pub *ecdsa.PublicKey) ([]byte, error) {
 	if len(sig) != 64 {
-		raw, err := DERToRaw(sig, 32)
+		raw, err := signer.DERToRaw(sig, 32)
 		if err != nil {
 			return nil, err
 		}
 		sig = raw
 	}
 	want := ethcrypto.FromECDSAPub(pub)
-	out := append(LowS(sig), 0)
+	out := append(signer.LowS(sig), 0)
 	for v := byte(0); v < 2; v++ {
 		out[64] = v
 		if got, err := ethcrypto.Ecrecover(hash, out); err == nil && bytes.Equal(got, want) {

@@ -1,0 +1,99 @@
+// Package tests holds checks that span the whole module. TestLayers keeps
+// the direction of imports that docs/architecture.md describes: a lower
+// layer never imports a higher one.
+package tests
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sigil-hsm/sigil/"
+
+// forbidden lists, for each layer (a package path prefix), the packages
+// it must never import (prefixes too).
+var forbidden = []struct {
+	layer string
+	not   []string
+	why   string
+}{
+	{"signer", []string{"keyring", "jwks", "server", "cmd", "internal/ethsign", "internal/jwtsign", "internal/audit", "internal/authz", "internal/identity", "internal/config"},
+		"the backend contract and its backends know nothing of keys, purposes or the server"},
+	{"keyring", []string{"jwks", "server", "cmd", "internal/ethsign", "internal/jwtsign", "internal/audit", "internal/authz"},
+		"the keyring holds generations and their lifecycle; publishing and purposes sit above it"},
+	{"jwks", []string{"server", "cmd"}, "purposes sit below the server"},
+	{"internal/ethsign", []string{"server", "cmd"}, "purposes sit below the server"},
+	{"internal/jwtsign", []string{"server", "cmd"}, "purposes sit below the server"},
+	{"internal/audit", []string{"keyring", "signer", "server", "cmd"}, "the audit log is told what to write, by interfaces"},
+	{"server", []string{"cmd"}, "the binary wires the server, not the other way"},
+}
+
+// testHelpers must never be imported by production code.
+var testHelpers = []string{"internal/softhsmtest", "internal/keyringtest", "internal/kmstest", "internal/etcdtest",
+	"internal/backendtest", "internal/crosscheck", "keyring/storetest"}
+
+// imports returns every package of the module with its (non-test)
+// imports, both without the module prefix.
+func imports(t *testing.T) map[string][]string {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}|{{join .Imports ","}}`, "../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		path, deps, _ := strings.Cut(line, "|")
+		var own []string
+		for _, d := range strings.Split(deps, ",") {
+			if strings.HasPrefix(d, module) {
+				own = append(own, strings.TrimPrefix(d, module))
+			} else if strings.HasPrefix(d, "github.com/ethereum/go-ethereum") {
+				own = append(own, d)
+			}
+		}
+		pkgs[strings.TrimPrefix(path, module)] = own
+	}
+	return pkgs
+}
+
+func under(path, prefix string) bool { return path == prefix || strings.HasPrefix(path, prefix+"/") }
+
+func TestLayers(t *testing.T) {
+	pkgs := imports(t)
+	if len(pkgs) < 20 {
+		t.Fatalf("go list found %d packages; is the module there?", len(pkgs))
+	}
+	for pkg, deps := range pkgs {
+		for _, rule := range forbidden {
+			if !under(pkg, rule.layer) {
+				continue
+			}
+			for _, dep := range deps {
+				for _, not := range rule.not {
+					if under(dep, not) {
+						t.Errorf("%s imports %s: %s", pkg, dep, rule.why)
+					}
+				}
+			}
+		}
+		isHelper := false
+		for _, h := range testHelpers {
+			isHelper = isHelper || under(pkg, h)
+		}
+		for _, dep := range deps {
+			for _, h := range testHelpers {
+				if under(dep, h) && !isHelper && !strings.HasPrefix(pkg, "cmd/sigil-bench") {
+					t.Errorf("%s imports the test helper %s", pkg, dep)
+				}
+			}
+		}
+		// The contract needs secp256k1's curve from go-ethereum, and no more.
+		if under(pkg, "signer") {
+			for _, dep := range deps {
+				if strings.HasPrefix(dep, "github.com/ethereum/") && dep != "github.com/ethereum/go-ethereum/crypto" {
+					t.Errorf("%s imports %s: Ethereum logic belongs to internal/ethsign", pkg, dep)
+				}
+			}
+		}
+	}
+}
