@@ -100,7 +100,11 @@ var errDenied = errs.New(errs.PermissionDenied, "permission denied")
 // and, unless "allowed", the error to answer. The record names the
 // identity the rule allowed, or when none did, all of them.
 func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
-	decodeErr, size := decodeError(ctx)
+	var decodeErr error
+	if failed := decodeFailed(ctx); failed != nil {
+		decodeErr = failed.Err()
+		rec.Reason, rec.RequestBytes = "malformed request", failed.size
+	}
 	ids := identities(ctx)
 	defer func() {
 		if rec.Identity == "" {
@@ -112,9 +116,6 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz
 	}
 	if !named {
 		return "denied", errDenied
-	}
-	if decodeErr != nil {
-		rec.Reason, rec.RequestBytes = "malformed request", size
 	}
 	if err := checkRequest(req, decodeErr); err != nil {
 		// An impossible key ID is recorded as its length and SHA-256,

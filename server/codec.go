@@ -50,13 +50,18 @@ type decodeFailure struct {
 
 type decodeKey struct{}
 
-// decodeError returns the decode error of the request whose context is
-// ctx, and the request's size; nil if it decoded.
-func decodeError(ctx context.Context) (error, int) {
-	if p, ok := ctx.Value(decodeKey{}).(**decodeFailure); ok && *p != nil {
-		return errs.New(errs.InvalidArgument, "malformed request: %v", (*p).err), (*p).size
+// decodeFailed returns why the request whose context is ctx did not
+// decode; nil if it did.
+func decodeFailed(ctx context.Context) *decodeFailure {
+	if p, ok := ctx.Value(decodeKey{}).(**decodeFailure); ok {
+		return *p
 	}
-	return nil, 0
+	return nil
+}
+
+// Err is the answer to a request that did not decode.
+func (f *decodeFailure) Err() error {
+	return errs.New(errs.InvalidArgument, "malformed request: %v", f.err)
 }
 
 // register registers impl for desc, each method decoding its own request

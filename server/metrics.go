@@ -49,7 +49,11 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 			Name: "sigil_backend_key_missing_total", Help: "Signatures refused because the backend did not show a key object the keyring records (an outage, or a deletion behind Sigil's back).",
 		}, []string{"backend"}),
 	}
-	m.reg.MustRegister(m.ops, m.opTime, m.requests, m.reqTime, m.missing,
+	v := Version()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_build_info", Help: "1, labelled with the version, commit and Go version of this binary.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "go": v.Go}})
+	build.Set(1)
+	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
 		if pr, ok := b.(signer.PoolReporter); ok {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 
+	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -37,7 +38,8 @@ func secp256k1Thumbprint(k *ecdsa.PublicKey) []byte {
 // bytes and base64url-encoded, as its RFC 8812 JWK holds them.
 func Secp256k1Coordinates(pub *ecdsa.PublicKey) (string, string) {
 	b64 := base64.RawURLEncoding.EncodeToString
-	return b64(pub.X.FillBytes(make([]byte, 32))), b64(pub.Y.FillBytes(make([]byte, 32)))
+	point := ethcrypto.FromECDSAPub(pub) // 04 ‖ x ‖ y, each padded to 32 bytes
+	return b64(point[1:33]), b64(point[33:65])
 }
 
 // secp256k1Canonical is the RFC 7638 input for a secp256k1 key: the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,15 +30,14 @@ import (
 
 func newServe() *cobra.Command {
 	var (
-		configPath, dataDir, grpcAddr, httpAddr string
-		dev                                     bool
+		configPath, dataDir, grpcAddr, httpAddr, logLevel string
+		dev                                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--config FILE | --dev)",
 		Short: "Run the signing server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			var cfg *config.Config
 			var err error
 			switch {
@@ -51,6 +51,11 @@ func newServe() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var level slog.Level // info unless the flag or log.level says otherwise
+			if err := level.UnmarshalText([]byte(cmp.Or(logLevel, cfg.Log.Level, "info"))); err != nil {
+				return fmt.Errorf("log level: %w", err)
+			}
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			access := func() (*authz.Authorizer, error) { return authz.Load(cfg.Policy) }
 			if dev { // the dev client may do everything; nobody else anything
 				access = func() (*authz.Authorizer, error) { return authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), nil }
@@ -79,6 +84,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&dataDir, "data-dir", ".sigil-dev", "--dev: where the token, keyring and client settings live")
 	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:7443", "--dev: gRPC listen address (loopback)")
 	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:7080", "--dev: HTTP listen address (loopback)")
+	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: log.level of the configuration, else info)")
 	return cmd
 }
 

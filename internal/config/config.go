@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -31,6 +32,12 @@ type Config struct {
 	Policy         string             `yaml:"policy"`
 	Audit          *Audit             `yaml:"audit"`
 	Keyring        Keyring            `yaml:"keyring"`
+	Log            Log                `yaml:"log"`
+}
+
+// Log sets how much the server logs.
+type Log struct {
+	Level string `yaml:"level"` // debug, info (the default), warn or error
 }
 
 // Keyring tunes how long dead generations keep their objects and how the
@@ -205,6 +212,12 @@ func (c *Config) validate(dev bool) error {
 	}
 	if cp := c.Audit.Checkpoint; cp.Every < 0 || cp.Interval < 0 {
 		return errors.New("audit.checkpoint: every and interval must not be negative")
+	}
+	if c.Log.Level != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(c.Log.Level)); err != nil {
+			return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+		}
 	}
 	k := c.Keyring
 	if k.Retention < 0 || k.SweepInterval < 0 || k.OrphanGrace < 0 || k.CreatingGrace < 0 {
