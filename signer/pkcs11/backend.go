@@ -60,6 +60,13 @@ type Backend struct {
 
 	cache sync.Map // ref string -> *object
 
+	// listing is held (written) while ListKeys walks the token's objects
+	// and (read) while a key pair is generated or destroyed: SoftHSM,
+	// listing every object while another session creates one, was seen
+	// to fail the creation (CKR_TEMPLATE_INCONSISTENT, or a public key
+	// that does not parse). The sweep lists rarely; signing never waits.
+	listing sync.RWMutex
+
 	// life keeps the module loaded while calls are in flight: Close waits
 	// for them, because a C call into a finalised, unloaded library
 	// crashes the process.

@@ -127,6 +127,8 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 		return signer.KeyInfo{}, errs.New(errs.InvalidArgument, "reference %s is not one NewRef made for %q", req.Ref, req.Name)
 	}
 	var info signer.KeyInfo
+	b.listing.RLock()
+	defer b.listing.RUnlock()
 	err = b.withSession(ctx, "generating a key", func(h pkcs11.SessionHandle) error {
 		existing, err := b.find(h, nil, URI{Object: req.Name}, 1)
 		if err != nil {
@@ -180,6 +182,8 @@ const ownerEnd = 8
 // keyring's ID, are never listed.
 func (b *Backend) ListKeys(ctx context.Context, owner []byte) ([]signer.ListedKey, error) {
 	prefix := append(slices.Clip(idMarker), owner[:min(len(owner), ownerEnd-len(idMarker))]...)
+	b.listing.Lock()
+	defer b.listing.Unlock()
 	var out []signer.ListedKey
 	err := b.withSession(ctx, "listing keys", func(h pkcs11.SessionHandle) error {
 		out = nil
@@ -237,6 +241,8 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 		return err
 	}
 	defer b.cache.Clear()
+	b.listing.RLock()
+	defer b.listing.RUnlock()
 	return b.withSession(ctx, "destroying a key", func(h pkcs11.SessionHandle) error {
 		objs, err := b.find(h, nil, u, 64)
 		if err != nil {
