@@ -137,15 +137,23 @@ func defaultDeadline(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h gr
 	return h(ctx, req)
 }
 
-// HTTPHandler serves /healthz, /readyz, /metrics and the JWK Sets.
-func (s *Server) HTTPHandler() http.Handler {
+// PublicHandler serves what relying parties and auditors fetch: the JWK
+// Sets and the audit public key. It is meant to face the internet.
+func (s *Server) PublicHandler() http.Handler {
 	mux := http.NewServeMux()
 	if s.opts.JWKS != nil {
 		s.opts.JWKS.Register(mux)
 	}
+	mux.HandleFunc("GET /audit/key", s.serveAuditKey)
+	return mux
+}
+
+// AdminHandler serves /healthz, /readyz and /metrics (whose labels name
+// keys): for the operator's network only.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.ready)
-	mux.HandleFunc("GET /audit/key", s.serveAuditKey)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -236,15 +244,25 @@ const (
 // variable so a test can shorten it.
 var httpIdleTimeout = 60 * time.Second
 
-// Serve serves gRPC on grpcLis and HTTP on httpLis until ctx ends, then
-// stops gracefully: health turns NOT_SERVING, new requests are refused, and
-// in-flight ones get shutdownGrace to finish.
-func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
-	httpSrv := &http.Server{Handler: s.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second,
+// Listeners are where a Server serves: gRPC, the public HTTP listener
+// (PublicHandler) and the admin one (AdminHandler).
+type Listeners struct{ GRPC, Public, Admin net.Listener }
+
+// newHTTPServer is an HTTP server with Sigil's timeouts.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: httpReadTimeout, WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout}
-	errc := make(chan error, 2)
-	go func() { errc <- s.grpc.Serve(grpcLis) }()
-	go func() { errc <- httpSrv.Serve(httpLis) }()
+}
+
+// Serve serves on l until ctx ends, then stops gracefully: health turns
+// NOT_SERVING, new requests are refused, and in-flight ones get
+// shutdownGrace to finish.
+func (s *Server) Serve(ctx context.Context, l Listeners) error {
+	public, admin := newHTTPServer(s.PublicHandler()), newHTTPServer(s.AdminHandler())
+	errc := make(chan error, 3)
+	go func() { errc <- s.grpc.Serve(l.GRPC) }()
+	go func() { errc <- public.Serve(l.Public) }()
+	go func() { errc <- admin.Serve(l.Admin) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { defer close(watched); s.watchHealth(watchCtx) }()
@@ -265,8 +283,10 @@ func (s *Server) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
-	if herr := httpSrv.Shutdown(sctx); err == nil && !errors.Is(herr, http.ErrServerClosed) {
-		err = herr
+	for _, h := range []*http.Server{public, admin} {
+		if herr := h.Shutdown(sctx); err == nil && !errors.Is(herr, http.ErrServerClosed) {
+			err = herr
+		}
 	}
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
 		err = nil

@@ -64,13 +64,14 @@ func (f *faultyBackend) Sign(ctx context.Context, ref string, alg signer.Algorit
 }
 
 type harness struct {
-	keys    sigilv1.KeyServiceClient
-	sign    sigilv1.SigningServiceClient
-	conn    *grpc.ClientConn // plaintext; nil when the server wants TLS
-	addr    string
-	httpURL string
-	hsm     *faultyBackend
-	stop    func() // stops the server and closes its store
+	keys     sigilv1.KeyServiceClient
+	sign     sigilv1.SigningServiceClient
+	conn     *grpc.ClientConn // plaintext; nil when the server wants TLS
+	addr     string
+	httpURL  string // public: JWK Sets, the audit key
+	adminURL string // health, readiness, metrics
+	hsm      *faultyBackend
+	stop     func() // stops the server and closes its store
 }
 
 // start runs a server over the keyring at dbPath on loopback, signing in
@@ -98,7 +99,8 @@ func start(t testing.TB, hsm *faultyBackend, dbPath string, opts ...func(*server
 	for _, opt := range opts {
 		opt(&o)
 	}
-	go func() { done <- server.New(o).Serve(ctx, gl, hl) }()
+	al, _ := net.Listen("tcp", "127.0.0.1:0")
+	go func() { done <- server.New(o).Serve(ctx, server.Listeners{GRPC: gl, Public: hl, Admin: al}) }()
 	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +118,7 @@ func start(t testing.TB, hsm *faultyBackend, dbPath string, opts ...func(*server
 	}
 	t.Cleanup(stop)
 	return &harness{keys: sigilv1.NewKeyServiceClient(conn), sign: sigilv1.NewSigningServiceClient(conn), conn: conn,
-		addr: gl.Addr().String(), httpURL: "http://" + hl.Addr().String(), hsm: hsm, stop: stop}
+		addr: gl.Addr().String(), httpURL: "http://" + hl.Addr().String(), adminURL: "http://" + al.Addr().String(), hsm: hsm, stop: stop}
 }
 
 func newHarness(t testing.TB, opts ...func(*server.Options)) *harness {
@@ -347,7 +349,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 		"/readyz":  `"ready":true`,
 		"/metrics": `sigil_sign_operations_total{algorithm="ES256",backend="hsm-a",key="observed",outcome="OK"} 1`,
 	} {
-		resp, err := http.Get(h.httpURL + path)
+		resp, err := http.Get(h.adminURL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,7 +360,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 		}
 	}
 	for _, metric := range []string{`sigil_backend_up{backend="hsm-a"} 1`, `sigil_backend_reinit_total{backend="hsm-a"} 0`, "sigil_backend_seconds_since_healthy", "sigil_backend_sessions_in_use", "sigil_backend_session_waits_total", "sigil_sign_duration_seconds_bucket", "sigil_grpc_requests_total"} {
-		resp, _ := http.Get(h.httpURL + "/metrics")
+		resp, _ := http.Get(h.adminURL + "/metrics")
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if !strings.Contains(string(body), metric) {
@@ -388,7 +390,7 @@ func TestReadinessFollowsBackendHealth(t *testing.T) {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			var problems []string
-			resp, err := http.Get(h.httpURL + "/readyz")
+			resp, err := http.Get(h.adminURL + "/readyz")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -419,11 +421,30 @@ func TestReadinessFollowsBackendHealth(t *testing.T) {
 	expect(200, healthpb.HealthCheckResponse_SERVING, `"ready":true`)
 }
 
-// Idle keep-alive connections to the HTTP listener are closed.
+// The public listener serves relying parties only; health, readiness and
+// metrics (whose labels name keys) are on the admin listener only.
+func TestPublicAndAdminListenersServeTheirOwn(t *testing.T) {
+	h := newHarness(t)
+	for url, want := range map[string]int{
+		h.httpURL + "/.well-known/jwks.json": 200, h.httpURL + "/metrics": 404, h.httpURL + "/readyz": 404, h.httpURL + "/healthz": 404,
+		h.adminURL + "/metrics": 200, h.adminURL + "/readyz": 200, h.adminURL + "/.well-known/jwks.json": 404, h.adminURL + "/audit/key": 404,
+	} {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", url, resp.StatusCode, want)
+		}
+	}
+}
+
+// Idle keep-alive connections to the HTTP listeners are closed.
 func TestIdleHTTPConnectionsAreClosed(t *testing.T) {
 	server.SetHTTPIdleTimeout(t, 200*time.Millisecond)
 	h := newHarness(t)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(h.httpURL, "http://"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.adminURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}

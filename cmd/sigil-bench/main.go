@@ -322,10 +322,14 @@ func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds cred
 	if err != nil {
 		return nil, "", nil, err
 	}
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
 	opts.Keyring, opts.Backends, opts.Logger = kr, b.backends, slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
-	go func() { done <- server.New(opts).Serve(ctx, gl, hl) }()
+	go func() { done <- server.New(opts).Serve(ctx, server.Listeners{GRPC: gl, Public: hl, Admin: al}) }()
 	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		cancel()

@@ -103,7 +103,7 @@ func TestAuditTrailSurvivesHostileInputAndProvesTruncation(t *testing.T) {
 	if !strings.Contains(e.srv.logs.String(), "audit log tampered with") {
 		t.Fatal("no error log of the tampering at start")
 	}
-	_, metrics := get(t, e.srv.httpAddr, "/metrics")
+	_, metrics := get(t, e.srv.adminAddr, "/metrics")
 	if !strings.Contains(metrics, "sigil_audit_tamper_detected_total 1") || !strings.Contains(metrics, "sigil_audit_up 1") {
 		t.Fatal("metrics do not show the tampering, or the log is down")
 	}
@@ -152,17 +152,17 @@ func TestAuditDiskFullHealsWithoutRestart(t *testing.T) {
 	if !refused {
 		t.Fatal("the audit disk filled up but requests were still answered")
 	}
-	if code, body := get(t, e.srv.httpAddr, "/readyz"); code != 503 || !strings.Contains(body, `"audit":{"up":false`) {
+	if code, body := get(t, e.srv.adminAddr, "/readyz"); code != 503 || !strings.Contains(body, `"audit":{"up":false`) {
 		t.Fatalf("/readyz with the audit disk full: %d %s", code, body)
 	}
-	if _, m := get(t, e.srv.httpAddr, "/metrics"); !strings.Contains(m, "sigil_audit_up 0") || strings.Contains(m, "sigil_audit_write_errors_total 0") {
+	if _, m := get(t, e.srv.adminAddr, "/metrics"); !strings.Contains(m, "sigil_audit_up 0") || strings.Contains(m, "sigil_audit_write_errors_total 0") {
 		t.Fatal("metrics do not show the audit log down")
 	}
 	os.Remove(filler)
 	if !withinE(10*time.Second, func() bool { return e.sign(conn) == nil }) {
 		t.Fatal("not signing 10 s after space was freed")
 	}
-	if code, _ := get(t, e.srv.httpAddr, "/readyz"); code != 200 {
+	if code, _ := get(t, e.srv.adminAddr, "/readyz"); code != 200 {
 		t.Fatalf("/readyz after the audit log healed: %d", code)
 	}
 	if out, err := e.verifyAudit(); err != nil {

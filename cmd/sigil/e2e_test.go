@@ -57,7 +57,7 @@ func devServer(t *testing.T, bin, dataDir string, env ...string) (stop func()) {
 // devServerLogs is devServer that also returns the server's log so far.
 func devServerLogs(t *testing.T, bin, dataDir string, env ...string) (stop func(), logs func() string) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
 	out, _ := cmd.StdoutPipe()
 	var stderr syncBuffer

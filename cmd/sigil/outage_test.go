@@ -79,10 +79,10 @@ func TestTokenOutageHealsWithoutRestart(t *testing.T) {
 	}
 	phase.Store(1)
 	away := time.Now()
-	if !withinE(4*time.Second, func() bool { code, _ := get(t, e.srv.httpAddr, "/readyz"); return code == 503 }) {
+	if !withinE(4*time.Second, func() bool { code, _ := get(t, e.srv.adminAddr, "/readyz"); return code == 503 }) {
 		t.Fatal("/readyz not 503 with the token's storage gone")
 	}
-	_, body := get(t, e.srv.httpAddr, "/readyz")
+	_, body := get(t, e.srv.adminAddr, "/readyz")
 	if !strings.Contains(body, `"hsm":{"up":false`) {
 		t.Errorf("/readyz body does not say which backend is down: %s", body)
 	}
@@ -100,10 +100,10 @@ func TestTokenOutageHealsWithoutRestart(t *testing.T) {
 		t.Fatalf("not signing 10 s after the storage returned: %s", e.srv.logs.String())
 	}
 	t.Logf("signing again %v after the storage returned; %d Unavailable answers meanwhile", time.Since(back).Round(time.Millisecond), unavailable.Load())
-	if !withinE(2*time.Second, func() bool { code, _ := get(t, e.srv.httpAddr, "/readyz"); return code == 200 }) {
+	if !withinE(2*time.Second, func() bool { code, _ := get(t, e.srv.adminAddr, "/readyz"); return code == 200 }) {
 		t.Fatal("/readyz not back to 200")
 	}
-	_, metrics := get(t, e.srv.httpAddr, "/metrics")
+	_, metrics := get(t, e.srv.adminAddr, "/metrics")
 	m := regexp.MustCompile(`sigil_backend_reinit_total\{backend="hsm"\} (\d+)`).FindStringSubmatch(metrics)
 	if n, _ := strconv.Atoi(m[1]); m == nil || n == 0 {
 		t.Fatalf("sigil_backend_reinit_total did not increase: %v", m)

@@ -18,11 +18,12 @@ import (
 
 // proc is a `sigil serve --config` process run by a test.
 type proc struct {
-	cmd      *exec.Cmd
-	grpcAddr string
-	httpAddr string
-	logs     *syncBuffer
-	exited   chan struct{}
+	cmd       *exec.Cmd
+	grpcAddr  string
+	httpAddr  string // public: JWK Sets, the audit key
+	adminAddr string // health, readiness, metrics
+	logs      *syncBuffer
+	exited    chan struct{}
 }
 
 // startConfigServer runs `sigil serve --config cfg` with env added and
@@ -49,8 +50,8 @@ func startConfigServer(t *testing.T, bin, cfg string, env ...string) *proc {
 	}()
 	select {
 	case l := <-line:
-		fmt.Sscanf(l, "sigil listening: gRPC %s HTTP %s", &p.grpcAddr, &p.httpAddr)
-		p.grpcAddr = strings.TrimSuffix(p.grpcAddr, ",")
+		fmt.Sscanf(l, "sigil listening: gRPC %s HTTP %s admin %s", &p.grpcAddr, &p.httpAddr, &p.adminAddr)
+		p.grpcAddr, p.httpAddr = strings.TrimSuffix(p.grpcAddr, ","), strings.TrimSuffix(p.httpAddr, ",")
 	case <-p.exited:
 		t.Fatalf("server exited while starting: %s", p.logs.String())
 	case <-time.After(30 * time.Second):
@@ -129,7 +130,7 @@ func newProcEnv(t *testing.T, bin string) *procEnv {
 func (e *procEnv) start(fp string) {
 	cfg := filepath.Join(e.dir, "sigil.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`grpc: {addr: "127.0.0.1:0", tls: {cert: %s, key: %s, client_ca: %s}}
-http: {addr: "127.0.0.1:0"}
+http: {public_addr: "127.0.0.1:0", admin_addr: "127.0.0.1:0"}
 store: {type: bbolt, path: %s}
 audit: {path: %s, replica: r1, checkpoint: {every: 20, interval: 500ms}}
 policy: %s

@@ -40,7 +40,7 @@ func TestTwoReplicasOverEtcd(t *testing.T) {
 	for i := range addrs {
 		cfg := filepath.Join(dir, fmt.Sprintf("r%d.yaml", i))
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`grpc: {addr: "127.0.0.1:0", tls: {cert: %s, key: %s, client_ca: %s}}
-http: {addr: "127.0.0.1:0"}
+http: {public_addr: "127.0.0.1:0", admin_addr: "127.0.0.1:0"}
 store: {type: etcd, endpoints: [%s], prefix: /sigil-e2e/}
 audit: {path: %s, replica: r%d}
 policy: %s

@@ -70,7 +70,7 @@ func TestSecretsNeverAppear(t *testing.T) {
 	os.WriteFile(typed, []byte(`{"types":{"EIP712Domain":[{"name":"name","type":"string"}],"M":[{"name":"a","type":"string"}]},"primaryType":"M","domain":{"name":"d"},"message":{"a":"b"}}`), 0o600)
 	cli("eth", "sign-typed-data", "--key", "eth-1", "--file", typed)
 	dc, _ := devmode.ReadClient(data)
-	if resp, err := http.Get("http://" + dc.HTTPAddr + "/metrics"); err == nil {
+	if resp, err := http.Get("http://" + dc.AdminAddr + "/metrics"); err == nil {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		out.Write(b)
@@ -87,7 +87,7 @@ func TestSecretsNeverAppear(t *testing.T) {
 	for _, pinRef := range []string{secrets["PIN"], "env:SIGIL_TEST_WRONG_PIN"} {
 		os.WriteFile(cfg, []byte(`grpc: {addr: "127.0.0.1:0", tls: {cert: `+filepath.Join(data, "tls", "server.crt")+`, key: `+filepath.Join(data, "tls", "server.key")+
 			`, client_ca: `+filepath.Join(data, "tls", "ca.crt")+`}}
-http: {addr: "127.0.0.1:0"}
+http: {public_addr: "127.0.0.1:0", admin_addr: "127.0.0.1:0"}
 store: {type: bbolt, path: `+filepath.Join(dir, "other.db")+`}
 audit: {path: `+filepath.Join(dir, "other-audit.jsonl")+`}
 policy: `+policy+`

@@ -30,8 +30,9 @@ import (
 
 func newServe() *cobra.Command {
 	var (
-		configPath, dataDir, grpcAddr, httpAddr, logLevel string
-		dev                                               bool
+		configPath, dataDir, logLevel string
+		addrs                         devmode.Addrs
+		dev                           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve (--config FILE | --dev)",
@@ -44,7 +45,7 @@ func newServe() *cobra.Command {
 			case dev == (configPath != ""):
 				return errors.New("serve needs exactly one of --config FILE and --dev")
 			case dev:
-				cfg, err = devmode.Prepare(dataDir, grpcAddr, httpAddr)
+				cfg, err = devmode.Prepare(dataDir, addrs)
 			default:
 				cfg, err = config.Load(configPath)
 			}
@@ -60,9 +61,9 @@ func newServe() *cobra.Command {
 			if dev { // the dev client may do everything; nobody else anything
 				access = func() (*authz.Authorizer, error) { return authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), nil }
 			}
-			return serve(cmd.Context(), cfg, access, log, func(grpcAddr, httpAddr string) error {
+			return serve(cmd.Context(), cfg, access, log, func(bound devmode.Addrs) error {
 				if dev { // before announcing, so a client that waits for the line finds it
-					c, err := devmode.ClientFor(dataDir, grpcAddr, httpAddr)
+					c, err := devmode.ClientFor(dataDir, bound)
 					if err == nil {
 						err = devmode.WriteClient(dataDir, c)
 					}
@@ -70,7 +71,7 @@ func newServe() *cobra.Command {
 						return err
 					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "sigil listening: gRPC %s, HTTP %s\n", grpcAddr, httpAddr)
+				fmt.Fprintf(cmd.OutOrStdout(), "sigil listening: gRPC %s, HTTP %s, admin %s\n", bound.GRPC, bound.HTTP, bound.Admin)
 				if dev {
 					fmt.Fprintf(cmd.OutOrStdout(), "connect with: sigil keys list --data-dir %s\n", dataDir)
 				}
@@ -82,8 +83,9 @@ func newServe() *cobra.Command {
 	f.StringVar(&configPath, "config", "", "configuration file (CONFIG.md)")
 	f.BoolVar(&dev, "dev", false, "run the embedded development server: SoftHSM token and keyring in --data-dir, loopback only")
 	f.StringVar(&dataDir, "data-dir", ".sigil-dev", "--dev: where the token, keyring and client settings live")
-	f.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:7443", "--dev: gRPC listen address (loopback)")
-	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:7080", "--dev: HTTP listen address (loopback)")
+	f.StringVar(&addrs.GRPC, "grpc-addr", "127.0.0.1:7443", "--dev: gRPC listen address (loopback)")
+	f.StringVar(&addrs.HTTP, "http-addr", "127.0.0.1:7080", "--dev: public HTTP listen address: JWK Sets, the audit key (loopback)")
+	f.StringVar(&addrs.Admin, "admin-addr", "127.0.0.1:7081", "--dev: admin HTTP listen address: health, readiness, metrics (loopback)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: log.level of the configuration, else info)")
 	return cmd
 }
@@ -95,7 +97,7 @@ const schedulerInterval = 250 * time.Millisecond
 
 // serve opens what cfg names, listens, calls ready with the bound
 // addresses, and serves until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Authorizer, error), log *slog.Logger, ready func(grpcAddr, httpAddr string) error) error {
+func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Authorizer, error), log *slog.Logger, ready func(devmode.Addrs) error) error {
 	az, err := access()
 	if err != nil {
 		return err
@@ -143,29 +145,51 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		return err
 	}
 	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store}
-	grpcLis, err := net.Listen("tcp", cfg.GRPC.Addr)
+	lis, addrs, err := listen(cfg)
 	if err != nil {
 		return err
 	}
-	httpLis, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		grpcLis.Close()
+	if err := ready(addrs); err != nil {
+		lis.close()
 		return err
 	}
-	if err := ready(grpcLis.Addr().String(), httpLis.Addr().String()); err != nil {
-		grpcLis.Close()
-		httpLis.Close()
-		return err
-	}
-	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(), "keys", len(kr.List(ctx)))
+	log.Info("serving", "grpc", addrs.GRPC, "http", addrs.HTTP, "admin", addrs.Admin, "keys", len(kr.List(ctx)))
 	// The scheduler stops before the store and backends close under it.
 	schedCtx, stopScheduler := context.WithCancel(ctx)
 	schedDone := make(chan struct{})
 	go func() { defer close(schedDone); schedule(schedCtx, kr) }()
 	defer func() { stopScheduler(); <-schedDone }()
-	err = server.New(opts).Serve(ctx, grpcLis, httpLis)
+	err = server.New(opts).Serve(ctx, server.Listeners(lis))
 	log.Info("stopped")
 	return err
+}
+
+// listeners are the server's listeners, as serve opens them.
+type listeners server.Listeners
+
+func (l listeners) close() {
+	for _, c := range []net.Listener{l.GRPC, l.Public, l.Admin} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// listen opens the gRPC, public HTTP and admin HTTP listeners cfg names
+// and returns their bound addresses.
+func listen(cfg *config.Config) (listeners, devmode.Addrs, error) {
+	var l listeners
+	var err error
+	for _, x := range []struct {
+		lis  *net.Listener
+		addr string
+	}{{&l.GRPC, cfg.GRPC.Addr}, {&l.Public, cfg.HTTP.PublicAddr}, {&l.Admin, cfg.HTTP.AdminAddr}} {
+		if *x.lis, err = net.Listen("tcp", x.addr); err != nil {
+			l.close()
+			return listeners{}, devmode.Addrs{}, err
+		}
+	}
+	return l, devmode.Addrs{GRPC: l.GRPC.Addr().String(), HTTP: l.Public.Addr().String(), Admin: l.Admin.Addr().String()}, nil
 }
 
 // openAudit opens the audit log, its checkpoints signed with the audit

@@ -55,9 +55,12 @@ type GRPC struct {
 	TLS  *TLS   `yaml:"tls"`
 }
 
-// HTTP is the listener for JWKS, health and metrics.
+// HTTP is the two HTTP listeners: public (JWK Sets, the audit public
+// key; meant for relying parties) and admin (health, readiness, metrics;
+// for the operator's network only).
 type HTTP struct {
-	Addr string `yaml:"addr"`
+	PublicAddr string `yaml:"public_addr"`
+	AdminAddr  string `yaml:"admin_addr"`
 }
 
 // TLS holds the paths of the server's certificate, key and client CA.
@@ -170,7 +173,10 @@ func (c *Config) validate(dev bool) error {
 	if err := checkAddr("grpc.addr", c.GRPC.Addr); err != nil {
 		return err
 	}
-	if err := checkAddr("http.addr", c.HTTP.Addr); err != nil {
+	if err := checkAddr("http.public_addr", c.HTTP.PublicAddr); err != nil {
+		return err
+	}
+	if err := checkAddr("http.admin_addr", c.HTTP.AdminAddr); err != nil {
 		return err
 	}
 	if c.GRPC.TLS == nil {

@@ -19,7 +19,8 @@ grpc:
   tls: {cert: /c, key: /k, client_ca: /ca}
 audit: {path: /tmp/audit.jsonl}
 http:
-  addr: 127.0.0.1:7080
+  public_addr: 127.0.0.1:7080
+  admin_addr: 127.0.0.1:7081
 store: {type: bbolt, path: /tmp/k.db}
 backends:
   hsm-a:

@@ -34,17 +34,21 @@ const clientFile = "client.json"
 
 // Client is what a client command needs to reach a dev server.
 type Client struct {
-	Addr     string `json:"addr"`
-	HTTPAddr string `json:"http_addr"`
-	CA       string `json:"ca"`
-	Cert     string `json:"cert"`
-	Key      string `json:"key"`
+	Addr      string `json:"addr"`
+	HTTPAddr  string `json:"http_addr"`  // the public listener: JWK Sets, the audit key
+	AdminAddr string `json:"admin_addr"` // health, readiness, metrics
+	CA        string `json:"ca"`
+	Cert      string `json:"cert"`
+	Key       string `json:"key"`
 }
 
+// Addrs are where the dev server listens; all on loopback.
+type Addrs struct{ GRPC, HTTP, Admin string }
+
 // Prepare creates or reuses dir and returns the configuration the dev
-// server runs with. Both addresses must be on loopback.
-func Prepare(dir, grpcAddr, httpAddr string) (*config.Config, error) {
-	for _, a := range []string{grpcAddr, httpAddr} {
+// server runs with. Every address must be on loopback.
+func Prepare(dir string, a Addrs) (*config.Config, error) {
+	for _, a := range []string{a.GRPC, a.HTTP, a.Admin} {
 		if err := loopbackOnly(a); err != nil {
 			return nil, err
 		}
@@ -76,25 +80,25 @@ func Prepare(dir, grpcAddr, httpAddr string) (*config.Config, error) {
 		return nil, err
 	}
 	yaml := fmt.Sprintf(`grpc: {addr: %q, tls: {cert: %q, key: %q, client_ca: %q}}
-http: {addr: %q}
+http: {public_addr: %q, admin_addr: %q}
 store: {type: bbolt, path: %q}
 audit: {path: %q}
 backends:
   %s: {type: pkcs11, module: %q, token: %q, pin: %q, sessions: 8}
-`, grpcAddr, pki.ServerCert, pki.ServerKey, pki.CA, httpAddr, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
+`, a.GRPC, pki.ServerCert, pki.ServerKey, pki.CA, a.HTTP, a.Admin, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
 		BackendName, softhsm.Module, TokenLabel, "file:"+pinFile)
 	return config.Parse(strings.NewReader(yaml), true)
 }
 
 // ClientFor is what the dev client needs to reach a dev server at the
 // given addresses: the dev CA and the dev client's certificate.
-func ClientFor(dir, grpcAddr, httpAddr string) (Client, error) {
+func ClientFor(dir string, a Addrs) (Client, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return Client{}, err
 	}
 	pki, err := mtls.EnsureDevPKI(filepath.Join(abs, "tls"))
-	return Client{Addr: grpcAddr, HTTPAddr: httpAddr, CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}, err
+	return Client{Addr: a.GRPC, HTTPAddr: a.HTTP, AdminAddr: a.Admin, CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}, err
 }
 
 func loopbackOnly(addr string) error {
