@@ -27,17 +27,7 @@ func TestVerifyRefusesARewriteKeepingAFutureCheckpoint(t *testing.T) {
 	writeN(t, l, 80)
 	l.Close()
 	orig := lines(t, e.path)
-	var ps []*parsed
-	for _, b := range orig {
-		if len(b) == 0 {
-			continue
-		}
-		p, err := parse(bytes.TrimSuffix(b, []byte("\n")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps = append(ps, p)
-	}
+	ps := entriesOf(t, orig)
 	const del1, del2 = 30, 31 // seqs deleted (ordinary records)
 	lastCP := -1
 	for i, p := range ps {

@@ -218,12 +218,11 @@ func TestVerifyNamesEveryTruncationAndRewrite(t *testing.T) {
 	}
 }
 
-// rehash edits record at (a line index) and recomputes every hash after
-// it, as someone who can write the file but not sign would.
-func rehash(t *testing.T, orig [][]byte, at int) [][]byte {
-	var out [][]byte
-	prev := ""
-	for i, b := range orig {
+// entriesOf parses the lines of a log, each of which must be an entry.
+func entriesOf(t *testing.T, lines [][]byte) []*parsed {
+	t.Helper()
+	var out []*parsed
+	for _, b := range lines {
 		if len(b) == 0 {
 			continue
 		}
@@ -231,6 +230,17 @@ func rehash(t *testing.T, orig [][]byte, at int) [][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// rehash edits record at (a line index) and recomputes every hash after
+// it, as someone who can write the file but not sign would.
+func rehash(t *testing.T, orig [][]byte, at int) [][]byte {
+	var out [][]byte
+	prev := ""
+	for i, p := range entriesOf(t, orig) {
 		if i == at {
 			p.Record.Outcome = "denied"
 		}
