@@ -127,6 +127,8 @@ func serve(w http.ResponseWriter, r *http.Request, d *Document) {
 	h.Set("ETag", d.ETag)
 	h.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(d.MaxAge.Seconds())))
 	h.Set("Vary", "Accept")
+	// Public keys, for any origin: a browser relying party may fetch them.
+	h.Set("Access-Control-Allow-Origin", "*")
 	if matches(r.Header.Get("If-None-Match"), d.ETag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

@@ -53,7 +53,8 @@ func TestDocumentsHeadersAndConditionalRequests(t *testing.T) {
 	p.Register(mux)
 
 	w := get(mux, "/.well-known/jwks.json", nil)
-	if w.Code != 200 || w.Header().Get("Content-Type") != ContentType || w.Header().Get("Cache-Control") != "public, max-age=90" {
+	if w.Code != 200 || w.Header().Get("Content-Type") != ContentType || w.Header().Get("Cache-Control") != "public, max-age=90" ||
+		w.Header().Get("Access-Control-Allow-Origin") != "*" || w.Header().Get("Vary") != "Accept" {
 		t.Fatalf("all: %d %v", w.Code, w.Header())
 	}
 	var doc struct {

@@ -294,6 +294,7 @@ func attacks() []attack {
 	rows = append(rows,
 		attack{"header typ not a string", nil, signJWT(`{}`, `{"typ":123}`), codes.InvalidArgument},
 		attack{"typed data, primaryType twice but for case", nil, signTyped(strings.Replace(typedDoc("string", "M", `"b"`), `"primaryType":"M"`, `"primaryType":"EIP712Domain","PrimaryType":"M"`, 1)), codes.InvalidArgument},
+		attack{"transaction JSON, an access-list entry with a member go-ethereum would drop", nil, signTxJSON(strings.Replace(txOK, `{`, `{"accessList":[{"address":"0x1111111111111111111111111111111111111111","storageKeys":[],"evil":1}],`, 1)), codes.InvalidArgument},
 		attack{"transaction JSON, access-list address twice but for case", nil, signTxJSON(strings.Replace(txOK, `{`, `{"accessList":[{"address":"0x1111111111111111111111111111111111111111","Address":"0x2222222222222222222222222222222222222222","storageKeys":[]}],`, 1)), codes.InvalidArgument},
 	)
 	return rows

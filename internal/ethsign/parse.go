@@ -26,6 +26,14 @@ var txFields = map[string]bool{
 	"value": true, "input": true, "data": true, "accessList": true, "blobVersionedHashes": true, "authorizationList": true,
 }
 
+// listFields are the members of each entry of a transaction's lists:
+// go-ethereum drops any other member in silence, so Sigil refuses it (a
+// client must not believe a constraint it sent was signed).
+var listFields = map[string]map[string]bool{
+	"accessList":        {"address": true, "storageKeys": true},
+	"authorizationList": {"chainId": true, "address": true, "nonce": true, "yParity": true, "r": true, "s": true},
+}
+
 // signatureFields mark a transaction that is already signed.
 var signatureFields = []string{"v", "r", "s", "yParity", "hash"}
 
@@ -53,6 +61,9 @@ func ParseJSON(data []byte) (Unsigned, error) {
 		if !txFields[f] {
 			return Unsigned{}, errs.New(errs.InvalidArgument, "transaction: unknown field %q", f)
 		}
+	}
+	if err := checkLists(obj); err != nil {
+		return Unsigned{}, err
 	}
 	u := Unsigned{}
 	if raw, ok := obj["from"]; ok {
@@ -88,6 +99,28 @@ func ParseJSON(data []byte) (Unsigned, error) {
 	}
 	u.Tx, u.ChainID = tx, chainID.ToInt()
 	return u, u.check()
+}
+
+// checkLists refuses members of list entries that go-ethereum would drop.
+func checkLists(obj map[string]json.RawMessage) error {
+	for list, fields := range listFields {
+		raw, ok := obj[list]
+		if !ok {
+			continue
+		}
+		var entries []map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &entries); err != nil {
+			return errs.New(errs.InvalidArgument, "transaction: %s: a list of objects: %v", list, err)
+		}
+		for i, e := range entries {
+			for f := range e {
+				if !fields[f] {
+					return errs.New(errs.InvalidArgument, "transaction: %s[%d]: unknown field %q", list, i, f)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // mergeData accepts the call data as "input" or its older name "data".
