@@ -61,6 +61,9 @@ type Key struct {
 	// EIP-55 address, derived once from the public key.
 	Eth     *EthPolicy `json:"eth,omitempty"`
 	Address string     `json:"address,omitempty"`
+	// Disabled keys refuse to sign until enabled again; their generations
+	// and schedule go on.
+	Disabled bool `json:"disabled,omitempty"`
 	// ActivateNotBefore holds back the next activation after a policy
 	// change shortened the JWKS max-age: caches taken under the old one
 	// must expire before a generation they lack may sign.

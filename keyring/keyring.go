@@ -418,6 +418,9 @@ func (r *Keyring) ForSigning(ctx context.Context, id string, p Purpose) (Signing
 	if k.Purpose != p {
 		return Signing{}, errs.New(errs.FailedPrecondition, "key %q has purpose %s, not %s", id, k.Purpose, p)
 	}
+	if k.Disabled {
+		return Signing{}, errs.New(errs.FailedPrecondition, "key %q is disabled", id)
+	}
 	g, ok := k.Active()
 	if !ok {
 		return Signing{}, errs.New(errs.FailedPrecondition, "key %q has no active generation", id)
@@ -427,6 +430,24 @@ func (r *Keyring) ForSigning(ctx context.Context, id string, p Purpose) (Signing
 		return Signing{}, errs.New(errs.FailedPrecondition, "key %q lives in backend %q, which is not configured", id, k.Backend)
 	}
 	return Signing{Key: k, Generation: g, Backend: b}, nil
+}
+
+// SetDisabled disables key id (it refuses to sign) or enables it again.
+// The audit key is Sigil's and is never disabled.
+func (r *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (*Key, error) {
+	if _, err := r.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	return r.update(ctx, id, func(k *Key, _ time.Time) error {
+		switch {
+		case k.Purpose == PurposeAudit:
+			return errs.New(errs.FailedPrecondition, "key %q signs the audit trail's checkpoints and is managed by Sigil", id)
+		case k.Disabled == disabled:
+			return errUnchanged
+		}
+		k.Disabled = disabled
+		return nil
+	})
 }
 
 // keyManager returns the backend of k as a KeyManager.

@@ -300,3 +300,31 @@ func TestFailedCreationNeverDestroysForeignObjects(t *testing.T) {
 		t.Fatalf("the rollback destroyed another application's key pair (%d left)", n)
 	}
 }
+
+// Disabling is recorded (it survives a restart), refuses signing, and is
+// refused for the audit key, which is Sigil's.
+func TestDisabledKeysRefuseToSign(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.keyringWith(t, keyring.Options{})
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "off", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.SetDisabled(ctx, "off", true); err != nil {
+		t.Fatal(err)
+	}
+	r = e.keyringWith(t, keyring.Options{}) // restart
+	_, err := r.ForSigning(ctx, "off", keyring.PurposeRaw)
+	wantKind(t, err, errs.FailedPrecondition)
+	if _, err := r.SetDisabled(ctx, "off", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ForSigning(ctx, "off", keyring.PurposeRaw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.EnsureAuditKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.SetDisabled(ctx, keyring.AuditKeyID, true)
+	wantKind(t, err, errs.FailedPrecondition)
+}

@@ -34,6 +34,8 @@ var operations = map[string]authz.Op{
 	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:      authz.KeysAdmin,
 	sigilv1.KeyService_RotateKey_FullMethodName:            authz.KeysAdmin,
 	sigilv1.KeyService_RevokeGeneration_FullMethodName:     authz.KeysAdmin,
+	sigilv1.KeyService_DisableKey_FullMethodName:           authz.KeysAdmin,
+	sigilv1.KeyService_EnableKey_FullMethodName:            authz.KeysAdmin,
 	sigilv1.KeyService_GetKey_FullMethodName:               authz.KeysRead,
 	sigilv1.KeyService_ListKeys_FullMethodName:             authz.KeysRead,
 	sigilv1.KeyService_GetPublicKey_FullMethodName:         authz.KeysRead,

@@ -267,6 +267,14 @@ func attacks() []attack {
 		{"audit head, CN spoofing the admin", cnSpoofer, auditHead, codes.PermissionDenied},
 		{"audit head, unknown field", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, protowire.AppendVarint(protowire.AppendTag(nil, 7, protowire.VarintType), 1)), codes.InvalidArgument},
 		{"audit head, bytes that do not decode", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, []byte{0x0a, 0xff}), codes.InvalidArgument},
+		{"disable a key, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "raw-1"})
+			return err
+		}, codes.PermissionDenied},
+		{"enable a key with an impossible ID", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).EnableKey(ctx, &sigilv1.EnableKeyRequest{Id: "../raw-1"})
+			return err
+		}, codes.InvalidArgument},
 		{"create a key in Sigil's reserved namespace", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "sigil.audit2", Algorithm: "ES256"})
 			return err

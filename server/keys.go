@@ -135,6 +135,24 @@ func (s *keyService) RevokeGeneration(ctx context.Context, req *sigilv1.RevokeGe
 	return &sigilv1.RevokeGenerationResponse{Key: pk}, err
 }
 
+func (s *keyService) DisableKey(ctx context.Context, req *sigilv1.DisableKeyRequest) (*sigilv1.DisableKeyResponse, error) {
+	pk, err := s.setDisabled(ctx, req.GetId(), true)
+	return &sigilv1.DisableKeyResponse{Key: pk}, err
+}
+
+func (s *keyService) EnableKey(ctx context.Context, req *sigilv1.EnableKeyRequest) (*sigilv1.EnableKeyResponse, error) {
+	pk, err := s.setDisabled(ctx, req.GetId(), false)
+	return &sigilv1.EnableKeyResponse{Key: pk}, err
+}
+
+func (s *keyService) setDisabled(ctx context.Context, id string, disabled bool) (*sigilv1.Key, error) {
+	k, err := s.keys.SetDisabled(ctx, id, disabled)
+	if err != nil {
+		return nil, err
+	}
+	return keyToProto(k)
+}
+
 // policyFromProto converts a policy; unset durations stay zero ("keep" or
 // "default").
 func policyFromProto(p *sigilv1.JWTPolicy) keyring.JWTPolicy {
@@ -222,7 +240,7 @@ func keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
 		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: string(k.Purpose), Backend: k.Backend,
 		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), JwtPolicy: policyToProto(k.JWT),
-		EthPolicy: ethPolicyToProto(k.Eth), Address: k.Address,
+		EthPolicy: ethPolicyToProto(k.Eth), Address: k.Address, Disabled: k.Disabled,
 	}
 	for i := range k.Generations {
 		g := &k.Generations[i]

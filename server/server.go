@@ -162,7 +162,7 @@ func (s *Server) AdminHandler() http.Handler {
 type backendState struct {
 	Up          bool      `json:"up"`
 	Detail      string    `json:"detail,omitempty"`
-	LastHealthy time.Time `json:"last_healthy"`
+	LastHealthy time.Time `json:"last_healthy,omitzero"`
 }
 
 // readiness reports whether every backend and the audit log are up, with

@@ -464,3 +464,31 @@ func TestIdleHTTPConnectionsAreClosed(t *testing.T) {
 		t.Fatalf("idle connection closed only after %v (read deadline hit?)", took)
 	}
 }
+
+// A disabled key refuses to sign (FailedPrecondition) but keeps its
+// generations; enabled again it signs as before.
+func TestDisableAndEnableAKey(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.create(t, "pausable", "ES256", "raw")
+	sign := func() error {
+		_, err := h.sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "pausable", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
+		return err
+	}
+	resp, err := h.keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "pausable"})
+	if err != nil || !resp.GetKey().GetDisabled() || len(resp.GetKey().GetGenerations()) != 1 {
+		t.Fatalf("disable: %v %v", resp, err)
+	}
+	wantCode(t, sign(), codes.FailedPrecondition)
+	if _, err := h.keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "pausable"}); err != nil {
+		t.Fatalf("disabling twice: %v", err)
+	}
+	_, err = h.keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "missing"})
+	wantCode(t, err, codes.NotFound)
+	if resp, err := h.keys.EnableKey(ctx, &sigilv1.EnableKeyRequest{Id: "pausable"}); err != nil || resp.GetKey().GetDisabled() {
+		t.Fatalf("enable: %v %v", resp, err)
+	}
+	if err := sign(); err != nil {
+		t.Fatalf("signing once enabled: %v", err)
+	}
+}

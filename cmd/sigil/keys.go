@@ -19,7 +19,9 @@ import (
 func newKeys() *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create and inspect keys"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c))
+	cmd.AddCommand(newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
+		newKeysSwitch(c, "disable", "Refuse every signature with the key until it is enabled again", true),
+		newKeysSwitch(c, "enable", "Let a disabled key sign again", false))
 	return cmd
 }
 
@@ -148,6 +150,25 @@ func newKeysRevoke(c *clientFlags) *cobra.Command {
 	return cmd
 }
 
+// newKeysSwitch is `keys disable` or `keys enable`.
+func newKeysSwitch(c *clientFlags, name, short string, disable bool) *cobra.Command {
+	return &cobra.Command{
+		Use:   name + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				if disable {
+					resp, err := kc.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: args[0]})
+					return resp.GetKey(), err
+				}
+				resp, err := kc.EnableKey(ctx, &sigilv1.EnableKeyRequest{Id: args[0]})
+				return resp.GetKey(), err
+			})
+		},
+	}
+}
+
 func newKeysCreate(c *clientFlags) *cobra.Command {
 	req := &sigilv1.CreateKeyRequest{}
 	var bits int
@@ -228,6 +249,7 @@ type keyJSON struct {
 	JWTPolicy   *policyJSON      `json:"jwt_policy,omitempty"`
 	EthPolicy   *ethPolicyJSON   `json:"eth_policy,omitempty"`
 	Address     string           `json:"address,omitempty"`
+	Disabled    bool             `json:"disabled,omitempty"`
 	Generations []generationJSON `json:"generations"`
 }
 
@@ -268,7 +290,7 @@ func toKeyJSON(k *sigilv1.Key) keyJSON {
 	if p := k.GetEthPolicy(); p != nil {
 		out.EthPolicy = &ethPolicyJSON{p.GetChainIds(), p.GetMaxValue(), p.GetMaxFee(), p.GetDailyLimit(), p.GetAllowTo(), p.GetAllowSelectors()}
 	}
-	out.Address = k.GetAddress()
+	out.Address, out.Disabled = k.GetAddress(), k.GetDisabled()
 	for _, g := range k.GetGenerations() {
 		out.Generations = append(out.Generations, generationJSON{g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem(), g.GetBackendRef(),
 			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime()), k.GetAddress()})
@@ -287,7 +309,7 @@ func printKey(w io.Writer, k *sigilv1.Key, asJSON bool) error {
 	if asJSON {
 		return printJSON(w, toKeyJSON(k))
 	}
-	fmt.Fprintf(w, "%s  %s  purpose %s  backend %s\n", k.GetId(), k.GetAlgorithm(), k.GetPurpose(), k.GetBackend())
+	fmt.Fprintf(w, "%s  %s  purpose %s  backend %s%s\n", k.GetId(), k.GetAlgorithm(), k.GetPurpose(), k.GetBackend(), map[bool]string{true: "  DISABLED"}[k.GetDisabled()])
 	if k.GetAddress() != "" {
 		fmt.Fprintf(w, "address %s\n", k.GetAddress())
 	}

@@ -125,7 +125,9 @@ type Key struct {
 	// The spending policy, for eth keys.
 	EthPolicy *EthPolicy `protobuf:"bytes,9,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
 	// The EIP-55 address, for eth keys.
-	Address       string `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
+	// A disabled key refuses to sign until it is enabled again.
+	Disabled      bool `protobuf:"varint,11,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -228,6 +230,13 @@ func (x *Key) GetAddress() string {
 		return x.Address
 	}
 	return ""
+}
+
+func (x *Key) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
 }
 
 // EthPolicy is the spending policy of an Ethereum key, enforced before the
@@ -1151,6 +1160,182 @@ func (x *RevokeGenerationResponse) GetKey() *Key {
 	return nil
 }
 
+type DisableKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableKeyRequest) Reset() {
+	*x = DisableKeyRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableKeyRequest) ProtoMessage() {}
+
+func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableKeyRequest.ProtoReflect.Descriptor instead.
+func (*DisableKeyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DisableKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DisableKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableKeyResponse) Reset() {
+	*x = DisableKeyResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableKeyResponse) ProtoMessage() {}
+
+func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableKeyResponse.ProtoReflect.Descriptor instead.
+func (*DisableKeyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DisableKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type EnableKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableKeyRequest) Reset() {
+	*x = EnableKeyRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableKeyRequest) ProtoMessage() {}
+
+func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableKeyRequest.ProtoReflect.Descriptor instead.
+func (*EnableKeyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EnableKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type EnableKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableKeyResponse) Reset() {
+	*x = EnableKeyResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableKeyResponse) ProtoMessage() {}
+
+func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableKeyResponse.ProtoReflect.Descriptor instead.
+func (*EnableKeyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *EnableKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 var File_sigil_v1_keys_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_keys_proto_rawDesc = "" +
@@ -1162,7 +1347,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl\x12-\n" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"jwksMaxAge\"\xf9\x02\n" +
+	"jwksMaxAge\"\x95\x03\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1177,7 +1362,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
 	"eth_policy\x18\t \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12\x18\n" +
 	"\aaddress\x18\n" +
-	" \x01(\tR\aaddress\"\xc3\x01\n" +
+	" \x01(\tR\aaddress\x12\x1a\n" +
+	"\bdisabled\x18\v \x01(\bR\bdisabled\"\xc3\x01\n" +
 	"\tEthPolicy\x12\x1b\n" +
 	"\tchain_ids\x18\x01 \x03(\x04R\bchainIds\x12\x1b\n" +
 	"\tmax_value\x18\x02 \x01(\tR\bmaxValue\x12\x17\n" +
@@ -1247,7 +1433,15 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"generation\x18\x02 \x01(\x05R\n" +
 	"generation\";\n" +
 	"\x18RevokeGenerationResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\x9a\x04\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"#\n" +
+	"\x11DisableKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
+	"\x12DisableKeyResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\"\n" +
+	"\x10EnableKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
+	"\x11EnableKeyResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\xa9\x05\n" +
 	"\n" +
 	"KeyService\x12D\n" +
 	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12;\n" +
@@ -1256,7 +1450,10 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\fGetPublicKey\x12\x1d.sigil.v1.GetPublicKeyRequest\x1a\x1e.sigil.v1.GetPublicKeyResponse\x12V\n" +
 	"\x0fUpdateKeyPolicy\x12 .sigil.v1.UpdateKeyPolicyRequest\x1a!.sigil.v1.UpdateKeyPolicyResponse\x12D\n" +
 	"\tRotateKey\x12\x1a.sigil.v1.RotateKeyRequest\x1a\x1b.sigil.v1.RotateKeyResponse\x12Y\n" +
-	"\x10RevokeGeneration\x12!.sigil.v1.RevokeGenerationRequest\x1a\".sigil.v1.RevokeGenerationResponseB\x8d\x01\n" +
+	"\x10RevokeGeneration\x12!.sigil.v1.RevokeGenerationRequest\x1a\".sigil.v1.RevokeGenerationResponse\x12G\n" +
+	"\n" +
+	"DisableKey\x12\x1b.sigil.v1.DisableKeyRequest\x1a\x1c.sigil.v1.DisableKeyResponse\x12D\n" +
+	"\tEnableKey\x12\x1a.sigil.v1.EnableKeyRequest\x1a\x1b.sigil.v1.EnableKeyResponseB\x8d\x01\n" +
 	"\fcom.sigil.v1B\tKeysProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -1271,7 +1468,7 @@ func file_sigil_v1_keys_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_keys_proto_rawDescData
 }
 
-var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_sigil_v1_keys_proto_goTypes = []any{
 	(*JWTPolicy)(nil),                // 0: sigil.v1.JWTPolicy
 	(*Key)(nil),                      // 1: sigil.v1.Key
@@ -1291,22 +1488,26 @@ var file_sigil_v1_keys_proto_goTypes = []any{
 	(*RotateKeyResponse)(nil),        // 15: sigil.v1.RotateKeyResponse
 	(*RevokeGenerationRequest)(nil),  // 16: sigil.v1.RevokeGenerationRequest
 	(*RevokeGenerationResponse)(nil), // 17: sigil.v1.RevokeGenerationResponse
-	(*durationpb.Duration)(nil),      // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
+	(*DisableKeyRequest)(nil),        // 18: sigil.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),       // 19: sigil.v1.DisableKeyResponse
+	(*EnableKeyRequest)(nil),         // 20: sigil.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),        // 21: sigil.v1.EnableKeyResponse
+	(*durationpb.Duration)(nil),      // 22: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
 }
 var file_sigil_v1_keys_proto_depIdxs = []int32{
-	18, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
-	18, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
-	18, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
-	18, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
-	18, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
+	22, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
+	22, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
+	22, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
+	22, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
+	22, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
 	3,  // 5: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
-	19, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	23, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 7: sigil.v1.Key.jwt_policy:type_name -> sigil.v1.JWTPolicy
 	2,  // 8: sigil.v1.Key.eth_policy:type_name -> sigil.v1.EthPolicy
-	19, // 9: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	19, // 10: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
-	19, // 11: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	23, // 9: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	23, // 10: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	23, // 11: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
 	0,  // 12: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
 	2,  // 13: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
 	1,  // 14: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
@@ -1317,25 +1518,31 @@ var file_sigil_v1_keys_proto_depIdxs = []int32{
 	1,  // 19: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
 	1,  // 20: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
 	1,  // 21: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
-	4,  // 22: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	6,  // 23: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	8,  // 24: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	10, // 25: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	12, // 26: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
-	14, // 27: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	16, // 28: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
-	5,  // 29: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	7,  // 30: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	9,  // 31: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	11, // 32: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	13, // 33: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
-	15, // 34: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	17, // 35: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	1,  // 22: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 23: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
+	4,  // 24: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	6,  // 25: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	8,  // 26: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	10, // 27: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	12, // 28: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	14, // 29: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	16, // 30: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	18, // 31: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
+	20, // 32: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
+	5,  // 33: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	7,  // 34: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	9,  // 35: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	11, // 36: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	13, // 37: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	15, // 38: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	17, // 39: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	19, // 40: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
+	21, // 41: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }
@@ -1349,7 +1556,7 @@ func file_sigil_v1_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_keys_proto_rawDesc), len(file_sigil_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,8 @@ const (
 	KeyService_UpdateKeyPolicy_FullMethodName  = "/sigil.v1.KeyService/UpdateKeyPolicy"
 	KeyService_RotateKey_FullMethodName        = "/sigil.v1.KeyService/RotateKey"
 	KeyService_RevokeGeneration_FullMethodName = "/sigil.v1.KeyService/RevokeGeneration"
+	KeyService_DisableKey_FullMethodName       = "/sigil.v1.KeyService/DisableKey"
+	KeyService_EnableKey_FullMethodName        = "/sigil.v1.KeyService/EnableKey"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -51,6 +53,11 @@ type KeyServiceClient interface {
 	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
 	// RevokeGeneration unpublishes a generation at once; it never signs again.
 	RevokeGeneration(ctx context.Context, in *RevokeGenerationRequest, opts ...grpc.CallOption) (*RevokeGenerationResponse, error)
+	// DisableKey makes a key refuse to sign (FailedPrecondition) until
+	// EnableKey; its generations and schedule are kept.
+	DisableKey(ctx context.Context, in *DisableKeyRequest, opts ...grpc.CallOption) (*DisableKeyResponse, error)
+	// EnableKey lets a disabled key sign again.
+	EnableKey(ctx context.Context, in *EnableKeyRequest, opts ...grpc.CallOption) (*EnableKeyResponse, error)
 }
 
 type keyServiceClient struct {
@@ -131,6 +138,26 @@ func (c *keyServiceClient) RevokeGeneration(ctx context.Context, in *RevokeGener
 	return out, nil
 }
 
+func (c *keyServiceClient) DisableKey(ctx context.Context, in *DisableKeyRequest, opts ...grpc.CallOption) (*DisableKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_DisableKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) EnableKey(ctx context.Context, in *EnableKeyRequest, opts ...grpc.CallOption) (*EnableKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_EnableKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -154,6 +181,11 @@ type KeyServiceServer interface {
 	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
 	// RevokeGeneration unpublishes a generation at once; it never signs again.
 	RevokeGeneration(context.Context, *RevokeGenerationRequest) (*RevokeGenerationResponse, error)
+	// DisableKey makes a key refuse to sign (FailedPrecondition) until
+	// EnableKey; its generations and schedule are kept.
+	DisableKey(context.Context, *DisableKeyRequest) (*DisableKeyResponse, error)
+	// EnableKey lets a disabled key sign again.
+	EnableKey(context.Context, *EnableKeyRequest) (*EnableKeyResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -184,6 +216,12 @@ func (UnimplementedKeyServiceServer) RotateKey(context.Context, *RotateKeyReques
 }
 func (UnimplementedKeyServiceServer) RevokeGeneration(context.Context, *RevokeGenerationRequest) (*RevokeGenerationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeGeneration not implemented")
+}
+func (UnimplementedKeyServiceServer) DisableKey(context.Context, *DisableKeyRequest) (*DisableKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableKey not implemented")
+}
+func (UnimplementedKeyServiceServer) EnableKey(context.Context, *EnableKeyRequest) (*EnableKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableKey not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -332,6 +370,42 @@ func _KeyService_RevokeGeneration_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_DisableKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).DisableKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_DisableKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).DisableKey(ctx, req.(*DisableKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_EnableKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).EnableKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_EnableKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).EnableKey(ctx, req.(*EnableKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -366,6 +440,14 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeGeneration",
 			Handler:    _KeyService_RevokeGeneration_Handler,
+		},
+		{
+			MethodName: "DisableKey",
+			Handler:    _KeyService_DisableKey_Handler,
+		},
+		{
+			MethodName: "EnableKey",
+			Handler:    _KeyService_EnableKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
