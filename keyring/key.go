@@ -120,6 +120,30 @@ func (g *Generation) Published() bool {
 	return g.State == StatePending || g.State == StateActive || g.State == StateRetiring
 }
 
+// Trusted reports whether signatures by g still verify: it is pending,
+// active, retiring or retired (not revoked, destroyed or being created).
+func (g *Generation) Trusted() bool {
+	return g.Published() || g.State == StateRetired
+}
+
+// Find returns the generation numbered n, or whose kid is kid; with
+// neither, the active one. Generations being created are never found.
+func (k *Key) Find(n int, kid string) (*Generation, error) {
+	if n == 0 && kid == "" {
+		if g, ok := k.Active(); ok {
+			return g, nil
+		}
+		return nil, errs.New(errs.FailedPrecondition, "key %q has no active generation", k.ID)
+	}
+	for i := range k.Generations {
+		g := &k.Generations[i]
+		if g.State != StateCreating && (g.Number == n || kid != "" && g.kid == kid) {
+			return g, nil
+		}
+	}
+	return nil, errs.New(errs.NotFound, "key %q has no such generation", k.ID)
+}
+
 // generation returns generation n.
 func (k *Key) generation(n int) (*Generation, bool) {
 	for i := range k.Generations {

@@ -203,10 +203,13 @@ func (r *Keyring) destroy(ctx context.Context, id string, n int, from State) err
 	})
 }
 
-// Rotate starts a new generation of JWT key id. It is published now and
-// signs once the publish-ahead time has passed; with immediate it signs
-// at once (an emergency: relying parties that cache the JWKS may reject
-// its tokens until their cache expires). A pending generation is reused.
+// Rotate starts a new generation of key id. A JWT key's is published now
+// and signs once the publish-ahead time has passed; with immediate it
+// signs at once (an emergency: relying parties that cache the JWKS may
+// reject its tokens until their cache expires). A pending generation is
+// reused. A raw key's new generation signs at once, and the one before
+// retires (it still verifies until it is destroyed). Ethereum keys do not
+// rotate: their address is their identity.
 func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, error) {
 	k, err := r.Get(ctx, id)
 	if err != nil {
@@ -215,8 +218,10 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 	switch {
 	case k.Purpose == PurposeEth:
 		return nil, errs.New(errs.FailedPrecondition, "key %q is an Ethereum key: its address is its identity, so it does not rotate", id)
+	case k.Purpose == PurposeRaw:
+		return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
 	case k.Purpose != PurposeJWT:
-		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s; only jwt keys rotate", id, k.Purpose)
+		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, which does not rotate", id, k.Purpose)
 	}
 	if pending := k.inState(StatePending); len(pending) > 0 {
 		if !immediate {

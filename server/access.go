@@ -41,6 +41,7 @@ var operations = map[string]authz.Op{
 	sigilv1.KeyService_GetPublicKey_FullMethodName:         authz.KeysRead,
 	sigilv1.EthereumService_GetAddress_FullMethodName:      authz.KeysRead,
 	sigilv1.SigningService_Sign_FullMethodName:             authz.SignRaw,
+	sigilv1.SigningService_Verify_FullMethodName:           authz.KeysRead, // public keys only
 	sigilv1.JWTService_SignJWT_FullMethodName:              authz.SignJWT,
 	sigilv1.EthereumService_SignTransaction_FullMethodName: authz.EthSignTx,
 	sigilv1.EthereumService_SignMessage_FullMethodName:     authz.EthSignMessage,
@@ -265,6 +266,11 @@ func keyIDOf(req any) string {
 func payloadOf(req any) []byte {
 	switch r := req.(type) {
 	case *sigilv1.SignRequest:
+		if r.GetMessage() != nil {
+			return r.GetMessage()
+		}
+		return r.GetDigest()
+	case *sigilv1.VerifyRequest:
 		if r.GetMessage() != nil {
 			return r.GetMessage()
 		}

@@ -113,6 +113,13 @@ func listKeys(ctx context.Context, c *grpc.ClientConn) error {
 	return err
 }
 
+func verifyRaw(req *sigilv1.VerifyRequest) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewSigningServiceClient(c).Verify(ctx, req)
+		return err
+	}
+}
+
 func auditHead(ctx context.Context, c *grpc.ClientConn) error {
 	_, err := sigilv1.NewAuditServiceClient(c).GetAuditHead(ctx, &sigilv1.GetAuditHeadRequest{})
 	return err
@@ -267,6 +274,10 @@ func attacks() []attack {
 		{"audit head, CN spoofing the admin", cnSpoofer, auditHead, codes.PermissionDenied},
 		{"audit head, unknown field", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, protowire.AppendVarint(protowire.AppendTag(nil, 7, protowire.VarintType), 1)), codes.InvalidArgument},
 		{"audit head, bytes that do not decode", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, []byte{0x0a, 0xff}), codes.InvalidArgument},
+		{"verify, CN spoofing the admin", cnSpoofer, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{1}}), codes.PermissionDenied},
+		{"verify, signature over its limit", nil, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: make([]byte, 2048)}), codes.InvalidArgument},
+		{"verify, generation and kid both named", nil, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{1}, Generation: 1, Kid: "k"}), codes.InvalidArgument},
+		{"verify, negative generation", nil, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{1}, Generation: -1}), codes.InvalidArgument},
 		{"disable a key, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "raw-1"})
 			return err

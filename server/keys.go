@@ -80,15 +80,27 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 	if err != nil {
 		return nil, err
 	}
-	g, ok := k.Active()
-	if !ok {
-		return nil, errs.New(errs.FailedPrecondition, "key %q has no active generation", k.ID)
+	g, err := findGeneration(k, req.GetGeneration(), req.GetKid())
+	if err != nil {
+		return nil, err
 	}
 	pem, err := signer.PublicKeyPEM(g.Public())
 	if err != nil {
 		return nil, err
 	}
 	return &sigilv1.GetPublicKeyResponse{Generation: int32(g.Number), Kid: g.KID(), PublicKeyPem: pem, PublicKeyDer: g.PublicKey}, nil
+}
+
+// findGeneration picks the generation a request names by number or kid
+// (not both), or the active one.
+func findGeneration(k *keyring.Key, n int32, kid string) (*keyring.Generation, error) {
+	switch {
+	case n < 0:
+		return nil, errs.New(errs.InvalidArgument, "generation: must be 1 or more")
+	case n != 0 && kid != "":
+		return nil, errs.New(errs.InvalidArgument, "name a generation by number or by kid, not both")
+	}
+	return k.Find(int(n), kid)
 }
 
 func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {

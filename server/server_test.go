@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -25,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
@@ -491,4 +493,81 @@ func TestDisableAndEnableAKey(t *testing.T) {
 	if err := sign(); err != nil {
 		t.Fatalf("signing once enabled: %v", err)
 	}
+}
+
+// A raw key rotates at once; signatures by the generation before it still
+// verify (retiring, then retired) until it is revoked; public keys are
+// found by generation and by kid.
+func TestRawKeysRotateAndVerify(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	for _, alg := range []string{"ES256", "ES256K", "EdDSA", "PS256"} {
+		t.Run(alg, func(t *testing.T) {
+			id := "v-" + strings.ToLower(alg)
+			h.create(t, id, alg, "raw")
+			in := &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}
+			vin := &sigilv1.VerifyRequest{KeyId: id, Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}}
+			if alg == "EdDSA" {
+				in.Input = &sigilv1.SignRequest_Message{Message: []byte("m")}
+				vin.Input = &sigilv1.VerifyRequest_Message{Message: []byte("m")}
+			}
+			verify := func(sig []byte, gen int32, kid string) *sigilv1.VerifyResponse {
+				t.Helper()
+				req := proto.Clone(vin).(*sigilv1.VerifyRequest)
+				req.Signature, req.Generation, req.Kid = sig, gen, kid
+				resp, err := h.sign.Verify(ctx, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			first, err := h.sign.Sign(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := verify(first.GetSignature(), 0, ""); !r.GetValid() || r.GetGeneration() != 1 || r.GetKid() != first.GetKid() {
+				t.Fatalf("first signature: %v", r)
+			}
+			if _, err := h.keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: id}); err != nil {
+				t.Fatal(err)
+			}
+			second, err := h.sign.Sign(ctx, in)
+			if err != nil || second.GetGeneration() != 2 {
+				t.Fatalf("after rotation: %v %v", second, err)
+			}
+			if r := verify(first.GetSignature(), 0, ""); !r.GetValid() || r.GetGeneration() != 1 {
+				t.Fatalf("the retiring generation's signature: %v", r)
+			}
+			if r := verify(first.GetSignature(), 2, ""); r.GetValid() {
+				t.Fatal("generation 1's signature verified with generation 2")
+			}
+			if r := verify(second.GetSignature(), 0, second.GetKid()); !r.GetValid() || r.GetGeneration() != 2 {
+				t.Fatalf("by kid: %v", r)
+			}
+			pk, err := h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: id, Generation: 1})
+			if err != nil || pk.GetKid() != first.GetKid() {
+				t.Fatalf("public key of generation 1: %v %v", pk, err)
+			}
+			if pk, err := h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: id, Kid: second.GetKid()}); err != nil || pk.GetGeneration() != 2 {
+				t.Fatalf("public key by kid: %v %v", pk, err)
+			}
+			if _, err := h.keys.RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: id, Generation: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if r := verify(first.GetSignature(), 0, ""); r.GetValid() {
+				t.Fatal("a revoked generation's signature still verifies")
+			}
+			altered := bytes.Clone(second.GetSignature())
+			altered[len(altered)-1] ^= 1
+			if r := verify(altered, 0, ""); r.GetValid() {
+				t.Fatal("an altered signature verified")
+			}
+		})
+	}
+	_, err := h.sign.Verify(ctx, &sigilv1.VerifyRequest{KeyId: "v-es256", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{0x30, 0x01}})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 1, Kid: "x"})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 9})
+	wantCode(t, err, codes.NotFound)
 }

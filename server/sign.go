@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -26,7 +28,7 @@ func (s *signingService) Sign(ctx context.Context, req *sigilv1.SignRequest) (*s
 		return nil, err
 	}
 	alg := sg.Key.Algorithm
-	input, err := signInput(alg, req)
+	input, err := signInput(alg, req.GetDigest(), req.GetMessage())
 	if err != nil {
 		return nil, err
 	}
@@ -47,17 +49,93 @@ func (s *signingService) Sign(ctx context.Context, req *sigilv1.SignRequest) (*s
 
 // signInput picks the request's digest, or for EdDSA its message, and
 // checks its length.
-func signInput(alg signer.Algorithm, req *sigilv1.SignRequest) ([]byte, error) {
+func signInput(alg signer.Algorithm, digest, message []byte) ([]byte, error) {
 	var input []byte
 	switch {
-	case alg == signer.EdDSA && req.GetMessage() != nil:
-		input = req.GetMessage()
+	case alg == signer.EdDSA && message != nil:
+		input = message
 	case alg == signer.EdDSA:
 		return nil, errs.New(errs.InvalidArgument, "EdDSA signs the message itself: send message, not digest")
-	case req.GetDigest() != nil:
-		input = req.GetDigest()
+	case digest != nil:
+		input = digest
 	default:
 		return nil, errs.New(errs.InvalidArgument, "%s signs a %s digest: send digest", alg, alg.Hash())
 	}
 	return input, alg.CheckInput(input)
+}
+
+// maxSignatureBytes bounds a signature to verify: RSA-3072 is 384 bytes.
+const maxSignatureBytes = 1024
+
+// Verify checks a signature with the public key of a raw key's named
+// generation, or of every trusted one. A signature that does not verify
+// is the answer valid=false, not an error; one that cannot be decoded is
+// InvalidArgument.
+func (s *signingService) Verify(ctx context.Context, req *sigilv1.VerifyRequest) (*sigilv1.VerifyResponse, error) {
+	k, err := s.keys.Get(ctx, req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	if k.Purpose != keyring.PurposeRaw {
+		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, not raw", k.ID, k.Purpose)
+	}
+	input, err := signInput(k.Algorithm, req.GetDigest(), req.GetMessage())
+	if err != nil {
+		return nil, err
+	}
+	candidates, err := verifiers(k, req.GetGeneration(), req.GetKid())
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range candidates {
+		sig, err := contractSignature(k.Algorithm, g.Public(), req.GetSignature())
+		if err != nil {
+			return nil, err
+		}
+		if signer.Verify(g.Public(), k.Algorithm, input, sig) == nil {
+			noteGeneration(ctx, g.Number)
+			return &sigilv1.VerifyResponse{Valid: true, Generation: int32(g.Number), Kid: g.KID()}, nil
+		}
+	}
+	return &sigilv1.VerifyResponse{}, nil
+}
+
+// verifiers are the generations a signature may verify with: the one
+// named (if still trusted), or every trusted one.
+func verifiers(k *keyring.Key, n int32, kid string) ([]*keyring.Generation, error) {
+	if n != 0 || kid != "" {
+		g, err := findGeneration(k, n, kid)
+		if err != nil || !g.Trusted() {
+			return nil, err
+		}
+		return []*keyring.Generation{g}, nil
+	}
+	var out []*keyring.Generation
+	for i := range k.Generations {
+		if g := &k.Generations[i]; g.Trusted() {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// contractSignature turns a signature as Sign returns it into the signer
+// contract's encoding: ECDSA DER (or already r‖s) to r‖s.
+func contractSignature(alg signer.Algorithm, pub crypto.PublicKey, sig []byte) ([]byte, error) {
+	if len(sig) == 0 || len(sig) > maxSignatureBytes {
+		return nil, errs.New(errs.InvalidArgument, "signature: 1 to %d bytes", maxSignatureBytes)
+	}
+	ec, ok := pub.(*ecdsa.PublicKey)
+	if !alg.IsECDSA() || !ok {
+		return sig, nil
+	}
+	size := signer.CurveSize(ec.Curve)
+	if len(sig) == 2*size {
+		return sig, nil
+	}
+	raw, err := signer.DERToRaw(sig, size)
+	if err != nil {
+		return nil, errs.New(errs.InvalidArgument, "signature: neither r‖s nor DER: %v", err)
+	}
+	return raw, nil
 }

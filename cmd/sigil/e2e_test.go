@@ -166,6 +166,9 @@ func TestDevServerQuickstartWithOpenSSL(t *testing.T) {
 		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: openssl %v: %v\n%s", alg, args, err, out)
 		}
+		if got := run(t, bin, "verify", "--key", id, "--message-file", msg, "--signature", sigB64, "--data-dir", data); !strings.HasPrefix(got, "valid: generation 1") {
+			t.Fatalf("%s: sigil verify: %q", alg, got)
+		}
 	}
 	stop()
 

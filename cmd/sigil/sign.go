@@ -37,8 +37,14 @@ func newSign() *cobra.Command {
 			return fmt.Errorf("--format %q: want der or raw", format)
 		}
 		return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-			if err := setSignInput(ctx, conn, req, digestHex, messageFile); err != nil {
+			digest, message, err := signInput(ctx, conn, keyID, digestHex, messageFile)
+			if err != nil {
 				return err
+			}
+			if message != nil {
+				req.Input = &sigilv1.SignRequest_Message{Message: message}
+			} else {
+				req.Input = &sigilv1.SignRequest_Digest{Digest: digest}
 			}
 			resp, err := sigilv1.NewSigningServiceClient(conn).Sign(ctx, req)
 			if err != nil {
@@ -62,34 +68,88 @@ func newSign() *cobra.Command {
 	return cmd
 }
 
-// setSignInput fills req's digest or message. A file is hashed here with
-// the key's hash, so only the digest crosses the network; an EdDSA key
-// signs the message itself.
-func setSignInput(ctx context.Context, conn *grpc.ClientConn, req *sigilv1.SignRequest, digestHex, messageFile string) error {
+// signInput is the digest, or for an EdDSA key the message, to sign or
+// verify. A file is hashed here with the key's hash, so only the digest
+// crosses the network; an EdDSA key signs the message itself.
+func signInput(ctx context.Context, conn *grpc.ClientConn, keyID, digestHex, messageFile string) (digest, message []byte, err error) {
 	if digestHex != "" {
 		d, err := hex.DecodeString(strings.TrimPrefix(digestHex, "0x"))
 		if err != nil {
-			return fmt.Errorf("--digest: %w", err)
+			return nil, nil, fmt.Errorf("--digest: %w", err)
 		}
-		req.Input = &sigilv1.SignRequest_Digest{Digest: d}
-		return nil
+		return d, nil, nil
 	}
 	msg, err := os.ReadFile(messageFile)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	key, err := sigilv1.NewKeyServiceClient(conn).GetKey(ctx, &sigilv1.GetKeyRequest{Id: req.GetKeyId()})
+	key, err := sigilv1.NewKeyServiceClient(conn).GetKey(ctx, &sigilv1.GetKeyRequest{Id: keyID})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	alg, err := signer.ParseAlgorithm(key.GetKey().GetAlgorithm())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if alg == signer.EdDSA {
-		req.Input = &sigilv1.SignRequest_Message{Message: msg}
-		return nil
+		return nil, msg, nil
 	}
-	req.Input = &sigilv1.SignRequest_Digest{Digest: alg.Input(msg)}
-	return nil
+	return alg.Input(msg), nil, nil
+}
+
+func newVerify() *cobra.Command {
+	var keyID, digestHex, messageFile, sigB64, kid string
+	var gen int32
+	cmd := &cobra.Command{
+		Use:   "verify --key ID (--digest HEX | --message-file FILE) --signature B64 [--generation N | --kid KID]",
+		Short: "Check a signature with a raw key: any generation still trusted (not revoked or destroyed) verifies",
+		Args:  cobra.NoArgs,
+	}
+	c := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if (digestHex == "") == (messageFile == "") {
+			return errors.New("verify needs exactly one of --digest and --message-file")
+		}
+		sig, err := base64.StdEncoding.DecodeString(sigB64)
+		if err != nil {
+			return fmt.Errorf("--signature: %w", err)
+		}
+		return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+			digest, message, err := signInput(ctx, conn, keyID, digestHex, messageFile)
+			if err != nil {
+				return err
+			}
+			req := &sigilv1.VerifyRequest{KeyId: keyID, Signature: sig, Generation: gen, Kid: kid}
+			if message != nil {
+				req.Input = &sigilv1.VerifyRequest_Message{Message: message}
+			} else {
+				req.Input = &sigilv1.VerifyRequest_Digest{Digest: digest}
+			}
+			resp, err := sigilv1.NewSigningServiceClient(conn).Verify(ctx, req)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				if err := printJSON(cmd.OutOrStdout(), map[string]any{"valid": resp.GetValid(), "generation": resp.GetGeneration(), "kid": resp.GetKid()}); err != nil {
+					return err
+				}
+			} else if resp.GetValid() {
+				fmt.Fprintf(cmd.OutOrStdout(), "valid: generation %d, kid %s\n", resp.GetGeneration(), resp.GetKid())
+			}
+			if !resp.GetValid() {
+				return errors.New("invalid: the signature does not verify with any trusted generation of the key")
+			}
+			return nil
+		})
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyID, "key", "", "key ID")
+	f.StringVar(&digestHex, "digest", "", "hex digest of the algorithm's hash")
+	f.StringVar(&messageFile, "message-file", "", "the signed file (hashed locally, except for EdDSA)")
+	f.StringVar(&sigB64, "signature", "", "the signature, base64 (DER or r‖s for ECDSA)")
+	f.Int32Var(&gen, "generation", 0, "verify with this generation only")
+	f.StringVar(&kid, "kid", "", "verify with the generation of this kid only")
+	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("signature")
+	return cmd
 }

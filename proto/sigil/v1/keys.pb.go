@@ -748,8 +748,12 @@ func (x *ListKeysResponse) GetKeys() []*Key {
 }
 
 type GetPublicKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// A generation by number, or by kid (its JWK thumbprint); the active
+	// generation if neither is set. Generations being created have none.
+	Generation    int32  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Kid           string `protobuf:"bytes,3,opt,name=kid,proto3" json:"kid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -787,6 +791,20 @@ func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
 func (x *GetPublicKeyRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *GetPublicKeyRequest) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *GetPublicKeyRequest) GetKid() string {
+	if x != nil {
+		return x.Kid
 	}
 	return ""
 }
@@ -1404,9 +1422,13 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x11\n" +
 	"\x0fListKeysRequest\"5\n" +
 	"\x10ListKeysResponse\x12!\n" +
-	"\x04keys\x18\x01 \x03(\v2\r.sigil.v1.KeyR\x04keys\"%\n" +
+	"\x04keys\x18\x01 \x03(\v2\r.sigil.v1.KeyR\x04keys\"W\n" +
 	"\x13GetPublicKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x94\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12\x10\n" +
+	"\x03kid\x18\x03 \x01(\tR\x03kid\"\x94\x01\n" +
 	"\x14GetPublicKeyResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x05R\n" +

@@ -242,6 +242,187 @@ func (x *SignResponse) GetKid() string {
 	return ""
 }
 
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*VerifyRequest_Digest
+	//	*VerifyRequest_Message
+	Input isVerifyRequest_Input `protobuf_oneof:"input"`
+	// The signature as Sign returns it: DER or r‖s for ECDSA.
+	Signature []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The generation to verify with, by number or kid; without either,
+	// every trusted generation is tried.
+	Generation    int32  `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	Kid           string `protobuf:"bytes,6,opt,name=kid,proto3" json:"kid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_sigil_v1_signing_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_signing_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_signing_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VerifyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetInput() isVerifyRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetDigest() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*VerifyRequest_Digest); ok {
+			return x.Digest
+		}
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetMessage() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*VerifyRequest_Message); ok {
+			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *VerifyRequest) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+type isVerifyRequest_Input interface {
+	isVerifyRequest_Input()
+}
+
+type VerifyRequest_Digest struct {
+	// As in SignRequest: the digest of the algorithm's hash, or for EdDSA
+	// the message.
+	Digest []byte `protobuf:"bytes,2,opt,name=digest,proto3,oneof"`
+}
+
+type VerifyRequest_Message struct {
+	Message []byte `protobuf:"bytes,3,opt,name=message,proto3,oneof"`
+}
+
+func (*VerifyRequest_Digest) isVerifyRequest_Input() {}
+
+func (*VerifyRequest_Message) isVerifyRequest_Input() {}
+
+type VerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the signature verifies; false is an answer, not an error.
+	Valid bool `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
+	// The generation it verified with, and its kid.
+	Generation    int32  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Kid           string `protobuf:"bytes,3,opt,name=kid,proto3" json:"kid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_sigil_v1_signing_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_signing_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_signing_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *VerifyResponse) GetValid() bool {
+	if x != nil {
+		return x.Valid
+	}
+	return false
+}
+
+func (x *VerifyResponse) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
 var File_sigil_v1_signing_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_signing_proto_rawDesc = "" +
@@ -259,12 +440,29 @@ const file_sigil_v1_signing_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x05R\n" +
 	"generation\x12\x10\n" +
-	"\x03kid\x18\x04 \x01(\tR\x03kid*M\n" +
+	"\x03kid\x18\x04 \x01(\tR\x03kid\"\xb5\x01\n" +
+	"\rVerifyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\x06digest\x18\x02 \x01(\fH\x00R\x06digest\x12\x1a\n" +
+	"\amessage\x18\x03 \x01(\fH\x00R\amessage\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x05R\n" +
+	"generation\x12\x10\n" +
+	"\x03kid\x18\x06 \x01(\tR\x03kidB\a\n" +
+	"\x05input\"X\n" +
+	"\x0eVerifyResponse\x12\x14\n" +
+	"\x05valid\x18\x01 \x01(\bR\x05valid\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12\x10\n" +
+	"\x03kid\x18\x03 \x01(\tR\x03kid*M\n" +
 	"\x0fSignatureFormat\x12 \n" +
 	"\x1cSIGNATURE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n" +
-	"\x14SIGNATURE_FORMAT_RAW\x10\x012G\n" +
+	"\x14SIGNATURE_FORMAT_RAW\x10\x012\x84\x01\n" +
 	"\x0eSigningService\x125\n" +
-	"\x04Sign\x12\x15.sigil.v1.SignRequest\x1a\x16.sigil.v1.SignResponseB\x90\x01\n" +
+	"\x04Sign\x12\x15.sigil.v1.SignRequest\x1a\x16.sigil.v1.SignResponse\x12;\n" +
+	"\x06Verify\x12\x17.sigil.v1.VerifyRequest\x1a\x18.sigil.v1.VerifyResponseB\x90\x01\n" +
 	"\fcom.sigil.v1B\fSigningProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -280,18 +478,22 @@ func file_sigil_v1_signing_proto_rawDescGZIP() []byte {
 }
 
 var file_sigil_v1_signing_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sigil_v1_signing_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_sigil_v1_signing_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_sigil_v1_signing_proto_goTypes = []any{
-	(SignatureFormat)(0), // 0: sigil.v1.SignatureFormat
-	(*SignRequest)(nil),  // 1: sigil.v1.SignRequest
-	(*SignResponse)(nil), // 2: sigil.v1.SignResponse
+	(SignatureFormat)(0),   // 0: sigil.v1.SignatureFormat
+	(*SignRequest)(nil),    // 1: sigil.v1.SignRequest
+	(*SignResponse)(nil),   // 2: sigil.v1.SignResponse
+	(*VerifyRequest)(nil),  // 3: sigil.v1.VerifyRequest
+	(*VerifyResponse)(nil), // 4: sigil.v1.VerifyResponse
 }
 var file_sigil_v1_signing_proto_depIdxs = []int32{
 	0, // 0: sigil.v1.SignRequest.format:type_name -> sigil.v1.SignatureFormat
 	1, // 1: sigil.v1.SigningService.Sign:input_type -> sigil.v1.SignRequest
-	2, // 2: sigil.v1.SigningService.Sign:output_type -> sigil.v1.SignResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
+	3, // 2: sigil.v1.SigningService.Verify:input_type -> sigil.v1.VerifyRequest
+	2, // 3: sigil.v1.SigningService.Sign:output_type -> sigil.v1.SignResponse
+	4, // 4: sigil.v1.SigningService.Verify:output_type -> sigil.v1.VerifyResponse
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -306,13 +508,17 @@ func file_sigil_v1_signing_proto_init() {
 		(*SignRequest_Digest)(nil),
 		(*SignRequest_Message)(nil),
 	}
+	file_sigil_v1_signing_proto_msgTypes[2].OneofWrappers = []any{
+		(*VerifyRequest_Digest)(nil),
+		(*VerifyRequest_Message)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_signing_proto_rawDesc), len(file_sigil_v1_signing_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SigningService_Sign_FullMethodName = "/sigil.v1.SigningService/Sign"
+	SigningService_Sign_FullMethodName   = "/sigil.v1.SigningService/Sign"
+	SigningService_Verify_FullMethodName = "/sigil.v1.SigningService/Verify"
 )
 
 // SigningServiceClient is the client API for SigningService service.
@@ -31,6 +32,10 @@ type SigningServiceClient interface {
 	// Sign signs a digest (or, for EdDSA, a message) with the active
 	// generation of a key.
 	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
+	// Verify checks a signature with a raw key's public key: any generation
+	// still trusted (pending, active, retiring, retired) verifies; revoked
+	// and destroyed ones never do.
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 }
 
 type signingServiceClient struct {
@@ -51,6 +56,16 @@ func (c *signingServiceClient) Sign(ctx context.Context, in *SignRequest, opts .
 	return out, nil
 }
 
+func (c *signingServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyResponse)
+	err := c.cc.Invoke(ctx, SigningService_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SigningServiceServer is the server API for SigningService service.
 // All implementations must embed UnimplementedSigningServiceServer
 // for forward compatibility.
@@ -60,6 +75,10 @@ type SigningServiceServer interface {
 	// Sign signs a digest (or, for EdDSA, a message) with the active
 	// generation of a key.
 	Sign(context.Context, *SignRequest) (*SignResponse, error)
+	// Verify checks a signature with a raw key's public key: any generation
+	// still trusted (pending, active, retiring, retired) verifies; revoked
+	// and destroyed ones never do.
+	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	mustEmbedUnimplementedSigningServiceServer()
 }
 
@@ -72,6 +91,9 @@ type UnimplementedSigningServiceServer struct{}
 
 func (UnimplementedSigningServiceServer) Sign(context.Context, *SignRequest) (*SignResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sign not implemented")
+}
+func (UnimplementedSigningServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedSigningServiceServer) mustEmbedUnimplementedSigningServiceServer() {}
 func (UnimplementedSigningServiceServer) testEmbeddedByValue()                        {}
@@ -112,6 +134,24 @@ func _SigningService_Sign_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SigningService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SigningServiceServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SigningService_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SigningServiceServer).Verify(ctx, req.(*VerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SigningService_ServiceDesc is the grpc.ServiceDesc for SigningService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -122,6 +162,10 @@ var SigningService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sign",
 			Handler:    _SigningService_Sign_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _SigningService_Verify_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
