@@ -1,8 +1,10 @@
 package keyring
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -25,6 +27,9 @@ type CreateSpec struct {
 	Backend   string     // the default backend if empty
 	JWT       *JWTPolicy // jwt keys only; unset fields take DefaultJWTPolicy's
 	Eth       *EthPolicy // eth keys only; without one the key signs for no chain
+	// RequestID, if set, names the client's intent: a retry with the same
+	// spec returns the key; another request ID is AlreadyExists.
+	RequestID string
 
 	own bool // one of Sigil's own keys, made by the keyring itself
 }
@@ -32,6 +37,9 @@ type CreateSpec struct {
 func (r *Keyring) validate(s *CreateSpec) error {
 	if err := ValidateID(s.ID); err != nil {
 		return err
+	}
+	if len(s.RequestID) > 128 || strings.ContainsFunc(s.RequestID, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return errs.New(errs.InvalidArgument, "request ID: at most 128 printable ASCII bytes")
 	}
 	if !s.own && strings.HasPrefix(s.ID, "sigil.") {
 		return errs.New(errs.InvalidArgument, "key IDs starting with \"sigil.\" are reserved for Sigil's own keys")
@@ -86,9 +94,20 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	if k, err := r.current(s.ID); err == nil && !k.visible() {
 		r.dropStale(ctx, k, r.creatingGrace) // a creation that crashed long ago
 	}
+	if k, ok := r.sameKey(s); ok {
+		return k, nil // a retry: the key is there already
+	}
 	now := r.now().UTC()
-	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, Eth: s.Eth, CreatedAt: now, UpdatedAt: now}
+	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, Eth: s.Eth,
+		RequestID: s.RequestID, CreatedAt: now, UpdatedAt: now}
 	rev, err := r.store.Put(ctx, k)
+	if errs.Is(err, errs.AlreadyExists) {
+		if err := r.refresh(ctx, s.ID); err == nil {
+			if k, ok := r.sameKey(s); ok {
+				return k, nil // another request of the same creation won the race
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +121,19 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 		r.deleteIfEmpty(ctx, s.ID)
 	}
 	return k, err
+}
+
+// sameKey returns key s.ID if it exists, made, with the spec s asks for
+// (and the same request ID, when both have one).
+func (r *Keyring) sameKey(s CreateSpec) (*Key, bool) {
+	k, err := r.current(s.ID)
+	if err != nil || !k.visible() || k.Purpose != s.Purpose || k.Algorithm != s.Algorithm || k.RSABits != s.RSABits ||
+		k.Backend != s.Backend || (s.RequestID != "" && k.RequestID != "" && s.RequestID != k.RequestID) {
+		return nil, false
+	}
+	a, _ := json.Marshal([]any{k.JWT, k.Eth})
+	b, _ := json.Marshal([]any{s.JWT, s.Eth})
+	return k, bytes.Equal(a, b)
 }
 
 // EnsureAuditKey returns the key that signs audit checkpoints, creating

@@ -61,6 +61,8 @@ type Key struct {
 	// EIP-55 address, derived once from the public key.
 	Eth     *EthPolicy `json:"eth,omitempty"`
 	Address string     `json:"address,omitempty"`
+	// RequestID is the client's name for the request that created the key.
+	RequestID string `json:"request_id,omitempty"`
 	// Disabled keys refuse to sign until enabled again; their generations
 	// and schedule go on.
 	Disabled bool `json:"disabled,omitempty"`

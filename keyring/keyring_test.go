@@ -155,9 +155,9 @@ func TestConcurrentCreatesOfOneIDHaveOneWinner(t *testing.T) {
 	r := e.keyring(t, nil)
 	var wins, exists atomic.Int32
 	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			_, err := r.Create(context.Background(), keyring.CreateSpec{ID: "race", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	for i := range 8 {
+		wg.Go(func() { // eight intents (request IDs) for one ID
+			_, err := r.Create(context.Background(), keyring.CreateSpec{ID: "race", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RequestID: fmt.Sprint("req-", i)})
 			switch {
 			case err == nil:
 				wins.Add(1)
@@ -282,4 +282,35 @@ func TestLostAnswerNeverDestroysARecordedKeyPair(t *testing.T) {
 	} else if _, err := e.hsm.Public(ctx, g.Ref); err != nil {
 		t.Fatalf("the store records generation 1 as active but its key pair is gone: %v", err)
 	}
+}
+
+// Create is safe to retry: the same spec returns the key that exists (a
+// client whose answer was lost gets it), a different spec or another
+// request ID is AlreadyExists.
+func TestCreateIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	r := e.keyring(t, nil)
+	ctx := context.Background()
+	spec := keyring.CreateSpec{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-1"}
+	first, err := r.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, retry := range []keyring.CreateSpec{spec, {ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}} {
+		k, err := r.Create(ctx, retry)
+		if err != nil || len(k.Generations) != 1 || k.Generations[0].Ref != first.Generations[0].Ref {
+			t.Fatalf("retry %+v: %v %+v", retry, err, k)
+		}
+	}
+	for _, other := range []keyring.CreateSpec{
+		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-2"},
+		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES384},
+		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &keyring.JWTPolicy{MaxTokenTTL: 5 * time.Minute}},
+		{ID: "again", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256},
+	} {
+		_, err := r.Create(ctx, other)
+		wantKind(t, err, errs.AlreadyExists)
+	}
+	_, err = r.Create(ctx, keyring.CreateSpec{ID: "bad-req", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RequestID: "has space"})
+	wantKind(t, err, errs.InvalidArgument)
 }

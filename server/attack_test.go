@@ -290,6 +290,10 @@ func attacks() []attack {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "sigil.audit2", Algorithm: "ES256"})
 			return err
 		}, codes.InvalidArgument},
+		{"create with a request ID over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "req-too-long", Algorithm: "ES256", RequestId: strings.Repeat("r", 129)})
+			return err
+		}, codes.InvalidArgument},
 		{"create a key of purpose audit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "audit"})
 			return err

@@ -30,7 +30,7 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	}
 	spec := keyring.CreateSpec{
 		ID: req.GetId(), Purpose: keyring.Purpose(purpose), Algorithm: signer.Algorithm(req.GetAlgorithm()),
-		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(),
+		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(), RequestID: req.GetRequestId(),
 	}
 	if req.GetJwtPolicy() != nil {
 		p := policyFromProto(req.GetJwtPolicy())

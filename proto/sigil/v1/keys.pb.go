@@ -451,7 +451,12 @@ type CreateKeyRequest struct {
 	// For jwt keys; unset fields take the defaults (168h, 24h, 1h, 1m).
 	JwtPolicy *JWTPolicy `protobuf:"bytes,6,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
 	// For eth keys; without one the key signs for no chain.
-	EthPolicy     *EthPolicy `protobuf:"bytes,7,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
+	EthPolicy *EthPolicy `protobuf:"bytes,7,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
+	// Makes a retry safe: creating a key that exists with the same spec
+	// returns it instead of AlreadyExists, unless both requests carry
+	// request IDs and they differ (two intents, one ID). At most 128
+	// printable bytes.
+	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +538,13 @@ func (x *CreateKeyRequest) GetEthPolicy() *EthPolicy {
 		return x.EthPolicy
 	}
 	return nil
+}
+
+func (x *CreateKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type CreateKeyResponse struct {
@@ -1403,7 +1415,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xf7\x01\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\x96\x02\n" +
 	"\x10CreateKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1413,7 +1425,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
 	"jwt_policy\x18\x06 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\x122\n" +
 	"\n" +
-	"eth_policy\x18\a \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\"4\n" +
+	"eth_policy\x18\a \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x1f\n" +
 	"\rGetKeyRequest\x12\x0e\n" +
