@@ -27,8 +27,8 @@ type CreateSpec struct {
 	Backend   string     // the default backend if empty
 	JWT       *JWTPolicy // jwt keys only; unset fields take DefaultJWTPolicy's
 	Eth       *EthPolicy // eth keys only; without one the key signs for no chain
-	// RequestID, if set, names the client's intent: a retry with the same
-	// spec returns the key; another request ID is AlreadyExists.
+	// RequestID, if set, names the client's request: a retry of it (same
+	// ID, same spec) returns the key instead of AlreadyExists.
 	RequestID string
 
 	own bool // one of Sigil's own keys, made by the keyring itself
@@ -123,12 +123,12 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	return k, err
 }
 
-// sameKey returns key s.ID if it exists, made, with the spec s asks for
-// (and the same request ID, when both have one).
+// sameKey returns key s.ID if it exists, made by a request with s's
+// request ID and the spec s asks for: a retry of that request.
 func (r *Keyring) sameKey(s CreateSpec) (*Key, bool) {
 	k, err := r.current(s.ID)
-	if err != nil || !k.visible() || k.Purpose != s.Purpose || k.Algorithm != s.Algorithm || k.RSABits != s.RSABits ||
-		k.Backend != s.Backend || (s.RequestID != "" && k.RequestID != "" && s.RequestID != k.RequestID) {
+	if err != nil || !k.visible() || s.RequestID == "" || k.RequestID != s.RequestID || k.Purpose != s.Purpose ||
+		k.Algorithm != s.Algorithm || k.RSABits != s.RSABits || k.Backend != s.Backend {
 		return nil, false
 	}
 	a, _ := json.Marshal([]any{k.JWT, k.Eth})

@@ -284,9 +284,10 @@ func TestLostAnswerNeverDestroysARecordedKeyPair(t *testing.T) {
 	}
 }
 
-// Create is safe to retry: the same spec returns the key that exists (a
-// client whose answer was lost gets it), a different spec or another
-// request ID is AlreadyExists.
+// Create with a request ID is safe to retry: the same request (ID and
+// spec) returns the key that exists (a client whose answer was lost gets
+// it); without the request ID, with another, or another spec, the ID is
+// taken: AlreadyExists.
 func TestCreateIsIdempotent(t *testing.T) {
 	e := newEnv(t)
 	r := e.keyring(t, nil)
@@ -296,17 +297,16 @@ func TestCreateIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, retry := range []keyring.CreateSpec{spec, {ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}} {
-		k, err := r.Create(ctx, retry)
-		if err != nil || len(k.Generations) != 1 || k.Generations[0].Ref != first.Generations[0].Ref {
-			t.Fatalf("retry %+v: %v %+v", retry, err, k)
-		}
+	k, err := r.Create(ctx, spec)
+	if err != nil || len(k.Generations) != 1 || k.Generations[0].Ref != first.Generations[0].Ref {
+		t.Fatalf("retry: %v %+v", err, k)
 	}
 	for _, other := range []keyring.CreateSpec{
+		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256},
 		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-2"},
-		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES384},
-		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &keyring.JWTPolicy{MaxTokenTTL: 5 * time.Minute}},
-		{ID: "again", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256},
+		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES384, RequestID: "req-1"},
+		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-1", JWT: &keyring.JWTPolicy{MaxTokenTTL: 5 * time.Minute}},
+		{ID: "again", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RequestID: "req-1"},
 	} {
 		_, err := r.Create(ctx, other)
 		wantKind(t, err, errs.AlreadyExists)

@@ -190,7 +190,7 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 	f.StringVar(&req.Algorithm, "alg", "", "ES256, ES384, ES256K, RS256, PS256 or EdDSA")
 	f.StringVar(&req.Purpose, "purpose", "raw", "jwt, eth or raw")
 	f.StringVar(&req.Backend, "backend", "", "backend name (the default backend if empty)")
-	f.StringVar(&req.RequestId, "request-id", "", "makes a retry safe: the same spec (and request ID) returns the existing key")
+	f.StringVar(&req.RequestId, "request-id", "", "makes a retry safe: the same request ID and spec return the existing key instead of AlreadyExists")
 	f.IntVar(&bits, "rsa-bits", 0, "RSA modulus size for RS256/PS256: 2048 (default) or 3072")
 	j, e = addJWTFlags(f), addEthFlags(f)
 	cmd.MarkFlagRequired("alg")

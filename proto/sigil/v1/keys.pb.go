@@ -452,10 +452,9 @@ type CreateKeyRequest struct {
 	JwtPolicy *JWTPolicy `protobuf:"bytes,6,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
 	// For eth keys; without one the key signs for no chain.
 	EthPolicy *EthPolicy `protobuf:"bytes,7,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
-	// Makes a retry safe: creating a key that exists with the same spec
-	// returns it instead of AlreadyExists, unless both requests carry
-	// request IDs and they differ (two intents, one ID). At most 128
-	// printable bytes.
+	// Makes a retry safe: a key that exists, made by a request with the
+	// same request ID and spec, is returned instead of AlreadyExists. At
+	// most 128 printable ASCII bytes.
 	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
