@@ -44,6 +44,9 @@ const (
 	StateRevoked   State = "revoked"
 )
 
+// States lists every state a client may see.
+var States = []State{StatePending, StateActive, StateRetiring, StateRetired, StateRevoked, StateDestroyed}
+
 // Key is a logical key and its generations.
 type Key struct {
 	ID          string           `json:"id"`

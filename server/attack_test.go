@@ -290,6 +290,14 @@ func attacks() []attack {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "sigil.audit2", Algorithm: "ES256"})
 			return err
 		}, codes.InvalidArgument},
+		{"list with a page size over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{PageSize: 1 << 30})
+			return err
+		}, codes.InvalidArgument},
+		{"list with a forged page token", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{PageToken: strings.Repeat("A", 4096)})
+			return err
+		}, codes.InvalidArgument},
 		{"create with a request ID over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "req-too-long", Algorithm: "ES256", RequestId: strings.Repeat("r", 129)})
 			return err

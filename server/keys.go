@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
+	"slices"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -60,11 +62,29 @@ func (s *keyService) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*s
 	return &sigilv1.GetKeyResponse{Key: pk}, err
 }
 
-func (s *keyService) ListKeys(ctx context.Context, _ *sigilv1.ListKeysRequest) (*sigilv1.ListKeysResponse, error) {
+// Page sizes of ListKeys.
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+func (s *keyService) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest) (*sigilv1.ListKeysResponse, error) {
+	match, err := keyFilter(req)
+	if err != nil {
+		return nil, err
+	}
+	size, after, err := page(req)
+	if err != nil {
+		return nil, err
+	}
 	resp := &sigilv1.ListKeysResponse{}
-	for _, k := range s.keys.List(ctx) {
-		if !s.visible(ctx, k.ID) {
+	for _, k := range s.keys.List(ctx) { // in ID order
+		if k.ID <= after || !match(k) || !s.visible(ctx, k.ID) {
 			continue
+		}
+		if len(resp.Keys) == size {
+			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Keys[size-1].GetId()))
+			break
 		}
 		pk, err := keyToProto(k)
 		if err != nil {
@@ -73,6 +93,37 @@ func (s *keyService) ListKeys(ctx context.Context, _ *sigilv1.ListKeysRequest) (
 		resp.Keys = append(resp.Keys, pk)
 	}
 	return resp, nil
+}
+
+// keyFilter is the ListKeys request's purpose and state filter.
+func keyFilter(req *sigilv1.ListKeysRequest) (func(*keyring.Key) bool, error) {
+	purpose, state := keyring.Purpose(req.GetPurpose()), keyring.State(req.GetState())
+	if _, err := keyring.ParsePurpose(string(purpose)); err != nil && purpose != "" && purpose != keyring.PurposeAudit {
+		return nil, err
+	}
+	if state != "" && !slices.Contains(keyring.States, state) {
+		return nil, errs.New(errs.InvalidArgument, "state: %q is not one of %v", state, keyring.States)
+	}
+	return func(k *keyring.Key) bool {
+		return (purpose == "" || k.Purpose == purpose) &&
+			(state == "" || slices.ContainsFunc(k.Generations, func(g keyring.Generation) bool { return g.State == state }))
+	}, nil
+}
+
+// page is a ListKeys request's page size and the ID its page starts after.
+func page(req *sigilv1.ListKeysRequest) (int, string, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = defaultPageSize
+	case size < 0 || size > maxPageSize:
+		return 0, "", errs.New(errs.InvalidArgument, "page_size: 1 to %d", maxPageSize)
+	}
+	after, err := base64.RawURLEncoding.DecodeString(req.GetPageToken())
+	if err != nil || (len(after) > 0 && keyring.ValidateID(string(after)) != nil) {
+		return 0, "", errs.New(errs.InvalidArgument, "page_token: not one ListKeys gave")
+	}
+	return size, string(after), nil
 }
 
 func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKeyRequest) (*sigilv1.GetPublicKeyResponse, error) {

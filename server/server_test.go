@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -570,4 +571,54 @@ func TestRawKeysRotateAndVerify(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 	_, err = h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 9})
 	wantCode(t, err, codes.NotFound)
+}
+
+// ListKeys filters by purpose and generation state and pages in ID order.
+func TestListKeysFiltersAndPages(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	for _, id := range []string{"a-raw", "b-raw", "c-raw"} {
+		h.create(t, id, "ES256", "raw")
+	}
+	h.create(t, "d-jwt", "ES256", "jwt")
+	if _, err := h.keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "b-raw"}); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(req *sigilv1.ListKeysRequest) ([]string, string) {
+		t.Helper()
+		resp, err := h.keys.ListKeys(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range resp.GetKeys() {
+			out = append(out, k.GetId())
+		}
+		return out, resp.GetNextPageToken()
+	}
+	if got, _ := ids(&sigilv1.ListKeysRequest{Purpose: "jwt"}); !slices.Equal(got, []string{"d-jwt"}) {
+		t.Errorf("purpose jwt: %v", got)
+	}
+	if got, _ := ids(&sigilv1.ListKeysRequest{State: "retiring"}); !slices.Equal(got, []string{"b-raw"}) {
+		t.Errorf("state retiring: %v", got)
+	}
+	var all []string
+	for token, pages := "", 0; ; pages++ {
+		got, next := ids(&sigilv1.ListKeysRequest{Purpose: "raw", PageSize: 2, PageToken: token})
+		all = append(all, got...)
+		if next == "" {
+			if pages != 1 {
+				t.Errorf("%d pages of 2 for 3 keys", pages+1)
+			}
+			break
+		}
+		token = next
+	}
+	if !slices.Equal(all, []string{"a-raw", "b-raw", "c-raw"}) {
+		t.Errorf("paged: %v", all)
+	}
+	for _, bad := range []*sigilv1.ListKeysRequest{{PageSize: -1}, {PageSize: 1001}, {PageToken: "!!"}, {State: "creating"}, {Purpose: "nope"}} {
+		_, err := h.keys.ListKeys(ctx, bad)
+		wantCode(t, err, codes.InvalidArgument)
+	}
 }

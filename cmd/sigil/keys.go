@@ -212,15 +212,19 @@ func newKeysGet(c *clientFlags) *cobra.Command {
 }
 
 func newKeysList(c *clientFlags) *cobra.Command {
-	return &cobra.Command{
+	req := &sigilv1.ListKeysRequest{}
+	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List every key",
+		Short: "List the keys one may read, in ID order (a page at a time with --page-size)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := sigilv1.NewKeyServiceClient(conn).ListKeys(ctx, &sigilv1.ListKeysRequest{})
+				resp, err := sigilv1.NewKeyServiceClient(conn).ListKeys(ctx, req)
 				if err != nil {
 					return err
+				}
+				if t := resp.GetNextPageToken(); t != "" { // stderr: stdout stays the list
+					fmt.Fprintf(cmd.ErrOrStderr(), "more keys follow: --page-token %s\n", t)
 				}
 				w := cmd.OutOrStdout()
 				if c.json {
@@ -238,6 +242,12 @@ func newKeysList(c *clientFlags) *cobra.Command {
 			})
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&req.Purpose, "purpose", "", "only keys of this purpose: jwt, eth, raw or audit")
+	f.StringVar(&req.State, "state", "", "only keys with a generation in this state")
+	f.Int32Var(&req.PageSize, "page-size", 0, "at most this many keys (1 to 1000; 100 by default)")
+	f.StringVar(&req.PageToken, "page-token", "", "the page after the one that printed this token")
+	return cmd
 }
 
 // keyJSON is the `--json` shape of a key (CLI.md).
