@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 )
 
 // Entries returns, for every JWT key of kr, its published generations
@@ -12,10 +13,10 @@ import (
 func Entries(ctx context.Context, kr *keyring.Keyring) []Entry {
 	var out []Entry
 	for _, k := range kr.List(ctx) {
-		if k.Purpose != keyring.PurposeJWT || k.JWT == nil {
+		if k.Purpose != jwt.Name {
 			continue
 		}
-		e := Entry{ID: k.ID, MaxAge: k.JWT.MaxAge()}
+		e := Entry{ID: k.ID, MaxAge: jwt.PolicyOf(k).MaxAge()}
 		for _, g := range k.Generations {
 			if g.Published() {
 				e.Keys = append(e.Keys, JWK{KID: g.KID(), Algorithm: k.Algorithm, Public: g.Public()})

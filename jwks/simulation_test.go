@@ -12,12 +12,12 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/sigil-hsm/sigil/internal/jwtsign"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -38,14 +38,14 @@ type minted struct {
 func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	policy := keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: time.Minute}
+	policy := jwt.Policy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: time.Minute}
 	env := keyringtest.HSM(t, keyringtest.Options{Now: clk.now, Retention: 2 * time.Hour})
 	kr, hsm := env.Keyring, env.HSM
 	pub := jwks.NewPublisher()
 	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &policy}); err != nil {
+	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &policy}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -99,7 +99,7 @@ func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 
 		// Mint one token, to be shown to some party at a random time
 		// before it expires.
-		s, err := kr.ForSigning(ctx, "auth", keyring.PurposeJWT)
+		s, err := kr.ForSigning(ctx, "auth", jwt.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,11 +107,11 @@ func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 			t.Fatalf("a revoked generation signs at %v", clk.t)
 		}
 		ttl := time.Duration(1+rnd.Int64N(int64(policy.MaxTokenTTL/time.Second))) * time.Second
-		p, err := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"sub":"user-1"}`), TTL: ttl}, policy, clk.t)
+		p, err := jwt.Prepare(jwt.Request{Claims: []byte(`{"sub":"user-1"}`), TTL: ttl}, policy, clk.t)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tok, err := jwtsign.Sign(ctx, s, p)
+		tok, err := jwt.Sign(ctx, s, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,7 +195,7 @@ func revoke(t *testing.T, kr *keyring.Keyring, k *keyring.Key, n int, revokedAt 
 
 // checkInvariants checks DESIGN.md's three rotation invariants on k and
 // the JWKS being served.
-func checkInvariants(t *testing.T, k *keyring.Key, p *jwks.Publisher, policy keyring.JWTPolicy, now time.Time) {
+func checkInvariants(t *testing.T, k *keyring.Key, p *jwks.Publisher, policy jwt.Policy, now time.Time) {
 	t.Helper()
 	active := 0
 	var doc jose.JSONWebKeySet

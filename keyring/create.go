@@ -3,15 +3,12 @@ package keyring
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
-
-	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/failpoint"
@@ -21,12 +18,13 @@ import (
 // CreateSpec describes a new key.
 type CreateSpec struct {
 	ID        string
-	Purpose   Purpose
+	Purpose   string // the name of a registered Purpose
 	Algorithm signer.Algorithm
-	RSABits   int        // RS256/PS256 only; 2048 if zero
-	Backend   string     // the default backend if empty
-	JWT       *JWTPolicy // jwt keys only; unset fields take DefaultJWTPolicy's
-	Eth       *EthPolicy // eth keys only; without one the key signs for no chain
+	RSABits   int    // RS256/PS256 only; 2048 if zero
+	Backend   string // the default backend if empty
+	// Policy is the purpose's policy as requested (nil: none); the
+	// purpose fills in its defaults and checks it.
+	Policy any
 	// RequestID, if set, names the client's request: a retry of it (same
 	// ID, same spec) returns the key instead of AlreadyExists.
 	RequestID string
@@ -34,6 +32,8 @@ type CreateSpec struct {
 	own bool // one of Sigil's own keys, made by the keyring itself
 }
 
+// validate checks s and completes it: the policy its purpose makes of the
+// requested one, the default RSA size and backend.
 func (r *Keyring) validate(s *CreateSpec) error {
 	if err := ValidateID(s.ID); err != nil {
 		return err
@@ -44,13 +44,17 @@ func (r *Keyring) validate(s *CreateSpec) error {
 	if !s.own && strings.HasPrefix(s.ID, "sigil.") {
 		return errs.New(errs.InvalidArgument, "key IDs starting with \"sigil.\" are reserved for Sigil's own keys")
 	}
-	if _, err := ParsePurpose(string(s.Purpose)); err != nil && !(s.own && s.Purpose == PurposeAudit) {
+	p, err := LookupPurpose(s.Purpose)
+	if s.own {
+		p, err = auditPurpose{}, nil
+	}
+	if err != nil {
 		return err
 	}
 	if _, err := signer.ParseAlgorithm(string(s.Algorithm)); err != nil {
 		return err
 	}
-	if err := checkPurpose(s.Purpose, s.Algorithm); err != nil {
+	if err := p.CheckAlgorithm(s.Algorithm); err != nil {
 		return err
 	}
 	switch {
@@ -59,22 +63,8 @@ func (r *Keyring) validate(s *CreateSpec) error {
 	case !s.Algorithm.IsRSA() && s.RSABits != 0:
 		return errs.New(errs.InvalidArgument, "RSA key size given for %s", s.Algorithm)
 	}
-	switch {
-	case s.Purpose == PurposeJWT:
-		p := JWTPolicy{}
-		if s.JWT != nil {
-			p = *s.JWT
-		}
-		p = merge(DefaultJWTPolicy, p)
-		if err := p.Validate(); err != nil {
-			return err
-		}
-		s.JWT = &p
-	case s.JWT != nil:
-		return errs.New(errs.InvalidArgument, "a rotation policy applies to jwt keys only")
-	}
-	if s.Eth != nil && s.Purpose != PurposeEth {
-		return errs.New(errs.InvalidArgument, "a spending policy applies to eth keys only")
+	if s.Policy, err = p.NewPolicy(s.Policy); err != nil {
+		return err
 	}
 	if s.Backend == "" {
 		s.Backend = r.defaultBackend
@@ -98,8 +88,11 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 		return k, nil // a retry: the key is there already
 	}
 	now := r.now().UTC()
-	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend, JWT: s.JWT, Eth: s.Eth,
+	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend,
 		RequestID: s.RequestID, CreatedAt: now, UpdatedAt: now}
+	if err := k.setPolicy(s.Policy); err != nil {
+		return nil, err
+	}
 	rev, err := r.store.Put(ctx, k)
 	if errs.Is(err, errs.AlreadyExists) {
 		if err := r.refresh(ctx, s.ID); err == nil {
@@ -131,9 +124,14 @@ func (r *Keyring) sameKey(s CreateSpec) (*Key, bool) {
 		k.Algorithm != s.Algorithm || k.RSABits != s.RSABits || k.Backend != s.Backend {
 		return nil, false
 	}
-	a, _ := json.Marshal([]any{k.JWT, k.Eth})
-	b, _ := json.Marshal([]any{s.JWT, s.Eth})
-	return k, bytes.Equal(a, b)
+	want, err := json.Marshal(s.Policy)
+	if err != nil {
+		return nil, false
+	}
+	if s.Policy == nil {
+		want = nil
+	}
+	return k, bytes.Equal(k.PolicyJSON, want)
 }
 
 // EnsureAuditKey returns the key that signs audit checkpoints, creating
@@ -219,12 +217,10 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 				return errs.New(errs.Internal, "encoding public key: %w", err)
 			}
 			cur.Ref, cur.PublicKey, cur.UpdatedAt = info.Ref, der, now
-			if k.Purpose == PurposeEth {
-				pub, ok := info.Public.(*ecdsa.PublicKey)
-				if !ok {
-					return errs.New(errs.Internal, "eth key without a secp256k1 public key")
+			if p, ok := purposeOf(k); ok {
+				if k.Attributes, err = p.Attributes(info.Public); err != nil {
+					return err
 				}
-				k.Address = ethcrypto.PubkeyToAddress(*pub).Hex()
 			}
 			return place(k, cur, now)
 		})

@@ -2,27 +2,14 @@ package keyring
 
 import (
 	"crypto"
+	"encoding/json"
+	"maps"
 	"regexp"
 	"slices"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/signer"
-)
-
-// Purpose says what a key may sign. A key signs only for its purpose: a
-// JWT key must never sign an arbitrary digest, or a raw-sign client could
-// forge tokens.
-type Purpose string
-
-// The purposes.
-const (
-	PurposeJWT Purpose = "jwt"
-	PurposeEth Purpose = "eth"
-	PurposeRaw Purpose = "raw"
-	// PurposeAudit is the audit key's: it signs audit checkpoints and
-	// nothing a client asks for. Only Sigil makes it (EnsureAuditKey).
-	PurposeAudit Purpose = "audit"
 )
 
 // AuditKeyID is the ID of the key that signs audit checkpoints. IDs that
@@ -50,7 +37,7 @@ var States = []State{StatePending, StateActive, StateRetiring, StateRetired, Sta
 // Key is a logical key and its generations.
 type Key struct {
 	ID          string           `json:"id"`
-	Purpose     Purpose          `json:"purpose"`
+	Purpose     string           `json:"purpose"` // the name of its Purpose
 	Algorithm   signer.Algorithm `json:"algorithm"`
 	RSABits     int              `json:"rsa_bits,omitempty"`
 	Backend     string           `json:"backend"`
@@ -58,12 +45,12 @@ type Key struct {
 	CreatedAt   time.Time        `json:"created_at"`
 	UpdatedAt   time.Time        `json:"updated_at"`
 
-	// JWT is the rotation policy of a jwt-purpose key.
-	JWT *JWTPolicy `json:"jwt,omitempty"`
-	// Eth is the spending policy of an eth-purpose key, and Address its
-	// EIP-55 address, derived once from the public key.
-	Eth     *EthPolicy `json:"eth,omitempty"`
-	Address string     `json:"address,omitempty"`
+	// PolicyJSON is the key's policy as its purpose encodes it (see
+	// Purpose); Policy returns it decoded. None for purposes without one.
+	PolicyJSON json.RawMessage `json:"policy,omitempty"`
+	// Attributes are what the purpose derived from the public key (an
+	// Ethereum key's "address").
+	Attributes map[string]string `json:"attributes,omitempty"`
 	// RequestID is the client's name for the request that created the key.
 	RequestID string `json:"request_id,omitempty"`
 	// Disabled keys refuse to sign until enabled again; their generations
@@ -77,6 +64,71 @@ type Key struct {
 	// Revision is the store revision this copy was read at; writes succeed
 	// only if the stored revision still equals it. Zero means "new".
 	Revision int64 `json:"-"`
+
+	policy any // PolicyJSON, decoded by the purpose; treated as immutable
+}
+
+// CheckPurpose refuses, with FailedPrecondition, a key whose purpose is
+// not the one named p.
+func (k *Key) CheckPurpose(p string) error {
+	if k.Purpose != p {
+		return errs.New(errs.FailedPrecondition, "key %q has purpose %s, not %s", k.ID, k.Purpose, p)
+	}
+	return nil
+}
+
+// Policy returns the key's policy as its purpose decoded it (nil if it has
+// none). Callers must not change it.
+func (k *Key) Policy() any { return k.policy }
+
+// schedule returns the key's rotation schedule, if its policy has one.
+func (k *Key) schedule() (Schedule, bool) {
+	s, ok := k.policy.(Scheduled)
+	if !ok {
+		return Schedule{}, false
+	}
+	return s.RotationSchedule(), true
+}
+
+// setPolicy makes p the key's policy, encoded for the store.
+func (k *Key) setPolicy(p any) error {
+	k.policy, k.PolicyJSON = p, nil
+	if p == nil {
+		return nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return errs.New(errs.Internal, "encoding the policy of key %q: %w", k.ID, err)
+	}
+	k.PolicyJSON = b
+	return nil
+}
+
+// UnmarshalJSON reads a key record, including those written before
+// purposes owned their policies: their "jwt" or "eth" policy becomes
+// the policy, and "address" an attribute. The next write stores the
+// current form.
+func (k *Key) UnmarshalJSON(b []byte) error {
+	type record Key // without this method
+	var r struct {
+		record
+		JWT     json.RawMessage `json:"jwt"`
+		Eth     json.RawMessage `json:"eth"`
+		Address string          `json:"address"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	*k = Key(r.record)
+	for _, legacy := range []json.RawMessage{r.JWT, r.Eth} {
+		if len(k.PolicyJSON) == 0 && len(legacy) > 0 && string(legacy) != "null" {
+			k.PolicyJSON = legacy
+		}
+	}
+	if r.Address != "" && k.Attributes["address"] == "" {
+		k.Attributes = map[string]string{"address": r.Address}
+	}
+	return nil
 }
 
 // Generation is one key pair of a logical key.
@@ -131,9 +183,16 @@ func (g *Generation) Trusted() bool {
 	return g.Published() || g.State == StateRetired
 }
 
-// Find returns the generation numbered n, or whose kid is kid; with
-// neither, the active one. Generations being created are never found.
+// Find returns the generation numbered n, or whose kid is kid (a request
+// names one or the other, not both); with neither, the active one.
+// Generations being created are never found.
 func (k *Key) Find(n int, kid string) (*Generation, error) {
+	switch {
+	case n < 0:
+		return nil, errs.New(errs.InvalidArgument, "generation: must be 1 or more")
+	case n != 0 && kid != "":
+		return nil, errs.New(errs.InvalidArgument, "name a generation by number or by kid, not both")
+	}
 	if n == 0 && kid == "" {
 		if g, ok := k.Active(); ok {
 			return g, nil
@@ -209,14 +268,8 @@ func (k *Key) visible() bool {
 func (k *Key) clone() *Key {
 	c := *k
 	c.Generations = slices.Clone(k.Generations)
-	if k.JWT != nil {
-		p := *k.JWT
-		c.JWT = &p
-	}
-	if k.Eth != nil {
-		p := *k.Eth
-		c.Eth = &p
-	}
+	c.PolicyJSON = slices.Clone(k.PolicyJSON)
+	c.Attributes = maps.Clone(k.Attributes)
 	return &c
 }
 
@@ -226,24 +279,6 @@ var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 func ValidateID(id string) error {
 	if !idPattern.MatchString(id) {
 		return errs.New(errs.InvalidArgument, "key ID must match [a-z0-9][a-z0-9._-]{0,63}")
-	}
-	return nil
-}
-
-// ParsePurpose returns the Purpose named s.
-func ParsePurpose(s string) (Purpose, error) {
-	switch p := Purpose(s); p {
-	case PurposeJWT, PurposeEth, PurposeRaw:
-		return p, nil
-	}
-	return "", errs.New(errs.InvalidArgument, "unknown purpose %q (want jwt, eth or raw)", s)
-}
-
-// checkPurpose reports whether alg may serve purpose p: Ethereum keys are
-// secp256k1, and a secp256k1 key for JWTs is ES256K.
-func checkPurpose(p Purpose, alg signer.Algorithm) error {
-	if p == PurposeEth && alg != signer.ES256K {
-		return errs.New(errs.InvalidArgument, "purpose eth needs algorithm ES256K, not %s", alg)
 	}
 	return nil
 }

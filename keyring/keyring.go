@@ -102,7 +102,7 @@ const (
 	RepairRollback RepairKind = "rollback"
 	// RepairOrphan destroyed a backend object that no key records.
 	RepairOrphan RepairKind = "orphan_destroyed"
-	// RepairActivate gave a JWT key found without an active generation a
+	// RepairActivate gave a scheduled key (JWT) found without an active generation a
 	// new one: an alarm, since tokens could not be minted meanwhile.
 	RepairActivate RepairKind = "active_restored"
 )
@@ -276,6 +276,9 @@ func (r *Keyring) remember(k *Key) error {
 		}
 		g.public, g.kid = pub, kid
 	}
+	if err := r.decodePolicy(k); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	if cur, ok := r.keys[k.ID]; !ok || cur.Revision < k.Revision {
 		r.keys[k.ID] = k
@@ -285,6 +288,26 @@ func (r *Keyring) remember(k *Key) error {
 	for _, w := range watchers {
 		w()
 	}
+	return nil
+}
+
+// decodePolicy decodes k's stored policy with its purpose's codec. A key
+// of a purpose this binary lacks is kept (its objects stay accounted
+// for) but signs nothing: no handler asks for that purpose.
+func (r *Keyring) decodePolicy(k *Key) error {
+	if k.policy != nil || len(k.PolicyJSON) == 0 {
+		return nil
+	}
+	p, ok := purposeOf(k)
+	if !ok {
+		r.log.Warn("key of an unknown purpose; it will not sign", "key", k.ID, "purpose", k.Purpose)
+		return nil
+	}
+	pol, err := p.DecodePolicy(k.PolicyJSON)
+	if err != nil {
+		return errs.New(errs.Internal, "policy: %w", err)
+	}
+	k.policy = pol
 	return nil
 }
 
@@ -409,14 +432,14 @@ func (s Signing) Sign(ctx context.Context, input []byte) ([]byte, error) {
 	return sig, nil
 }
 
-// ForSigning resolves key id for a signature of purpose p.
-func (r *Keyring) ForSigning(ctx context.Context, id string, p Purpose) (Signing, error) {
+// ForSigning resolves key id for a signature of the purpose named p.
+func (r *Keyring) ForSigning(ctx context.Context, id string, p string) (Signing, error) {
 	k, err := r.Get(ctx, id)
 	if err != nil {
 		return Signing{}, err
 	}
-	if k.Purpose != p {
-		return Signing{}, errs.New(errs.FailedPrecondition, "key %q has purpose %s, not %s", id, k.Purpose, p)
+	if err := k.CheckPurpose(p); err != nil {
+		return Signing{}, err
 	}
 	if k.Disabled {
 		return Signing{}, errs.New(errs.FailedPrecondition, "key %q is disabled", id)
@@ -439,10 +462,10 @@ func (r *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (*K
 		return nil, err
 	}
 	return r.update(ctx, id, func(k *Key, _ time.Time) error {
-		switch {
-		case k.Purpose == PurposeAudit:
-			return errs.New(errs.FailedPrecondition, "key %q signs the audit trail's checkpoints and is managed by Sigil", id)
-		case k.Disabled == disabled:
+		if err := notOwn(k); err != nil {
+			return err
+		}
+		if k.Disabled == disabled {
 			return errUnchanged
 		}
 		k.Disabled = disabled

@@ -15,6 +15,9 @@ import (
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/purpose/eth"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
@@ -81,7 +84,7 @@ func TestCreateGetListAndSurviveRestart(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	r := e.keyring(t, nil)
-	k, err := r.Create(ctx, keyring.CreateSpec{ID: "k1", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	k, err := r.Create(ctx, keyring.CreateSpec{ID: "k1", Purpose: raw.Name, Algorithm: signer.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func TestCreateGetListAndSurviveRestart(t *testing.T) {
 	if !ok || g.Number != 1 || g.Public() == nil || k.Backend != "hsm-a" {
 		t.Fatalf("created key %+v", k)
 	}
-	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "k2", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K}); err != nil {
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "k2", Purpose: eth.Name, Algorithm: signer.ES256K}); err != nil {
 		t.Fatal(err)
 	}
 	e.reopenStore(t)
@@ -98,7 +101,7 @@ func TestCreateGetListAndSurviveRestart(t *testing.T) {
 	if len(list) != 2 || list[0].ID != "k1" || list[1].ID != "k2" {
 		t.Fatalf("after restart: %v keys", len(list))
 	}
-	s, err := r2.ForSigning(ctx, "k1", keyring.PurposeRaw)
+	s, err := r2.ForSigning(ctx, "k1", raw.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,15 +120,15 @@ func TestCreateRefusesBadSpecs(t *testing.T) {
 	r := e.keyring(t, nil)
 	ctx := context.Background()
 	for _, s := range []keyring.CreateSpec{
-		{ID: "Upper", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256},
-		{ID: "", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256},
-		{ID: "-dash", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256},
+		{ID: "Upper", Purpose: raw.Name, Algorithm: signer.ES256},
+		{ID: "", Purpose: raw.Name, Algorithm: signer.ES256},
+		{ID: "-dash", Purpose: raw.Name, Algorithm: signer.ES256},
 		{ID: "ok", Purpose: "mint", Algorithm: signer.ES256},
-		{ID: "ok", Purpose: keyring.PurposeRaw, Algorithm: "HS256"},
-		{ID: "ok", Purpose: keyring.PurposeEth, Algorithm: signer.ES256},
-		{ID: "ok", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RSABits: 2048},
-		{ID: "ok", Purpose: keyring.PurposeRaw, Algorithm: signer.RS256, RSABits: 4096},
-		{ID: "ok", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "nowhere"},
+		{ID: "ok", Purpose: raw.Name, Algorithm: "HS256"},
+		{ID: "ok", Purpose: eth.Name, Algorithm: signer.ES256},
+		{ID: "ok", Purpose: raw.Name, Algorithm: signer.ES256, RSABits: 2048},
+		{ID: "ok", Purpose: raw.Name, Algorithm: signer.RS256, RSABits: 4096},
+		{ID: "ok", Purpose: raw.Name, Algorithm: signer.ES256, Backend: "nowhere"},
 	} {
 		_, err := r.Create(ctx, s)
 		wantKind(t, err, errs.InvalidArgument)
@@ -139,14 +142,14 @@ func TestPurposeAndExistence(t *testing.T) {
 	e := newEnv(t)
 	r := e.keyring(t, nil)
 	ctx := context.Background()
-	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "auth-jwt", Purpose: keyring.PurposeJWT, Algorithm: signer.EdDSA}); err != nil {
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "auth-jwt", Purpose: jwt.Name, Algorithm: signer.EdDSA}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.Create(ctx, keyring.CreateSpec{ID: "auth-jwt", Purpose: keyring.PurposeJWT, Algorithm: signer.EdDSA})
+	_, err := r.Create(ctx, keyring.CreateSpec{ID: "auth-jwt", Purpose: jwt.Name, Algorithm: signer.EdDSA})
 	wantKind(t, err, errs.AlreadyExists)
-	_, err = r.ForSigning(ctx, "auth-jwt", keyring.PurposeRaw)
+	_, err = r.ForSigning(ctx, "auth-jwt", raw.Name)
 	wantKind(t, err, errs.FailedPrecondition)
-	_, err = r.ForSigning(ctx, "nope", keyring.PurposeRaw)
+	_, err = r.ForSigning(ctx, "nope", raw.Name)
 	wantKind(t, err, errs.NotFound)
 }
 
@@ -157,7 +160,7 @@ func TestConcurrentCreatesOfOneIDHaveOneWinner(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() { // eight intents (request IDs) for one ID
-			_, err := r.Create(context.Background(), keyring.CreateSpec{ID: "race", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RequestID: fmt.Sprint("req-", i)})
+			_, err := r.Create(context.Background(), keyring.CreateSpec{ID: "race", Purpose: raw.Name, Algorithm: signer.ES256, RequestID: fmt.Sprint("req-", i)})
 			switch {
 			case err == nil:
 				wins.Add(1)
@@ -197,7 +200,7 @@ func TestFailedCreationLeavesNothingBehind(t *testing.T) {
 			fs := &failingStore{Store: e.store}
 			fs.n.Store(n)
 			r := e.keyring(t, fs)
-			_, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+			_, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: raw.Name, Algorithm: signer.ES256})
 			wantKind(t, err, errs.Unavailable)
 			if _, err := e.store.Get(ctx, "half"); !errs.Is(err, errs.NotFound) {
 				t.Fatalf("record left behind: %v", err)
@@ -208,7 +211,7 @@ func TestFailedCreationLeavesNothingBehind(t *testing.T) {
 			if _, err := r.Get(ctx, "half"); !errs.Is(err, errs.NotFound) {
 				t.Fatalf("visible in memory: %v", err)
 			}
-			if _, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+			if _, err := r.Create(ctx, keyring.CreateSpec{ID: "half", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 				t.Fatalf("retry: %v", err)
 			}
 		})
@@ -220,7 +223,7 @@ func TestCrashDuringCreationIsCleanedUpLater(t *testing.T) {
 	ctx := context.Background()
 	// What a crash between generation and completion leaves: a "creating"
 	// record and a key pair in the token.
-	if _, err := e.store.Put(ctx, &keyring.Key{ID: "crashed", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a",
+	if _, err := e.store.Put(ctx, &keyring.Key{ID: "crashed", Purpose: raw.Name, Algorithm: signer.ES256, Backend: "hsm-a",
 		UpdatedAt: e.now, Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "crashed.g1", Ref: e.hsm.NameRef("crashed.g1"), CreatedAt: e.now}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,11 +235,11 @@ func TestCrashDuringCreationIsCleanedUpLater(t *testing.T) {
 		t.Fatalf("a creating key is visible: %v", err)
 	}
 	// In progress (recent): a second create is refused, nothing is removed.
-	_, err := r.Create(ctx, keyring.CreateSpec{ID: "crashed", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	_, err := r.Create(ctx, keyring.CreateSpec{ID: "crashed", Purpose: raw.Name, Algorithm: signer.ES256})
 	wantKind(t, err, errs.AlreadyExists)
 	// Abandoned (old): the retry removes the old key pair and succeeds.
 	e.now = e.now.Add(time.Hour)
-	k, err := r.Create(ctx, keyring.CreateSpec{ID: "crashed", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	k, err := r.Create(ctx, keyring.CreateSpec{ID: "crashed", Purpose: raw.Name, Algorithm: signer.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +274,7 @@ func TestLostAnswerNeverDestroysARecordedKeyPair(t *testing.T) {
 	ls := &lostAnswerStore{Store: e.store}
 	ls.n.Store(3) // the write that completes generation 1
 	r := e.keyring(t, ls)
-	_, err := r.Create(ctx, keyring.CreateSpec{ID: "lost", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	_, err := r.Create(ctx, keyring.CreateSpec{ID: "lost", Purpose: raw.Name, Algorithm: signer.ES256})
 	wantKind(t, err, errs.Unavailable)
 	k, err := e.store.Get(ctx, "lost")
 	if err != nil {
@@ -292,7 +295,7 @@ func TestCreateIsIdempotent(t *testing.T) {
 	e := newEnv(t)
 	r := e.keyring(t, nil)
 	ctx := context.Background()
-	spec := keyring.CreateSpec{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-1"}
+	spec := keyring.CreateSpec{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256, RequestID: "req-1"}
 	first, err := r.Create(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -302,15 +305,15 @@ func TestCreateIsIdempotent(t *testing.T) {
 		t.Fatalf("retry: %v %+v", err, k)
 	}
 	for _, other := range []keyring.CreateSpec{
-		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256},
-		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-2"},
-		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES384, RequestID: "req-1"},
-		{ID: "again", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, RequestID: "req-1", JWT: &keyring.JWTPolicy{MaxTokenTTL: 5 * time.Minute}},
-		{ID: "again", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RequestID: "req-1"},
+		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256},
+		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256, RequestID: "req-2"},
+		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES384, RequestID: "req-1"},
+		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256, RequestID: "req-1", Policy: &jwt.Policy{MaxTokenTTL: 5 * time.Minute}},
+		{ID: "again", Purpose: raw.Name, Algorithm: signer.ES256, RequestID: "req-1"},
 	} {
 		_, err := r.Create(ctx, other)
 		wantKind(t, err, errs.AlreadyExists)
 	}
-	_, err = r.Create(ctx, keyring.CreateSpec{ID: "bad-req", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, RequestID: "has space"})
+	_, err = r.Create(ctx, keyring.CreateSpec{ID: "bad-req", Purpose: raw.Name, Algorithm: signer.ES256, RequestID: "has space"})
 	wantKind(t, err, errs.InvalidArgument)
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -122,7 +124,7 @@ func TestSchedulerRestoresAMissingActiveGeneration(t *testing.T) {
 	if states(k) != "revoked,active" || !slices.Contains(repairs.kinds(), keyring.RepairActivate) {
 		t.Fatalf("after a tick: %s, repairs %v", states(k), repairs.kinds())
 	}
-	if _, err := r.ForSigning(ctx, "orphaned", keyring.PurposeJWT); err != nil {
+	if _, err := r.ForSigning(ctx, "orphaned", jwt.Name); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -136,11 +138,11 @@ func TestUnfinishedCreationsAreRolledBack(t *testing.T) {
 		t.Run(map[bool]string{true: "sole writer, at start", false: "shared store, while running"}[sole], func(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
-			if _, err := e.store.Put(ctx, &keyring.Key{ID: "crashed", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now,
+			if _, err := e.store.Put(ctx, &keyring.Key{ID: "crashed", Purpose: raw.Name, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now,
 				Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "crashed.g1", Ref: e.hsm.NameRef("crashed.g1"), CreatedAt: e.now}}}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.store.Put(ctx, &keyring.Key{ID: "empty", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now}); err != nil {
+			if _, err := e.store.Put(ctx, &keyring.Key{ID: "empty", Purpose: raw.Name, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := e.hsm.CreateKey(ctx, signer.CreateKeyRequest{Name: "crashed.g1", Algorithm: signer.ES256}); err != nil {
@@ -172,7 +174,7 @@ func TestUnfinishedCreationsAreRolledBack(t *testing.T) {
 				t.Fatalf("repairs: %v", repairs.kinds())
 			}
 			for _, id := range []string{"crashed", "empty"} {
-				if _, err := r.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+				if _, err := r.Create(ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 					t.Fatalf("create %q again: %v", id, err)
 				}
 			}
@@ -187,7 +189,7 @@ func TestSweepDestroysOrphansOnly(t *testing.T) {
 	ctx := context.Background()
 	var repairs repairLog
 	r := e.keyringWith(t, keyring.Options{SweepInterval: time.Minute, OrphanGrace: 5 * time.Minute, OnRepair: repairs.add})
-	kept, err := r.Create(ctx, keyring.CreateSpec{ID: "kept", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	kept, err := r.Create(ctx, keyring.CreateSpec{ID: "kept", Purpose: raw.Name, Algorithm: signer.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,14 +286,14 @@ func TestFailedCreationNeverDestroysForeignObjects(t *testing.T) {
 	if _, _, err := ctx11.GenerateKeyPair(h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.Create(ctx, keyring.CreateSpec{ID: "victim", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+	_, err := r.Create(ctx, keyring.CreateSpec{ID: "victim", Purpose: raw.Name, Algorithm: signer.ES256})
 	wantKind(t, err, errs.AlreadyExists)
 	if n := countObjects(t, e, victim); n != 1 {
 		t.Fatalf("the other application's key pair is gone (%d private keys left)", n)
 	}
 	// The same after a crash: a creating record whose name another
 	// application's object carries, rolled back at start.
-	if _, err := e.store.Put(ctx, &keyring.Key{ID: "victim", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now,
+	if _, err := e.store.Put(ctx, &keyring.Key{ID: "victim", Purpose: raw.Name, Algorithm: signer.ES256, Backend: "hsm-a", CreatedAt: e.now,
 		Generations: []keyring.Generation{{Number: 1, State: keyring.StateCreating, Name: "victim.g1", Ref: e.hsm.NameRef("victim.g1"), CreatedAt: e.now}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -307,19 +309,19 @@ func TestDisabledKeysRefuseToSign(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	r := e.keyringWith(t, keyring.Options{})
-	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "off", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "off", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.SetDisabled(ctx, "off", true); err != nil {
 		t.Fatal(err)
 	}
 	r = e.keyringWith(t, keyring.Options{}) // restart
-	_, err := r.ForSigning(ctx, "off", keyring.PurposeRaw)
+	_, err := r.ForSigning(ctx, "off", raw.Name)
 	wantKind(t, err, errs.FailedPrecondition)
 	if _, err := r.SetDisabled(ctx, "off", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.ForSigning(ctx, "off", keyring.PurposeRaw); err != nil {
+	if _, err := r.ForSigning(ctx, "off", raw.Name); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.EnsureAuditKey(ctx); err != nil {

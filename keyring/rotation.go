@@ -17,10 +17,9 @@ import (
 func activate(k *Key, g *Generation, now time.Time) {
 	for _, old := range k.inState(StateActive) {
 		old.State, old.RetiringAt, old.UpdatedAt = StateRetiring, now, now
-		if k.JWT != nil {
-			old.UnpublishAt = now.Add(k.JWT.MaxTokenTTL + k.JWT.Skew)
-		} else {
-			old.UnpublishAt = now
+		old.UnpublishAt = now
+		if s, ok := k.schedule(); ok {
+			old.UnpublishAt = now.Add(s.MaxTokenTTL + s.Skew)
 		}
 	}
 	if g.PublishedAt.IsZero() {
@@ -31,9 +30,9 @@ func activate(k *Key, g *Generation, now time.Time) {
 
 // publish makes g pending: in the JWKS now, signing from its ActivateAt,
 // which is at least A away (invariant 2) and no earlier than planned.
-func publish(k *Key, g *Generation, planned, now time.Time) {
+func publish(k *Key, s Schedule, g *Generation, planned, now time.Time) {
 	g.State, g.PublishedAt, g.UpdatedAt = StatePending, now, now
-	g.ActivateAt = maxTime(planned, now.Add(k.JWT.PublishAhead), k.ActivateNotBefore)
+	g.ActivateAt = maxTime(planned, now.Add(s.PublishAhead), k.ActivateNotBefore)
 }
 
 func maxTime(ts ...time.Time) time.Time {
@@ -46,7 +45,7 @@ func maxTime(ts ...time.Time) time.Time {
 	return m
 }
 
-// Tick advances every JWT key's generations through whatever is due now.
+// Tick advances every key's generations through whatever is due now.
 // It is idempotent. Within a process a Tick that finds another running
 // returns at once; across processes sharing a store, each step is a
 // compare-and-swap and a lost race is retried on the next tick.
@@ -57,7 +56,7 @@ func (r *Keyring) Tick(ctx context.Context) error {
 	defer r.ticking.Unlock()
 	var failed []error
 	for _, k := range r.all(false) { // unfinished creations too: they may need rolling back
-		if k.visible() && k.Purpose != PurposeJWT && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked))+len(k.inState(StateCreating)) == 0 {
+		if k.visible() && rotation(k) != RotateScheduled && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked))+len(k.inState(StateCreating)) == 0 {
 			continue
 		}
 		// A step may make another due (activation makes the next
@@ -125,7 +124,8 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 			return true, r.retire(ctx, id, g.Number)
 		}
 	}
-	if k.JWT == nil {
+	sched, ok := k.schedule()
+	if !ok || rotation(k) != RotateScheduled {
 		return false, nil
 	}
 	if pending := k.inState(StatePending); len(pending) > 0 {
@@ -142,15 +142,15 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 		return false, nil // a creation in flight, or one to roll back later
 	case !active:
 		return true, r.restoreActive(ctx, id)
-	case !now.Before(a.ActivatedAt.Add(k.JWT.RotateEvery - k.JWT.PublishAhead)):
-		planned := a.ActivatedAt.Add(k.JWT.RotateEvery)
-		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { publish(k, g, planned, now); return nil })
+	case !now.Before(a.ActivatedAt.Add(sched.RotateEvery - sched.PublishAhead)):
+		planned := a.ActivatedAt.Add(sched.RotateEvery)
+		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { publish(k, sched, g, planned, now); return nil })
 		return true, err
 	}
 	return false, nil
 }
 
-// restoreActive gives a JWT key found without an active generation (a
+// restoreActive gives a scheduled key found without an active generation (a
 // crash, a store edited by hand) a new one that signs at once.
 func (r *Keyring) restoreActive(ctx context.Context, id string) error {
 	k, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
@@ -203,25 +203,28 @@ func (r *Keyring) destroy(ctx context.Context, id string, n int, from State) err
 	})
 }
 
-// Rotate starts a new generation of key id. A JWT key's is published now
-// and signs once the publish-ahead time has passed; with immediate it
-// signs at once (an emergency: relying parties that cache the JWKS may
-// reject its tokens until their cache expires). A pending generation is
-// reused. A raw key's new generation signs at once, and the one before
-// retires (it still verifies until it is destroyed). Ethereum keys do not
-// rotate: their address is their identity.
+// Rotate starts a new generation of key id, as its purpose's Rotation
+// says. A scheduled key's is published now and signs once the
+// publish-ahead time has passed; with immediate it signs at once (an
+// emergency: relying parties that cache the JWKS may reject its tokens
+// until their cache expires). A pending generation is reused. An
+// on-demand key's new generation signs at once, and the one before
+// retires (it still verifies until it is destroyed). Keys whose public
+// key is their identity (Ethereum addresses) do not rotate.
 func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, error) {
 	k, err := r.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case k.Purpose == PurposeEth:
-		return nil, errs.New(errs.FailedPrecondition, "key %q is an Ethereum key: its address is its identity, so it does not rotate", id)
-	case k.Purpose == PurposeRaw:
+	sched, scheduled := k.schedule()
+	switch rotation(k) {
+	case RotateOnDemand:
 		return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
-	case k.Purpose != PurposeJWT:
-		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, which does not rotate", id, k.Purpose)
+	case RotateNever:
+		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, whose keys do not rotate (the public key is the key's identity)", id, k.Purpose)
+	}
+	if !scheduled {
+		return nil, errs.New(errs.Internal, "key %q rotates on a schedule but its policy has none", id)
 	}
 	if pending := k.inState(StatePending); len(pending) > 0 {
 		if !immediate {
@@ -236,7 +239,7 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 		if immediate {
 			activate(k, g, now)
 		} else {
-			publish(k, g, now, now)
+			publish(k, sched, g, now, now)
 		}
 		return nil
 	})
@@ -244,7 +247,7 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 
 // Revoke takes generation n of key id out of use at once: it is
 // unpublished and never signs again. Revoking the active generation of a
-// JWT key activates a replacement in the same write (the newest pending
+// scheduled key activates a replacement in the same write (the newest pending
 // generation, or a new one made first), so the key never lacks an active
 // generation; if the replacement cannot be made, nothing changes.
 func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
@@ -252,9 +255,10 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	if k.Purpose == PurposeAudit {
-		return nil, errs.New(errs.FailedPrecondition, "key %q signs the audit trail's checkpoints and is managed by Sigil", id)
+	if err := notOwn(k); err != nil {
+		return nil, err
 	}
+	scheduled := rotation(k) == RotateScheduled
 	revoke := func(k *Key, now time.Time) (*Generation, error) {
 		g, ok := k.generation(n)
 		switch {
@@ -269,12 +273,12 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 		g.State, g.RevokedAt, g.DestroyAt, g.UpdatedAt = StateRevoked, now, now.Add(r.retention), now
 		if pending := k.inState(StatePending); wasActive && len(pending) > 0 {
 			activate(k, pending[len(pending)-1], now)
-		} else if wasActive && k.Purpose == PurposeJWT {
+		} else if wasActive && scheduled {
 			return g, errNeedReplacement
 		}
 		return g, nil
 	}
-	if g, ok := k.generation(n); ok && g.State == StateActive && k.Purpose == PurposeJWT && len(k.inState(StatePending)) == 0 {
+	if g, ok := k.generation(n); ok && g.State == StateActive && scheduled && len(k.inState(StatePending)) == 0 {
 		k, err = r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
 			switch _, err := revoke(k, now); {
 			case errors.Is(err, errUnchanged):
@@ -302,7 +306,7 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 	return k, nil
 }
 
-// errNeedReplacement says a revocation left a JWT key without an active
+// errNeedReplacement says a revocation left a scheduled key without an active
 // generation: it must come with a replacement.
 var errNeedReplacement = errors.New("the revoked generation needs a replacement")
 
@@ -319,49 +323,65 @@ func (r *Keyring) disable(ctx context.Context, k *Key, n int) {
 	}
 }
 
-// SetJWTPolicy changes the rotation policy of JWT key id. Unset (zero)
-// fields keep their current value. A change that shortens how long
-// relying parties may cache the JWKS holds back the next activation until
-// caches taken under the old policy have expired.
-func (r *Keyring) SetJWTPolicy(ctx context.Context, id string, p JWTPolicy) (*Key, error) {
+// SetPolicy replaces the policy of key id, which must be of the purpose
+// named purpose, with what that purpose makes of requested over the
+// current one. When both carry a schedule, a change that shortens how
+// long relying parties may cache public keys holds back the next
+// activation until caches taken under the old schedule have expired, and
+// retiring generations stay published as long as either schedule says.
+func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested any) (*Key, error) {
 	if _, err := r.Get(ctx, id); err != nil {
 		return nil, err
 	}
 	return r.update(ctx, id, func(k *Key, now time.Time) error {
-		if k.Purpose != PurposeJWT || k.JWT == nil {
-			return errs.New(errs.FailedPrecondition, "key %q has purpose %s; rotation policies apply to jwt keys", id, k.Purpose)
+		p, ok := purposeOf(k)
+		switch {
+		case !ok || k.Purpose != purpose:
+			return errs.New(errs.FailedPrecondition, "key %q has purpose %s; this policy applies to %s keys", id, k.Purpose, purpose)
+		case notOwn(k) != nil:
+			return notOwn(k)
 		}
-		old := *k.JWT
-		next := merge(old, p)
-		if err := next.Validate(); err != nil {
+		next, err := p.UpdatePolicy(k.policy, requested)
+		if err != nil {
 			return err
 		}
-		floor := now.Add(old.MaxAge() + next.Skew)
-		k.ActivateNotBefore = maxTime(k.ActivateNotBefore, floor)
-		for _, g := range k.inState(StatePending) {
-			g.ActivateAt = maxTime(g.ActivateAt, floor)
+		old, wasScheduled := k.schedule()
+		if err := k.setPolicy(next); err != nil {
+			return err
 		}
-		for _, g := range k.inState(StateRetiring) {
-			g.UnpublishAt = maxTime(g.UnpublishAt, g.RetiringAt.Add(max(old.MaxTokenTTL, next.MaxTokenTTL)+next.Skew))
+		if nextSched, ok := k.schedule(); ok && wasScheduled {
+			reschedule(k, old, nextSched, now)
 		}
-		k.JWT = &next
 		return nil
 	})
 }
 
-// merge overlays the set fields of p on base.
-func merge(base, p JWTPolicy) JWTPolicy {
-	if p.RotateEvery != 0 {
-		base.RotateEvery = p.RotateEvery
+// reschedule holds k's pending activations and retiring generations to
+// what a change from schedule old to next requires.
+func reschedule(k *Key, old, next Schedule, now time.Time) {
+	floor := now.Add(old.MaxAge() + next.Skew)
+	k.ActivateNotBefore = maxTime(k.ActivateNotBefore, floor)
+	for _, g := range k.inState(StatePending) {
+		g.ActivateAt = maxTime(g.ActivateAt, floor)
 	}
-	if p.PublishAhead != 0 {
-		base.PublishAhead = p.PublishAhead
+	for _, g := range k.inState(StateRetiring) {
+		g.UnpublishAt = maxTime(g.UnpublishAt, g.RetiringAt.Add(max(old.MaxTokenTTL, next.MaxTokenTTL)+next.Skew))
 	}
-	if p.MaxTokenTTL != 0 {
-		base.MaxTokenTTL = p.MaxTokenTTL
+}
+
+// rotation is how key k rotates: as its purpose says, never for a purpose
+// this binary lacks.
+func rotation(k *Key) Rotation {
+	if p, ok := purposeOf(k); ok {
+		return p.Rotation()
 	}
-	if p.Skew != 0 {
-		base.Skew = p.Skew
+	return RotateNever
+}
+
+// notOwn refuses to let a client change one of Sigil's own keys.
+func notOwn(k *Key) error {
+	if k.Purpose == PurposeAudit {
+		return errs.New(errs.FailedPrecondition, "key %q signs the audit trail's checkpoints and is managed by Sigil", k.ID)
 	}
-	return base
+	return nil
 }

@@ -11,15 +11,18 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/eth"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-var testPolicy = keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 10 * time.Minute, Skew: time.Minute}
+var testPolicy = jwt.Policy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 10 * time.Minute, Skew: time.Minute}
 
 func createJWT(t *testing.T, r *keyring.Keyring, id string) *keyring.Key {
 	t.Helper()
 	p := testPolicy
-	k, err := r.Create(context.Background(), keyring.CreateSpec{ID: id, Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &p})
+	k, err := r.Create(context.Background(), keyring.CreateSpec{ID: id, Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +38,7 @@ func states(k *keyring.Key) string {
 }
 
 func TestPolicyValidation(t *testing.T) {
-	bad := []keyring.JWTPolicy{
+	bad := []jwt.Policy{
 		{RotateEvery: 0, PublishAhead: time.Minute, MaxTokenTTL: time.Minute},
 		{RotateEvery: time.Hour, PublishAhead: time.Minute, MaxTokenTTL: time.Minute, Skew: time.Minute},   // A − S = 0: no max-age
 		{RotateEvery: time.Hour, PublishAhead: 2 * time.Hour, MaxTokenTTL: time.Minute, Skew: time.Second}, // A > P
@@ -53,7 +56,7 @@ func TestPolicyValidation(t *testing.T) {
 	if got := testPolicy.MaxAge(); got != keyring.MaxCacheAge {
 		t.Errorf("max-age %v, want the %v cap", got, keyring.MaxCacheAge)
 	}
-	short := keyring.JWTPolicy{RotateEvery: time.Minute, PublishAhead: 30 * time.Second, MaxTokenTTL: time.Minute, Skew: 5 * time.Second}
+	short := jwt.Policy{RotateEvery: time.Minute, PublishAhead: 30 * time.Second, MaxTokenTTL: time.Minute, Skew: 5 * time.Second}
 	if short.MaxAge() != 25*time.Second {
 		t.Errorf("max-age %v, want A − S", short.MaxAge())
 	}
@@ -64,20 +67,20 @@ func TestRotateRevokeAndPolicyChanges(t *testing.T) {
 	r := e.keyring(t, nil)
 	ctx := context.Background()
 	createJWT(t, r, "auth")
-	r.Create(ctx, keyring.CreateSpec{ID: "raw", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
-	r.Create(ctx, keyring.CreateSpec{ID: "wallet", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K})
+	r.Create(ctx, keyring.CreateSpec{ID: "raw", Purpose: raw.Name, Algorithm: signer.ES256})
+	r.Create(ctx, keyring.CreateSpec{ID: "wallet", Purpose: eth.Name, Algorithm: signer.ES256K})
 
 	k, err := r.Rotate(ctx, "raw", false) // a raw key's new generation signs at once
 	if err != nil || states(k) != "retiring,active" {
 		t.Fatalf("rotating a raw key: %v %s", err, states(k))
 	}
 	_, err = r.Rotate(ctx, "wallet", false)
-	if wantKind(t, err, errs.FailedPrecondition); !strings.Contains(err.Error(), "Ethereum") {
+	if wantKind(t, err, errs.FailedPrecondition); !strings.Contains(err.Error(), "do not rotate") {
 		t.Errorf("eth rotation error does not say why: %v", err)
 	}
-	_, err = r.SetJWTPolicy(ctx, "raw", testPolicy)
+	_, err = r.SetPolicy(ctx, "raw", jwt.Name, &testPolicy)
 	wantKind(t, err, errs.FailedPrecondition)
-	_, err = r.SetJWTPolicy(ctx, "auth", keyring.JWTPolicy{PublishAhead: 2 * time.Hour})
+	_, err = r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{PublishAhead: 2 * time.Hour})
 	wantKind(t, err, errs.InvalidArgument)
 
 	// Manual rotation: pending for A; asking again reuses it.
@@ -102,7 +105,7 @@ func TestRotateRevokeAndPolicyChanges(t *testing.T) {
 	if k, err = r.Revoke(ctx, "auth", 2); err != nil || states(k) != "retiring,revoked,active" {
 		t.Fatalf("revoking the active generation: %v %s", err, states(k))
 	}
-	s, err := r.ForSigning(ctx, "auth", keyring.PurposeJWT)
+	s, err := r.ForSigning(ctx, "auth", jwt.Name)
 	if err != nil || s.Generation.Number != 3 {
 		t.Fatalf("after revocation, generation %d signs (%v)", s.Generation.Number, err)
 	}
@@ -113,14 +116,14 @@ func TestRotateRevokeAndPolicyChanges(t *testing.T) {
 	// Shortening the cache window holds back the next activation until
 	// caches under the old window expire.
 	k, _ = r.Rotate(ctx, "auth", false)
-	oldMaxAge := k.JWT.MaxAge()
-	k, err = r.SetJWTPolicy(ctx, "auth", keyring.JWTPolicy{PublishAhead: 5 * time.Minute, Skew: 30 * time.Second})
+	oldMaxAge := jwt.PolicyOf(k).MaxAge()
+	k, err = r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{PublishAhead: 5 * time.Minute, Skew: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	floor := e.now.Add(oldMaxAge + 30*time.Second)
-	if k.ActivateNotBefore.Before(floor) || k.Generations[3].ActivateAt.Before(floor) || k.JWT.MaxAge() != 4*time.Minute+30*time.Second {
-		t.Fatalf("policy change: floor %v, pending at %v, max-age %v", k.ActivateNotBefore, k.Generations[3].ActivateAt, k.JWT.MaxAge())
+	if k.ActivateNotBefore.Before(floor) || k.Generations[3].ActivateAt.Before(floor) || jwt.PolicyOf(k).MaxAge() != 4*time.Minute+30*time.Second {
+		t.Fatalf("policy change: floor %v, pending at %v, max-age %v", k.ActivateNotBefore, k.Generations[3].ActivateAt, jwt.PolicyOf(k).MaxAge())
 	}
 }
 
@@ -205,7 +208,7 @@ func TestRestartInTheMiddleOfARotation(t *testing.T) {
 	if err != nil || !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Generations[1].Public()) {
 		t.Fatalf("token and keyring disagree on generation 2: %v", err)
 	}
-	if _, err := r.ForSigning(ctx, "auth", keyring.PurposeJWT); err != nil {
+	if _, err := r.ForSigning(ctx, "auth", jwt.Name); err != nil {
 		t.Fatal(err)
 	}
 }

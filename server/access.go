@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -20,39 +22,49 @@ import (
 	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
 )
 
-// sigilPackage is the proto package of Sigil's own services.
-const sigilPackage = "sigil.v1"
-
-// operations names the policy operation of every Sigil RPC. It is the
-// whole list: a /sigil.v1.* method missing here is refused, so an RPC
-// added without an operation is shut, not open. Other services (health,
-// reflection) need only a verified certificate.
-var operations = map[string]authz.Op{
-	sigilv1.KeyService_CreateKey_FullMethodName:            authz.KeysAdmin,
-	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:      authz.KeysAdmin,
-	sigilv1.KeyService_RotateKey_FullMethodName:            authz.KeysAdmin,
-	sigilv1.KeyService_RevokeGeneration_FullMethodName:     authz.KeysAdmin,
-	sigilv1.KeyService_DisableKey_FullMethodName:           authz.KeysAdmin,
-	sigilv1.KeyService_EnableKey_FullMethodName:            authz.KeysAdmin,
-	sigilv1.KeyService_GetKey_FullMethodName:               authz.KeysRead,
-	sigilv1.KeyService_ListKeys_FullMethodName:             authz.KeysRead,
-	sigilv1.KeyService_GetPublicKey_FullMethodName:         authz.KeysRead,
-	sigilv1.EthereumService_GetAddress_FullMethodName:      authz.KeysRead,
-	sigilv1.SigningService_Sign_FullMethodName:             authz.SignRaw,
-	sigilv1.SigningService_Verify_FullMethodName:           authz.KeysRead, // public keys only
-	sigilv1.JWTService_SignJWT_FullMethodName:              authz.SignJWT,
-	sigilv1.EthereumService_SignTransaction_FullMethodName: authz.EthSignTx,
-	sigilv1.EthereumService_SignMessage_FullMethodName:     authz.EthSignMessage,
-	sigilv1.EthereumService_SignTypedData_FullMethodName:   authz.EthSignTypedData,
-	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead, // on the audit key, sigil.audit
+// baseOperations names the policy operation of every RPC of the server's
+// own services; each purpose names those of its service. Together they
+// are the whole list: a method missing is refused, so an RPC added
+// without an operation is shut, not open.
+var baseOperations = map[string]authz.Op{
+	sigilv1.KeyService_CreateKey_FullMethodName:        authz.KeysAdmin,
+	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:  authz.KeysAdmin,
+	sigilv1.KeyService_RotateKey_FullMethodName:        authz.KeysAdmin,
+	sigilv1.KeyService_RevokeGeneration_FullMethodName: authz.KeysAdmin,
+	sigilv1.KeyService_DisableKey_FullMethodName:       authz.KeysAdmin,
+	sigilv1.KeyService_EnableKey_FullMethodName:        authz.KeysAdmin,
+	sigilv1.KeyService_GetKey_FullMethodName:           authz.KeysRead,
+	sigilv1.KeyService_ListKeys_FullMethodName:         authz.KeysRead,
+	sigilv1.KeyService_GetPublicKey_FullMethodName:     authz.KeysRead,
+	sigilv1.AuditService_GetAuditHead_FullMethodName:   authz.KeysRead, // on the audit key, sigil.audit
 }
 
-// isSigilMethod reports whether a full method name is one of Sigil's
-// services (and so must have an operation).
-func isSigilMethod(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/"+sigilPackage+".")
+// operations returns the operation of every method: the server's own and
+// each purpose's.
+func operations(purposes []purpose.Purpose) map[string]authz.Op {
+	ops := maps.Clone(baseOperations)
+	for _, p := range purposes {
+		maps.Copy(ops, p.Operations())
+	}
+	return ops
+}
+
+// openServices need only a verified certificate, no operation: health
+// checks and reflection reveal no key. Every other service, a purpose's
+// included, goes through the access checks; an unknown one is refused.
+var openServices = map[string]bool{
+	healthpb.Health_ServiceDesc.ServiceName:    true,
+	"grpc.reflection.v1.ServerReflection":      true,
+	"grpc.reflection.v1alpha.ServerReflection": true,
+}
+
+// isOpen reports whether a full method name belongs to an open service.
+func isOpen(fullMethod string) bool {
+	svc, _, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return openServices[svc]
 }
 
 type recordKey struct{}
@@ -63,19 +75,19 @@ type recordKey struct{}
 // cannot be written, the response is withheld: nothing is signed off the
 // record.
 func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if !isSigilMethod(info.FullMethod) {
+	if isOpen(info.FullMethod) {
 		if err := s.authenticate(ctx); err != nil {
 			return nil, err
 		}
 		return h(ctx, req)
 	}
 	start := time.Now()
-	op, named := operations[info.FullMethod]
+	op, named := s.ops[info.FullMethod]
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), Peer: peerAddr(ctx)}
 	if !named {
 		rec.Operation = info.FullMethod
 	}
-	if p := payloadOf(req); p != nil && s.opts.Audit != nil {
+	if p := s.payloadOf(req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
 		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
 	}
@@ -169,12 +181,12 @@ func (s *Server) record(rec *audit.Record, err error, start time.Time) error {
 	return err
 }
 
-// streamAccess refuses every Sigil streaming method: the access checks
-// above are unary, so a Sigil stream could only pass them unchecked.
-// Other streams (reflection, health watches) need only a verified
-// certificate.
+// streamAccess refuses every streaming method but the open services'
+// (reflection, health watches), which need only a verified certificate:
+// the access checks above are unary, so any other stream could only pass
+// them unchecked.
 func (s *Server) streamAccess(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if !isSigilMethod(info.FullMethod) {
+	if isOpen(info.FullMethod) {
 		if err := s.authenticate(ss.Context()); err != nil {
 			return toStatus(err)
 		}
@@ -261,31 +273,13 @@ func keyIDOf(req any) string {
 	return id
 }
 
-// payloadOf is what the request asks to have signed; only its hash is
-// recorded.
-func payloadOf(req any) []byte {
-	switch r := req.(type) {
-	case *sigilv1.SignRequest:
-		if r.GetMessage() != nil {
-			return r.GetMessage()
+// payloadOf is what the request asks to have signed, as the purpose
+// serving it says; only its hash is recorded.
+func (s *Server) payloadOf(req any) []byte {
+	for _, p := range s.purposes {
+		if b := p.Payload(req); b != nil {
+			return b
 		}
-		return r.GetDigest()
-	case *sigilv1.VerifyRequest:
-		if r.GetMessage() != nil {
-			return r.GetMessage()
-		}
-		return r.GetDigest()
-	case *sigilv1.SignJWTRequest:
-		return r.GetClaimsJson()
-	case *sigilv1.SignTransactionRequest:
-		if r.GetUnsignedRlp() != nil {
-			return r.GetUnsignedRlp()
-		}
-		return r.GetTransactionJson()
-	case *sigilv1.SignMessageRequest:
-		return r.GetMessage()
-	case *sigilv1.SignTypedDataRequest:
-		return r.GetTypedDataJson()
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/server"
+	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
 // The attack suite: hostile inputs a tenant holding a certificate from the
@@ -68,7 +69,7 @@ type attackEnv struct {
 
 func newAttackEnv(t testing.TB) *attackEnv {
 	e := &attackEnv{mtlsEnv: newMTLSEnv(t)}
-	e.admin, e.tenant = e.client(t, admin), e.client(t, "spiffe://example.org/all/tenant")
+	e.admin, e.tenant = e.Client(t, admin), e.Client(t, "spiffe://example.org/all/tenant")
 	for _, k := range []*sigilv1.CreateKeyRequest{
 		{Id: "auth-jwt", Algorithm: "ES256", Purpose: "jwt"},
 		{Id: "raw-1", Algorithm: "ES256", Purpose: "raw"},
@@ -83,8 +84,8 @@ func newAttackEnv(t testing.TB) *attackEnv {
 
 // certWith dials with a certificate from the deployment's CA made from tmpl.
 func (e *attackEnv) certWith(t testing.TB, tmpl *x509.Certificate) *grpc.ClientConn {
-	cert := e.ca.mint(t, tmpl)
-	return e.h.dialAs(t, e.ca, &cert)
+	cert := e.CA.Mint(t, tmpl)
+	return e.DialAs(t, e.CA, &cert)
 }
 
 func mustURL(s string) *url.URL {
@@ -167,7 +168,7 @@ func signTyped(doc string) func(context.Context, *grpc.ClientConn) error {
 	}
 }
 
-func raw(method string, msg []byte) func(context.Context, *grpc.ClientConn) error {
+func rawCall(method string, msg []byte) func(context.Context, *grpc.ClientConn) error {
 	return func(ctx context.Context, c *grpc.ClientConn) error { return invokeRaw(ctx, c, method, msg) }
 }
 
@@ -226,18 +227,18 @@ func attacks() []attack {
 			return &x509.Certificate{URIs: []*url.URL{mustURL(admin)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 		}), listKeys, codes.Unavailable},
 		{"certificate of a foreign CA", func(t *testing.T, e *attackEnv) *grpc.ClientConn {
-			cert := newCA(t).issue(t, admin, false, time.Now().Add(time.Hour))
-			return e.h.dialAs(t, e.ca, &cert)
+			cert := servertest.NewCA(t).Issue(t, admin, false, time.Now().Add(time.Hour))
+			return e.DialAs(t, e.CA, &cert)
 		}, listKeys, codes.Unavailable},
-		{"no certificate", func(t *testing.T, e *attackEnv) *grpc.ClientConn { return e.h.dialAs(t, e.ca, nil) }, listKeys, codes.Unavailable},
+		{"no certificate", func(t *testing.T, e *attackEnv) *grpc.ClientConn { return e.DialAs(t, e.CA, nil) }, listKeys, codes.Unavailable},
 
 		// Edges: what is not named is shut, what does not decode is refused.
-		{"method no service has", nil, raw("/sigil.v1.KeyService/DeleteEverything", nil), codes.PermissionDenied},
-		{"method spelt in lower case", nil, raw("/sigil.v1.keyservice/GetKey", nil), codes.PermissionDenied},
-		{"service no one serves", nil, raw("/sigil.v1.Nope/X", nil), codes.PermissionDenied},
-		{"request that does not decode", nil, raw(sigilv1.SigningService_Sign_FullMethodName, []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}), codes.InvalidArgument},
-		{"key ID not UTF-8", nil, raw(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "raw-\xff")), codes.InvalidArgument},
-		{"unknown field", nil, raw(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendVarint(protowire.AppendTag(slices.Clone(signReq), 99, protowire.VarintType), 1)), codes.InvalidArgument},
+		{"method no service has", nil, rawCall("/sigil.v1.KeyService/DeleteEverything", nil), codes.PermissionDenied},
+		{"method spelt in lower case", nil, rawCall("/sigil.v1.keyservice/GetKey", nil), codes.PermissionDenied},
+		{"service no one serves", nil, rawCall("/sigil.v1.Nope/X", nil), codes.PermissionDenied},
+		{"request that does not decode", nil, rawCall(sigilv1.SigningService_Sign_FullMethodName, []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}), codes.InvalidArgument},
+		{"key ID not UTF-8", nil, rawCall(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "raw-\xff")), codes.InvalidArgument},
+		{"unknown field", nil, rawCall(sigilv1.SigningService_Sign_FullMethodName, protowire.AppendVarint(protowire.AppendTag(slices.Clone(signReq), 99, protowire.VarintType), 1)), codes.InvalidArgument},
 		{"format 99", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}, Format: 99}), codes.InvalidArgument},
 		{"format -1", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}, Format: -1}), codes.InvalidArgument},
 		{"oversized key ID", nil, signRaw(&sigilv1.SignRequest{KeyId: strings.Repeat("k", 200<<10), Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}), codes.InvalidArgument},
@@ -272,8 +273,8 @@ func attacks() []attack {
 
 		// The audit trail's head and Sigil's own keys.
 		{"audit head, CN spoofing the admin", cnSpoofer, auditHead, codes.PermissionDenied},
-		{"audit head, unknown field", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, protowire.AppendVarint(protowire.AppendTag(nil, 7, protowire.VarintType), 1)), codes.InvalidArgument},
-		{"audit head, bytes that do not decode", nil, raw(sigilv1.AuditService_GetAuditHead_FullMethodName, []byte{0x0a, 0xff}), codes.InvalidArgument},
+		{"audit head, unknown field", nil, rawCall(sigilv1.AuditService_GetAuditHead_FullMethodName, protowire.AppendVarint(protowire.AppendTag(nil, 7, protowire.VarintType), 1)), codes.InvalidArgument},
+		{"audit head, bytes that do not decode", nil, rawCall(sigilv1.AuditService_GetAuditHead_FullMethodName, []byte{0x0a, 0xff}), codes.InvalidArgument},
 		{"verify, CN spoofing the admin", cnSpoofer, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{1}}), codes.PermissionDenied},
 		{"verify, signature over its limit", nil, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: make([]byte, 2048)}), codes.InvalidArgument},
 		{"verify, generation and kid both named", nil, verifyRaw(&sigilv1.VerifyRequest{KeyId: "raw-1", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{1}, Generation: 1, Kid: "k"}), codes.InvalidArgument},
@@ -349,7 +350,7 @@ func rss(t testing.TB) int64 {
 
 // auditLines counts the records in the audit log so far.
 func (e *mtlsEnv) auditLines(t testing.TB) int {
-	b, err := os.ReadFile(e.auditLog)
+	b, err := os.ReadFile(e.AuditLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +430,7 @@ func FuzzGRPC(f *testing.F) {
 	}
 	tail := &auditTail{}
 	var err error
-	if tail.f, err = os.Open(e.auditLog); err != nil {
+	if tail.f, err = os.Open(e.AuditLog); err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { tail.f.Close() })

@@ -12,7 +12,7 @@ import (
 // signer/pkcs11's BenchmarkSignES256 (the same call without Sigil).
 func BenchmarkSignES256(b *testing.B) {
 	h := newHarness(b)
-	if _, err := h.keys.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: "bench", Algorithm: "ES256"}); err != nil {
+	if _, err := h.Keys.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: "bench", Algorithm: "ES256"}); err != nil {
 		b.Fatal(err)
 	}
 	d := make([]byte, 32)
@@ -21,7 +21,7 @@ func BenchmarkSignES256(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := h.sign.Sign(context.Background(), req); err != nil {
+			if _, err := h.Sign.Sign(context.Background(), req); err != nil {
 				b.Error(err)
 				return
 			}

@@ -13,8 +13,8 @@ import (
 func TestEthereumServiceCodes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	ec := sigilv1.NewEthereumServiceClient(h.conn)
-	k, err := h.keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "wallet", Algorithm: "ES256K", Purpose: "eth",
+	ec := sigilv1.NewEthereumServiceClient(h.Conn)
+	k, err := h.Keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "wallet", Algorithm: "ES256K", Purpose: "eth",
 		EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}, MaxValue: "1000"}})
 	if err != nil {
 		t.Fatal(err)
@@ -66,15 +66,15 @@ func TestEthereumServiceCodes(t *testing.T) {
 		}(), codes.InvalidArgument},
 		{"rotate an eth key", rotate(h, "wallet"), codes.FailedPrecondition},
 		{"bad policy address", func() error {
-			_, err := h.keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "wallet", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}, AllowTo: []string{"0xnope"}}})
+			_, err := h.Keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "wallet", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}, AllowTo: []string{"0xnope"}}})
 			return err
 		}(), codes.InvalidArgument},
 		{"eth policy on a raw key", func() error {
-			_, err := h.keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "raw", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}})
+			_, err := h.Keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "raw", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}})
 			return err
 		}(), codes.FailedPrecondition},
 		{"eth purpose with another curve", func() error {
-			_, err := h.keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "w2", Algorithm: "ES256", Purpose: "eth"})
+			_, err := h.Keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "w2", Algorithm: "ES256", Purpose: "eth"})
 			return err
 		}(), codes.InvalidArgument},
 	}

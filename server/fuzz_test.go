@@ -14,6 +14,9 @@ import (
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
@@ -38,11 +41,11 @@ func fuzzKeyring(f *testing.F) *keyring.Keyring {
 		f.Fatal(err)
 	}
 	for _, alg := range []signer.Algorithm{signer.ES256, signer.ES384, signer.EdDSA, signer.RS256} {
-		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "f-" + strings.ToLower(string(alg)), Purpose: keyring.PurposeRaw, Algorithm: alg}); err != nil {
+		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "f-" + strings.ToLower(string(alg)), Purpose: raw.Name, Algorithm: alg}); err != nil {
 			f.Fatal(err)
 		}
 	}
-	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "f-jwt", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}); err != nil {
+	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "f-jwt", Purpose: jwt.Name, Algorithm: signer.ES256}); err != nil {
 		f.Fatal(err)
 	}
 	return kr
@@ -58,7 +61,8 @@ func FuzzSign(f *testing.F) {
 	f.Add("f-jwt", make([]byte, 32), []byte(nil), int32(0))
 	f.Add("../etc", []byte{1}, []byte{2}, int32(-1))
 	kr := fuzzKeyring(f)
-	svc := &signingService{keys: kr, metrics: newMetrics(nil)}
+	_, impl := raw.Purpose{}.Service(purpose.Deps{Keys: kr})
+	svc := impl.(sigilv1.SigningServiceServer)
 	f.Fuzz(func(t *testing.T, keyID string, digest, message []byte, format int32) {
 		req := &sigilv1.SignRequest{KeyId: keyID, Format: sigilv1.SignatureFormat(format)}
 		if message != nil {
@@ -103,10 +107,10 @@ func FuzzCreateKey(f *testing.F) {
 	f.Add("x", "ES256", "raw", "elsewhere", int32(0))
 	f.Add("y", "PS256", "raw", "", int32(1024))
 	kr := fuzzKeyring(f)
-	svc := &keyService{keys: kr}
-	f.Fuzz(func(t *testing.T, id, alg, purpose, backend string, bits int32) {
+	svc := &keyService{keys: kr, purposes: purpose.All()}
+	f.Fuzz(func(t *testing.T, id, alg, purp, backend string, bits int32) {
 		before := len(kr.List(context.Background()))
-		resp, err := svc.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: purpose, Backend: backend, RsaBits: bits})
+		resp, err := svc.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: purp, Backend: backend, RsaBits: bits})
 		after := len(kr.List(context.Background()))
 		if err != nil {
 			switch c := status.Code(toStatus(err)); c {

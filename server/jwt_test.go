@@ -16,7 +16,7 @@ import (
 func TestJWTServiceAndRotationCodes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	jwtc := sigilv1.NewJWTServiceClient(h.conn)
+	jwtc := sigilv1.NewJWTServiceClient(h.Conn)
 	h.create(t, "auth", "EdDSA", "jwt")
 	h.create(t, "raw", "ES256", "raw")
 	claims := []byte(`{"sub":"alice"}`)
@@ -37,15 +37,15 @@ func TestJWTServiceAndRotationCodes(t *testing.T) {
 		{"rotate a raw key (a new generation signs at once)", rotate(h, "raw"), codes.OK},
 		{"rotate an unknown key", rotate(h, "nope"), codes.NotFound},
 		{"bad policy", func() error {
-			_, err := h.keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "auth", JwtPolicy: &sigilv1.JWTPolicy{PublishAhead: durationpb.New(1e9), Skew: durationpb.New(2e9)}})
+			_, err := h.Keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "auth", JwtPolicy: &sigilv1.JWTPolicy{PublishAhead: durationpb.New(1e9), Skew: durationpb.New(2e9)}})
 			return err
 		}(), codes.InvalidArgument},
 		{"policy on create of a raw key", func() error {
-			_, err := h.keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "raw2", Algorithm: "ES256", JwtPolicy: &sigilv1.JWTPolicy{Skew: durationpb.New(1e9)}})
+			_, err := h.Keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "raw2", Algorithm: "ES256", JwtPolicy: &sigilv1.JWTPolicy{Skew: durationpb.New(1e9)}})
 			return err
 		}(), codes.InvalidArgument},
 		{"revoke generation 0", func() error {
-			_, err := h.keys.RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: "auth"})
+			_, err := h.Keys.RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: "auth"})
 			return err
 		}(), codes.InvalidArgument},
 	}
@@ -55,7 +55,7 @@ func TestJWTServiceAndRotationCodes(t *testing.T) {
 
 	// The JWKS is served, with the generation's kid, and follows a rotation.
 	doc := func() map[string]any {
-		r, err := http.Get(h.httpURL + "/keys/auth/jwks.json")
+		r, err := http.Get(h.PublicURL + "/keys/auth/jwks.json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestJWTServiceAndRotationCodes(t *testing.T) {
 	if keys := doc()["keys"].([]any); len(keys) != 1 || keys[0].(map[string]any)["kid"] != resp.GetKid() {
 		t.Fatalf("JWKS %v", keys)
 	}
-	rot, err := h.keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "auth"})
+	rot, err := h.Keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "auth"})
 	if err != nil || len(rot.GetKey().GetGenerations()) != 2 || rot.GetKey().GetGenerations()[1].GetActivateTime() == nil {
 		t.Fatalf("rotate: %v %v", rot, err)
 	}
@@ -83,6 +83,6 @@ func sign(c sigilv1.JWTServiceClient, id string, claims []byte) error {
 }
 
 func rotate(h *harness, id string) error {
-	_, err := h.keys.RotateKey(context.Background(), &sigilv1.RotateKeyRequest{Id: id})
+	_, err := h.Keys.RotateKey(context.Background(), &sigilv1.RotateKeyRequest{Id: id})
 	return err
 }

@@ -1,56 +1,85 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"slices"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common/hexutil"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-// keyService implements sigil.v1.KeyService over the keyring.
+// keyService implements sigil.v1.KeyService over the keyring; each
+// key's purpose reads and describes its policy.
 type keyService struct {
 	sigilv1.UnimplementedKeyServiceServer
-	keys    *keyring.Keyring
-	visible func(ctx context.Context, id string) bool // the caller may read key id
+	keys     *keyring.Keyring
+	purposes []purpose.Purpose
+	visible  func(ctx context.Context, id string) bool // the caller may read key id
 }
 
 var _ sigilv1.KeyServiceServer = (*keyService)(nil)
 
+// defaultPurpose is a CreateKey request's purpose when it names none.
+const defaultPurpose = "raw"
+
 func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyRequest) (*sigilv1.CreateKeyResponse, error) {
-	purpose := req.GetPurpose()
-	if purpose == "" {
-		purpose = string(keyring.PurposeRaw)
-	}
-	spec := keyring.CreateSpec{
-		ID: req.GetId(), Purpose: keyring.Purpose(purpose), Algorithm: signer.Algorithm(req.GetAlgorithm()),
-		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(), RequestID: req.GetRequestId(),
-	}
-	if req.GetJwtPolicy() != nil {
-		p := policyFromProto(req.GetJwtPolicy())
-		spec.JWT = &p
-	}
-	if req.GetEthPolicy() != nil {
-		p, err := ethPolicyFromProto(req.GetEthPolicy())
-		if err != nil {
-			return nil, err
-		}
-		spec.Eth = &p
-	}
-	k, err := s.keys.Create(ctx, spec)
+	name := cmp.Or(req.GetPurpose(), defaultPurpose)
+	p, err := s.purpose(name)
 	if err != nil {
 		return nil, err
 	}
-	pk, err := keyToProto(k)
+	policy, err := s.requestedPolicy(req, p)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.keys.Create(ctx, keyring.CreateSpec{
+		ID: req.GetId(), Purpose: name, Algorithm: signer.Algorithm(req.GetAlgorithm()), Policy: policy,
+		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(), RequestID: req.GetRequestId(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	pk, err := s.keyToProto(k)
 	return &sigilv1.CreateKeyResponse{Key: pk}, err
+}
+
+// purpose returns the purpose a client named.
+func (s *keyService) purpose(name string) (purpose.Purpose, error) {
+	for _, p := range s.purposes {
+		if p.Name() == name {
+			return p, nil
+		}
+	}
+	return nil, errs.New(errs.InvalidArgument, "unknown purpose %q (known: %v)", name, keyring.PurposeNames())
+}
+
+// requestedPolicy is the policy req carries for purpose p (nil if none);
+// a policy for any other purpose is refused.
+func (s *keyService) requestedPolicy(req purpose.PolicyRequest, p purpose.Purpose) (any, error) {
+	var policy any
+	for _, q := range s.purposes {
+		got, err := q.RequestedPolicy(req)
+		switch {
+		case err != nil:
+			return nil, err
+		case got != nil && q.Name() != p.Name():
+			return nil, errs.New(errs.InvalidArgument, "the policy sent applies to %s keys only, not %s", q.Name(), p.Name())
+		case got != nil:
+			policy = got
+		}
+	}
+	if policy == nil && req.GetPolicy() != nil {
+		return nil, errs.New(errs.InvalidArgument, "policy: %s is not a policy of purpose %s", req.GetPolicy().GetTypeUrl(), p.Name())
+	}
+	return policy, nil
 }
 
 func (s *keyService) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*sigilv1.GetKeyResponse, error) {
@@ -58,7 +87,7 @@ func (s *keyService) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*s
 	if err != nil {
 		return nil, err
 	}
-	pk, err := keyToProto(k)
+	pk, err := s.keyToProto(k)
 	return &sigilv1.GetKeyResponse{Key: pk}, err
 }
 
@@ -86,7 +115,7 @@ func (s *keyService) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest)
 			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Keys[size-1].GetId()))
 			break
 		}
-		pk, err := keyToProto(k)
+		pk, err := s.keyToProto(k)
 		if err != nil {
 			return nil, err
 		}
@@ -97,8 +126,8 @@ func (s *keyService) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest)
 
 // keyFilter is the ListKeys request's purpose and state filter.
 func keyFilter(req *sigilv1.ListKeysRequest) (func(*keyring.Key) bool, error) {
-	purpose, state := keyring.Purpose(req.GetPurpose()), keyring.State(req.GetState())
-	if _, err := keyring.ParsePurpose(string(purpose)); err != nil && purpose != "" && purpose != keyring.PurposeAudit {
+	purpose, state := req.GetPurpose(), keyring.State(req.GetState())
+	if _, err := keyring.LookupPurpose(purpose); err != nil && purpose != "" && purpose != keyring.PurposeAudit {
 		return nil, err
 	}
 	if state != "" && !slices.Contains(keyring.States, state) {
@@ -131,7 +160,7 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 	if err != nil {
 		return nil, err
 	}
-	g, err := findGeneration(k, req.GetGeneration(), req.GetKid())
+	g, err := k.Find(int(req.GetGeneration()), req.GetKid())
 	if err != nil {
 		return nil, err
 	}
@@ -142,38 +171,30 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 	return &sigilv1.GetPublicKeyResponse{Generation: int32(g.Number), Kid: g.KID(), PublicKeyPem: pem, PublicKeyDer: g.PublicKey}, nil
 }
 
-// findGeneration picks the generation a request names by number or kid
-// (not both), or the active one.
-func findGeneration(k *keyring.Key, n int32, kid string) (*keyring.Generation, error) {
-	switch {
-	case n < 0:
-		return nil, errs.New(errs.InvalidArgument, "generation: must be 1 or more")
-	case n != 0 && kid != "":
-		return nil, errs.New(errs.InvalidArgument, "name a generation by number or by kid, not both")
-	}
-	return k.Find(int(n), kid)
-}
-
+// UpdateKeyPolicy replaces a key's policy with the one the request
+// carries, which must be of the key's purpose.
 func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {
-	var k *keyring.Key
-	var err error
-	switch {
-	case req.GetJwtPolicy() != nil && req.GetEthPolicy() != nil:
-		return nil, errs.New(errs.InvalidArgument, "send jwt_policy or eth_policy, not both")
-	case req.GetJwtPolicy() != nil:
-		k, err = s.keys.SetJWTPolicy(ctx, req.GetId(), policyFromProto(req.GetJwtPolicy()))
-	case req.GetEthPolicy() != nil:
-		var p keyring.EthPolicy
-		if p, err = ethPolicyFromProto(req.GetEthPolicy()); err == nil {
-			k, err = s.keys.SetEthPolicy(ctx, req.GetId(), p)
+	var name string
+	var policy any
+	for _, p := range s.purposes {
+		got, err := p.RequestedPolicy(req)
+		switch {
+		case err != nil:
+			return nil, err
+		case got != nil && policy != nil:
+			return nil, errs.New(errs.InvalidArgument, "send one policy, not several")
+		case got != nil:
+			name, policy = p.Name(), got
 		}
-	default:
-		return nil, errs.New(errs.InvalidArgument, "jwt_policy or eth_policy: missing")
 	}
+	if policy == nil {
+		return nil, errs.New(errs.InvalidArgument, "policy: missing (jwt_policy, eth_policy or policy)")
+	}
+	k, err := s.keys.SetPolicy(ctx, req.GetId(), name, policy)
 	if err != nil {
 		return nil, err
 	}
-	pk, err := keyToProto(k)
+	pk, err := s.keyToProto(k)
 	return &sigilv1.UpdateKeyPolicyResponse{Key: pk}, err
 }
 
@@ -182,7 +203,7 @@ func (s *keyService) RotateKey(ctx context.Context, req *sigilv1.RotateKeyReques
 	if err != nil {
 		return nil, err
 	}
-	pk, err := keyToProto(k)
+	pk, err := s.keyToProto(k)
 	return &sigilv1.RotateKeyResponse{Key: pk}, err
 }
 
@@ -194,7 +215,7 @@ func (s *keyService) RevokeGeneration(ctx context.Context, req *sigilv1.RevokeGe
 	if err != nil {
 		return nil, err
 	}
-	pk, err := keyToProto(k)
+	pk, err := s.keyToProto(k)
 	return &sigilv1.RevokeGenerationResponse{Key: pk}, err
 }
 
@@ -213,82 +234,7 @@ func (s *keyService) setDisabled(ctx context.Context, id string, disabled bool) 
 	if err != nil {
 		return nil, err
 	}
-	return keyToProto(k)
-}
-
-// policyFromProto converts a policy; unset durations stay zero ("keep" or
-// "default").
-func policyFromProto(p *sigilv1.JWTPolicy) keyring.JWTPolicy {
-	return keyring.JWTPolicy{RotateEvery: p.GetRotateEvery().AsDuration(), PublishAhead: p.GetPublishAhead().AsDuration(),
-		MaxTokenTTL: p.GetMaxTokenTtl().AsDuration(), Skew: p.GetSkew().AsDuration()}
-}
-
-func policyToProto(p *keyring.JWTPolicy) *sigilv1.JWTPolicy {
-	if p == nil {
-		return nil
-	}
-	return &sigilv1.JWTPolicy{RotateEvery: durationpb.New(p.RotateEvery), PublishAhead: durationpb.New(p.PublishAhead),
-		MaxTokenTtl: durationpb.New(p.MaxTokenTTL), Skew: durationpb.New(p.Skew), JwksMaxAge: durationpb.New(p.MaxAge())}
-}
-
-// ethPolicyFromProto parses a spending policy; errors name the field.
-func ethPolicyFromProto(p *sigilv1.EthPolicy) (keyring.EthPolicy, error) {
-	out := keyring.EthPolicy{ChainIDs: p.GetChainIds()}
-	for _, id := range out.ChainIDs {
-		if id == 0 {
-			return out, errs.New(errs.InvalidArgument, "chain-ids: 0 is not a chain ID")
-		}
-	}
-	for _, w := range []struct {
-		field, value string
-		dst          **keyring.Wei
-	}{{"max-value", p.GetMaxValue(), &out.MaxValue}, {"max-fee", p.GetMaxFee(), &out.MaxFee}, {"daily-limit", p.GetDailyLimit(), &out.DailyLimit}} {
-		if w.value == "" {
-			continue
-		}
-		v, err := keyring.ParseWei(w.field, w.value)
-		if err != nil {
-			return out, err
-		}
-		*w.dst = v
-	}
-	for _, a := range p.GetAllowTo() {
-		addr, err := keyring.ParseAddress("allow-to", a)
-		if err != nil {
-			return out, err
-		}
-		out.AllowTo = append(out.AllowTo, addr)
-	}
-	for _, sel := range p.GetAllowSelectors() {
-		b, err := keyring.ParseSelector(sel)
-		if err != nil {
-			return out, err
-		}
-		out.AllowSelectors = append(out.AllowSelectors, b)
-	}
-	return out, nil
-}
-
-func ethPolicyToProto(p *keyring.EthPolicy) *sigilv1.EthPolicy {
-	if p == nil {
-		return nil
-	}
-	out := &sigilv1.EthPolicy{ChainIds: p.ChainIDs}
-	for _, w := range []struct {
-		v   *keyring.Wei
-		dst *string
-	}{{p.MaxValue, &out.MaxValue}, {p.MaxFee, &out.MaxFee}, {p.DailyLimit, &out.DailyLimit}} {
-		if w.v != nil {
-			*w.dst = w.v.String()
-		}
-	}
-	for _, a := range p.AllowTo {
-		out.AllowTo = append(out.AllowTo, a.Hex())
-	}
-	for _, sel := range p.AllowSelectors {
-		out.AllowSelectors = append(out.AllowSelectors, hexutil.Encode(sel[:]))
-	}
-	return out
+	return s.keyToProto(k)
 }
 
 // timeOrNil keeps unset times out of responses.
@@ -299,11 +245,16 @@ func timeOrNil(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
+// keyToProto describes k; its purpose adds its policy and attributes.
+func (s *keyService) keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
-		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: string(k.Purpose), Backend: k.Backend,
-		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), JwtPolicy: policyToProto(k.JWT),
-		EthPolicy: ethPolicyToProto(k.Eth), Address: k.Address, Disabled: k.Disabled,
+		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: k.Purpose, Backend: k.Backend,
+		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), Disabled: k.Disabled,
+	}
+	for _, p := range s.purposes {
+		if p.Name() == k.Purpose {
+			p.Describe(k, pk)
+		}
 	}
 	for i := range k.Generations {
 		g := &k.Generations[i]

@@ -18,9 +18,10 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
-	"github.com/sigil-hsm/sigil/internal/authz"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/server"
+	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
 const rawSigner = "spiffe://example.org/raw-signer"
@@ -28,7 +29,7 @@ const rawSigner = "spiffe://example.org/raw-signer"
 // withRawKey creates raw-1 through the ops identity.
 func (e *mtlsEnv) withRawKey(t testing.TB) {
 	t.Helper()
-	if _, err := sigilv1.NewKeyServiceClient(e.client(t, "spiffe://example.org/ops")).CreateKey(context.Background(),
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(context.Background(),
 		&sigilv1.CreateKeyRequest{Id: "raw-1", Algorithm: "ES256", Purpose: "raw"}); err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +38,8 @@ func (e *mtlsEnv) withRawKey(t testing.TB) {
 // rawSignerCert is a certificate for the raw signer valid until notAfter.
 func (e *mtlsEnv) rawSignerConn(t testing.TB, notAfter time.Time) *grpc.ClientConn {
 	u, _ := url.Parse(rawSigner)
-	cert := e.ca.mint(t, &x509.Certificate{Subject: pkix.Name{CommonName: "raw"}, URIs: []*url.URL{u}, NotAfter: notAfter})
-	return e.h.dialAs(t, e.ca, &cert)
+	cert := e.CA.Mint(t, &x509.Certificate{Subject: pkix.Name{CommonName: "raw"}, URIs: []*url.URL{u}, NotAfter: notAfter})
+	return e.DialAs(t, e.CA, &cert)
 }
 
 // waitClosedByServer waits, without making any call, until conn is no
@@ -59,7 +60,7 @@ func TestExpiredCertificateOnALiveConnection(t *testing.T) {
 	e.withRawKey(t)
 	notAfter := time.Now().Add(3 * time.Second).Truncate(time.Second) // certificates count whole seconds
 	conn := e.rawSignerConn(t, notAfter)
-	if err := call(conn, authz.SignRaw, "raw-1"); err != nil {
+	if err := call(conn, raw.OpSign, "raw-1"); err != nil {
 		t.Fatalf("before notAfter: %v", err)
 	}
 	if conn.GetState() != connectivity.Ready {
@@ -69,10 +70,10 @@ func TestExpiredCertificateOnALiveConnection(t *testing.T) {
 	if time.Now().Before(notAfter) {
 		t.Fatal("the connection closed before the certificate expired")
 	}
-	if c := status.Code(call(conn, authz.SignRaw, "raw-1")); c != codes.Unavailable && c != codes.Unauthenticated {
+	if c := status.Code(call(conn, raw.OpSign, "raw-1")); c != codes.Unavailable && c != codes.Unauthenticated {
 		t.Fatalf("the same client after notAfter: %v", c)
 	}
-	if c := status.Code(call(e.rawSignerConn(t, notAfter), authz.SignRaw, "raw-1")); c != codes.Unavailable {
+	if c := status.Code(call(e.rawSignerConn(t, notAfter), raw.OpSign, "raw-1")); c != codes.Unavailable {
 		t.Fatalf("a new connection with the expired certificate: %v", c)
 	}
 }
@@ -86,15 +87,15 @@ func TestExpiryIsCheckedOnEveryRequest(t *testing.T) {
 	})
 	e.withRawKey(t)
 	conn := e.rawSignerConn(t, time.Now().Add(time.Hour))
-	if err := call(conn, authz.SignRaw, "raw-1"); err != nil {
+	if err := call(conn, raw.OpSign, "raw-1"); err != nil {
 		t.Fatal(err)
 	}
 	skew.Store(int64(2 * time.Hour))
-	if err := call(conn, authz.SignRaw, "raw-1"); status.Code(err) != codes.Unauthenticated {
+	if err := call(conn, raw.OpSign, "raw-1"); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("an expired certificate on a live connection: %v", err)
 	}
 	waitClosedByServer(t, conn, 3*time.Second)
-	log, _ := os.ReadFile(e.auditLog)
+	log, _ := os.ReadFile(e.AuditLog)
 	if !strings.Contains(string(log), `"outcome":"denied","code":"Unauthenticated"`) {
 		t.Error("the refusal is not audited")
 	}
@@ -105,17 +106,17 @@ func TestRemovedClientCAStopsLiveConnections(t *testing.T) {
 	e := newMTLSEnv(t)
 	e.withRawKey(t)
 	conn := e.rawSignerConn(t, time.Now().Add(time.Hour))
-	if err := call(conn, authz.SignRaw, "raw-1"); err != nil {
+	if err := call(conn, raw.OpSign, "raw-1"); err != nil {
 		t.Fatal(err)
 	}
-	other := newCA(t)
-	caFile := filepath.Join(filepath.Dir(e.auditLog), "ca.crt")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.cert.Raw}), 0o644); err != nil {
+	other := servertest.NewCA(t)
+	caFile := filepath.Join(filepath.Dir(e.AuditLog), "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Cert.Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := call(conn, authz.SignRaw, "raw-1")
+		err := call(conn, raw.OpSign, "raw-1")
 		if status.Code(err) == codes.Unauthenticated {
 			break
 		}

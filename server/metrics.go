@@ -123,13 +123,14 @@ func (m *metrics) registerPool(name string, pr signer.PoolReporter) {
 	)
 }
 
-// observeSign records one backend Sign call.
-func (m *metrics) observeSign(key string, alg signer.Algorithm, backend string, err error, took time.Duration) {
+// observeSign records one signature made or tried with sg.
+func (m *metrics) observeSign(sg keyring.Signing, err error, took time.Duration) {
+	k := sg.Key
 	if errors.Is(err, signer.ErrKeyMissing) {
-		m.missing.WithLabelValues(backend).Inc()
+		m.missing.WithLabelValues(k.Backend).Inc()
 	}
-	m.ops.WithLabelValues(key, string(alg), backend, status.Code(toStatus(err)).String()).Inc()
-	m.opTime.WithLabelValues(string(alg), backend).Observe(took.Seconds())
+	m.ops.WithLabelValues(k.ID, string(k.Algorithm), k.Backend, status.Code(toStatus(err)).String()).Inc()
+	m.opTime.WithLabelValues(string(k.Algorithm), k.Backend).Observe(took.Seconds())
 }
 
 // interceptor counts and times every unary request. It runs outside the

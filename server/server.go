@@ -24,10 +24,10 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
-	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -78,6 +78,10 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
+	// purposes serve the signing services; ops names the authorization
+	// operation of every method (see operations).
+	purposes []purpose.Purpose
+	ops      map[string]authz.Op
 }
 
 // New builds the gRPC server and its services.
@@ -88,7 +92,8 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends)}
+	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All()}
+	s.ops = operations(s.purposes)
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 	}
@@ -117,12 +122,12 @@ func New(o Options) *Server {
 		grpc.ChainStreamInterceptor(s.streamAccess),
 		grpc.ForceServerCodecV2(newRawCodec()),
 	)
-	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, visible: s.allowedKey})
-	s.register(&sigilv1.SigningService_ServiceDesc, &signingService{keys: o.Keyring, metrics: s.metrics})
-	s.register(&sigilv1.JWTService_ServiceDesc, &jwtService{keys: o.Keyring, metrics: s.metrics, now: o.Now})
-	s.register(&sigilv1.EthereumService_ServiceDesc, &ethService{keys: o.Keyring, metrics: s.metrics,
-		eth: &ethsign.Service{Ledger: o.Ledger, Now: o.Now, Log: s.log}})
+	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey})
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
+	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign}
+	for _, p := range s.purposes {
+		s.register(p.Service(deps))
+	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s

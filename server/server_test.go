@@ -10,133 +10,41 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
-	"github.com/sigil-hsm/sigil/jwks"
-	"github.com/sigil-hsm/sigil/keyring"
-	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/server"
+	"github.com/sigil-hsm/sigil/server/servertest"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
 
-// faultyBackend makes a real backend unreachable on demand: the narrow
-// fault a test cannot get from a live SoftHSM token. Embedding the
-// concrete backend keeps all its abilities (key management, pool stats).
-type faultyBackend struct {
-	*pkcs11.Backend
-	down atomic.Bool
-}
-
-// Health reports the backend down while the fault is on, as its monitor
-// would once its probe failed.
-func (f *faultyBackend) Health() signer.Health {
-	if f.down.Load() {
-		return signer.Health{Detail: "injected: token unreachable"}
-	}
-	return f.Backend.Health()
-}
-
-func (f *faultyBackend) Sign(ctx context.Context, ref string, alg signer.Algorithm, in []byte) ([]byte, error) {
-	if f.down.Load() {
-		return nil, errs.New(errs.Unavailable, "injected: token unreachable")
-	}
-	return f.Backend.Sign(ctx, ref, alg, in)
-}
-
-type harness struct {
-	keys     sigilv1.KeyServiceClient
-	sign     sigilv1.SigningServiceClient
-	conn     *grpc.ClientConn // plaintext; nil when the server wants TLS
-	addr     string
-	httpURL  string // public: JWK Sets, the audit key
-	adminURL string // health, readiness, metrics
-	hsm      *faultyBackend
-	stop     func() // stops the server and closes its store
-}
-
-// start runs a server over the keyring at dbPath on loopback, signing in
-// the given backend; opts may add TLS, authorization and audit.
-func start(t testing.TB, hsm *faultyBackend, dbPath string, opts ...func(*server.Options)) *harness {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := boltstore.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	backends := map[string]signer.Backend{"hsm-a": hsm}
-	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: "hsm-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := jwks.NewPublisher()
-	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
-		t.Fatal(err)
-	}
-	gl, _ := net.Listen("tcp", "127.0.0.1:0")
-	hl, _ := net.Listen("tcp", "127.0.0.1:0")
-	done := make(chan error, 1)
-	o := server.Options{Keyring: kr, Backends: backends, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), JWKS: pub, Ledger: store}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	al, _ := net.Listen("tcp", "127.0.0.1:0")
-	go func() { done <- server.New(o).Serve(ctx, server.Listeners{GRPC: gl, Public: hl, Admin: al}) }()
-	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			conn.Close()
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			store.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return &harness{keys: sigilv1.NewKeyServiceClient(conn), sign: sigilv1.NewSigningServiceClient(conn), conn: conn,
-		addr: gl.Addr().String(), httpURL: "http://" + hl.Addr().String(), adminURL: "http://" + al.Addr().String(), hsm: hsm, stop: stop}
-}
+// harness is a running server (servertest) with the tests' helpers.
+type harness struct{ *servertest.Server }
 
 func newHarness(t testing.TB, opts ...func(*server.Options)) *harness {
-	t.Helper()
-	b, err := pkcs11.Open(context.Background(), "hsm-a", pkcs11.Config(softhsmtest.Token(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return start(t, &faultyBackend{Backend: b}, filepath.Join(t.TempDir(), "keyring.db"), opts...)
+	return &harness{servertest.New(t, opts...)}
 }
 
 func (h *harness) create(t *testing.T, id, alg, purpose string) *sigilv1.Key {
 	t.Helper()
-	resp, err := h.keys.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: purpose})
+	resp, err := h.Keys.CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: purpose})
 	if err != nil {
 		t.Fatalf("CreateKey %s: %v", id, err)
 	}
@@ -170,14 +78,14 @@ func TestSignEveryAlgorithmOverGRPC(t *testing.T) {
 		if alg == signer.EdDSA {
 			req.Input = &sigilv1.SignRequest_Message{Message: msg}
 		}
-		resp, err := h.sign.Sign(ctx, req)
+		resp, err := h.Sign.Sign(ctx, req)
 		if err != nil {
 			t.Fatalf("%s: %v", alg, err)
 		}
 		if resp.GetKid() != k.GetGenerations()[0].GetKid() || resp.GetGeneration() != 1 || resp.GetAlgorithm() != string(alg) {
 			t.Errorf("%s: response %v", alg, resp)
 		}
-		pk, err := h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: k.GetId()})
+		pk, err := h.Keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: k.GetId()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +102,7 @@ func TestSignEveryAlgorithmOverGRPC(t *testing.T) {
 				t.Fatalf("%s: not DER: %v", alg, err)
 			}
 			req.Format = sigilv1.SignatureFormat_SIGNATURE_FORMAT_RAW
-			raw, err := h.sign.Sign(ctx, req)
+			raw, err := h.Sign.Sign(ctx, req)
 			if err != nil || len(raw.GetSignature()) != 2*size {
 				t.Fatalf("%s raw: %v %x", alg, err, raw.GetSignature())
 			}
@@ -240,7 +148,7 @@ func TestBadInputGetsItsCode(t *testing.T) {
 		{"existing ID", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "raw-p256", Algorithm: "ES256"}), codes.AlreadyExists},
 		{"unknown backend", nil, h.creator(&sigilv1.CreateKeyRequest{Id: "x", Algorithm: "ES256", Backend: "nowhere"}), codes.InvalidArgument},
 		{"get unknown key", nil, func(ctx context.Context) error {
-			_, err := h.keys.GetKey(ctx, &sigilv1.GetKeyRequest{Id: "nope"})
+			_, err := h.Keys.GetKey(ctx, &sigilv1.GetKeyRequest{Id: "nope"})
 			return err
 		}, codes.NotFound},
 	}
@@ -253,25 +161,25 @@ func TestBadInputGetsItsCode(t *testing.T) {
 			wantCode(t, c.call(ctx), c.want)
 		})
 	}
-	h.hsm.down.Store(true)
-	_, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)})
+	h.HSM.Down.Store(true)
+	_, err := h.Sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)})
 	wantCode(t, err, codes.Unavailable)
-	h.hsm.down.Store(false)
-	if _, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)}); err != nil {
+	h.HSM.Down.Store(false)
+	if _, err := h.Sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "raw-p256", Input: digest(d32)}); err != nil {
 		t.Fatalf("after the backend came back: %v", err)
 	}
-	list, err := h.keys.ListKeys(context.Background(), &sigilv1.ListKeysRequest{})
+	list, err := h.Keys.ListKeys(context.Background(), &sigilv1.ListKeysRequest{})
 	if err != nil || len(list.GetKeys()) != 3 {
 		t.Fatalf("refused requests changed the keyring: %v, %d keys", err, len(list.GetKeys()))
 	}
 }
 
 func (h *harness) signer(req *sigilv1.SignRequest) func(context.Context) error {
-	return func(ctx context.Context) error { _, err := h.sign.Sign(ctx, req); return err }
+	return func(ctx context.Context) error { _, err := h.Sign.Sign(ctx, req); return err }
 }
 
 func (h *harness) creator(req *sigilv1.CreateKeyRequest) func(context.Context) error {
-	return func(ctx context.Context) error { _, err := h.keys.CreateKey(ctx, req); return err }
+	return func(ctx context.Context) error { _, err := h.Keys.CreateKey(ctx, req); return err }
 }
 
 func TestConcurrentSigningOverGRPC(t *testing.T) {
@@ -283,7 +191,7 @@ func TestConcurrentSigningOverGRPC(t *testing.T) {
 			for range 10 {
 				d := make([]byte, 32)
 				rand.Read(d)
-				resp, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "busy", Input: &sigilv1.SignRequest_Digest{Digest: d},
+				resp, err := h.Sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "busy", Input: &sigilv1.SignRequest_Digest{Digest: d},
 					Format: sigilv1.SignatureFormat_SIGNATURE_FORMAT_RAW})
 				if err == nil {
 					err = signer.Verify(pub, signer.ES256K, d, resp.GetSignature())
@@ -304,21 +212,21 @@ func TestKeysSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	hsm := &faultyBackend{Backend: b}
+	hsm := &servertest.FaultyBackend{Backend: b}
 	db := filepath.Join(t.TempDir(), "keyring.db")
-	h := start(t, hsm, db)
+	h := &harness{servertest.Start(t, hsm, db)}
 	before := h.create(t, "keep", "EdDSA", "raw")
-	h.stop()
+	h.Stop()
 
-	h = start(t, hsm, db)
-	got, err := h.keys.GetKey(context.Background(), &sigilv1.GetKeyRequest{Id: "keep"})
+	h = &harness{servertest.Start(t, hsm, db)}
+	got, err := h.Keys.GetKey(context.Background(), &sigilv1.GetKeyRequest{Id: "keep"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.GetKey().GetGenerations()[0].GetPublicKeyPem() != before.GetGenerations()[0].GetPublicKeyPem() {
 		t.Fatal("public key changed across the restart")
 	}
-	resp, err := h.sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "keep", Input: &sigilv1.SignRequest_Message{Message: []byte("m")}})
+	resp, err := h.Sign.Sign(context.Background(), &sigilv1.SignRequest{KeyId: "keep", Input: &sigilv1.SignRequest_Message{Message: []byte("m")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,14 +239,14 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.create(t, "observed", "ES256", "raw")
-	if _, err := h.sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "observed", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}); err != nil {
+	if _, err := h.Sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "observed", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	hc, err := healthpb.NewHealthClient(h.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	hc, err := healthpb.NewHealthClient(h.Conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", hc, err)
 	}
-	stream, err := reflectionpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(ctx)
+	stream, err := reflectionpb.NewServerReflectionClient(h.Conn).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +260,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 		"/readyz":  `"ready":true`,
 		"/metrics": `sigil_sign_operations_total{algorithm="ES256",backend="hsm-a",key="observed",outcome="OK"} 1`,
 	} {
-		resp, err := http.Get(h.adminURL + path)
+		resp, err := http.Get(h.AdminURL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -363,7 +271,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 		}
 	}
 	for _, metric := range []string{`sigil_backend_up{backend="hsm-a"} 1`, `sigil_backend_reinit_total{backend="hsm-a"} 0`, "sigil_backend_seconds_since_healthy", "sigil_backend_sessions_in_use", "sigil_backend_session_waits_total", "sigil_sign_duration_seconds_bucket", "sigil_grpc_requests_total"} {
-		resp, _ := http.Get(h.adminURL + "/metrics")
+		resp, _ := http.Get(h.AdminURL + "/metrics")
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if !strings.Contains(string(body), metric) {
@@ -386,14 +294,14 @@ func pemBody(t *testing.T, s string) []byte {
 func TestReadinessFollowsBackendHealth(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	health := healthpb.NewHealthClient(h.conn)
+	health := healthpb.NewHealthClient(h.Conn)
 	services := []string{"", "sigil.v1.SigningService", "sigil.v1.KeyService", "sigil.v1.JWTService", "sigil.v1.EthereumService"}
 	expect := func(code int, want healthpb.HealthCheckResponse_ServingStatus, body string) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			var problems []string
-			resp, err := http.Get(h.adminURL + "/readyz")
+			resp, err := http.Get(h.AdminURL + "/readyz")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,9 +326,9 @@ func TestReadinessFollowsBackendHealth(t *testing.T) {
 		}
 	}
 	expect(200, healthpb.HealthCheckResponse_SERVING, `"hsm-a":{"up":true`)
-	h.hsm.down.Store(true)
+	h.HSM.Down.Store(true)
 	expect(503, healthpb.HealthCheckResponse_NOT_SERVING, `"detail":"injected: token unreachable"`)
-	h.hsm.down.Store(false)
+	h.HSM.Down.Store(false)
 	expect(200, healthpb.HealthCheckResponse_SERVING, `"ready":true`)
 }
 
@@ -429,8 +337,8 @@ func TestReadinessFollowsBackendHealth(t *testing.T) {
 func TestPublicAndAdminListenersServeTheirOwn(t *testing.T) {
 	h := newHarness(t)
 	for url, want := range map[string]int{
-		h.httpURL + "/.well-known/jwks.json": 200, h.httpURL + "/metrics": 404, h.httpURL + "/readyz": 404, h.httpURL + "/healthz": 404,
-		h.adminURL + "/metrics": 200, h.adminURL + "/readyz": 200, h.adminURL + "/.well-known/jwks.json": 404, h.adminURL + "/audit/key": 404,
+		h.PublicURL + "/.well-known/jwks.json": 200, h.PublicURL + "/metrics": 404, h.PublicURL + "/readyz": 404, h.PublicURL + "/healthz": 404,
+		h.AdminURL + "/metrics": 200, h.AdminURL + "/readyz": 200, h.AdminURL + "/.well-known/jwks.json": 404, h.AdminURL + "/audit/key": 404,
 	} {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -447,7 +355,7 @@ func TestPublicAndAdminListenersServeTheirOwn(t *testing.T) {
 func TestIdleHTTPConnectionsAreClosed(t *testing.T) {
 	server.SetHTTPIdleTimeout(t, 200*time.Millisecond)
 	h := newHarness(t)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(h.adminURL, "http://"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.AdminURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,20 +383,20 @@ func TestDisableAndEnableAKey(t *testing.T) {
 	ctx := context.Background()
 	h.create(t, "pausable", "ES256", "raw")
 	sign := func() error {
-		_, err := h.sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "pausable", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
+		_, err := h.Sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "pausable", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
 		return err
 	}
-	resp, err := h.keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "pausable"})
+	resp, err := h.Keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "pausable"})
 	if err != nil || !resp.GetKey().GetDisabled() || len(resp.GetKey().GetGenerations()) != 1 {
 		t.Fatalf("disable: %v %v", resp, err)
 	}
 	wantCode(t, sign(), codes.FailedPrecondition)
-	if _, err := h.keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "pausable"}); err != nil {
+	if _, err := h.Keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "pausable"}); err != nil {
 		t.Fatalf("disabling twice: %v", err)
 	}
-	_, err = h.keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "missing"})
+	_, err = h.Keys.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "missing"})
 	wantCode(t, err, codes.NotFound)
-	if resp, err := h.keys.EnableKey(ctx, &sigilv1.EnableKeyRequest{Id: "pausable"}); err != nil || resp.GetKey().GetDisabled() {
+	if resp, err := h.Keys.EnableKey(ctx, &sigilv1.EnableKeyRequest{Id: "pausable"}); err != nil || resp.GetKey().GetDisabled() {
 		t.Fatalf("enable: %v %v", resp, err)
 	}
 	if err := sign(); err != nil {
@@ -516,23 +424,23 @@ func TestRawKeysRotateAndVerify(t *testing.T) {
 				t.Helper()
 				req := proto.Clone(vin).(*sigilv1.VerifyRequest)
 				req.Signature, req.Generation, req.Kid = sig, gen, kid
-				resp, err := h.sign.Verify(ctx, req)
+				resp, err := h.Sign.Verify(ctx, req)
 				if err != nil {
 					t.Fatal(err)
 				}
 				return resp
 			}
-			first, err := h.sign.Sign(ctx, in)
+			first, err := h.Sign.Sign(ctx, in)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if r := verify(first.GetSignature(), 0, ""); !r.GetValid() || r.GetGeneration() != 1 || r.GetKid() != first.GetKid() {
 				t.Fatalf("first signature: %v", r)
 			}
-			if _, err := h.keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: id}); err != nil {
+			if _, err := h.Keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: id}); err != nil {
 				t.Fatal(err)
 			}
-			second, err := h.sign.Sign(ctx, in)
+			second, err := h.Sign.Sign(ctx, in)
 			if err != nil || second.GetGeneration() != 2 {
 				t.Fatalf("after rotation: %v %v", second, err)
 			}
@@ -545,14 +453,14 @@ func TestRawKeysRotateAndVerify(t *testing.T) {
 			if r := verify(second.GetSignature(), 0, second.GetKid()); !r.GetValid() || r.GetGeneration() != 2 {
 				t.Fatalf("by kid: %v", r)
 			}
-			pk, err := h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: id, Generation: 1})
+			pk, err := h.Keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: id, Generation: 1})
 			if err != nil || pk.GetKid() != first.GetKid() {
 				t.Fatalf("public key of generation 1: %v %v", pk, err)
 			}
-			if pk, err := h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: id, Kid: second.GetKid()}); err != nil || pk.GetGeneration() != 2 {
+			if pk, err := h.Keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: id, Kid: second.GetKid()}); err != nil || pk.GetGeneration() != 2 {
 				t.Fatalf("public key by kid: %v %v", pk, err)
 			}
-			if _, err := h.keys.RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: id, Generation: 1}); err != nil {
+			if _, err := h.Keys.RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: id, Generation: 1}); err != nil {
 				t.Fatal(err)
 			}
 			if r := verify(first.GetSignature(), 0, ""); r.GetValid() {
@@ -565,11 +473,11 @@ func TestRawKeysRotateAndVerify(t *testing.T) {
 			}
 		})
 	}
-	_, err := h.sign.Verify(ctx, &sigilv1.VerifyRequest{KeyId: "v-es256", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{0x30, 0x01}})
+	_, err := h.Sign.Verify(ctx, &sigilv1.VerifyRequest{KeyId: "v-es256", Input: &sigilv1.VerifyRequest_Digest{Digest: make([]byte, 32)}, Signature: []byte{0x30, 0x01}})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 1, Kid: "x"})
+	_, err = h.Keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 1, Kid: "x"})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = h.keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 9})
+	_, err = h.Keys.GetPublicKey(ctx, &sigilv1.GetPublicKeyRequest{Id: "v-es256", Generation: 9})
 	wantCode(t, err, codes.NotFound)
 }
 
@@ -581,12 +489,12 @@ func TestListKeysFiltersAndPages(t *testing.T) {
 		h.create(t, id, "ES256", "raw")
 	}
 	h.create(t, "d-jwt", "ES256", "jwt")
-	if _, err := h.keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "b-raw"}); err != nil {
+	if _, err := h.Keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "b-raw"}); err != nil {
 		t.Fatal(err)
 	}
 	ids := func(req *sigilv1.ListKeysRequest) ([]string, string) {
 		t.Helper()
-		resp, err := h.keys.ListKeys(ctx, req)
+		resp, err := h.Keys.ListKeys(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -618,7 +526,7 @@ func TestListKeysFiltersAndPages(t *testing.T) {
 		t.Errorf("paged: %v", all)
 	}
 	for _, bad := range []*sigilv1.ListKeysRequest{{PageSize: -1}, {PageSize: 1001}, {PageToken: "!!"}, {State: "creating"}, {Purpose: "nope"}} {
-		_, err := h.keys.ListKeys(ctx, bad)
+		_, err := h.Keys.ListKeys(ctx, bad)
 		wantCode(t, err, codes.InvalidArgument)
 	}
 }

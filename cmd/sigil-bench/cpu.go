@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -47,7 +47,7 @@ func processCPU() time.Duration {
 func (b *bench) cpuTable() ([]cpuRow, error) {
 	grpcAddr := b.conn.Target()
 	const c = 16
-	sg, err := b.kr.ForSigning(b.ctx, "bench-es256", keyring.PurposeRaw)
+	sg, err := b.kr.ForSigning(b.ctx, "bench-es256", raw.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,9 @@ import (
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose/eth"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/awskms"
@@ -233,7 +236,7 @@ func startKMS(ctx context.Context, dir string, backends map[string]signer.Backen
 // kmsTable: ES256 Sign through Sigil with a KMS key against the same
 // signature asked of the emulator directly with the AWS SDK.
 func (b *bench) kmsTable(endpoint string) ([]row, error) {
-	k, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-kms", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256, Backend: "kms"})
+	k, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-kms", Purpose: raw.Name, Algorithm: signer.ES256, Backend: "kms"})
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +289,7 @@ func (b *bench) replicaTable(dir string) ([]row, error) {
 		defer stop()
 		conns, krs = append(conns, conn), append(krs, kr)
 	}
-	if _, err := krs[0].Create(ctx, keyring.CreateSpec{ID: "bench-replicated", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+	if _, err := krs[0].Create(ctx, keyring.CreateSpec{ID: "bench-replicated", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 		return nil, err
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -434,10 +437,10 @@ func (b *bench) signTable() ([]row, error) {
 	var rows []row
 	for _, alg := range algs {
 		id := "bench-" + strings.ToLower(string(alg))
-		if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeRaw, Algorithm: alg}); err != nil {
+		if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: alg}); err != nil {
 			return nil, err
 		}
-		sg, err := b.kr.ForSigning(b.ctx, id, keyring.PurposeRaw)
+		sg, err := b.kr.ForSigning(b.ctx, id, raw.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -466,10 +469,10 @@ func (b *bench) signTable() ([]row, error) {
 // jwtTable: Sign against SignJWT, both through gRPC with ES256 keys in the
 // same token, so the difference is what building and encoding a JWT costs.
 func (b *bench) jwtTable() ([]row, error) {
-	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-jwt", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}); err != nil {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-jwt", Purpose: jwt.Name, Algorithm: signer.ES256}); err != nil {
 		return nil, err
 	}
-	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-jwt", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-jwt", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 		return nil, err
 	}
 	sign, mint := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewJWTServiceClient(b.conn)
@@ -489,11 +492,11 @@ func (b *bench) jwtTable() ([]row, error) {
 // signature finishing (low-S, recovery id) and the encoding cost. The eth
 // key has no daily limit, whose ledger write is a disk sync per request.
 func (b *bench) ethTable() ([]row, error) {
-	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-eth", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K,
-		Eth: &keyring.EthPolicy{ChainIDs: []uint64{1}}}); err != nil {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-eth", Purpose: eth.Name, Algorithm: signer.ES256K,
+		Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
 		return nil, err
 	}
-	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-k1", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256K}); err != nil {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-k1", Purpose: raw.Name, Algorithm: signer.ES256K}); err != nil {
 		return nil, err
 	}
 	sign, eth := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewEthereumServiceClient(b.conn)

@@ -24,6 +24,7 @@ import (
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
+	_ "github.com/sigil-hsm/sigil/purpose/all" // the signing purposes Sigil serves
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
 )

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"go.yaml.in/yaml/v3"
@@ -25,18 +26,37 @@ import (
 // Op is an operation a rule can allow.
 type Op string
 
-// The operations.
+// The operations on keys themselves; each purpose registers its own
+// (sign.raw, sign.jwt, eth.sign_tx, ...) with RegisterOps.
 const (
-	SignRaw          Op = "sign.raw"
-	SignJWT          Op = "sign.jwt"
-	EthSignTx        Op = "eth.sign_tx"
-	EthSignMessage   Op = "eth.sign_message"
-	EthSignTypedData Op = "eth.sign_typed_data"
-	KeysRead         Op = "keys.read"
-	KeysAdmin        Op = "keys.admin"
+	KeysRead  Op = "keys.read"
+	KeysAdmin Op = "keys.admin"
 )
 
-var ops = []Op{SignRaw, SignJWT, EthSignTx, EthSignMessage, EthSignTypedData, KeysRead, KeysAdmin}
+var known = struct {
+	sync.RWMutex
+	ops []Op
+}{ops: []Op{KeysRead, KeysAdmin}}
+
+// RegisterOps makes operations known, so policy rules may name them; a
+// rule naming an operation nobody registered is refused at load.
+func RegisterOps(ops ...Op) {
+	known.Lock()
+	defer known.Unlock()
+	for _, op := range ops {
+		if !slices.Contains(known.ops, op) {
+			known.ops = append(known.ops, op)
+		}
+	}
+	slices.Sort(known.ops)
+}
+
+// Ops lists the known operations, sorted.
+func Ops() []Op {
+	known.RLock()
+	defer known.RUnlock()
+	return slices.Clone(known.ops)
+}
 
 // Rule allows an identity some operations on keys matching patterns.
 type Rule struct {
@@ -97,6 +117,7 @@ func parseRule(n *yaml.Node) (Rule, error) {
 			return r, fmt.Errorf("keys: bad pattern %q", k)
 		}
 	}
+	ops := Ops()
 	for _, op := range r.Allow {
 		if !slices.Contains(ops, op) {
 			return r, fmt.Errorf("allow: unknown operation %q (known: %v)", op, ops)
@@ -108,7 +129,7 @@ func parseRule(n *yaml.Node) (Rule, error) {
 // AllowAll is a policy letting the client with the typed identity id (a
 // constant, such as the dev client's) do everything, for --dev.
 func AllowAll(id string) *Policy {
-	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Allow: ops, who: identity.MustParsePattern(id)}}}
+	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Allow: Ops(), who: identity.MustParsePattern(id)}}}
 }
 
 // Allowed reports whether a client with the typed identities ids may do

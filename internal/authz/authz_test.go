@@ -23,6 +23,15 @@ rules:
     allow: [sign.jwt]
 `
 
+// Operations a purpose would register.
+const (
+	SignRaw   Op = "sign.raw"
+	SignJWT   Op = "sign.jwt"
+	EthSignTx Op = "eth.sign_tx"
+)
+
+func init() { RegisterOps(SignRaw, SignJWT, EthSignTx) }
+
 func TestTypedIdentitiesNeverStandInForEachOther(t *testing.T) {
 	p, err := Parse([]byte(policy))
 	if err != nil {
@@ -69,7 +78,7 @@ func TestUntypedIdentitiesAreRefusedAtLoad(t *testing.T) {
 func TestAllowAll(t *testing.T) {
 	dev := identity.ID{Kind: identity.URI, Name: "spiffe://sigil.dev/dev-client"}
 	p := AllowAll(dev.Name)
-	for _, op := range ops {
+	for _, op := range Ops() {
 		if who, ok := p.Allowed([]identity.ID{{Kind: identity.CN, Name: "dev-client"}, dev}, op, "any"); !ok || who != dev {
 			t.Errorf("%s: %v %v", op, who, ok)
 		}

@@ -21,12 +21,12 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rlp"
 
-	"github.com/sigil-hsm/sigil/internal/ethsign"
-	"github.com/sigil-hsm/sigil/internal/jwtsign"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/eth"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -109,7 +109,7 @@ func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 	var ids []string
 	for _, k := range keys {
 		id := fmt.Sprintf("jwt-%s-%d", strings.ToLower(string(k.Alg)), k.Bits)
-		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeJWT, Algorithm: k.Alg, RSABits: k.Bits}); err != nil {
+		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: jwt.Name, Algorithm: k.Alg, RSABits: k.Bits}); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
@@ -117,15 +117,15 @@ func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 	rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }, time.Now, time.Minute)
 	for _, id := range ids {
 		t.Run(id, func(t *testing.T) {
-			sg, err := kr.ForSigning(ctx, id, keyring.PurposeJWT)
+			sg, err := kr.ForSigning(ctx, id, jwt.Name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"sub":"conformance"}`)}, *sg.Key.JWT, time.Now())
+			p, err := jwt.Prepare(jwt.Request{Claims: []byte(`{"sub":"conformance"}`)}, jwt.PolicyOf(sg.Key), time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
-			tok, err := jwtsign.Sign(ctx, sg, p)
+			tok, err := jwt.Sign(ctx, sg, p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,26 +146,26 @@ func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 // EIP-712 signatures that recover to it too.
 func Ethereum(t *testing.T, kr *keyring.Keyring) {
 	ctx := context.Background()
-	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "conformance-wallet", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K,
-		Eth: &keyring.EthPolicy{ChainIDs: []uint64{1}}}); err != nil {
+	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "conformance-wallet", Purpose: eth.Name, Algorithm: signer.ES256K,
+		Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
 		t.Fatal(err)
 	}
-	sg, err := kr.ForSigning(ctx, "conformance-wallet", keyring.PurposeEth)
+	sg, err := kr.ForSigning(ctx, "conformance-wallet", eth.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &ethsign.Service{Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	svc := &eth.Signer{Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for name, js := range TransactionJSON {
 		t.Run(name, func(t *testing.T) {
-			u, err := ethsign.ParseJSON([]byte(js))
+			u, err := eth.ParseJSON([]byte(js))
 			if err != nil {
 				t.Fatal(err)
 			}
-			fromRLP, err := ethsign.ParseRLP(UnsignedRLP(u))
+			fromRLP, err := eth.ParseRLP(UnsignedRLP(u))
 			if err != nil {
 				t.Fatalf("RLP: %v", err)
 			}
-			for _, in := range []ethsign.Unsigned{u, fromRLP} {
+			for _, in := range []eth.Unsigned{u, fromRLP} {
 				out, err := svc.SignTx(ctx, sg, in)
 				if err != nil {
 					t.Fatal(err)
@@ -175,8 +175,8 @@ func Ethereum(t *testing.T, kr *keyring.Keyring) {
 					t.Fatal(err)
 				}
 				from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
-				if err != nil || from.Hex() != sg.Key.Address || out.From != from || tx.Hash() != out.Hash {
-					t.Fatalf("sender %s (%v), want %s", from.Hex(), err, sg.Key.Address)
+				if err != nil || from.Hex() != eth.Address(sg.Key) || out.From != from || tx.Hash() != out.Hash {
+					t.Fatalf("sender %s (%v), want %s", from.Hex(), err, eth.Address(sg.Key))
 				}
 				if tx.Type() != u.Tx.Type() || tx.Nonce() != u.Tx.Nonce() || tx.Value().Cmp(u.Tx.Value()) != 0 || tx.ChainId().Uint64() != 1 {
 					t.Fatalf("signed tx differs from the request: %+v", tx)
@@ -190,7 +190,7 @@ func Ethereum(t *testing.T, kr *keyring.Keyring) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recovers(t, accounts.TextHash(msg), sig, sg.Key.Address)
+		recovers(t, accounts.TextHash(msg), sig, eth.Address(sg.Key))
 	})
 	t.Run("EIP-712", func(t *testing.T) {
 		sig, hash, err := svc.SignTypedData(ctx, sg, []byte(MailTypedData))
@@ -200,7 +200,7 @@ func Ethereum(t *testing.T, kr *keyring.Keyring) {
 		if hash.Hex() != MailDigest {
 			t.Fatalf("digest %s, EIP-712 publishes %s", hash.Hex(), MailDigest)
 		}
-		recovers(t, hash[:], sig, sg.Key.Address)
+		recovers(t, hash[:], sig, eth.Address(sg.Key))
 	})
 }
 
@@ -219,7 +219,7 @@ func recovers(t *testing.T, hash, sig []byte, address string) {
 }
 
 // UnsignedRLP is u's signing encoding, as a client would send it.
-func UnsignedRLP(u ethsign.Unsigned) []byte {
+func UnsignedRLP(u eth.Unsigned) []byte {
 	if u.Tx.Type() == types.LegacyTxType {
 		b, _ := rlp.EncodeToBytes([]any{u.Tx.Nonce(), u.Tx.GasPrice(), u.Tx.Gas(), u.Tx.To(), u.Tx.Value(), u.Tx.Data(), u.ChainID, uint(0), uint(0)})
 		return b

@@ -16,8 +16,6 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/etcdtest"
-	"github.com/sigil-hsm/sigil/internal/ethsign"
-	"github.com/sigil-hsm/sigil/internal/jwtsign"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
@@ -25,6 +23,9 @@ import (
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	"github.com/sigil-hsm/sigil/keyring/storetest"
+	"github.com/sigil-hsm/sigil/purpose/eth"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
@@ -109,7 +110,7 @@ type replica struct {
 	kr    *keyring.Keyring
 	pub   *jwks.Publisher
 	stop  context.CancelFunc
-	eth   *ethsign.Service
+	eth   *eth.Signer
 }
 
 func newReplica(t *testing.T, name string, c *etcdtest.Cluster, hsm signer.Backend) *replica {
@@ -126,7 +127,7 @@ func newReplica(t *testing.T, name string, c *etcdtest.Cluster, hsm signer.Backe
 	pub := jwks.NewPublisher()
 	jwks.Follow(ctx, kr, pub, slog.Default())
 	go kr.Follow(ctx, s)
-	r := &replica{name: name, store: s, kr: kr, pub: pub, stop: cancel, eth: &ethsign.Service{Ledger: s, Now: time.Now, Log: quiet}}
+	r := &replica{name: name, store: s, kr: kr, pub: pub, stop: cancel, eth: &eth.Signer{Ledger: s, Now: time.Now, Log: quiet}}
 	t.Cleanup(func() { cancel(); s.Close() })
 	return r
 }
@@ -158,14 +159,14 @@ func within(d time.Duration, cond func() bool) bool {
 func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 	c, rs := threeReplicas(t)
 	ctx := context.Background()
-	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}); err != nil {
+	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: jwt.Name, Algorithm: signer.ES256}); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range rs[1:] {
 		if !within(time.Second, func() bool { _, err := r.kr.Get(ctx, "auth"); return err == nil }) {
 			t.Fatalf("%s does not see the key within a second", r.name)
 		}
-		sg, _ := r.kr.ForSigning(ctx, "auth", keyring.PurposeJWT)
+		sg, _ := r.kr.ForSigning(ctx, "auth", jwt.Name)
 		if _, err := sg.Sign(ctx, make([]byte, 32)); err != nil {
 			t.Fatalf("signing on %s: %v", r.name, err)
 		}
@@ -192,9 +193,9 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 	// A daily limit holds across replicas: 60 concurrent requests spread
 	// over three replicas, room for exactly n.
 	const n = 9
-	limit, _ := keyring.ParseWei("limit", fmt.Sprint(n*100))
-	if _, err := rs[2].kr.Create(ctx, keyring.CreateSpec{ID: "wallet", Purpose: keyring.PurposeEth, Algorithm: signer.ES256K,
-		Eth: &keyring.EthPolicy{ChainIDs: []uint64{1}, DailyLimit: limit}}); err != nil {
+	limit, _ := eth.ParseWei("limit", fmt.Sprint(n*100))
+	if _, err := rs[2].kr.Create(ctx, keyring.CreateSpec{ID: "wallet", Purpose: eth.Name, Algorithm: signer.ES256K,
+		Policy: &eth.Policy{ChainIDs: []uint64{1}, DailyLimit: limit}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
@@ -202,13 +203,13 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 			t.Fatalf("%s does not see the wallet", r.name)
 		}
 	}
-	u, _ := ethsign.ParseJSON([]byte(`{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x64","gas":"0x5208","gasPrice":"0x1"}`))
+	u, _ := eth.ParseJSON([]byte(`{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x64","gas":"0x5208","gasPrice":"0x1"}`))
 	var ok, denied atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 60 {
 		wg.Go(func() {
 			r := rs[i%3]
-			sg, err := r.kr.ForSigning(ctx, "wallet", keyring.PurposeEth)
+			sg, err := r.kr.ForSigning(ctx, "wallet", eth.Name)
 			if err == nil {
 				_, err = r.eth.SignTx(ctx, sg, u)
 			}
@@ -231,7 +232,7 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 	// writes work again once etcd has a new leader.
 	c.Kill(c.Leader())
 	for _, r := range rs {
-		sg, err := r.kr.ForSigning(ctx, "auth", keyring.PurposeJWT)
+		sg, err := r.kr.ForSigning(ctx, "auth", jwt.Name)
 		if err == nil {
 			_, err = sg.Sign(ctx, make([]byte, 32))
 		}
@@ -242,7 +243,7 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 	if !within(10*time.Second, func() bool {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		_, err := rs[0].kr.Create(cctx, keyring.CreateSpec{ID: "after", Purpose: keyring.PurposeRaw, Algorithm: signer.ES256})
+		_, err := rs[0].kr.Create(cctx, keyring.CreateSpec{ID: "after", Purpose: raw.Name, Algorithm: signer.ES256})
 		return err == nil || errs.Is(err, errs.AlreadyExists)
 	}) {
 		t.Fatal("writes did not resume after the etcd leader was lost")
@@ -258,8 +259,8 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 func TestSchedulerFailover(t *testing.T) {
 	_, rs := threeReplicas(t)
 	ctx := context.Background()
-	policy := keyring.JWTPolicy{RotateEvery: 3 * time.Second, PublishAhead: 1500 * time.Millisecond, MaxTokenTTL: time.Second, Skew: 250 * time.Millisecond}
-	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "fast", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256, JWT: &policy}); err != nil {
+	policy := jwt.Policy{RotateEvery: 3 * time.Second, PublishAhead: 1500 * time.Millisecond, MaxTokenTTL: time.Second, Skew: 250 * time.Millisecond}
+	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "fast", Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &policy}); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
@@ -283,13 +284,13 @@ func TestSchedulerFailover(t *testing.T) {
 	var mu sync.Mutex
 	var pending sync.WaitGroup
 	mint := func() {
-		sg, err := rs[1].kr.ForSigning(ctx, "fast", keyring.PurposeJWT)
+		sg, err := rs[1].kr.ForSigning(ctx, "fast", jwt.Name)
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p, _ := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"sub":"x"}`), TTL: time.Second}, policy, time.Now())
-		tok, err := jwtsign.Sign(ctx, sg, p)
+		p, _ := jwt.Prepare(jwt.Request{Claims: []byte(`{"sub":"x"}`), TTL: time.Second}, policy, time.Now())
+		tok, err := jwt.Sign(ctx, sg, p)
 		if err != nil {
 			t.Error(err)
 			return

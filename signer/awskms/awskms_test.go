@@ -30,6 +30,8 @@ import (
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/kmstest"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/awskms"
 )
@@ -98,12 +100,12 @@ func TestKeysDisabledOrDeletedBehindSigilsBack(t *testing.T) {
 	kr := kmsKeyring(t, b)
 	ctx := context.Background()
 	for _, id := range []string{"gone", "off"} {
-		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeRaw, Algorithm: signer.ES256}); err != nil {
+		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	gone, _ := kr.ForSigning(ctx, "gone", keyring.PurposeRaw)
-	off, _ := kr.ForSigning(ctx, "off", keyring.PurposeRaw)
+	gone, _ := kr.ForSigning(ctx, "gone", raw.Name)
+	off, _ := kr.ForSigning(ctx, "off", raw.Name)
 	if err := b.DestroyKey(ctx, gone.Generation.Ref); err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +124,10 @@ func TestKeysDisabledOrDeletedBehindSigilsBack(t *testing.T) {
 		}
 	}
 	// Revoking through the keyring disables the KMS key too.
-	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "rev", Purpose: keyring.PurposeJWT, Algorithm: signer.ES256}); err != nil {
+	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "rev", Purpose: jwt.Name, Algorithm: signer.ES256}); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := kr.ForSigning(ctx, "rev", keyring.PurposeJWT)
+	before, _ := kr.ForSigning(ctx, "rev", jwt.Name)
 	if _, err := kr.Revoke(ctx, "rev", 1); err != nil {
 		t.Fatal(err)
 	}

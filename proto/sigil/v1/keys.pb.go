@@ -9,6 +9,7 @@ package sigilv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -127,7 +128,9 @@ type Key struct {
 	// The EIP-55 address, for eth keys.
 	Address string `protobuf:"bytes,10,opt,name=address,proto3" json:"address,omitempty"`
 	// A disabled key refuses to sign until it is enabled again.
-	Disabled      bool `protobuf:"varint,11,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	Disabled bool `protobuf:"varint,11,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// The policy, for keys of a purpose without a field of its own above.
+	Policy        *anypb.Any `protobuf:"bytes,12,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +240,13 @@ func (x *Key) GetDisabled() bool {
 		return x.Disabled
 	}
 	return false
+}
+
+func (x *Key) GetPolicy() *anypb.Any {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
 }
 
 // EthPolicy is the spending policy of an Ethereum key, enforced before the
@@ -442,7 +452,7 @@ type CreateKeyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Algorithm string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
-	// jwt, eth or raw; raw if empty.
+	// jwt, eth or raw (or another registered purpose); raw if empty.
 	Purpose string `protobuf:"bytes,3,opt,name=purpose,proto3" json:"purpose,omitempty"`
 	// A configured backend name; the default backend if empty.
 	Backend string `protobuf:"bytes,4,opt,name=backend,proto3" json:"backend,omitempty"`
@@ -455,7 +465,9 @@ type CreateKeyRequest struct {
 	// Makes a retry safe: a key that exists, made by a request with the
 	// same request ID and spec, is returned instead of AlreadyExists. At
 	// most 128 printable ASCII bytes.
-	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The policy message of a purpose without a field of its own above.
+	Policy        *anypb.Any `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +556,13 @@ func (x *CreateKeyRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *CreateKeyRequest) GetPolicy() *anypb.Any {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
 }
 
 type CreateKeyResponse struct {
@@ -941,7 +960,9 @@ type UpdateKeyPolicyRequest struct {
 	// For a jwt key: unset fields keep their value.
 	JwtPolicy *JWTPolicy `protobuf:"bytes,2,opt,name=jwt_policy,json=jwtPolicy,proto3" json:"jwt_policy,omitempty"`
 	// For an eth key: replaces the policy.
-	EthPolicy     *EthPolicy `protobuf:"bytes,3,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
+	EthPolicy *EthPolicy `protobuf:"bytes,3,opt,name=eth_policy,json=ethPolicy,proto3" json:"eth_policy,omitempty"`
+	// For a key of a purpose without a field of its own above.
+	Policy        *anypb.Any `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -993,6 +1014,13 @@ func (x *UpdateKeyPolicyRequest) GetJwtPolicy() *JWTPolicy {
 func (x *UpdateKeyPolicyRequest) GetEthPolicy() *EthPolicy {
 	if x != nil {
 		return x.EthPolicy
+	}
+	return nil
+}
+
+func (x *UpdateKeyPolicyRequest) GetPolicy() *anypb.Any {
+	if x != nil {
+		return x.Policy
 	}
 	return nil
 }
@@ -1415,14 +1443,14 @@ var File_sigil_v1_keys_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
-	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
+	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
 	"\tJWTPolicy\x12<\n" +
 	"\frotate_every\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vrotateEvery\x12>\n" +
 	"\rpublish_ahead\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fpublishAhead\x12=\n" +
 	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl\x12-\n" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"jwksMaxAge\"\x95\x03\n" +
+	"jwksMaxAge\"\xc3\x03\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1438,7 +1466,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"eth_policy\x18\t \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12\x18\n" +
 	"\aaddress\x18\n" +
 	" \x01(\tR\aaddress\x12\x1a\n" +
-	"\bdisabled\x18\v \x01(\bR\bdisabled\"\xc3\x01\n" +
+	"\bdisabled\x18\v \x01(\bR\bdisabled\x12,\n" +
+	"\x06policy\x18\f \x01(\v2\x14.google.protobuf.AnyR\x06policy\"\xc3\x01\n" +
 	"\tEthPolicy\x12\x1b\n" +
 	"\tchain_ids\x18\x01 \x03(\x04R\bchainIds\x12\x1b\n" +
 	"\tmax_value\x18\x02 \x01(\tR\bmaxValue\x12\x17\n" +
@@ -1460,7 +1489,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\x96\x02\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xc4\x02\n" +
 	"\x10CreateKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1472,7 +1501,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
 	"eth_policy\x18\a \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"4\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12,\n" +
+	"\x06policy\x18\t \x01(\v2\x14.google.protobuf.AnyR\x06policy\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x1f\n" +
 	"\rGetKeyRequest\x12\x0e\n" +
@@ -1500,13 +1530,14 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"generation\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12$\n" +
 	"\x0epublic_key_pem\x18\x03 \x01(\tR\fpublicKeyPem\x12$\n" +
-	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\x90\x01\n" +
+	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\xbe\x01\n" +
 	"\x16UpdateKeyPolicyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\n" +
 	"jwt_policy\x18\x02 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\x122\n" +
 	"\n" +
-	"eth_policy\x18\x03 \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\":\n" +
+	"eth_policy\x18\x03 \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12,\n" +
+	"\x06policy\x18\x04 \x01(\v2\x14.google.protobuf.AnyR\x06policy\":\n" +
 	"\x17UpdateKeyPolicyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"@\n" +
 	"\x10RotateKeyRequest\x12\x0e\n" +
@@ -1581,6 +1612,7 @@ var file_sigil_v1_keys_proto_goTypes = []any{
 	(*EnableKeyResponse)(nil),        // 21: sigil.v1.EnableKeyResponse
 	(*durationpb.Duration)(nil),      // 22: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                // 24: google.protobuf.Any
 }
 var file_sigil_v1_keys_proto_depIdxs = []int32{
 	22, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
@@ -1592,44 +1624,47 @@ var file_sigil_v1_keys_proto_depIdxs = []int32{
 	23, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 7: sigil.v1.Key.jwt_policy:type_name -> sigil.v1.JWTPolicy
 	2,  // 8: sigil.v1.Key.eth_policy:type_name -> sigil.v1.EthPolicy
-	23, // 9: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	23, // 10: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
-	23, // 11: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
-	0,  // 12: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 13: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	1,  // 14: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 15: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 16: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	0,  // 17: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 18: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	1,  // 19: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
-	1,  // 20: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 21: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
-	1,  // 22: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 23: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
-	4,  // 24: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	6,  // 25: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	8,  // 26: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	10, // 27: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	12, // 28: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
-	14, // 29: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	16, // 30: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
-	18, // 31: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
-	20, // 32: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
-	5,  // 33: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	7,  // 34: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	9,  // 35: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	11, // 36: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	13, // 37: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
-	15, // 38: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	17, // 39: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
-	19, // 40: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
-	21, // 41: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
-	33, // [33:42] is the sub-list for method output_type
-	24, // [24:33] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	24, // 9: sigil.v1.Key.policy:type_name -> google.protobuf.Any
+	23, // 10: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	23, // 11: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	23, // 12: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	0,  // 13: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 14: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	24, // 15: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
+	1,  // 16: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 17: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 18: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	0,  // 19: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 20: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	24, // 21: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
+	1,  // 22: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
+	1,  // 23: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 24: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
+	1,  // 25: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 26: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
+	4,  // 27: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	6,  // 28: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	8,  // 29: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	10, // 30: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	12, // 31: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	14, // 32: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	16, // 33: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	18, // 34: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
+	20, // 35: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
+	5,  // 36: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	7,  // 37: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	9,  // 38: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	11, // 39: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	13, // 40: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	15, // 41: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	17, // 42: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	19, // 43: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
+	21, // 44: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
+	36, // [36:45] is the sub-list for method output_type
+	27, // [27:36] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }

@@ -45,8 +45,9 @@ type KeyServiceClient interface {
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 	// GetPublicKey returns the public key of the key's active generation.
 	GetPublicKey(ctx context.Context, in *GetPublicKeyRequest, opts ...grpc.CallOption) (*GetPublicKeyResponse, error)
-	// UpdateKeyPolicy changes a JWT key's rotation policy (unset fields keep
-	// their value) or replaces an Ethereum key's spending policy.
+	// UpdateKeyPolicy changes a key's policy, as its purpose says: a JWT
+	// key's rotation policy (unset fields keep their value), an Ethereum
+	// key's spending policy (replaced).
 	UpdateKeyPolicy(ctx context.Context, in *UpdateKeyPolicyRequest, opts ...grpc.CallOption) (*UpdateKeyPolicyResponse, error)
 	// RotateKey starts a new generation of a JWT key: published now, signing
 	// after the publish-ahead time, or at once when immediate is set.
@@ -173,8 +174,9 @@ type KeyServiceServer interface {
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	// GetPublicKey returns the public key of the key's active generation.
 	GetPublicKey(context.Context, *GetPublicKeyRequest) (*GetPublicKeyResponse, error)
-	// UpdateKeyPolicy changes a JWT key's rotation policy (unset fields keep
-	// their value) or replaces an Ethereum key's spending policy.
+	// UpdateKeyPolicy changes a key's policy, as its purpose says: a JWT
+	// key's rotation policy (unset fields keep their value), an Ethereum
+	// key's spending policy (replaced).
 	UpdateKeyPolicy(context.Context, *UpdateKeyPolicyRequest) (*UpdateKeyPolicyResponse, error)
 	// RotateKey starts a new generation of a JWT key: published now, signing
 	// after the publish-ahead time, or at once when immediate is set.

@@ -1,9 +1,10 @@
-package ethsign
+package eth
 
 import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"time"
@@ -20,8 +21,8 @@ import (
 // MaxMessageBytes bounds EIP-191 messages and EIP-712 documents.
 const MaxMessageBytes = 64 << 10
 
-// Service signs for eth-purpose keys.
-type Service struct {
+// Signer signs for eth-purpose keys.
+type Signer struct {
 	Ledger keyring.Ledger // for daily limits
 	Now    func() time.Time
 	Log    *slog.Logger
@@ -37,10 +38,10 @@ type Signed struct {
 // SignTx checks u against the key's policy, reserves its value against
 // the daily limit, and signs it. The reservation is released if signing
 // fails, so a refused or failed request spends nothing.
-func (s *Service) SignTx(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {
+func (s *Signer) SignTx(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {
 	k := sg.Key
-	if u.From != nil && *u.From != common.HexToAddress(k.Address) {
-		return Signed{}, errs.New(errs.InvalidArgument, "transaction: from %s is not the address of key %q (%s)", u.From.Hex(), k.ID, k.Address)
+	if u.From != nil && *u.From != common.HexToAddress(Address(k)) {
+		return Signed{}, errs.New(errs.InvalidArgument, "transaction: from %s is not the address of key %q (%s)", u.From.Hex(), k.ID, Address(k))
 	}
 	err := Check(k, u)
 	if err == nil {
@@ -59,16 +60,17 @@ func (s *Service) SignTx(ctx context.Context, sg keyring.Signing, u Unsigned) (S
 }
 
 // reserve counts value against the key's daily limit, if it has one.
-func (s *Service) reserve(ctx context.Context, k *keyring.Key, value *big.Int) (func(), error) {
-	if k.Eth.DailyLimit == nil || value.Sign() == 0 {
+func (s *Signer) reserve(ctx context.Context, k *keyring.Key, value *big.Int) (func(), error) {
+	limit := PolicyOf(k).DailyLimit
+	if limit == nil || value.Sign() == 0 {
 		return func() {}, nil
 	}
 	if s.Ledger == nil {
 		return nil, errs.New(errs.FailedPrecondition, "key %q has a daily limit, and this keyring store keeps no ledger", k.ID)
 	}
-	res, err := s.Ledger.Reserve(ctx, k.ID, value, &k.Eth.DailyLimit.Int, s.Now(), keyring.DailyWindow)
+	res, err := s.Ledger.Reserve(ctx, k.ID, value, &limit.Int, s.Now(), DailyWindow)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("policy daily limit: %w", err)
 	}
 	return func() {
 		if err := s.Ledger.Release(context.WithoutCancel(ctx), k.ID, res); err != nil {
@@ -77,7 +79,7 @@ func (s *Service) reserve(ctx context.Context, k *keyring.Key, value *big.Int) (
 	}, nil
 }
 
-func (s *Service) sign(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {
+func (s *Signer) sign(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {
 	ts := types.LatestSignerForChainID(u.ChainID)
 	h := ts.Hash(u.Tx)
 	sig, err := s.signHash(ctx, sg, h[:])
@@ -95,12 +97,12 @@ func (s *Service) sign(ctx context.Context, sg keyring.Signing, u Unsigned) (Sig
 	if err != nil {
 		return Signed{}, errs.New(errs.Internal, "encoding the signed transaction: %w", err)
 	}
-	return Signed{Raw: raw, Hash: tx.Hash(), From: common.HexToAddress(sg.Key.Address)}, nil
+	return Signed{Raw: raw, Hash: tx.Hash(), From: common.HexToAddress(Address(sg.Key))}, nil
 }
 
 // signHash signs a 32-byte hash and returns r‖s‖v with v ∈ {0, 1}, low-S,
 // checked to recover to the key.
-func (s *Service) signHash(ctx context.Context, sg keyring.Signing, hash []byte) ([]byte, error) {
+func (s *Signer) signHash(ctx context.Context, sg keyring.Signing, hash []byte) ([]byte, error) {
 	pub, ok := sg.Generation.Public().(*ecdsa.PublicKey)
 	if !ok {
 		return nil, errs.New(errs.Internal, "key %q has no secp256k1 public key", sg.Key.ID)
@@ -113,7 +115,7 @@ func (s *Service) signHash(ctx context.Context, sg keyring.Signing, hash []byte)
 }
 
 // SignMessage signs an EIP-191 personal message: v is 27 or 28.
-func (s *Service) SignMessage(ctx context.Context, sg keyring.Signing, msg []byte) ([]byte, error) {
+func (s *Signer) SignMessage(ctx context.Context, sg keyring.Signing, msg []byte) ([]byte, error) {
 	if len(msg) > MaxMessageBytes {
 		return nil, errs.New(errs.InvalidArgument, "message: %d bytes, at most %d", len(msg), MaxMessageBytes)
 	}
@@ -127,12 +129,12 @@ func (s *Service) SignMessage(ctx context.Context, sg keyring.Signing, msg []byt
 
 // SignTypedData signs an eth_signTypedData_v4 document: v is 27 or 28. A
 // domain that names a chain must name one the key's policy allows.
-func (s *Service) SignTypedData(ctx context.Context, sg keyring.Signing, doc []byte) ([]byte, common.Hash, error) {
+func (s *Signer) SignTypedData(ctx context.Context, sg keyring.Signing, doc []byte) ([]byte, common.Hash, error) {
 	td, hash, err := hashTypedData(doc)
 	if err != nil {
 		return nil, common.Hash{}, err
 	}
-	if id := td.Domain.ChainId; id != nil && (!(*big.Int)(id).IsUint64() || !sg.Key.Eth.AllowsChain((*big.Int)(id).Uint64())) {
+	if id := td.Domain.ChainId; id != nil && (!(*big.Int)(id).IsUint64() || !PolicyOf(sg.Key).AllowsChain((*big.Int)(id).Uint64())) {
 		return nil, common.Hash{}, errs.New(errs.FailedPrecondition, "policy chain-ids: key %q does not sign for chain %s", sg.Key.ID, (*big.Int)(id))
 	}
 	sig, err := s.signHash(ctx, sg, hash[:])
@@ -161,7 +163,7 @@ func hashTypedData(doc []byte) (apitypes.TypedData, common.Hash, error) {
 }
 
 // decision records a policy decision; payloads are not logged.
-func (s *Service) decision(k *keyring.Key, u Unsigned, outcome string, err error) {
+func (s *Signer) decision(k *keyring.Key, u Unsigned, outcome string, err error) {
 	to := "creation"
 	if u.Tx.To() != nil {
 		to = u.Tx.To().Hex()

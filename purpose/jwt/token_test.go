@@ -1,4 +1,4 @@
-package jwtsign_test
+package jwt_test
 
 import (
 	"bytes"
@@ -14,19 +14,19 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/jwtsign"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/internal/strictjson"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m, 6) }
 
-var policy = keyring.JWTPolicy{RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: 30 * time.Second}
+var policy = jwt.Policy{RotateEvery: time.Hour, PublishAhead: 10 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: 30 * time.Second}
 
 // newKeyring returns a keyring with one jwt key per algorithm ("jwt-es256"…)
 // and a publisher kept in step with it.
@@ -40,24 +40,24 @@ func newKeyring(tb testing.TB) (*keyring.Keyring, *jwks.Publisher) {
 	}
 	for _, alg := range signer.Algorithms {
 		p := policy
-		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "jwt-" + strings.ToLower(string(alg)), Purpose: keyring.PurposeJWT, Algorithm: alg, JWT: &p}); err != nil {
+		if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "jwt-" + strings.ToLower(string(alg)), Purpose: jwt.Name, Algorithm: alg, Policy: &p}); err != nil {
 			tb.Fatal(err)
 		}
 	}
 	return kr, pub
 }
 
-func mint(t *testing.T, kr *keyring.Keyring, id string, req jwtsign.Request) jwtsign.Token {
+func mint(t *testing.T, kr *keyring.Keyring, id string, req jwt.Request) jwt.Token {
 	t.Helper()
-	s, err := kr.ForSigning(context.Background(), id, keyring.PurposeJWT)
+	s, err := kr.ForSigning(context.Background(), id, jwt.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := jwtsign.Prepare(req, *s.Key.JWT, time.Now())
+	p, err := jwt.Prepare(req, jwt.PolicyOf(s.Key), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jwtsign.Sign(context.Background(), s, p)
+	tok, err := jwt.Sign(context.Background(), s, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestEveryAlgorithmVerifiesAgainstTheJWKS(t *testing.T) {
 	rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }, time.Now, policy.Skew)
 	for _, alg := range signer.Algorithms {
 		t.Run(string(alg), func(t *testing.T) {
-			tok := mint(t, kr, "jwt-"+strings.ToLower(string(alg)), jwtsign.Request{
+			tok := mint(t, kr, "jwt-"+strings.ToLower(string(alg)), jwt.Request{
 				Claims: []byte(`{"sub":"alice","aud":"api","scope":["a","b"]}`), Headers: []byte(`{"typ":"at+jwt","x-tenant":"t1"}`), TTL: 5 * time.Minute})
 			hdrJSON, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.Compact, ".")[0])
 			var hdr map[string]any
@@ -97,7 +97,7 @@ func TestEveryAlgorithmVerifiesAgainstTheJWKS(t *testing.T) {
 // JWT, and the token is three base64url segments.
 func TestDefaultHeader(t *testing.T) {
 	kr, _ := newKeyring(t)
-	tok := mint(t, kr, "jwt-es256", jwtsign.Request{Claims: []byte(`{"sub":"alice"}`)})
+	tok := mint(t, kr, "jwt-es256", jwt.Request{Claims: []byte(`{"sub":"alice"}`)})
 	parts := strings.Split(tok.Compact, ".")
 	if len(parts) != 3 || strings.ContainsAny(tok.Compact, "=+/") {
 		t.Fatalf("not a compact JWS: %q", tok.Compact)
@@ -130,7 +130,7 @@ func TestGoJoseReadsPerKeyDocuments(t *testing.T) {
 func TestPrepareRefusesBadRequests(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	late := `{"exp":` + strconv.FormatInt(now.Add(policy.MaxTokenTTL+time.Second).Unix(), 10) + `}`
-	cases := map[string]jwtsign.Request{
+	cases := map[string]jwt.Request{
 		"claims an array":        {Claims: []byte(`["a"]`)},
 		"claims a string":        {Claims: []byte(`"a"`)},
 		"claims null":            {Claims: []byte(`null`)},
@@ -138,7 +138,7 @@ func TestPrepareRefusesBadRequests(t *testing.T) {
 		"claims malformed":       {Claims: []byte(`{"a":`)},
 		"trailing data":          {Claims: []byte(`{"a":1} {"b":2}`)},
 		"duplicate member":       {Claims: []byte(`{"sub":"a","sub":"b"}`)},
-		"claims too large":       {Claims: []byte(`{"a":"` + strings.Repeat("x", jwtsign.MaxClaimsBytes) + `"}`)},
+		"claims too large":       {Claims: []byte(`{"a":"` + strings.Repeat("x", jwt.MaxClaimsBytes) + `"}`)},
 		"exp beyond T":           {Claims: []byte(late)},
 		"exp in the past":        {Claims: []byte(`{"exp":1000}`)},
 		"exp a string":           {Claims: []byte(`{"exp":"tomorrow"}`)},
@@ -157,20 +157,20 @@ func TestPrepareRefusesBadRequests(t *testing.T) {
 		"nesting bomb":           {Claims: []byte(`{"a":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + `}`)},
 	}
 	for _, h := range []string{"alg", "kid", "jku", "jwk", "x5u", "x5c", "crit", "b64"} {
-		cases["header "+h] = jwtsign.Request{Claims: []byte(`{}`), Headers: []byte(`{"` + h + `":"x"}`)}
+		cases["header "+h] = jwt.Request{Claims: []byte(`{}`), Headers: []byte(`{"` + h + `":"x"}`)}
 	}
 	for name, req := range cases {
-		if _, err := jwtsign.Prepare(req, policy, now); !errs.Is(err, errs.InvalidArgument) {
+		if _, err := jwt.Prepare(req, policy, now); !errs.Is(err, errs.InvalidArgument) {
 			t.Errorf("%s: got %v, want InvalidArgument", name, err)
 		}
 	}
-	p, err := jwtsign.Prepare(jwtsign.Request{Claims: []byte(`{"iat":1,"sub":"x"}`)}, policy, now)
+	p, err := jwt.Prepare(jwt.Request{Claims: []byte(`{"iat":1,"sub":"x"}`)}, policy, now)
 	if err != nil || !p.Expiry.Equal(now.Add(policy.MaxTokenTTL)) || !strings.Contains(string(p.Payload), `"iat":1800000000`) {
 		t.Fatalf("defaults: %s %v %v", p.Payload, p.Expiry, err)
 	}
 }
 
-// FuzzPrepare: whatever the client sends, Prepare refuses it with
+// FuzzPrepare: whatever the client sends, jwt.Prepare refuses it with
 // InvalidArgument or returns a payload that is a JSON object whose exp is
 // within the policy and whose headers hold nothing forbidden.
 func FuzzPrepare(f *testing.F) {
@@ -181,7 +181,7 @@ func FuzzPrepare(f *testing.F) {
 	f.Add([]byte(`{"a\"b":1,"c\\d":2,"\u0001":3,"é":4,"<&>":5}`), []byte(`{"x\ty":"z"}`), int64(0))
 	now := time.Unix(1_800_000_000, 0)
 	f.Fuzz(func(t *testing.T, claims, headers []byte, ttl int64) {
-		p, err := jwtsign.Prepare(jwtsign.Request{Claims: claims, Headers: headers, TTL: time.Duration(ttl)}, policy, now)
+		p, err := jwt.Prepare(jwt.Request{Claims: claims, Headers: headers, TTL: time.Duration(ttl)}, policy, now)
 		if duplicateMember(claims) && err == nil {
 			t.Fatal("claims with a member name twice were accepted")
 		}
@@ -213,7 +213,7 @@ func FuzzPrepare(f *testing.F) {
 				t.Fatalf("forbidden header %s passed", h)
 			}
 		}
-		for name, v := range p.Headers { // Sign copies them into the header as they are
+		for name, v := range p.Headers { // jwt.Sign copies them into the header as they are
 			if strictjson.Check("header", v, 1<<20) != nil {
 				t.Fatalf("header %q has a value that is not JSON: %q", name, v)
 			}
@@ -224,7 +224,7 @@ func FuzzPrepare(f *testing.F) {
 // duplicateMember reports, the slow and obvious way, whether data is a
 // valid JSON object with a member name twice at the top level.
 func duplicateMember(data []byte) bool {
-	if len(data) > jwtsign.MaxClaimsBytes || !json.Valid(data) {
+	if len(data) > jwt.MaxClaimsBytes || !json.Valid(data) {
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -1,29 +1,29 @@
-package server
+package raw
 
 import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-// signingService implements sigil.v1.SigningService: raw signatures with
-// keys of purpose raw.
-type signingService struct {
+// service implements sigil.v1.SigningService: raw signatures with keys
+// of purpose raw.
+type service struct {
 	sigilv1.UnimplementedSigningServiceServer
-	keys    *keyring.Keyring
-	metrics *metrics
+	d purpose.Deps
 }
 
-var _ sigilv1.SigningServiceServer = (*signingService)(nil)
+var _ sigilv1.SigningServiceServer = (*service)(nil)
 
-func (s *signingService) Sign(ctx context.Context, req *sigilv1.SignRequest) (*sigilv1.SignResponse, error) {
-	sg, err := s.keys.ForSigning(ctx, req.GetKeyId(), keyring.PurposeRaw)
+// Sign signs a digest, or for EdDSA a message.
+func (s *service) Sign(ctx context.Context, req *sigilv1.SignRequest) (*sigilv1.SignResponse, error) {
+	sg, err := s.d.Keys.ForSigning(ctx, req.GetKeyId(), Name)
 	if err != nil {
 		return nil, err
 	}
@@ -32,11 +32,8 @@ func (s *signingService) Sign(ctx context.Context, req *sigilv1.SignRequest) (*s
 	if err != nil {
 		return nil, err
 	}
-	noteGeneration(ctx, sg.Generation.Number)
-	start := time.Now()
-	sig, err := sg.Sign(ctx, input)
-	s.metrics.observeSign(sg.Key.ID, alg, sg.Key.Backend, err, time.Since(start))
-	if err != nil {
+	var sig []byte
+	if err := s.d.Sign(ctx, sg, func() (err error) { sig, err = sg.Sign(ctx, input); return err }); err != nil {
 		return nil, err
 	}
 	if alg.IsECDSA() && req.GetFormat() != sigilv1.SignatureFormat_SIGNATURE_FORMAT_RAW {
@@ -71,13 +68,13 @@ const maxSignatureBytes = 1024
 // generation, or of every trusted one. A signature that does not verify
 // is the answer valid=false, not an error; one that cannot be decoded is
 // InvalidArgument.
-func (s *signingService) Verify(ctx context.Context, req *sigilv1.VerifyRequest) (*sigilv1.VerifyResponse, error) {
-	k, err := s.keys.Get(ctx, req.GetKeyId())
+func (s *service) Verify(ctx context.Context, req *sigilv1.VerifyRequest) (*sigilv1.VerifyResponse, error) {
+	k, err := s.d.Keys.Get(ctx, req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
-	if k.Purpose != keyring.PurposeRaw {
-		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, not raw", k.ID, k.Purpose)
+	if err := k.CheckPurpose(Name); err != nil {
+		return nil, err
 	}
 	input, err := signInput(k.Algorithm, req.GetDigest(), req.GetMessage())
 	if err != nil {
@@ -93,7 +90,7 @@ func (s *signingService) Verify(ctx context.Context, req *sigilv1.VerifyRequest)
 			return nil, err
 		}
 		if signer.Verify(g.Public(), k.Algorithm, input, sig) == nil {
-			noteGeneration(ctx, g.Number)
+			s.d.Served(ctx, g.Number)
 			return &sigilv1.VerifyResponse{Valid: true, Generation: int32(g.Number), Kid: g.KID()}, nil
 		}
 	}
@@ -104,7 +101,7 @@ func (s *signingService) Verify(ctx context.Context, req *sigilv1.VerifyRequest)
 // named (if still trusted), or every trusted one.
 func verifiers(k *keyring.Key, n int32, kid string) ([]*keyring.Generation, error) {
 	if n != 0 || kid != "" {
-		g, err := findGeneration(k, n, kid)
+		g, err := k.Find(int(n), kid)
 		if err != nil || !g.Trusted() {
 			return nil, err
 		}

@@ -1,5 +1,8 @@
-// Package ethsign signs Ethereum transactions, EIP-191 messages and
-// EIP-712 typed data with secp256k1 keys that stay in their backend.
+// Package eth is the Ethereum purpose: a key of purpose eth (secp256k1,
+// ES256K) signs Ethereum transactions, EIP-191 messages and EIP-712
+// typed data (sigil.v1.EthereumService) with a key that stays in its
+// backend, under its spending policy (Policy). Its address, derived once
+// from the public key, is its identity: it never rotates.
 //
 // go-ethereum does the Ethereum work: it parses the eth_signTransaction
 // object (types.Transaction's JSON decoder), hashes for signing and encodes
@@ -8,6 +11,4 @@
 // needs around it: strict input checks (unknown or signature fields,
 // sizes, a chain ID always), the spending policy checked before the HSM
 // is called, and a recovery check on every signature before it leaves.
-//
-// It is internal: the API is the gRPC Ethereum service.
-package ethsign
+package eth

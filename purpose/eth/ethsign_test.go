@@ -1,4 +1,4 @@
-package ethsign_test
+package eth_test
 
 import (
 	"bytes"
@@ -21,11 +21,11 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/ethsign"
 	"github.com/sigil-hsm/sigil/internal/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
+	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
@@ -35,23 +35,23 @@ func TestMain(m *testing.M) { softhsmtest.Main(m, 8) }
 type env struct {
 	kr    *keyring.Keyring
 	store *boltstore.Store
-	svc   *ethsign.Service
+	svc   *eth.Signer
 	hsm   *pkcs11.Backend
 }
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
 	k := keyringtest.HSM(tb, keyringtest.Options{})
-	return &env{kr: k.Keyring, store: k.Store, hsm: k.HSM, svc: &ethsign.Service{Ledger: k.Store, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	return &env{kr: k.Keyring, store: k.Store, hsm: k.HSM, svc: &eth.Signer{Ledger: k.Store, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
-func (e *env) key(tb testing.TB, id string, p *keyring.EthPolicy) keyring.Signing {
+func (e *env) key(tb testing.TB, id string, p *eth.Policy) keyring.Signing {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := e.kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: keyring.PurposeEth, Algorithm: signer.ES256K, Eth: p}); err != nil {
+	if _, err := e.kr.Create(ctx, keyring.CreateSpec{ID: id, Purpose: eth.Name, Algorithm: signer.ES256K, Policy: p}); err != nil {
 		tb.Fatal(err)
 	}
-	sg, err := e.kr.ForSigning(ctx, id, keyring.PurposeEth)
+	sg, err := e.kr.ForSigning(ctx, id, eth.Name)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -72,7 +72,7 @@ const dest = "0x3535353535353535353535353535353535353535"
 // (internal/backendtest) Ethereum test.
 var txJSON = backendtest.TransactionJSON
 
-var mainnet = &keyring.EthPolicy{ChainIDs: []uint64{1}}
+var mainnet = &eth.Policy{ChainIDs: []uint64{1}}
 
 // SoftHSM's ECDSA gives high-S about half the time; Ethereum needs low-S.
 func TestHighSSignaturesAreNormalised(t *testing.T) {
@@ -98,7 +98,7 @@ func TestHighSSignaturesAreNormalised(t *testing.T) {
 		}
 		sig[64] -= 27
 		pub, err := ethcrypto.SigToPub(accounts.TextHash(msg), sig)
-		if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != sg.Key.Address {
+		if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != eth.Address(sg.Key) {
 			t.Fatalf("message signature recovers to another address: %v", err)
 		}
 	}
@@ -120,10 +120,10 @@ func TestTypedDataMailExample(t *testing.T) {
 	}
 	sig[64] -= 27
 	pub, err := ethcrypto.SigToPub(hash[:], sig)
-	if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != sg.Key.Address {
+	if err != nil || ethcrypto.PubkeyToAddress(*pub).Hex() != eth.Address(sg.Key) {
 		t.Fatalf("typed-data signature recovers to another address: %v", err)
 	}
-	other := e.key(t, "typed-l2", &keyring.EthPolicy{ChainIDs: []uint64{10}})
+	other := e.key(t, "typed-l2", &eth.Policy{ChainIDs: []uint64{10}})
 	_, _, err = e.svc.SignTypedData(context.Background(), other, []byte(backendtest.MailTypedData))
 	wantKind(t, err, errs.FailedPrecondition) // its domain names chain 1
 	for _, bad := range []string{`{}`, `[1]`, strings.Replace(backendtest.MailTypedData, `{"name":"wallet","type":"address"}`, `{"name":"wallet","type":"adress"}`, 1),
@@ -138,9 +138,9 @@ func TestTypedDataMailExample(t *testing.T) {
 
 func TestPolicyTable(t *testing.T) {
 	e := newEnv(t)
-	wei := func(s string) *keyring.Wei { w, _ := keyring.ParseWei("x", s); return w }
-	sel, _ := keyring.ParseSelector("0xa9059cbb")
-	strict := &keyring.EthPolicy{ChainIDs: []uint64{1, 10}, MaxValue: wei("1000"), MaxFee: wei("21000000000000"),
+	wei := func(s string) *eth.Wei { w, _ := eth.ParseWei("x", s); return w }
+	sel, _ := eth.ParseSelector("0xa9059cbb")
+	strict := &eth.Policy{ChainIDs: []uint64{1, 10}, MaxValue: wei("1000"), MaxFee: wei("21000000000000"),
 		AllowTo: []common.Address{common.HexToAddress(dest)}, AllowSelectors: [][4]byte{sel}}
 	sg := e.key(t, "strict", strict)
 	none := e.key(t, "no-chains", nil)
@@ -165,7 +165,7 @@ func TestPolicyTable(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			u, err := ethsign.ParseJSON([]byte(c.tx))
+			u, err := eth.ParseJSON([]byte(c.tx))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,10 +194,10 @@ func (failingBackend) Sign(context.Context, string, signer.Algorithm, []byte) ([
 func TestDailyLimitUnderConcurrency(t *testing.T) {
 	e := newEnv(t)
 	const n = 7
-	limit, _ := keyring.ParseWei("limit", fmt.Sprint(n*1000))
-	sg := e.key(t, "daily", &keyring.EthPolicy{ChainIDs: []uint64{1}, DailyLimit: limit})
+	limit, _ := eth.ParseWei("limit", fmt.Sprint(n*1000))
+	sg := e.key(t, "daily", &eth.Policy{ChainIDs: []uint64{1}, DailyLimit: limit})
 	pay := `{"chainId":"0x1","nonce":"0x0","to":"` + dest + `","value":"0x3e8","gas":"0x5208","maxFeePerGas":"0x1","maxPriorityFeePerGas":"0x1"}`
-	u, _ := ethsign.ParseJSON([]byte(pay))
+	u, _ := eth.ParseJSON([]byte(pay))
 
 	// A failure after the reservation releases it.
 	down := sg
@@ -232,11 +232,11 @@ func TestDailyLimitUnderConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1), &limit.Int, time.Now(), keyring.DailyWindow); !errs.Is(err, errs.PermissionDenied) {
+	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1), &limit.Int, time.Now(), eth.DailyWindow); !errs.Is(err, errs.PermissionDenied) {
 		t.Fatalf("after reopening the store the limit is not spent: %v", err)
 	}
 	// A day later the window has moved on.
-	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1000), &limit.Int, time.Now().Add(keyring.DailyWindow+time.Second), keyring.DailyWindow); err != nil {
+	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1000), &limit.Int, time.Now().Add(eth.DailyWindow+time.Second), eth.DailyWindow); err != nil {
 		t.Fatalf("a day later: %v", err)
 	}
 }
@@ -256,7 +256,7 @@ func TestBadTransactions(t *testing.T) {
 		"overflowing value": strings.Replace(base, `"value":"0x2"`, `"value":"0x1`+strings.Repeat("0", 64)+`"`, 1),
 		"missing gas":       strings.Replace(base, `"gas":"0x5208",`, ``, 1),
 		"data and input":    strings.Replace(base, `"data":"0xa9059cbb"`, `"data":"0x01","input":"0x02"`, 1),
-		"oversize data":     strings.Replace(base, `"data":"0xa9059cbb"`, `"data":"0x`+strings.Repeat("ab", ethsign.MaxDataBytes+1)+`"`, 1),
+		"oversize data":     strings.Replace(base, `"data":"0xa9059cbb"`, `"data":"0x`+strings.Repeat("ab", eth.MaxDataBytes+1)+`"`, 1),
 		"duplicate field":   strings.Replace(base, `{`, `{"nonce":"0x5",`, 1),
 		"bad address":       strings.Replace(base, dest, "0x1234", 1),
 		"blob without to":   strings.Replace(txJSON["4844"], `"to":"`+dest+`",`, ``, 1),
@@ -264,24 +264,24 @@ func TestBadTransactions(t *testing.T) {
 		"quantity not hex":  strings.Replace(base, `"nonce":"0x2"`, `"nonce":2`, 1),
 	}
 	for name, js := range jsonCases {
-		if _, err := ethsign.ParseJSON([]byte(js)); !errs.Is(err, errs.InvalidArgument) {
+		if _, err := eth.ParseJSON([]byte(js)); !errs.Is(err, errs.InvalidArgument) {
 			t.Errorf("%s: got %v, want InvalidArgument", name, err)
 		}
 	}
-	u, _ := ethsign.ParseJSON([]byte(base))
+	u, _ := eth.ParseJSON([]byte(base))
 	signed := u.Tx
 	k, _ := ethcrypto.GenerateKey()
 	signed, _ = types.SignTx(signed, types.LatestSignerForChainID(big.NewInt(1)), k)
 	raw, _ := signed.MarshalBinary()
 	for name, b := range map[string][]byte{"empty": nil, "garbage": {0xde, 0xad}, "unknown type": {0x07, 0xc0}, "signed": raw, "truncated": raw[:len(raw)/2]} {
-		if _, err := ethsign.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) {
+		if _, err := eth.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) {
 			t.Errorf("RLP %s: got %v, want InvalidArgument", name, err)
 		}
 	}
-	legacy, _ := ethsign.ParseJSON([]byte(txJSON["legacy"]))
+	legacy, _ := eth.ParseJSON([]byte(txJSON["legacy"]))
 	signedLegacy, _ := types.SignTx(legacy.Tx, types.NewEIP155Signer(big.NewInt(1)), k)
 	raw, _ = signedLegacy.MarshalBinary()
-	if _, err := ethsign.ParseRLP(raw); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "signed") {
+	if _, err := eth.ParseRLP(raw); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "signed") {
 		t.Errorf("signed legacy RLP: %v", err)
 	}
 }
@@ -289,13 +289,13 @@ func TestBadTransactions(t *testing.T) {
 func TestFromMustBeTheKeysAddress(t *testing.T) {
 	e := newEnv(t)
 	sg := e.key(t, "from", mainnet)
-	u, err := ethsign.ParseJSON([]byte(strings.Replace(txJSON["1559"], `{`, `{"from":"0x0000000000000000000000000000000000000001",`, 1)))
+	u, err := eth.ParseJSON([]byte(strings.Replace(txJSON["1559"], `{`, `{"from":"0x0000000000000000000000000000000000000001",`, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.svc.SignTx(context.Background(), sg, u)
 	wantKind(t, err, errs.InvalidArgument)
-	u, _ = ethsign.ParseJSON([]byte(strings.Replace(txJSON["1559"], `{`, `{"from":"`+sg.Key.Address+`",`, 1)))
+	u, _ = eth.ParseJSON([]byte(strings.Replace(txJSON["1559"], `{`, `{"from":"`+eth.Address(sg.Key)+`",`, 1)))
 	if _, err := e.svc.SignTx(context.Background(), sg, u); err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func FuzzParseJSON(f *testing.F) {
 	}
 	f.Add([]byte(`{"chainId":"0x1","nonce":"0x0","gas":"0x0","authorizationList":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		u, err := ethsign.ParseJSON(b)
+		u, err := eth.ParseJSON(b)
 		if err != nil {
 			if !errs.Is(err, errs.InvalidArgument) {
 				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
@@ -323,11 +323,11 @@ func FuzzParseJSON(f *testing.F) {
 
 func FuzzParseRLP(f *testing.F) {
 	for _, js := range txJSON {
-		u, _ := ethsign.ParseJSON([]byte(js))
+		u, _ := eth.ParseJSON([]byte(js))
 		f.Add(backendtest.UnsignedRLP(u))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		u, err := ethsign.ParseRLP(b)
+		u, err := eth.ParseRLP(b)
 		if err != nil {
 			if !errs.Is(err, errs.InvalidArgument) {
 				t.Fatalf("kind %v: %v", errs.KindOf(err), err)
@@ -366,10 +366,10 @@ func TestQuantitiesOver256BitsRefusedOnEveryPath(t *testing.T) {
 		b, _ := rlp.EncodeToBytes([]any{chain, uint64(0), gasPrice, uint64(21000), to, value, []byte{}, []any{}})
 		return append([]byte{types.AccessListTxType}, b...)
 	}
-	if _, err := ethsign.ParseRLP(legacy(one, one)); err != nil {
+	if _, err := eth.ParseRLP(legacy(one, one)); err != nil {
 		t.Fatalf("a sound legacy transaction: %v", err)
 	}
-	if _, err := ethsign.ParseRLP(accessList(one, one)); err != nil {
+	if _, err := eth.ParseRLP(accessList(one, one)); err != nil {
 		t.Fatalf("a sound access-list transaction: %v", err)
 	}
 	for name, b := range map[string][]byte{
@@ -378,7 +378,7 @@ func TestQuantitiesOver256BitsRefusedOnEveryPath(t *testing.T) {
 		"access-list value 2^256":    accessList(one, big256),
 		"access-list gasPrice 2^312": accessList(big312, one),
 	} {
-		if _, err := ethsign.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "256 bits") {
+		if _, err := eth.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "256 bits") {
 			t.Errorf("RLP %s: %v", name, err)
 		}
 	}
@@ -386,7 +386,7 @@ func TestQuantitiesOver256BitsRefusedOnEveryPath(t *testing.T) {
 		"value 2^256":    `{"chainId":"0x1","nonce":"0x0","to":"` + dest + `","gas":"0x5208","gasPrice":"0x1","value":"0x1` + strings.Repeat("0", 64) + `"}`,
 		"gasPrice 2^312": `{"chainId":"0x1","nonce":"0x0","to":"` + dest + `","gas":"0x5208","gasPrice":"0x1` + strings.Repeat("0", 78) + `","value":"0x1"}`,
 	} {
-		if _, err := ethsign.ParseJSON([]byte(js)); !errs.Is(err, errs.InvalidArgument) {
+		if _, err := eth.ParseJSON([]byte(js)); !errs.Is(err, errs.InvalidArgument) {
 			t.Errorf("JSON %s: %v", name, err)
 		}
 	}
@@ -397,16 +397,16 @@ func TestRLPBombsAreRefused(t *testing.T) {
 	for range 5000 {
 		nested, _ = rlp.EncodeToBytes([]rlp.RawValue{nested})
 	}
-	longList := bytes.Repeat([]byte{0x80}, ethsign.MaxTxBytes-8)
+	longList := bytes.Repeat([]byte{0x80}, eth.MaxTxBytes-8)
 	huge, _ := rlp.EncodeToBytes([]rlp.RawValue{longList})
 	for name, b := range map[string][]byte{
 		"nested lists":          nested,
 		"typed nested lists":    append([]byte{types.DynamicFeeTxType}, nested...),
 		"a list of empty items": huge,
 		"a length past the end": {0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-		"over the size limit":   make([]byte, ethsign.MaxTxBytes+1),
+		"over the size limit":   make([]byte, eth.MaxTxBytes+1),
 	} {
-		if _, err := ethsign.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) {
+		if _, err := eth.ParseRLP(b); !errs.Is(err, errs.InvalidArgument) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package ethsign_test
+package eth_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/backendtest"
 	"github.com/sigil-hsm/sigil/internal/crosscheck"
-	"github.com/sigil-hsm/sigil/internal/ethsign"
+	"github.com/sigil-hsm/sigil/purpose/eth"
 )
 
 // ethers (npm, v6) parses every signed transaction and recovers every
@@ -32,7 +32,7 @@ func TestEthersAgrees(t *testing.T) {
 	}
 	var hashes []string
 	for _, js := range txJSON {
-		u, err := ethsign.ParseJSON([]byte(js))
+		u, err := eth.ParseJSON([]byte(js))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,13 +73,13 @@ func TestEthersAgrees(t *testing.T) {
 		t.Fatalf("ethers answered %+v", got)
 	}
 	for i, tx := range got.Txs {
-		if tx.From != sg.Key.Address || tx.Hash != hashes[i] {
-			t.Errorf("tx %d (type %d): ethers says from %s hash %s; Sigil says %s %s", i, tx.Type, tx.From, tx.Hash, sg.Key.Address, hashes[i])
+		if tx.From != eth.Address(sg.Key) || tx.Hash != hashes[i] {
+			t.Errorf("tx %d (type %d): ethers says from %s hash %s; Sigil says %s %s", i, tx.Type, tx.From, tx.Hash, eth.Address(sg.Key), hashes[i])
 		}
 	}
 	for _, a := range append(got.Messages, got.Typed...) {
-		if a != sg.Key.Address {
-			t.Errorf("ethers recovers %s, Sigil's address is %s", a, sg.Key.Address)
+		if a != eth.Address(sg.Key) {
+			t.Errorf("ethers recovers %s, Sigil's address is %s", a, eth.Address(sg.Key))
 		}
 	}
 }

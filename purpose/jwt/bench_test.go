@@ -1,12 +1,11 @@
-package jwtsign_test
+package jwt_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/sigil-hsm/sigil/internal/jwtsign"
-	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 )
 
 // BenchmarkPrepareAndSign is minting one ES256 token, HSM call included;
@@ -16,15 +15,15 @@ func BenchmarkPrepareAndSign(b *testing.B) {
 	ctx := context.Background()
 	claims := []byte(`{"sub":"user-1234","aud":"api.example","scope":"read write","tenant":"t-42"}`)
 	for b.Loop() {
-		s, err := kr.ForSigning(ctx, "jwt-es256", keyring.PurposeJWT)
+		s, err := kr.ForSigning(ctx, "jwt-es256", jwt.Name)
 		if err != nil {
 			b.Fatal(err)
 		}
-		p, err := jwtsign.Prepare(jwtsign.Request{Claims: claims}, *s.Key.JWT, time.Now())
+		p, err := jwt.Prepare(jwt.Request{Claims: claims}, jwt.PolicyOf(s.Key), time.Now())
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := jwtsign.Sign(ctx, s, p); err != nil {
+		if _, err := jwt.Sign(ctx, s, p); err != nil {
 			b.Fatal(err)
 		}
 	}

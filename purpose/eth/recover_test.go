@@ -1,4 +1,4 @@
-package ethsign
+package eth
 
 import (
 	"crypto/sha256"

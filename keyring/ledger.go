@@ -1,0 +1,80 @@
+package keyring
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+)
+
+// Amount is a non-negative integer amount (wei, for Ethereum keys), kept
+// in JSON as a decimal string.
+type Amount struct{ big.Int }
+
+// MarshalJSON writes a as a decimal string.
+func (a *Amount) MarshalJSON() ([]byte, error) { return []byte(`"` + a.String() + `"`), nil }
+
+// UnmarshalJSON reads a decimal string.
+func (a *Amount) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if _, ok := a.SetString(s, 10); !ok {
+		return fmt.Errorf("bad amount %q", s)
+	}
+	return nil
+}
+
+// Ledger counts what keys spend, for spending limits over a window (an
+// Ethereum key's daily limit); the stores keep it. Reserve is atomic: two
+// concurrent reservations cannot both pass the last of a limit.
+type Ledger interface {
+	// Reserve records amount against key id's spending in the window
+	// ending at now, if that stays within limit, and returns a handle to
+	// release it; past the limit it fails with errs.PermissionDenied.
+	Reserve(ctx context.Context, id string, amount, limit *big.Int, now time.Time, window time.Duration) (string, error)
+	// Release removes a reservation whose signature was never made.
+	Release(ctx context.Context, id, reservation string) error
+}
+
+// Spend is one reservation against a key's spending limit, as the stores
+// keep it.
+type Spend struct {
+	ID     string    `json:"id"`
+	At     time.Time `json:"at"`
+	Amount Amount    `json:"amount"`
+}
+
+// NewReservationID is a random handle for a reservation.
+func NewReservationID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Reserve is the spending-limit arithmetic every Ledger runs inside its
+// own atomic update: it drops the spends that left the window ending at
+// now, and adds reservation id for amount if the window's total stays
+// within limit, else refuses with PermissionDenied.
+func Reserve(spends []Spend, id string, amount, limit *big.Int, now time.Time, window time.Duration) ([]Spend, error) {
+	spends = slices.DeleteFunc(spends, func(sp Spend) bool { return !sp.At.After(now.Add(-window)) })
+	used := new(big.Int)
+	for _, sp := range spends {
+		used.Add(used, &sp.Amount.Int)
+	}
+	if new(big.Int).Add(used, amount).Cmp(limit) > 0 {
+		return nil, errs.New(errs.PermissionDenied, "spending limit: %s spent in the last %v, %s more would pass the limit of %s", used, window, amount, limit)
+	}
+	var a Amount
+	a.Set(amount)
+	return append(spends, Spend{ID: id, At: now, Amount: a}), nil
+}
+
+// Release removes reservation id from spends.
+func Release(spends []Spend, id string) []Spend {
+	return slices.DeleteFunc(spends, func(sp Spend) bool { return sp.ID == id })
+}

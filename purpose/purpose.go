@@ -1,0 +1,130 @@
+// Package purpose is the contract a signing purpose implements to plug
+// into Sigil, as backends plug in through package signer. A purpose says
+// what a key may sign (raw digests, JWTs, Ethereum transactions) and owns
+// everything about it: its policy type and the policy's proto form, how
+// its keys rotate and what is derived from their public keys (the
+// keyring.Purpose half), its gRPC service, the authorization operation of
+// each method, and what a request asks to have signed (for the audit
+// record). The keyring holds each key's policy opaquely; the server knows
+// purposes only through this interface.
+//
+// raw, jwt and eth are its subpackages. Adding a purpose is one package
+// that calls Register at init (and is imported by cmd/sigil through
+// purpose/all), plus its proto.
+package purpose
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/keyring"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+// Purpose is a signing purpose.
+type Purpose interface {
+	keyring.Purpose
+	// Service returns the purpose's gRPC service, built on d.
+	Service(d Deps) (*grpc.ServiceDesc, any)
+	// Operations names the authorization operation of every method of
+	// its service, by full method name. A method missing is refused.
+	Operations() map[string]authz.Op
+	// Payload returns what req asks to have signed (only its hash is
+	// audited); nil if req is none of the purpose's signing requests.
+	Payload(req any) []byte
+	// RequestedPolicy returns the policy of this purpose that a
+	// CreateKey or UpdateKeyPolicy request carries, nil if none.
+	RequestedPolicy(req PolicyRequest) (any, error)
+	// Describe sets what a Key message tells of this purpose's key k: its
+	// policy and attributes.
+	Describe(k *keyring.Key, out *sigilv1.Key)
+}
+
+// PolicyRequest is what CreateKeyRequest and UpdateKeyPolicyRequest have
+// in common: the policy fields. A purpose without a field of its own
+// reads Policy, an Any holding its policy message.
+type PolicyRequest interface {
+	GetJwtPolicy() *sigilv1.JWTPolicy
+	GetEthPolicy() *sigilv1.EthPolicy
+	GetPolicy() *anypb.Any
+}
+
+// Deps are what a purpose's service is built on.
+type Deps struct {
+	Keys *keyring.Keyring
+	// Ledger counts spending against limits; nil if the store keeps none.
+	Ledger keyring.Ledger
+	Now    func() time.Time
+	Log    *slog.Logger
+	// OnGeneration learns which generation served a request (for its
+	// audit record).
+	OnGeneration func(ctx context.Context, generation int)
+	// OnSign learns of every signature made or tried with sg (for the
+	// metrics).
+	OnSign func(sg keyring.Signing, err error, took time.Duration)
+}
+
+// Clock returns the time now, by Now if set.
+func (d Deps) Clock() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+// Served reports that generation n served the request.
+func (d Deps) Served(ctx context.Context, n int) {
+	if d.OnGeneration != nil {
+		d.OnGeneration(ctx, n)
+	}
+}
+
+// Sign runs call, the signing work of one request with sg, and reports it.
+func (d Deps) Sign(ctx context.Context, sg keyring.Signing, call func() error) error {
+	d.Served(ctx, sg.Generation.Number)
+	start := time.Now()
+	err := call()
+	if d.OnSign != nil {
+		d.OnSign(sg, err, time.Since(start))
+	}
+	return err
+}
+
+var registry = struct {
+	sync.RWMutex
+	m map[string]Purpose
+}{m: map[string]Purpose{}}
+
+// Register makes p known to the keyring, the server and the policy file
+// (its operations). It panics if the name is taken, as that is a
+// programming error found at init.
+func Register(p Purpose) {
+	keyring.Register(p)
+	ops := make([]authz.Op, 0, len(p.Operations()))
+	for _, op := range p.Operations() {
+		ops = append(ops, op)
+	}
+	authz.RegisterOps(ops...)
+	registry.Lock()
+	defer registry.Unlock()
+	registry.m[p.Name()] = p
+}
+
+// All returns every registered purpose, by name.
+func All() []Purpose {
+	registry.RLock()
+	defer registry.RUnlock()
+	out := make([]Purpose, 0, len(registry.m))
+	for _, p := range registry.m {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
