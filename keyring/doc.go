@@ -14,4 +14,10 @@
 // completed. A failure in between removes the new objects and the record;
 // if even that fails (a crash), the "creating" record tells a later
 // attempt, or the next start, what to clean up.
+//
+// What a key may sign is its purpose (package purpose and its
+// subpackages), which registers a Purpose here. The keyring knows no
+// purpose by name: it stores each key's policy as the purpose encodes it,
+// asks the purpose how the key rotates and what to derive from its public
+// key, and reads a policy only for a rotation Schedule.
 package keyring

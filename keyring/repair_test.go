@@ -12,7 +12,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/purpose/raw"
@@ -328,5 +328,14 @@ func TestDisabledKeysRefuseToSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = r.SetDisabled(ctx, keyring.AuditKeyID, true)
+	wantKind(t, err, errs.FailedPrecondition)
+	// Nor does a client change its policy, revoke or rotate it.
+	_, err = r.SetPolicy(ctx, keyring.AuditKeyID, keyring.PurposeAudit, nil)
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = r.SetPolicy(ctx, keyring.AuditKeyID, jwt.Name, &jwt.Policy{})
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = r.Revoke(ctx, keyring.AuditKeyID, 1)
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = r.Rotate(ctx, keyring.AuditKeyID, true)
 	wantKind(t, err, errs.FailedPrecondition)
 }

@@ -42,14 +42,16 @@ var baseOperations = map[string]authz.Op{
 	sigilv1.AuditService_GetAuditHead_FullMethodName:   authz.KeysRead, // on the audit key, sigil.audit
 }
 
-// operations returns the operation of every method: the server's own and
-// each purpose's.
-func operations(purposes []purpose.Purpose) map[string]authz.Op {
-	ops := maps.Clone(baseOperations)
+// operations returns the operation of every method, the server's own and
+// each purpose's, and the purpose serving each of the latter.
+func operations(purposes []purpose.Purpose) (map[string]authz.Op, map[string]purpose.Purpose) {
+	ops, servedBy := maps.Clone(baseOperations), map[string]purpose.Purpose{}
 	for _, p := range purposes {
-		maps.Copy(ops, p.Operations())
+		for method, op := range p.Operations() {
+			ops[method], servedBy[method] = op, p
+		}
 	}
-	return ops
+	return ops, servedBy
 }
 
 // openServices need only a verified certificate, no operation: health
@@ -87,7 +89,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	if !named {
 		rec.Operation = info.FullMethod
 	}
-	if p := s.payloadOf(req); p != nil && s.opts.Audit != nil {
+	if p := s.payloadOf(info.FullMethod, req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)
 		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
 	}
@@ -274,12 +276,10 @@ func keyIDOf(req any) string {
 }
 
 // payloadOf is what the request asks to have signed, as the purpose
-// serving it says; only its hash is recorded.
-func (s *Server) payloadOf(req any) []byte {
-	for _, p := range s.purposes {
-		if b := p.Payload(req); b != nil {
-			return b
-		}
+// serving method says; only its hash is recorded.
+func (s *Server) payloadOf(method string, req any) []byte {
+	if p, ok := s.servedBy[method]; ok {
+		return p.Payload(req)
 	}
 	return nil
 }

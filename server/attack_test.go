@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -291,6 +292,16 @@ func attacks() []attack {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "sigil.audit2", Algorithm: "ES256"})
 			return err
 		}, codes.InvalidArgument},
+		// Purposes and their policies.
+		{"create a key of Sigil's own audit purpose", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "audit"}), codes.InvalidArgument},
+		{"create a key of a purpose no one registered", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "ssh"}), codes.InvalidArgument},
+		{"create a raw key with a rotation policy", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "raw", JwtPolicy: &sigilv1.JWTPolicy{}}), codes.InvalidArgument},
+		{"create a jwt key with a spending policy", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "jwt", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}}), codes.InvalidArgument},
+		{"create with a policy Any no purpose takes", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "raw",
+			Policy: &anypb.Any{TypeUrl: "type.googleapis.com/evil.Policy", Value: []byte{0xff}}}), codes.InvalidArgument},
+		{"update a policy with two policies", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt", JwtPolicy: &sigilv1.JWTPolicy{}, EthPolicy: &sigilv1.EthPolicy{}}), codes.InvalidArgument},
+		{"update a policy with none", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt"}), codes.InvalidArgument},
+		{"update a jwt key with a spending policy", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}}), codes.FailedPrecondition},
 		{"list with a page size over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{PageSize: 1 << 30})
 			return err
@@ -489,5 +500,19 @@ func TestRefusedStreamsLeaveNothingBehind(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 20<<20 {
 		t.Fatalf("300 refused calls left %d MiB on the heap", grown>>20)
+	}
+}
+
+func createWith(req *sigilv1.CreateKeyRequest) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, req)
+		return err
+	}
+}
+
+func updatePolicy(req *sigilv1.UpdateKeyPolicyRequest) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewKeyServiceClient(c).UpdateKeyPolicy(ctx, req)
+		return err
 	}
 }

@@ -79,9 +79,11 @@ type Server struct {
 	health  *health.Server
 	metrics *metrics
 	// purposes serve the signing services; ops names the authorization
-	// operation of every method (see operations).
+	// operation of every method, servedBy the purpose serving each of
+	// theirs (see operations).
 	purposes []purpose.Purpose
 	ops      map[string]authz.Op
+	servedBy map[string]purpose.Purpose
 }
 
 // New builds the gRPC server and its services.
@@ -93,7 +95,7 @@ func New(o Options) *Server {
 		o.Now = time.Now
 	}
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All()}
-	s.ops = operations(s.purposes)
+	s.ops, s.servedBy = operations(s.purposes)
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 	}

@@ -18,20 +18,19 @@ var forbidden = []struct {
 	not   []string
 	why   string
 }{
-	{"signer", []string{"keyring", "jwks", "server", "cmd", "internal/ethsign", "internal/jwtsign", "internal/audit", "internal/authz", "internal/identity", "internal/config"},
+	{"signer", []string{"keyring", "purpose", "jwks", "server", "cmd", "internal/audit", "internal/authz", "internal/identity", "internal/config"},
 		"the backend contract and its backends know nothing of keys, purposes or the server"},
-	{"keyring", []string{"jwks", "server", "cmd", "internal/ethsign", "internal/jwtsign", "internal/audit", "internal/authz"},
-		"the keyring holds generations and their lifecycle; publishing and purposes sit above it"},
-	{"jwks", []string{"server", "cmd"}, "purposes sit below the server"},
-	{"internal/ethsign", []string{"server", "cmd"}, "purposes sit below the server"},
-	{"internal/jwtsign", []string{"server", "cmd"}, "purposes sit below the server"},
+	{"keyring", []string{"purpose", "jwks", "server", "cmd", "internal/audit", "internal/authz"},
+		"the keyring holds generations and their lifecycle; purposes plug into it and publishing sits above it"},
+	{"purpose", []string{"jwks", "server", "cmd"}, "purposes sit below the edge and know nothing of publishing"},
+	{"jwks", []string{"server", "cmd"}, "publishing sits below the edge"},
 	{"internal/audit", []string{"keyring", "signer", "server", "cmd"}, "the audit log is told what to write, by interfaces"},
-	{"server", []string{"cmd"}, "the binary wires the server, not the other way"},
+	{"server", []string{"purpose/raw", "purpose/jwt", "purpose/eth", "purpose/all", "cmd"},
+		"the server knows purposes only through package purpose; the binary chooses them"},
 }
 
 // testHelpers must never be imported by production code.
-var testHelpers = []string{"internal/softhsmtest", "internal/keyringtest", "internal/kmstest", "internal/etcdtest",
-	"internal/backendtest", "internal/crosscheck", "keyring/storetest"}
+var testHelpers = []string{"internal/testutil", "keyring/storetest", "server/servertest"}
 
 // imports returns every package of the module with its (non-test)
 // imports, both without the module prefix.
@@ -64,8 +63,12 @@ func TestLayers(t *testing.T) {
 		t.Fatalf("go list found %d packages; is the module there?", len(pkgs))
 	}
 	for pkg, deps := range pkgs {
+		isHelper := false
+		for _, h := range testHelpers {
+			isHelper = isHelper || under(pkg, h)
+		}
 		for _, rule := range forbidden {
-			if !under(pkg, rule.layer) {
+			if !under(pkg, rule.layer) || isHelper { // a helper wires what its tests need
 				continue
 			}
 			for _, dep := range deps {
@@ -76,10 +79,6 @@ func TestLayers(t *testing.T) {
 				}
 			}
 		}
-		isHelper := false
-		for _, h := range testHelpers {
-			isHelper = isHelper || under(pkg, h)
-		}
 		for _, dep := range deps {
 			for _, h := range testHelpers {
 				if under(dep, h) && !isHelper && !strings.HasPrefix(pkg, "cmd/sigil-bench") {
@@ -87,12 +86,14 @@ func TestLayers(t *testing.T) {
 				}
 			}
 		}
-		// The contract needs secp256k1's curve from go-ethereum, and no more.
-		if under(pkg, "signer") {
-			for _, dep := range deps {
-				if strings.HasPrefix(dep, "github.com/ethereum/") && dep != "github.com/ethereum/go-ethereum/crypto" {
-					t.Errorf("%s imports %s: Ethereum logic belongs to internal/ethsign", pkg, dep)
-				}
+		// The contract needs secp256k1's curve from go-ethereum, and no
+		// more; the keyring needs none of it.
+		for _, dep := range deps {
+			switch {
+			case !strings.HasPrefix(dep, "github.com/ethereum/"):
+			case under(pkg, "signer") && dep != "github.com/ethereum/go-ethereum/crypto",
+				under(pkg, "keyring"):
+				t.Errorf("%s imports %s: Ethereum logic belongs to purpose/eth", pkg, dep)
 			}
 		}
 	}

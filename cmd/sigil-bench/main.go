@@ -45,8 +45,8 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
-	"github.com/sigil-hsm/sigil/internal/etcdtest"
-	"github.com/sigil-hsm/sigil/internal/kmstest"
+	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"

@@ -8,14 +8,13 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
-	"github.com/sigil-hsm/sigil/purpose/raw"
 )
 
 // CompareAndSwap checks the revision contract of Put, Get and Delete.
 func CompareAndSwap(t *testing.T, s keyring.Store) {
 	t.Helper()
 	ctx := context.Background()
-	k := &keyring.Key{ID: "cas-a", Purpose: raw.Name}
+	k := &keyring.Key{ID: "cas-a", Purpose: "raw"}
 	rev1, err := s.Put(ctx, k)
 	if err != nil || rev1 == 0 {
 		t.Fatal(rev1, err)

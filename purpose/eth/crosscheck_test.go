@@ -9,8 +9,8 @@ import (
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 
-	"github.com/sigil-hsm/sigil/internal/backendtest"
-	"github.com/sigil-hsm/sigil/internal/crosscheck"
+	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/crosscheck"
 	"github.com/sigil-hsm/sigil/purpose/eth"
 )
 

@@ -19,10 +19,10 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rlp"
 
-	"github.com/sigil-hsm/sigil/internal/backendtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/keyringtest"
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/purpose/eth"
@@ -69,7 +69,7 @@ const dest = "0x3535353535353535353535353535353535353535"
 
 // txJSON is an eth_signTransaction object of each type; that each one
 // signs and recovers on every backend is the conformance suite's
-// (internal/backendtest) Ethereum test.
+// (internal/testutil/backendtest) Ethereum test.
 var txJSON = backendtest.TransactionJSON
 
 var mainnet = &eth.Policy{ChainIDs: []uint64{1}}

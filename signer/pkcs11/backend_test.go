@@ -15,7 +15,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/secret"
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/signer"
 )
 

@@ -6,7 +6,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/signer"
 )
 

@@ -6,8 +6,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/sigil-hsm/sigil/internal/backendtest"
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )

@@ -16,7 +16,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/signer"
 )
 

@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/tests/framework"
 )
 
 // The token's storage disappears for 5 s under a signing load (a network
@@ -27,11 +28,11 @@ import (
 // /readyz is 503; within 10 s of the return, signing works again without
 // a restart, /readyz is 200, and the re-initialisation shows in metrics.
 func TestTokenOutageHealsWithoutRestart(t *testing.T) {
-	requireTools(t)
-	e := newProcEnv(t, build(t))
-	e.start("")
-	e.must("keys", "create", "blip", "--alg", "ES256")
-	client := sigilv1.NewSigningServiceClient(e.dial(t))
+	framework.RequireTools(t)
+	e := framework.NewEnv(t, framework.Build(t))
+	e.Start("")
+	e.Must("keys", "create", "blip", "--alg", "ES256")
+	client := sigilv1.NewSigningServiceClient(e.Dial(t))
 	var phase atomic.Int32 // 0 before, 1 during the fault, 2 after the restore
 	var okDuring, unavailable atomic.Int32
 	var lastOK atomic.Int64
@@ -67,22 +68,22 @@ func TestTokenOutageHealsWithoutRestart(t *testing.T) {
 	}
 	defer func() { close(stop); wg.Wait() }()
 	time.Sleep(300 * time.Millisecond)
-	dir, err := softhsm.TokenDir(e.hsmDir, e.token)
+	dir, err := softhsm.TokenDir(e.HSMDir, e.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Out of SoftHSM's token folder: a folder left inside it is found as a
 	// token again by the next C_Initialize.
-	aside := filepath.Join(e.hsmDir, "aside")
+	aside := filepath.Join(e.HSMDir, "aside")
 	if err := os.Rename(dir, aside); err != nil {
 		t.Fatal(err)
 	}
 	phase.Store(1)
 	away := time.Now()
-	if !withinE(4*time.Second, func() bool { code, _ := get(t, e.srv.adminAddr, "/readyz"); return code == 503 }) {
+	if !withinE(4*time.Second, func() bool { code, _ := get(t, e.Srv.AdminAddr, "/readyz"); return code == 503 }) {
 		t.Fatal("/readyz not 503 with the token's storage gone")
 	}
-	_, body := get(t, e.srv.adminAddr, "/readyz")
+	_, body := get(t, e.Srv.AdminAddr, "/readyz")
 	if !strings.Contains(body, `"hsm":{"up":false`) {
 		t.Errorf("/readyz body does not say which backend is down: %s", body)
 	}
@@ -97,13 +98,13 @@ func TestTokenOutageHealsWithoutRestart(t *testing.T) {
 	phase.Store(2)
 	back := time.Now()
 	if !withinE(10*time.Second, func() bool { return lastOK.Load() > back.UnixNano() }) {
-		t.Fatalf("not signing 10 s after the storage returned: %s", e.srv.logs.String())
+		t.Fatalf("not signing 10 s after the storage returned: %s", e.Srv.Logs.String())
 	}
 	t.Logf("signing again %v after the storage returned; %d Unavailable answers meanwhile", time.Since(back).Round(time.Millisecond), unavailable.Load())
-	if !withinE(2*time.Second, func() bool { code, _ := get(t, e.srv.adminAddr, "/readyz"); return code == 200 }) {
+	if !withinE(2*time.Second, func() bool { code, _ := get(t, e.Srv.AdminAddr, "/readyz"); return code == 200 }) {
 		t.Fatal("/readyz not back to 200")
 	}
-	_, metrics := get(t, e.srv.adminAddr, "/metrics")
+	_, metrics := get(t, e.Srv.AdminAddr, "/metrics")
 	m := regexp.MustCompile(`sigil_backend_reinit_total\{backend="hsm"\} (\d+)`).FindStringSubmatch(metrics)
 	if n, _ := strconv.Atoi(m[1]); m == nil || n == 0 {
 		t.Fatalf("sigil_backend_reinit_total did not increase: %v", m)

@@ -15,7 +15,7 @@ import (
 // dir is testdata/crosscheck, found from this file's place in the module.
 func dir() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "crosscheck")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "crosscheck")
 }
 
 // Require skips tb (fails it under CI=true) unless node and the packages

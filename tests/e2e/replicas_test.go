@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"fmt"
@@ -9,17 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-hsm/sigil/internal/etcdtest"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
+	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
+	"github.com/sigil-hsm/sigil/tests/framework"
 )
 
 // Two `sigil serve --config` processes share a keyring in etcd and one
 // SoftHSM token folder, as replicas share an HSM partition: a key created
 // through one is found, on first use, by the other.
 func TestTwoReplicasOverEtcd(t *testing.T) {
-	requireTools(t)
-	bin := build(t)
+	framework.RequireTools(t)
+	bin := framework.Build(t)
 	dir := t.TempDir()
 	cluster := etcdtest.Start(t, 1)
 	conf, err := softhsm.WriteConf(filepath.Join(dir, "hsm"))
@@ -47,7 +48,7 @@ policy: %s
 backends:
   hsm: {type: pkcs11, module: %s, token: shared, pin: "file:%s"}
 `, pki.ServerCert, pki.ServerKey, pki.CA, cluster.Endpoints[0], filepath.Join(dir, fmt.Sprintf("audit%d.jsonl", i)), i, policy, softhsm.Module, tok.PINFile)), 0o600)
-		addrs[i] = startConfigServer(t, bin, cfg, softhsm.ConfEnv+"="+conf).grpcAddr
+		addrs[i] = framework.ServeConfig(t, bin, cfg, softhsm.ConfEnv+"="+conf).GRPCAddr
 	}
 	client := func(i int, args ...string) (string, error) {
 		out, err := exec.Command(bin, append(args, "--addr", addrs[i], "--tls-cert", pki.ClientCert, "--tls-key", pki.ClientKey, "--tls-ca", pki.CA)...).CombinedOutput()

@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"encoding/base64"
@@ -12,15 +12,16 @@ import (
 	"testing"
 
 	"github.com/sigil-hsm/sigil/internal/devmode"
-	"github.com/sigil-hsm/sigil/internal/kmstest"
+	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
+	"github.com/sigil-hsm/sigil/tests/framework"
 )
 
 // TestSecretsNeverAppear runs every operation, successes and failures,
 // against a server that holds known secrets, and looks for them in
 // everything it and the CLI print, in the audit log and in /metrics.
 func TestSecretsNeverAppear(t *testing.T) {
-	requireTools(t)
-	bin := build(t)
+	framework.RequireTools(t)
+	bin := framework.Build(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, ".sigil-dev")
 	creds, err := kmstest.FakeCredentials() // throwaway values from testdata/
@@ -28,7 +29,8 @@ func TestSecretsNeverAppear(t *testing.T) {
 		t.Fatal(err)
 	}
 	awsSecret := creds["AWS_SECRET_ACCESS_KEY"]
-	stop, logs := devServerLogs(t, bin, data, "AWS_SECRET_ACCESS_KEY="+awsSecret, "AWS_ACCESS_KEY_ID="+creds["AWS_ACCESS_KEY_ID"])
+	srv := framework.ServeDev(t, bin, data, "AWS_SECRET_ACCESS_KEY="+awsSecret, "AWS_ACCESS_KEY_ID="+creds["AWS_ACCESS_KEY_ID"])
+	stop, logs := func() { srv.Stop(t) }, srv.Logs.String
 	pin, err := os.ReadFile(filepath.Join(data, "softhsm", devmode.TokenLabel+".pin"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,53 +1,25 @@
-package main
+package e2e_test
 
 import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sigil-hsm/sigil/internal/softhsm"
+	"github.com/sigil-hsm/sigil/tests/framework"
 )
-
-// sigil runs a client command against the server.
-func (e *procEnv) sigil(args ...string) (string, error) {
-	out, err := exec.Command(e.bin, append(args, "--addr", e.srv.grpcAddr, "--tls-cert", e.pki.ClientCert,
-		"--tls-key", e.pki.ClientKey, "--tls-ca", e.pki.CA)...).CombinedOutput()
-	return string(out), err
-}
-
-func (e *procEnv) must(args ...string) string {
-	e.t.Helper()
-	out, err := e.sigil(args...)
-	if err != nil {
-		e.t.Fatalf("sigil %v: %v\n%s\nserver: %s", args, err, out, e.srv.logs.String())
-	}
-	return out
-}
-
-func (e *procEnv) p11(args ...string) string {
-	e.t.Helper()
-	cmd := exec.Command("pkcs11-tool", append([]string{"--module", softhsm.Module, "--token-label", e.token, "--login", "--pin", e.pin}, args...)...)
-	cmd.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("pkcs11-tool %v: %v\n%s", args, err, out)
-	}
-	return string(out)
-}
 
 // objects lists the token's key objects as pkcs11-tool shows them:
 // "private|public label id" per object.
-func (e *procEnv) objects() []string {
+func objects(e *framework.Env) []string {
 	var out []string
 	var class string
 	var label string
-	for _, l := range strings.Split(e.p11("--list-objects"), "\n") {
+	for _, l := range strings.Split(e.P11("--list-objects"), "\n") {
 		switch f := strings.Fields(l); {
 		case strings.HasPrefix(l, "Private Key Object"):
 			class = "private"
@@ -68,15 +40,15 @@ func (e *procEnv) objects() []string {
 
 // owner is the keyring's owner mark, in hex, as the audit key's backend
 // reference shows it (the CKA_ID after Sigil's marker).
-func (e *procEnv) owner() string {
-	e.t.Helper()
-	var k keyJSON
-	if err := json.Unmarshal([]byte(e.must("keys", "get", "sigil.audit", "--json")), &k); err != nil {
-		e.t.Fatal(err)
+func owner(e *framework.Env) string {
+	e.T.Helper()
+	var k framework.KeyJSON
+	if err := json.Unmarshal([]byte(e.Must("keys", "get", "sigil.audit", "--json")), &k); err != nil {
+		e.T.Fatal(err)
 	}
 	m := regexp.MustCompile(`id=%53%47%4C%01%(..)%(..)%(..)%(..)`).FindStringSubmatch(k.Generations[0].BackendRef)
 	if m == nil {
-		e.t.Fatalf("no owner mark in %s", k.Generations[0].BackendRef)
+		e.T.Fatalf("no owner mark in %s", k.Generations[0].BackendRef)
 	}
 	return strings.ToLower(m[1] + m[2] + m[3] + m[4])
 }
@@ -87,11 +59,11 @@ var sigilLabel = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}\.g[0-9]+$`)
 // key has exactly one active generation, the token holds exactly one key
 // pair per generation the keyring says exists (and nothing else of
 // Sigil's), and the foreign objects are untouched.
-func (e *procEnv) check(foreign []string) {
-	e.t.Helper()
-	var keys []keyJSON
-	if err := json.Unmarshal([]byte(e.must("keys", "list", "--json")), &keys); err != nil {
-		e.t.Fatal(err)
+func check(e *framework.Env, foreign []string) {
+	e.T.Helper()
+	var keys []framework.KeyJSON
+	if err := json.Unmarshal([]byte(e.Must("keys", "list", "--json")), &keys); err != nil {
+		e.T.Fatal(err)
 	}
 	var want []string
 	for _, k := range keys {
@@ -105,11 +77,11 @@ func (e *procEnv) check(foreign []string) {
 			}
 		}
 		if k.Purpose == "jwt" && active != 1 {
-			e.t.Errorf("jwt key %s has %d active generations: %+v", k.ID, active, k.Generations)
+			e.T.Errorf("jwt key %s has %d active generations: %+v", k.ID, active, k.Generations)
 		}
 	}
 	var got, others []string
-	for _, o := range e.objects() {
+	for _, o := range objects(e) {
 		f := strings.Fields(o)
 		if len(f) == 3 && sigilLabel.MatchString(f[1]) && f[1] != "theirs.g1" {
 			got = append(got, f[0]+" "+f[1])
@@ -123,10 +95,10 @@ func (e *procEnv) check(foreign []string) {
 	}
 	slices.Sort(wantObjs)
 	if !slices.Equal(got, wantObjs) {
-		e.t.Errorf("token objects %v, keyring says %v", got, wantObjs)
+		e.T.Errorf("token objects %v, keyring says %v", got, wantObjs)
 	}
 	if !slices.Equal(others, foreign) {
-		e.t.Errorf("objects Sigil did not make changed: %v, were %v", others, foreign)
+		e.T.Errorf("objects Sigil did not make changed: %v, were %v", others, foreign)
 	}
 }
 
@@ -136,8 +108,8 @@ func (e *procEnv) check(foreign []string) {
 // generation, crashed creations can be retried with the same ID, and
 // objects Sigil did not make are untouched.
 func TestCrashAtEveryStepHealsAfterRestart(t *testing.T) {
-	requireTools(t, "pkcs11-tool")
-	bin := build(t)
+	framework.RequireTools(t, "pkcs11-tool")
+	bin := framework.Build(t)
 	jwt := []string{"--alg", "ES256", "--purpose", "jwt"}
 	cases := []struct {
 		fp    string
@@ -161,38 +133,38 @@ func TestCrashAtEveryStepHealsAfterRestart(t *testing.T) {
 			name = c.fp + "/scheduler"
 		}
 		t.Run(name, func(t *testing.T) {
-			e := newProcEnv(t, bin)
-			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0102", "--label", "theirs.g1")
-			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0304")
-			foreign := e.objects()
+			e := framework.NewEnv(t, bin)
+			e.P11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0102", "--label", "theirs.g1")
+			e.P11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "0304")
+			foreign := objects(e)
 			if len(foreign) != 4 {
 				t.Fatalf("foreign objects: %v", foreign)
 			}
-			e.start("")
+			e.Start("")
 			if c.act != nil {
 				for _, cmd := range c.setup {
-					e.must(cmd...)
+					e.Must(cmd...)
 				}
 			}
-			owner := e.owner()
-			e.srv.stop(t)
+			owner := owner(e)
+			e.Srv.Stop(t)
 			// A key pair this keyring made (Sigil's ID marker and its owner
 			// mark, a name of its shape) that no record names: the sweep
 			// must destroy it, and audit that.
-			e.p11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "53474c01"+owner+"aabbccddeeff0011", "--label", "lost.g1")
-			e.start(c.fp)
+			e.P11("--keypairgen", "--key-type", "EC:prime256v1", "--id", "53474c01"+owner+"aabbccddeeff0011", "--label", "lost.g1")
+			e.Start(c.fp)
 			setup := c.setup
 			if c.act != nil {
 				setup = [][]string{c.act}
 			}
 			for _, cmd := range setup {
-				e.sigil(cmd...) // the last one may die with the server
+				e.Sigil(cmd...) // the last one may die with the server
 			}
-			e.srv.died(t, 10*time.Second)
-			e.start("")
+			e.Srv.Died(t, 10*time.Second)
+			e.Start("")
 			time.Sleep(2500 * time.Millisecond) // a sweep period past the orphan grace, and the destroy retried
-			e.check(foreign)
-			audit, _ := os.ReadFile(e.audit)
+			check(e, foreign)
+			audit, _ := os.ReadFile(e.Audit)
 			if !strings.Contains(string(audit), `"key_id":"lost","generation":1,"outcome":"orphan_destroyed"`) {
 				t.Errorf("no audit record of the orphan's destruction")
 			}
@@ -200,10 +172,10 @@ func TestCrashAtEveryStepHealsAfterRestart(t *testing.T) {
 				t.Errorf("no audit record of the rollback")
 			}
 			for _, cmd := range c.after {
-				e.must(cmd...)
+				e.Must(cmd...)
 			}
-			e.check(foreign)
-			e.srv.stop(t)
+			check(e, foreign)
+			e.Srv.Stop(t)
 		})
 	}
 }

@@ -33,7 +33,7 @@ type Emulator struct {
 
 func binary() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "bin", "local-kms")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "local-kms")
 }
 
 // Available reports why the emulator cannot run, or nil.
@@ -72,7 +72,7 @@ func Start(tb testing.TB) *Emulator {
 // in testdata/throwaway-test-credentials.json.
 func FakeCredentials() (map[string]string, error) {
 	_, file, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "testdata", "throwaway-test-credentials.json"))
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "throwaway-test-credentials.json"))
 	if err != nil {
 		return nil, err
 	}

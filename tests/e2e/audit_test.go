@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"bytes"
@@ -13,30 +13,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sigil-hsm/sigil/internal/mtls"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/tests/framework"
 )
 
-func (e *procEnv) dial(t *testing.T) *grpc.ClientConn {
-	t.Helper()
-	tc, err := mtls.ClientConfig(e.pki.ClientCert, e.pki.ClientKey, e.pki.CA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(e.srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
-func (e *procEnv) sign(conn *grpc.ClientConn) error {
+func sign(conn *grpc.ClientConn) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := sigilv1.NewSigningServiceClient(conn).Sign(ctx, &sigilv1.SignRequest{KeyId: "k", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
@@ -45,9 +30,9 @@ func (e *procEnv) sign(conn *grpc.ClientConn) error {
 
 // verifyAudit runs `sigil audit verify` on the server's audit files with
 // the server's client flags (the live anchored head and the audit key).
-func (e *procEnv) verifyAudit() (string, error) {
-	files, _ := filepath.Glob(e.audit + "*")
-	return e.sigil(append([]string{"audit", "verify"}, files...)...)
+func verifyAudit(e *framework.Env) (string, error) {
+	files, _ := filepath.Glob(e.Audit + "*")
+	return e.Sigil(append([]string{"audit", "verify"}, files...)...)
 }
 
 // One request with a 262,000-character key ID of '<' from an identity
@@ -56,13 +41,13 @@ func (e *procEnv) verifyAudit() (string, error) {
 // cut: the next start records the tampering, counts it in metrics, and
 // verify names it.
 func TestAuditTrailSurvivesHostileInputAndProvesTruncation(t *testing.T) {
-	requireTools(t)
-	e := newProcEnv(t, build(t))
-	e.start("")
-	e.must("keys", "create", "k", "--alg", "ES256")
-	conn := e.dial(t)
+	framework.RequireTools(t)
+	e := framework.NewEnv(t, framework.Build(t))
+	e.Start("")
+	e.Must("keys", "create", "k", "--alg", "ES256")
+	conn := e.Dial(t)
 	for range 30 {
-		if err := e.sign(conn); err != nil {
+		if err := sign(conn); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,8 +62,8 @@ func TestAuditTrailSurvivesHostileInputAndProvesTruncation(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("malformed protobuf: %v, want InvalidArgument", err)
 	}
-	e.srv.stop(t)
-	b, _ := os.ReadFile(e.audit)
+	e.Srv.Stop(t)
+	b, _ := os.ReadFile(e.Audit)
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		if len(line) > 16<<10 {
 			t.Fatalf("an audit line of %d bytes", len(line))
@@ -89,28 +74,28 @@ func TestAuditTrailSurvivesHostileInputAndProvesTruncation(t *testing.T) {
 			t.Fatalf("the audit log lacks %s", want)
 		}
 	}
-	e.start("") // must start
-	if out, err := e.verifyAudit(); err != nil || !strings.Contains(out, "chain complete and intact") {
+	e.Start("") // must start
+	if out, err := verifyAudit(e); err != nil || !strings.Contains(out, "chain complete and intact") {
 		t.Fatalf("audit verify after the hostile request: %v\n%s", err, out)
 	}
-	e.srv.stop(t)
+	e.Srv.Stop(t)
 
 	// Cut the last 5 lines: the next start notices, and keeps running.
-	b, _ = os.ReadFile(e.audit)
+	b, _ = os.ReadFile(e.Audit)
 	lines := bytes.SplitAfter(b, []byte("\n"))
-	os.WriteFile(e.audit, bytes.Join(lines[:len(lines)-6], nil), 0o600)
-	e.start("")
-	if !strings.Contains(e.srv.logs.String(), "audit log tampered with") {
+	os.WriteFile(e.Audit, bytes.Join(lines[:len(lines)-6], nil), 0o600)
+	e.Start("")
+	if !strings.Contains(e.Srv.Logs.String(), "audit log tampered with") {
 		t.Fatal("no error log of the tampering at start")
 	}
-	_, metrics := get(t, e.srv.adminAddr, "/metrics")
+	_, metrics := get(t, e.Srv.AdminAddr, "/metrics")
 	if !strings.Contains(metrics, "sigil_audit_tamper_detected_total 1") || !strings.Contains(metrics, "sigil_audit_up 1") {
 		t.Fatal("metrics do not show the tampering, or the log is down")
 	}
-	if err := e.sign(e.dial(t)); err != nil {
+	if err := sign(e.Dial(t)); err != nil {
 		t.Fatalf("signing after the tamper record: %v", err)
 	}
-	out, err := e.verifyAudit()
+	out, err := verifyAudit(e)
 	if err == nil || !strings.Contains(out, "the log records tampering") || !regexp.MustCompile(`records \d+ to \d+ are missing`).MatchString(out) {
 		t.Fatalf("audit verify of a cut log: %v\n%s", err, out)
 	}
@@ -121,9 +106,9 @@ func TestAuditTrailSurvivesHostileInputAndProvesTruncation(t *testing.T) {
 // metrics say so; once space is freed the server answers again without a
 // restart, and the trail verifies.
 func TestAuditDiskFullHealsWithoutRestart(t *testing.T) {
-	requireTools(t)
-	e := newProcEnv(t, build(t))
-	dir := filepath.Join(e.dir, "audit")
+	framework.RequireTools(t)
+	e := framework.NewEnv(t, framework.Build(t))
+	dir := filepath.Join(e.Dir, "audit")
 	os.MkdirAll(dir, 0o700)
 	if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).Run(); err != nil {
 		if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
@@ -132,16 +117,16 @@ func TestAuditDiskFullHealsWithoutRestart(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
-	e.audit = filepath.Join(dir, "audit.jsonl")
-	e.start("")
-	e.must("keys", "create", "k", "--alg", "ES256")
-	conn := e.dial(t)
+	e.Audit = filepath.Join(dir, "audit.jsonl")
+	e.Start("")
+	e.Must("keys", "create", "k", "--alg", "ES256")
+	conn := e.Dial(t)
 	filler := filepath.Join(dir, "filler")
-	fi, _ := os.Stat(e.audit)
+	fi, _ := os.Stat(e.Audit)
 	os.WriteFile(filler, make([]byte, 256<<10-fi.Size()-8<<10), 0o600)
 	refused := false
 	for i := 0; i < 2000 && !refused; i++ {
-		switch err := e.sign(conn); status.Code(err) {
+		switch err := sign(conn); status.Code(err) {
 		case codes.OK:
 		case codes.Unavailable:
 			refused = true
@@ -152,20 +137,20 @@ func TestAuditDiskFullHealsWithoutRestart(t *testing.T) {
 	if !refused {
 		t.Fatal("the audit disk filled up but requests were still answered")
 	}
-	if code, body := get(t, e.srv.adminAddr, "/readyz"); code != 503 || !strings.Contains(body, `"audit":{"up":false`) {
+	if code, body := get(t, e.Srv.AdminAddr, "/readyz"); code != 503 || !strings.Contains(body, `"audit":{"up":false`) {
 		t.Fatalf("/readyz with the audit disk full: %d %s", code, body)
 	}
-	if _, m := get(t, e.srv.adminAddr, "/metrics"); !strings.Contains(m, "sigil_audit_up 0") || strings.Contains(m, "sigil_audit_write_errors_total 0") {
+	if _, m := get(t, e.Srv.AdminAddr, "/metrics"); !strings.Contains(m, "sigil_audit_up 0") || strings.Contains(m, "sigil_audit_write_errors_total 0") {
 		t.Fatal("metrics do not show the audit log down")
 	}
 	os.Remove(filler)
-	if !withinE(10*time.Second, func() bool { return e.sign(conn) == nil }) {
+	if !withinE(10*time.Second, func() bool { return sign(conn) == nil }) {
 		t.Fatal("not signing 10 s after space was freed")
 	}
-	if code, _ := get(t, e.srv.adminAddr, "/readyz"); code != 200 {
+	if code, _ := get(t, e.Srv.AdminAddr, "/readyz"); code != 200 {
 		t.Fatalf("/readyz after the audit log healed: %d", code)
 	}
-	if out, err := e.verifyAudit(); err != nil {
+	if out, err := verifyAudit(e); err != nil {
 		t.Fatalf("audit verify after the disk-full episode: %v\n%s", err, out)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-hsm/sigil/internal/softhsmtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	_ "github.com/sigil-hsm/sigil/purpose/all" // keys of every purpose can be made
