@@ -12,8 +12,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
+	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"

@@ -45,11 +45,11 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
-	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
-	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
+	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"

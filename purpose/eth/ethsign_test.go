@@ -19,8 +19,8 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rlp"
 
-	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring"

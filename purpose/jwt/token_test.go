@@ -14,10 +14,10 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
-	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/internal/strictjson"
+	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/jwt"

@@ -25,8 +25,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 
-	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
 	"github.com/sigil-hsm/sigil/keyring"

@@ -21,8 +21,8 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rlp"
 
-	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
+	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/eth"
