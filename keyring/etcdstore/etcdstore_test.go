@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,14 +12,9 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
-	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	"github.com/sigil-hsm/sigil/keyring/storetest"
 )
-
-func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestCompareAndSwap(t *testing.T) {
 	c := etcdtest.Start(t, 1)
