@@ -3,20 +3,22 @@ package jwks
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 )
 
 // Entries returns, for every JWT key of kr, its published generations
-// (pending, active, retiring) and the max-age its schedule allows.
+// (pending, active, retiring), the max-age its schedule allows and the
+// JWK Sets it belongs to.
 func Entries(ctx context.Context, kr *keyring.Keyring) []Entry {
 	var out []Entry
 	for _, k := range kr.List(ctx) {
 		if k.Purpose != jwt.Name {
 			continue
 		}
-		e := Entry{ID: k.ID, MaxAge: jwt.PolicyOf(k).MaxAge()}
+		e := Entry{ID: k.ID, MaxAge: jwt.PolicyOf(k).MaxAge(), Sets: jwt.SetsOf(k)}
 		for _, g := range k.Generations {
 			if g.Published() {
 				e.Keys = append(e.Keys, JWK{KID: g.KID(), Algorithm: k.Algorithm, Public: g.Public()})
@@ -27,15 +29,38 @@ func Entries(ctx context.Context, kr *keyring.Keyring) []Entry {
 	return out
 }
 
-// Follow keeps p in step with kr: it is rebuilt now and after every
-// change to the keyring. A rebuild that fails is logged to log and the
-// previous documents keep being served.
-func Follow(ctx context.Context, kr *keyring.Keyring, p *Publisher, log *slog.Logger) error {
-	update := func() error { return p.Update(Entries(ctx, kr)) }
-	kr.Watch(func() {
-		if err := update(); err != nil {
+// SetPoll is how often Follow looks for JWK Sets another replica made.
+const SetPoll = 10 * time.Second
+
+// Follow keeps p in step with kr and the JWK Sets in sets: it is rebuilt
+// now, after every change to the keyring, and every SetPoll until ctx
+// ends. A rebuild that fails is logged to log and the previous documents
+// keep being served.
+func Follow(ctx context.Context, kr *keyring.Keyring, sets jwt.Sets, p *Publisher, log *slog.Logger) error {
+	update := func() error {
+		defs, err := sets.List(ctx)
+		if err != nil {
+			return err
+		}
+		return p.Update(Entries(ctx, kr), defs)
+	}
+	rebuild := func() {
+		if err := update(); err != nil && ctx.Err() == nil {
 			log.Error("rebuilding the JWKS failed; serving the previous one", "err", err)
 		}
-	})
+	}
+	kr.Watch(rebuild)
+	go func() {
+		t := time.NewTicker(SetPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				rebuild()
+			}
+		}
+	}()
 	return update()
 }

@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/signer"
 )
 
 // ContentType is the media type of a JWK Set (RFC 7517 section 8.5.1).
@@ -18,12 +22,18 @@ const ContentType = "application/jwk-set+json"
 // DefaultMaxAge is the max-age of a document with no key in it.
 const DefaultMaxAge = time.Minute
 
-// Entry is one logical key's published generations and how long relying
-// parties may cache them.
+// Entry is one logical key's published generations, how long relying
+// parties may cache them, and the sets it belongs to.
 type Entry struct {
 	ID     string
 	MaxAge time.Duration
 	Keys   []JWK
+	Sets   []string
+}
+
+// es256k reports whether e's keys are secp256k1 ones.
+func (e Entry) es256k() bool {
+	return slices.ContainsFunc(e.Keys, func(k JWK) bool { return k.Algorithm == signer.ES256K })
 }
 
 // Document is a serialised JWK Set with its cache headers.
@@ -34,52 +44,64 @@ type Document struct {
 }
 
 type documents struct {
-	all   *Document
+	bySet map[string]*Document
 	byKey map[string]*Document
 }
 
 // Publisher serves the current JWK Set documents.
 type Publisher struct {
 	cur atomic.Pointer[documents]
+	// OnServe, if set, learns of every document request: the set ("" for
+	// a key's own document) and whether it was answered 304.
+	OnServe func(set string, notModified bool)
 }
 
-// NewPublisher returns a Publisher serving empty documents.
+// NewPublisher returns a Publisher serving an empty default set.
 func NewPublisher() *Publisher {
 	p := &Publisher{}
-	if err := p.Update(nil); err != nil {
+	if err := p.Update(nil, nil); err != nil {
 		panic(err) // an empty set always encodes
 	}
 	return p
 }
 
-// Update rebuilds every document from entries and swaps them in at once.
-// The output is a pure function of the entries (sorted by ID), so every
+// Update rebuilds every document from entries and the sets and swaps
+// them in at once. Each set holds its members' keys, except ES256K ones
+// in a set that does not allow them; its max-age is its members' least.
+// The output is a pure function of the input (sorted by ID), so every
 // replica with the same keyring serves the same bytes and ETag.
-func (p *Publisher) Update(entries []Entry) error {
+func (p *Publisher) Update(entries []Entry, sets []jwt.Set) error {
 	entries = slices.Clone(entries)
 	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.ID, b.ID) })
-	var all []JWK
-	allAge := time.Duration(0)
-	docs := &documents{byKey: map[string]*Document{}}
+	docs := &documents{bySet: map[string]*Document{}, byKey: map[string]*Document{}}
 	for _, e := range entries {
 		d, err := build(e.Keys, e.MaxAge)
 		if err != nil {
 			return fmt.Errorf("JWKS of key %q: %w", e.ID, err)
 		}
 		docs.byKey[e.ID] = d
-		all = append(all, e.Keys...)
-		if allAge == 0 || e.MaxAge < allAge {
-			allAge = e.MaxAge
+	}
+	if !slices.ContainsFunc(sets, func(s jwt.Set) bool { return s.Name == jwt.DefaultSet }) {
+		sets = append(sets, jwt.Set{Name: jwt.DefaultSet})
+	}
+	for _, set := range sets {
+		var keys []JWK
+		age := time.Duration(0)
+		for _, e := range entries {
+			if !slices.Contains(e.Sets, set.Name) || (e.es256k() && !set.AllowES256K) {
+				continue
+			}
+			keys = append(keys, e.Keys...)
+			if age == 0 || e.MaxAge < age {
+				age = e.MaxAge
+			}
 		}
+		d, err := build(keys, cmp.Or(age, DefaultMaxAge))
+		if err != nil {
+			return fmt.Errorf("JWK Set %q: %w", set.Name, err)
+		}
+		docs.bySet[set.Name] = d
 	}
-	if allAge == 0 {
-		allAge = DefaultMaxAge
-	}
-	d, err := build(all, allAge)
-	if err != nil {
-		return err
-	}
-	docs.all = d
 	p.cur.Store(docs)
 	return nil
 }
@@ -98,8 +120,17 @@ func build(keys []JWK, maxAge time.Duration) (*Document, error) {
 	return &Document{Body: body, ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`, MaxAge: maxAge}, nil
 }
 
-// All returns the document of every JWT key.
-func (p *Publisher) All() *Document { return p.cur.Load().all }
+// Set returns the document of JWK Set name.
+func (p *Publisher) Set(name string) (*Document, bool) {
+	d, ok := p.cur.Load().bySet[name]
+	return d, ok
+}
+
+// Default returns the document of the default set.
+func (p *Publisher) Default() *Document {
+	d, _ := p.Set(jwt.DefaultSet)
+	return d
+}
 
 // Key returns the document of key id.
 func (p *Publisher) Key(id string) (*Document, bool) {
@@ -107,22 +138,43 @@ func (p *Publisher) Key(id string) (*Document, bool) {
 	return d, ok
 }
 
-// Register adds the JWKS routes to mux.
+// Register adds the JWKS routes to mux: the default set at
+// /.well-known/jwks.json and /jwks/default.json, every set at
+// /jwks/{name}.json, every key's own document at /keys/{id}/jwks.json.
 func (p *Publisher) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) { serve(w, r, p.All()) })
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+		p.serve(w, r, jwt.DefaultSet, p.Default())
+	})
+	mux.HandleFunc("GET /jwks/{file}", func(w http.ResponseWriter, r *http.Request) {
+		name, ok := strings.CutSuffix(r.PathValue("file"), ".json")
+		d, found := p.Set(name)
+		if !ok || !found {
+			http.Error(w, "no such JWK Set", http.StatusNotFound)
+			return
+		}
+		p.serve(w, r, name, d)
+	})
 	mux.HandleFunc("GET /keys/{id}/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		d, ok := p.Key(r.PathValue("id"))
 		if !ok {
 			http.Error(w, "no such JWT key", http.StatusNotFound)
 			return
 		}
-		serve(w, r, d)
+		p.serve(w, r, "", d)
 	})
 }
 
+// serve writes d and reports the request to OnServe.
+func (p *Publisher) serve(w http.ResponseWriter, r *http.Request, set string, d *Document) {
+	notModified := serve(w, r, d)
+	if p.OnServe != nil {
+		p.OnServe(set, notModified)
+	}
+}
+
 // serve writes d with its validators and cache headers, or 304 when the
-// client already holds it. (GET routes answer HEAD too.)
-func serve(w http.ResponseWriter, r *http.Request, d *Document) {
+// client already holds it, and reports which. (GET routes answer HEAD too.)
+func serve(w http.ResponseWriter, r *http.Request, d *Document) bool {
 	h := w.Header()
 	h.Set("ETag", d.ETag)
 	h.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(d.MaxAge.Seconds())))
@@ -131,11 +183,12 @@ func serve(w http.ResponseWriter, r *http.Request, d *Document) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	if matches(r.Header.Get("If-None-Match"), d.ETag) {
 		w.WriteHeader(http.StatusNotModified)
-		return
+		return true
 	}
 	h.Set("Content-Type", contentType(r.Header.Get("Accept")))
 	h.Set("Content-Length", fmt.Sprint(len(d.Body)))
 	w.Write(d.Body)
+	return false
 }
 
 // matches applies If-None-Match's weak comparison (RFC 9110 13.1.2).

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -28,10 +30,16 @@ func entries(t *testing.T) []Entry {
 		return JWK{KID: kid, Algorithm: alg, Public: pub}
 	}
 	return []Entry{
-		{ID: "b-key", MaxAge: 5 * time.Minute, Keys: []JWK{jwk(signer.ES256K, &k1.PublicKey), jwk(signer.EdDSA, ed)}},
-		{ID: "a-key", MaxAge: 90 * time.Second, Keys: []JWK{jwk(signer.ES256, &p256.PublicKey)}},
+		{ID: "b-key", MaxAge: 5 * time.Minute, Keys: []JWK{jwk(signer.EdDSA, ed)}, Sets: []string{"default"}},
+		{ID: "a-key", MaxAge: 90 * time.Second, Keys: []JWK{jwk(signer.ES256, &p256.PublicKey)}, Sets: []string{"default", "issuer-a"}},
+		// An ES256K key that names the default set (a store edited by
+		// hand): it is left out there, and served where it is allowed.
+		{ID: "k-key", MaxAge: 2 * time.Minute, Keys: []JWK{jwk(signer.ES256K, &k1.PublicKey)}, Sets: []string{"default", "k1"}},
 	}
 }
+
+// sets are the sets entries name: k1 takes ES256K keys.
+var sets = []jwt.Set{{Name: "issuer-a"}, {Name: "k1", AllowES256K: true}, {Name: "empty"}}
 
 func get(h http.Handler, path string, hdr map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest("GET", path, nil)
@@ -45,8 +53,10 @@ func get(h http.Handler, path string, hdr map[string]string) *httptest.ResponseR
 
 func TestDocumentsHeadersAndConditionalRequests(t *testing.T) {
 	p := NewPublisher()
+	served := map[string]int{}
+	p.OnServe = func(set string, notModified bool) { served[fmt.Sprintf("%s %v", set, notModified)]++ }
 	es := entries(t)
-	if err := p.Update(es); err != nil {
+	if err := p.Update(es, sets); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
@@ -60,15 +70,34 @@ func TestDocumentsHeadersAndConditionalRequests(t *testing.T) {
 	var doc struct {
 		Keys []map[string]string `json:"keys"`
 	}
-	if err := json.Unmarshal(w.Body.Bytes(), &doc); err != nil || len(doc.Keys) != 3 {
-		t.Fatalf("document %s: %v", w.Body, err)
+	if err := json.Unmarshal(w.Body.Bytes(), &doc); err != nil || len(doc.Keys) != 2 {
+		t.Fatalf("default set %s: %v", w.Body, err)
 	}
 	for _, k := range doc.Keys {
-		if k["use"] != "sig" || k["kid"] == "" || k["alg"] == "" {
-			t.Errorf("JWK lacks use/kid/alg: %v", k)
+		if k["use"] != "sig" || k["kid"] == "" || k["alg"] == "" || k["alg"] == "ES256K" {
+			t.Errorf("default set member: %v", k)
 		}
-		if k["alg"] == "ES256K" && (k["crv"] != "secp256k1" || k["kty"] != "EC" || len(k["x"]) != 43 || len(k["y"]) != 43) {
-			t.Errorf("secp256k1 JWK: %v", k)
+	}
+	if d := get(mux, "/jwks/default.json", nil); d.Body.String() != w.Body.String() {
+		t.Errorf("/jwks/default.json differs from /.well-known/jwks.json")
+	}
+	k1 := get(mux, "/jwks/k1.json", nil)
+	if err := json.Unmarshal(k1.Body.Bytes(), &doc); err != nil || len(doc.Keys) != 1 || k1.Header().Get("Cache-Control") != "public, max-age=120" {
+		t.Fatalf("k1 set %s %v: %v", k1.Body, k1.Header(), err)
+	}
+	if k := doc.Keys[0]; k["alg"] != "ES256K" || k["crv"] != "secp256k1" || k["kty"] != "EC" || len(k["x"]) != 43 || len(k["y"]) != 43 {
+		t.Errorf("secp256k1 JWK: %v", k)
+	}
+	a := get(mux, "/jwks/issuer-a.json", nil)
+	if err := json.Unmarshal(a.Body.Bytes(), &doc); err != nil || len(doc.Keys) != 1 || doc.Keys[0]["alg"] != "ES256" || a.Header().Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("issuer-a set %s: %v", a.Body, err)
+	}
+	if e := get(mux, "/jwks/empty.json", nil); e.Code != 200 || e.Body.String() != `{"keys":[]}` {
+		t.Errorf("a set with no members: %d %s", e.Code, e.Body)
+	}
+	for _, path := range []string{"/jwks/nope.json", "/jwks/issuer-a", "/jwks/.json", "/jwks/issuer-a.json/x"} {
+		if w := get(mux, path, nil); w.Code != 404 {
+			t.Errorf("%s: %d", path, w.Code)
 		}
 	}
 	if doc.Keys[0]["alg"] != "ES256" {
@@ -100,19 +129,22 @@ func TestDocumentsHeadersAndConditionalRequests(t *testing.T) {
 
 	// Same entries in another order: same bytes, same ETag. A change: a new ETag.
 	p2 := NewPublisher()
-	p2.Update([]Entry{es[1], es[0]})
-	if p2.All().ETag != etag {
+	p2.Update([]Entry{es[2], es[1], es[0]}, []jwt.Set{sets[2], sets[0], sets[1]})
+	if p2.Default().ETag != etag {
 		t.Fatal("the document depends on entry order")
 	}
-	p.Update(es[:1])
-	if p.All().ETag == etag {
+	p.Update(es[:1], sets)
+	if p.Default().ETag == etag {
 		t.Fatal("ETag unchanged after the keys changed")
+	}
+	if served["default false"] < 3 || served["default true"] != 4 || served["k1 false"] != 1 || served[" false"] != 1 {
+		t.Errorf("OnServe saw %v", served)
 	}
 }
 
 func TestEmptyDocument(t *testing.T) {
 	p := NewPublisher()
-	if string(p.All().Body) != `{"keys":[]}` || p.All().MaxAge != DefaultMaxAge {
-		t.Fatalf("%s %v", p.All().Body, p.All().MaxAge)
+	if string(p.Default().Body) != `{"keys":[]}` || p.Default().MaxAge != DefaultMaxAge {
+		t.Fatalf("%s %v", p.Default().Body, p.Default().MaxAge)
 	}
 }

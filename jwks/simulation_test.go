@@ -38,11 +38,11 @@ type minted struct {
 func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	policy := jwt.Policy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: time.Minute}
+	policy := jwt.Policy{Schedule: keyring.Schedule{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 15 * time.Minute, Skew: time.Minute}}
 	env := keyringtest.HSM(t, keyringtest.Options{Now: clk.now, Retention: 2 * time.Hour})
 	kr, hsm := env.Keyring, env.HSM
 	pub := jwks.NewPublisher()
-	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
+	if err := jwks.Follow(ctx, kr, jwt.Sets{}, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &policy}); err != nil {
@@ -51,7 +51,7 @@ func TestRotationSimulationNoRelyingPartyTripsOver(t *testing.T) {
 
 	rnd := rand.New(rand.NewPCG(1, 2))
 	// Relying parties with clocks off by up to S either way.
-	fetch := func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }
+	fetch := func() ([]byte, time.Duration, error) { d := pub.Default(); return d.Body, d.MaxAge, nil }
 	rps := make([]*relyingparty.Party, 6)
 	for i := range rps {
 		skew := time.Duration(rnd.Int64N(int64(2*policy.Skew))) - policy.Skew
@@ -199,7 +199,7 @@ func checkInvariants(t *testing.T, k *keyring.Key, p *jwks.Publisher, policy jwt
 	t.Helper()
 	active := 0
 	var doc jose.JSONWebKeySet
-	json.Unmarshal(p.All().Body, &doc)
+	json.Unmarshal(p.Default().Body, &doc)
 	for _, g := range k.Generations {
 		if g.State == keyring.StateActive {
 			active++
@@ -225,8 +225,8 @@ func checkInvariants(t *testing.T, k *keyring.Key, p *jwks.Publisher, policy jwt
 	if active != 1 {
 		t.Fatalf("%d active generations at %v", active, now)
 	}
-	if p.All().MaxAge > policy.PublishAhead-policy.Skew {
-		t.Fatalf("max-age %v exceeds A − S", p.All().MaxAge)
+	if p.Default().MaxAge > policy.PublishAhead-policy.Skew {
+		t.Fatalf("max-age %v exceeds A − S", p.Default().MaxAge)
 	}
 }
 

@@ -34,7 +34,7 @@ type CreateSpec struct {
 
 // validate checks s and completes it: the policy its purpose makes of the
 // requested one, the default RSA size and backend.
-func (r *Keyring) validate(s *CreateSpec) error {
+func (r *Keyring) validate(ctx context.Context, s *CreateSpec) error {
 	if err := ValidateID(s.ID); err != nil {
 		return err
 	}
@@ -62,8 +62,13 @@ func (r *Keyring) validate(s *CreateSpec) error {
 		s.RSABits = 2048
 	case !s.Algorithm.IsRSA() && s.RSABits != 0:
 		return errs.New(errs.InvalidArgument, "RSA key size given for %s", s.Algorithm)
+	case s.Algorithm.IsRSA() && s.RSABits != 2048 && s.RSABits != 3072:
+		return errs.New(errs.InvalidArgument, "RSA key size %d: 2048 or 3072", s.RSABits)
 	}
 	if s.Policy, err = p.NewPolicy(s.Policy); err != nil {
+		return err
+	}
+	if err := r.checkPolicy(ctx, p, s.Algorithm, s.Policy); err != nil {
 		return err
 	}
 	if s.Backend == "" {
@@ -78,7 +83,7 @@ func (r *Keyring) validate(s *CreateSpec) error {
 // Create makes key s.ID with an active first generation, generated inside
 // its backend.
 func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
-	if err := r.validate(&s); err != nil {
+	if err := r.validate(ctx, &s); err != nil {
 		return nil, err
 	}
 	if k, err := r.current(s.ID); err == nil && !k.visible() {

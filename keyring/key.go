@@ -65,14 +65,18 @@ type Key struct {
 	// only if the stored revision still equals it. Zero means "new".
 	Revision int64 `json:"-"`
 
-	policy any // PolicyJSON, decoded by the purpose; treated as immutable
+	policy    any   // PolicyJSON, decoded by the purpose; treated as immutable
+	policyErr error // why PolicyJSON did not decode: the key then never signs
 }
 
 // CheckPurpose refuses, with FailedPrecondition, a key whose purpose is
-// not the one named p.
+// not the one named p, or whose stored policy is unusable.
 func (k *Key) CheckPurpose(p string) error {
-	if k.Purpose != p {
+	switch {
+	case k.Purpose != p:
 		return errs.New(errs.FailedPrecondition, "key %q has purpose %s, not %s", k.ID, k.Purpose, p)
+	case k.policyErr != nil:
+		return errs.New(errs.FailedPrecondition, "key %q has a stored policy that does not load (%v); set a valid one", k.ID, k.policyErr)
 	}
 	return nil
 }
@@ -92,7 +96,7 @@ func (k *Key) schedule() (Schedule, bool) {
 
 // setPolicy makes p the key's policy, encoded for the store.
 func (k *Key) setPolicy(p any) error {
-	k.policy, k.PolicyJSON = p, nil
+	k.policy, k.policyErr, k.PolicyJSON = p, nil, nil
 	if p == nil {
 		return nil
 	}
@@ -120,15 +124,26 @@ func (k *Key) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*k = Key(r.record)
+	if isNull(k.PolicyJSON) {
+		k.PolicyJSON = nil
+	}
 	for _, legacy := range []json.RawMessage{r.JWT, r.Eth} {
-		if len(k.PolicyJSON) == 0 && len(legacy) > 0 && string(legacy) != "null" {
+		if k.PolicyJSON == nil && !isNull(legacy) {
 			k.PolicyJSON = legacy
 		}
 	}
 	if r.Address != "" && k.Attributes["address"] == "" {
-		k.Attributes = map[string]string{"address": r.Address}
+		if k.Attributes == nil {
+			k.Attributes = map[string]string{}
+		}
+		k.Attributes["address"] = r.Address
 	}
 	return nil
+}
+
+// isNull reports whether raw holds no value.
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
 }
 
 // Generation is one key pair of a logical key.

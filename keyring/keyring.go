@@ -276,49 +276,62 @@ func (r *Keyring) remember(k *Key) error {
 		}
 		g.public, g.kid = pub, kid
 	}
-	if err := r.decodePolicy(k); err != nil {
-		return err
-	}
+	r.decodePolicy(k)
 	r.mu.Lock()
 	if cur, ok := r.keys[k.ID]; !ok || cur.Revision < k.Revision {
 		r.keys[k.ID] = k
 	}
-	watchers := slices.Clone(r.watchers)
 	r.mu.Unlock()
-	for _, w := range watchers {
-		w()
-	}
+	r.Changed()
 	return nil
 }
 
-// decodePolicy decodes k's stored policy with its purpose's codec. A key
-// of a purpose this binary lacks is kept (its objects stay accounted
-// for) but signs nothing: no handler asks for that purpose.
-func (r *Keyring) decodePolicy(k *Key) error {
-	if k.policy != nil || len(k.PolicyJSON) == 0 {
-		return nil
+// decodePolicy decodes k's stored policy with its purpose's codec (an
+// empty one too: the purpose gives its default), and derives attributes a
+// record lacks (one rewritten by an older Sigil). A key of a purpose this
+// binary lacks is kept (its objects stay accounted for) but signs nothing:
+// no handler asks for that purpose. A stored policy that does not decode
+// or check is logged and the key refuses to sign and is not rotated until
+// it is given a valid one; the keyring still starts.
+func (r *Keyring) decodePolicy(k *Key) {
+	if k.policy != nil || k.policyErr != nil {
+		return
 	}
 	p, ok := purposeOf(k)
 	if !ok {
 		r.log.Warn("key of an unknown purpose; it will not sign", "key", k.ID, "purpose", k.Purpose)
-		return nil
+		return
 	}
-	pol, err := p.DecodePolicy(k.PolicyJSON)
-	if err != nil {
-		return errs.New(errs.Internal, "policy: %w", err)
+	if k.policy, k.policyErr = p.DecodePolicy(k.PolicyJSON); k.policyErr != nil {
+		r.log.Error("key's stored policy does not load; it will not sign", "key", k.ID, "err", k.policyErr)
 	}
-	k.policy = pol
-	return nil
+	if len(k.Attributes) > 0 {
+		return
+	}
+	for i := len(k.Generations) - 1; i >= 0; i-- {
+		if pub := k.Generations[i].public; pub != nil {
+			k.Attributes, _ = p.Attributes(pub)
+			return
+		}
+	}
+}
+
+// Changed tells the keyring's followers (Watch) that something they
+// derive from changed: a key, or something beside the keys (a JWK Set).
+func (r *Keyring) Changed() {
+	r.mu.RLock()
+	watchers := slices.Clone(r.watchers)
+	r.mu.RUnlock()
+	for _, w := range watchers {
+		w()
+	}
 }
 
 func (r *Keyring) forget(id string) {
 	r.mu.Lock()
 	delete(r.keys, id)
-	watchers := slices.Clone(r.watchers)
 	r.mu.Unlock()
-	for _, w := range watchers {
-		w()
-	}
+	r.Changed()
 }
 
 // current returns a copy of key id as memory holds it, visible or not.

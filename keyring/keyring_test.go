@@ -308,7 +308,7 @@ func TestCreateIsIdempotent(t *testing.T) {
 		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256},
 		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256, RequestID: "req-2"},
 		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES384, RequestID: "req-1"},
-		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256, RequestID: "req-1", Policy: &jwt.Policy{MaxTokenTTL: 5 * time.Minute}},
+		{ID: "again", Purpose: jwt.Name, Algorithm: signer.ES256, RequestID: "req-1", Policy: &jwt.Policy{Schedule: keyring.Schedule{MaxTokenTTL: 5 * time.Minute}}},
 		{ID: "again", Purpose: raw.Name, Algorithm: signer.ES256, RequestID: "req-1"},
 	} {
 		_, err := r.Create(ctx, other)

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/purpose/eth"
@@ -61,7 +62,33 @@ func TestRecordsOfTheFirstFormatLoad(t *testing.T) {
 		t.Errorf("address after loading: %q", eth.Address(wallet))
 	}
 
-	if _, err := kr.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{Skew: 40e9}); err != nil {
+	// A null policy beside a legacy one: the legacy one counts.
+	if k, _ := kr.Get(ctx, "nullpol"); jwt.PolicyOf(k).MaxTokenTTL.Minutes() != 10 {
+		t.Errorf("null policy beside a legacy one: %+v", jwt.PolicyOf(k))
+	}
+	// A legacy address joins the attributes there are.
+	if k, _ := kr.Get(ctx, "merged"); k.Attributes["note"] != "kept" || eth.Address(k) != "0x3535353535353535353535353535353535353535" {
+		t.Errorf("attributes: %v", k.Attributes)
+	}
+	// A stored schedule that breaks the invariants does not stop the
+	// keyring: that key refuses to sign and is not rotated until it is
+	// given a valid policy.
+	_, err = kr.ForSigning(ctx, "badsched", jwt.Name)
+	if !errs.Is(err, errs.FailedPrecondition) {
+		t.Errorf("signing with a key whose stored policy is invalid: %v", err)
+	}
+	kr.Tick(ctx) // the other jwt keys are due, and have no backend here: errors for them
+	if k, _ := kr.Get(ctx, "badsched"); len(k.Generations) != 1 {
+		t.Errorf("the scheduler rotated a key whose policy is invalid: %d generations", len(k.Generations))
+	}
+	if _, err := kr.SetPolicy(ctx, "badsched", jwt.Name, &jwt.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := kr.Get(ctx, "badsched"); k.CheckPurpose(jwt.Name) != nil || jwt.PolicyOf(k).RotateEvery != jwt.DefaultPolicy.RotateEvery {
+		t.Errorf("after a valid policy was set: %v", k.CheckPurpose(jwt.Name))
+	}
+
+	if _, err := kr.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{Schedule: keyring.Schedule{Skew: 40e9}}); err != nil {
 		t.Fatal(err)
 	}
 	stored, err := store.Get(ctx, "auth")

@@ -39,13 +39,20 @@ func (s Schedule) MaxAge() time.Duration {
 	return min(s.PublishAhead-s.Skew, MaxCacheAge).Truncate(time.Second)
 }
 
+// Bounds that keep every sum of schedule durations and times far from
+// overflow.
+const (
+	MaxRotateEvery = 366 * 24 * time.Hour
+	MaxSkew        = time.Hour
+)
+
 // Validate refuses schedules that break the rotation invariants.
 func (s Schedule) Validate() error {
 	switch {
-	case s.RotateEvery < time.Second:
-		return errs.New(errs.InvalidArgument, "rotate-every %v: must be at least 1s", s.RotateEvery)
-	case s.Skew < 0:
-		return errs.New(errs.InvalidArgument, "skew %v: must not be negative", s.Skew)
+	case s.RotateEvery < time.Second || s.RotateEvery > MaxRotateEvery:
+		return errs.New(errs.InvalidArgument, "rotate-every %v: must be between 1s and %v", s.RotateEvery, MaxRotateEvery)
+	case s.Skew < 0 || s.Skew > MaxSkew:
+		return errs.New(errs.InvalidArgument, "skew %v: must be between 0 and %v", s.Skew, MaxSkew)
 	case s.PublishAhead-s.Skew < time.Second:
 		return errs.New(errs.InvalidArgument, "publish-ahead %v: must exceed skew %v by at least 1s, or no JWKS max-age keeps a new key ahead of its tokens", s.PublishAhead, s.Skew)
 	case s.PublishAhead > s.RotateEvery:

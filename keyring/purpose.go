@@ -1,6 +1,7 @@
 package keyring
 
 import (
+	"context"
 	"crypto"
 	"encoding/json"
 	"sort"
@@ -37,6 +38,13 @@ type Purpose interface {
 	// Attributes derives what a key is known by besides its ID (an
 	// Ethereum address) from its newest public key; nil for nothing.
 	Attributes(pub crypto.PublicKey) (map[string]string, error)
+}
+
+// PolicyChecker is the ability of a purpose to check a policy against
+// what the store keeps beside the keys (a JWK Set it names must exist),
+// before a key is created with it or given it.
+type PolicyChecker interface {
+	CheckPolicy(ctx context.Context, a Anchors, alg signer.Algorithm, policy any) error
 }
 
 // Rotation says how a purpose's keys rotate.
@@ -154,3 +162,13 @@ func (auditPurpose) CheckAlgorithm(alg signer.Algorithm) error {
 }
 
 func init() { Register(auditPurpose{}) }
+
+// checkPolicy runs p's PolicyChecker, if it has one, against the store.
+func (r *Keyring) checkPolicy(ctx context.Context, p Purpose, alg signer.Algorithm, policy any) error {
+	c, ok := p.(PolicyChecker)
+	if !ok {
+		return nil
+	}
+	a, _ := r.store.(Anchors)
+	return c.CheckPolicy(ctx, a, alg, policy)
+}

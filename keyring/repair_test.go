@@ -332,7 +332,7 @@ func TestDisabledKeysRefuseToSign(t *testing.T) {
 	// Nor does a client change its policy, revoke or rotate it.
 	_, err = r.SetPolicy(ctx, keyring.AuditKeyID, keyring.PurposeAudit, nil)
 	wantKind(t, err, errs.FailedPrecondition)
-	_, err = r.SetPolicy(ctx, keyring.AuditKeyID, jwt.Name, &jwt.Policy{})
+	_, err = r.SetPolicy(ctx, keyring.AuditKeyID, jwt.Name, &jwt.Policy{Schedule: keyring.Schedule{}})
 	wantKind(t, err, errs.FailedPrecondition)
 	_, err = r.Revoke(ctx, keyring.AuditKeyID, 1)
 	wantKind(t, err, errs.FailedPrecondition)

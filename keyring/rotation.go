@@ -29,10 +29,22 @@ func activate(k *Key, g *Generation, now time.Time) {
 }
 
 // publish makes g pending: in the JWKS now, signing from its ActivateAt,
-// which is at least A away (invariant 2) and no earlier than planned.
-func publish(k *Key, s Schedule, g *Generation, planned, now time.Time) {
+// which is at least A away (invariant 2) and, for a scheduled rotation, no
+// earlier than a period after the active generation began to sign. The
+// schedule is read here, in the write that publishes: one changed while
+// the key pair was being made is the one that counts.
+func publish(k *Key, g *Generation, scheduled bool, now time.Time) error {
+	s, ok := k.schedule()
+	if !ok {
+		return errs.New(errs.Aborted, "key %q no longer rotates on a schedule", k.ID)
+	}
+	planned := now
+	if a, ok := k.Active(); ok && scheduled {
+		planned = a.ActivatedAt.Add(s.RotateEvery)
+	}
 	g.State, g.PublishedAt, g.UpdatedAt = StatePending, now, now
 	g.ActivateAt = maxTime(planned, now.Add(s.PublishAhead), k.ActivateNotBefore)
+	return nil
 }
 
 func maxTime(ts ...time.Time) time.Time {
@@ -143,8 +155,7 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 	case !active:
 		return true, r.restoreActive(ctx, id)
 	case !now.Before(a.ActivatedAt.Add(sched.RotateEvery - sched.PublishAhead)):
-		planned := a.ActivatedAt.Add(sched.RotateEvery)
-		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { publish(k, sched, g, planned, now); return nil })
+		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { return publish(k, g, true, now) })
 		return true, err
 	}
 	return false, nil
@@ -216,7 +227,7 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 	if err != nil {
 		return nil, err
 	}
-	sched, scheduled := k.schedule()
+	_, scheduled := k.schedule()
 	switch rotation(k) {
 	case RotateOnDemand:
 		return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
@@ -238,10 +249,9 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
 		if immediate {
 			activate(k, g, now)
-		} else {
-			publish(k, sched, g, now, now)
+			return nil
 		}
-		return nil
+		return publish(k, g, false, now)
 	})
 }
 
@@ -343,6 +353,9 @@ func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested a
 		}
 		next, err := p.UpdatePolicy(k.policy, requested)
 		if err != nil {
+			return err
+		}
+		if err := r.checkPolicy(ctx, p, k.Algorithm, next); err != nil {
 			return err
 		}
 		old, wasScheduled := k.schedule()

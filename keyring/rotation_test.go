@@ -15,9 +15,10 @@ import (
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-var testPolicy = jwt.Policy{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 10 * time.Minute, Skew: time.Minute}
+var testPolicy = jwt.Policy{Schedule: keyring.Schedule{RotateEvery: time.Hour, PublishAhead: 20 * time.Minute, MaxTokenTTL: 10 * time.Minute, Skew: time.Minute}}
 
 func createJWT(t *testing.T, r *keyring.Keyring, id string) *keyring.Key {
 	t.Helper()
@@ -38,7 +39,7 @@ func states(k *keyring.Key) string {
 }
 
 func TestPolicyValidation(t *testing.T) {
-	bad := []jwt.Policy{
+	bad := []keyring.Schedule{
 		{RotateEvery: 0, PublishAhead: time.Minute, MaxTokenTTL: time.Minute},
 		{RotateEvery: time.Hour, PublishAhead: time.Minute, MaxTokenTTL: time.Minute, Skew: time.Minute},   // A − S = 0: no max-age
 		{RotateEvery: time.Hour, PublishAhead: 2 * time.Hour, MaxTokenTTL: time.Minute, Skew: time.Second}, // A > P
@@ -56,7 +57,7 @@ func TestPolicyValidation(t *testing.T) {
 	if got := testPolicy.MaxAge(); got != keyring.MaxCacheAge {
 		t.Errorf("max-age %v, want the %v cap", got, keyring.MaxCacheAge)
 	}
-	short := jwt.Policy{RotateEvery: time.Minute, PublishAhead: 30 * time.Second, MaxTokenTTL: time.Minute, Skew: 5 * time.Second}
+	short := jwt.Policy{Schedule: keyring.Schedule{RotateEvery: time.Minute, PublishAhead: 30 * time.Second, MaxTokenTTL: time.Minute, Skew: 5 * time.Second}}
 	if short.MaxAge() != 25*time.Second {
 		t.Errorf("max-age %v, want A − S", short.MaxAge())
 	}
@@ -80,7 +81,7 @@ func TestRotateRevokeAndPolicyChanges(t *testing.T) {
 	}
 	_, err = r.SetPolicy(ctx, "raw", jwt.Name, &testPolicy)
 	wantKind(t, err, errs.FailedPrecondition)
-	_, err = r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{PublishAhead: 2 * time.Hour})
+	_, err = r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{Schedule: keyring.Schedule{PublishAhead: 2 * time.Hour}})
 	wantKind(t, err, errs.InvalidArgument)
 
 	// Manual rotation: pending for A; asking again reuses it.
@@ -117,7 +118,7 @@ func TestRotateRevokeAndPolicyChanges(t *testing.T) {
 	// caches under the old window expire.
 	k, _ = r.Rotate(ctx, "auth", false)
 	oldMaxAge := jwt.PolicyOf(k).MaxAge()
-	k, err = r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{PublishAhead: 5 * time.Minute, Skew: 30 * time.Second})
+	k, err = r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{Schedule: keyring.Schedule{PublishAhead: 5 * time.Minute, Skew: 30 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,5 +261,67 @@ func TestDestroyedGenerationsArePruned(t *testing.T) {
 	}
 	if a, _ := k.Active(); a.Number != top+1 {
 		t.Fatalf("new generation numbered %d after %d", a.Number, top)
+	}
+}
+
+// slowBackend runs hook inside CreateKey: between the record of a
+// creating generation and the write that places it.
+type slowBackend struct {
+	*pkcs11.Backend
+	hook func()
+}
+
+func (s *slowBackend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (signer.KeyInfo, error) {
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+	return s.Backend.CreateKey(ctx, req)
+}
+
+// A schedule changed while a rotation's key pair is being made is the
+// one the new generation is published under: it activates no sooner than
+// the new publish-ahead (invariant 2), by hand and by the scheduler.
+func TestAPolicyChangedDuringARotationCounts(t *testing.T) {
+	ctx := context.Background()
+	for _, byScheduler := range []bool{false, true} {
+		e := newEnv(t)
+		sb := &slowBackend{Backend: e.hsm}
+		r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": sb}, DefaultBackend: "hsm-a",
+			Now: func() time.Time { return e.now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := jwt.Policy{Schedule: keyring.Schedule{RotateEvery: time.Hour, PublishAhead: 30 * time.Second, MaxTokenTTL: time.Minute, Skew: time.Second}}
+		if _, err := r.Create(ctx, keyring.CreateSpec{ID: "auth", Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &old}); err != nil {
+			t.Fatal(err)
+		}
+		sb.hook = func() {
+			if _, err := r.SetPolicy(ctx, "auth", jwt.Name, &jwt.Policy{Schedule: keyring.Schedule{PublishAhead: 30 * time.Minute}}); err != nil {
+				t.Error(err)
+			}
+		}
+		if byScheduler {
+			e.now = e.now.Add(time.Hour - 29*time.Second) // the next generation is due to be published
+			err = r.Tick(ctx)
+		} else {
+			_, err = r.Rotate(ctx, "auth", false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _ := r.Get(ctx, "auth")
+		pending := false
+		for _, g := range k.Generations {
+			if g.State == keyring.StatePending {
+				pending = true
+				if g.ActivateAt.Sub(g.PublishedAt) < 30*time.Minute {
+					t.Errorf("scheduler %v: the new generation signs %v after publication, under a publish-ahead of 30m", byScheduler, g.ActivateAt.Sub(g.PublishedAt))
+				}
+			}
+		}
+		if !pending {
+			t.Errorf("scheduler %v: no pending generation: %s", byScheduler, states(k))
+		}
 	}
 }

@@ -34,7 +34,8 @@ type Purpose interface {
 	// Service returns the purpose's gRPC service, built on d.
 	Service(d Deps) (*grpc.ServiceDesc, any)
 	// Operations names the authorization operation of every method of
-	// its service, by full method name. A method missing is refused.
+	// its service, by full method name. A method missing is refused; a
+	// method another purpose or the server already has panics at start.
 	Operations() map[string]authz.Op
 	// Payload returns what req asks to have signed (only its hash is
 	// audited); nil if req is none of the purpose's signing requests.
@@ -46,6 +47,12 @@ type Purpose interface {
 	// policy and attributes.
 	Describe(k *keyring.Key, out *sigilv1.Key)
 }
+
+// Keyless is the ability of a purpose to serve methods that name no key
+// (JWK Sets, say): they are authorized as listings are, by a rule on any
+// key. Every other method of a purpose must name the key it uses in its
+// request's key_id (or id) field; a request that names none is refused.
+type Keyless interface{ KeylessMethods() []string }
 
 // PolicyRequest is what CreateKeyRequest and UpdateKeyPolicyRequest have
 // in common: the policy fields. A purpose without a field of its own
@@ -61,8 +68,10 @@ type Deps struct {
 	Keys *keyring.Keyring
 	// Ledger counts spending against limits; nil if the store keeps none.
 	Ledger keyring.Ledger
-	Now    func() time.Time
-	Log    *slog.Logger
+	// Anchors keeps small named values beside the keys (JWK Sets).
+	Anchors keyring.Anchors
+	Now     func() time.Time
+	Log     *slog.Logger
 	// OnGeneration learns which generation served a request (for its
 	// audit record).
 	OnGeneration func(ctx context.Context, generation int)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"maps"
 	"strings"
 	"time"
@@ -42,16 +43,36 @@ var baseOperations = map[string]authz.Op{
 	sigilv1.AuditService_GetAuditHead_FullMethodName:   authz.KeysRead, // on the audit key, sigil.audit
 }
 
-// operations returns the operation of every method, the server's own and
-// each purpose's, and the purpose serving each of the latter.
-func operations(purposes []purpose.Purpose) (map[string]authz.Op, map[string]purpose.Purpose) {
-	ops, servedBy := maps.Clone(baseOperations), map[string]purpose.Purpose{}
+// routes is how the server admits each method: its operation, the
+// purpose serving it (none for the server's own), and whether it may name
+// no key.
+type routes struct {
+	ops      map[string]authz.Op
+	servedBy map[string]purpose.Purpose
+	keyless  map[string]bool
+}
+
+// routing builds the routes of the server's own methods and each
+// purpose's. A method claimed twice is a programming error found at start.
+func routing(purposes []purpose.Purpose) routes {
+	r := routes{ops: maps.Clone(baseOperations), servedBy: map[string]purpose.Purpose{}, keyless: map[string]bool{}}
+	for method := range baseOperations {
+		r.keyless[method] = true // the server's own check their IDs themselves
+	}
 	for _, p := range purposes {
 		for method, op := range p.Operations() {
-			ops[method], servedBy[method] = op, p
+			if _, taken := r.ops[method]; taken {
+				panic(fmt.Sprintf("purpose %s claims %s, which another service has", p.Name(), method))
+			}
+			r.ops[method], r.servedBy[method] = op, p
+		}
+		if k, ok := p.(purpose.Keyless); ok {
+			for _, method := range k.KeylessMethods() {
+				r.keyless[method] = r.servedBy[method] == p
+			}
 		}
 	}
-	return ops, servedBy
+	return r
 }
 
 // openServices need only a verified certificate, no operation: health
@@ -84,7 +105,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 		return h(ctx, req)
 	}
 	start := time.Now()
-	op, named := s.ops[info.FullMethod]
+	op, named := s.routes.ops[info.FullMethod]
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), Peer: peerAddr(ctx)}
 	if !named {
 		rec.Operation = info.FullMethod
@@ -95,7 +116,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
-	outcome, err := s.admit(ctx, rec, req, op, named)
+	outcome, err := s.admit(ctx, rec, req, info.FullMethod, op, named)
 	rec.Outcome = outcome
 	if err == nil {
 		resp, err = h(context.WithValue(ctx, recordKey{}, rec), req)
@@ -116,7 +137,7 @@ var errDenied = errs.New(errs.PermissionDenied, "permission denied")
 // identities the operation on the key. It returns the outcome to record
 // and, unless "allowed", the error to answer. The record names the
 // identity the rule allowed, or when none did, all of them.
-func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz.Op, named bool) (string, error) {
+func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method string, op authz.Op, named bool) (string, error) {
 	var decodeErr error
 	if failed := decodeFailed(ctx); failed != nil {
 		decodeErr = failed.Err()
@@ -143,6 +164,9 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, op authz
 		return "failed", err
 	}
 	rec.KeyID = keyIDOf(req)
+	if _, names := keyIDField(req); !names && !s.routes.keyless[method] {
+		return "failed", errs.New(errs.InvalidArgument, "the request names no key")
+	}
 	who, ok := s.authorize(ids, op, rec.KeyID)
 	if !ok {
 		return "denied", errDenied
@@ -278,7 +302,7 @@ func keyIDOf(req any) string {
 // payloadOf is what the request asks to have signed, as the purpose
 // serving method says; only its hash is recorded.
 func (s *Server) payloadOf(method string, req any) []byte {
-	if p, ok := s.servedBy[method]; ok {
+	if p, ok := s.routes.servedBy[method]; ok {
 		return p.Payload(req)
 	}
 	return nil

@@ -17,8 +17,11 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/authz"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
 	_ "github.com/sigil-hsm/sigil/purpose/all" // the purposes' services
+	"github.com/sigil-hsm/sigil/purpose/raw"
 )
 
 // sigilPackage is the proto package of Sigil's own services.
@@ -56,7 +59,7 @@ func SigilMethodNames(t testing.TB) []string { return slices.Sorted(maps.Keys(si
 // method that no longer exists.
 func TestEverySigilMethodHasAnOperation(t *testing.T) {
 	methods := sigilMethods(t)
-	operations := New(Options{}).ops
+	operations := New(Options{}).routes.ops
 	for name, md := range methods {
 		if _, ok := operations[name]; !ok {
 			t.Errorf("%s has no entry in operations: it is refused until it has one", name)
@@ -137,5 +140,28 @@ func TestUnnamedAndMalformedRequestsAreRefusedAndAudited(t *testing.T) {
 	health := &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}
 	if _, err := s.access(context.Background(), nil, health, h); err != nil || !handled {
 		t.Errorf("health: %v", err)
+	}
+}
+
+// hijacker is a purpose that claims a method of the key service.
+type hijacker struct{ raw.Purpose }
+
+func (hijacker) Name() string { return "hijack" }
+func (hijacker) Operations() map[string]authz.Op {
+	return map[string]authz.Op{sigilv1.KeyService_DisableKey_FullMethodName: authz.KeysRead}
+}
+
+// A purpose cannot take over a method the server or another purpose
+// serves: the server refuses to start.
+func TestAPurposeCannotClaimAnotherServicesMethod(t *testing.T) {
+	for _, ps := range [][]purpose.Purpose{{hijacker{}}, {raw.Purpose{}, raw.Purpose{}}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%v: routing accepted a method claimed twice", ps)
+				}
+			}()
+			routing(ps)
+		}()
 	}
 }

@@ -302,6 +302,13 @@ func attacks() []attack {
 		{"update a policy with two policies", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt", JwtPolicy: &sigilv1.JWTPolicy{}, EthPolicy: &sigilv1.EthPolicy{}}), codes.InvalidArgument},
 		{"update a policy with none", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt"}), codes.InvalidArgument},
 		{"update a jwt key with a spending policy", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}}), codes.FailedPrecondition},
+		{"update a jwt key with a policy Any no purpose takes beside its own", nil, updatePolicy(&sigilv1.UpdateKeyPolicyRequest{Id: "auth-jwt", JwtPolicy: &sigilv1.JWTPolicy{},
+			Policy: &anypb.Any{TypeUrl: "type.googleapis.com/sigil.v2.EthPolicyExtra", Value: []byte{8, 1}}}), codes.InvalidArgument},
+		{"create with its own policy and an Any no purpose takes", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{},
+			Policy: &anypb.Any{TypeUrl: "type.googleapis.com/sigil.v2.EthPolicyExtra", Value: []byte{8, 1}}}), codes.InvalidArgument},
+		{"create an RSA key of an odd size", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "RS256", RsaBits: 4096}), codes.InvalidArgument},
+		{"create a jwt key whose schedule overflows", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{
+			RotateEvery: &durationpb.Duration{Seconds: 315576000000}, PublishAhead: &durationpb.Duration{Seconds: 315576000000}, Skew: &durationpb.Duration{Seconds: 1 << 62}}}), codes.InvalidArgument},
 		{"list with a page size over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{PageSize: 1 << 30})
 			return err

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -85,4 +86,110 @@ func sign(c sigilv1.JWTServiceClient, id string, claims []byte) error {
 func rotate(h *harness, id string) error {
 	_, err := h.Keys.RotateKey(context.Background(), &sigilv1.RotateKeyRequest{Id: id})
 	return err
+}
+
+// kids fetches the JWK Set at path from the public listener and returns
+// its kids, or nil with the status when it is not 200.
+func kids(t *testing.T, h *harness, path string) ([]string, int) {
+	t.Helper()
+	r, err := http.Get(h.PublicURL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var d struct {
+		Keys []struct {
+			KID string `json:"kid"`
+		} `json:"keys"`
+	}
+	if r.StatusCode != 200 || json.NewDecoder(r.Body).Decode(&d) != nil {
+		return nil, r.StatusCode
+	}
+	out := []string{}
+	for _, k := range d.Keys {
+		out = append(out, k.KID)
+	}
+	return out, 200
+}
+
+// Each issuer gets its own JWK Set; ES256K keys join only a set that
+// opted in, so the default set stays acceptable to every library.
+func TestJWKSetsPerIssuer(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	jwtc := sigilv1.NewJWTServiceClient(h.Conn)
+	create := func(id, alg string, sets ...string) (*sigilv1.Key, error) {
+		resp, err := h.Keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: sets}})
+		return resp.GetKey(), err
+	}
+	newSet := func(name string, es256k bool) error {
+		_, err := jwtc.CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: name, AllowEs256K: es256k})
+		return err
+	}
+	_, err := create("auth-a", "ES256", "issuer-a")
+	wantCode(t, err, codes.FailedPrecondition) // no such set yet
+	if err := newSet("issuer-a", false); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, newSet("issuer-a", true), codes.AlreadyExists)
+	wantCode(t, newSet("default", true), codes.AlreadyExists)
+	wantCode(t, newSet("../x", false), codes.InvalidArgument)
+	wantCode(t, newSet("", false), codes.InvalidArgument)
+	if err := newSet("chain", true); err != nil {
+		t.Fatal(err)
+	}
+
+	a, err := create("auth-a", "ES256", "issuer-a")
+	if err != nil || a.GetJwtPolicy().GetJwksSets()[0] != "issuer-a" {
+		t.Fatalf("auth-a: %v %v", a, err)
+	}
+	d, err := create("auth-d", "EdDSA")
+	if err != nil || d.GetJwtPolicy().GetJwksSets()[0] != "default" {
+		t.Fatalf("auth-d: %v %v", d, err)
+	}
+	k, err := create("k1", "ES256K") // no set: its own document only
+	if err != nil || len(k.GetJwtPolicy().GetJwksSets()) != 0 {
+		t.Fatalf("k1: %v %v", k, err)
+	}
+	_, err = create("k2", "ES256K", "issuer-a")
+	wantCode(t, err, codes.FailedPrecondition)
+	_, err = create("k2", "ES256K", "default")
+	wantCode(t, err, codes.FailedPrecondition)
+	k2, err := create("k2", "ES256K", "chain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := func(k *sigilv1.Key) string { return k.GetGenerations()[0].GetKid() }
+	for path, want := range map[string][]string{
+		"/.well-known/jwks.json": {kid(d)}, "/jwks/default.json": {kid(d)}, "/jwks/issuer-a.json": {kid(a)},
+		"/jwks/chain.json": {kid(k2)}, "/keys/k1/jwks.json": {kid(k)},
+	} {
+		if got, code := kids(t, h, path); code != 200 || len(got) != 1 || got[0] != want[0] {
+			t.Errorf("%s: %v (%d), want %v", path, got, code, want)
+		}
+	}
+	if _, code := kids(t, h, "/jwks/nope.json"); code != 404 {
+		t.Errorf("unknown set: %d", code)
+	}
+
+	// A key moves between sets by its policy; a move to a set that does
+	// not take it is refused and changes nothing.
+	if _, err := h.Keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "auth-d", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"default", "issuer-a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.Keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "k2", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"issuer-a"}}})
+	wantCode(t, err, codes.FailedPrecondition)
+	if got, _ := kids(t, h, "/jwks/issuer-a.json"); len(got) != 2 {
+		t.Errorf("issuer-a after auth-d joined: %v", got)
+	}
+	list, err := jwtc.ListJWKSets(ctx, &sigilv1.ListJWKSetsRequest{})
+	if err != nil || len(list.GetSets()) != 3 || list.GetSets()[0].GetName() != "default" {
+		t.Fatalf("ListJWKSets: %v %v", list, err)
+	}
+	for _, s := range list.GetSets() {
+		want := map[string]string{"default": "[auth-d]", "issuer-a": "[auth-a auth-d]", "chain": "[k2]"}[s.GetName()]
+		if got := fmt.Sprint(s.GetKeyIds()); got != want || s.GetPath() != "/jwks/"+s.GetName()+".json" {
+			t.Errorf("set %s: keys %s, path %s", s.GetName(), got, s.GetPath())
+		}
+	}
 }

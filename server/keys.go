@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -36,7 +37,7 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	if err != nil {
 		return nil, err
 	}
-	policy, err := s.requestedPolicy(req, p)
+	policy, err := s.requestedPolicy(req, p, errs.InvalidArgument)
 	if err != nil {
 		return nil, err
 	}
@@ -61,26 +62,47 @@ func (s *keyService) purpose(name string) (purpose.Purpose, error) {
 	return nil, errs.New(errs.InvalidArgument, "unknown purpose %q (known: %v)", name, keyring.PurposeNames())
 }
 
-// requestedPolicy is the policy req carries for purpose p (nil if none);
-// a policy for any other purpose is refused.
-func (s *keyService) requestedPolicy(req purpose.PolicyRequest, p purpose.Purpose) (any, error) {
-	var policy any
-	for _, q := range s.purposes {
-		got, err := q.RequestedPolicy(req)
-		switch {
-		case err != nil:
-			return nil, err
-		case got != nil && q.Name() != p.Name():
-			return nil, errs.New(errs.InvalidArgument, "the policy sent applies to %s keys only, not %s", q.Name(), p.Name())
-		case got != nil:
-			policy = got
+// requestedPolicy is the policy req carries for purpose p (nil if none).
+// Only p reads the generic policy field, and it must take what is there;
+// a policy in another purpose's own field is refused with the kind
+// mismatch (InvalidArgument for a new key, FailedPrecondition for an
+// existing key of another purpose).
+func (s *keyService) requestedPolicy(req purpose.PolicyRequest, p purpose.Purpose, mismatch errs.Kind) (any, error) {
+	policy, err := p.RequestedPolicy(req)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetPolicy() != nil {
+		if got, err := p.RequestedPolicy(onlyAny{req.GetPolicy()}); err != nil || got == nil {
+			return nil, errs.New(errs.InvalidArgument, "policy: %s is not a policy of purpose %s", req.GetPolicy().GetTypeUrl(), p.Name())
 		}
 	}
-	if policy == nil && req.GetPolicy() != nil {
-		return nil, errs.New(errs.InvalidArgument, "policy: %s is not a policy of purpose %s", req.GetPolicy().GetTypeUrl(), p.Name())
+	var claimants []string
+	for _, q := range s.purposes {
+		if got, err := q.RequestedPolicy(withoutAny{req}); err == nil && got != nil {
+			claimants = append(claimants, q.Name())
+		}
+	}
+	switch {
+	case len(claimants) > 1:
+		return nil, errs.New(errs.InvalidArgument, "send one policy, not %d (%v)", len(claimants), claimants)
+	case len(claimants) == 1 && claimants[0] != p.Name():
+		return nil, errs.New(mismatch, "the policy sent applies to %s keys only, not %s", claimants[0], p.Name())
 	}
 	return policy, nil
 }
+
+// onlyAny is a request's generic policy field alone, and withoutAny the
+// request without it: the views the purposes are asked about.
+type (
+	onlyAny    struct{ policy *anypb.Any }
+	withoutAny struct{ purpose.PolicyRequest }
+)
+
+func (onlyAny) GetJwtPolicy() *sigilv1.JWTPolicy { return nil }
+func (onlyAny) GetEthPolicy() *sigilv1.EthPolicy { return nil }
+func (o onlyAny) GetPolicy() *anypb.Any          { return o.policy }
+func (withoutAny) GetPolicy() *anypb.Any         { return nil }
 
 func (s *keyService) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*sigilv1.GetKeyResponse, error) {
 	k, err := s.keys.Get(ctx, req.GetId())
@@ -172,26 +194,24 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 }
 
 // UpdateKeyPolicy replaces a key's policy with the one the request
-// carries, which must be of the key's purpose.
+// carries, which its purpose must take.
 func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {
-	var name string
-	var policy any
-	for _, p := range s.purposes {
-		got, err := p.RequestedPolicy(req)
-		switch {
-		case err != nil:
-			return nil, err
-		case got != nil && policy != nil:
-			return nil, errs.New(errs.InvalidArgument, "send one policy, not several")
-		case got != nil:
-			name, policy = p.Name(), got
-		}
+	k, err := s.keys.Get(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.purpose(k.Purpose)
+	if err != nil {
+		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, whose policy cannot be changed", k.ID, k.Purpose)
+	}
+	policy, err := s.requestedPolicy(req, p, errs.FailedPrecondition)
+	if err != nil {
+		return nil, err
 	}
 	if policy == nil {
-		return nil, errs.New(errs.InvalidArgument, "policy: missing (jwt_policy, eth_policy or policy)")
+		return nil, errs.New(errs.InvalidArgument, "policy: missing (a %s key's policy)", p.Name())
 	}
-	k, err := s.keys.SetPolicy(ctx, req.GetId(), name, policy)
-	if err != nil {
+	if k, err = s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy); err != nil {
 		return nil, err
 	}
 	pk, err := s.keyToProto(k)

@@ -78,12 +78,10 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
-	// purposes serve the signing services; ops names the authorization
-	// operation of every method, servedBy the purpose serving each of
-	// theirs (see operations).
+	// purposes serve the signing services; routes say how each method
+	// is admitted.
 	purposes []purpose.Purpose
-	ops      map[string]authz.Op
-	servedBy map[string]purpose.Purpose
+	routes   routes
 }
 
 // New builds the gRPC server and its services.
@@ -95,7 +93,7 @@ func New(o Options) *Server {
 		o.Now = time.Now
 	}
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All()}
-	s.ops, s.servedBy = operations(s.purposes)
+	s.routes = routing(s.purposes)
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 	}
@@ -126,7 +124,7 @@ func New(o Options) *Server {
 	)
 	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey})
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
-	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign}
+	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign}
 	for _, p := range s.purposes {
 		s.register(p.Service(deps))
 	}

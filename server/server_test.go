@@ -33,7 +33,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 32) }
 
 // harness is a running server (servertest) with the tests' helpers.
 type harness struct{ *servertest.Server }

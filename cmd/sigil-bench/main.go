@@ -144,7 +144,7 @@ func run(out string, dur time.Duration) error {
 	}
 	b := &bench{ctx: ctx, dur: dur, hsm: hsm, kr: kr, store: store, backends: backends}
 	pub := jwks.NewPublisher()
-	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
+	if err := jwks.Follow(ctx, kr, jwt.Sets{}, pub, slog.Default()); err != nil {
 		return err
 	}
 	conn, httpAddr, stop, err := b.startServer(kr, server.Options{JWKS: pub}, insecure.NewCredentials())

@@ -54,3 +54,74 @@ func newJWTSign(c *clientFlags) *cobra.Command {
 	cmd.MarkFlagRequired("claims")
 	return cmd
 }
+
+func newJWKSSet() *cobra.Command {
+	cmd := &cobra.Command{Use: "jwks-set", Short: "Manage the JWK Sets jwt keys are published in (one per issuer)"}
+	c := addClientFlags(cmd)
+	cmd.AddCommand(newJWKSSetCreate(c), newJWKSSetList(c))
+	return cmd
+}
+
+func newJWKSSetCreate(c *clientFlags) *cobra.Command {
+	var allowES256K bool
+	cmd := &cobra.Command{
+		Use:   "create NAME [--allow-es256k]",
+		Short: "Make a JWK Set, served at /jwks/NAME.json, that jwt keys may join (--jwks-set)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewJWTServiceClient(conn).CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: args[0], AllowEs256K: allowES256K})
+				if err != nil {
+					return err
+				}
+				return printSets(cmd, c, []*sigilv1.JWKSet{resp.GetSet()}, false)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&allowES256K, "allow-es256k", false, "let ES256K (secp256k1) keys join; many relying-party libraries then reject the whole set")
+	return cmd
+}
+
+func newJWKSSetList(c *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List the JWK Sets with their keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewJWTServiceClient(conn).ListJWKSets(ctx, &sigilv1.ListJWKSetsRequest{})
+				if err != nil {
+					return err
+				}
+				return printSets(cmd, c, resp.GetSets(), true)
+			})
+		},
+	}
+}
+
+// setJSON is the `--json` shape of a JWK Set.
+type setJSON struct {
+	Name        string   `json:"name"`
+	AllowES256K bool     `json:"allow_es256k"`
+	Path        string   `json:"path"`
+	Keys        []string `json:"keys"`
+}
+
+// printSets prints sets, one line each, or as JSON: a list, or the one
+// set's object unless asList.
+func printSets(cmd *cobra.Command, c *clientFlags, sets []*sigilv1.JWKSet, asList bool) error {
+	out := make([]setJSON, 0, len(sets))
+	for _, s := range sets {
+		out = append(out, setJSON{s.GetName(), s.GetAllowEs256K(), s.GetPath(), append([]string{}, s.GetKeyIds()...)})
+	}
+	if c.json && asList {
+		return printJSON(cmd.OutOrStdout(), out)
+	}
+	if c.json {
+		return printJSON(cmd.OutOrStdout(), out[0])
+	}
+	for _, s := range out {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s  %s  es256k %v  keys %v\n", s.Name, s.Path, s.AllowES256K, s.Keys)
+	}
+	return nil
+}

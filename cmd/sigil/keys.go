@@ -25,8 +25,11 @@ func newKeys() *cobra.Command {
 	return cmd
 }
 
-// jwtFlags are a JWT key's rotation policy flags.
-type jwtFlags struct{ rotateEvery, publishAhead, maxTTL, skew time.Duration }
+// jwtFlags are a JWT key's rotation policy and JWK Set flags.
+type jwtFlags struct {
+	rotateEvery, publishAhead, maxTTL, skew time.Duration
+	sets                                    []string
+}
 
 func addJWTFlags(f *pflag.FlagSet) *jwtFlags {
 	j := &jwtFlags{}
@@ -34,12 +37,13 @@ func addJWTFlags(f *pflag.FlagSet) *jwtFlags {
 	f.DurationVar(&j.publishAhead, "publish-ahead", 0, "jwt: how long a generation is published before it signs (A; default 24h)")
 	f.DurationVar(&j.maxTTL, "max-token-ttl", 0, "jwt: the longest token lifetime (T; default 1h)")
 	f.DurationVar(&j.skew, "skew", 0, "jwt: clock skew tolerated by relying parties (S; default 1m)")
+	f.StringSliceVar(&j.sets, "jwks-set", nil, "jwt: a JWK Set the key is published in, repeatable (default: default; ES256K keys: none)")
 	return j
 }
 
 // policy is the policy the flags set, or nil if none is set.
 func (j *jwtFlags) policy() *sigilv1.JWTPolicy {
-	if *j == (jwtFlags{}) {
+	if j.rotateEvery == 0 && j.publishAhead == 0 && j.maxTTL == 0 && j.skew == 0 && len(j.sets) == 0 {
 		return nil
 	}
 	d := func(v time.Duration) *durationpb.Duration {
@@ -48,7 +52,7 @@ func (j *jwtFlags) policy() *sigilv1.JWTPolicy {
 		}
 		return durationpb.New(v)
 	}
-	return &sigilv1.JWTPolicy{RotateEvery: d(j.rotateEvery), PublishAhead: d(j.publishAhead), MaxTokenTtl: d(j.maxTTL), Skew: d(j.skew)}
+	return &sigilv1.JWTPolicy{RotateEvery: d(j.rotateEvery), PublishAhead: d(j.publishAhead), MaxTokenTtl: d(j.maxTTL), Skew: d(j.skew), JwksSets: j.sets}
 }
 
 // ethFlags are an Ethereum key's spending policy flags.
@@ -274,11 +278,12 @@ type ethPolicyJSON struct {
 }
 
 type policyJSON struct {
-	RotateEvery  string `json:"rotate_every"`
-	PublishAhead string `json:"publish_ahead"`
-	MaxTokenTTL  string `json:"max_token_ttl"`
-	Skew         string `json:"skew"`
-	JWKSMaxAge   string `json:"jwks_max_age"`
+	RotateEvery  string   `json:"rotate_every"`
+	PublishAhead string   `json:"publish_ahead"`
+	MaxTokenTTL  string   `json:"max_token_ttl"`
+	Skew         string   `json:"skew"`
+	JWKSMaxAge   string   `json:"jwks_max_age"`
+	JWKSSets     []string `json:"jwks_sets"`
 }
 
 type generationJSON struct {
@@ -296,7 +301,7 @@ func toKeyJSON(k *sigilv1.Key) keyJSON {
 	out := keyJSON{ID: k.GetId(), Alg: k.GetAlgorithm(), Purpose: k.GetPurpose(), Backend: k.GetBackend(), RSABits: k.GetRsaBits(), Generations: []generationJSON{}}
 	if p := k.GetJwtPolicy(); p != nil {
 		out.JWTPolicy = &policyJSON{p.GetRotateEvery().AsDuration().String(), p.GetPublishAhead().AsDuration().String(),
-			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String()}
+			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String(), p.GetJwksSets()}
 	}
 	if p := k.GetEthPolicy(); p != nil {
 		out.EthPolicy = &ethPolicyJSON{p.GetChainIds(), p.GetMaxValue(), p.GetMaxFee(), p.GetDailyLimit(), p.GetAllowTo(), p.GetAllowSelectors()}

@@ -25,6 +25,7 @@ import (
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	_ "github.com/sigil-hsm/sigil/purpose/all" // the signing purposes Sigil serves
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -142,7 +143,7 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	defer auditLog.Close()
 	repairs.start(auditLog)
 	pub := jwks.NewPublisher()
-	if err := jwks.Follow(ctx, kr, pub, log); err != nil {
+	if err := jwks.Follow(ctx, kr, jwt.Sets{Anchors: store}, pub, log); err != nil {
 		return err
 	}
 	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store}

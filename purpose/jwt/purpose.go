@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,16 +26,25 @@ const Name = "jwt"
 const OpSign authz.Op = "sign.jwt"
 
 // Policy is a JWT key's policy: its rotation schedule (DESIGN.md,
-// Rotation). Its MaxTokenTTL bounds every token's exp.
-type Policy = keyring.Schedule
+// Rotation), whose MaxTokenTTL bounds every token's exp, and the JWK Sets
+// it is published in.
+type Policy struct {
+	keyring.Schedule
+	// Sets are the JWK Sets the key belongs to (see Sets); none given
+	// means DefaultSet, or none at all for an ES256K key.
+	Sets []string `json:"jwks_sets,omitempty"`
+}
 
 // DefaultPolicy is used for whatever a create request leaves unset.
-var DefaultPolicy = Policy{RotateEvery: 7 * 24 * time.Hour, PublishAhead: 24 * time.Hour, MaxTokenTTL: time.Hour, Skew: time.Minute}
+var DefaultPolicy = Policy{Schedule: keyring.Schedule{RotateEvery: 7 * 24 * time.Hour, PublishAhead: 24 * time.Hour, MaxTokenTTL: time.Hour, Skew: time.Minute}}
 
 // Purpose is the JWT purpose.
 type Purpose struct{}
 
-var _ purpose.Purpose = Purpose{}
+var (
+	_ purpose.Purpose = Purpose{}
+	_ purpose.Keyless = Purpose{}
+)
 
 func init() { purpose.Register(Purpose{}) }
 
@@ -48,7 +58,9 @@ func (Purpose) CheckAlgorithm(signer.Algorithm) error { return nil }
 // Rotation: on the key's schedule.
 func (Purpose) Rotation() keyring.Rotation { return keyring.RotateScheduled }
 
-// DecodePolicy reads a stored schedule.
+// DecodePolicy reads a stored policy (the default if none is stored) and
+// checks it as a request's would be: a record edited by hand must not
+// make the scheduler mint keys in a loop.
 func (Purpose) DecodePolicy(raw json.RawMessage) (any, error) {
 	p := DefaultPolicy
 	if len(raw) > 0 {
@@ -56,7 +68,10 @@ func (Purpose) DecodePolicy(raw json.RawMessage) (any, error) {
 			return nil, err
 		}
 	}
-	return &p, nil
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, checkSetNames(p.Sets)
 }
 
 // NewPolicy overlays the requested schedule on DefaultPolicy.
@@ -78,16 +93,54 @@ func overlay(base Policy, requested any) (any, error) {
 	if requested != nil {
 		r, ok := requested.(*Policy)
 		if !ok {
-			return nil, errs.New(errs.InvalidArgument, "a jwt key's policy is a rotation schedule, not %T", requested)
+			return nil, errs.New(errs.InvalidArgument, "a jwt key's policy is a rotation schedule and JWK Sets, not %T", requested)
 		}
 		if r != nil {
-			base = base.Overlay(*r)
+			base.Schedule = base.Schedule.Overlay(r.Schedule)
+			if len(r.Sets) > 0 {
+				base.Sets = slices.Clone(r.Sets)
+			}
 		}
 	}
 	if err := base.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkSetNames(base.Sets); err != nil {
+		return nil, err
+	}
 	return &base, nil
+}
+
+// CheckPolicy refuses a policy that names a JWK Set no one created, or
+// puts an ES256K key in a set that did not opt in to them.
+func (Purpose) CheckPolicy(ctx context.Context, a keyring.Anchors, alg signer.Algorithm, policy any) error {
+	p, ok := policy.(*Policy)
+	if !ok {
+		return nil
+	}
+	for _, name := range p.Sets {
+		set, err := Sets{a}.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		if alg == signer.ES256K && !set.AllowES256K {
+			return errs.New(errs.FailedPrecondition, "JWK Set %q does not take ES256K keys (many relying-party libraries reject a whole set holding one); use a set made with --allow-es256k", name)
+		}
+	}
+	return nil
+}
+
+// SetsOf returns the JWK Sets key k is published in: those its policy
+// names, else DefaultSet (none for an ES256K key, which joins only sets
+// that opted in to them).
+func SetsOf(k *keyring.Key) []string {
+	if p := PolicyOf(k); len(p.Sets) > 0 {
+		return p.Sets
+	}
+	if k.Algorithm == signer.ES256K {
+		return nil
+	}
+	return []string{DefaultSet}
 }
 
 // Attributes: a JWT key is known by its ID and its generations' kids.
@@ -103,7 +156,16 @@ func PolicyOf(k *keyring.Key) Policy {
 
 // Operations implements purpose.Purpose.
 func (Purpose) Operations() map[string]authz.Op {
-	return map[string]authz.Op{sigilv1.JWTService_SignJWT_FullMethodName: OpSign}
+	return map[string]authz.Op{
+		sigilv1.JWTService_SignJWT_FullMethodName:      OpSign,
+		sigilv1.JWTService_CreateJWKSet_FullMethodName: authz.KeysAdmin,
+		sigilv1.JWTService_ListJWKSets_FullMethodName:  authz.KeysRead,
+	}
+}
+
+// KeylessMethods are the JWK Set methods, which name sets, not keys.
+func (Purpose) KeylessMethods() []string {
+	return []string{sigilv1.JWTService_CreateJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName}
 }
 
 // Payload is the claims to sign.
@@ -114,22 +176,22 @@ func (Purpose) Payload(req any) []byte {
 	return nil
 }
 
-// RequestedPolicy reads jwt_policy; unset durations stay zero ("keep" or
-// "default").
+// RequestedPolicy reads jwt_policy; unset durations and sets stay zero
+// ("keep" or "default").
 func (Purpose) RequestedPolicy(req purpose.PolicyRequest) (any, error) {
 	p := req.GetJwtPolicy()
 	if p == nil {
 		return nil, nil
 	}
-	return &Policy{RotateEvery: p.GetRotateEvery().AsDuration(), PublishAhead: p.GetPublishAhead().AsDuration(),
-		MaxTokenTTL: p.GetMaxTokenTtl().AsDuration(), Skew: p.GetSkew().AsDuration()}, nil
+	return &Policy{Schedule: keyring.Schedule{RotateEvery: p.GetRotateEvery().AsDuration(), PublishAhead: p.GetPublishAhead().AsDuration(),
+		MaxTokenTTL: p.GetMaxTokenTtl().AsDuration(), Skew: p.GetSkew().AsDuration()}, Sets: p.GetJwksSets()}, nil
 }
 
 // Describe sets jwt_policy, with the JWKS max-age the schedule allows.
 func (Purpose) Describe(k *keyring.Key, out *sigilv1.Key) {
 	p := PolicyOf(k)
 	out.JwtPolicy = &sigilv1.JWTPolicy{RotateEvery: durationpb.New(p.RotateEvery), PublishAhead: durationpb.New(p.PublishAhead),
-		MaxTokenTtl: durationpb.New(p.MaxTokenTTL), Skew: durationpb.New(p.Skew), JwksMaxAge: durationpb.New(p.MaxAge())}
+		MaxTokenTtl: durationpb.New(p.MaxTokenTTL), Skew: durationpb.New(p.Skew), JwksMaxAge: durationpb.New(p.MaxAge()), JwksSets: SetsOf(k)}
 }
 
 // Service implements purpose.Purpose.
@@ -162,3 +224,40 @@ func (s *service) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*si
 	return &sigilv1.SignJWTResponse{Token: tok.Compact, Kid: tok.KID, Generation: int32(tok.Generation),
 		IssueTime: timestamppb.New(tok.IssuedAt), ExpireTime: timestamppb.New(tok.Expiry)}, nil
 }
+
+// CreateJWKSet makes a named set. Followers of the keyring (the JWKS) are
+// told at once; other replicas serve it on their next rebuild.
+func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetRequest) (*sigilv1.CreateJWKSetResponse, error) {
+	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), s.d.Clock())
+	if err != nil {
+		return nil, err
+	}
+	s.d.Keys.Changed()
+	return &sigilv1.CreateJWKSetResponse{Set: s.describeSet(ctx, set)}, nil
+}
+
+// ListJWKSets lists every set with its members.
+func (s *service) ListJWKSets(ctx context.Context, _ *sigilv1.ListJWKSetsRequest) (*sigilv1.ListJWKSetsResponse, error) {
+	sets, err := Sets{s.d.Anchors}.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &sigilv1.ListJWKSetsResponse{}
+	for _, set := range sets {
+		resp.Sets = append(resp.Sets, s.describeSet(ctx, set))
+	}
+	return resp, nil
+}
+
+func (s *service) describeSet(ctx context.Context, set Set) *sigilv1.JWKSet {
+	out := &sigilv1.JWKSet{Name: set.Name, AllowEs256K: set.AllowES256K, Path: SetPath(set.Name)}
+	for _, k := range s.d.Keys.List(ctx) {
+		if k.Purpose == Name && slices.Contains(SetsOf(k), set.Name) {
+			out.KeyIds = append(out.KeyIds, k.ID)
+		}
+	}
+	return out
+}
+
+// SetPath is where set name is served.
+func SetPath(name string) string { return "/jwks/" + name + ".json" }

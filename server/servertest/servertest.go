@@ -33,6 +33,7 @@ import (
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	_ "github.com/sigil-hsm/sigil/purpose/all" // the purposes Sigil ships
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
@@ -90,7 +91,7 @@ func Start(t testing.TB, hsm *FaultyBackend, dbPath string, opts ...func(*server
 		t.Fatal(err)
 	}
 	pub := jwks.NewPublisher()
-	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
+	if err := jwks.Follow(ctx, kr, jwt.Sets{Anchors: store}, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	var ls [3]net.Listener
@@ -99,7 +100,7 @@ func Start(t testing.TB, hsm *FaultyBackend, dbPath string, opts ...func(*server
 			t.Fatal(err)
 		}
 	}
-	o := server.Options{Keyring: kr, Backends: backends, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), JWKS: pub, Ledger: store}
+	o := server.Options{Keyring: kr, Backends: backends, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), JWKS: pub, Ledger: store, Anchors: store}
 	for _, opt := range opts {
 		opt(&o)
 	}

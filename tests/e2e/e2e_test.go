@@ -108,17 +108,43 @@ func TestJWTsVerifyWithJoseAndTheDrillPasses(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// ES256K keys go to a set made for them; every other key to the
+	// default set, which stays free of secp256k1.
+	framework.Run(t, bin, "jwks-set", "create", "chain", "--allow-es256k", "--data-dir", data)
 	var tokens []string
+	var k1Token string
 	for alg := range opensslVerify {
 		id := "jwt-" + strings.ToLower(alg)
-		framework.Run(t, bin, "keys", "create", id, "--alg", alg, "--purpose", "jwt", "--max-token-ttl", "5m", "--data-dir", data)
-		tokens = append(tokens, strings.TrimSpace(framework.Run(t, bin, "jwt", "sign", "--key", id, "--claims", `{"sub":"alice","aud":"api"}`, "--data-dir", data)))
+		args := []string{"keys", "create", id, "--alg", alg, "--purpose", "jwt", "--max-token-ttl", "5m", "--data-dir", data}
+		if alg == "ES256K" {
+			args = append(args, "--jwks-set", "chain")
+		}
+		framework.Run(t, bin, args...)
+		tok := strings.TrimSpace(framework.Run(t, bin, "jwt", "sign", "--key", id, "--claims", `{"sub":"alice","aud":"api"}`, "--data-dir", data))
+		if alg == "ES256K" {
+			k1Token = tok
+		} else {
+			tokens = append(tokens, tok)
+		}
+	}
+	var sets []struct {
+		Name string   `json:"name"`
+		Keys []string `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(framework.Run(t, bin, "jwks-set", "list", "--json", "--data-dir", data)), &sets); err != nil || len(sets) != 2 ||
+		sets[0].Name != "default" || len(sets[0].Keys) != len(tokens) || sets[1].Name != "chain" || fmt.Sprint(sets[1].Keys) != "[jwt-es256k]" {
+		t.Fatalf("jwks-set list: %+v %v", sets, err)
 	}
 	file := filepath.Join(dir, "tokens.txt")
 	os.WriteFile(file, []byte(strings.Join(tokens, "\n")+"\n"), 0o600)
 	jwksURL := "http://" + dc.HTTPAddr + "/.well-known/jwks.json"
 	if out := crosscheck.Run(t, "verify-jwt.mjs", jwksURL, file); !strings.Contains(string(out), fmt.Sprintf("verified %d", len(tokens))) {
 		t.Fatalf("jose: %s", out)
+	}
+	k1File := filepath.Join(dir, "k1.txt")
+	os.WriteFile(k1File, []byte(k1Token+"\n"), 0o600)
+	if out := crosscheck.Run(t, "verify-jwt.mjs", "http://"+dc.HTTPAddr+"/jwks/chain.json", k1File); !strings.Contains(string(out), "verified 1") {
+		t.Fatalf("jose, ES256K from its set: %s", out)
 	}
 	// A token altered after signing fails there too.
 	parts := strings.Split(tokens[0], ".")

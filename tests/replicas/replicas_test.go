@@ -55,7 +55,7 @@ func newReplica(t *testing.T, name string, c *etcdtest.Cluster, hsm signer.Backe
 		t.Fatal(err)
 	}
 	pub := jwks.NewPublisher()
-	jwks.Follow(ctx, kr, pub, slog.Default())
+	jwks.Follow(ctx, kr, jwt.Sets{Anchors: s}, pub, slog.Default())
 	go kr.Follow(ctx, s)
 	r := &replica{name: name, store: s, kr: kr, pub: pub, stop: cancel, eth: &eth.Signer{Ledger: s, Now: time.Now, Log: quiet}}
 	t.Cleanup(func() { cancel(); s.Close() })
@@ -106,9 +106,9 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	same := func() bool {
-		a := rs[0].pub.All()
+		a := rs[0].pub.Default()
 		for _, r := range rs[1:] {
-			if d := r.pub.All(); d.ETag != a.ETag || string(d.Body) != string(a.Body) {
+			if d := r.pub.Default(); d.ETag != a.ETag || string(d.Body) != string(a.Body) {
 				return false
 			}
 		}
@@ -118,6 +118,26 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 	}
 	if !within(time.Second, same) {
 		t.Fatal("the replicas' JWKS differ a second after a rotation")
+	}
+
+	// A JWK Set made through one replica, and a key joining it there: every
+	// replica serves the set with the key.
+	if _, err := (jwt.Sets{Anchors: rs[0].store}).Create(ctx, "issuer-b", false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "auth-b", Purpose: jwt.Name, Algorithm: signer.ES256,
+		Policy: &jwt.Policy{Sets: []string{"issuer-b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		served := func() bool {
+			d, ok := r.pub.Set("issuer-b")
+			var set struct{ Keys []json.RawMessage }
+			return ok && json.Unmarshal(d.Body, &set) == nil && len(set.Keys) == 1
+		}
+		if !within(2*time.Second, served) {
+			t.Fatalf("%s does not serve the set another replica made", r.name)
+		}
 	}
 
 	// A daily limit holds across replicas: 60 concurrent requests spread
@@ -189,7 +209,7 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 func TestSchedulerFailover(t *testing.T) {
 	_, rs := threeReplicas(t)
 	ctx := context.Background()
-	policy := jwt.Policy{RotateEvery: 3 * time.Second, PublishAhead: 1500 * time.Millisecond, MaxTokenTTL: time.Second, Skew: 250 * time.Millisecond}
+	policy := jwt.Policy{Schedule: keyring.Schedule{RotateEvery: 3 * time.Second, PublishAhead: 1500 * time.Millisecond, MaxTokenTTL: time.Second, Skew: 250 * time.Millisecond}}
 	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "fast", Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &policy}); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +229,7 @@ func TestSchedulerFailover(t *testing.T) {
 			c()
 		}
 	}()
-	rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := rs[2].pub.All(); return d.Body, d.MaxAge, nil }, time.Now, policy.Skew)
+	rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := rs[2].pub.Default(); return d.Body, d.MaxAge, nil }, time.Now, policy.Skew)
 	var minted, failed int
 	var mu sync.Mutex
 	var pending sync.WaitGroup

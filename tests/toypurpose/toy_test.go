@@ -42,6 +42,9 @@ const (
 	stampName   = "stamp"
 	opStamp     = authz.Op("toy.stamp")
 	stampMethod = "/sigil.toy.v1.StampService/Stamp"
+	// peekMethod's request names no key (a careless plug-in): the server
+	// must refuse it rather than authorize it as a listing.
+	peekMethod = "/sigil.toy.v1.StampService/Peek"
 )
 
 // stampPolicy is the prefix every stamp carries.
@@ -58,7 +61,7 @@ func init() { purpose.Register(stampPurpose{}) }
 func (stampPurpose) Name() string               { return stampName }
 func (stampPurpose) Rotation() keyring.Rotation { return keyring.RotateOnDemand }
 func (stampPurpose) Operations() map[string]authz.Op {
-	return map[string]authz.Op{stampMethod: opStamp}
+	return map[string]authz.Op{stampMethod: opStamp, peekMethod: opStamp}
 }
 
 func (stampPurpose) CheckAlgorithm(alg signer.Algorithm) error {
@@ -126,6 +129,7 @@ func (stampPurpose) Service(d purpose.Deps) (*grpc.ServiceDesc, any) {
 // stamper is the service's handler type.
 type stamper interface {
 	Stamp(context.Context, *sigilv1.SignMessageRequest) (*sigilv1.SignResponse, error)
+	Peek(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error)
 }
 
 var stampDesc = grpc.ServiceDesc{
@@ -139,7 +143,20 @@ var stampDesc = grpc.ServiceDesc{
 		return in(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: stampMethod}, func(ctx context.Context, req any) (any, error) {
 			return srv.(stamper).Stamp(ctx, req.(*sigilv1.SignMessageRequest))
 		})
+	}}, {MethodName: "Peek", Handler: func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+		req := new(wrapperspb.StringValue)
+		if err := dec(req); err != nil {
+			return nil, err
+		}
+		return in(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: peekMethod}, func(ctx context.Context, req any) (any, error) {
+			return srv.(stamper).Peek(ctx, req.(*wrapperspb.StringValue))
+		})
 	}}},
+}
+
+// Peek would sign with the key its request names in a field of its own.
+func (s *stampService) Peek(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	return nil, errs.New(errs.Internal, "Peek reached its handler: the server let a request that names no key through")
 }
 
 type stampService struct{ d purpose.Deps }
@@ -235,6 +252,8 @@ func TestAFourthPurposeIsOnePackage(t *testing.T) {
 	}
 	_, err = stamp(e.Client(t, "spiffe://example.org/raw-signer"), "stamp-1", "hello")
 	wantCode(t, "stamp by a raw signer", err, codes.PermissionDenied)
+	err = stamper.Invoke(ctx, peekMethod, wrapperspb.String("stamp-2"), new(wrapperspb.StringValue))
+	wantCode(t, "a purpose's request that names no key", err, codes.InvalidArgument)
 	_, err = stamp(stamper, "stamp-1", "bad\ntext")
 	wantCode(t, "stamp of a text out of format", err, codes.InvalidArgument)
 	rawSigner := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/raw-signer"))

@@ -103,7 +103,7 @@ func SignAndVerify(t *testing.T, s Suite) {
 func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 	ctx := context.Background()
 	pub := jwks.NewPublisher()
-	if err := jwks.Follow(ctx, kr, pub, slog.Default()); err != nil {
+	if err := jwks.Follow(ctx, kr, jwt.Sets{}, pub, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	var ids []string
@@ -114,9 +114,10 @@ func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 		}
 		ids = append(ids, id)
 	}
-	rp := relyingparty.New(func() ([]byte, time.Duration, error) { d := pub.All(); return d.Body, d.MaxAge, nil }, time.Now, time.Minute)
 	for _, id := range ids {
 		t.Run(id, func(t *testing.T) {
+			// The key's own JWK Set: ES256K keys join no shared set here.
+			rp := relyingparty.New(func() ([]byte, time.Duration, error) { d, _ := pub.Key(id); return d.Body, d.MaxAge, nil }, time.Now, time.Minute)
 			sg, err := kr.ForSigning(ctx, id, jwt.Name)
 			if err != nil {
 				t.Fatal(err)

@@ -23,6 +23,255 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JWKSet is a named JWK Set: one issuer's keys.
+type JWKSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// [a-z0-9][a-z0-9._-]{0,63}.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Whether ES256K (secp256k1) keys may join. "default" never takes them:
+	// many relying-party libraries reject a whole set that holds one.
+	AllowEs256K bool `protobuf:"varint,2,opt,name=allow_es256k,json=allowEs256k,proto3" json:"allow_es256k,omitempty"`
+	// Output only: the keys in it, and where it is served.
+	KeyIds        []string `protobuf:"bytes,3,rep,name=key_ids,json=keyIds,proto3" json:"key_ids,omitempty"`
+	Path          string   `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWKSet) Reset() {
+	*x = JWKSet{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWKSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWKSet) ProtoMessage() {}
+
+func (x *JWKSet) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWKSet.ProtoReflect.Descriptor instead.
+func (*JWKSet) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JWKSet) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JWKSet) GetAllowEs256K() bool {
+	if x != nil {
+		return x.AllowEs256K
+	}
+	return false
+}
+
+func (x *JWKSet) GetKeyIds() []string {
+	if x != nil {
+		return x.KeyIds
+	}
+	return nil
+}
+
+func (x *JWKSet) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type CreateJWKSetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AllowEs256K   bool                   `protobuf:"varint,2,opt,name=allow_es256k,json=allowEs256k,proto3" json:"allow_es256k,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJWKSetRequest) Reset() {
+	*x = CreateJWKSetRequest{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJWKSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJWKSetRequest) ProtoMessage() {}
+
+func (x *CreateJWKSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJWKSetRequest.ProtoReflect.Descriptor instead.
+func (*CreateJWKSetRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateJWKSetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateJWKSetRequest) GetAllowEs256K() bool {
+	if x != nil {
+		return x.AllowEs256K
+	}
+	return false
+}
+
+type CreateJWKSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Set           *JWKSet                `protobuf:"bytes,1,opt,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJWKSetResponse) Reset() {
+	*x = CreateJWKSetResponse{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJWKSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJWKSetResponse) ProtoMessage() {}
+
+func (x *CreateJWKSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJWKSetResponse.ProtoReflect.Descriptor instead.
+func (*CreateJWKSetResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateJWKSetResponse) GetSet() *JWKSet {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+type ListJWKSetsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJWKSetsRequest) Reset() {
+	*x = ListJWKSetsRequest{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJWKSetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJWKSetsRequest) ProtoMessage() {}
+
+func (x *ListJWKSetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJWKSetsRequest.ProtoReflect.Descriptor instead.
+func (*ListJWKSetsRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{3}
+}
+
+type ListJWKSetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sets          []*JWKSet              `protobuf:"bytes,1,rep,name=sets,proto3" json:"sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJWKSetsResponse) Reset() {
+	*x = ListJWKSetsResponse{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJWKSetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJWKSetsResponse) ProtoMessage() {}
+
+func (x *ListJWKSetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJWKSetsResponse.ProtoReflect.Descriptor instead.
+func (*ListJWKSetsResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListJWKSetsResponse) GetSets() []*JWKSet {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
 type SignJWTRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
@@ -41,7 +290,7 @@ type SignJWTRequest struct {
 
 func (x *SignJWTRequest) Reset() {
 	*x = SignJWTRequest{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[0]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +302,7 @@ func (x *SignJWTRequest) String() string {
 func (*SignJWTRequest) ProtoMessage() {}
 
 func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[0]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +315,7 @@ func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTRequest.ProtoReflect.Descriptor instead.
 func (*SignJWTRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{0}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SignJWTRequest) GetKeyId() string {
@@ -111,7 +360,7 @@ type SignJWTResponse struct {
 
 func (x *SignJWTResponse) Reset() {
 	*x = SignJWTResponse{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[1]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -123,7 +372,7 @@ func (x *SignJWTResponse) String() string {
 func (*SignJWTResponse) ProtoMessage() {}
 
 func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[1]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -136,7 +385,7 @@ func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{1}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignJWTResponse) GetToken() string {
@@ -178,7 +427,20 @@ var File_sigil_v1_jwt_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
-	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n" +
+	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n" +
+	"\x06JWKSet\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12\x17\n" +
+	"\akey_ids\x18\x03 \x03(\tR\x06keyIds\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"L\n" +
+	"\x13CreateJWKSetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\":\n" +
+	"\x14CreateJWKSetResponse\x12\"\n" +
+	"\x03set\x18\x01 \x01(\v2\x10.sigil.v1.JWKSetR\x03set\"\x14\n" +
+	"\x12ListJWKSetsRequest\";\n" +
+	"\x13ListJWKSetsResponse\x12$\n" +
+	"\x04sets\x18\x01 \x03(\v2\x10.sigil.v1.JWKSetR\x04sets\"\x98\x01\n" +
 	"\x0eSignJWTRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
 	"\vclaims_json\x18\x02 \x01(\fR\n" +
@@ -194,10 +456,12 @@ const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
 	"issue_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime2L\n" +
+	"expireTime2\xe7\x01\n" +
 	"\n" +
 	"JWTService\x12>\n" +
-	"\aSignJWT\x12\x18.sigil.v1.SignJWTRequest\x1a\x19.sigil.v1.SignJWTResponseB\x8c\x01\n" +
+	"\aSignJWT\x12\x18.sigil.v1.SignJWTRequest\x1a\x19.sigil.v1.SignJWTResponse\x12M\n" +
+	"\fCreateJWKSet\x12\x1d.sigil.v1.CreateJWKSetRequest\x1a\x1e.sigil.v1.CreateJWKSetResponse\x12J\n" +
+	"\vListJWKSets\x12\x1c.sigil.v1.ListJWKSetsRequest\x1a\x1d.sigil.v1.ListJWKSetsResponseB\x8c\x01\n" +
 	"\fcom.sigil.v1B\bJwtProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -212,24 +476,35 @@ func file_sigil_v1_jwt_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_jwt_proto_rawDescData
 }
 
-var file_sigil_v1_jwt_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_sigil_v1_jwt_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_sigil_v1_jwt_proto_goTypes = []any{
-	(*SignJWTRequest)(nil),        // 0: sigil.v1.SignJWTRequest
-	(*SignJWTResponse)(nil),       // 1: sigil.v1.SignJWTResponse
-	(*durationpb.Duration)(nil),   // 2: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*JWKSet)(nil),                // 0: sigil.v1.JWKSet
+	(*CreateJWKSetRequest)(nil),   // 1: sigil.v1.CreateJWKSetRequest
+	(*CreateJWKSetResponse)(nil),  // 2: sigil.v1.CreateJWKSetResponse
+	(*ListJWKSetsRequest)(nil),    // 3: sigil.v1.ListJWKSetsRequest
+	(*ListJWKSetsResponse)(nil),   // 4: sigil.v1.ListJWKSetsResponse
+	(*SignJWTRequest)(nil),        // 5: sigil.v1.SignJWTRequest
+	(*SignJWTResponse)(nil),       // 6: sigil.v1.SignJWTResponse
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_sigil_v1_jwt_proto_depIdxs = []int32{
-	2, // 0: sigil.v1.SignJWTRequest.ttl:type_name -> google.protobuf.Duration
-	3, // 1: sigil.v1.SignJWTResponse.issue_time:type_name -> google.protobuf.Timestamp
-	3, // 2: sigil.v1.SignJWTResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0, // 3: sigil.v1.JWTService.SignJWT:input_type -> sigil.v1.SignJWTRequest
-	1, // 4: sigil.v1.JWTService.SignJWT:output_type -> sigil.v1.SignJWTResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0, // 0: sigil.v1.CreateJWKSetResponse.set:type_name -> sigil.v1.JWKSet
+	0, // 1: sigil.v1.ListJWKSetsResponse.sets:type_name -> sigil.v1.JWKSet
+	7, // 2: sigil.v1.SignJWTRequest.ttl:type_name -> google.protobuf.Duration
+	8, // 3: sigil.v1.SignJWTResponse.issue_time:type_name -> google.protobuf.Timestamp
+	8, // 4: sigil.v1.SignJWTResponse.expire_time:type_name -> google.protobuf.Timestamp
+	5, // 5: sigil.v1.JWTService.SignJWT:input_type -> sigil.v1.SignJWTRequest
+	1, // 6: sigil.v1.JWTService.CreateJWKSet:input_type -> sigil.v1.CreateJWKSetRequest
+	3, // 7: sigil.v1.JWTService.ListJWKSets:input_type -> sigil.v1.ListJWKSetsRequest
+	6, // 8: sigil.v1.JWTService.SignJWT:output_type -> sigil.v1.SignJWTResponse
+	2, // 9: sigil.v1.JWTService.CreateJWKSet:output_type -> sigil.v1.CreateJWKSetResponse
+	4, // 10: sigil.v1.JWTService.ListJWKSets:output_type -> sigil.v1.ListJWKSetsResponse
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_jwt_proto_init() }
@@ -243,7 +518,7 @@ func file_sigil_v1_jwt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_jwt_proto_rawDesc), len(file_sigil_v1_jwt_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

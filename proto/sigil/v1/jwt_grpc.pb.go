@@ -19,7 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JWTService_SignJWT_FullMethodName = "/sigil.v1.JWTService/SignJWT"
+	JWTService_SignJWT_FullMethodName      = "/sigil.v1.JWTService/SignJWT"
+	JWTService_CreateJWKSet_FullMethodName = "/sigil.v1.JWTService/CreateJWKSet"
+	JWTService_ListJWKSets_FullMethodName  = "/sigil.v1.JWTService/ListJWKSets"
 )
 
 // JWTServiceClient is the client API for JWTService service.
@@ -31,6 +33,11 @@ type JWTServiceClient interface {
 	// SignJWT signs claims with the key's active generation. Sigil sets the
 	// alg, kid and typ headers and the iat claim, and exp when it is absent.
 	SignJWT(ctx context.Context, in *SignJWTRequest, opts ...grpc.CallOption) (*SignJWTResponse, error)
+	// CreateJWKSet makes a named JWK Set that jwt keys may join (their
+	// policy's jwks_sets), served at /jwks/{name}.json.
+	CreateJWKSet(ctx context.Context, in *CreateJWKSetRequest, opts ...grpc.CallOption) (*CreateJWKSetResponse, error)
+	// ListJWKSets lists the JWK Sets, "default" first, with their members.
+	ListJWKSets(ctx context.Context, in *ListJWKSetsRequest, opts ...grpc.CallOption) (*ListJWKSetsResponse, error)
 }
 
 type jWTServiceClient struct {
@@ -51,6 +58,26 @@ func (c *jWTServiceClient) SignJWT(ctx context.Context, in *SignJWTRequest, opts
 	return out, nil
 }
 
+func (c *jWTServiceClient) CreateJWKSet(ctx context.Context, in *CreateJWKSetRequest, opts ...grpc.CallOption) (*CreateJWKSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateJWKSetResponse)
+	err := c.cc.Invoke(ctx, JWTService_CreateJWKSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jWTServiceClient) ListJWKSets(ctx context.Context, in *ListJWKSetsRequest, opts ...grpc.CallOption) (*ListJWKSetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJWKSetsResponse)
+	err := c.cc.Invoke(ctx, JWTService_ListJWKSets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JWTServiceServer is the server API for JWTService service.
 // All implementations must embed UnimplementedJWTServiceServer
 // for forward compatibility.
@@ -60,6 +87,11 @@ type JWTServiceServer interface {
 	// SignJWT signs claims with the key's active generation. Sigil sets the
 	// alg, kid and typ headers and the iat claim, and exp when it is absent.
 	SignJWT(context.Context, *SignJWTRequest) (*SignJWTResponse, error)
+	// CreateJWKSet makes a named JWK Set that jwt keys may join (their
+	// policy's jwks_sets), served at /jwks/{name}.json.
+	CreateJWKSet(context.Context, *CreateJWKSetRequest) (*CreateJWKSetResponse, error)
+	// ListJWKSets lists the JWK Sets, "default" first, with their members.
+	ListJWKSets(context.Context, *ListJWKSetsRequest) (*ListJWKSetsResponse, error)
 	mustEmbedUnimplementedJWTServiceServer()
 }
 
@@ -72,6 +104,12 @@ type UnimplementedJWTServiceServer struct{}
 
 func (UnimplementedJWTServiceServer) SignJWT(context.Context, *SignJWTRequest) (*SignJWTResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignJWT not implemented")
+}
+func (UnimplementedJWTServiceServer) CreateJWKSet(context.Context, *CreateJWKSetRequest) (*CreateJWKSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJWKSet not implemented")
+}
+func (UnimplementedJWTServiceServer) ListJWKSets(context.Context, *ListJWKSetsRequest) (*ListJWKSetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJWKSets not implemented")
 }
 func (UnimplementedJWTServiceServer) mustEmbedUnimplementedJWTServiceServer() {}
 func (UnimplementedJWTServiceServer) testEmbeddedByValue()                    {}
@@ -112,6 +150,42 @@ func _JWTService_SignJWT_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JWTService_CreateJWKSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJWKSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JWTServiceServer).CreateJWKSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JWTService_CreateJWKSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JWTServiceServer).CreateJWKSet(ctx, req.(*CreateJWKSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JWTService_ListJWKSets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJWKSetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JWTServiceServer).ListJWKSets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JWTService_ListJWKSets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JWTServiceServer).ListJWKSets(ctx, req.(*ListJWKSetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JWTService_ServiceDesc is the grpc.ServiceDesc for JWTService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -122,6 +196,14 @@ var JWTService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignJWT",
 			Handler:    _JWTService_SignJWT_Handler,
+		},
+		{
+			MethodName: "CreateJWKSet",
+			Handler:    _JWTService_CreateJWKSet_Handler,
+		},
+		{
+			MethodName: "ListJWKSets",
+			Handler:    _JWTService_ListJWKSets_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

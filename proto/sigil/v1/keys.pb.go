@@ -36,7 +36,11 @@ type JWTPolicy struct {
 	// S: the clock skew tolerated between Sigil and relying parties.
 	Skew *durationpb.Duration `protobuf:"bytes,4,opt,name=skew,proto3" json:"skew,omitempty"`
 	// Output only: the JWKS max-age this policy gives, min(A - S, 10m).
-	JwksMaxAge    *durationpb.Duration `protobuf:"bytes,5,opt,name=jwks_max_age,json=jwksMaxAge,proto3" json:"jwks_max_age,omitempty"`
+	JwksMaxAge *durationpb.Duration `protobuf:"bytes,5,opt,name=jwks_max_age,json=jwksMaxAge,proto3" json:"jwks_max_age,omitempty"`
+	// The JWK Sets the key is published in (served at /jwks/{set}.json).
+	// On create, none means "default" (none at all for ES256K keys); on
+	// update, none keeps the current ones.
+	JwksSets      []string `protobuf:"bytes,6,rep,name=jwks_sets,json=jwksSets,proto3" json:"jwks_sets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -102,6 +106,13 @@ func (x *JWTPolicy) GetSkew() *durationpb.Duration {
 func (x *JWTPolicy) GetJwksMaxAge() *durationpb.Duration {
 	if x != nil {
 		return x.JwksMaxAge
+	}
+	return nil
+}
+
+func (x *JWTPolicy) GetJwksSets() []string {
+	if x != nil {
+		return x.JwksSets
 	}
 	return nil
 }
@@ -1443,14 +1454,15 @@ var File_sigil_v1_keys_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
-	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
+	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n" +
 	"\tJWTPolicy\x12<\n" +
 	"\frotate_every\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vrotateEvery\x12>\n" +
 	"\rpublish_ahead\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fpublishAhead\x12=\n" +
 	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl\x12-\n" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"jwksMaxAge\"\xc3\x03\n" +
+	"jwksMaxAge\x12\x1b\n" +
+	"\tjwks_sets\x18\x06 \x03(\tR\bjwksSets\"\xc3\x03\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +

@@ -1,0 +1,119 @@
+package jwt
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+)
+
+// DefaultSet is the JWK Set every jwt key but ES256K ones joins unless
+// it names others, served at /.well-known/jwks.json. It exists without
+// being created and never takes ES256K keys, so it stays acceptable to
+// relying-party libraries that refuse a whole set holding one.
+const DefaultSet = "default"
+
+// Set is a named JWK Set: an issuer's keys, served at /jwks/{name}.json.
+type Set struct {
+	Name string `json:"-"`
+	// AllowES256K lets secp256k1 keys join (RFC 8812). Many libraries
+	// (jose 6, go-jose, jwx without a build tag) reject the whole set
+	// when one member is secp256k1, so a set takes them only by choice.
+	AllowES256K bool      `json:"allow_es256k"`
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+}
+
+// Sets are the JWK Sets, kept beside the keys in the keyring's store
+// (anchors named "jwks-set/NAME") so every replica sees the same.
+type Sets struct{ Anchors keyring.Anchors }
+
+const setPrefix = "jwks-set/"
+
+var setName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// checkSetNames refuses names a set cannot have.
+func checkSetNames(names []string) error {
+	if len(names) > 16 {
+		return errs.New(errs.InvalidArgument, "jwks-sets: at most 16")
+	}
+	for _, n := range names {
+		if !setName.MatchString(n) {
+			return errs.New(errs.InvalidArgument, "jwks-set %q: must match [a-z0-9][a-z0-9._-]{0,63}", n)
+		}
+	}
+	return nil
+}
+
+// Create makes set name.
+func (s Sets) Create(ctx context.Context, name string, allowES256K bool, now time.Time) (Set, error) {
+	if err := checkSetNames([]string{name}); err != nil {
+		return Set{}, err
+	}
+	if name == DefaultSet {
+		return Set{}, errs.New(errs.AlreadyExists, "JWK Set %q exists always and takes no ES256K keys", name)
+	}
+	if s.Anchors == nil {
+		return Set{}, errs.New(errs.FailedPrecondition, "this keyring store keeps no JWK Sets")
+	}
+	if _, err := s.Anchors.GetAnchor(ctx, setPrefix+name); err == nil {
+		return Set{}, errs.New(errs.AlreadyExists, "JWK Set %q exists", name)
+	} else if !errs.Is(err, errs.NotFound) {
+		return Set{}, err
+	}
+	set := Set{Name: name, AllowES256K: allowES256K, CreatedAt: now.UTC()}
+	body, _ := json.Marshal(set)
+	return set, s.Anchors.PutAnchor(ctx, setPrefix+name, body)
+}
+
+// Get returns set name.
+func (s Sets) Get(ctx context.Context, name string) (Set, error) {
+	if name == DefaultSet {
+		return Set{Name: DefaultSet}, nil
+	}
+	if s.Anchors == nil {
+		return Set{}, errs.New(errs.FailedPrecondition, "JWK Set %q: this keyring store keeps no sets but %q", name, DefaultSet)
+	}
+	body, err := s.Anchors.GetAnchor(ctx, setPrefix+name)
+	if errs.Is(err, errs.NotFound) {
+		return Set{}, errs.New(errs.FailedPrecondition, "JWK Set %q does not exist (create it with `sigil jwks-set create`)", name)
+	}
+	if err != nil {
+		return Set{}, err
+	}
+	return decodeSet(name, body)
+}
+
+// List returns every set, DefaultSet first, then by name.
+func (s Sets) List(ctx context.Context) ([]Set, error) {
+	out := []Set{{Name: DefaultSet}}
+	if s.Anchors == nil {
+		return out, nil
+	}
+	stored, err := s.Anchors.ListAnchors(ctx, setPrefix)
+	if err != nil {
+		return nil, err
+	}
+	for name, body := range stored {
+		set, err := decodeSet(strings.TrimPrefix(name, setPrefix), body)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, set)
+	}
+	sort.Slice(out[1:], func(i, j int) bool { return out[1+i].Name < out[1+j].Name })
+	return out, nil
+}
+
+func decodeSet(name string, body []byte) (Set, error) {
+	var set Set
+	if err := json.Unmarshal(body, &set); err != nil {
+		return Set{}, errs.New(errs.Internal, "JWK Set %q: %w", name, err)
+	}
+	set.Name = name
+	return set, nil
+}
