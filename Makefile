@@ -23,14 +23,17 @@ sys-deps:
 	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	/usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || missing="$$missing python3-jwt python3-cryptography"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-## crosscheck-deps: the independent JOSE implementation the tests verify JWTs with.
+## crosscheck-deps: the independent implementations the tests check Sigil's JWTs and signatures with
+## (npm jose 5 and 6, ethers; Debian's PyJWT above; jwx and keyfunc in the tests/rpcheck module).
 crosscheck-deps: sys-deps
-	@[ -d testdata/crosscheck/node_modules/jose ] && [ -d testdata/crosscheck/node_modules/ethers ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
+	@[ -d testdata/crosscheck/node_modules/jose ] && [ -d testdata/crosscheck/node_modules/jose6 ] && [ -d testdata/crosscheck/node_modules/ethers ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
+	@cd tests/rpcheck && $(GO) mod download
 
 ## kms-deps: the AWS KMS emulator the awskms tests run against (pinned in tools/localkms).
 kms-deps:
@@ -51,11 +54,13 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	cd tests/rpcheck && $(GO) vet ./...
 
 ## staticcheck: pinned, installed into bin/ from the module proxy when missing; zero findings.
 staticcheck:
 	@[ -x bin/staticcheck ] || GOBIN=$(CURDIR)/bin $(GO) install $(STATICCHECK)
 	bin/staticcheck ./...
+	cd tests/rpcheck && ../../bin/staticcheck ./...
 
 ## nocgo: the binary builds without cgo (the pkcs11 backend then refuses to start, saying why).
 nocgo:

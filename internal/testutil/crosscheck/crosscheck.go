@@ -1,7 +1,8 @@
 // Package crosscheck runs the scripts in testdata/crosscheck, which check
 // Sigil's output with implementations that are not ours (the jose and
-// ethers npm packages). It is for tests: without node or the packages a
-// test skips, except under CI=true, where it fails.
+// ethers npm packages, PyJWT), and the Go relying parties of the
+// tests/rpcheck module. It is for tests: without node, python3-jwt or the
+// packages a test skips, except under CI=true, where it fails.
 package crosscheck
 
 import (
@@ -23,8 +24,13 @@ func dir() string {
 func Require(tb testing.TB) {
 	tb.Helper()
 	_, err := exec.LookPath("node")
+	for _, pkg := range []string{"ethers", "jose", "jose6"} {
+		if err == nil {
+			_, err = os.Stat(filepath.Join(dir(), "node_modules", pkg))
+		}
+	}
 	if err == nil {
-		_, err = os.Stat(filepath.Join(dir(), "node_modules", "ethers"))
+		err = exec.Command("/usr/bin/python3", "-c", "import jwt, cryptography").Run()
 	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
