@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,10 @@ type CreateSpec struct {
 	// RequestID, if set, names the client's request: a retry of it (same
 	// ID, same spec) returns the key instead of AlreadyExists.
 	RequestID string
+	// Labels, Owner and Description are the key's inventory.
+	Labels      map[string]string
+	Owner       string
+	Description string
 
 	own bool // one of Sigil's own keys, made by the keyring itself
 }
@@ -71,6 +76,12 @@ func (r *Keyring) validate(ctx context.Context, s *CreateSpec) error {
 	if err := r.checkPolicy(ctx, p, s.Algorithm, s.Policy); err != nil {
 		return err
 	}
+	if err := CheckLabels(s.Labels); err != nil {
+		return err
+	}
+	if err := checkInventory(s.Owner, s.Description); err != nil {
+		return err
+	}
 	if s.Backend == "" {
 		s.Backend = r.defaultBackend
 	}
@@ -94,7 +105,10 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	}
 	now := r.now().UTC()
 	k := &Key{ID: s.ID, Purpose: s.Purpose, Algorithm: s.Algorithm, RSABits: s.RSABits, Backend: s.Backend,
-		RequestID: s.RequestID, CreatedAt: now, UpdatedAt: now}
+		RequestID: s.RequestID, Labels: s.Labels, Owner: s.Owner, Description: s.Description, CreatedAt: now, UpdatedAt: now}
+	if len(k.Labels) == 0 {
+		k.Labels = nil
+	}
 	if err := k.setPolicy(s.Policy); err != nil {
 		return nil, err
 	}
@@ -126,7 +140,8 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 func (r *Keyring) sameKey(s CreateSpec) (*Key, bool) {
 	k, err := r.current(s.ID)
 	if err != nil || !k.visible() || s.RequestID == "" || k.RequestID != s.RequestID || k.Purpose != s.Purpose ||
-		k.Algorithm != s.Algorithm || k.RSABits != s.RSABits || k.Backend != s.Backend {
+		k.Algorithm != s.Algorithm || k.RSABits != s.RSABits || k.Backend != s.Backend ||
+		k.Owner != s.Owner || k.Description != s.Description || !maps.Equal(k.Labels, s.Labels) {
 		return nil, false
 	}
 	want, err := json.Marshal(s.Policy)

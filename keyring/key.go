@@ -56,6 +56,16 @@ type Key struct {
 	// Disabled keys refuse to sign until enabled again; their generations
 	// and schedule go on.
 	Disabled bool `json:"disabled,omitempty"`
+	// DeleteAt is when a scheduled deletion destroys every generation's
+	// objects (zero: none scheduled); Deleted says it has. A key pending
+	// deletion refuses to sign; a deleted one keeps its record, so its ID
+	// is never reused.
+	DeleteAt time.Time `json:"delete_at,omitzero"`
+	Deleted  bool      `json:"deleted,omitempty"`
+	// Labels, Owner and Description are the key's inventory.
+	Labels      map[string]string `json:"labels,omitempty"`
+	Owner       string            `json:"owner,omitempty"`
+	Description string            `json:"description,omitempty"`
 	// ActivateNotBefore holds back the next activation after a policy
 	// change shortened the JWKS max-age: caches taken under the old one
 	// must expire before a generation they lack may sign.
@@ -285,6 +295,7 @@ func (k *Key) clone() *Key {
 	c.Generations = slices.Clone(k.Generations)
 	c.PolicyJSON = slices.Clone(k.PolicyJSON)
 	c.Attributes = maps.Clone(k.Attributes)
+	c.Labels = maps.Clone(k.Labels)
 	return &c
 }
 

@@ -454,8 +454,8 @@ func (r *Keyring) ForSigning(ctx context.Context, id string, p string) (Signing,
 	if err := k.CheckPurpose(p); err != nil {
 		return Signing{}, err
 	}
-	if k.Disabled {
-		return Signing{}, errs.New(errs.FailedPrecondition, "key %q is disabled", id)
+	if err := usable(k); err != nil {
+		return Signing{}, err
 	}
 	g, ok := k.Active()
 	if !ok {
@@ -475,7 +475,7 @@ func (r *Keyring) SetDisabled(ctx context.Context, id string, disabled bool) (*K
 		return nil, err
 	}
 	return r.update(ctx, id, func(k *Key, _ time.Time) error {
-		if err := notOwn(k); err != nil {
+		if err := changeable(k); err != nil {
 			return err
 		}
 		if k.Disabled == disabled {

@@ -68,7 +68,7 @@ func (r *Keyring) Tick(ctx context.Context) error {
 	defer r.ticking.Unlock()
 	var failed []error
 	for _, k := range r.all(false) { // unfinished creations too: they may need rolling back
-		if k.visible() && rotation(k) != RotateScheduled && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked))+len(k.inState(StateCreating)) == 0 {
+		if k.visible() && rotation(k) != RotateScheduled && k.DeleteAt.IsZero() && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked))+len(k.inState(StateCreating)) == 0 {
 			continue
 		}
 		// A step may make another due (activation makes the next
@@ -121,6 +121,12 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 	if r.dropStale(ctx, k, r.creatingGrace) {
 		return true, nil
 	}
+	switch {
+	case k.Deleted:
+		return false, nil
+	case !k.DeleteAt.IsZero() && !now.Before(k.DeleteAt):
+		return true, r.deleting(ctx, k)
+	}
 	for _, g := range k.inState(StateRetired) {
 		if !now.Before(g.DestroyAt) {
 			return true, r.destroy(ctx, id, g.Number, StateRetired)
@@ -137,8 +143,8 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 		}
 	}
 	sched, ok := k.schedule()
-	if !ok || rotation(k) != RotateScheduled {
-		return false, nil
+	if !ok || rotation(k) != RotateScheduled || !k.DeleteAt.IsZero() {
+		return false, nil // a key pending deletion gets no new generation
 	}
 	if pending := k.inState(StatePending); len(pending) > 0 {
 		g := pending[len(pending)-1]
@@ -227,6 +233,9 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 	if err != nil {
 		return nil, err
 	}
+	if err := changeable(k); err != nil {
+		return nil, err
+	}
 	_, scheduled := k.schedule()
 	switch rotation(k) {
 	case RotateOnDemand:
@@ -268,7 +277,10 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 	if err := notOwn(k); err != nil {
 		return nil, err
 	}
-	scheduled := rotation(k) == RotateScheduled
+	if k.Deleted {
+		return nil, errs.New(errs.FailedPrecondition, "key %q is deleted", id)
+	}
+	scheduled := rotation(k) == RotateScheduled && k.DeleteAt.IsZero()
 	revoke := func(k *Key, now time.Time) (*Generation, error) {
 		g, ok := k.generation(n)
 		switch {
@@ -348,8 +360,8 @@ func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested a
 		switch {
 		case !ok || k.Purpose != purpose:
 			return errs.New(errs.FailedPrecondition, "key %q has purpose %s; this policy applies to %s keys", id, k.Purpose, purpose)
-		case notOwn(k) != nil:
-			return notOwn(k)
+		case changeable(k) != nil:
+			return changeable(k)
 		}
 		next, err := p.UpdatePolicy(k.policy, requested)
 		if err != nil {

@@ -31,16 +31,19 @@ import (
 // are the whole list: a method missing is refused, so an RPC added
 // without an operation is shut, not open.
 var baseOperations = map[string]authz.Op{
-	sigilv1.KeyService_CreateKey_FullMethodName:        authz.KeysAdmin,
-	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:  authz.KeysAdmin,
-	sigilv1.KeyService_RotateKey_FullMethodName:        authz.KeysAdmin,
-	sigilv1.KeyService_RevokeGeneration_FullMethodName: authz.KeysAdmin,
-	sigilv1.KeyService_DisableKey_FullMethodName:       authz.KeysAdmin,
-	sigilv1.KeyService_EnableKey_FullMethodName:        authz.KeysAdmin,
-	sigilv1.KeyService_GetKey_FullMethodName:           authz.KeysRead,
-	sigilv1.KeyService_ListKeys_FullMethodName:         authz.KeysRead,
-	sigilv1.KeyService_GetPublicKey_FullMethodName:     authz.KeysRead,
-	sigilv1.AuditService_GetAuditHead_FullMethodName:   authz.KeysRead, // on the audit key, sigil.audit
+	sigilv1.KeyService_CreateKey_FullMethodName:           authz.KeysAdmin,
+	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:     authz.KeysAdmin,
+	sigilv1.KeyService_RotateKey_FullMethodName:           authz.KeysAdmin,
+	sigilv1.KeyService_RevokeGeneration_FullMethodName:    authz.KeysAdmin,
+	sigilv1.KeyService_DisableKey_FullMethodName:          authz.KeysAdmin,
+	sigilv1.KeyService_EnableKey_FullMethodName:           authz.KeysAdmin,
+	sigilv1.KeyService_ScheduleKeyDeletion_FullMethodName: authz.KeysAdmin,
+	sigilv1.KeyService_CancelKeyDeletion_FullMethodName:   authz.KeysAdmin,
+	sigilv1.KeyService_UpdateKeyMetadata_FullMethodName:   authz.KeysAdmin,
+	sigilv1.KeyService_GetKey_FullMethodName:              authz.KeysRead,
+	sigilv1.KeyService_ListKeys_FullMethodName:            authz.KeysRead,
+	sigilv1.KeyService_GetPublicKey_FullMethodName:        authz.KeysRead,
+	sigilv1.AuditService_GetAuditHead_FullMethodName:      authz.KeysRead, // on the audit key, sigil.audit
 }
 
 // routes is how the server admits each method: its operation, the

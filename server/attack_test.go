@@ -309,6 +309,27 @@ func attacks() []attack {
 		{"create an RSA key of an odd size", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "RS256", RsaBits: 4096}), codes.InvalidArgument},
 		{"create a jwt key whose schedule overflows", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{
 			RotateEvery: &durationpb.Duration{Seconds: 315576000000}, PublishAhead: &durationpb.Duration{Seconds: 315576000000}, Skew: &durationpb.Duration{Seconds: 1 << 62}}}), codes.InvalidArgument},
+		// Deletion and inventory.
+		{"schedule a deletion, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: "raw-1", Window: durationpb.New(7 * 24 * time.Hour)})
+			return err
+		}, codes.PermissionDenied},
+		{"schedule a deletion a day away", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: "raw-1", Window: durationpb.New(24 * time.Hour)})
+			return err
+		}, codes.InvalidArgument},
+		{"remove a million labels", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).UpdateKeyMetadata(ctx, &sigilv1.UpdateKeyMetadataRequest{Id: "raw-1", RemoveLabels: slices.Repeat([]string{"x"}, 20000)})
+			return err
+		}, codes.InvalidArgument},
+		{"a label key with a newline", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).UpdateKeyMetadata(ctx, &sigilv1.UpdateKeyMetadataRequest{Id: "raw-1", SetLabels: map[string]string{"a\nb": "x"}})
+			return err
+		}, codes.InvalidArgument},
+		{"list by a label filter that is no label", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{Labels: []string{"=x"}})
+			return err
+		}, codes.InvalidArgument},
 		{"list with a page size over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).ListKeys(ctx, &sigilv1.ListKeysRequest{PageSize: 1 << 30})
 			return err

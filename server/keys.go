@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
@@ -44,6 +45,7 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	k, err := s.keys.Create(ctx, keyring.CreateSpec{
 		ID: req.GetId(), Purpose: name, Algorithm: signer.Algorithm(req.GetAlgorithm()), Policy: policy,
 		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(), RequestID: req.GetRequestId(),
+		Labels: req.GetLabels(), Owner: req.GetOwner(), Description: req.GetDescription(),
 	})
 	if err != nil {
 		return nil, err
@@ -155,8 +157,14 @@ func keyFilter(req *sigilv1.ListKeysRequest) (func(*keyring.Key) bool, error) {
 	if state != "" && !slices.Contains(keyring.States, state) {
 		return nil, errs.New(errs.InvalidArgument, "state: %q is not one of %v", state, keyring.States)
 	}
+	for _, l := range req.GetLabels() {
+		name, value, _ := strings.Cut(l, "=")
+		if keyring.CheckLabels(map[string]string{name: value}) != nil {
+			return nil, errs.New(errs.InvalidArgument, "labels: %q is not K=V or K", l)
+		}
+	}
 	return func(k *keyring.Key) bool {
-		return (purpose == "" || k.Purpose == purpose) &&
+		return (purpose == "" || k.Purpose == purpose) && k.HasLabels(req.GetLabels()) &&
 			(state == "" || slices.ContainsFunc(k.Generations, func(g keyring.Generation) bool { return g.State == state }))
 	}, nil
 }
@@ -249,6 +257,37 @@ func (s *keyService) EnableKey(ctx context.Context, req *sigilv1.EnableKeyReques
 	return &sigilv1.EnableKeyResponse{Key: pk}, err
 }
 
+func (s *keyService) ScheduleKeyDeletion(ctx context.Context, req *sigilv1.ScheduleKeyDeletionRequest) (*sigilv1.ScheduleKeyDeletionResponse, error) {
+	k, err := s.keys.ScheduleDeletion(ctx, req.GetId(), req.GetWindow().AsDuration())
+	if err != nil {
+		return nil, err
+	}
+	pk, err := s.keyToProto(k)
+	return &sigilv1.ScheduleKeyDeletionResponse{Key: pk}, err
+}
+
+func (s *keyService) CancelKeyDeletion(ctx context.Context, req *sigilv1.CancelKeyDeletionRequest) (*sigilv1.CancelKeyDeletionResponse, error) {
+	k, err := s.keys.CancelDeletion(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	pk, err := s.keyToProto(k)
+	return &sigilv1.CancelKeyDeletionResponse{Key: pk}, err
+}
+
+func (s *keyService) UpdateKeyMetadata(ctx context.Context, req *sigilv1.UpdateKeyMetadataRequest) (*sigilv1.UpdateKeyMetadataResponse, error) {
+	if len(req.GetRemoveLabels()) > keyring.MaxLabels {
+		return nil, errs.New(errs.InvalidArgument, "remove_labels: at most %d", keyring.MaxLabels)
+	}
+	k, err := s.keys.SetMetadata(ctx, req.GetId(), keyring.Metadata{SetLabels: req.GetSetLabels(), RemoveLabels: req.GetRemoveLabels(),
+		Owner: req.Owner, Description: req.Description})
+	if err != nil {
+		return nil, err
+	}
+	pk, err := s.keyToProto(k)
+	return &sigilv1.UpdateKeyMetadataResponse{Key: pk}, err
+}
+
 func (s *keyService) setDisabled(ctx context.Context, id string, disabled bool) (*sigilv1.Key, error) {
 	k, err := s.keys.SetDisabled(ctx, id, disabled)
 	if err != nil {
@@ -270,6 +309,7 @@ func (s *keyService) keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
 		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: k.Purpose, Backend: k.Backend,
 		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), Disabled: k.Disabled,
+		DeleteTime: timeOrNil(k.DeleteAt), Deleted: k.Deleted, Labels: k.Labels, Owner: k.Owner, Description: k.Description,
 	}
 	for _, p := range s.purposes {
 		if p.Name() == k.Purpose {

@@ -24,6 +24,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -529,4 +530,65 @@ func TestListKeysFiltersAndPages(t *testing.T) {
 		_, err := h.Keys.ListKeys(ctx, bad)
 		wantCode(t, err, codes.InvalidArgument)
 	}
+}
+
+// Deletion and inventory over gRPC: a key pending deletion refuses to
+// sign (FailedPrecondition) until cancelled; labels filter listings.
+func TestDeletionAndInventoryOverGRPC(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	for _, req := range []*sigilv1.CreateKeyRequest{
+		{Id: "pay-1", Algorithm: "ES256", Labels: map[string]string{"team": "payments", "env": "prod"}, Owner: "payments-oncall"},
+		{Id: "pay-2", Algorithm: "ES256", Labels: map[string]string{"team": "payments", "env": "dev"}},
+		{Id: "id-1", Algorithm: "ES256", Labels: map[string]string{"team": "identity"}},
+	} {
+		if _, err := h.Keys.CreateKey(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(labels ...string) string {
+		resp, err := h.Keys.ListKeys(ctx, &sigilv1.ListKeysRequest{Labels: labels})
+		if err != nil {
+			return status.Code(err).String()
+		}
+		var ids []string
+		for _, k := range resp.GetKeys() {
+			ids = append(ids, k.GetId())
+		}
+		return strings.Join(ids, ",")
+	}
+	for labels, want := range map[string]string{"team=payments": "pay-1,pay-2", "team=payments,env=prod": "pay-1", "env": "pay-1,pay-2", "team=nobody": "", "BAD KEY": "InvalidArgument"} {
+		if got := list(strings.Split(labels, ",")...); got != want {
+			t.Errorf("labels %s: %s, want %s", labels, got, want)
+		}
+	}
+	owner := "identity-oncall"
+	resp, err := h.Keys.UpdateKeyMetadata(ctx, &sigilv1.UpdateKeyMetadataRequest{Id: "id-1", SetLabels: map[string]string{"env": "prod"}, Owner: &owner})
+	if err != nil || resp.GetKey().GetOwner() != owner || resp.GetKey().GetLabels()["env"] != "prod" {
+		t.Fatalf("UpdateKeyMetadata: %v %v", resp, err)
+	}
+	if got := list("env=prod"); got != "id-1,pay-1" {
+		t.Errorf("after relabelling: %s", got)
+	}
+
+	sign := func() error {
+		_, err := h.Sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "pay-2", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
+		return err
+	}
+	_, err = h.Keys.ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: "pay-2", Window: durationpb.New(24 * time.Hour)})
+	wantCode(t, err, codes.InvalidArgument)
+	del, err := h.Keys.ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: "pay-2", Window: durationpb.New(7 * 24 * time.Hour)})
+	if err != nil || del.GetKey().GetDeleteTime() == nil {
+		t.Fatalf("ScheduleKeyDeletion: %v %v", del, err)
+	}
+	wantCode(t, sign(), codes.FailedPrecondition)
+	_, err = h.Keys.CancelKeyDeletion(ctx, &sigilv1.CancelKeyDeletionRequest{Id: "pay-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sign(); err != nil {
+		t.Fatalf("signing after the deletion was cancelled: %v", err)
+	}
+	_, err = h.Keys.CancelKeyDeletion(ctx, &sigilv1.CancelKeyDeletionRequest{Id: "pay-2"})
+	wantCode(t, err, codes.FailedPrecondition)
 }

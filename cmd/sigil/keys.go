@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,7 +23,8 @@ func newKeys() *cobra.Command {
 	c := addClientFlags(cmd)
 	cmd.AddCommand(newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
 		newKeysSwitch(c, "disable", "Refuse every signature with the key until it is enabled again", true),
-		newKeysSwitch(c, "enable", "Let a disabled key sign again", false))
+		newKeysSwitch(c, "enable", "Let a disabled key sign again", false),
+		newKeysScheduleDeletion(c), newKeysCancelDeletion(c), newKeysLabel(c), newKeysUnlabel(c))
 	return cmd
 }
 
@@ -176,6 +179,7 @@ func newKeysSwitch(c *clientFlags, name, short string, disable bool) *cobra.Comm
 func newKeysCreate(c *clientFlags) *cobra.Command {
 	req := &sigilv1.CreateKeyRequest{}
 	var bits int
+	var labels []string
 	var j *jwtFlags
 	var e *ethFlags
 	cmd := &cobra.Command{
@@ -184,6 +188,10 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Id, req.RsaBits, req.JwtPolicy, req.EthPolicy = args[0], int32(bits), j.policy(), e.policy()
+			var err error
+			if req.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
 			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
 				resp, err := kc.CreateKey(ctx, req)
 				return resp.GetKey(), err
@@ -196,6 +204,9 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 	f.StringVar(&req.Backend, "backend", "", "backend name (the default backend if empty)")
 	f.StringVar(&req.RequestId, "request-id", "", "makes a retry safe: the same request ID and spec return the existing key instead of AlreadyExists")
 	f.IntVar(&bits, "rsa-bits", 0, "RSA modulus size for RS256/PS256: 2048 (default) or 3072")
+	f.StringArrayVar(&labels, "label", nil, "a label K=V, repeatable")
+	f.StringVar(&req.Owner, "owner", "", "who answers for the key")
+	f.StringVar(&req.Description, "description", "", "what the key is for")
 	j, e = addJWTFlags(f), addEthFlags(f)
 	cmd.MarkFlagRequired("alg")
 	return cmd
@@ -249,23 +260,140 @@ func newKeysList(c *clientFlags) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.Purpose, "purpose", "", "only keys of this purpose: jwt, eth, raw or audit")
 	f.StringVar(&req.State, "state", "", "only keys with a generation in this state")
+	f.StringArrayVar(&req.Labels, "label", nil, "only keys with this label: K=V, or K for any value; repeatable (all must match)")
 	f.Int32Var(&req.PageSize, "page-size", 0, "at most this many keys (1 to 1000; 100 by default)")
 	f.StringVar(&req.PageToken, "page-token", "", "the page after the one that printed this token")
 	return cmd
 }
 
+// parseLabels reads K=V arguments.
+func parseLabels(args []string) (map[string]string, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			return nil, fmt.Errorf("label %q: want K=V", a)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newKeysLabel(c *clientFlags) *cobra.Command {
+	var owner, description string
+	cmd := &cobra.Command{
+		Use:   "label ID K=V… [--owner TEXT] [--description TEXT]",
+		Short: "Set labels on a key (added or replaced), and its owner or description",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			labels, err := parseLabels(args[1:])
+			if err != nil {
+				return err
+			}
+			req := &sigilv1.UpdateKeyMetadataRequest{Id: args[0], SetLabels: labels}
+			if cmd.Flags().Changed("owner") {
+				req.Owner = &owner
+			}
+			if cmd.Flags().Changed("description") {
+				req.Description = &description
+			}
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.UpdateKeyMetadata(ctx, req)
+				return resp.GetKey(), err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&owner, "owner", "", "who answers for the key")
+	cmd.Flags().StringVar(&description, "description", "", "what the key is for")
+	return cmd
+}
+
+func newKeysUnlabel(c *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unlabel ID K…",
+		Short: "Remove labels from a key",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.UpdateKeyMetadata(ctx, &sigilv1.UpdateKeyMetadataRequest{Id: args[0], RemoveLabels: args[1:]})
+				return resp.GetKey(), err
+			})
+		},
+	}
+}
+
+func newKeysScheduleDeletion(c *clientFlags) *cobra.Command {
+	var window string
+	cmd := &cobra.Command{
+		Use:   "schedule-deletion ID --window 7d..30d",
+		Short: "Make a key refuse to sign now and destroy its objects when the window has passed (the ID stays reserved)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := parseDays(window)
+			if err != nil {
+				return err
+			}
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: args[0], Window: durationpb.New(d)})
+				return resp.GetKey(), err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&window, "window", "", "how long before the deletion: 7d to 30d (or a Go duration)")
+	cmd.MarkFlagRequired("window")
+	return cmd
+}
+
+func newKeysCancelDeletion(c *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel-deletion ID",
+		Short: "Take back a scheduled deletion whose window has not passed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+				resp, err := kc.CancelKeyDeletion(ctx, &sigilv1.CancelKeyDeletionRequest{Id: args[0]})
+				return resp.GetKey(), err
+			})
+		},
+	}
+}
+
+// parseDays reads "Nd" as N days, or a Go duration.
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 {
+			return 0, fmt.Errorf("window %q: want Nd or a duration", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("window %q: want Nd or a duration", s)
+	}
+	return d, nil
+}
+
 // keyJSON is the `--json` shape of a key (CLI.md).
 type keyJSON struct {
-	ID          string           `json:"id"`
-	Alg         string           `json:"alg"`
-	Purpose     string           `json:"purpose"`
-	Backend     string           `json:"backend"`
-	RSABits     int32            `json:"rsa_bits,omitempty"`
-	JWTPolicy   *policyJSON      `json:"jwt_policy,omitempty"`
-	EthPolicy   *ethPolicyJSON   `json:"eth_policy,omitempty"`
-	Address     string           `json:"address,omitempty"`
-	Disabled    bool             `json:"disabled,omitempty"`
-	Generations []generationJSON `json:"generations"`
+	ID          string            `json:"id"`
+	Alg         string            `json:"alg"`
+	Purpose     string            `json:"purpose"`
+	Backend     string            `json:"backend"`
+	RSABits     int32             `json:"rsa_bits,omitempty"`
+	JWTPolicy   *policyJSON       `json:"jwt_policy,omitempty"`
+	EthPolicy   *ethPolicyJSON    `json:"eth_policy,omitempty"`
+	Address     string            `json:"address,omitempty"`
+	Disabled    bool              `json:"disabled,omitempty"`
+	DeleteAt    string            `json:"delete_at,omitempty"`
+	Deleted     bool              `json:"deleted,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Owner       string            `json:"owner,omitempty"`
+	Description string            `json:"description,omitempty"`
+	Generations []generationJSON  `json:"generations"`
 }
 
 type ethPolicyJSON struct {
@@ -307,6 +435,8 @@ func toKeyJSON(k *sigilv1.Key) keyJSON {
 		out.EthPolicy = &ethPolicyJSON{p.GetChainIds(), p.GetMaxValue(), p.GetMaxFee(), p.GetDailyLimit(), p.GetAllowTo(), p.GetAllowSelectors()}
 	}
 	out.Address, out.Disabled = k.GetAddress(), k.GetDisabled()
+	out.DeleteAt, out.Deleted = timeString(k.GetDeleteTime()), k.GetDeleted()
+	out.Labels, out.Owner, out.Description = k.GetLabels(), k.GetOwner(), k.GetDescription()
 	for _, g := range k.GetGenerations() {
 		out.Generations = append(out.Generations, generationJSON{g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem(), g.GetBackendRef(),
 			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime()), k.GetAddress()})
@@ -326,6 +456,15 @@ func printKey(w io.Writer, k *sigilv1.Key, asJSON bool) error {
 		return printJSON(w, toKeyJSON(k))
 	}
 	fmt.Fprintf(w, "%s  %s  purpose %s  backend %s%s\n", k.GetId(), k.GetAlgorithm(), k.GetPurpose(), k.GetBackend(), map[bool]string{true: "  DISABLED"}[k.GetDisabled()])
+	switch {
+	case k.GetDeleted():
+		fmt.Fprintln(w, "DELETED")
+	case k.GetDeleteTime() != nil:
+		fmt.Fprintf(w, "scheduled for deletion at %s\n", timeString(k.GetDeleteTime()))
+	}
+	if k.GetOwner() != "" || k.GetDescription() != "" || len(k.GetLabels()) > 0 {
+		fmt.Fprintf(w, "owner %s, labels %v, description %q\n", orNone(k.GetOwner()), k.GetLabels(), k.GetDescription())
+	}
 	if k.GetAddress() != "" {
 		fmt.Fprintf(w, "address %s\n", k.GetAddress())
 	}

@@ -141,7 +141,15 @@ type Key struct {
 	// A disabled key refuses to sign until it is enabled again.
 	Disabled bool `protobuf:"varint,11,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	// The policy, for keys of a purpose without a field of its own above.
-	Policy        *anypb.Any `protobuf:"bytes,12,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *anypb.Any `protobuf:"bytes,12,opt,name=policy,proto3" json:"policy,omitempty"`
+	// When a scheduled deletion destroys the key's objects; unset if none.
+	DeleteTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=delete_time,json=deleteTime,proto3" json:"delete_time,omitempty"`
+	// The deletion has happened: every generation is destroyed.
+	Deleted bool `protobuf:"varint,14,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// Inventory: labels (K=V), the owner and a description.
+	Labels        map[string]string `protobuf:"bytes,15,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Owner         string            `protobuf:"bytes,16,opt,name=owner,proto3" json:"owner,omitempty"`
+	Description   string            `protobuf:"bytes,17,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +266,41 @@ func (x *Key) GetPolicy() *anypb.Any {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *Key) GetDeleteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeleteTime
+	}
+	return nil
+}
+
+func (x *Key) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *Key) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Key) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Key) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
 }
 
 // EthPolicy is the spending policy of an Ethereum key, enforced before the
@@ -478,7 +521,14 @@ type CreateKeyRequest struct {
 	// most 128 printable ASCII bytes.
 	RequestId string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The policy message of a purpose without a field of its own above.
-	Policy        *anypb.Any `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *anypb.Any `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Labels: at most 32; keys [a-z0-9][a-z0-9._/-]{0,62}, values at most
+	// 63 printable ASCII bytes.
+	Labels map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Who answers for the key: at most 128 printable ASCII bytes.
+	Owner string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
+	// What it is for: at most 1024 bytes of UTF-8 text.
+	Description   string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +624,27 @@ func (x *CreateKeyRequest) GetPolicy() *anypb.Any {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *CreateKeyRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
 }
 
 type CreateKeyResponse struct {
@@ -717,8 +788,10 @@ type ListKeysRequest struct {
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// At most this many keys (1 to 1000; 100 if zero), in ID order, and
 	// the page after page_token.
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only keys with every one of these labels: "K=V", or "K" for any value.
+	Labels        []string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +852,13 @@ func (x *ListKeysRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListKeysRequest) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 type ListKeysResponse struct {
@@ -1450,6 +1530,314 @@ func (x *EnableKeyResponse) GetKey() *Key {
 	return nil
 }
 
+type ScheduleKeyDeletionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// 7 to 30 days.
+	Window        *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleKeyDeletionRequest) Reset() {
+	*x = ScheduleKeyDeletionRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleKeyDeletionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleKeyDeletionRequest) ProtoMessage() {}
+
+func (x *ScheduleKeyDeletionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleKeyDeletionRequest.ProtoReflect.Descriptor instead.
+func (*ScheduleKeyDeletionRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ScheduleKeyDeletionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ScheduleKeyDeletionRequest) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+type ScheduleKeyDeletionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleKeyDeletionResponse) Reset() {
+	*x = ScheduleKeyDeletionResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleKeyDeletionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleKeyDeletionResponse) ProtoMessage() {}
+
+func (x *ScheduleKeyDeletionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleKeyDeletionResponse.ProtoReflect.Descriptor instead.
+func (*ScheduleKeyDeletionResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ScheduleKeyDeletionResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type CancelKeyDeletionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelKeyDeletionRequest) Reset() {
+	*x = CancelKeyDeletionRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelKeyDeletionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelKeyDeletionRequest) ProtoMessage() {}
+
+func (x *CancelKeyDeletionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelKeyDeletionRequest.ProtoReflect.Descriptor instead.
+func (*CancelKeyDeletionRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CancelKeyDeletionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CancelKeyDeletionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelKeyDeletionResponse) Reset() {
+	*x = CancelKeyDeletionResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelKeyDeletionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelKeyDeletionResponse) ProtoMessage() {}
+
+func (x *CancelKeyDeletionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelKeyDeletionResponse.ProtoReflect.Descriptor instead.
+func (*CancelKeyDeletionResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CancelKeyDeletionResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type UpdateKeyMetadataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Labels to set (added or replaced).
+	SetLabels map[string]string `protobuf:"bytes,2,rep,name=set_labels,json=setLabels,proto3" json:"set_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Label keys to remove.
+	RemoveLabels []string `protobuf:"bytes,3,rep,name=remove_labels,json=removeLabels,proto3" json:"remove_labels,omitempty"`
+	// A new owner or description, when present.
+	Owner         *string `protobuf:"bytes,4,opt,name=owner,proto3,oneof" json:"owner,omitempty"`
+	Description   *string `protobuf:"bytes,5,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyMetadataRequest) Reset() {
+	*x = UpdateKeyMetadataRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyMetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyMetadataRequest) ProtoMessage() {}
+
+func (x *UpdateKeyMetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyMetadataRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyMetadataRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UpdateKeyMetadataRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateKeyMetadataRequest) GetSetLabels() map[string]string {
+	if x != nil {
+		return x.SetLabels
+	}
+	return nil
+}
+
+func (x *UpdateKeyMetadataRequest) GetRemoveLabels() []string {
+	if x != nil {
+		return x.RemoveLabels
+	}
+	return nil
+}
+
+func (x *UpdateKeyMetadataRequest) GetOwner() string {
+	if x != nil && x.Owner != nil {
+		return *x.Owner
+	}
+	return ""
+}
+
+func (x *UpdateKeyMetadataRequest) GetDescription() string {
+	if x != nil && x.Description != nil {
+		return *x.Description
+	}
+	return ""
+}
+
+type UpdateKeyMetadataResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyMetadataResponse) Reset() {
+	*x = UpdateKeyMetadataResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyMetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyMetadataResponse) ProtoMessage() {}
+
+func (x *UpdateKeyMetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyMetadataResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyMetadataResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdateKeyMetadataResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 var File_sigil_v1_keys_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_keys_proto_rawDesc = "" +
@@ -1462,7 +1850,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"jwksMaxAge\x12\x1b\n" +
-	"\tjwks_sets\x18\x06 \x03(\tR\bjwksSets\"\xc3\x03\n" +
+	"\tjwks_sets\x18\x06 \x03(\tR\bjwksSets\"\xc0\x05\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1479,7 +1867,16 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\aaddress\x18\n" +
 	" \x01(\tR\aaddress\x12\x1a\n" +
 	"\bdisabled\x18\v \x01(\bR\bdisabled\x12,\n" +
-	"\x06policy\x18\f \x01(\v2\x14.google.protobuf.AnyR\x06policy\"\xc3\x01\n" +
+	"\x06policy\x18\f \x01(\v2\x14.google.protobuf.AnyR\x06policy\x12;\n" +
+	"\vdelete_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deleteTime\x12\x18\n" +
+	"\adeleted\x18\x0e \x01(\bR\adeleted\x121\n" +
+	"\x06labels\x18\x0f \x03(\v2\x19.sigil.v1.Key.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05owner\x18\x10 \x01(\tR\x05owner\x12 \n" +
+	"\vdescription\x18\x11 \x01(\tR\vdescription\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc3\x01\n" +
 	"\tEthPolicy\x12\x1b\n" +
 	"\tchain_ids\x18\x01 \x03(\x04R\bchainIds\x12\x1b\n" +
 	"\tmax_value\x18\x02 \x01(\tR\bmaxValue\x12\x17\n" +
@@ -1501,7 +1898,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xc4\x02\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xf7\x03\n" +
 	"\x10CreateKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1514,19 +1911,27 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"eth_policy\x18\a \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\b \x01(\tR\trequestId\x12,\n" +
-	"\x06policy\x18\t \x01(\v2\x14.google.protobuf.AnyR\x06policy\"4\n" +
+	"\x06policy\x18\t \x01(\v2\x14.google.protobuf.AnyR\x06policy\x12>\n" +
+	"\x06labels\x18\n" +
+	" \x03(\v2&.sigil.v1.CreateKeyRequest.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05owner\x18\v \x01(\tR\x05owner\x12 \n" +
+	"\vdescription\x18\f \x01(\tR\vdescription\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x1f\n" +
 	"\rGetKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
 	"\x0eGetKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"}\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x95\x01\n" +
 	"\x0fListKeysRequest\x12\x18\n" +
 	"\apurpose\x18\x01 \x01(\tR\apurpose\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"]\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06labels\x18\x05 \x03(\tR\x06labels\"]\n" +
 	"\x10ListKeysResponse\x12!\n" +
 	"\x04keys\x18\x01 \x03(\v2\r.sigil.v1.KeyR\x04keys\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"W\n" +
@@ -1571,7 +1976,30 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x10EnableKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\x11EnableKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\xa9\x05\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"_\n" +
+	"\x1aScheduleKeyDeletionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\">\n" +
+	"\x1bScheduleKeyDeletionResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"*\n" +
+	"\x18CancelKeyDeletionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
+	"\x19CancelKeyDeletionResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\xbb\x02\n" +
+	"\x18UpdateKeyMetadataRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12P\n" +
+	"\n" +
+	"set_labels\x18\x02 \x03(\v21.sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntryR\tsetLabels\x12#\n" +
+	"\rremove_labels\x18\x03 \x03(\tR\fremoveLabels\x12\x19\n" +
+	"\x05owner\x18\x04 \x01(\tH\x00R\x05owner\x88\x01\x01\x12%\n" +
+	"\vdescription\x18\x05 \x01(\tH\x01R\vdescription\x88\x01\x01\x1a<\n" +
+	"\x0eSetLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
+	"\x06_ownerB\x0e\n" +
+	"\f_description\"<\n" +
+	"\x19UpdateKeyMetadataResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\xc9\a\n" +
 	"\n" +
 	"KeyService\x12D\n" +
 	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12;\n" +
@@ -1583,7 +2011,10 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x10RevokeGeneration\x12!.sigil.v1.RevokeGenerationRequest\x1a\".sigil.v1.RevokeGenerationResponse\x12G\n" +
 	"\n" +
 	"DisableKey\x12\x1b.sigil.v1.DisableKeyRequest\x1a\x1c.sigil.v1.DisableKeyResponse\x12D\n" +
-	"\tEnableKey\x12\x1a.sigil.v1.EnableKeyRequest\x1a\x1b.sigil.v1.EnableKeyResponseB\x8d\x01\n" +
+	"\tEnableKey\x12\x1a.sigil.v1.EnableKeyRequest\x1a\x1b.sigil.v1.EnableKeyResponse\x12b\n" +
+	"\x13ScheduleKeyDeletion\x12$.sigil.v1.ScheduleKeyDeletionRequest\x1a%.sigil.v1.ScheduleKeyDeletionResponse\x12\\\n" +
+	"\x11CancelKeyDeletion\x12\".sigil.v1.CancelKeyDeletionRequest\x1a#.sigil.v1.CancelKeyDeletionResponse\x12\\\n" +
+	"\x11UpdateKeyMetadata\x12\".sigil.v1.UpdateKeyMetadataRequest\x1a#.sigil.v1.UpdateKeyMetadataResponseB\x8d\x01\n" +
 	"\fcom.sigil.v1B\tKeysProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -1598,85 +2029,108 @@ func file_sigil_v1_keys_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_keys_proto_rawDescData
 }
 
-var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_sigil_v1_keys_proto_goTypes = []any{
-	(*JWTPolicy)(nil),                // 0: sigil.v1.JWTPolicy
-	(*Key)(nil),                      // 1: sigil.v1.Key
-	(*EthPolicy)(nil),                // 2: sigil.v1.EthPolicy
-	(*Generation)(nil),               // 3: sigil.v1.Generation
-	(*CreateKeyRequest)(nil),         // 4: sigil.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),        // 5: sigil.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),            // 6: sigil.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),           // 7: sigil.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),          // 8: sigil.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),         // 9: sigil.v1.ListKeysResponse
-	(*GetPublicKeyRequest)(nil),      // 10: sigil.v1.GetPublicKeyRequest
-	(*GetPublicKeyResponse)(nil),     // 11: sigil.v1.GetPublicKeyResponse
-	(*UpdateKeyPolicyRequest)(nil),   // 12: sigil.v1.UpdateKeyPolicyRequest
-	(*UpdateKeyPolicyResponse)(nil),  // 13: sigil.v1.UpdateKeyPolicyResponse
-	(*RotateKeyRequest)(nil),         // 14: sigil.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),        // 15: sigil.v1.RotateKeyResponse
-	(*RevokeGenerationRequest)(nil),  // 16: sigil.v1.RevokeGenerationRequest
-	(*RevokeGenerationResponse)(nil), // 17: sigil.v1.RevokeGenerationResponse
-	(*DisableKeyRequest)(nil),        // 18: sigil.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),       // 19: sigil.v1.DisableKeyResponse
-	(*EnableKeyRequest)(nil),         // 20: sigil.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),        // 21: sigil.v1.EnableKeyResponse
-	(*durationpb.Duration)(nil),      // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
-	(*anypb.Any)(nil),                // 24: google.protobuf.Any
+	(*JWTPolicy)(nil),                   // 0: sigil.v1.JWTPolicy
+	(*Key)(nil),                         // 1: sigil.v1.Key
+	(*EthPolicy)(nil),                   // 2: sigil.v1.EthPolicy
+	(*Generation)(nil),                  // 3: sigil.v1.Generation
+	(*CreateKeyRequest)(nil),            // 4: sigil.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),           // 5: sigil.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),               // 6: sigil.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),              // 7: sigil.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),             // 8: sigil.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),            // 9: sigil.v1.ListKeysResponse
+	(*GetPublicKeyRequest)(nil),         // 10: sigil.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),        // 11: sigil.v1.GetPublicKeyResponse
+	(*UpdateKeyPolicyRequest)(nil),      // 12: sigil.v1.UpdateKeyPolicyRequest
+	(*UpdateKeyPolicyResponse)(nil),     // 13: sigil.v1.UpdateKeyPolicyResponse
+	(*RotateKeyRequest)(nil),            // 14: sigil.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),           // 15: sigil.v1.RotateKeyResponse
+	(*RevokeGenerationRequest)(nil),     // 16: sigil.v1.RevokeGenerationRequest
+	(*RevokeGenerationResponse)(nil),    // 17: sigil.v1.RevokeGenerationResponse
+	(*DisableKeyRequest)(nil),           // 18: sigil.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),          // 19: sigil.v1.DisableKeyResponse
+	(*EnableKeyRequest)(nil),            // 20: sigil.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),           // 21: sigil.v1.EnableKeyResponse
+	(*ScheduleKeyDeletionRequest)(nil),  // 22: sigil.v1.ScheduleKeyDeletionRequest
+	(*ScheduleKeyDeletionResponse)(nil), // 23: sigil.v1.ScheduleKeyDeletionResponse
+	(*CancelKeyDeletionRequest)(nil),    // 24: sigil.v1.CancelKeyDeletionRequest
+	(*CancelKeyDeletionResponse)(nil),   // 25: sigil.v1.CancelKeyDeletionResponse
+	(*UpdateKeyMetadataRequest)(nil),    // 26: sigil.v1.UpdateKeyMetadataRequest
+	(*UpdateKeyMetadataResponse)(nil),   // 27: sigil.v1.UpdateKeyMetadataResponse
+	nil,                                 // 28: sigil.v1.Key.LabelsEntry
+	nil,                                 // 29: sigil.v1.CreateKeyRequest.LabelsEntry
+	nil,                                 // 30: sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
+	(*durationpb.Duration)(nil),         // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                   // 33: google.protobuf.Any
 }
 var file_sigil_v1_keys_proto_depIdxs = []int32{
-	22, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
-	22, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
-	22, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
-	22, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
-	22, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
+	31, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
+	31, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
+	31, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
+	31, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
+	31, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
 	3,  // 5: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
-	23, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	32, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 7: sigil.v1.Key.jwt_policy:type_name -> sigil.v1.JWTPolicy
 	2,  // 8: sigil.v1.Key.eth_policy:type_name -> sigil.v1.EthPolicy
-	24, // 9: sigil.v1.Key.policy:type_name -> google.protobuf.Any
-	23, // 10: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	23, // 11: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
-	23, // 12: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
-	0,  // 13: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 14: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	24, // 15: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
-	1,  // 16: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 17: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 18: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	0,  // 19: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 20: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	24, // 21: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
-	1,  // 22: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
-	1,  // 23: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 24: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
-	1,  // 25: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 26: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
-	4,  // 27: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	6,  // 28: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	8,  // 29: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	10, // 30: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	12, // 31: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
-	14, // 32: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	16, // 33: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
-	18, // 34: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
-	20, // 35: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
-	5,  // 36: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	7,  // 37: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	9,  // 38: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	11, // 39: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	13, // 40: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
-	15, // 41: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	17, // 42: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
-	19, // 43: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
-	21, // 44: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
-	36, // [36:45] is the sub-list for method output_type
-	27, // [27:36] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	33, // 9: sigil.v1.Key.policy:type_name -> google.protobuf.Any
+	32, // 10: sigil.v1.Key.delete_time:type_name -> google.protobuf.Timestamp
+	28, // 11: sigil.v1.Key.labels:type_name -> sigil.v1.Key.LabelsEntry
+	32, // 12: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	32, // 13: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	32, // 14: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	0,  // 15: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 16: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	33, // 17: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
+	29, // 18: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
+	1,  // 19: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 20: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 21: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	0,  // 22: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 23: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	33, // 24: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
+	1,  // 25: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
+	1,  // 26: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 27: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
+	1,  // 28: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 29: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
+	31, // 30: sigil.v1.ScheduleKeyDeletionRequest.window:type_name -> google.protobuf.Duration
+	1,  // 31: sigil.v1.ScheduleKeyDeletionResponse.key:type_name -> sigil.v1.Key
+	1,  // 32: sigil.v1.CancelKeyDeletionResponse.key:type_name -> sigil.v1.Key
+	30, // 33: sigil.v1.UpdateKeyMetadataRequest.set_labels:type_name -> sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
+	1,  // 34: sigil.v1.UpdateKeyMetadataResponse.key:type_name -> sigil.v1.Key
+	4,  // 35: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	6,  // 36: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	8,  // 37: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	10, // 38: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	12, // 39: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	14, // 40: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	16, // 41: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	18, // 42: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
+	20, // 43: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
+	22, // 44: sigil.v1.KeyService.ScheduleKeyDeletion:input_type -> sigil.v1.ScheduleKeyDeletionRequest
+	24, // 45: sigil.v1.KeyService.CancelKeyDeletion:input_type -> sigil.v1.CancelKeyDeletionRequest
+	26, // 46: sigil.v1.KeyService.UpdateKeyMetadata:input_type -> sigil.v1.UpdateKeyMetadataRequest
+	5,  // 47: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	7,  // 48: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	9,  // 49: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	11, // 50: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	13, // 51: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	15, // 52: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	17, // 53: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	19, // 54: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
+	21, // 55: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
+	23, // 56: sigil.v1.KeyService.ScheduleKeyDeletion:output_type -> sigil.v1.ScheduleKeyDeletionResponse
+	25, // 57: sigil.v1.KeyService.CancelKeyDeletion:output_type -> sigil.v1.CancelKeyDeletionResponse
+	27, // 58: sigil.v1.KeyService.UpdateKeyMetadata:output_type -> sigil.v1.UpdateKeyMetadataResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }
@@ -1684,13 +2138,14 @@ func file_sigil_v1_keys_proto_init() {
 	if File_sigil_v1_keys_proto != nil {
 		return
 	}
+	file_sigil_v1_keys_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_keys_proto_rawDesc), len(file_sigil_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

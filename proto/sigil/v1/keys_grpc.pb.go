@@ -19,15 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyService_CreateKey_FullMethodName        = "/sigil.v1.KeyService/CreateKey"
-	KeyService_GetKey_FullMethodName           = "/sigil.v1.KeyService/GetKey"
-	KeyService_ListKeys_FullMethodName         = "/sigil.v1.KeyService/ListKeys"
-	KeyService_GetPublicKey_FullMethodName     = "/sigil.v1.KeyService/GetPublicKey"
-	KeyService_UpdateKeyPolicy_FullMethodName  = "/sigil.v1.KeyService/UpdateKeyPolicy"
-	KeyService_RotateKey_FullMethodName        = "/sigil.v1.KeyService/RotateKey"
-	KeyService_RevokeGeneration_FullMethodName = "/sigil.v1.KeyService/RevokeGeneration"
-	KeyService_DisableKey_FullMethodName       = "/sigil.v1.KeyService/DisableKey"
-	KeyService_EnableKey_FullMethodName        = "/sigil.v1.KeyService/EnableKey"
+	KeyService_CreateKey_FullMethodName           = "/sigil.v1.KeyService/CreateKey"
+	KeyService_GetKey_FullMethodName              = "/sigil.v1.KeyService/GetKey"
+	KeyService_ListKeys_FullMethodName            = "/sigil.v1.KeyService/ListKeys"
+	KeyService_GetPublicKey_FullMethodName        = "/sigil.v1.KeyService/GetPublicKey"
+	KeyService_UpdateKeyPolicy_FullMethodName     = "/sigil.v1.KeyService/UpdateKeyPolicy"
+	KeyService_RotateKey_FullMethodName           = "/sigil.v1.KeyService/RotateKey"
+	KeyService_RevokeGeneration_FullMethodName    = "/sigil.v1.KeyService/RevokeGeneration"
+	KeyService_DisableKey_FullMethodName          = "/sigil.v1.KeyService/DisableKey"
+	KeyService_EnableKey_FullMethodName           = "/sigil.v1.KeyService/EnableKey"
+	KeyService_ScheduleKeyDeletion_FullMethodName = "/sigil.v1.KeyService/ScheduleKeyDeletion"
+	KeyService_CancelKeyDeletion_FullMethodName   = "/sigil.v1.KeyService/CancelKeyDeletion"
+	KeyService_UpdateKeyMetadata_FullMethodName   = "/sigil.v1.KeyService/UpdateKeyMetadata"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -59,6 +62,15 @@ type KeyServiceClient interface {
 	DisableKey(ctx context.Context, in *DisableKeyRequest, opts ...grpc.CallOption) (*DisableKeyResponse, error)
 	// EnableKey lets a disabled key sign again.
 	EnableKey(ctx context.Context, in *EnableKeyRequest, opts ...grpc.CallOption) (*EnableKeyResponse, error)
+	// ScheduleKeyDeletion makes a key refuse to sign at once and, when the
+	// window (7 to 30 days) has passed, destroys every generation's objects
+	// in the backend. The record stays, so the ID is never reused.
+	ScheduleKeyDeletion(ctx context.Context, in *ScheduleKeyDeletionRequest, opts ...grpc.CallOption) (*ScheduleKeyDeletionResponse, error)
+	// CancelKeyDeletion takes back a deletion whose window has not passed.
+	CancelKeyDeletion(ctx context.Context, in *CancelKeyDeletionRequest, opts ...grpc.CallOption) (*CancelKeyDeletionResponse, error)
+	// UpdateKeyMetadata sets or removes labels and changes the owner or
+	// description: the inventory every secret needs.
+	UpdateKeyMetadata(ctx context.Context, in *UpdateKeyMetadataRequest, opts ...grpc.CallOption) (*UpdateKeyMetadataResponse, error)
 }
 
 type keyServiceClient struct {
@@ -159,6 +171,36 @@ func (c *keyServiceClient) EnableKey(ctx context.Context, in *EnableKeyRequest, 
 	return out, nil
 }
 
+func (c *keyServiceClient) ScheduleKeyDeletion(ctx context.Context, in *ScheduleKeyDeletionRequest, opts ...grpc.CallOption) (*ScheduleKeyDeletionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScheduleKeyDeletionResponse)
+	err := c.cc.Invoke(ctx, KeyService_ScheduleKeyDeletion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) CancelKeyDeletion(ctx context.Context, in *CancelKeyDeletionRequest, opts ...grpc.CallOption) (*CancelKeyDeletionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelKeyDeletionResponse)
+	err := c.cc.Invoke(ctx, KeyService_CancelKeyDeletion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) UpdateKeyMetadata(ctx context.Context, in *UpdateKeyMetadataRequest, opts ...grpc.CallOption) (*UpdateKeyMetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateKeyMetadataResponse)
+	err := c.cc.Invoke(ctx, KeyService_UpdateKeyMetadata_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -188,6 +230,15 @@ type KeyServiceServer interface {
 	DisableKey(context.Context, *DisableKeyRequest) (*DisableKeyResponse, error)
 	// EnableKey lets a disabled key sign again.
 	EnableKey(context.Context, *EnableKeyRequest) (*EnableKeyResponse, error)
+	// ScheduleKeyDeletion makes a key refuse to sign at once and, when the
+	// window (7 to 30 days) has passed, destroys every generation's objects
+	// in the backend. The record stays, so the ID is never reused.
+	ScheduleKeyDeletion(context.Context, *ScheduleKeyDeletionRequest) (*ScheduleKeyDeletionResponse, error)
+	// CancelKeyDeletion takes back a deletion whose window has not passed.
+	CancelKeyDeletion(context.Context, *CancelKeyDeletionRequest) (*CancelKeyDeletionResponse, error)
+	// UpdateKeyMetadata sets or removes labels and changes the owner or
+	// description: the inventory every secret needs.
+	UpdateKeyMetadata(context.Context, *UpdateKeyMetadataRequest) (*UpdateKeyMetadataResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -224,6 +275,15 @@ func (UnimplementedKeyServiceServer) DisableKey(context.Context, *DisableKeyRequ
 }
 func (UnimplementedKeyServiceServer) EnableKey(context.Context, *EnableKeyRequest) (*EnableKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EnableKey not implemented")
+}
+func (UnimplementedKeyServiceServer) ScheduleKeyDeletion(context.Context, *ScheduleKeyDeletionRequest) (*ScheduleKeyDeletionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ScheduleKeyDeletion not implemented")
+}
+func (UnimplementedKeyServiceServer) CancelKeyDeletion(context.Context, *CancelKeyDeletionRequest) (*CancelKeyDeletionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelKeyDeletion not implemented")
+}
+func (UnimplementedKeyServiceServer) UpdateKeyMetadata(context.Context, *UpdateKeyMetadataRequest) (*UpdateKeyMetadataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateKeyMetadata not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -408,6 +468,60 @@ func _KeyService_EnableKey_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_ScheduleKeyDeletion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScheduleKeyDeletionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ScheduleKeyDeletion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ScheduleKeyDeletion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ScheduleKeyDeletion(ctx, req.(*ScheduleKeyDeletionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_CancelKeyDeletion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelKeyDeletionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).CancelKeyDeletion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_CancelKeyDeletion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).CancelKeyDeletion(ctx, req.(*CancelKeyDeletionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_UpdateKeyMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateKeyMetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).UpdateKeyMetadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_UpdateKeyMetadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).UpdateKeyMetadata(ctx, req.(*UpdateKeyMetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -450,6 +564,18 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EnableKey",
 			Handler:    _KeyService_EnableKey_Handler,
+		},
+		{
+			MethodName: "ScheduleKeyDeletion",
+			Handler:    _KeyService_ScheduleKeyDeletion_Handler,
+		},
+		{
+			MethodName: "CancelKeyDeletion",
+			Handler:    _KeyService_CancelKeyDeletion_Handler,
+		},
+		{
+			MethodName: "UpdateKeyMetadata",
+			Handler:    _KeyService_UpdateKeyMetadata_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,164 @@
+package keyring_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
+	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/pkcs11"
+)
+
+// flakyDestroyer fails DestroyKey while down is set: the backend going
+// away in the middle of a deletion.
+type flakyDestroyer struct {
+	*pkcs11.Backend
+	down atomic.Bool
+}
+
+func (f *flakyDestroyer) DestroyKey(ctx context.Context, ref string) error {
+	if f.down.Load() {
+		return errs.New(errs.Unavailable, "injected: token unreachable")
+	}
+	return f.Backend.DestroyKey(ctx, ref)
+}
+
+// A scheduled deletion refuses signatures and changes at once, can be
+// cancelled within its window, and after it destroys every generation's
+// objects, surviving the backend failing half-way; the ID stays taken.
+func TestScheduledDeletion(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	fd := &flakyDestroyer{Backend: e.hsm}
+	r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": fd}, DefaultBackend: "hsm-a",
+		Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: jwt.Name, Algorithm: signer.ES256}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := r.Rotate(ctx, "doomed", true) // two generations with objects
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := []string{k.Generations[0].Ref, k.Generations[1].Ref}
+
+	for _, w := range []time.Duration{0, 6 * 24 * time.Hour, 31 * 24 * time.Hour} {
+		_, err := r.ScheduleDeletion(ctx, "doomed", w)
+		wantKind(t, err, errs.InvalidArgument)
+	}
+	k, err = r.ScheduleDeletion(ctx, "doomed", 7*24*time.Hour)
+	if err != nil || !k.DeleteAt.Equal(e.now.Add(7*24*time.Hour)) {
+		t.Fatalf("schedule: %v %v", k.DeleteAt, err)
+	}
+	_, err = r.ForSigning(ctx, "doomed", jwt.Name)
+	wantKind(t, err, errs.FailedPrecondition)
+	for name, change := range map[string]func() error{
+		"rotate":       func() error { _, err := r.Rotate(ctx, "doomed", true); return err },
+		"disable":      func() error { _, err := r.SetDisabled(ctx, "doomed", true); return err },
+		"policy":       func() error { _, err := r.SetPolicy(ctx, "doomed", jwt.Name, &jwt.Policy{}); return err },
+		"reschedule":   func() error { _, err := r.ScheduleDeletion(ctx, "doomed", 8*24*time.Hour); return err },
+		"create again": func() error { _, err := r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: raw.Name, Algorithm: signer.ES256}); return err },
+	} {
+		if err := change(); !errs.Is(err, errs.FailedPrecondition) && !errs.Is(err, errs.AlreadyExists) {
+			t.Errorf("%s while pending deletion: %v", name, err)
+		}
+	}
+
+	// Cancelled: it signs again. Scheduled again, and the window passes.
+	if _, err := r.CancelDeletion(ctx, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ForSigning(ctx, "doomed", jwt.Name); err != nil {
+		t.Fatalf("after cancel: %v", err)
+	}
+	if _, err := r.ScheduleDeletion(ctx, "doomed", 7*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	e.now = e.now.Add(7*24*time.Hour + time.Second)
+	_, err = r.CancelDeletion(ctx, "doomed")
+	wantKind(t, err, errs.FailedPrecondition)
+
+	// The backend goes away half-way: the deletion waits, nothing is
+	// marked deleted that still has objects, and it finishes on return.
+	fd.down.Store(true)
+	if err := r.Tick(ctx); err == nil {
+		t.Fatal("a deletion with the backend down reported no error")
+	}
+	if k, _ := r.Get(ctx, "doomed"); k.Deleted {
+		t.Fatal("marked deleted while its objects could not be destroyed")
+	}
+	fd.down.Store(false)
+	for range 3 {
+		r.Tick(ctx)
+	}
+	k, err = r.Get(ctx, "doomed")
+	if err != nil || !k.Deleted {
+		t.Fatalf("after the window: deleted %v, %v", k.Deleted, err)
+	}
+	for _, g := range k.Generations {
+		if g.State != keyring.StateDestroyed || g.Published() {
+			t.Errorf("generation %d is %s after the deletion", g.Number, g.State)
+		}
+	}
+	for _, ref := range refs {
+		if _, err := e.hsm.Public(ctx, ref); !errors.Is(err, signer.ErrKeyMissing) {
+			t.Errorf("object %s still in the token: %v", ref, err)
+		}
+	}
+	_, err = r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: raw.Name, Algorithm: signer.ES256})
+	wantKind(t, err, errs.AlreadyExists)
+	_, err = r.ForSigning(ctx, "doomed", jwt.Name)
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = r.Revoke(ctx, "doomed", 2)
+	wantKind(t, err, errs.FailedPrecondition)
+}
+
+// Labels, owner and description: checked, changed, matched.
+func TestInventory(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.keyring(t, nil)
+	k, err := r.Create(ctx, keyring.CreateSpec{ID: "tagged", Purpose: raw.Name, Algorithm: signer.ES256,
+		Labels: map[string]string{"team": "payments", "env": "prod"}, Owner: "payments-oncall", Description: "signs settlement files"})
+	if err != nil || k.Labels["team"] != "payments" || k.Owner != "payments-oncall" {
+		t.Fatalf("create: %+v %v", k, err)
+	}
+	for name, spec := range map[string]keyring.CreateSpec{
+		"bad label key":        {Labels: map[string]string{"Team": "x"}},
+		"label value too long": {Labels: map[string]string{"team": string(make([]byte, 64))}},
+		"label value control":  {Labels: map[string]string{"team": "a\nb"}},
+		"owner not printable":  {Owner: "a\x00b"},
+		"description control":  {Description: "a\x1bb"},
+		"description too long": {Description: string(make([]byte, 1025))},
+	} {
+		spec.ID, spec.Purpose, spec.Algorithm = "bad", raw.Name, signer.ES256
+		_, err := r.Create(ctx, spec)
+		if !errs.Is(err, errs.InvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	owner := "treasury"
+	k, err = r.SetMetadata(ctx, "tagged", keyring.Metadata{SetLabels: map[string]string{"env": "staging", "tier": "1"}, RemoveLabels: []string{"team"}, Owner: &owner})
+	if err != nil || k.Labels["env"] != "staging" || k.Labels["team"] != "" || k.Owner != "treasury" || k.Description != "signs settlement files" {
+		t.Fatalf("metadata: %+v %v", k, err)
+	}
+	if !k.HasLabels([]string{"env=staging", "tier"}) || k.HasLabels([]string{"env=prod"}) || k.HasLabels([]string{"team"}) {
+		t.Errorf("HasLabels on %v", k.Labels)
+	}
+	many := map[string]string{}
+	for i := range 33 {
+		many[string(rune('a'+i%26))+string(rune('a'+i/26))] = "v"
+	}
+	_, err = r.SetMetadata(ctx, "tagged", keyring.Metadata{SetLabels: many})
+	wantKind(t, err, errs.InvalidArgument)
+	_, err = r.SetMetadata(ctx, keyring.AuditKeyID, keyring.Metadata{Owner: &owner})
+	wantKind(t, err, errs.NotFound) // no audit key in this keyring
+}
