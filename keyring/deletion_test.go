@@ -61,11 +61,14 @@ func TestScheduledDeletion(t *testing.T) {
 	_, err = r.ForSigning(ctx, "doomed", jwt.Name)
 	wantKind(t, err, errs.FailedPrecondition)
 	for name, change := range map[string]func() error{
-		"rotate":       func() error { _, err := r.Rotate(ctx, "doomed", true); return err },
-		"disable":      func() error { _, err := r.SetDisabled(ctx, "doomed", true); return err },
-		"policy":       func() error { _, err := r.SetPolicy(ctx, "doomed", jwt.Name, &jwt.Policy{}); return err },
-		"reschedule":   func() error { _, err := r.ScheduleDeletion(ctx, "doomed", 8*24*time.Hour); return err },
-		"create again": func() error { _, err := r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: raw.Name, Algorithm: signer.ES256}); return err },
+		"rotate":     func() error { _, err := r.Rotate(ctx, "doomed", true); return err },
+		"disable":    func() error { _, err := r.SetDisabled(ctx, "doomed", true); return err },
+		"policy":     func() error { _, err := r.SetPolicy(ctx, "doomed", jwt.Name, &jwt.Policy{}); return err },
+		"reschedule": func() error { _, err := r.ScheduleDeletion(ctx, "doomed", 8*24*time.Hour); return err },
+		"create again": func() error {
+			_, err := r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: raw.Name, Algorithm: signer.ES256})
+			return err
+		},
 	} {
 		if err := change(); !errs.Is(err, errs.FailedPrecondition) && !errs.Is(err, errs.AlreadyExists) {
 			t.Errorf("%s while pending deletion: %v", name, err)
