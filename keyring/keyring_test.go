@@ -22,7 +22,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 32) }
 
 type env struct {
 	hsm   *pkcs11.Backend

@@ -39,6 +39,8 @@ type Ledger interface {
 	Reserve(ctx context.Context, id string, amount, limit *big.Int, now time.Time, window time.Duration) (string, error)
 	// Release removes a reservation whose signature was never made.
 	Release(ctx context.Context, id, reservation string) error
+	// Spent returns what key id spent in the window ending at now.
+	Spent(ctx context.Context, id string, now time.Time, window time.Duration) (*big.Int, error)
 }
 
 // Spend is one reservation against a key's spending limit, as the stores
@@ -61,17 +63,30 @@ func NewReservationID() string {
 // now, and adds reservation id for amount if the window's total stays
 // within limit, else refuses with PermissionDenied.
 func Reserve(spends []Spend, id string, amount, limit *big.Int, now time.Time, window time.Duration) ([]Spend, error) {
-	spends = slices.DeleteFunc(spends, func(sp Spend) bool { return !sp.At.After(now.Add(-window)) })
-	used := new(big.Int)
-	for _, sp := range spends {
-		used.Add(used, &sp.Amount.Int)
-	}
+	spends = inWindow(spends, now, window)
+	used := Spent(spends, now, window)
 	if new(big.Int).Add(used, amount).Cmp(limit) > 0 {
 		return nil, errs.New(errs.PermissionDenied, "spending limit: %s spent in the last %v, %s more would pass the limit of %s", used, window, amount, limit)
 	}
 	var a Amount
 	a.Set(amount)
 	return append(spends, Spend{ID: id, At: now, Amount: a}), nil
+}
+
+// inWindow drops the spends that left the window ending at now.
+func inWindow(spends []Spend, now time.Time, window time.Duration) []Spend {
+	return slices.DeleteFunc(spends, func(sp Spend) bool { return !sp.At.After(now.Add(-window)) })
+}
+
+// Spent is the total of spends in the window ending at now.
+func Spent(spends []Spend, now time.Time, window time.Duration) *big.Int {
+	used := new(big.Int)
+	for _, sp := range spends {
+		if sp.At.After(now.Add(-window)) {
+			used.Add(used, &sp.Amount.Int)
+		}
+	}
+	return used
 }
 
 // Release removes reservation id from spends.

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -53,6 +54,12 @@ type Purpose interface {
 // key. Every other method of a purpose must name the key it uses in its
 // request's key_id (or id) field; a request that names none is refused.
 type Keyless interface{ KeylessMethods() []string }
+
+// Metrics is the ability of a purpose to export metrics of its own (an
+// Ethereum key's spending against its limit), read at each scrape.
+type Metrics interface {
+	Collectors(d Deps) []prometheus.Collector
+}
 
 // PolicyRequest is what CreateKeyRequest and UpdateKeyPolicyRequest have
 // in common: the policy fields. A purpose without a field of its own

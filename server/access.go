@@ -201,8 +201,18 @@ func checkRequest(req any, decodeErr error) error {
 func (s *Server) record(rec *audit.Record, err error, start time.Time) error {
 	rec.Code = status.Code(toStatus(err)).String()
 	rec.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+	if rec.Outcome == "denied" {
+		op := rec.Operation
+		if strings.HasPrefix(op, "/") {
+			op = "unnamed" // a method with no operation: its name, the client's choice, is no label
+		}
+		s.metrics.denials.WithLabelValues(op).Inc()
+	}
 	if s.opts.Audit != nil {
-		if aerr := s.opts.Audit.Write(rec); aerr != nil {
+		start := time.Now()
+		aerr := s.opts.Audit.Write(rec)
+		s.metrics.auditTime.Observe(time.Since(start).Seconds())
+		if aerr != nil {
 			s.log.Error("audit write failed; response withheld", "request_id", rec.RequestID, "err", aerr)
 			return errs.New(errs.Unavailable, "audit log unavailable")
 		}

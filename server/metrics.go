@@ -25,7 +25,10 @@ type metrics struct {
 	reqTime  *prometheus.HistogramVec
 	// missing counts signatures refused because a key's object was not
 	// in its backend although the keyring records it: an alarm.
-	missing *prometheus.CounterVec
+	missing   *prometheus.CounterVec
+	jwks      *prometheus.CounterVec // JWK Set requests by set and answer
+	auditTime prometheus.Histogram   // time to write (and sync) an audit record
+	denials   *prometheus.CounterVec // authorization refusals by operation
 }
 
 func newMetrics(backends map[string]signer.Backend) *metrics {
@@ -48,12 +51,22 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		missing: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_backend_key_missing_total", Help: "Signatures refused because the backend did not show a key object the keyring records (an outage, or a deletion behind Sigil's back).",
 		}, []string{"backend"}),
+		jwks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_jwks_requests_total", Help: "JWK Set requests by set (per-key for a key's own document) and answer: 200, or 304 for a client whose copy was current.",
+		}, []string{"set", "code"}),
+		auditTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sigil_audit_write_duration_seconds", Help: "Time to write an audit record, its fsync included; every response waits for it.",
+			Buckets: prometheus.ExponentialBuckets(20e-6, 2, 16),
+		}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_authz_denials_total", Help: "Requests the access checks refused, by the operation asked for (unnamed: a method with no operation).",
+		}, []string{"operation"}),
 	}
 	v := Version()
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_build_info", Help: "1, labelled with the version, commit and Go version of this binary.",
 		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "go": v.Go}})
 	build.Set(1)
-	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing,
+	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
 		if pr, ok := b.(signer.PoolReporter); ok {
@@ -82,6 +95,60 @@ func (m *metrics) registerAudit(l *audit.Log) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_audit_tamper_detected_total", Help: "Tamper records written: the log did not reach, or disagreed with, its anchored checkpoint (an alarm)."},
 			func() float64 { return float64(l.Tampers()) }),
 	)
+}
+
+// observeJWKS counts a JWK Set request.
+func (m *metrics) observeJWKS(set string, notModified bool) {
+	if set == "" {
+		set = "per-key"
+	}
+	code := "200"
+	if notModified {
+		code = "304"
+	}
+	m.jwks.WithLabelValues(set, code).Inc()
+}
+
+// registerKeys exposes each key's lifecycle: generations by state, when
+// the next one activates and when a scheduled deletion falls due.
+func (m *metrics) registerKeys(kr *keyring.Keyring) {
+	m.reg.MustRegister(keyCollector{kr})
+}
+
+var (
+	generationsDesc = prometheus.NewDesc("sigil_key_generations", "Generations of a key by state.", []string{"key", "purpose", "state"}, nil)
+	activationDesc  = prometheus.NewDesc("sigil_key_next_activation_timestamp_seconds", "When a key's pending generation begins to sign (Unix time).", []string{"key"}, nil)
+	deletionDesc    = prometheus.NewDesc("sigil_key_deletion_timestamp_seconds", "When a key's scheduled deletion destroys its objects (Unix time).", []string{"key"}, nil)
+)
+
+type keyCollector struct{ kr *keyring.Keyring }
+
+func (keyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- generationsDesc
+	ch <- activationDesc
+	ch <- deletionDesc
+}
+
+func (c keyCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, k := range c.kr.List(context.Background()) {
+		counts := map[keyring.State]int{}
+		var next time.Time
+		for _, g := range k.Generations {
+			counts[g.State]++
+			if g.State == keyring.StatePending && (next.IsZero() || g.ActivateAt.Before(next)) {
+				next = g.ActivateAt
+			}
+		}
+		for _, state := range keyring.States {
+			ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(counts[state]), k.ID, k.Purpose, string(state))
+		}
+		if !next.IsZero() {
+			ch <- prometheus.MustNewConstMetric(activationDesc, prometheus.GaugeValue, float64(next.Unix()), k.ID)
+		}
+		if !k.DeleteAt.IsZero() && !k.Deleted {
+			ch <- prometheus.MustNewConstMetric(deletionDesc, prometheus.GaugeValue, float64(k.DeleteAt.Unix()), k.ID)
+		}
+	}
 }
 
 // registerRepairs exposes the keyring's self-repairs by kind: each is an

@@ -96,6 +96,10 @@ func New(o Options) *Server {
 	s.routes = routing(s.purposes)
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
+		s.metrics.registerKeys(o.Keyring)
+	}
+	if o.JWKS != nil {
+		o.JWKS.OnServe = s.metrics.observeJWKS
 	}
 	if o.Audit != nil {
 		s.metrics.registerAudit(o.Audit)
@@ -127,6 +131,9 @@ func New(o Options) *Server {
 	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign}
 	for _, p := range s.purposes {
 		s.register(p.Service(deps))
+		if pm, ok := p.(purpose.Metrics); ok {
+			s.metrics.reg.MustRegister(pm.Collectors(deps)...)
+		}
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

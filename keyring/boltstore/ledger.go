@@ -56,6 +56,21 @@ func (s *Store) Release(ctx context.Context, id, res string) error {
 	})
 }
 
+// Spent returns key id's spending in the window ending at now.
+func (s *Store) Spent(ctx context.Context, id string, now time.Time, window time.Duration) (*big.Int, error) {
+	var spends []keyring.Spend
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(spendBucket)
+		if b == nil {
+			return nil
+		}
+		var err error
+		spends, err = loadSpends(b, id)
+		return err
+	})
+	return keyring.Spent(spends, now, window), err
+}
+
 func loadSpends(b *bolt.Bucket, id string) ([]keyring.Spend, error) {
 	var out []keyring.Spend
 	if v := b.Get([]byte(id)); v != nil {

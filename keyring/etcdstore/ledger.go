@@ -30,22 +30,40 @@ func (s *Store) Release(ctx context.Context, id, res string) error {
 	})
 }
 
+// Spent returns key id's spending in the window ending at now.
+func (s *Store) Spent(ctx context.Context, id string, now time.Time, window time.Duration) (*big.Int, error) {
+	spends, _, err := s.loadSpends(ctx, id)
+	return keyring.Spent(spends, now, window), err
+}
+
+// loadSpends reads key id's spend record and its mod revision (0: none).
+func (s *Store) loadSpends(ctx context.Context, id string) ([]keyring.Spend, int64, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"spend/"+id)
+	if err != nil {
+		return nil, 0, classify(ctx, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, nil
+	}
+	var spends []keyring.Spend
+	if err := json.Unmarshal(resp.Kvs[0].Value, &spends); err != nil {
+		return nil, 0, errs.New(errs.Internal, "corrupt spend record of %q: %w", id, err)
+	}
+	return spends, resp.Kvs[0].ModRevision, nil
+}
+
 // updateSpends applies fn to key id's spend record with a compare-and-swap,
 // retrying while other replicas win the race.
 func (s *Store) updateSpends(ctx context.Context, id string, fn func([]keyring.Spend) ([]keyring.Spend, error)) error {
 	path := s.prefix + "spend/" + id
 	for {
-		resp, err := s.cli.Get(ctx, path)
+		spends, rev, err := s.loadSpends(ctx, id)
 		if err != nil {
-			return classify(ctx, err)
+			return err
 		}
-		var spends []keyring.Spend
 		cmp := clientv3.Compare(clientv3.CreateRevision(path), "=", 0)
-		if len(resp.Kvs) > 0 {
-			if err := json.Unmarshal(resp.Kvs[0].Value, &spends); err != nil {
-				return errs.New(errs.Internal, "corrupt spend record of %q: %w", id, err)
-			}
-			cmp = clientv3.Compare(clientv3.ModRevision(path), "=", resp.Kvs[0].ModRevision)
+		if rev != 0 {
+			cmp = clientv3.Compare(clientv3.ModRevision(path), "=", rev)
 		}
 		next, err := fn(spends)
 		if err != nil {

@@ -1,0 +1,88 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose/eth"
+	"github.com/sigil-hsm/sigil/purpose/raw"
+)
+
+// What a rotation operator watches is on /metrics, and the exposition
+// passes promlint (the checks of `promtool check metrics`).
+func TestMetricsAnOperatorWants(t *testing.T) {
+	e := newMTLSEnv(t)
+	ctx := context.Background()
+	admin := e.Client(t, "spiffe://example.org/all/ops")
+	keys := sigilv1.NewKeyServiceClient(admin)
+	for _, req := range []*sigilv1.CreateKeyRequest{
+		{Id: "auth-jwt", Algorithm: "ES256", Purpose: "jwt"},
+		{Id: "treasury-1", Algorithm: "ES256K", Purpose: "eth", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}, DailyLimit: "1000"}},
+		{Id: "raw-old", Algorithm: "ES256"},
+	} {
+		if _, err := keys.CreateKey(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := keys.RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "auth-jwt"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: "raw-old", Window: durationpb.New(7 * 24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(e.Client(t, "treasury.internal"), eth.OpSignTx, "treasury-1"); err != nil {
+		t.Fatal(err)
+	}
+	if call(e.Client(t, "treasury.internal"), raw.OpSign, "treasury-1") == nil {
+		t.Fatal("a treasury client signed raw")
+	}
+	etag := ""
+	for range 2 {
+		req, _ := http.NewRequest("GET", e.PublicURL+"/.well-known/jwks.json", nil)
+		req.Header.Set("If-None-Match", etag)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		etag = resp.Header.Get("ETag")
+		resp.Body.Close()
+	}
+
+	resp, err := http.Get(e.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	for _, want := range []string{
+		`sigil_key_generations{key="auth-jwt",purpose="jwt",state="pending"} 1`,
+		`sigil_key_generations{key="auth-jwt",purpose="jwt",state="active"} 1`,
+		`sigil_key_next_activation_timestamp_seconds{key="auth-jwt"}`,
+		`sigil_key_deletion_timestamp_seconds{key="raw-old"}`,
+		`sigil_jwks_requests_total{code="200",set="default"} 1`,
+		`sigil_jwks_requests_total{code="304",set="default"} 1`,
+		`sigil_authz_denials_total{operation="sign.raw"} 1`,
+		`sigil_eth_daily_limit_wei{key="treasury-1"} 1000`,
+		`sigil_eth_daily_spent_wei{key="treasury-1"} 1`,
+		`sigil_audit_write_duration_seconds_count`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
