@@ -21,12 +21,14 @@ import (
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rlp"
 
+	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -54,6 +56,70 @@ func Run(t *testing.T, s Suite) {
 	kr := keyringtest.With(t, "under-test", s.Backend, keyringtest.Options{}).Keyring
 	t.Run("JWT", func(t *testing.T) { JWT(t, kr, s.Keys) })
 	t.Run("Ethereum", func(t *testing.T) { Ethereum(t, kr) })
+	t.Run("Lifecycle", func(t *testing.T) { Lifecycle(t, s) })
+}
+
+// Lifecycle takes a raw key of the suite's first kind through what a
+// Vault Transit or KMS user expects: rotation (the new generation signs,
+// the old one's public key still verifies), disable and enable, and a
+// scheduled deletion that, once its window has passed on a fake clock,
+// leaves no generation's object able to sign in the backend.
+func Lifecycle(t *testing.T, s Suite) {
+	ctx := context.Background()
+	now := time.Now()
+	kr := keyringtest.With(t, "under-test", s.Backend, keyringtest.Options{Now: func() time.Time { return now }}).Keyring
+	k := s.Keys[0]
+	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "lifecycle", Purpose: raw.Name, Algorithm: k.Alg, RSABits: k.Bits}); err != nil {
+		t.Fatal(err)
+	}
+	signWith := func() (keyring.Signing, []byte, []byte) {
+		sg, err := kr.ForSigning(ctx, "lifecycle", raw.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := k.Alg.Input([]byte("lifecycle"))
+		sig, err := sg.Sign(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sg, in, sig
+	}
+	first, in1, sig1 := signWith()
+	if _, err := kr.Rotate(ctx, "lifecycle", false); err != nil {
+		t.Fatal(err)
+	}
+	second, _, _ := signWith()
+	if second.Generation.Number != 2 || first.Generation.Number != 1 {
+		t.Fatalf("generations %d then %d", first.Generation.Number, second.Generation.Number)
+	}
+	if signer.Verify(first.Generation.Public(), k.Alg, in1, sig1) != nil {
+		t.Fatal("the first generation's signature no longer verifies after the rotation")
+	}
+	if _, err := kr.SetDisabled(ctx, "lifecycle", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.ForSigning(ctx, "lifecycle", raw.Name); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("a disabled key: %v", err)
+	}
+	if _, err := kr.SetDisabled(ctx, "lifecycle", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.ScheduleDeletion(ctx, "lifecycle", keyring.MinDeletionWindow); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(keyring.MinDeletionWindow + time.Second)
+	for range 4 {
+		kr.Tick(ctx)
+	}
+	got, err := kr.Get(ctx, "lifecycle")
+	if err != nil || !got.Deleted {
+		t.Fatalf("after the deletion window: %+v %v", got, err)
+	}
+	for _, g := range []*keyring.Generation{first.Generation, second.Generation} {
+		if _, err := s.Backend.Sign(ctx, g.Ref, k.Alg, in1); err == nil {
+			t.Errorf("generation %d's object still signs after the deletion", g.Number)
+		}
+	}
 }
 
 // SignAndVerify creates a key of each kind, checks its public key, and
