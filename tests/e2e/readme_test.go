@@ -1,0 +1,62 @@
+package e2e_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
+	"github.com/sigil-hsm/sigil/tests/framework"
+)
+
+// shBlock is a ```sh block of a Markdown file.
+var shBlock = regexp.MustCompile("(?s)```sh\n(.*?)```")
+
+// Every shell example of the README runs, in order, against a dev server
+// in a fresh folder, and exits 0: the docs cannot drift from the CLI.
+// Lines that build, start the server or take long (make, go build, the
+// drill, which has its own test) are left out; curl goes to the server's
+// real port and fails on an HTTP error.
+func TestREADMEExamplesRun(t *testing.T) {
+	framework.RequireTools(t, "openssl", "curl")
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := framework.Build(t)
+	dir := t.TempDir()
+	srv := framework.ServeDev(t, bin, filepath.Join(dir, ".sigil-dev"))
+	os.WriteFile(filepath.Join(dir, "permit.json"), []byte(backendtest.MailTypedData), 0o600)
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.Symlink(bin, filepath.Join(dir, "bin", "sigil"))
+	blocks := shBlock.FindAllStringSubmatch(string(readme), -1)
+	ran := 0
+	for _, b := range blocks {
+		var lines []string
+		for _, line := range strings.Split(b[1], "\n") {
+			if strings.HasPrefix(line, "make ") || strings.HasPrefix(line, "go build") || strings.HasPrefix(line, "sigil drill") {
+				continue
+			}
+			line = strings.ReplaceAll(line, "http://127.0.0.1:7080", "http://"+srv.HTTPAddr)
+			line = strings.Replace(line, "curl -i ", "curl -fsS -i ", 1)
+			lines = append(lines, line)
+		}
+		script := strings.TrimSpace(strings.Join(lines, "\n"))
+		if !strings.Contains(script, "sigil ") {
+			continue
+		}
+		cmd := exec.Command("bash", "-eo", "pipefail", "-c", script)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dir, "bin")+":"+os.Getenv("PATH"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("README example failed: %v\n%s\n--- output:\n%s", err, script, out)
+		}
+		ran++
+	}
+	if ran < 6 {
+		t.Fatalf("only %d README examples ran; did the README lose its sh blocks?", ran)
+	}
+}
