@@ -3,16 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
-	"github.com/sigil-hsm/sigil/internal/devmode"
-	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/client"
 )
 
 // clientFlags are the connection flags every client command takes.
@@ -22,48 +19,40 @@ type clientFlags struct {
 }
 
 func addClientFlags(cmd *cobra.Command) *clientFlags {
-	c := &clientFlags{}
+	c, env := &clientFlags{}, client.FromEnv()
 	f := cmd.PersistentFlags()
-	f.StringVar(&c.addr, "addr", os.Getenv("SIGIL_ADDR"), "server address HOST:PORT (env SIGIL_ADDR)")
-	f.StringVar(&c.cert, "tls-cert", os.Getenv("SIGIL_TLS_CERT"), "client certificate (env SIGIL_TLS_CERT)")
-	f.StringVar(&c.key, "tls-key", os.Getenv("SIGIL_TLS_KEY"), "client key (env SIGIL_TLS_KEY)")
-	f.StringVar(&c.ca, "tls-ca", os.Getenv("SIGIL_TLS_CA"), "CA that signed the server certificate (env SIGIL_TLS_CA)")
+	f.StringVar(&c.addr, "addr", env.Addr, "server address HOST:PORT (env SIGIL_ADDR)")
+	f.StringVar(&c.cert, "tls-cert", env.CertFile, "client certificate (env SIGIL_TLS_CERT)")
+	f.StringVar(&c.key, "tls-key", env.KeyFile, "client key (env SIGIL_TLS_KEY)")
+	f.StringVar(&c.ca, "tls-ca", env.CAFile, "CA that signed the server certificate (env SIGIL_TLS_CA)")
 	f.StringVar(&c.dataDir, "data-dir", "", "read address and credentials from a dev data dir")
 	f.BoolVar(&c.json, "json", false, "print machine-readable JSON")
 	return c
 }
 
-// dial connects to the server the flags name, over mTLS.
-func (c *clientFlags) dial() (*grpc.ClientConn, error) {
-	addr, cert, key, ca := c.addr, c.cert, c.key, c.ca
-	if c.dataDir != "" {
-		dc, err := devmode.ReadClient(c.dataDir)
-		if err != nil {
-			return nil, err
-		}
-		addr, cert, key, ca = dc.Addr, dc.Cert, dc.Key, dc.CA
-	}
-	if addr == "" {
-		return nil, errors.New("no server: give --addr (or SIGIL_ADDR) or --data-dir")
-	}
-	if cert == "" || key == "" || ca == "" {
-		return nil, errors.New("the server needs a client certificate: give --tls-cert, --tls-key and --tls-ca (or --data-dir)")
-	}
-	tlsConfig, err := mtls.ClientConfig(cert, key, ca)
-	if err != nil {
-		return nil, err
-	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
+// dial connects to the server the flags name, over mTLS (package
+// client, as any Go program would).
+func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
+	return client.Dial(ctx, client.Options{Addr: c.addr, CertFile: c.cert, KeyFile: c.key, CAFile: c.ca, DataDir: c.dataDir})
 }
 
 // call dials, runs fn with the connection, and closes it.
 func (c *clientFlags) call(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
-	conn, err := c.dial()
+	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	return fn(ctx, conn)
+	defer cl.Close()
+	return fn(ctx, cl.Conn())
+}
+
+// emit prints v as JSON under --json, else line.
+func (c *clientFlags) emit(cmd *cobra.Command, v any, line string) error {
+	if c.json {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), line)
+	return err
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -69,7 +69,8 @@ under the old schedule have expired. Use a key meant for drills.`,
 				if err := d.run(ctx, url, period); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "minted %d verified %d failed %d\n", d.minted, d.verified, d.failed)
+				c.emit(cmd, map[string]int{"minted": d.minted, "verified": d.verified, "failed": d.failed},
+					fmt.Sprintf("minted %d verified %d failed %d", d.minted, d.verified, d.failed))
 				if d.failed > 0 {
 					return fmt.Errorf("%d tokens failed verification; first: %v", d.failed, d.firstFailure)
 				}

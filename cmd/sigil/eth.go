@@ -36,10 +36,10 @@ func newEthAddress(c *clientFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ethCall(c, cmd, func(ctx context.Context, ec sigilv1.EthereumServiceClient) error {
 				resp, err := ec.GetAddress(ctx, &sigilv1.GetAddressRequest{KeyId: keyID})
-				if err == nil {
-					_, err = fmt.Fprintln(cmd.OutOrStdout(), resp.GetAddress())
+				if err != nil {
+					return err
 				}
-				return err
+				return c.emit(cmd, map[string]string{"key": keyID, "address": resp.GetAddress()}, resp.GetAddress())
 			})
 		},
 	}
@@ -90,10 +90,11 @@ func newEthSignMessage(c *clientFlags) *cobra.Command {
 			}
 			return ethCall(c, cmd, func(ctx context.Context, ec sigilv1.EthereumServiceClient) error {
 				resp, err := ec.SignMessage(ctx, &sigilv1.SignMessageRequest{KeyId: keyID, Message: msg})
-				if err == nil {
-					_, err = fmt.Fprintln(cmd.OutOrStdout(), hexutil.Encode(resp.GetSignature()))
+				if err != nil {
+					return err
 				}
-				return err
+				sig := hexutil.Encode(resp.GetSignature())
+				return c.emit(cmd, map[string]string{"signature": sig, "address": resp.GetAddress()}, sig)
 			})
 		},
 	}
@@ -127,10 +128,11 @@ func newEthSignTypedData(c *clientFlags) *cobra.Command {
 			}
 			return ethCall(c, cmd, func(ctx context.Context, ec sigilv1.EthereumServiceClient) error {
 				resp, err := ec.SignTypedData(ctx, &sigilv1.SignTypedDataRequest{KeyId: keyID, TypedDataJson: doc})
-				if err == nil {
-					_, err = fmt.Fprintln(cmd.OutOrStdout(), hexutil.Encode(resp.GetSignature()))
+				if err != nil {
+					return err
 				}
-				return err
+				sig := hexutil.Encode(resp.GetSignature())
+				return c.emit(cmd, map[string]string{"signature": sig, "hash": resp.GetHash(), "address": resp.GetAddress()}, sig)
 			})
 		},
 	}

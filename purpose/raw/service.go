@@ -27,6 +27,11 @@ func (s *service) Sign(ctx context.Context, req *sigilv1.SignRequest) (*sigilv1.
 	if err != nil {
 		return nil, err
 	}
+	if n := req.GetGeneration(); n < 0 {
+		return nil, errs.New(errs.InvalidArgument, "generation: must be 1 or more")
+	} else if n != 0 && int(n) != sg.Generation.Number {
+		return nil, errs.New(errs.FailedPrecondition, "key %q: generation %d is not the active one (%d is)", sg.Key.ID, n, sg.Generation.Number)
+	}
 	alg := sg.Key.Algorithm
 	input, err := signInput(alg, req.GetDigest(), req.GetMessage())
 	if err != nil {

@@ -96,3 +96,16 @@ func (ca *CA) WriteFiles(t testing.TB, dir string) mtls.Files {
 	os.WriteFile(f.ClientCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o644)
 	return f
 }
+
+// WriteClient writes a client certificate for identity (valid an hour),
+// its key and the CA to dir, for clients that take files.
+func (ca *CA) WriteClient(t testing.TB, dir, identity string) (cert, key, caFile string) {
+	t.Helper()
+	c := ca.Issue(t, identity, false, time.Now().Add(time.Hour))
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	cert, key, caFile = filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"), filepath.Join(dir, "client-ca.crt")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o644)
+	return cert, key, caFile
+}

@@ -19,8 +19,8 @@ import (
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/core/types"
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
-	"github.com/ethereum/go-ethereum/rlp"
 
+	"github.com/sigil-hsm/sigil/client"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
@@ -285,15 +285,8 @@ func recovers(t *testing.T, hash, sig []byte, address string) {
 	}
 }
 
-// UnsignedRLP is u's signing encoding, as a client would send it.
+// UnsignedRLP is u's signing encoding (client.UnsignedRLP).
 func UnsignedRLP(u eth.Unsigned) []byte {
-	if u.Tx.Type() == types.LegacyTxType {
-		b, _ := rlp.EncodeToBytes([]any{u.Tx.Nonce(), u.Tx.GasPrice(), u.Tx.Gas(), u.Tx.To(), u.Tx.Value(), u.Tx.Data(), u.ChainID, uint(0), uint(0)})
-		return b
-	}
-	signed, _ := u.Tx.MarshalBinary() // with a zero signature
-	var elems []rlp.RawValue
-	rlp.DecodeBytes(signed[1:], &elems)
-	b, _ := rlp.EncodeToBytes(elems[:len(elems)-3])
-	return append([]byte{u.Tx.Type()}, b...)
+	b, _ := client.UnsignedRLP(u.Tx, u.ChainID)
+	return b
 }

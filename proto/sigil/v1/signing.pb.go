@@ -77,8 +77,13 @@ type SignRequest struct {
 	//
 	//	*SignRequest_Digest
 	//	*SignRequest_Message
-	Input         isSignRequest_Input `protobuf_oneof:"input"`
-	Format        SignatureFormat     `protobuf:"varint,4,opt,name=format,proto3,enum=sigil.v1.SignatureFormat" json:"format,omitempty"`
+	Input  isSignRequest_Input `protobuf_oneof:"input"`
+	Format SignatureFormat     `protobuf:"varint,4,opt,name=format,proto3,enum=sigil.v1.SignatureFormat" json:"format,omitempty"`
+	// If set, sign only with this generation, and only while it is the
+	// active one (FailedPrecondition otherwise): a client that holds a
+	// generation's public key (a crypto.Signer) gets signatures that it
+	// verifies, or an error, never a signature by a newer generation.
+	Generation    int32 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,6 +155,13 @@ func (x *SignRequest) GetFormat() SignatureFormat {
 		return x.Format
 	}
 	return SignatureFormat_SIGNATURE_FORMAT_UNSPECIFIED
+}
+
+func (x *SignRequest) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type isSignRequest_Input interface {
@@ -427,12 +439,15 @@ var File_sigil_v1_signing_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_signing_proto_rawDesc = "" +
 	"\n" +
-	"\x16sigil/v1/signing.proto\x12\bsigil.v1\"\x96\x01\n" +
+	"\x16sigil/v1/signing.proto\x12\bsigil.v1\"\xb6\x01\n" +
 	"\vSignRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
 	"\x06digest\x18\x02 \x01(\fH\x00R\x06digest\x12\x1a\n" +
 	"\amessage\x18\x03 \x01(\fH\x00R\amessage\x121\n" +
-	"\x06format\x18\x04 \x01(\x0e2\x19.sigil.v1.SignatureFormatR\x06formatB\a\n" +
+	"\x06format\x18\x04 \x01(\x0e2\x19.sigil.v1.SignatureFormatR\x06format\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x05R\n" +
+	"generationB\a\n" +
 	"\x05input\"|\n" +
 	"\fSignResponse\x12\x1c\n" +
 	"\tsignature\x18\x01 \x01(\fR\tsignature\x12\x1c\n" +

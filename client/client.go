@@ -1,0 +1,152 @@
+// Package client is the way Go code talks to Sigil: Dial connects over
+// mTLS (certificate files, a dev server's data dir, or SIGIL_* variables),
+// and the Client hands out what Go's own libraries take: a crypto.Signer
+// (for x509, tls, ssh), a go-jose OpaqueSigner, minted JWTs, and Ethereum
+// signatures as go-ethereum types. cmd/sigil uses it too.
+//
+// Calls get a default deadline, and reads and plain signatures are
+// retried when the server answers Unavailable (a backend blip); nothing
+// that changes state or spends (an Ethereum transaction) is retried.
+package client
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigil-hsm/sigil/internal/devmode"
+	"github.com/sigil-hsm/sigil/internal/mtls"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+// Options say where Sigil is and which client certificate to present.
+type Options struct {
+	// Addr is the gRPC address, HOST:PORT.
+	Addr string
+	// CertFile, KeyFile: the client certificate and key (PEM); CAFile: the
+	// CA that signed the server's certificate.
+	CertFile, KeyFile, CAFile string
+	// DataDir, if set, reads all of the above from a dev server's data
+	// dir (`sigil serve --dev --data-dir DIR`).
+	DataDir string
+	// Timeout is the deadline of a call whose context has none; 30 s if
+	// zero.
+	Timeout time.Duration
+	// Retries is how many times a read or a plain signature is retried
+	// after Unavailable; 2 if zero, none if negative.
+	Retries int
+}
+
+// FromEnv returns the Options the SIGIL_ADDR, SIGIL_TLS_CERT,
+// SIGIL_TLS_KEY and SIGIL_TLS_CA variables give (the CLI's too).
+func FromEnv() Options {
+	return Options{Addr: os.Getenv("SIGIL_ADDR"), CertFile: os.Getenv("SIGIL_TLS_CERT"),
+		KeyFile: os.Getenv("SIGIL_TLS_KEY"), CAFile: os.Getenv("SIGIL_TLS_CA")}
+}
+
+// Client is a connection to Sigil and its services.
+type Client struct {
+	conn    *grpc.ClientConn
+	Keys    sigilv1.KeyServiceClient
+	Signing sigilv1.SigningServiceClient
+	JWT     sigilv1.JWTServiceClient
+	Eth     sigilv1.EthereumServiceClient
+	Audit   sigilv1.AuditServiceClient
+}
+
+// Dial connects to Sigil over mTLS. The connection is made lazily; the
+// first call reports a server that cannot be reached.
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	if o.DataDir != "" {
+		dc, err := devmode.ReadClient(o.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		o.Addr, o.CertFile, o.KeyFile, o.CAFile = dc.Addr, dc.Cert, dc.Key, dc.CA
+	}
+	switch {
+	case o.Addr == "":
+		return nil, errors.New("sigil client: no server address (Addr, SIGIL_ADDR or a DataDir)")
+	case o.CertFile == "" || o.KeyFile == "" || o.CAFile == "":
+		return nil, errors.New("sigil client: the server needs a client certificate (CertFile, KeyFile and CAFile, or a DataDir)")
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.Retries == 0 {
+		o.Retries = 2
+	}
+	tlsConfig, err := mtls.ClientConfig(o.CertFile, o.KeyFile, o.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(o.Addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.WithChainUnaryInterceptor(deadline(o.Timeout), retry(o.Retries)))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, Keys: sigilv1.NewKeyServiceClient(conn), Signing: sigilv1.NewSigningServiceClient(conn),
+		JWT: sigilv1.NewJWTServiceClient(conn), Eth: sigilv1.NewEthereumServiceClient(conn), Audit: sigilv1.NewAuditServiceClient(conn)}, nil
+}
+
+// Conn is the underlying connection, for services this package does not
+// wrap.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// deadline gives a call without one the default timeout.
+func deadline(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// retryable are the calls safe to repeat: reads, and signatures that
+// change nothing (an Ethereum transaction counts against a limit, and a
+// change of state is not repeated blindly).
+var retryable = map[string]bool{
+	sigilv1.KeyService_GetKey_FullMethodName:             true,
+	sigilv1.KeyService_ListKeys_FullMethodName:           true,
+	sigilv1.KeyService_GetPublicKey_FullMethodName:       true,
+	sigilv1.SigningService_Sign_FullMethodName:           true,
+	sigilv1.SigningService_Verify_FullMethodName:         true,
+	sigilv1.JWTService_SignJWT_FullMethodName:            true,
+	sigilv1.JWTService_ListJWKSets_FullMethodName:        true,
+	sigilv1.EthereumService_GetAddress_FullMethodName:    true,
+	sigilv1.EthereumService_SignMessage_FullMethodName:   true,
+	sigilv1.EthereumService_SignTypedData_FullMethodName: true,
+	sigilv1.AuditService_GetAuditHead_FullMethodName:     true,
+}
+
+// retry repeats a retryable call answered Unavailable, with a short
+// backoff, while its context allows.
+func retry(n int) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		for attempt := 1; attempt <= n && retryable[method] && status.Code(err) == codes.Unavailable; attempt++ {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+			err = invoker(ctx, method, req, reply, cc, opts...)
+		}
+		return err
+	}
+}
