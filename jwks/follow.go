@@ -3,6 +3,7 @@ package jwks
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/sigil-hsm/sigil/keyring"
@@ -15,7 +16,7 @@ import (
 func Entries(ctx context.Context, kr *keyring.Keyring) []Entry {
 	var out []Entry
 	for _, k := range kr.List(ctx) {
-		if k.Purpose != jwt.Name {
+		if k.Purpose != jwt.Name || k.Deleted {
 			continue
 		}
 		e := Entry{ID: k.ID, MaxAge: jwt.PolicyOf(k).MaxAge(), Sets: jwt.SetsOf(k)}
@@ -37,12 +38,20 @@ const SetPoll = 10 * time.Second
 // ends. A rebuild that fails is logged to log and the previous documents
 // keep being served.
 func Follow(ctx context.Context, kr *keyring.Keyring, sets jwt.Sets, p *Publisher, log *slog.Logger) error {
+	var mu sync.Mutex // one rebuild at a time, each from the state as it then is
 	update := func() error {
-		defs, err := sets.List(ctx)
-		if err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, rebuildTimeout)
+		defer cancel()
+		defs, err := sets.List(rctx)
+		if defs == nil {
 			return err
 		}
-		return p.Update(Entries(ctx, kr), defs)
+		if err != nil {
+			log.Error("JWK Sets left out of the JWKS: their records do not decode", "err", err)
+		}
+		return p.Update(Entries(rctx, kr), defs)
 	}
 	rebuild := func() {
 		if err := update(); err != nil && ctx.Err() == nil {
@@ -64,3 +73,6 @@ func Follow(ctx context.Context, kr *keyring.Keyring, sets jwt.Sets, p *Publishe
 	}()
 	return update()
 }
+
+// rebuildTimeout bounds the store read of a rebuild.
+const rebuildTimeout = 5 * time.Second

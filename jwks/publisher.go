@@ -82,13 +82,13 @@ func (p *Publisher) Update(entries []Entry, sets []jwt.Set) error {
 		docs.byKey[e.ID] = d
 	}
 	if !slices.ContainsFunc(sets, func(s jwt.Set) bool { return s.Name == jwt.DefaultSet }) {
-		sets = append(sets, jwt.Set{Name: jwt.DefaultSet})
+		sets = append(sets, jwt.Set{Name: jwt.DefaultSet, KeyPatterns: []string{"*"}})
 	}
 	for _, set := range sets {
 		var keys []JWK
 		age := time.Duration(0)
 		for _, e := range entries {
-			if !slices.Contains(e.Sets, set.Name) || (e.es256k() && !set.AllowES256K) {
+			if !slices.Contains(e.Sets, set.Name) || !set.Admits(e.ID) || (e.es256k() && !set.AllowES256K) {
 				continue
 			}
 			keys = append(keys, e.Keys...)

@@ -30,7 +30,9 @@ func entries(t *testing.T) []Entry {
 		return JWK{KID: kid, Algorithm: alg, Public: pub}
 	}
 	return []Entry{
-		{ID: "b-key", MaxAge: 5 * time.Minute, Keys: []JWK{jwk(signer.EdDSA, ed)}, Sets: []string{"default"}},
+		// b-key names issuer-a too, whose patterns do not admit it (a store
+		// edited by hand): it is left out there.
+		{ID: "b-key", MaxAge: 5 * time.Minute, Keys: []JWK{jwk(signer.EdDSA, ed)}, Sets: []string{"default", "issuer-a"}},
 		{ID: "a-key", MaxAge: 90 * time.Second, Keys: []JWK{jwk(signer.ES256, &p256.PublicKey)}, Sets: []string{"default", "issuer-a"}},
 		// An ES256K key that names the default set (a store edited by
 		// hand): it is left out there, and served where it is allowed.
@@ -39,7 +41,7 @@ func entries(t *testing.T) []Entry {
 }
 
 // sets are the sets entries name: k1 takes ES256K keys.
-var sets = []jwt.Set{{Name: "issuer-a"}, {Name: "k1", AllowES256K: true}, {Name: "empty"}}
+var sets = []jwt.Set{{Name: "issuer-a", KeyPatterns: []string{"a-*"}}, {Name: "k1", AllowES256K: true, KeyPatterns: []string{"*"}}, {Name: "empty", KeyPatterns: []string{"*"}}}
 
 func get(h http.Handler, path string, hdr map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest("GET", path, nil)

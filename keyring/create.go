@@ -73,7 +73,7 @@ func (r *Keyring) validate(ctx context.Context, s *CreateSpec) error {
 	if s.Policy, err = p.NewPolicy(s.Policy); err != nil {
 		return err
 	}
-	if err := r.checkPolicy(ctx, p, s.Algorithm, s.Policy); err != nil {
+	if err := r.checkPolicy(ctx, p, s.ID, s.Algorithm, s.Policy); err != nil {
 		return err
 	}
 	if err := CheckLabels(s.Labels); err != nil {
@@ -139,7 +139,7 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 // request ID and the spec s asks for: a retry of that request.
 func (r *Keyring) sameKey(s CreateSpec) (*Key, bool) {
 	k, err := r.current(s.ID)
-	if err != nil || !k.visible() || s.RequestID == "" || k.RequestID != s.RequestID || k.Purpose != s.Purpose ||
+	if err != nil || !k.visible() || deletionPending(k) != nil || s.RequestID == "" || k.RequestID != s.RequestID || k.Purpose != s.Purpose ||
 		k.Algorithm != s.Algorithm || k.RSABits != s.RSABits || k.Backend != s.Backend ||
 		k.Owner != s.Owner || k.Description != s.Description || !maps.Equal(k.Labels, s.Labels) {
 		return nil, false
@@ -200,6 +200,9 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 	var g Generation
 	var km signer.KeyManager
 	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
+		if err := deletionPending(k); err != nil {
+			return err
+		}
 		if len(k.inState(StateCreating)) > 0 {
 			return errs.New(errs.Aborted, "key %q: a generation is already being created", id)
 		}
@@ -231,6 +234,9 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 			cur, ok := k.generation(g.Number)
 			if !ok || cur.State != StateCreating {
 				return errs.New(errs.Aborted, "key %q: generation %d was removed while it was created", id, g.Number)
+			}
+			if err := deletionPending(k); err != nil {
+				return err // scheduled for deletion meanwhile: the new pair is rolled back
 			}
 			der, err := signer.MarshalPublicKey(info.Public)
 			if err != nil {

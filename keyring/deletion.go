@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -34,8 +35,11 @@ func (r *Keyring) ScheduleDeletion(ctx context.Context, id string, window time.D
 	})
 }
 
-// CancelDeletion takes back key id's scheduled deletion, if its window
-// has not passed; the key signs again (unless it is disabled).
+// CancelDeletion takes back key id's scheduled deletion, if the
+// scheduler has not started it; the key signs again (unless it is
+// disabled). The scheduler starts a deletion with a compare-and-swap on
+// the record, as this does, so a cancellation that succeeds is never
+// followed by a destruction.
 func (r *Keyring) CancelDeletion(ctx context.Context, id string) (*Key, error) {
 	if _, err := r.Get(ctx, id); err != nil {
 		return nil, err
@@ -46,7 +50,7 @@ func (r *Keyring) CancelDeletion(ctx context.Context, id string) (*Key, error) {
 			return errs.New(errs.FailedPrecondition, "key %q is deleted", id)
 		case k.DeleteAt.IsZero():
 			return errs.New(errs.FailedPrecondition, "key %q is not scheduled for deletion", id)
-		case !now.Before(k.DeleteAt):
+		case k.DeletionStarted || !now.Before(k.DeleteAt):
 			return errs.New(errs.FailedPrecondition, "key %q's deletion window has passed; it is being deleted", id)
 		}
 		k.DeleteAt = time.Time{}
@@ -54,24 +58,72 @@ func (r *Keyring) CancelDeletion(ctx context.Context, id string) (*Key, error) {
 	})
 }
 
-// deleting performs the next step of a due deletion of key k: destroy one
-// generation's objects (recorded destroyed after the backend forgot
-// them, so a crash in between repeats a harmless destroy), or, with none
-// left, mark the key deleted.
-func (r *Keyring) deleting(ctx context.Context, k *Key) error {
+// deleting performs the next step of the due deletion of key id: first
+// it marks the deletion started (in a compare-and-swap that finds it
+// still scheduled and due; from then on it cannot be cancelled), then it
+// destroys one generation's objects at a time (recorded destroyed after
+// the backend forgot them, so a crash in between repeats a harmless
+// destroy), waiting out a generation being created, and last, when the
+// record shows every generation destroyed, marks the key deleted.
+func (r *Keyring) deleting(ctx context.Context, id string) error {
+	started := false
+	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
+		switch {
+		case k.DeletionStarted || k.Deleted:
+			return errUnchanged
+		case k.DeleteAt.IsZero() || now.Before(k.DeleteAt):
+			return errDeletionOff
+		}
+		k.DeletionStarted, started = true, true
+		return nil
+	})
+	if started && err == nil {
+		r.scheduled(Repair{Kind: StepDeletionStarted, KeyID: id, Backend: k.Backend})
+	}
+	if errors.Is(err, errDeletionOff) {
+		return nil // cancelled meanwhile
+	}
+	if err != nil || k.Deleted {
+		return err
+	}
 	for _, g := range k.Generations {
-		if g.State != StateDestroyed && g.State != StateCreating {
-			return r.destroy(ctx, k.ID, g.Number, g.State)
+		switch g.State {
+		case StateDestroyed:
+		case StateCreating:
+			return nil // its creation fails on the mark, or is rolled back; wait
+		default:
+			return r.destroy(ctx, id, g.Number, g.State)
 		}
 	}
-	_, err := r.update(ctx, k.ID, func(k *Key, _ time.Time) error {
+	_, err = r.update(ctx, id, func(k *Key, _ time.Time) error {
 		if k.Deleted {
 			return errUnchanged
+		}
+		for _, g := range k.Generations {
+			if g.State != StateDestroyed {
+				return errs.New(errs.Aborted, "key %q: generation %d is %s; deletion goes on", id, g.Number, g.State)
+			}
 		}
 		k.Deleted = true
 		return nil
 	})
+	if err == nil {
+		r.scheduled(Repair{Kind: StepDeleted, KeyID: id})
+	}
 	return err
+}
+
+// errDeletionOff says a deletion found due in memory was cancelled or
+// is not yet due in the store.
+var errDeletionOff = errors.New("deletion no longer due")
+
+// deletionPending refuses a key being or to be deleted: nothing may be
+// added to it.
+func deletionPending(k *Key) error {
+	if k.Deleted || !k.DeleteAt.IsZero() {
+		return errs.New(errs.FailedPrecondition, "key %q is scheduled for deletion or deleted", k.ID)
+	}
+	return nil
 }
 
 // usable refuses a key that must not sign: disabled, pending deletion or

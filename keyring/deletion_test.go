@@ -3,12 +3,14 @@ package keyring_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
@@ -164,4 +166,94 @@ func TestInventory(t *testing.T) {
 	wantKind(t, err, errs.InvalidArgument)
 	_, err = r.SetMetadata(ctx, keyring.AuditKeyID, keyring.Metadata{Owner: &owner})
 	wantKind(t, err, errs.NotFound) // no audit key in this keyring
+}
+
+// Two replicas over one store, their clocks either side of the deletion
+// time, the second not yet told of the cancellation: a cancellation that
+// succeeded is never followed by a destruction.
+func TestACancelledDeletionIsNeverCarriedOut(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var aNow, bNow time.Time
+	replica := func(now *time.Time) *keyring.Keyring {
+		r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": e.hsm}, DefaultBackend: "hsm-a",
+			Now: func() time.Time { return *now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	aNow, bNow = e.now, e.now
+	a := replica(&aNow)
+	if _, err := a.Create(ctx, keyring.CreateSpec{ID: "wallet", Purpose: eth.Name, Algorithm: signer.ES256K}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := a.ScheduleDeletion(ctx, "wallet", keyring.MinDeletionWindow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := replica(&bNow) // it knows of the deletion
+	aNow, bNow = k.DeleteAt.Add(-time.Second), k.DeleteAt.Add(time.Second)
+	if _, err := a.CancelDeletion(ctx, "wallet"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		b.Tick(ctx) // b's memory still has the deletion due
+	}
+	stored, err := e.store.Get(ctx, "wallet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := stored.Generations[0]
+	if stored.Deleted || stored.DeletionStarted || g.State != keyring.StateActive {
+		t.Fatalf("after a cancellation: deleted %v, started %v, generation %s", stored.Deleted, stored.DeletionStarted, g.State)
+	}
+	if _, err := e.hsm.Public(ctx, g.Ref); err != nil {
+		t.Fatalf("the key pair of a key whose deletion was cancelled: %v", err)
+	}
+}
+
+// A deletion scheduled while a generation is being created: the creation
+// does not complete on the key (its pair is rolled back), and when the
+// window has passed nothing of the key is left in the backend.
+func TestADeletionScheduledDuringACreation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := &slowBackend{Backend: e.hsm}
+	r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": sb}, DefaultBackend: "hsm-a",
+		Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "busy", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
+		t.Fatal(err)
+	}
+	sb.hook = func() { // inside the rotation's CreateKey
+		if _, err := r.ScheduleDeletion(ctx, "busy", keyring.MinDeletionWindow); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := r.Rotate(ctx, "busy", true); !errs.Is(err, errs.FailedPrecondition) {
+		t.Errorf("a rotation that raced a deletion: %v", err)
+	}
+	k, _ := r.Get(ctx, "busy")
+	if len(k.Generations) != 1 {
+		t.Fatalf("a generation was added to a key pending deletion: %s", states(k))
+	}
+	e.now = e.now.Add(keyring.MinDeletionWindow + time.Second)
+	for range 4 {
+		r.Tick(ctx)
+	}
+	if k, _ = r.Get(ctx, "busy"); !k.Deleted {
+		t.Fatalf("not deleted: %s", states(k))
+	}
+	objects, err := e.hsm.ListKeys(ctx, r.Owner())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objects {
+		if strings.HasPrefix(o.Name, "busy.") {
+			t.Errorf("%s outlived the deletion", o.Name)
+		}
+	}
 }

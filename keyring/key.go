@@ -62,6 +62,9 @@ type Key struct {
 	// is never reused.
 	DeleteAt time.Time `json:"delete_at,omitzero"`
 	Deleted  bool      `json:"deleted,omitempty"`
+	// DeletionStarted: the scheduler began destroying the key's objects;
+	// the deletion can no longer be cancelled.
+	DeletionStarted bool `json:"deletion_started,omitempty"`
 	// Labels, Owner and Description are the key's inventory.
 	Labels      map[string]string `json:"labels,omitempty"`
 	Owner       string            `json:"owner,omitempty"`

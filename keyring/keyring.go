@@ -192,6 +192,16 @@ func (r *Keyring) repaired(rep Repair) {
 	}
 }
 
+// scheduled reports a step the scheduler took by itself on a key's
+// lifecycle (a deletion started, a key deleted, a generation's objects
+// destroyed): not a repair, but audited as one is, through OnRepair.
+func (r *Keyring) scheduled(ev Repair) {
+	r.log.Info("keyring lifecycle step", "step", string(ev.Kind), "key", ev.KeyID, "generation", ev.Generation, "backend", ev.Backend)
+	if r.onRepair != nil {
+		r.onRepair(ev)
+	}
+}
+
 // Repairs counts the repairs of kind made since start, for metrics.
 func (r *Keyring) Repairs(kind RepairKind) uint64 {
 	if n, ok := r.repairs.Load(kind); ok {
@@ -199,6 +209,17 @@ func (r *Keyring) Repairs(kind RepairKind) uint64 {
 	}
 	return 0
 }
+
+// The scheduler's own lifecycle steps, reported as Repairs of these kinds
+// (not counted as repairs).
+const (
+	StepDeletionStarted RepairKind = "deletion_started"
+	StepDestroyed       RepairKind = "generation_destroyed"
+	StepDeleted         RepairKind = "key_deleted"
+)
+
+// IsRepair reports whether kind is a repair, not a lifecycle step.
+func (kind RepairKind) IsRepair() bool { return slices.Contains(RepairKinds, kind) }
 
 // RepairKinds lists every kind of repair.
 var RepairKinds = []RepairKind{RepairRollback, RepairOrphan, RepairActivate}

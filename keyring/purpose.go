@@ -44,7 +44,7 @@ type Purpose interface {
 // what the store keeps beside the keys (a JWK Set it names must exist),
 // before a key is created with it or given it.
 type PolicyChecker interface {
-	CheckPolicy(ctx context.Context, a Anchors, alg signer.Algorithm, policy any) error
+	CheckPolicy(ctx context.Context, a Anchors, keyID string, alg signer.Algorithm, policy any) error
 }
 
 // Rotation says how a purpose's keys rotate.
@@ -164,11 +164,11 @@ func (auditPurpose) CheckAlgorithm(alg signer.Algorithm) error {
 func init() { Register(auditPurpose{}) }
 
 // checkPolicy runs p's PolicyChecker, if it has one, against the store.
-func (r *Keyring) checkPolicy(ctx context.Context, p Purpose, alg signer.Algorithm, policy any) error {
+func (r *Keyring) checkPolicy(ctx context.Context, p Purpose, id string, alg signer.Algorithm, policy any) error {
 	c, ok := p.(PolicyChecker)
 	if !ok {
 		return nil
 	}
 	a, _ := r.store.(Anchors)
-	return c.CheckPolicy(ctx, a, alg, policy)
+	return c.CheckPolicy(ctx, a, id, alg, policy)
 }

@@ -124,8 +124,8 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 	switch {
 	case k.Deleted:
 		return false, nil
-	case !k.DeleteAt.IsZero() && !now.Before(k.DeleteAt):
-		return true, r.deleting(ctx, k)
+	case k.DeletionStarted || !k.DeleteAt.IsZero() && !now.Before(k.DeleteAt):
+		return true, r.deleting(ctx, k.ID)
 	}
 	for _, g := range k.inState(StateRetired) {
 		if !now.Before(g.DestroyAt) {
@@ -212,12 +212,18 @@ func (r *Keyring) retire(ctx context.Context, id string, n int) error {
 // destroy deletes generation n's objects from the backend, then records it
 // destroyed, dropping the oldest destroyed generations past KeepDestroyed.
 func (r *Keyring) destroy(ctx context.Context, id string, n int, from State) error {
-	return r.destroyThenUpdate(ctx, id, n, from, func(k *Key, now time.Time) error {
+	var ref, backend string
+	err := r.destroyThenUpdate(ctx, id, n, from, func(k *Key, now time.Time) error {
 		g, _ := k.generation(n)
 		g.State, g.UpdatedAt = StateDestroyed, now
+		ref, backend = g.Ref, k.Backend
 		k.pruneDestroyed()
 		return nil
 	})
+	if err == nil && ref != "" {
+		r.scheduled(Repair{Kind: StepDestroyed, KeyID: id, Generation: n, Backend: backend, Ref: ref})
+	}
+	return err
 }
 
 // Rotate starts a new generation of key id, as its purpose's Rotation
@@ -367,7 +373,7 @@ func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested a
 		if err != nil {
 			return err
 		}
-		if err := r.checkPolicy(ctx, p, k.Algorithm, next); err != nil {
+		if err := r.checkPolicy(ctx, p, k.ID, k.Algorithm, next); err != nil {
 			return err
 		}
 		old, wasScheduled := k.schedule()

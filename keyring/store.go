@@ -37,6 +37,9 @@ type Watcher interface {
 type Anchors interface {
 	// PutAnchor stores value under name, replacing what was there.
 	PutAnchor(ctx context.Context, name string, value []byte) error
+	// CreateAnchor stores value under name if nothing is there, in one
+	// atomic step; otherwise it fails with errs.AlreadyExists.
+	CreateAnchor(ctx context.Context, name string, value []byte) error
 	// GetAnchor returns the value under name, or an errs.NotFound error.
 	GetAnchor(ctx context.Context, name string) ([]byte, error)
 	// ListAnchors returns every value whose name starts with prefix.

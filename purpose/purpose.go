@@ -85,6 +85,14 @@ type Deps struct {
 	// OnSign learns of every signature made or tried with sg (for the
 	// metrics).
 	OnSign func(sg keyring.Signing, err error, took time.Duration)
+	// CanRead reports whether the caller may read key id: a listing a
+	// purpose serves shows only those keys. Nil allows every key.
+	CanRead func(ctx context.Context, id string) bool
+}
+
+// Visible reports whether the caller may read key id.
+func (d Deps) Visible(ctx context.Context, id string) bool {
+	return d.CanRead == nil || d.CanRead(ctx, id)
 }
 
 // Clock returns the time now, by Now if set.

@@ -112,6 +112,8 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), Peer: peerAddr(ctx)}
 	if !named {
 		rec.Operation = info.FullMethod
+	} else {
+		rec.Method = info.FullMethod
 	}
 	if p := s.payloadOf(info.FullMethod, req); p != nil && s.opts.Audit != nil {
 		sum := sha256.Sum256(p)

@@ -137,10 +137,10 @@ func TestEveryOperationAllowedAndDenied(t *testing.T) {
 		t.Fatalf("audit: %d records, %v %v", r.Records, r.Problems, err)
 	}
 	log, _ := os.ReadFile(e.AuditLog)
-	if !strings.Contains(string(log), `"identity":"dns:treasury.internal","operation":"eth.sign_message","key_id":"treasury-1"`) {
+	if !strings.Contains(string(log), `"identity":"dns:treasury.internal","operation":"eth.sign_message","method":"/sigil.v1.EthereumService/SignMessage","key_id":"treasury-1"`) {
 		t.Error("an allowed request does not name the identity the rule allowed")
 	}
-	if !strings.Contains(string(log), `"identities":["dns:treasury.internal","cn:cn-treasury.internal"],"operation":"sign.jwt","key_id":"auth-jwt","outcome":"denied","code":"PermissionDenied"`) {
+	if !strings.Contains(string(log), `"identities":["dns:treasury.internal","cn:cn-treasury.internal"],"operation":"sign.jwt","method":"/sigil.v1.JWTService/SignJWT","key_id":"auth-jwt","outcome":"denied","code":"PermissionDenied"`) {
 		t.Error("a denial is missing from the audit log")
 	}
 }

@@ -122,20 +122,24 @@ func TestJWKSetsPerIssuer(t *testing.T) {
 		resp, err := h.Keys.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: id, Algorithm: alg, Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: sets}})
 		return resp.GetKey(), err
 	}
-	newSet := func(name string, es256k bool) error {
-		_, err := jwtc.CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: name, AllowEs256K: es256k})
+	newSet := func(name string, es256k bool, patterns ...string) error {
+		_, err := jwtc.CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: name, AllowEs256K: es256k, KeyPatterns: patterns})
 		return err
 	}
 	_, err := create("auth-a", "ES256", "issuer-a")
 	wantCode(t, err, codes.FailedPrecondition) // no such set yet
-	if err := newSet("issuer-a", false); err != nil {
+	if err := newSet("issuer-a", false, "auth-*"); err != nil {
 		t.Fatal(err)
 	}
 	wantCode(t, newSet("issuer-a", true), codes.AlreadyExists)
 	wantCode(t, newSet("default", true), codes.AlreadyExists)
 	wantCode(t, newSet("../x", false), codes.InvalidArgument)
 	wantCode(t, newSet("", false), codes.InvalidArgument)
-	if err := newSet("chain", true); err != nil {
+	if err := newSet("chain", true, "k*"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, newSet("bad-glob", false, "[x"), codes.InvalidArgument)
+	if err := newSet("issuer-z", false); err != nil { // admits issuer-z-* only
 		t.Fatal(err)
 	}
 
@@ -152,7 +156,9 @@ func TestJWKSetsPerIssuer(t *testing.T) {
 		t.Fatalf("k1: %v %v", k, err)
 	}
 	_, err = create("k2", "ES256K", "issuer-a")
-	wantCode(t, err, codes.FailedPrecondition)
+	wantCode(t, err, codes.PermissionDenied) // not one of issuer-a's key IDs
+	_, err = create("auth-z", "ES256", "issuer-z")
+	wantCode(t, err, codes.PermissionDenied)
 	_, err = create("k2", "ES256K", "default")
 	wantCode(t, err, codes.FailedPrecondition)
 	k2, err := create("k2", "ES256K", "chain")
@@ -178,16 +184,16 @@ func TestJWKSetsPerIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = h.Keys.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "k2", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"issuer-a"}}})
-	wantCode(t, err, codes.FailedPrecondition)
+	wantCode(t, err, codes.PermissionDenied)
 	if got, _ := kids(t, h, "/jwks/issuer-a.json"); len(got) != 2 {
 		t.Errorf("issuer-a after auth-d joined: %v", got)
 	}
 	list, err := jwtc.ListJWKSets(ctx, &sigilv1.ListJWKSetsRequest{})
-	if err != nil || len(list.GetSets()) != 3 || list.GetSets()[0].GetName() != "default" {
+	if err != nil || len(list.GetSets()) != 4 || list.GetSets()[0].GetName() != "default" {
 		t.Fatalf("ListJWKSets: %v %v", list, err)
 	}
 	for _, s := range list.GetSets() {
-		want := map[string]string{"default": "[auth-d]", "issuer-a": "[auth-a auth-d]", "chain": "[k2]"}[s.GetName()]
+		want := map[string]string{"default": "[auth-d]", "issuer-a": "[auth-a auth-d]", "chain": "[k2]", "issuer-z": "[]"}[s.GetName()]
 		if got := fmt.Sprint(s.GetKeyIds()); got != want || s.GetPath() != "/jwks/"+s.GetName()+".json" {
 			t.Errorf("set %s: keys %s, path %s", s.GetName(), got, s.GetPath())
 		}

@@ -157,6 +157,9 @@ func keyFilter(req *sigilv1.ListKeysRequest) (func(*keyring.Key) bool, error) {
 	if state != "" && !slices.Contains(keyring.States, state) {
 		return nil, errs.New(errs.InvalidArgument, "state: %q is not one of %v", state, keyring.States)
 	}
+	if len(req.GetLabels()) > keyring.MaxLabels {
+		return nil, errs.New(errs.InvalidArgument, "labels: at most %d filters", keyring.MaxLabels)
+	}
 	for _, l := range req.GetLabels() {
 		name, value, _ := strings.Cut(l, "=")
 		if keyring.CheckLabels(map[string]string{name: value}) != nil {

@@ -131,6 +131,9 @@ func (keyCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c keyCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range c.kr.List(context.Background()) {
+		if k.Deleted {
+			continue // its ID stays reserved; its series need not
+		}
 		counts := map[keyring.State]int{}
 		var next time.Time
 		for _, g := range k.Generations {

@@ -128,7 +128,7 @@ func New(o Options) *Server {
 	)
 	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey})
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
-	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign}
+	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey}
 	for _, p := range s.purposes {
 		s.register(p.Service(deps))
 		if pm, ok := p.(purpose.Metrics); ok {

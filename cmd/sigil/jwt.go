@@ -64,13 +64,14 @@ func newJWKSSet() *cobra.Command {
 
 func newJWKSSetCreate(c *clientFlags) *cobra.Command {
 	var allowES256K bool
+	var patterns []string
 	cmd := &cobra.Command{
-		Use:   "create NAME [--allow-es256k]",
-		Short: "Make a JWK Set, served at /jwks/NAME.json, that jwt keys may join (--jwks-set)",
+		Use:   "create NAME [--allow-es256k] [--keys PATTERN…]",
+		Short: "Make a JWK Set, served at /jwks/NAME.json, that jwt keys matching its patterns may join (--jwks-set)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := sigilv1.NewJWTServiceClient(conn).CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: args[0], AllowEs256K: allowES256K})
+				resp, err := sigilv1.NewJWTServiceClient(conn).CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: args[0], AllowEs256K: allowES256K, KeyPatterns: patterns})
 				if err != nil {
 					return err
 				}
@@ -79,6 +80,7 @@ func newJWKSSetCreate(c *clientFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&allowES256K, "allow-es256k", false, "let ES256K (secp256k1) keys join; many relying-party libraries then reject the whole set")
+	cmd.Flags().StringArrayVar(&patterns, "keys", nil, "the key IDs that may join, a * and ? glob, repeatable (default: NAME-*)")
 	return cmd
 }
 
@@ -104,6 +106,7 @@ type setJSON struct {
 	Name        string   `json:"name"`
 	AllowES256K bool     `json:"allow_es256k"`
 	Path        string   `json:"path"`
+	KeyPatterns []string `json:"key_patterns"`
 	Keys        []string `json:"keys"`
 }
 
@@ -112,7 +115,7 @@ type setJSON struct {
 func printSets(cmd *cobra.Command, c *clientFlags, sets []*sigilv1.JWKSet, asList bool) error {
 	out := make([]setJSON, 0, len(sets))
 	for _, s := range sets {
-		out = append(out, setJSON{s.GetName(), s.GetAllowEs256K(), s.GetPath(), append([]string{}, s.GetKeyIds()...)})
+		out = append(out, setJSON{s.GetName(), s.GetAllowEs256K(), s.GetPath(), s.GetKeyPatterns(), append([]string{}, s.GetKeyIds()...)})
 	}
 	if c.json && asList {
 		return printJSON(cmd.OutOrStdout(), out)
@@ -121,7 +124,7 @@ func printSets(cmd *cobra.Command, c *clientFlags, sets []*sigilv1.JWKSet, asLis
 		return printJSON(cmd.OutOrStdout(), out[0])
 	}
 	for _, s := range out {
-		fmt.Fprintf(cmd.OutOrStdout(), "%s  %s  es256k %v  keys %v\n", s.Name, s.Path, s.AllowES256K, s.Keys)
+		fmt.Fprintf(cmd.OutOrStdout(), "%s  %s  es256k %v  admits %v  keys %v\n", s.Name, s.Path, s.AllowES256K, s.KeyPatterns, s.Keys)
 	}
 	return nil
 }

@@ -224,7 +224,11 @@ func (a *repairAuditor) record(rep keyring.Repair) {
 	if l == nil {
 		return
 	}
-	rec := &audit.Record{Time: time.Now().UTC(), Identity: "sigil", Operation: "keyring.repair", KeyID: rep.KeyID,
+	op := "keyring.repair"
+	if !rep.Kind.IsRepair() {
+		op = "keyring.lifecycle" // a step the scheduler took: a deletion, an expired generation destroyed
+	}
+	rec := &audit.Record{Time: time.Now().UTC(), Identity: "sigil", Operation: op, KeyID: rep.KeyID,
 		Generation: rep.Generation, Outcome: string(rep.Kind), Code: "OK"}
 	if err := l.Write(rec); err != nil {
 		a.log.Error("audit record of a keyring repair failed", "repair", string(rep.Kind), "key", rep.KeyID, "err", err)

@@ -22,7 +22,10 @@ type Record struct {
 	Identity   string   `json:"identity,omitempty"`
 	Identities []string `json:"identities,omitempty"`
 	Operation  string   `json:"operation"`
-	KeyID      string   `json:"key_id,omitempty"`
+	// Method is the RPC that asked for the operation (one operation,
+	// keys.admin say, covers several).
+	Method string `json:"method,omitempty"`
+	KeyID  string `json:"key_id,omitempty"`
 	// InvalidKeyID stands for a key ID the request carried that is not a
 	// valid one: its length and SHA-256, never its bytes.
 	InvalidKeyID  *Digest `json:"invalid_key_id,omitempty"`

@@ -28,6 +28,24 @@ func (s *Store) PutAnchor(ctx context.Context, name string, value []byte) error 
 	})
 }
 
+// CreateAnchor stores value under name if it is free, checked and
+// written in one transaction.
+func (s *Store) CreateAnchor(ctx context.Context, name string, value []byte) error {
+	if err := errs.FromContext(ctx, "storing an anchor"); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(anchorBucket)
+		if err != nil {
+			return err
+		}
+		if b.Get([]byte(name)) != nil {
+			return errs.New(errs.AlreadyExists, "anchor %q exists", name)
+		}
+		return b.Put([]byte(name), value)
+	})
+}
+
 // GetAnchor returns the value under name.
 func (s *Store) GetAnchor(ctx context.Context, name string) ([]byte, error) {
 	if err := errs.FromContext(ctx, "reading an anchor"); err != nil {

@@ -22,6 +22,20 @@ func (s *Store) PutAnchor(ctx context.Context, name string, value []byte) error 
 	return nil
 }
 
+// CreateAnchor stores value under name if it is free: a transaction on
+// the name's create revision, so of replicas racing one wins.
+func (s *Store) CreateAnchor(ctx context.Context, name string, value []byte) error {
+	path := s.anchorPath(name)
+	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(path), "=", 0)).Then(clientv3.OpPut(path, string(value))).Commit()
+	if err != nil {
+		return classify(ctx, err)
+	}
+	if !txn.Succeeded {
+		return errs.New(errs.AlreadyExists, "anchor %q exists", name)
+	}
+	return nil
+}
+
 // GetAnchor returns the value under name.
 func (s *Store) GetAnchor(ctx context.Context, name string) ([]byte, error) {
 	resp, err := s.cli.Get(ctx, s.anchorPath(name))

@@ -34,15 +34,16 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.d.Ledger == nil || c.d.Keys == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, k := range c.d.Keys.List(ctx) {
+	for _, k := range c.d.Keys.List(context.Background()) {
 		limit := PolicyOf(k).DailyLimit
-		if k.Purpose != Name || limit == nil {
+		if k.Purpose != Name || limit == nil || k.Deleted {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, weiFloat(&limit.Int), k.ID)
-		if spent, err := c.d.Ledger.Spent(ctx, k.ID, c.d.Clock(), DailyWindow); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second) // each key its own time
+		spent, err := c.d.Ledger.Spent(ctx, k.ID, c.d.Clock(), DailyWindow)
+		cancel()
+		if err == nil {
 			ch <- prometheus.MustNewConstMetric(spentDesc, prometheus.GaugeValue, weiFloat(spent), k.ID)
 		}
 	}

@@ -22,8 +22,12 @@ import (
 // Name is the purpose's name.
 const Name = "jwt"
 
-// OpSign allows SignJWT.
-const OpSign authz.Op = "sign.jwt"
+// OpSign allows SignJWT; OpSetsAdmin creates JWK Sets (a deployment's
+// operators: a set decides which keys an issuer's relying parties trust).
+const (
+	OpSign      authz.Op = "sign.jwt"
+	OpSetsAdmin authz.Op = "jwks.admin"
+)
 
 // Policy is a JWT key's policy: its rotation schedule (DESIGN.md,
 // Rotation), whose MaxTokenTTL bounds every token's exp, and the JWK Sets
@@ -111,9 +115,10 @@ func overlay(base Policy, requested any) (any, error) {
 	return &base, nil
 }
 
-// CheckPolicy refuses a policy that names a JWK Set no one created, or
-// puts an ES256K key in a set that did not opt in to them.
-func (Purpose) CheckPolicy(ctx context.Context, a keyring.Anchors, alg signer.Algorithm, policy any) error {
+// CheckPolicy refuses a policy that names a JWK Set no one created, one
+// whose key patterns do not admit key id, or puts an ES256K key in a set
+// that did not opt in to them.
+func (Purpose) CheckPolicy(ctx context.Context, a keyring.Anchors, id string, alg signer.Algorithm, policy any) error {
 	p, ok := policy.(*Policy)
 	if !ok {
 		return nil
@@ -122,6 +127,9 @@ func (Purpose) CheckPolicy(ctx context.Context, a keyring.Anchors, alg signer.Al
 		set, err := Sets{a}.Get(ctx, name)
 		if err != nil {
 			return err
+		}
+		if !set.Admits(id) {
+			return errs.New(errs.PermissionDenied, "JWK Set %q does not admit key %q (its key patterns: %v)", name, id, set.KeyPatterns)
 		}
 		if alg == signer.ES256K && !set.AllowES256K {
 			return errs.New(errs.FailedPrecondition, "JWK Set %q does not take ES256K keys (many relying-party libraries reject a whole set holding one); use a set made with --allow-es256k", name)
@@ -158,7 +166,7 @@ func PolicyOf(k *keyring.Key) Policy {
 func (Purpose) Operations() map[string]authz.Op {
 	return map[string]authz.Op{
 		sigilv1.JWTService_SignJWT_FullMethodName:      OpSign,
-		sigilv1.JWTService_CreateJWKSet_FullMethodName: authz.KeysAdmin,
+		sigilv1.JWTService_CreateJWKSet_FullMethodName: OpSetsAdmin,
 		sigilv1.JWTService_ListJWKSets_FullMethodName:  authz.KeysRead,
 	}
 }
@@ -228,7 +236,7 @@ func (s *service) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*si
 // CreateJWKSet makes a named set. Followers of the keyring (the JWKS) are
 // told at once; other replicas serve it on their next rebuild.
 func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetRequest) (*sigilv1.CreateJWKSetResponse, error) {
-	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), s.d.Clock())
+	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), req.GetKeyPatterns(), s.d.Clock())
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +247,7 @@ func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetReq
 // ListJWKSets lists every set with its members.
 func (s *service) ListJWKSets(ctx context.Context, _ *sigilv1.ListJWKSetsRequest) (*sigilv1.ListJWKSetsResponse, error) {
 	sets, err := Sets{s.d.Anchors}.List(ctx)
-	if err != nil {
+	if sets == nil {
 		return nil, err
 	}
 	resp := &sigilv1.ListJWKSetsResponse{}
@@ -250,9 +258,9 @@ func (s *service) ListJWKSets(ctx context.Context, _ *sigilv1.ListJWKSetsRequest
 }
 
 func (s *service) describeSet(ctx context.Context, set Set) *sigilv1.JWKSet {
-	out := &sigilv1.JWKSet{Name: set.Name, AllowEs256K: set.AllowES256K, Path: SetPath(set.Name)}
+	out := &sigilv1.JWKSet{Name: set.Name, AllowEs256K: set.AllowES256K, Path: SetPath(set.Name), KeyPatterns: set.KeyPatterns}
 	for _, k := range s.d.Keys.List(ctx) {
-		if k.Purpose == Name && slices.Contains(SetsOf(k), set.Name) {
+		if k.Purpose == Name && slices.Contains(SetsOf(k), set.Name) && s.d.Visible(ctx, k.ID) {
 			out.KeyIds = append(out.KeyIds, k.ID)
 		}
 	}

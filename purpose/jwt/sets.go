@@ -3,6 +3,8 @@ package jwt
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -24,9 +26,26 @@ type Set struct {
 	// AllowES256K lets secp256k1 keys join (RFC 8812). Many libraries
 	// (jose 6, go-jose, jwx without a build tag) reject the whole set
 	// when one member is secp256k1, so a set takes them only by choice.
-	AllowES256K bool      `json:"allow_es256k"`
+	AllowES256K bool `json:"allow_es256k"`
+	// KeyPatterns are the key IDs that may join (* and ? globs): an
+	// admin of one issuer's keys cannot publish one in another's set.
+	KeyPatterns []string  `json:"key_patterns"`
 	CreatedAt   time.Time `json:"created_at,omitzero"`
 }
+
+// Admits reports whether key id may be in the set.
+func (s Set) Admits(id string) bool {
+	for _, p := range s.KeyPatterns {
+		if ok, _ := path.Match(p, id); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// MaxSets bounds how many sets there are: each is a document rebuilt on
+// every change to the keyring.
+const MaxSets = 256
 
 // Sets are the JWK Sets, kept beside the keys in the keyring's store
 // (anchors named "jwks-set/NAME") so every replica sees the same.
@@ -49,10 +68,22 @@ func checkSetNames(names []string) error {
 	return nil
 }
 
-// Create makes set name.
-func (s Sets) Create(ctx context.Context, name string, allowES256K bool, now time.Time) (Set, error) {
+// Create makes set name, which keys matching patterns may join (NAME-*
+// if none are given).
+func (s Sets) Create(ctx context.Context, name string, allowES256K bool, patterns []string, now time.Time) (Set, error) {
 	if err := checkSetNames([]string{name}); err != nil {
 		return Set{}, err
+	}
+	if len(patterns) == 0 {
+		patterns = []string{name + "-*"}
+	}
+	if len(patterns) > 16 {
+		return Set{}, errs.New(errs.InvalidArgument, "key patterns: at most 16")
+	}
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil || p == "" || len(p) > 64 {
+			return Set{}, errs.New(errs.InvalidArgument, "key pattern %q: a key ID glob of at most 64 bytes", p)
+		}
 	}
 	if name == DefaultSet {
 		return Set{}, errs.New(errs.AlreadyExists, "JWK Set %q exists always and takes no ES256K keys", name)
@@ -60,20 +91,23 @@ func (s Sets) Create(ctx context.Context, name string, allowES256K bool, now tim
 	if s.Anchors == nil {
 		return Set{}, errs.New(errs.FailedPrecondition, "this keyring store keeps no JWK Sets")
 	}
-	if _, err := s.Anchors.GetAnchor(ctx, setPrefix+name); err == nil {
-		return Set{}, errs.New(errs.AlreadyExists, "JWK Set %q exists", name)
-	} else if !errs.Is(err, errs.NotFound) {
+	if all, err := s.Anchors.ListAnchors(ctx, setPrefix); err != nil {
+		return Set{}, err
+	} else if len(all) >= MaxSets {
+		return Set{}, errs.New(errs.ResourceExhausted, "there are %d JWK Sets, the most there may be", len(all))
+	}
+	set := Set{Name: name, AllowES256K: allowES256K, KeyPatterns: patterns, CreatedAt: now.UTC()}
+	body, _ := json.Marshal(set)
+	if err := s.Anchors.CreateAnchor(ctx, setPrefix+name, body); err != nil {
 		return Set{}, err
 	}
-	set := Set{Name: name, AllowES256K: allowES256K, CreatedAt: now.UTC()}
-	body, _ := json.Marshal(set)
-	return set, s.Anchors.PutAnchor(ctx, setPrefix+name, body)
+	return set, nil
 }
 
 // Get returns set name.
 func (s Sets) Get(ctx context.Context, name string) (Set, error) {
 	if name == DefaultSet {
-		return Set{Name: DefaultSet}, nil
+		return defaultSet, nil
 	}
 	if s.Anchors == nil {
 		return Set{}, errs.New(errs.FailedPrecondition, "JWK Set %q: this keyring store keeps no sets but %q", name, DefaultSet)
@@ -88,9 +122,14 @@ func (s Sets) Get(ctx context.Context, name string) (Set, error) {
 	return decodeSet(name, body)
 }
 
-// List returns every set, DefaultSet first, then by name.
+// defaultSet takes every jwt key but ES256K ones.
+var defaultSet = Set{Name: DefaultSet, KeyPatterns: []string{"*"}}
+
+// List returns every set, DefaultSet first, then by name. A stored set
+// that does not decode is left out and named in the error, beside the
+// sets that do: one bad record must not stop every set from being served.
 func (s Sets) List(ctx context.Context) ([]Set, error) {
-	out := []Set{{Name: DefaultSet}}
+	out := []Set{defaultSet}
 	if s.Anchors == nil {
 		return out, nil
 	}
@@ -98,15 +137,17 @@ func (s Sets) List(ctx context.Context) ([]Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	var bad []error
 	for name, body := range stored {
 		set, err := decodeSet(strings.TrimPrefix(name, setPrefix), body)
 		if err != nil {
-			return nil, err
+			bad = append(bad, err)
+			continue
 		}
 		out = append(out, set)
 	}
 	sort.Slice(out[1:], func(i, j int) bool { return out[1+i].Name < out[1+j].Name })
-	return out, nil
+	return out, errors.Join(bad...)
 }
 
 func decodeSet(name string, body []byte) (Set, error) {

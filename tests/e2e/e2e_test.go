@@ -110,7 +110,7 @@ func TestJWTsVerifyWithJoseAndTheDrillPasses(t *testing.T) {
 
 	// ES256K keys go to a set made for them; every other key to the
 	// default set, which stays free of secp256k1.
-	framework.Run(t, bin, "jwks-set", "create", "chain", "--allow-es256k", "--data-dir", data)
+	framework.Run(t, bin, "jwks-set", "create", "chain", "--allow-es256k", "--keys", "jwt-es256k", "--data-dir", data)
 	var tokens []string
 	var k1Token string
 	for alg := range opensslVerify {

@@ -31,9 +31,12 @@ type JWKSet struct {
 	// Whether ES256K (secp256k1) keys may join. "default" never takes them:
 	// many relying-party libraries reject a whole set that holds one.
 	AllowEs256K bool `protobuf:"varint,2,opt,name=allow_es256k,json=allowEs256k,proto3" json:"allow_es256k,omitempty"`
-	// Output only: the keys in it, and where it is served.
-	KeyIds        []string `protobuf:"bytes,3,rep,name=key_ids,json=keyIds,proto3" json:"key_ids,omitempty"`
-	Path          string   `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// Output only: the keys in it (those the caller may read), and where
+	// it is served.
+	KeyIds []string `protobuf:"bytes,3,rep,name=key_ids,json=keyIds,proto3" json:"key_ids,omitempty"`
+	Path   string   `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// The key IDs that may join (* and ? globs), fixed when the set is made.
+	KeyPatterns   []string `protobuf:"bytes,5,rep,name=key_patterns,json=keyPatterns,proto3" json:"key_patterns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -96,10 +99,20 @@ func (x *JWKSet) GetPath() string {
 	return ""
 }
 
+func (x *JWKSet) GetKeyPatterns() []string {
+	if x != nil {
+		return x.KeyPatterns
+	}
+	return nil
+}
+
 type CreateJWKSetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	AllowEs256K   bool                   `protobuf:"varint,2,opt,name=allow_es256k,json=allowEs256k,proto3" json:"allow_es256k,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AllowEs256K bool                   `protobuf:"varint,2,opt,name=allow_es256k,json=allowEs256k,proto3" json:"allow_es256k,omitempty"`
+	// The key IDs that may join: * and ? globs, at most 16; NAME-* if none,
+	// so one issuer's keys cannot join another issuer's set.
+	KeyPatterns   []string `protobuf:"bytes,3,rep,name=key_patterns,json=keyPatterns,proto3" json:"key_patterns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,6 +159,13 @@ func (x *CreateJWKSetRequest) GetAllowEs256K() bool {
 		return x.AllowEs256K
 	}
 	return false
+}
+
+func (x *CreateJWKSetRequest) GetKeyPatterns() []string {
+	if x != nil {
+		return x.KeyPatterns
+	}
+	return nil
 }
 
 type CreateJWKSetResponse struct {
@@ -427,15 +447,17 @@ var File_sigil_v1_jwt_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
-	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n" +
+	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n" +
 	"\x06JWKSet\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12\x17\n" +
 	"\akey_ids\x18\x03 \x03(\tR\x06keyIds\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\"L\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12!\n" +
+	"\fkey_patterns\x18\x05 \x03(\tR\vkeyPatterns\"o\n" +
 	"\x13CreateJWKSetRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\":\n" +
+	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12!\n" +
+	"\fkey_patterns\x18\x03 \x03(\tR\vkeyPatterns\":\n" +
 	"\x14CreateJWKSetResponse\x12\"\n" +
 	"\x03set\x18\x01 \x01(\v2\x10.sigil.v1.JWKSetR\x03set\"\x14\n" +
 	"\x12ListJWKSetsRequest\";\n" +

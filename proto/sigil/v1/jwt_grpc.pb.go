@@ -33,8 +33,9 @@ type JWTServiceClient interface {
 	// SignJWT signs claims with the key's active generation. Sigil sets the
 	// alg, kid and typ headers and the iat claim, and exp when it is absent.
 	SignJWT(ctx context.Context, in *SignJWTRequest, opts ...grpc.CallOption) (*SignJWTResponse, error)
-	// CreateJWKSet makes a named JWK Set that jwt keys may join (their
-	// policy's jwks_sets), served at /jwks/{name}.json.
+	// CreateJWKSet makes a named JWK Set that jwt keys whose IDs match its
+	// patterns may join (their policy's jwks_sets), served at
+	// /jwks/{name}.json. It needs the jwks.admin operation.
 	CreateJWKSet(ctx context.Context, in *CreateJWKSetRequest, opts ...grpc.CallOption) (*CreateJWKSetResponse, error)
 	// ListJWKSets lists the JWK Sets, "default" first, with their members.
 	ListJWKSets(ctx context.Context, in *ListJWKSetsRequest, opts ...grpc.CallOption) (*ListJWKSetsResponse, error)
@@ -87,8 +88,9 @@ type JWTServiceServer interface {
 	// SignJWT signs claims with the key's active generation. Sigil sets the
 	// alg, kid and typ headers and the iat claim, and exp when it is absent.
 	SignJWT(context.Context, *SignJWTRequest) (*SignJWTResponse, error)
-	// CreateJWKSet makes a named JWK Set that jwt keys may join (their
-	// policy's jwks_sets), served at /jwks/{name}.json.
+	// CreateJWKSet makes a named JWK Set that jwt keys whose IDs match its
+	// patterns may join (their policy's jwks_sets), served at
+	// /jwks/{name}.json. It needs the jwks.admin operation.
 	CreateJWKSet(context.Context, *CreateJWKSetRequest) (*CreateJWKSetResponse, error)
 	// ListJWKSets lists the JWK Sets, "default" first, with their members.
 	ListJWKSets(context.Context, *ListJWKSetsRequest) (*ListJWKSetsResponse, error)
