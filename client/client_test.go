@@ -204,7 +204,7 @@ func jws(t *testing.T, s *client.KeySigner) {
 		t.Fatal(err)
 	}
 	compact, _ := obj.CompactSerialize()
-	parsed, err := jose.ParseSigned(compact, []jose.SignatureAlgorithm{alg})
+	parsed, err := jose.ParseSignedCompact(compact, []jose.SignatureAlgorithm{alg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestJWTAndEthereumHelpers(t *testing.T) {
 	}
 	json.NewDecoder(resp.Body).Decode(&set)
 	resp.Body.Close()
-	parsed, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	parsed, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil || len(set.Key(parsed.Signatures[0].Header.KeyID)) != 1 {
 		t.Fatalf("token %v, set %v", err, set)
 	}
