@@ -16,12 +16,14 @@ package purpose
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sigil-hsm/sigil/internal/authz"
@@ -54,6 +56,29 @@ type Purpose interface {
 // key. Every other method of a purpose must name the key it uses in its
 // request's key_id (or id) field; a request that names none is refused.
 type Keyless interface{ KeylessMethods() []string }
+
+// Invoker runs a request through the server's whole path in process:
+// identity, authorization, request checks, the audit record and the
+// handler. A purpose that speaks a second protocol (Ethereum JSON-RPC)
+// translates to its gRPC requests and invokes them, so every rule of the
+// first holds for the second.
+type Invoker interface {
+	// Invoke runs req as a call of fullMethod from the caller ctx
+	// describes and fills resp.
+	Invoke(ctx context.Context, fullMethod string, req, resp proto.Message) error
+	// Allowed reports whether that caller may do op on key id.
+	Allowed(ctx context.Context, op authz.Op, id string) bool
+	// HTTPContext describes an HTTP request's client certificate as
+	// Invoke and Allowed expect.
+	HTTPContext(r *http.Request) context.Context
+}
+
+// HTTPAPI is the ability of a purpose to serve a protocol of its own
+// (Ethereum JSON-RPC) on a listener of its own, every call made through
+// inv.
+type HTTPAPI interface {
+	HTTPHandler(inv Invoker, keys *keyring.Keyring) http.Handler
+}
 
 // Metrics is the ability of a purpose to export metrics of its own (an
 // Ethereum key's spending against its limit), read at each scrape.

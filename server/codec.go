@@ -87,4 +87,7 @@ func (s *Server) register(desc *grpc.ServiceDesc, impl any) {
 		}
 	}
 	s.grpc.RegisterService(&d, impl)
+	for _, m := range desc.Methods {
+		s.methods["/"+desc.ServiceName+"/"+m.MethodName] = method{srv: impl, desc: m}
+	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -82,6 +83,10 @@ type Server struct {
 	// is admitted.
 	purposes []purpose.Purpose
 	routes   routes
+	// interceptors admit, audit and time every call, gRPC's and Invoke's;
+	// methods are the registered RPCs, for Invoke.
+	interceptors []grpc.UnaryServerInterceptor
+	methods      map[string]method
 }
 
 // New builds the gRPC server and its services.
@@ -92,7 +97,7 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All()}
+	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All(), methods: map[string]method{}}
 	s.routes = routing(s.purposes)
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
@@ -104,6 +109,7 @@ func New(o Options) *Server {
 	if o.Audit != nil {
 		s.metrics.registerAudit(o.Audit)
 	}
+	s.interceptors = []grpc.UnaryServerInterceptor{s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
 		creds = expiringCreds{credentials.NewTLS(o.TLS)}
@@ -122,7 +128,7 @@ func New(o Options) *Server {
 		// Reuse handler goroutines: a fresh one must grow its stack for
 		// the cgo call into the HSM on every request.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ChainUnaryInterceptor(s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline),
+		grpc.ChainUnaryInterceptor(s.interceptors...),
 		grpc.ChainStreamInterceptor(s.streamAccess),
 		grpc.ForceServerCodecV2(newRawCodec()),
 	)
@@ -258,7 +264,37 @@ var httpIdleTimeout = 60 * time.Second
 
 // Listeners are where a Server serves: gRPC, the public HTTP listener
 // (PublicHandler) and the admin one (AdminHandler).
-type Listeners struct{ GRPC, Public, Admin net.Listener }
+type Listeners struct {
+	GRPC, Public, Admin net.Listener
+	// Purposes are the listeners of purposes' own protocols, by purpose
+	// name (eth: the Ethereum JSON-RPC endpoint); each is served with the
+	// gRPC listener's TLS configuration (client certificates and all).
+	Purposes map[string]net.Listener
+}
+
+// purposeServers are the HTTP servers of the purposes' own protocols, by
+// purpose name, on TLS with the gRPC listener's configuration.
+func (s *Server) purposeServers(ls map[string]net.Listener) (map[string]*http.Server, error) {
+	out := map[string]*http.Server{}
+	for name := range ls {
+		var api purpose.HTTPAPI
+		for _, p := range s.purposes {
+			if a, ok := p.(purpose.HTTPAPI); ok && p.Name() == name {
+				api = a
+			}
+		}
+		switch {
+		case api == nil:
+			return nil, errs.New(errs.InvalidArgument, "purpose %q serves no protocol of its own", name)
+		case s.opts.TLS == nil:
+			return nil, errs.New(errs.InvalidArgument, "the %s endpoint needs TLS with client certificates", name)
+		}
+		srv := newHTTPServer(api.HTTPHandler(s, s.opts.Keyring))
+		srv.TLSConfig = s.opts.TLS
+		out[name] = srv
+	}
+	return out, nil
+}
 
 // newHTTPServer is an HTTP server with Sigil's timeouts.
 func newHTTPServer(h http.Handler) *http.Server {
@@ -271,14 +307,20 @@ func newHTTPServer(h http.Handler) *http.Server {
 // shutdownGrace to finish.
 func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	public, admin := newHTTPServer(s.PublicHandler()), newHTTPServer(s.AdminHandler())
-	errc := make(chan error, 3)
+	others, err := s.purposeServers(l.Purposes)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 3+len(others))
 	go func() { errc <- s.grpc.Serve(l.GRPC) }()
 	go func() { errc <- public.Serve(l.Public) }()
 	go func() { errc <- admin.Serve(l.Admin) }()
+	for name, srv := range others {
+		go func() { errc <- srv.ServeTLS(l.Purposes[name], "", "") }()
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { defer close(watched); s.watchHealth(watchCtx) }()
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -295,7 +337,11 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
-	for _, h := range []*http.Server{public, admin} {
+	servers := []*http.Server{public, admin}
+	for _, srv := range others {
+		servers = append(servers, srv)
+	}
+	for _, h := range servers {
 		if herr := h.Shutdown(sctx); err == nil && !errors.Is(herr, http.ErrServerClosed) {
 			err = herr
 		}

@@ -73,7 +73,11 @@ func newServe() *cobra.Command {
 						return err
 					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "sigil listening: gRPC %s, HTTP %s, admin %s\n", bound.GRPC, bound.HTTP, bound.Admin)
+				line := fmt.Sprintf("sigil listening: gRPC %s, HTTP %s, admin %s", bound.GRPC, bound.HTTP, bound.Admin)
+				if bound.EthRPC != "" {
+					line += ", ethrpc " + bound.EthRPC
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line)
 				if dev {
 					fmt.Fprintf(cmd.OutOrStdout(), "connect with: sigil keys list --data-dir %s\n", dataDir)
 				}
@@ -88,6 +92,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&addrs.GRPC, "grpc-addr", "127.0.0.1:7443", "--dev: gRPC listen address (loopback)")
 	f.StringVar(&addrs.HTTP, "http-addr", "127.0.0.1:7080", "--dev: public HTTP listen address: JWK Sets, the audit key (loopback)")
 	f.StringVar(&addrs.Admin, "admin-addr", "127.0.0.1:7081", "--dev: admin HTTP listen address: health, readiness, metrics (loopback)")
+	f.StringVar(&addrs.EthRPC, "ethrpc-addr", "127.0.0.1:7545", "--dev: Ethereum JSON-RPC listen address, mTLS (loopback)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: log.level of the configuration, else info)")
 	return cmd
 }
@@ -170,7 +175,7 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 type listeners server.Listeners
 
 func (l listeners) close() {
-	for _, c := range []net.Listener{l.GRPC, l.Public, l.Admin} {
+	for _, c := range append([]net.Listener{l.GRPC, l.Public, l.Admin}, l.Purposes["eth"]) {
 		if c != nil {
 			c.Close()
 		}
@@ -191,7 +196,16 @@ func listen(cfg *config.Config) (listeners, devmode.Addrs, error) {
 			return listeners{}, devmode.Addrs{}, err
 		}
 	}
-	return l, devmode.Addrs{GRPC: l.GRPC.Addr().String(), HTTP: l.Public.Addr().String(), Admin: l.Admin.Addr().String()}, nil
+	bound := devmode.Addrs{GRPC: l.GRPC.Addr().String(), HTTP: l.Public.Addr().String(), Admin: l.Admin.Addr().String()}
+	if cfg.EthRPC.Addr != "" {
+		eth, err := net.Listen("tcp", cfg.EthRPC.Addr)
+		if err != nil {
+			l.close()
+			return listeners{}, devmode.Addrs{}, err
+		}
+		l.Purposes, bound.EthRPC = map[string]net.Listener{"eth": eth}, eth.Addr().String()
+	}
+	return l, bound, nil
 }
 
 // openAudit opens the audit log, its checkpoints signed with the audit

@@ -26,6 +26,7 @@ import (
 type Config struct {
 	GRPC           GRPC               `yaml:"grpc"`
 	HTTP           HTTP               `yaml:"http"`
+	EthRPC         EthRPC             `yaml:"ethrpc"`
 	Store          Store              `yaml:"store"`
 	Backends       map[string]Backend `yaml:"backends"`
 	DefaultBackend string             `yaml:"default_backend"`
@@ -61,6 +62,13 @@ type GRPC struct {
 type HTTP struct {
 	PublicAddr string `yaml:"public_addr"`
 	AdminAddr  string `yaml:"admin_addr"`
+}
+
+// EthRPC is the optional Ethereum JSON-RPC endpoint (Web3Signer's eth1
+// methods and clef's external API), served with grpc.tls: the same
+// server certificate, client CA, identities and policy.
+type EthRPC struct {
+	Addr string `yaml:"addr"` // off if empty
 }
 
 // TLS holds the paths of the server's certificate, key and client CA.
@@ -181,6 +189,11 @@ func (c *Config) validate(dev bool) error {
 	}
 	if c.GRPC.TLS == nil {
 		return errors.New("grpc.tls: required (cert, key, client_ca)")
+	}
+	if c.EthRPC.Addr != "" {
+		if err := checkAddr("ethrpc.addr", c.EthRPC.Addr); err != nil {
+			return err
+		}
 	}
 	switch c.Store.Type {
 	case "", "bbolt":

@@ -37,18 +37,19 @@ type Client struct {
 	Addr      string `json:"addr"`
 	HTTPAddr  string `json:"http_addr"`  // the public listener: JWK Sets, the audit key
 	AdminAddr string `json:"admin_addr"` // health, readiness, metrics
+	EthRPC    string `json:"ethrpc_addr"` // Ethereum JSON-RPC (mTLS)
 	CA        string `json:"ca"`
 	Cert      string `json:"cert"`
 	Key       string `json:"key"`
 }
 
 // Addrs are where the dev server listens; all on loopback.
-type Addrs struct{ GRPC, HTTP, Admin string }
+type Addrs struct{ GRPC, HTTP, Admin, EthRPC string }
 
 // Prepare creates or reuses dir and returns the configuration the dev
 // server runs with. Every address must be on loopback.
 func Prepare(dir string, a Addrs) (*config.Config, error) {
-	for _, a := range []string{a.GRPC, a.HTTP, a.Admin} {
+	for _, a := range []string{a.GRPC, a.HTTP, a.Admin, a.EthRPC} {
 		if err := loopbackOnly(a); err != nil {
 			return nil, err
 		}
@@ -81,11 +82,12 @@ func Prepare(dir string, a Addrs) (*config.Config, error) {
 	}
 	yaml := fmt.Sprintf(`grpc: {addr: %q, tls: {cert: %q, key: %q, client_ca: %q}}
 http: {public_addr: %q, admin_addr: %q}
+ethrpc: {addr: %q}
 store: {type: bbolt, path: %q}
 audit: {path: %q}
 backends:
   %s: {type: pkcs11, module: %q, token: %q, pin: %q, sessions: 8}
-`, a.GRPC, pki.ServerCert, pki.ServerKey, pki.CA, a.HTTP, a.Admin, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
+`, a.GRPC, pki.ServerCert, pki.ServerKey, pki.CA, a.HTTP, a.Admin, a.EthRPC, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
 		BackendName, softhsm.Module, TokenLabel, "file:"+pinFile)
 	return config.Parse(strings.NewReader(yaml), true)
 }
@@ -98,7 +100,7 @@ func ClientFor(dir string, a Addrs) (Client, error) {
 		return Client{}, err
 	}
 	pki, err := mtls.EnsureDevPKI(filepath.Join(abs, "tls"))
-	return Client{Addr: a.GRPC, HTTPAddr: a.HTTP, AdminAddr: a.Admin, CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}, err
+	return Client{Addr: a.GRPC, HTTPAddr: a.HTTP, AdminAddr: a.Admin, EthRPC: a.EthRPC, CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}, err
 }
 
 func loopbackOnly(addr string) error {

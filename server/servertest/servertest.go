@@ -71,6 +71,7 @@ type Server struct {
 	Addr      string           // gRPC
 	PublicURL string           // JWK Sets, the audit key
 	AdminURL  string           // health, readiness, metrics
+	EthRPC    string // the Ethereum JSON-RPC address (HTTPS, mTLS), when the server has TLS
 	HSM       *FaultyBackend
 	Keyring   *keyring.Keyring
 	Stop      func() // stops the server and closes its store; also run at cleanup
@@ -104,8 +105,17 @@ func Start(t testing.TB, hsm *FaultyBackend, dbPath string, opts ...func(*server
 	for _, opt := range opts {
 		opt(&o)
 	}
+	sl := server.Listeners{GRPC: ls[0], Public: ls[1], Admin: ls[2]}
+	ethAddr := ""
+	if o.TLS != nil {
+		eth, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl.Purposes, ethAddr = map[string]net.Listener{"eth": eth}, eth.Addr().String()
+	}
 	done := make(chan error, 1)
-	go func() { done <- server.New(o).Serve(ctx, server.Listeners{GRPC: ls[0], Public: ls[1], Admin: ls[2]}) }()
+	go func() { done <- server.New(o).Serve(ctx, sl) }()
 	conn, err := grpc.NewClient(ls[0].Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +134,7 @@ func Start(t testing.TB, hsm *FaultyBackend, dbPath string, opts ...func(*server
 	t.Cleanup(stop)
 	return &Server{Keys: sigilv1.NewKeyServiceClient(conn), Sign: sigilv1.NewSigningServiceClient(conn), Conn: conn,
 		Addr: ls[0].Addr().String(), PublicURL: "http://" + ls[1].Addr().String(), AdminURL: "http://" + ls[2].Addr().String(),
-		HSM: hsm, Keyring: kr, Stop: stop}
+		EthRPC: ethAddr, HSM: hsm, Keyring: kr, Stop: stop}
 }
 
 // New runs a server over a fresh SoftHSM token and keyring.

@@ -10,7 +10,6 @@ package framework
 
 import (
 	"bufio"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,12 +94,13 @@ func (s *SyncBuffer) String() string {
 
 // Proc is a running `sigil serve`.
 type Proc struct {
-	Cmd       *exec.Cmd
-	GRPCAddr  string
-	HTTPAddr  string // public: JWK Sets, the audit key
-	AdminAddr string // health, readiness, metrics
-	Logs      *SyncBuffer
-	exited    chan struct{}
+	Cmd        *exec.Cmd
+	GRPCAddr   string
+	HTTPAddr   string // public: JWK Sets, the audit key
+	AdminAddr  string // health, readiness, metrics
+	EthRPCAddr string // Ethereum JSON-RPC, if served
+	Logs       *SyncBuffer
+	exited     chan struct{}
 }
 
 // Serve runs `sigil serve` with args and env added, and returns once it
@@ -126,9 +126,14 @@ func Serve(t *testing.T, bin string, args, env []string) *Proc {
 		}
 	}()
 	select {
-	case l := <-line:
-		fmt.Sscanf(l, "sigil listening: gRPC %s HTTP %s admin %s", &p.GRPCAddr, &p.HTTPAddr, &p.AdminAddr)
-		p.GRPCAddr, p.HTTPAddr = strings.TrimSuffix(p.GRPCAddr, ","), strings.TrimSuffix(p.HTTPAddr, ",")
+	case l := <-line: // sigil listening: gRPC A, HTTP B, admin C[, ethrpc D]
+		f := strings.Fields(strings.ReplaceAll(strings.TrimPrefix(l, "sigil listening:"), ",", ""))
+		addrs := map[string]*string{"gRPC": &p.GRPCAddr, "HTTP": &p.HTTPAddr, "admin": &p.AdminAddr, "ethrpc": &p.EthRPCAddr}
+		for i := 0; i+1 < len(f); i += 2 {
+			if a, ok := addrs[f[i]]; ok {
+				*a = f[i+1]
+			}
+		}
 	case <-p.exited:
 		t.Fatalf("server exited while starting: %s", p.Logs.String())
 	case <-time.After(30 * time.Second):
@@ -146,7 +151,7 @@ func ServeConfig(t *testing.T, bin, cfg string, env ...string) *Proc {
 // ServeDev runs `sigil serve --dev` over dataDir on free loopback ports.
 func ServeDev(t *testing.T, bin, dataDir string, env ...string) *Proc {
 	t.Helper()
-	return Serve(t, bin, []string{"--dev", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, env)
+	return Serve(t, bin, []string{"--dev", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--ethrpc-addr", "127.0.0.1:0"}, env)
 }
 
 // Exited is closed when the process has ended.

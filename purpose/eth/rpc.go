@@ -1,0 +1,331 @@
+package eth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/strictjson"
+	"github.com/sigil-hsm/sigil/keyring"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose"
+)
+
+// Limits of the JSON-RPC endpoint, as on the gRPC path.
+const (
+	MaxRPCBodyBytes = 256 << 10
+	MaxRPCBatch     = 32
+)
+
+// ClefAPIVersion is the version of clef's external API the endpoint
+// speaks (what account_version answers).
+const ClefAPIVersion = "6.1.0"
+
+// RPC serves the Ethereum remote-signer protocols over JSON-RPC 2.0, so
+// software that already speaks them signs through Sigil unchanged:
+// Web3Signer's eth1 methods (eth_accounts, eth_sign, eth_signTransaction,
+// eth_signTypedData, and GET /upcheck; personal_sign too, which ethers'
+// JsonRpcSigner sends) and clef's external API as
+// go-ethereum's accounts/external speaks it (account_version,
+// account_list, account_signTransaction, account_signData with
+// text/plain, account_signTypedData).
+//
+// Accounts are addressed by address: an eth key's. Each call is turned
+// into the gRPC request it stands for and run through inv, so the client
+// certificate, the policy file, the request checks, the spending policy
+// and the audit record apply exactly as over gRPC. A refusal is a JSON-RPC
+// error whose message says which rule refused.
+func RPC(inv purpose.Invoker, keys *keyring.Keyring) http.Handler {
+	h := &rpcHandler{inv: inv, keys: keys}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /upcheck", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK") })
+	mux.HandleFunc("POST /", h.serve)
+	return mux
+}
+
+var _ purpose.HTTPAPI = Purpose{}
+
+// HTTPHandler is the Ethereum JSON-RPC endpoint (RPC).
+func (Purpose) HTTPHandler(inv purpose.Invoker, keys *keyring.Keyring) http.Handler {
+	return RPC(inv, keys)
+}
+
+type rpcHandler struct {
+	inv  purpose.Invoker
+	keys *keyring.Keyring
+}
+
+type rpcRequest struct {
+	JSONRPC string            `json:"jsonrpc"`
+	ID      json.RawMessage   `json:"id"`
+	Method  string            `json:"method"`
+	Params  []json.RawMessage `json:"params"`
+}
+
+type rpcError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+type rpcResponse struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  any             `json:"result,omitempty"`
+	Error   *rpcError       `json:"error,omitempty"`
+}
+
+// The JSON-RPC 2.0 error codes, and Sigil's for refusals (-32000 on).
+const (
+	rpcParse          = -32700
+	rpcInvalidRequest = -32600
+	rpcNoMethod       = -32601
+	rpcInvalidParams  = -32602
+	rpcInternal       = -32603
+	rpcDenied         = -32001
+	rpcPrecondition   = -32002
+	rpcUnavailable    = -32003
+	rpcLimit          = -32004
+)
+
+func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRPCBodyBytes))
+	if err != nil {
+		writeRPC(w, http.StatusRequestEntityTooLarge, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcLimit, "request body over 256 KiB"}})
+		return
+	}
+	if err := strictjson.Check("request", body, MaxRPCBodyBytes); err != nil {
+		writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcParse, err.Error()}})
+		return
+	}
+	ctx := h.inv.HTTPContext(r)
+	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
+		var batch []json.RawMessage
+		if err := json.Unmarshal(trimmed, &batch); err != nil || len(batch) == 0 || len(batch) > MaxRPCBatch {
+			writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcInvalidRequest, "a batch holds 1 to 32 requests"}})
+			return
+		}
+		out := make([]rpcResponse, 0, len(batch))
+		for _, one := range batch {
+			out = append(out, h.call(ctx, one))
+		}
+		writeRPC(w, http.StatusOK, out)
+		return
+	}
+	writeRPC(w, http.StatusOK, h.call(ctx, body))
+}
+
+func writeRPC(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// call answers one JSON-RPC request.
+func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) rpcResponse {
+	var req rpcRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.JSONRPC != "2.0" || req.Method == "" {
+		return rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcInvalidRequest, "not a JSON-RPC 2.0 request"}}
+	}
+	if req.ID == nil {
+		req.ID = json.RawMessage("null")
+	}
+	result, err := h.dispatch(ctx, req.Method, req.Params)
+	if err != nil {
+		return rpcResponse{JSONRPC: "2.0", ID: req.ID, Error: toRPCError(err)}
+	}
+	return rpcResponse{JSONRPC: "2.0", ID: req.ID, Result: result}
+}
+
+// errNoMethod is a method neither protocol has.
+var errNoMethod = errors.New("no such method")
+
+func (h *rpcHandler) dispatch(ctx context.Context, method string, params []json.RawMessage) (any, error) {
+	switch method {
+	case "account_version":
+		return ClefAPIVersion, nil
+	case "eth_accounts", "account_list":
+		return h.accounts(ctx), nil
+	case "eth_sign": // [address, data]
+		return h.signMessage(ctx, params, 0, 1)
+	case "personal_sign": // [data, address], as ethers' JsonRpcSigner sends it
+		return h.signMessage(ctx, params, 1, 0)
+	case "account_signData": // [content type, address, data]
+		var mime string
+		if len(params) != 3 || json.Unmarshal(params[0], &mime) != nil {
+			return nil, errs.New(errs.InvalidArgument, "params: [content type, address, data]")
+		}
+		if mime != "text/plain" {
+			return nil, errs.New(errs.InvalidArgument, "content type %q: Sigil signs text/plain (EIP-191) data; typed data through account_signTypedData", mime)
+		}
+		return h.signMessage(ctx, params[1:], 0, 1)
+	case "eth_signTypedData", "eth_signTypedData_v4", "account_signTypedData": // [address, document]
+		return h.signTypedData(ctx, params)
+	case "eth_signTransaction": // [transaction]
+		out, err := h.signTransaction(ctx, params)
+		if err != nil {
+			return nil, err
+		}
+		return hexutil.Bytes(out.GetRawTransaction()), nil
+	case "account_signTransaction": // [transaction]; clef answers {raw, tx}
+		out, err := h.signTransaction(ctx, params)
+		if err != nil {
+			return nil, err
+		}
+		tx := new(types.Transaction)
+		if err := tx.UnmarshalBinary(out.GetRawTransaction()); err != nil {
+			return nil, errs.New(errs.Internal, "the signed transaction: %w", err)
+		}
+		return map[string]any{"raw": hexutil.Bytes(out.GetRawTransaction()), "tx": tx}, nil
+	}
+	return nil, errNoMethod
+}
+
+// accounts are the addresses of the eth keys the caller may sign with.
+func (h *rpcHandler) accounts(ctx context.Context) []common.Address {
+	out := []common.Address{}
+	for _, k := range h.keys.List(ctx) {
+		if k.Purpose != Name || k.Deleted || Address(k) == "" {
+			continue
+		}
+		if slices.ContainsFunc([]authz.Op{OpSignTx, OpSignMessage, OpSignTypedData}, func(op authz.Op) bool { return h.inv.Allowed(ctx, op, k.ID) }) {
+			out = append(out, common.HexToAddress(Address(k)))
+		}
+	}
+	return out
+}
+
+// keyOf is the eth key whose address raw (a JSON string) is. An address
+// no key has is answered as a denial is: the caller learns nothing of
+// keys it may not use.
+func (h *rpcHandler) keyOf(ctx context.Context, raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil || !common.IsHexAddress(s) {
+		return "", errs.New(errs.InvalidArgument, "address: want a 0x-prefixed hex address")
+	}
+	addr := common.HexToAddress(s)
+	for _, k := range h.keys.List(ctx) {
+		if k.Purpose == Name && !k.Deleted && strings.EqualFold(Address(k), addr.Hex()) {
+			return k.ID, nil
+		}
+	}
+	return "", errs.New(errs.PermissionDenied, "permission denied")
+}
+
+func (h *rpcHandler) signMessage(ctx context.Context, params []json.RawMessage, addrAt, dataAt int) (any, error) {
+	if len(params) != 2 {
+		return nil, errs.New(errs.InvalidArgument, "params: [address, data]")
+	}
+	id, err := h.keyOf(ctx, params[addrAt])
+	if err != nil {
+		return nil, err
+	}
+	var data hexutil.Bytes
+	if err := json.Unmarshal(params[dataAt], &data); err != nil {
+		return nil, errs.New(errs.InvalidArgument, "data: want 0x-prefixed hex")
+	}
+	var out sigilv1.SignMessageResponse
+	if err := h.inv.Invoke(ctx, sigilv1.EthereumService_SignMessage_FullMethodName, &sigilv1.SignMessageRequest{KeyId: id, Message: data}, &out); err != nil {
+		return nil, err
+	}
+	return hexutil.Bytes(out.GetSignature()), nil
+}
+
+func (h *rpcHandler) signTypedData(ctx context.Context, params []json.RawMessage) (any, error) {
+	if len(params) != 2 {
+		return nil, errs.New(errs.InvalidArgument, "params: [address, typed data]")
+	}
+	id, err := h.keyOf(ctx, params[0])
+	if err != nil {
+		return nil, err
+	}
+	doc := []byte(params[1])
+	var asString string
+	if json.Unmarshal(params[1], &asString) == nil { // some clients send the document as a JSON string
+		doc = []byte(asString)
+	}
+	var out sigilv1.SignTypedDataResponse
+	if err := h.inv.Invoke(ctx, sigilv1.EthereumService_SignTypedData_FullMethodName, &sigilv1.SignTypedDataRequest{KeyId: id, TypedDataJson: doc}, &out); err != nil {
+		return nil, err
+	}
+	return hexutil.Bytes(out.GetSignature()), nil
+}
+
+// signTransaction signs an eth_signTransaction object whose from names
+// the account; null members (as clef's callers send for what they leave
+// out) are dropped first.
+func (h *rpcHandler) signTransaction(ctx context.Context, params []json.RawMessage) (*sigilv1.SignTransactionResponse, error) {
+	if len(params) != 1 {
+		return nil, errs.New(errs.InvalidArgument, "params: [transaction]")
+	}
+	obj, err := strictjson.Object("transaction", params[0], MaxTxBytes)
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range obj {
+		if string(v) == "null" {
+			delete(obj, name)
+		}
+	}
+	from, ok := obj["from"]
+	if !ok {
+		return nil, errs.New(errs.InvalidArgument, "transaction: from names the account")
+	}
+	id, err := h.keyOf(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	var out sigilv1.SignTransactionResponse
+	req := &sigilv1.SignTransactionRequest{KeyId: id, Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: strictjson.Encode(obj)}}
+	if err := h.inv.Invoke(ctx, sigilv1.EthereumService_SignTransaction_FullMethodName, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// toRPCError turns a refusal into a JSON-RPC error that says which rule
+// refused (the message the gRPC status carries).
+func toRPCError(err error) *rpcError {
+	if errors.Is(err, errNoMethod) {
+		return &rpcError{rpcNoMethod, "method not found"}
+	}
+	c, msg := codes.Internal, "internal error"
+	if st, ok := status.FromError(err); ok {
+		c, msg = st.Code(), st.Message()
+	} else if kind := errs.KindOf(err); kind != errs.Internal {
+		c, msg = codeNamed(kind.String()), err.Error() // errs kinds are named after gRPC codes
+	}
+	code := map[codes.Code]int{
+		codes.InvalidArgument: rpcInvalidParams, codes.PermissionDenied: rpcDenied, codes.Unauthenticated: rpcDenied,
+		codes.FailedPrecondition: rpcPrecondition, codes.NotFound: rpcDenied, codes.Unavailable: rpcUnavailable,
+		codes.DeadlineExceeded: rpcUnavailable, codes.ResourceExhausted: rpcLimit,
+	}[c]
+	if code == 0 {
+		code = rpcInternal
+	}
+	return &rpcError{code, c.String() + ": " + msg}
+}
+
+// codeNamed is the gRPC code called name.
+func codeNamed(name string) codes.Code {
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if c.String() == name {
+			return c
+		}
+	}
+	return codes.Internal
+}
