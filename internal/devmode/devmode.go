@@ -35,8 +35,8 @@ const clientFile = "client.json"
 // Client is what a client command needs to reach a dev server.
 type Client struct {
 	Addr      string `json:"addr"`
-	HTTPAddr  string `json:"http_addr"`  // the public listener: JWK Sets, the audit key
-	AdminAddr string `json:"admin_addr"` // health, readiness, metrics
+	HTTPAddr  string `json:"http_addr"`   // the public listener: JWK Sets, the audit key
+	AdminAddr string `json:"admin_addr"`  // health, readiness, metrics
 	EthRPC    string `json:"ethrpc_addr"` // Ethereum JSON-RPC (mTLS)
 	CA        string `json:"ca"`
 	Cert      string `json:"cert"`

@@ -71,7 +71,7 @@ type Server struct {
 	Addr      string           // gRPC
 	PublicURL string           // JWK Sets, the audit key
 	AdminURL  string           // health, readiness, metrics
-	EthRPC    string // the Ethereum JSON-RPC address (HTTPS, mTLS), when the server has TLS
+	EthRPC    string           // the Ethereum JSON-RPC address (HTTPS, mTLS), when the server has TLS
 	HSM       *FaultyBackend
 	Keyring   *keyring.Keyring
 	Stop      func() // stops the server and closes its store; also run at cleanup
