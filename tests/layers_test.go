@@ -27,6 +27,8 @@ var forbidden = []struct {
 	{"internal/audit", []string{"keyring", "signer", "server", "cmd"}, "the audit log is told what to write, by interfaces"},
 	{"server", []string{"purpose/raw", "purpose/jwt", "purpose/eth", "purpose/all", "cmd"},
 		"the server knows purposes only through package purpose; the binary chooses them"},
+	{"client", []string{"server", "keyring", "purpose", "jwks", "cmd", "internal/audit", "internal/authz"},
+		"the client speaks the API and nothing of the server's insides"},
 }
 
 // testHelpers must never be imported by production code.

@@ -18,6 +18,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"flag"
@@ -113,6 +114,9 @@ type bench struct {
 	backends map[string]signer.Backend
 	conn     *grpc.ClientConn // to the plain server
 	httpAddr string
+	// the secured server's Ethereum JSON-RPC endpoint, and a client of it
+	ethRPC       string
+	ethRPCClient *http.Client
 }
 
 func run(out string, dur time.Duration) error {
@@ -147,7 +151,7 @@ func run(out string, dur time.Duration) error {
 	if err := jwks.Follow(ctx, kr, jwt.Sets{}, pub, slog.Default()); err != nil {
 		return err
 	}
-	conn, httpAddr, stop, err := b.startServer(kr, server.Options{JWKS: pub}, insecure.NewCredentials())
+	conn, httpAddr, stop, err := b.startServer(kr, server.Options{JWKS: pub}, insecure.NewCredentials(), nil)
 	if err != nil {
 		return err
 	}
@@ -178,6 +182,9 @@ func run(out string, dur time.Duration) error {
 		return err
 	}
 	if rep.secured, err = b.securedTable(secured); err != nil {
+		return err
+	}
+	if rep.ethRPC, err = b.ethRPCTable(secured); err != nil {
 		return err
 	}
 	if kmsEndpoint != "" {
@@ -282,7 +289,7 @@ func (b *bench) replicaTable(dir string) ([]row, error) {
 			return nil, err
 		}
 		go kr.Follow(ctx, s)
-		conn, _, stop, err := b.startServer(kr, server.Options{}, insecure.NewCredentials())
+		conn, _, stop, err := b.startServer(kr, server.Options{}, insecure.NewCredentials(), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +323,7 @@ func (b *bench) replicaTable(dir string) ([]row, error) {
 
 // startServer runs a server with opts (keyring, backends and a quiet
 // logger added) on loopback and dials it with creds.
-func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds credentials.TransportCredentials) (*grpc.ClientConn, string, func(), error) {
+func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds credentials.TransportCredentials, purposes map[string]net.Listener) (*grpc.ClientConn, string, func(), error) {
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, err
@@ -332,7 +339,9 @@ func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds cred
 	opts.Keyring, opts.Backends, opts.Logger = kr, b.backends, slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
-	go func() { done <- server.New(opts).Serve(ctx, server.Listeners{GRPC: gl, Public: hl, Admin: al}) }()
+	go func() {
+		done <- server.New(opts).Serve(ctx, server.Listeners{GRPC: gl, Public: hl, Admin: al, Purposes: purposes})
+	}()
 	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		cancel()
@@ -364,12 +373,50 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, _, stop, err := b.startServer(b.kr, server.Options{TLS: serverTLS, Authz: authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), Audit: al}, credentials.NewTLS(clientTLS))
+	eth, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, _, stop, err := b.startServer(b.kr, server.Options{TLS: serverTLS, Authz: authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), Audit: al},
+		credentials.NewTLS(clientTLS), map[string]net.Listener{"eth": eth})
 	if err != nil {
 		al.Close()
 		return nil, nil, err
 	}
+	b.ethRPC = "https://" + eth.Addr().String()
+	b.ethRPCClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 64}}
 	return conn, func() { stop(); al.Close() }, nil
+}
+
+// ethRPCTable: EIP-1559 eth_signTransaction over the JSON-RPC endpoint
+// against SignTransaction over gRPC, both on the secured server (mTLS,
+// policy, audit).
+func (b *bench) ethRPCTable(secured *grpc.ClientConn) ([]row, error) {
+	k, err := b.kr.Get(b.ctx, "bench-eth")
+	if err != nil {
+		return nil, err
+	}
+	from := eth.Address(k)
+	tx := `{"from":"` + from + `","chainId":"0x1","nonce":"0x7","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000",` +
+		`"gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"eth_signTransaction","params":[` + tx + `]}`)
+	ec := sigilv1.NewEthereumServiceClient(secured)
+	return b.pair("eth_signTransaction", func(ctx context.Context) error {
+		_, err := ec.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(tx)}})
+		return err
+	}, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, "POST", b.ethRPC, bytes.NewReader(body))
+		resp, err := b.ethRPCClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(resp.Body)
+		if err == nil && !bytes.Contains(out, []byte(`"result":"0x`)) {
+			err = fmt.Errorf("eth_signTransaction: %s", out)
+		}
+		return err
+	}, []int{1, 16})
 }
 
 // securedTable: ES256 Sign on the plain server against the same on the

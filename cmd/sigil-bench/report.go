@@ -23,9 +23,9 @@ func (r row) ratio() float64          { return r.measured.opsPerSec / r.base.ops
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
-	floor                                        []result
-	sign, jwt, jwks, eth, secured, kms, replicas []row
-	cpu                                          []cpuRow
+	floor                                                []result
+	sign, jwt, jwks, eth, secured, ethRPC, kms, replicas []row
+	cpu                                                  []cpuRow
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -60,6 +60,9 @@ func (rep report) write(path string, dur time.Duration) error {
 	b.WriteString("\n## ES256 Sign with mTLS, authorization and the audit log against plain Sign\n\n")
 	b.WriteString("The secured server runs TLS 1.3 with client certificates, checks the policy and writes each decision to the hash-chained audit log, written in batches before it answers, and fsynced by a goroutine of its own.\n\n")
 	table(&b, "plain", "secured", rep.secured)
+	b.WriteString("\n## eth_signTransaction over the Ethereum JSON-RPC endpoint against SignTransaction over gRPC\n\n")
+	b.WriteString("Both on the secured server: mTLS with the dev client certificate, the policy and the audit log; the JSON-RPC side over HTTPS keep-alive connections, each call run in process through the same access path.\n\n")
+	table(&b, "gRPC", "JSON-RPC", rep.ethRPC)
 	b.WriteString("\n## ES256 Sign over three replicas sharing a keyring in etcd against one replica\n\n")
 	b.WriteString("Each replica has its own etcd client, in-memory keyring and gRPC server over the one SoftHSM token; the load is spread round-robin. Signing reads the keyring from memory, so etcd is off the signing path; on this 2-core machine the table shows what replication costs, not how it scales.\n\n")
 	table(&b, "1 replica", "3 replicas", rep.replicas)
@@ -85,6 +88,7 @@ func (rep report) write(path string, dur time.Duration) error {
 		{"secured Sign ≥ 0.90 of plain Sign at 16 callers", rep.secured, "Sign, secured", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.9 }},
 		{"KMS Sign through Sigil ≥ 0.80 of direct SDK calls at 16 callers", rep.kms, "Sign on KMS", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.8 }},
 		{"SignTransaction ≥ 0.85 of ES256K Sign at 16 callers", rep.eth, "SignTransaction", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.85 }},
+		{"eth_signTransaction over JSON-RPC ≥ 0.80 of gRPC at 16 callers", rep.ethRPC, "eth_signTransaction", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.8 }},
 	} {
 		for _, r := range t.rows {
 			if r.name == t.name && r.callers == t.c {
