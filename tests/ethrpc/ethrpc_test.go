@@ -33,7 +33,7 @@ import (
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 2) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
 
 const policy = `
 rules:
