@@ -27,6 +27,9 @@ func (c *Client) Address(ctx context.Context, keyID string) (common.Address, err
 // under the key's spending policy, and returns it signed. It is not
 // retried: a transaction counts against the daily limit.
 func (c *Client) SignTx(ctx context.Context, keyID string, tx *types.Transaction, chainID *big.Int) (*types.Transaction, error) {
+	if chainID == nil || chainID.Sign() <= 0 || !chainID.IsUint64() {
+		return nil, fmt.Errorf("sigil client: chain ID %v: a positive 64-bit number", chainID)
+	}
 	unsigned, err := UnsignedRLP(tx, chainID)
 	if err != nil {
 		return nil, err
@@ -76,7 +79,7 @@ func UnsignedRLP(tx *types.Transaction, chainID *big.Int) ([]byte, error) {
 	if tx.Type() == types.LegacyTxType {
 		return rlp.EncodeToBytes([]any{tx.Nonce(), tx.GasPrice(), tx.Gas(), tx.To(), tx.Value(), tx.Data(), chainID, uint(0), uint(0)})
 	}
-	signed, err := tx.MarshalBinary() // with whatever signature it has: dropped below
+	signed, err := tx.WithoutBlobTxSidecar().MarshalBinary() // with whatever signature it has: dropped below
 	if err != nil {
 		return nil, err
 	}

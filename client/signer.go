@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"fmt"
 	"io"
@@ -80,6 +81,9 @@ func (s *KeySigner) checkOpts(opts crypto.SignerOpts) error {
 	}
 	if opts == nil || opts.HashFunc() != want {
 		return fmt.Errorf("sigil client: key %q (%s) signs with hash %v", s.keyID, s.alg, want)
+	}
+	if eo, ok := opts.(*ed25519.Options); ok && eo.Context != "" {
+		return fmt.Errorf("sigil client: key %q signs pure Ed25519, not Ed25519ctx", s.keyID)
 	}
 	pss, isPSS := opts.(*rsa.PSSOptions)
 	switch {

@@ -66,11 +66,18 @@ type Invoker interface {
 	// Invoke runs req as a call of fullMethod from the caller ctx
 	// describes and fills resp.
 	Invoke(ctx context.Context, fullMethod string, req, resp proto.Message) error
-	// Allowed reports whether that caller may do op on key id.
-	Allowed(ctx context.Context, op authz.Op, id string) bool
+	// Allowed answers nil if that caller may do op on key id: else
+	// Unauthenticated (its certificate) or PermissionDenied.
+	Allowed(ctx context.Context, op authz.Op, id string) error
 	// HTTPContext describes an HTTP request's client certificate as
 	// Invoke and Allowed expect.
 	HTTPContext(r *http.Request) context.Context
+	// Record audits a call no gRPC method stands for (an account
+	// listing, a request refused before any); on error the answer is
+	// withheld.
+	Record(ctx context.Context, operation, keyID string, err error) error
+	// Status maps err to the gRPC status it is answered with.
+	Status(err error) error
 }
 
 // HTTPAPI is the ability of a purpose to serve a protocol of its own

@@ -4,14 +4,18 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose"
 )
 
@@ -42,13 +46,42 @@ func (s *Server) Invoke(ctx context.Context, fullMethod string, req, resp proto.
 	return nil
 }
 
-// Allowed reports whether the caller ctx describes may do op on key id.
-func (s *Server) Allowed(ctx context.Context, op authz.Op, id string) bool {
-	if s.authenticate(ctx) != nil {
-		return false
+// Allowed answers nil if the caller ctx describes may do op on key id:
+// its certificate is valid and trusted now (else Unauthenticated) and a
+// rule allows it (else PermissionDenied).
+func (s *Server) Allowed(ctx context.Context, op authz.Op, id string) error {
+	if err := s.authenticate(ctx); err != nil {
+		return err
 	}
-	_, ok := s.authorize(identities(ctx), op, id)
-	return ok
+	if _, ok := s.authorize(identities(ctx), op, id); !ok {
+		return errDenied
+	}
+	return nil
+}
+
+// Status is err as the gRPC status it is answered with: the server's one
+// mapping, for a purpose's second protocol to translate.
+func (s *Server) Status(err error) error { return toStatus(err) }
+
+// Record writes the audit record of a call of a purpose's second
+// protocol that no gRPC method stands for (an account listing, a request
+// refused before any): operation, the key it named if any, and its
+// outcome. If the record cannot be written, the caller must withhold its
+// answer, and gets Unavailable.
+func (s *Server) Record(ctx context.Context, operation, keyID string, err error) error {
+	start := time.Now()
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: operation, Peer: peerAddr(ctx),
+		Identities: identity.Brief(identities(ctx)), Outcome: "allowed"}
+	if keyring.ValidateID(keyID) == nil {
+		rec.KeyID = keyID
+	}
+	switch {
+	case errs.Is(err, errs.PermissionDenied) || errs.Is(err, errs.Unauthenticated):
+		rec.Outcome = "denied"
+	case err != nil:
+		rec.Outcome = "failed"
+	}
+	return s.record(rec, err, start)
 }
 
 // HTTPContext describes an HTTP request's TLS connection as a gRPC peer,

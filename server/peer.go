@@ -134,8 +134,8 @@ func (s *Server) checkChain(chain []*x509.Certificate, conn *expiringConn) error
 		}
 	}
 	pool := s.clientCAs()
-	if pool == nil || conn == nil || conn.trustedBy.Load() == pool {
-		return nil
+	if pool == nil || conn != nil && conn.trustedBy.Load() == pool {
+		return nil // no TLS, or this connection was checked against this very pool
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -145,8 +145,10 @@ func (s *Server) checkChain(chain []*x509.Certificate, conn *expiringConn) error
 	if err != nil {
 		return errs.New(errs.Unauthenticated, "client certificate is not trusted by the client CA bundle in force")
 	}
-	conn.trustedBy.Store(pool)
-	return nil
+	if conn != nil {
+		conn.trustedBy.Store(pool)
+	}
+	return nil // a connection not tracked (an HTTP one) is checked on every request
 }
 
 // clientCAs is the client CA pool a handshake would use now; nil without

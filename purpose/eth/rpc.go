@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -100,7 +103,17 @@ const (
 	rpcLimit          = -32004
 )
 
+// rpcDeadline bounds a whole request, a batch included, under the HTTP
+// write timeout: a call not done by then fails (and is not signed)
+// instead of being signed with its answer lost.
+const rpcDeadline = 25 * time.Second
+
 func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		// Not a form a browser may send cross-site without asking first.
+		http.Error(w, "Content-Type must be application/json", http.StatusUnsupportedMediaType)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRPCBodyBytes))
 	if err != nil {
 		writeRPC(w, http.StatusRequestEntityTooLarge, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcLimit, "request body over 256 KiB"}})
@@ -110,7 +123,8 @@ func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcParse, err.Error()}})
 		return
 	}
-	ctx := h.inv.HTTPContext(r)
+	ctx, cancel := context.WithTimeout(h.inv.HTTPContext(r), rpcDeadline)
+	defer cancel()
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
 		var batch []json.RawMessage
 		if err := json.Unmarshal(trimmed, &batch); err != nil || len(batch) == 0 || len(batch) > MaxRPCBatch {
@@ -144,26 +158,54 @@ func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) rpcResponse 
 	if req.ID == nil {
 		req.ID = json.RawMessage("null")
 	}
-	result, err := h.dispatch(ctx, req.Method, req.Params)
+	c := &rpcCall{}
+	result, err := h.dispatch(ctx, c, req.Method, req.Params)
+	if !c.invoked && req.Method != "account_version" {
+		// No gRPC method stood for it (a listing, or a refusal before
+		// one): audited here, and unanswered if it cannot be.
+		if aerr := h.inv.Record(ctx, rpcOperation(req.Method), c.keyID, err); aerr != nil {
+			err = aerr
+		}
+	}
 	if err != nil {
-		return rpcResponse{JSONRPC: "2.0", ID: req.ID, Error: toRPCError(err)}
+		return rpcResponse{JSONRPC: "2.0", ID: req.ID, Error: h.toRPCError(err)}
 	}
 	return rpcResponse{JSONRPC: "2.0", ID: req.ID, Result: result}
+}
+
+// rpcCall is what a call did: whether it reached Invoke (which audits),
+// and the key it named.
+type rpcCall struct {
+	invoked bool
+	keyID   string
+}
+
+// rpcOperation names a JSON-RPC method in the audit record; a method
+// neither protocol has is "eth.rpc.unknown" (its name is the client's).
+func rpcOperation(method string) string {
+	switch method {
+	case "eth_accounts", "account_list":
+		return "eth.accounts"
+	case "eth_sign", "personal_sign", "account_signData", "eth_signTypedData", "eth_signTypedData_v4", "account_signTypedData",
+		"eth_signTransaction", "account_signTransaction":
+		return "eth.rpc." + method
+	}
+	return "eth.rpc.unknown"
 }
 
 // errNoMethod is a method neither protocol has.
 var errNoMethod = errors.New("no such method")
 
-func (h *rpcHandler) dispatch(ctx context.Context, method string, params []json.RawMessage) (any, error) {
+func (h *rpcHandler) dispatch(ctx context.Context, c *rpcCall, method string, params []json.RawMessage) (any, error) {
 	switch method {
 	case "account_version":
 		return ClefAPIVersion, nil
 	case "eth_accounts", "account_list":
-		return h.accounts(ctx), nil
+		return h.accounts(ctx)
 	case "eth_sign": // [address, data]
-		return h.signMessage(ctx, params, 0, 1)
+		return h.signMessage(ctx, c, params, 0, 1)
 	case "personal_sign": // [data, address], as ethers' JsonRpcSigner sends it
-		return h.signMessage(ctx, params, 1, 0)
+		return h.signMessage(ctx, c, params, 1, 0)
 	case "account_signData": // [content type, address, data]
 		var mime string
 		if len(params) != 3 || json.Unmarshal(params[0], &mime) != nil {
@@ -172,17 +214,17 @@ func (h *rpcHandler) dispatch(ctx context.Context, method string, params []json.
 		if mime != "text/plain" {
 			return nil, errs.New(errs.InvalidArgument, "content type %q: Sigil signs text/plain (EIP-191) data; typed data through account_signTypedData", mime)
 		}
-		return h.signMessage(ctx, params[1:], 0, 1)
+		return h.signMessage(ctx, c, params[1:], 0, 1)
 	case "eth_signTypedData", "eth_signTypedData_v4", "account_signTypedData": // [address, document]
-		return h.signTypedData(ctx, params)
+		return h.signTypedData(ctx, c, params)
 	case "eth_signTransaction": // [transaction]
-		out, err := h.signTransaction(ctx, params)
+		out, err := h.signTransaction(ctx, c, params)
 		if err != nil {
 			return nil, err
 		}
 		return hexutil.Bytes(out.GetRawTransaction()), nil
 	case "account_signTransaction": // [transaction]; clef answers {raw, tx}
-		out, err := h.signTransaction(ctx, params)
+		out, err := h.signTransaction(ctx, c, params)
 		if err != nil {
 			return nil, err
 		}
@@ -195,18 +237,41 @@ func (h *rpcHandler) dispatch(ctx context.Context, method string, params []json.
 	return nil, errNoMethod
 }
 
+// signOps are the operations an eth account is used for.
+var signOps = []authz.Op{OpSignTx, OpSignMessage, OpSignTypedData}
+
+// mayUseAny refuses a caller that may sign with no eth key at all (or
+// whose certificate is not valid now) before the keyring is looked at.
+func (h *rpcHandler) mayUseAny(ctx context.Context) error {
+	var err error
+	for _, op := range signOps {
+		if err = h.inv.Allowed(ctx, op, ""); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// mayUse reports whether the caller may sign with key id at all.
+func (h *rpcHandler) mayUse(ctx context.Context, id string) bool {
+	return slices.ContainsFunc(signOps, func(op authz.Op) bool { return h.inv.Allowed(ctx, op, id) == nil })
+}
+
 // accounts are the addresses of the eth keys the caller may sign with.
-func (h *rpcHandler) accounts(ctx context.Context) []common.Address {
+func (h *rpcHandler) accounts(ctx context.Context) ([]common.Address, error) {
+	if err := h.mayUseAny(ctx); err != nil {
+		return nil, err
+	}
 	out := []common.Address{}
 	for _, k := range h.keys.List(ctx) {
 		if k.Purpose != Name || k.Deleted || Address(k) == "" {
 			continue
 		}
-		if slices.ContainsFunc([]authz.Op{OpSignTx, OpSignMessage, OpSignTypedData}, func(op authz.Op) bool { return h.inv.Allowed(ctx, op, k.ID) }) {
+		if h.mayUse(ctx, k.ID) {
 			out = append(out, common.HexToAddress(Address(k)))
 		}
 	}
-	return out
+	return out, nil
 }
 
 // keyOf is the eth key whose address raw (a JSON string) is. An address
@@ -217,6 +282,9 @@ func (h *rpcHandler) keyOf(ctx context.Context, raw json.RawMessage) (string, er
 	if err := json.Unmarshal(raw, &s); err != nil || !common.IsHexAddress(s) {
 		return "", errs.New(errs.InvalidArgument, "address: want a 0x-prefixed hex address")
 	}
+	if err := h.mayUseAny(ctx); err != nil {
+		return "", err
+	}
 	addr := common.HexToAddress(s)
 	for _, k := range h.keys.List(ctx) {
 		if k.Purpose == Name && !k.Deleted && strings.EqualFold(Address(k), addr.Hex()) {
@@ -226,7 +294,13 @@ func (h *rpcHandler) keyOf(ctx context.Context, raw json.RawMessage) (string, er
 	return "", errs.New(errs.PermissionDenied, "permission denied")
 }
 
-func (h *rpcHandler) signMessage(ctx context.Context, params []json.RawMessage, addrAt, dataAt int) (any, error) {
+// invoke runs a gRPC request for the call c.
+func (h *rpcHandler) invoke(ctx context.Context, c *rpcCall, method string, req, resp proto.Message) error {
+	c.invoked = true
+	return h.inv.Invoke(ctx, method, req, resp)
+}
+
+func (h *rpcHandler) signMessage(ctx context.Context, c *rpcCall, params []json.RawMessage, addrAt, dataAt int) (any, error) {
 	if len(params) != 2 {
 		return nil, errs.New(errs.InvalidArgument, "params: [address, data]")
 	}
@@ -239,13 +313,13 @@ func (h *rpcHandler) signMessage(ctx context.Context, params []json.RawMessage, 
 		return nil, errs.New(errs.InvalidArgument, "data: want 0x-prefixed hex")
 	}
 	var out sigilv1.SignMessageResponse
-	if err := h.inv.Invoke(ctx, sigilv1.EthereumService_SignMessage_FullMethodName, &sigilv1.SignMessageRequest{KeyId: id, Message: data}, &out); err != nil {
+	if err := h.invoke(ctx, c, sigilv1.EthereumService_SignMessage_FullMethodName, &sigilv1.SignMessageRequest{KeyId: id, Message: data}, &out); err != nil {
 		return nil, err
 	}
 	return hexutil.Bytes(out.GetSignature()), nil
 }
 
-func (h *rpcHandler) signTypedData(ctx context.Context, params []json.RawMessage) (any, error) {
+func (h *rpcHandler) signTypedData(ctx context.Context, c *rpcCall, params []json.RawMessage) (any, error) {
 	if len(params) != 2 {
 		return nil, errs.New(errs.InvalidArgument, "params: [address, typed data]")
 	}
@@ -259,7 +333,7 @@ func (h *rpcHandler) signTypedData(ctx context.Context, params []json.RawMessage
 		doc = []byte(asString)
 	}
 	var out sigilv1.SignTypedDataResponse
-	if err := h.inv.Invoke(ctx, sigilv1.EthereumService_SignTypedData_FullMethodName, &sigilv1.SignTypedDataRequest{KeyId: id, TypedDataJson: doc}, &out); err != nil {
+	if err := h.invoke(ctx, c, sigilv1.EthereumService_SignTypedData_FullMethodName, &sigilv1.SignTypedDataRequest{KeyId: id, TypedDataJson: doc}, &out); err != nil {
 		return nil, err
 	}
 	return hexutil.Bytes(out.GetSignature()), nil
@@ -268,7 +342,7 @@ func (h *rpcHandler) signTypedData(ctx context.Context, params []json.RawMessage
 // signTransaction signs an eth_signTransaction object whose from names
 // the account; null members (as clef's callers send for what they leave
 // out) are dropped first.
-func (h *rpcHandler) signTransaction(ctx context.Context, params []json.RawMessage) (*sigilv1.SignTransactionResponse, error) {
+func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []json.RawMessage) (*sigilv1.SignTransactionResponse, error) {
 	if len(params) != 1 {
 		return nil, errs.New(errs.InvalidArgument, "params: [transaction]")
 	}
@@ -291,41 +365,26 @@ func (h *rpcHandler) signTransaction(ctx context.Context, params []json.RawMessa
 	}
 	var out sigilv1.SignTransactionResponse
 	req := &sigilv1.SignTransactionRequest{KeyId: id, Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: strictjson.Encode(obj)}}
-	if err := h.inv.Invoke(ctx, sigilv1.EthereumService_SignTransaction_FullMethodName, req, &out); err != nil {
+	if err := h.invoke(ctx, c, sigilv1.EthereumService_SignTransaction_FullMethodName, req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
 // toRPCError turns a refusal into a JSON-RPC error that says which rule
-// refused (the message the gRPC status carries).
-func toRPCError(err error) *rpcError {
+// refused: the message of the gRPC status the server's one mapping gives.
+func (h *rpcHandler) toRPCError(err error) *rpcError {
 	if errors.Is(err, errNoMethod) {
 		return &rpcError{rpcNoMethod, "method not found"}
 	}
-	c, msg := codes.Internal, "internal error"
-	if st, ok := status.FromError(err); ok {
-		c, msg = st.Code(), st.Message()
-	} else if kind := errs.KindOf(err); kind != errs.Internal {
-		c, msg = codeNamed(kind.String()), err.Error() // errs kinds are named after gRPC codes
-	}
+	st, _ := status.FromError(h.inv.Status(err))
 	code := map[codes.Code]int{
 		codes.InvalidArgument: rpcInvalidParams, codes.PermissionDenied: rpcDenied, codes.Unauthenticated: rpcDenied,
 		codes.FailedPrecondition: rpcPrecondition, codes.NotFound: rpcDenied, codes.Unavailable: rpcUnavailable,
 		codes.DeadlineExceeded: rpcUnavailable, codes.ResourceExhausted: rpcLimit,
-	}[c]
+	}[st.Code()]
 	if code == 0 {
 		code = rpcInternal
 	}
-	return &rpcError{code, c.String() + ": " + msg}
-}
-
-// codeNamed is the gRPC code called name.
-func codeNamed(name string) codes.Code {
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if c.String() == name {
-			return c
-		}
-	}
-	return codes.Internal
+	return &rpcError{code, st.Code().String() + ": " + st.Message()}
 }

@@ -169,7 +169,8 @@ type MTLS struct {
 	*Server
 	CA       *CA
 	Authz    *authz.Authorizer
-	AuditLog string // its path
+	AuditLog string     // its path
+	Files    mtls.Files // the server's certificate, key and client CA, re-read when they change
 }
 
 // NewMTLS runs a server with mTLS, the policy document policy and an
@@ -178,7 +179,8 @@ func NewMTLS(t testing.TB, policy string, opts ...func(*server.Options)) *MTLS {
 	t.Helper()
 	dir := t.TempDir()
 	ca := NewCA(t)
-	tlsCfg, err := mtls.ServerConfig(ca.WriteFiles(t, dir), nil)
+	files := ca.WriteFiles(t, dir)
+	tlsCfg, err := mtls.ServerConfig(files, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +197,7 @@ func NewMTLS(t testing.TB, policy string, opts ...func(*server.Options)) *MTLS {
 	}
 	t.Cleanup(func() { al.Close() })
 	s := New(t, append([]func(*server.Options){func(o *server.Options) { o.TLS, o.Authz, o.Audit = tlsCfg, az, al }}, opts...)...)
-	return &MTLS{Server: s, CA: ca, Authz: az, AuditLog: auditPath}
+	return &MTLS{Server: s, CA: ca, Authz: az, AuditLog: auditPath, Files: files}
 }
 
 // Client connects with a fresh certificate for identity, valid an hour.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"math/big"
 	"net/http"
@@ -33,7 +34,7 @@ import (
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 6) }
 
 const policy = `
 rules:
@@ -232,9 +233,20 @@ func TestWeb3SignerMethods(t *testing.T) {
 	if _, err := bare.Post(e.url, "application/json", bytes.NewReader([]byte(`{}`))); err == nil {
 		t.Error("a client without a certificate was served")
 	}
+	// An address no key has is answered exactly as another's account is.
+	_, unknown := post(`{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["0x0000000000000000000000000000000000000001","0x01"]}`)
+	_, foreign := post(`{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["` + e.addr["other-1"].Hex() + `","0x01"]}`)
+	if unknown != foreign || !strings.Contains(unknown, "-32001") {
+		t.Errorf("an unknown address %s, another's %s", unknown, foreign)
+	}
+	// Not JSON: refused before it is read (a browser's cross-site form).
+	if resp, err := e.client.Post(e.url, "text/plain", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_accounts"}`)); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain: %v %v", resp, err)
+	}
 	// Every call is in the audit log, under its gRPC method.
 	log, _ := os.ReadFile(e.AuditLog)
-	if !strings.Contains(string(log), `"method":"/sigil.v1.EthereumService/SignTransaction"`) || !strings.Contains(string(log), `"code":"FailedPrecondition"`) {
+	if !strings.Contains(string(log), `"method":"/sigil.v1.EthereumService/SignTransaction"`) || !strings.Contains(string(log), `"code":"FailedPrecondition"`) ||
+		!strings.Contains(string(log), `"operation":"eth.accounts"`) || !strings.Contains(string(log), `"operation":"eth.rpc.eth_sign","outcome":"denied"`) {
 		t.Errorf("audit log:\n%s", log)
 	}
 }
@@ -249,5 +261,33 @@ func TestEthersJsonRpcSigner(t *testing.T) {
 	cert, key, ca := e.CA.WriteClient(t, t.TempDir(), "spiffe://example.org/treasury")
 	if out := crosscheck.Run(t, "ethers-rpc.mjs", e.url, e.addr["treasury-1"].Hex(), cert, key, ca); strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("ethers: %s", out)
+	}
+}
+
+// Dropping a CA from the client CA bundle cuts off its clients' open
+// keep-alive connections too, on their next call.
+func TestCAReloadReachesOpenConnections(t *testing.T) {
+	e := newEnv(t)
+	c, err := rpc.DialOptions(context.Background(), e.url, rpc.WithHTTPClient(e.client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var sig hexutil.Bytes
+	if err := c.Call(&sig, "eth_sign", e.addr["treasury-1"], "0x01"); err != nil {
+		t.Fatal(err)
+	}
+	other := servertest.NewCA(t)
+	os.WriteFile(e.Files.ClientCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Cert.Raw}), 0o644)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := c.Call(&sig, "eth_sign", e.addr["treasury-1"], "0x01")
+		if err != nil && strings.Contains(err.Error(), "Unauthenticated") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection still signs 5 s after its CA was dropped: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
