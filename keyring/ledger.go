@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"slices"
@@ -29,18 +30,39 @@ func (a *Amount) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Ledger counts what keys spend, for spending limits over a window (an
-// Ethereum key's daily limit); the stores keep it. Reserve is atomic: two
-// concurrent reservations cannot both pass the last of a limit.
+// Ledger keeps, per key, a record a purpose updates atomically with what
+// it is about to sign: an Ethereum key's spends against its daily limit
+// and the nonces it signed. The stores keep it beside the keys; two
+// replicas updating one key's record cannot both pass the last of a
+// limit or both claim one nonce.
 type Ledger interface {
-	// Reserve records amount against key id's spending in the window
-	// ending at now, if that stays within limit, and returns a handle to
-	// release it; past the limit it fails with errs.PermissionDenied.
-	Reserve(ctx context.Context, id string, amount, limit *big.Int, now time.Time, window time.Duration) (string, error)
-	// Release removes a reservation whose signature was never made.
-	Release(ctx context.Context, id, reservation string) error
-	// Spent returns what key id spent in the window ending at now.
-	Spent(ctx context.Context, id string, now time.Time, window time.Duration) (*big.Int, error)
+	// UpdateLedger applies fn to key id's record and stores what fn
+	// leaves, atomically; fn may run more than once (a lost race is
+	// retried), so it must only change the record. An error from fn
+	// changes nothing and is returned.
+	UpdateLedger(ctx context.Context, id string, fn func(*LedgerRecord) error) error
+	// ReadLedger returns key id's record (empty if it has none).
+	ReadLedger(ctx context.Context, id string) (*LedgerRecord, error)
+}
+
+// LedgerRecord is one key's ledger: its spends, and Extra, what its
+// purpose keeps besides (an Ethereum key's signed nonces), opaque here.
+type LedgerRecord struct {
+	Spends []Spend         `json:"spends,omitempty"`
+	Extra  json.RawMessage `json:"extra,omitempty"`
+}
+
+// DecodeLedger reads a stored record, including the first form, a bare
+// list of spends.
+func DecodeLedger(b []byte) (*LedgerRecord, error) {
+	rec := &LedgerRecord{}
+	if len(b) == 0 {
+		return rec, nil
+	}
+	if b[0] == '[' {
+		return rec, json.Unmarshal(b, &rec.Spends)
+	}
+	return rec, json.Unmarshal(b, rec)
 }
 
 // Spend is one reservation against a key's spending limit, as the stores

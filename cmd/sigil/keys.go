@@ -63,6 +63,7 @@ type ethFlags struct {
 	chainIDs                     []uint
 	maxValue, maxFee, dailyLimit string
 	allowTo, allowSelectors      []string
+	maxNonceGap                  int64
 }
 
 func addEthFlags(f *pflag.FlagSet) *ethFlags {
@@ -73,20 +74,26 @@ func addEthFlags(f *pflag.FlagSet) *ethFlags {
 	f.StringVar(&e.dailyLimit, "daily-limit", "", "eth: most wei over a rolling 24 hours")
 	f.StringSliceVar(&e.allowTo, "allow-to", nil, "eth: allowed destination addresses")
 	f.StringSliceVar(&e.allowSelectors, "allow-selector", nil, "eth: allowed function selectors for calls, 0x12345678")
+	f.Int64Var(&e.maxNonceGap, "max-nonce-gap", -1, "eth: refuse a nonce more than this past the highest signed on its chain (default: any)")
 	return e
 }
 
 // policy is the policy the flags set, or nil if none is set.
 func (e *ethFlags) policy() *sigilv1.EthPolicy {
-	if len(e.chainIDs)+len(e.allowTo)+len(e.allowSelectors) == 0 && e.maxValue+e.maxFee+e.dailyLimit == "" {
+	if len(e.chainIDs)+len(e.allowTo)+len(e.allowSelectors) == 0 && e.maxValue+e.maxFee+e.dailyLimit == "" && e.maxNonceGap < 0 {
 		return nil
 	}
 	ids := make([]uint64, len(e.chainIDs))
 	for i, id := range e.chainIDs {
 		ids[i] = uint64(id)
 	}
-	return &sigilv1.EthPolicy{ChainIds: ids, MaxValue: e.maxValue, MaxFee: e.maxFee, DailyLimit: e.dailyLimit,
+	p := &sigilv1.EthPolicy{ChainIds: ids, MaxValue: e.maxValue, MaxFee: e.maxFee, DailyLimit: e.dailyLimit,
 		AllowTo: e.allowTo, AllowSelectors: e.allowSelectors}
+	if e.maxNonceGap >= 0 {
+		gap := uint64(e.maxNonceGap)
+		p.MaxNonceGap = &gap
+	}
+	return p
 }
 
 // keyCall runs one KeyService call that answers with a key, and prints it.
@@ -403,6 +410,7 @@ type ethPolicyJSON struct {
 	DailyLimit     string   `json:"daily_limit,omitempty"`
 	AllowTo        []string `json:"allow_to,omitempty"`
 	AllowSelectors []string `json:"allow_selectors,omitempty"`
+	MaxNonceGap    *uint64  `json:"max_nonce_gap,omitempty"`
 }
 
 type policyJSON struct {
@@ -432,7 +440,7 @@ func toKeyJSON(k *sigilv1.Key) keyJSON {
 			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String(), p.GetJwksSets()}
 	}
 	if p := k.GetEthPolicy(); p != nil {
-		out.EthPolicy = &ethPolicyJSON{p.GetChainIds(), p.GetMaxValue(), p.GetMaxFee(), p.GetDailyLimit(), p.GetAllowTo(), p.GetAllowSelectors()}
+		out.EthPolicy = &ethPolicyJSON{p.GetChainIds(), p.GetMaxValue(), p.GetMaxFee(), p.GetDailyLimit(), p.GetAllowTo(), p.GetAllowSelectors(), p.MaxNonceGap}
 	}
 	out.Address, out.Disabled = k.GetAddress(), k.GetDisabled()
 	out.DeleteAt, out.Deleted = timeString(k.GetDeleteTime()), k.GetDeleted()

@@ -207,9 +207,10 @@ func TestDailyLimitUnderConcurrency(t *testing.T) {
 
 	var ok, denied atomic.Int32
 	var wg sync.WaitGroup
-	for range 50 {
+	for i := range 50 { // 50 different transactions (nonces)
 		wg.Go(func() {
-			_, err := e.svc.SignTx(context.Background(), sg, u)
+			ui, _ := eth.ParseJSON([]byte(strings.Replace(pay, `"nonce":"0x0"`, fmt.Sprintf(`"nonce":"0x%x"`, i+1), 1)))
+			_, err := e.svc.SignTx(context.Background(), sg, ui)
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -232,12 +233,87 @@ func TestDailyLimitUnderConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1), &limit.Int, time.Now(), eth.DailyWindow); !errs.Is(err, errs.PermissionDenied) {
+	rec, err := s2.ReadLedger(context.Background(), "daily")
+	if err != nil || keyring.Spent(rec.Spends, time.Now(), eth.DailyWindow).Cmp(&limit.Int) != 0 {
 		t.Fatalf("after reopening the store the limit is not spent: %v", err)
 	}
 	// A day later the window has moved on.
-	if _, err := s2.Reserve(context.Background(), "daily", big.NewInt(1000), &limit.Int, time.Now().Add(eth.DailyWindow+time.Second), eth.DailyWindow); err != nil {
-		t.Fatalf("a day later: %v", err)
+	if keyring.Spent(rec.Spends, time.Now().Add(eth.DailyWindow+time.Second), eth.DailyWindow).Sign() != 0 {
+		t.Fatal("a day later the spends still count")
+	}
+}
+
+// The nonce guard: one nonce, one transaction. A different transaction
+// for a signed nonce is refused, a speed-up and a cancel are not, an
+// identical retry gets identical bytes, a failure frees the nonce, and of
+// 50 concurrent different transactions with one nonce exactly one is
+// signed.
+func TestNonceGuard(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	gap := uint64(10)
+	sg := e.key(t, "guarded", &eth.Policy{ChainIDs: []uint64{1, 10}, MaxNonceGap: &gap})
+	tx := func(nonce int, to, value, fee string) eth.Unsigned {
+		u, err := eth.ParseJSON([]byte(fmt.Sprintf(`{"chainId":"0x1","nonce":"0x%x","to":"%s","value":"%s","gas":"0x5208","maxFeePerGas":"%s","maxPriorityFeePerGas":"0x1"}`, nonce, to, value, fee)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	first, err := e.svc.SignTx(ctx, sg, tx(0, dest, "0x10", "0x2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.svc.SignTx(ctx, sg, tx(0, dest, "0x10", "0x2"))
+	if err != nil || !bytes.Equal(again.Raw, first.Raw) {
+		t.Fatalf("an identical retry: %v, same bytes %v", err, bytes.Equal(again.Raw, first.Raw))
+	}
+	other := "0x4545454545454545454545454545454545454545"
+	_, err = e.svc.SignTx(ctx, sg, tx(0, other, "0x10", "0x2"))
+	if wantKind(t, err, errs.FailedPrecondition); !strings.Contains(err.Error(), first.Hash.Hex()) && !strings.Contains(err.Error(), "was signed for") {
+		t.Errorf("the refusal does not name the earlier transaction: %v", err)
+	}
+	_, err = e.svc.SignTx(ctx, sg, tx(0, dest, "0x11", "0x2")) // another value
+	wantKind(t, err, errs.FailedPrecondition)
+	if _, err := e.svc.SignTx(ctx, sg, tx(0, dest, "0x10", "0x3")); err != nil {
+		t.Fatalf("a speed-up: %v", err)
+	}
+	if _, err := e.svc.SignTx(ctx, sg, tx(0, eth.Address(sg.Key), "0x0", "0x4")); err != nil {
+		t.Fatalf("a cancel: %v", err)
+	}
+	// The same nonce on another chain is another nonce.
+	u10, _ := eth.ParseJSON([]byte(`{"chainId":"0xa","nonce":"0x0","to":"` + other + `","value":"0x1","gas":"0x5208","maxFeePerGas":"0x2","maxPriorityFeePerGas":"0x1"}`))
+	if _, err := e.svc.SignTx(ctx, sg, u10); err != nil {
+		t.Fatalf("nonce 0 on chain 10: %v", err)
+	}
+	// max-nonce-gap.
+	_, err = e.svc.SignTx(ctx, sg, tx(12, dest, "0x1", "0x2"))
+	wantKind(t, err, errs.FailedPrecondition)
+	// A failed signature frees its nonce for another transaction.
+	down := sg
+	down.Backend = failingBackend{e.hsm}
+	_, err = e.svc.SignTx(ctx, down, tx(1, dest, "0x1", "0x2"))
+	wantKind(t, err, errs.Unavailable)
+	if _, err := e.svc.SignTx(ctx, sg, tx(1, other, "0x1", "0x2")); err != nil {
+		t.Fatalf("after a failed signature the nonce is still taken: %v", err)
+	}
+	// 50 different transactions for one nonce, at once.
+	var signed atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			_, err := e.svc.SignTx(ctx, sg, tx(2, dest, fmt.Sprintf("0x%x", 100+i), "0x2"))
+			switch {
+			case err == nil:
+				signed.Add(1)
+			case !errs.Is(err, errs.FailedPrecondition):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if signed.Load() != 1 {
+		t.Fatalf("%d transactions signed for one nonce", signed.Load())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose"
 )
 
@@ -41,10 +42,10 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, weiFloat(&limit.Int), k.ID)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second) // each key its own time
-		spent, err := c.d.Ledger.Spent(ctx, k.ID, c.d.Clock(), DailyWindow)
+		rec, err := c.d.Ledger.ReadLedger(ctx, k.ID)
 		cancel()
 		if err == nil {
-			ch <- prometheus.MustNewConstMetric(spentDesc, prometheus.GaugeValue, weiFloat(spent), k.ID)
+			ch <- prometheus.MustNewConstMetric(spentDesc, prometheus.GaugeValue, weiFloat(keyring.Spent(rec.Spends, c.d.Clock(), DailyWindow)), k.ID)
 		}
 	}
 }

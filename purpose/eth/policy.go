@@ -37,6 +37,9 @@ type Policy struct {
 	DailyLimit     *Wei             `json:"daily_limit,omitempty"` // value over a rolling DailyWindow
 	AllowTo        []common.Address `json:"allow_to,omitempty"`    // destinations; any if empty
 	AllowSelectors [][4]byte        `json:"allow_selectors,omitempty"`
+	// MaxNonceGap refuses a nonce more than this past the highest signed
+	// on its chain (unset: any).
+	MaxNonceGap *uint64 `json:"max_nonce_gap,omitempty"`
 }
 
 // DailyWindow is the span the daily limit counts over.

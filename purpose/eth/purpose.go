@@ -131,7 +131,7 @@ func (Purpose) RequestedPolicy(req purpose.PolicyRequest) (any, error) {
 	if p == nil {
 		return nil, nil
 	}
-	out := &Policy{ChainIDs: p.GetChainIds()}
+	out := &Policy{ChainIDs: p.GetChainIds(), MaxNonceGap: p.MaxNonceGap}
 	for _, id := range out.ChainIDs {
 		if id == 0 {
 			return nil, errs.New(errs.InvalidArgument, "chain-ids: 0 is not a chain ID")
@@ -170,7 +170,7 @@ func (Purpose) RequestedPolicy(req purpose.PolicyRequest) (any, error) {
 // Describe sets eth_policy and address.
 func (Purpose) Describe(k *keyring.Key, out *sigilv1.Key) {
 	p := PolicyOf(k)
-	pp := &sigilv1.EthPolicy{ChainIds: p.ChainIDs}
+	pp := &sigilv1.EthPolicy{ChainIds: p.ChainIDs, MaxNonceGap: p.MaxNonceGap}
 	for _, w := range []struct {
 		v   *Wei
 		dst *string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"math/big"
 	"time"
@@ -35,48 +34,44 @@ type Signed struct {
 	From common.Address
 }
 
-// SignTx checks u against the key's policy, reserves its value against
-// the daily limit, and signs it. The reservation is released if signing
-// fails, so a refused or failed request spends nothing.
+// SignTx checks u against the key's policy, claims its nonce and reserves
+// its value against the daily limit in one atomic ledger update (the
+// nonce guard: see claim), and signs it. A retry of a transaction already
+// signed gets the same signed bytes; a failed signature releases its
+// claim, so a refused or failed request spends nothing.
 func (s *Signer) SignTx(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {
 	k := sg.Key
 	if u.From != nil && *u.From != common.HexToAddress(Address(k)) {
 		return Signed{}, errs.New(errs.InvalidArgument, "transaction: from %s is not the address of key %q (%s)", u.From.Hex(), k.ID, Address(k))
 	}
-	err := Check(k, u)
-	if err == nil {
-		var release func()
-		if release, err = s.reserve(ctx, k, u.Tx.Value()); err == nil {
-			var out Signed
-			if out, err = s.sign(ctx, sg, u); err == nil {
-				s.decision(k, u, "allowed", nil)
-				return out, nil
-			}
-			release()
-		}
+	out, err := s.signGuarded(ctx, sg, u)
+	if err != nil {
+		s.decision(k, u, "denied", err)
+		return Signed{}, err
 	}
-	s.decision(k, u, "denied", err)
-	return Signed{}, err
+	s.decision(k, u, "allowed", nil)
+	return out, nil
 }
 
-// reserve counts value against the key's daily limit, if it has one.
-func (s *Signer) reserve(ctx context.Context, k *keyring.Key, value *big.Int) (func(), error) {
-	limit := PolicyOf(k).DailyLimit
-	if limit == nil || value.Sign() == 0 {
-		return func() {}, nil
+func (s *Signer) signGuarded(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {
+	if err := Check(sg.Key, u); err != nil {
+		return Signed{}, err
 	}
-	if s.Ledger == nil {
-		return nil, errs.New(errs.FailedPrecondition, "key %q has a daily limit, and this keyring store keeps no ledger", k.ID)
-	}
-	res, err := s.Ledger.Reserve(ctx, k.ID, value, &limit.Int, s.Now(), DailyWindow)
-	if err != nil {
-		return nil, fmt.Errorf("policy daily limit: %w", err)
-	}
-	return func() {
-		if err := s.Ledger.Release(context.WithoutCancel(ctx), k.ID, res); err != nil {
-			s.Log.Error("releasing a spend reservation failed; the daily limit counts it", "key", k.ID, "err", err)
+	hash := types.LatestSignerForChainID(u.ChainID).Hash(u.Tx)
+	cached, settle, err := s.guard(ctx, sg.Key, u, hash)
+	switch {
+	case err != nil:
+		return Signed{}, err
+	case cached != nil:
+		tx := new(types.Transaction)
+		if err := tx.UnmarshalBinary(cached); err != nil {
+			return Signed{}, errs.New(errs.Internal, "the transaction signed before: %w", err)
 		}
-	}, nil
+		return Signed{Raw: cached, Hash: tx.Hash(), From: common.HexToAddress(Address(sg.Key))}, nil
+	}
+	out, err := s.sign(ctx, sg, u)
+	settle(out.Raw) // nil when signing failed: the claim is dropped
+	return out, err
 }
 
 func (s *Signer) sign(ctx context.Context, sg keyring.Signing, u Unsigned) (Signed, error) {

@@ -153,7 +153,10 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 			t.Fatalf("%s does not see the wallet", r.name)
 		}
 	}
-	u, _ := eth.ParseJSON([]byte(`{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x64","gas":"0x5208","gasPrice":"0x1"}`))
+	tx := func(nonce int, to string) eth.Unsigned {
+		u, _ := eth.ParseJSON([]byte(fmt.Sprintf(`{"chainId":"0x1","nonce":"0x%x","to":"%s","value":"0x64","gas":"0x5208","gasPrice":"0x1"}`, nonce, to)))
+		return u
+	}
 	var ok, denied atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 60 {
@@ -161,7 +164,7 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 			r := rs[i%3]
 			sg, err := r.kr.ForSigning(ctx, "wallet", eth.Name)
 			if err == nil {
-				_, err = r.eth.SignTx(ctx, sg, u)
+				_, err = r.eth.SignTx(ctx, sg, tx(i, "0x3535353535353535353535353535353535353535"))
 			}
 			switch {
 			case err == nil:
@@ -176,6 +179,35 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 	wg.Wait()
 	if ok.Load() != n || denied.Load() != 60-n {
 		t.Fatalf("%d signed, %d denied across replicas; want exactly %d signed", ok.Load(), denied.Load(), n)
+	}
+	// One nonce, 30 different transactions spread over the replicas: one
+	// is signed (the nonce guard shares the ledger's atomic update).
+	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "wallet-2", Purpose: eth.Name, Algorithm: signer.ES256K,
+		Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		within(time.Second, func() bool { _, err := r.kr.Get(ctx, "wallet-2"); return err == nil })
+	}
+	var once atomic.Int32
+	for i := range 30 {
+		wg.Go(func() {
+			r := rs[i%3]
+			sg, err := r.kr.ForSigning(ctx, "wallet-2", eth.Name)
+			if err == nil {
+				_, err = r.eth.SignTx(ctx, sg, tx(5, fmt.Sprintf("0x%040x", 0x1000+i)))
+			}
+			switch {
+			case err == nil:
+				once.Add(1)
+			case !errs.Is(err, errs.FailedPrecondition):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if once.Load() != 1 {
+		t.Fatalf("%d transactions signed for one nonce across replicas", once.Load())
 	}
 
 	// The etcd leader dies: signing goes on from memory at once, and

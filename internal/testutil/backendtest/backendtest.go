@@ -53,9 +53,9 @@ type Suite struct {
 // Run runs the whole suite.
 func Run(t *testing.T, s Suite) {
 	t.Run("SignAndVerify", func(t *testing.T) { SignAndVerify(t, s) })
-	kr := keyringtest.With(t, "under-test", s.Backend, keyringtest.Options{}).Keyring
-	t.Run("JWT", func(t *testing.T) { JWT(t, kr, s.Keys) })
-	t.Run("Ethereum", func(t *testing.T) { Ethereum(t, kr) })
+	env := keyringtest.With(t, "under-test", s.Backend, keyringtest.Options{})
+	t.Run("JWT", func(t *testing.T) { JWT(t, env.Keyring, s.Keys) })
+	t.Run("Ethereum", func(t *testing.T) { Ethereum(t, env.Keyring, env.Store) })
 	t.Run("Lifecycle", func(t *testing.T) { Lifecycle(t, s) })
 }
 
@@ -211,7 +211,7 @@ func JWT(t *testing.T, kr *keyring.Keyring, keys []Key) {
 // Ethereum signs a transaction of every type, from JSON and from RLP,
 // whose sender go-ethereum recovers as the key's address, and EIP-191 and
 // EIP-712 signatures that recover to it too.
-func Ethereum(t *testing.T, kr *keyring.Keyring) {
+func Ethereum(t *testing.T, kr *keyring.Keyring, ledger keyring.Ledger) {
 	ctx := context.Background()
 	if _, err := kr.Create(ctx, keyring.CreateSpec{ID: "conformance-wallet", Purpose: eth.Name, Algorithm: signer.ES256K,
 		Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
@@ -221,7 +221,7 @@ func Ethereum(t *testing.T, kr *keyring.Keyring) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &eth.Signer{Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	svc := &eth.Signer{Ledger: ledger, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for name, js := range TransactionJSON {
 		t.Run(name, func(t *testing.T) {
 			u, err := eth.ParseJSON([]byte(js))

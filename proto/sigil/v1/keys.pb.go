@@ -319,8 +319,12 @@ type EthPolicy struct {
 	AllowTo []string `protobuf:"bytes,5,rep,name=allow_to,json=allowTo,proto3" json:"allow_to,omitempty"`
 	// Allowed 4-byte function selectors (0x12345678) for calls with data.
 	AllowSelectors []string `protobuf:"bytes,6,rep,name=allow_selectors,json=allowSelectors,proto3" json:"allow_selectors,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Refuse a nonce more than this past the highest signed on its chain.
+	// (Every eth key has the nonce guard: one transaction per nonce, save a
+	// speed-up or a cancel.)
+	MaxNonceGap   *uint64 `protobuf:"varint,7,opt,name=max_nonce_gap,json=maxNonceGap,proto3,oneof" json:"max_nonce_gap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EthPolicy) Reset() {
@@ -393,6 +397,13 @@ func (x *EthPolicy) GetAllowSelectors() []string {
 		return x.AllowSelectors
 	}
 	return nil
+}
+
+func (x *EthPolicy) GetMaxNonceGap() uint64 {
+	if x != nil && x.MaxNonceGap != nil {
+		return *x.MaxNonceGap
+	}
+	return 0
 }
 
 // Generation is one key pair of a logical key.
@@ -1876,7 +1887,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vdescription\x18\x11 \x01(\tR\vdescription\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x01\n" +
 	"\tEthPolicy\x12\x1b\n" +
 	"\tchain_ids\x18\x01 \x03(\x04R\bchainIds\x12\x1b\n" +
 	"\tmax_value\x18\x02 \x01(\tR\bmaxValue\x12\x17\n" +
@@ -1884,7 +1895,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vdaily_limit\x18\x04 \x01(\tR\n" +
 	"dailyLimit\x12\x19\n" +
 	"\ballow_to\x18\x05 \x03(\tR\aallowTo\x12'\n" +
-	"\x0fallow_selectors\x18\x06 \x03(\tR\x0eallowSelectors\"\xdc\x02\n" +
+	"\x0fallow_selectors\x18\x06 \x03(\tR\x0eallowSelectors\x12'\n" +
+	"\rmax_nonce_gap\x18\a \x01(\x04H\x00R\vmaxNonceGap\x88\x01\x01B\x10\n" +
+	"\x0e_max_nonce_gap\"\xdc\x02\n" +
 	"\n" +
 	"Generation\x12\x1e\n" +
 	"\n" +
@@ -2138,6 +2151,7 @@ func file_sigil_v1_keys_proto_init() {
 	if File_sigil_v1_keys_proto != nil {
 		return
 	}
+	file_sigil_v1_keys_proto_msgTypes[2].OneofWrappers = []any{}
 	file_sigil_v1_keys_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
