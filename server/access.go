@@ -10,12 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
@@ -172,12 +175,30 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 	if _, names := keyIDField(req); !names && !s.routes.keyless[method] {
 		return "failed", errs.New(errs.InvalidArgument, "the request names no key")
 	}
-	who, ok := s.authorize(ids, op, rec.KeyID)
-	if !ok {
+	if s.opts.Authz == nil {
+		return "allowed", nil
+	}
+	d := s.opts.Authz.Decide(ids, op, rec.KeyID, s.opts.Now())
+	switch {
+	case d.RetryAfter > 0:
+		rec.Identity = d.Who.String()
+		s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
+		return "throttled", throttled(d.RetryAfter)
+	case !d.OK:
 		return "denied", errDenied
 	}
-	rec.Identity = who
+	rec.Identity = d.Who.String()
 	return "allowed", nil
+}
+
+// throttled is the answer to a request past its identity's quota:
+// ResourceExhausted, with when to retry in a RetryInfo detail.
+func throttled(after time.Duration) error {
+	st := status.New(codes.ResourceExhausted, fmt.Sprintf("quota: this identity's rate for the operation is spent; retry in %v", after.Round(time.Millisecond)))
+	if withInfo, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(after)}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
 }
 
 // checkRequest refuses a request that did not decode, breaks the schema

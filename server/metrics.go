@@ -29,6 +29,7 @@ type metrics struct {
 	jwks      *prometheus.CounterVec // JWK Set requests by set and answer
 	auditTime prometheus.Histogram   // time to write (and sync) an audit record
 	denials   *prometheus.CounterVec // authorization refusals by operation
+	throttled *prometheus.CounterVec // requests past a quota, by rule and operation
 }
 
 func newMetrics(backends map[string]signer.Backend) *metrics {
@@ -58,6 +59,9 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 			Name: "sigil_audit_write_duration_seconds", Help: "Time to write an audit record, its fsync included; every response waits for it.",
 			Buckets: prometheus.ExponentialBuckets(20e-6, 2, 16),
 		}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_quota_throttled_total", Help: "Requests refused with ResourceExhausted because the identity's quota was spent, by the policy rule's identity pattern and the operation.",
+		}, []string{"rule", "operation"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_authz_denials_total", Help: "Requests the access checks refused, by the operation asked for (unnamed: a method with no operation).",
 		}, []string{"operation"}),
@@ -66,7 +70,7 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_build_info", Help: "1, labelled with the version, commit and Go version of this binary.",
 		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "go": v.Go}})
 	build.Set(1)
-	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials,
+	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials, m.throttled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
 		if pr, ok := b.(signer.PoolReporter); ok {

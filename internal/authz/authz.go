@@ -16,8 +16,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/time/rate"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
@@ -63,24 +65,41 @@ type Rule struct {
 	Identity string   `yaml:"identity"` // one typed identity: scheme://…, dns:NAME or cn:NAME
 	Keys     []string `yaml:"keys"`     // key ID patterns: * and ? globs
 	Allow    []Op     `yaml:"allow"`
+	// Rate and Burst are the quota of each identity the rule allows, per
+	// operation (see quota.go); none if Rate is empty.
+	Rate  string `yaml:"rate"`
+	Burst int    `yaml:"burst"`
 
-	who identity.Pattern // Identity, parsed
+	who   identity.Pattern // Identity, parsed
+	limit rate.Limit       // Rate, parsed
 }
 
-// Policy is a validated set of rules.
-type Policy struct{ rules []Rule }
+// Policy is a validated set of rules, and their quotas.
+type Policy struct {
+	rules  []Rule
+	quotas *quotas
+}
 
 // Parse reads and validates a policy document. Errors name the line.
 func Parse(doc []byte) (*Policy, error) {
 	var top struct {
 		Rules []yaml.Node `yaml:"rules"`
+		// QuotaShare is the share of every rule's rate this replica
+		// enforces: with N replicas behind a balancer, 1/N.
+		QuotaShare *float64 `yaml:"quota_share"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(doc))
 	dec.KnownFields(true)
 	if err := dec.Decode(&top); err != nil {
 		return nil, errs.New(errs.InvalidArgument, "policy: %v", err)
 	}
-	p := &Policy{}
+	share := 1.0
+	if top.QuotaShare != nil {
+		if share = *top.QuotaShare; share <= 0 || share > 1 {
+			return nil, errs.New(errs.InvalidArgument, "policy: quota_share %v: between 0 (excluded) and 1", share)
+		}
+	}
+	p := &Policy{quotas: &quotas{share: share, lims: map[string]*rate.Limiter{}}}
 	for _, n := range top.Rules {
 		r, err := parseRule(&n)
 		if err != nil {
@@ -112,6 +131,14 @@ func parseRule(n *yaml.Node) (Rule, error) {
 		return r, err
 	}
 	r.who = who
+	if r.Rate != "" {
+		if r.limit, err = parseRate(r.Rate); err != nil {
+			return r, err
+		}
+	}
+	if r.Burst < 0 || r.Burst > 1e6 || r.Burst > 0 && r.Rate == "" {
+		return r, fmt.Errorf("burst %d: 1 to 1000000, with a rate", r.Burst)
+	}
 	for _, k := range r.Keys {
 		if _, err := path.Match(k, ""); err != nil {
 			return r, fmt.Errorf("keys: bad pattern %q", k)
@@ -129,24 +156,53 @@ func parseRule(n *yaml.Node) (Rule, error) {
 // AllowAll is a policy letting the client with the typed identity id (a
 // constant, such as the dev client's) do everything, for --dev.
 func AllowAll(id string) *Policy {
-	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Allow: Ops(), who: identity.MustParsePattern(id)}}}
+	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Allow: Ops(), who: identity.MustParsePattern(id)}},
+		quotas: &quotas{share: 1, lims: map[string]*rate.Limiter{}}}
 }
 
 // Allowed reports whether a client with the typed identities ids may do
 // op on key keyID, and which of its identities a rule allowed. An empty
 // keyID (listing) asks whether op is allowed on any key.
 func (p *Policy) Allowed(ids []identity.ID, op Op, keyID string) (identity.ID, bool) {
-	for _, r := range p.rules {
+	who, r := p.allowing(ids, op, keyID)
+	return who, r != nil
+}
+
+// allowing is the first rule allowing one of ids op on keyID, and which.
+func (p *Policy) allowing(ids []identity.ID, op Op, keyID string) (identity.ID, *Rule) {
+	for i := range p.rules {
+		r := &p.rules[i]
 		if !slices.Contains(r.Allow, op) || !r.coversKey(keyID) {
 			continue
 		}
 		for _, id := range ids {
 			if r.who.Match(id) {
-				return id, true
+				return id, r
 			}
 		}
 	}
-	return identity.ID{}, false
+	return identity.ID{}, nil
+}
+
+// Decision is what the policy decided of one request.
+type Decision struct {
+	Who identity.ID // the identity a rule allowed
+	OK  bool
+	// Rule is the identity pattern of the allowing rule (a bounded label
+	// for metrics); RetryAfter, when not zero, says the rule's quota for
+	// Who is spent and when to try again.
+	Rule       string
+	RetryAfter time.Duration
+}
+
+// Decide authorizes a request and spends one of its quota.
+func (p *Policy) Decide(ids []identity.ID, op Op, keyID string, now time.Time) Decision {
+	who, r := p.allowing(ids, op, keyID)
+	if r == nil {
+		return Decision{}
+	}
+	wait, ok := p.quotas.take(r, who, op, now)
+	return Decision{Who: who, OK: ok, Rule: r.Identity, RetryAfter: wait}
 }
 
 // coversKey reports whether one of r's key patterns matches keyID; any
@@ -197,6 +253,11 @@ func (a *Authorizer) Reload() error {
 	}
 	a.cur.Store(p)
 	return nil
+}
+
+// Decide applies the policy in force, quotas included.
+func (a *Authorizer) Decide(ids []identity.ID, op Op, keyID string, now time.Time) Decision {
+	return a.cur.Load().Decide(ids, op, keyID, now)
 }
 
 // Allowed applies the policy in force.

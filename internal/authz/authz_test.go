@@ -3,6 +3,7 @@ package authz
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sigil-hsm/sigil/internal/identity"
 )
@@ -85,5 +86,42 @@ func TestAllowAll(t *testing.T) {
 	}
 	if _, ok := p.Allowed([]identity.ID{{Kind: identity.CN, Name: dev.Name}}, KeysRead, ""); ok {
 		t.Error("a CN spelled like the dev client's URI was allowed")
+	}
+}
+
+func TestQuotaRulesAreChecked(t *testing.T) {
+	rule := func(extra string) string {
+		return "rules:\n  - identity: dns:a.example\n    keys: [\"*\"]\n    allow: [keys.read]\n" + extra
+	}
+	for name, doc := range map[string]string{
+		"rate without a unit":  rule("    rate: \"5\"\n"),
+		"rate per day":         rule("    rate: 5/d\n"),
+		"zero rate":            rule("    rate: 0/s\n"),
+		"negative burst":       rule("    rate: 5/s\n    burst: -1\n"),
+		"burst without a rate": rule("    burst: 5\n"),
+		"share over 1":         "quota_share: 2\n" + rule(""),
+		"share of 0":           "quota_share: 0\n" + rule(""),
+	} {
+		if _, err := Parse([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	p, err := Parse([]byte("quota_share: 0.5\n" + rule("    rate: 4/s\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := []identity.ID{{Kind: identity.DNS, Name: "a.example"}}
+	now := time.Unix(1_800_000_000, 0)
+	allowed := 0
+	for range 10 {
+		if p.Decide(who, KeysRead, "k", now).OK {
+			allowed++
+		}
+	}
+	if allowed != 2 { // half of 4/s: a burst of 2
+		t.Errorf("with quota_share 0.5 of 4/s, %d of 10 at once were allowed", allowed)
+	}
+	if d := p.Decide(who, KeysRead, "k", now.Add(time.Second)); !d.OK {
+		t.Errorf("a second later: %+v", d)
 	}
 }
