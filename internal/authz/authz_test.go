@@ -101,6 +101,8 @@ func TestQuotaRulesAreChecked(t *testing.T) {
 		"burst without a rate": rule("    burst: 5\n"),
 		"share over 1":         "quota_share: 2\n" + rule(""),
 		"share of 0":           "quota_share: 0\n" + rule(""),
+		"rate NaN":             rule("    rate: NaN/s\n"),
+		"rate that underflows": rule("    rate: 1e-323/h\n"),
 	} {
 		if _, err := Parse([]byte(doc)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -123,5 +125,34 @@ func TestQuotaRulesAreChecked(t *testing.T) {
 	}
 	if d := p.Decide(who, KeysRead, "k", now.Add(time.Second)); !d.OK {
 		t.Errorf("a second later: %+v", d)
+	}
+}
+
+// Two rules with one identity pattern keep their own allowances.
+func TestQuotasAreKeptPerRule(t *testing.T) {
+	p, err := Parse([]byte(`rules:
+  - identity: dns:a.example
+    keys: ["hot-*"]
+    allow: [keys.read]
+    rate: 1/h
+  - identity: dns:a.example
+    keys: ["cold-*"]
+    allow: [keys.read]
+    rate: 1000/s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := []identity.ID{{Kind: identity.DNS, Name: "a.example"}}
+	now := time.Unix(1_800_000_000, 0)
+	p.Decide(who, KeysRead, "cold-1", now)
+	hot := 0
+	for range 10 {
+		if p.Decide(who, KeysRead, "hot-1", now).OK {
+			hot++
+		}
+	}
+	if hot != 1 {
+		t.Errorf("a 1/h rule let %d of 10 through after another rule was used", hot)
 	}
 }

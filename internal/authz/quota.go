@@ -2,6 +2,7 @@ package authz
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,8 +25,8 @@ func parseRate(s string) (rate.Limit, error) {
 	n, unit, ok := strings.Cut(s, "/")
 	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
 	v, err := strconv.ParseFloat(n, 64)
-	if !ok || per == 0 || err != nil || v <= 0 || v > 1e6 {
-		return 0, fmt.Errorf("rate %q: want N/s, N/m or N/h with 0 < N ≤ 1000000", s)
+	if !ok || per == 0 || err != nil || math.IsNaN(v) || !(v > 0 && v <= 1e6) || v/per.Seconds() < 1e-6 {
+		return 0, fmt.Errorf("rate %q: want N/s, N/m or N/h with 0 < N ≤ 1000000 (and at least one an hour)", s)
 	}
 	return rate.Limit(v / per.Seconds()), nil
 }
@@ -44,15 +45,16 @@ func (q *quotas) take(r *Rule, who identity.ID, op Op, now time.Time) (time.Dura
 	if r.limit == 0 {
 		return 0, true
 	}
-	key := r.Identity + "\x00" + who.String() + "\x00" + string(op)
+	key := fmt.Sprintf("%p\x00%s\x00%s", r, who, op) // by rule: two rules may share an identity pattern
 	q.mu.Lock()
 	lim, ok := q.lims[key]
 	if !ok {
-		burst := r.Burst
+		burst := float64(r.Burst) // this replica's share of it, as of the rate
 		if burst == 0 {
-			burst = max(1, int(float64(r.limit)*q.share))
+			burst = float64(r.limit)
 		}
-		lim = rate.NewLimiter(r.limit*rate.Limit(q.share), burst)
+		burst = max(1, burst*q.share)
+		lim = rate.NewLimiter(r.limit*rate.Limit(q.share), int(burst))
 		q.lims[key] = lim
 	}
 	q.mu.Unlock()

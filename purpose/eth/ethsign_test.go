@@ -30,7 +30,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 8) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
 
 type env struct {
 	kr    *keyring.Keyring
@@ -306,7 +306,7 @@ func TestNonceGuard(t *testing.T) {
 			switch {
 			case err == nil:
 				signed.Add(1)
-			case !errs.Is(err, errs.FailedPrecondition):
+			case !errs.Is(err, errs.FailedPrecondition) && !errs.Is(err, errs.Aborted): // taken, or in progress
 				t.Error(err)
 			}
 		})
@@ -315,6 +315,53 @@ func TestNonceGuard(t *testing.T) {
 	if signed.Load() != 1 {
 		t.Fatalf("%d transactions signed for one nonce", signed.Load())
 	}
+}
+
+// What the review of the nonce guard broke, each once: a failed
+// replacement or a failed far nonce must not forget what was signed, nor
+// give back its spend; the gap holds from the first transaction; a
+// "cancel" is a plain transfer.
+func TestNonceGuardRemembersThroughFailures(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	limit, _ := eth.ParseWei("limit", "1000")
+	gap := uint64(10)
+	sg := e.key(t, "remember", &eth.Policy{ChainIDs: []uint64{1}, DailyLimit: limit, MaxNonceGap: &gap})
+	down := sg
+	down.Backend = failingBackend{e.hsm}
+	tx := func(nonce int, to, value, fee, extra string) eth.Unsigned {
+		u, err := eth.ParseJSON([]byte(fmt.Sprintf(`{"chainId":"0x1","nonce":"0x%x","to":"%s","value":"%s","gas":"0x7530","maxFeePerGas":"%s","maxPriorityFeePerGas":"0x1"%s}`, nonce, to, value, fee, extra)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	other := "0x4545454545454545454545454545454545454545"
+	_, err := e.svc.SignTx(ctx, sg, tx(11, dest, "0x1", "0x2", ""))
+	wantKind(t, err, errs.FailedPrecondition) // past the gap from nonce 0, with no history yet
+	if _, err := e.svc.SignTx(ctx, sg, tx(0, dest, "0x3e8", "0x2", "")); err != nil { // the whole daily limit
+		t.Fatal(err)
+	}
+	// A cancel and a speed-up that fail to sign: nonce 0 stays signed,
+	// its spend stays counted.
+	_, err = e.svc.SignTx(ctx, down, tx(0, eth.Address(sg.Key), "0x0", "0x3", ""))
+	wantKind(t, err, errs.Unavailable)
+	_, err = e.svc.SignTx(ctx, down, tx(0, dest, "0x3e8", "0x4", ""))
+	wantKind(t, err, errs.Unavailable)
+	_, err = e.svc.SignTx(ctx, sg, tx(0, other, "0x3e8", "0x2", ""))
+	wantKind(t, err, errs.FailedPrecondition)
+	_, err = e.svc.SignTx(ctx, sg, tx(1, other, "0x1", "0x2", ""))
+	if !errs.Is(err, errs.PermissionDenied) || !strings.Contains(err.Error(), "daily limit") {
+		t.Fatalf("after failed replacements the spend was given back: %v", err)
+	}
+	// A far nonce that fails does not move the window.
+	_, err = e.svc.SignTx(ctx, down, tx(9, dest, "0x0", "0x2", ""))
+	wantKind(t, err, errs.Unavailable)
+	_, err = e.svc.SignTx(ctx, sg, tx(0, other, "0x0", "0x2", ""))
+	wantKind(t, err, errs.FailedPrecondition)
+	// A "cancel" with an access list is no cancel.
+	_, err = e.svc.SignTx(ctx, sg, tx(0, eth.Address(sg.Key), "0x0", "0x5", `,"accessList":[{"address":"`+other+`","storageKeys":[]}]`))
+	wantKind(t, err, errs.FailedPrecondition)
 }
 
 func TestBadTransactions(t *testing.T) {

@@ -8,21 +8,33 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
 )
 
 // NonceWindow is how many nonces below the highest signed one a key's
-// nonce record keeps per chain: older ones cannot be mined any more.
-const NonceWindow = 1024
+// nonce record keeps per chain (older ones are refused: a wallet does
+// not go back that far), and RawWindow how many of the newest keep their
+// signed bytes for an identical retry. Both bound the record, which
+// etcd keeps as one value.
+const (
+	NonceWindow = 256
+	RawWindow   = 32
+	maxRawBytes = 2048 // larger signed transactions are not kept; a retry re-signs
+	maxVersions = 16   // replacements per nonce
+	claimLease  = 2 * time.Minute
+)
 
 // nonceTable is what an eth key's ledger record keeps besides spends:
-// per chain, every transaction signed by nonce. It is updated in the same
+// per chain, what was signed for each nonce. It is updated in the same
 // atomic step as the daily limit, so two replicas cannot sign two
 // different transactions with one nonce (a double spend).
 type nonceTable struct {
@@ -30,30 +42,49 @@ type nonceTable struct {
 }
 
 type chainNonces struct {
+	// Highest is the highest nonce signed (History: anything was).
 	Highest uint64                 `json:"highest"`
-	Signed  map[string]*nonceEntry `json:"signed"` // by nonce, decimal
+	History bool                   `json:"history,omitempty"`
+	Nonces  map[string]*nonceEntry `json:"nonces"` // by nonce, decimal
 }
 
-// nonceEntry is one transaction a nonce was claimed for.
+// nonceEntry is one nonce: every transaction signed for it (the first,
+// then its replacements), and the claim of a signature in progress. A
+// signed transaction is never forgotten while the nonce is in the window.
 type nonceEntry struct {
-	Hash        string        `json:"hash"` // its signing hash
-	To          string        `json:"to,omitempty"`
-	Value       string        `json:"value"`
-	Data        string        `json:"data"` // SHA-256 of the call data
-	FeeCap      string        `json:"fee_cap"`
-	TipCap      string        `json:"tip_cap"`
-	Reservation string        `json:"reservation,omitempty"` // its spend against the daily limit
-	Raw         hexutil.Bytes `json:"raw,omitempty"`         // the signed transaction, once made
+	Signed      []*txFacts `json:"signed,omitempty"`
+	Pending     *claimRec  `json:"pending,omitempty"`
+	Reservation string     `json:"reservation,omitempty"` // the nonce's one spend against the daily limit
 }
 
-func entryOf(u Unsigned, hash common.Hash) *nonceEntry {
-	e := &nonceEntry{Hash: hash.Hex(), Value: u.Tx.Value().String(), FeeCap: u.Tx.GasFeeCap().String(), TipCap: u.Tx.GasTipCap().String()}
+// txFacts are what the guard compares of a transaction.
+type txFacts struct {
+	Hash   string        `json:"hash"` // the signing hash
+	To     string        `json:"to,omitempty"`
+	Value  string        `json:"value"`
+	Data   string        `json:"data"` // SHA-256 of the call data
+	FeeCap string        `json:"fee_cap"`
+	TipCap string        `json:"tip_cap"`
+	Raw    hexutil.Bytes `json:"raw,omitempty"` // the signed bytes, for an identical retry
+}
+
+// claimRec is a signature in progress: the facts of its transaction and
+// a token its settle must show. A claim older than claimLease was
+// abandoned (a crash) and may be taken over.
+type claimRec struct {
+	Token string    `json:"token"`
+	At    time.Time `json:"at"`
+	Facts *txFacts  `json:"facts"`
+}
+
+func factsOf(u Unsigned, hash common.Hash) *txFacts {
+	f := &txFacts{Hash: hash.Hex(), Value: u.Tx.Value().String(), FeeCap: u.Tx.GasFeeCap().String(), TipCap: u.Tx.GasTipCap().String()}
 	if u.Tx.To() != nil {
-		e.To = u.Tx.To().Hex()
+		f.To = u.Tx.To().Hex()
 	}
 	sum := sha256.Sum256(u.Tx.Data())
-	e.Data = hex.EncodeToString(sum[:])
-	return e
+	f.Data = hex.EncodeToString(sum[:])
+	return f
 }
 
 func readNonces(rec *keyring.LedgerRecord) (*nonceTable, error) {
@@ -75,67 +106,98 @@ func (t *nonceTable) write(rec *keyring.LedgerRecord) error {
 func (t *nonceTable) chain(id *big.Int) *chainNonces {
 	c, ok := t.Chains[id.String()]
 	if !ok {
-		c = &chainNonces{Signed: map[string]*nonceEntry{}}
+		c = &chainNonces{Nonces: map[string]*nonceEntry{}}
 		t.Chains[id.String()] = c
+	}
+	if c.Nonces == nil {
+		c.Nonces = map[string]*nonceEntry{}
 	}
 	return c
 }
 
+// inWindow refuses a nonce the chain's history puts out of reach: more
+// than gap past the highest signed (from 0 before any), or more than
+// NonceWindow below it. Comparisons cannot overflow.
+func (c *chainNonces) inWindow(n uint64, gap *uint64, chain *big.Int) error {
+	if gap != nil {
+		base := uint64(0)
+		if c.History {
+			base = c.Highest
+		}
+		if n > base && n-base > *gap {
+			return errs.New(errs.FailedPrecondition, "policy max-nonce-gap: nonce %d is more than %d past %d on chain %s", n, *gap, base, chain)
+		}
+	}
+	if c.History && n < c.Highest && c.Highest-n > NonceWindow {
+		return errs.New(errs.FailedPrecondition, "nonce %d on chain %s is more than %d below the highest signed (%d)", n, chain, NonceWindow, c.Highest)
+	}
+	return nil
+}
+
 // claim is the nonce guard and the daily limit, run inside the ledger's
-// atomic update. It returns the signed bytes when this very transaction
-// was signed before (a retry gets the same answer), or records the claim
-// (reserving its value) and returns nil. A different transaction for a
-// nonce already claimed is refused unless it replaces the earlier one as
-// wallets do: a speed-up (the same recipient, value and data, higher
-// fees) or a cancel (a zero-value transfer to the key's own address, no
-// data). Neither spends again: the nonce's value was counted once.
-func claim(rec *keyring.LedgerRecord, u Unsigned, hash common.Hash, self common.Address, p *Policy, spend func([]keyring.Spend) ([]keyring.Spend, string, error)) ([]byte, error) {
+// atomic update. For a transaction signed before it returns the signed
+// bytes (a retry gets the same answer) when they are kept. Otherwise it
+// records a claim under token and returns nil: a first transaction for
+// the nonce (its value reserved), a retry of one signed before whose
+// bytes were not kept, or a replacement of the first as wallets make
+// them, a speed-up (the same recipient, value and data, higher fees) or
+// a cancel (a plain zero-value transfer to the key's own address), which
+// spend nothing more. Anything else, or any claim while another is in
+// progress, is refused.
+func claim(rec *keyring.LedgerRecord, u Unsigned, hash common.Hash, self common.Address, p *Policy, token string, now time.Time,
+	spend func([]keyring.Spend) ([]keyring.Spend, string, error)) ([]byte, error) {
 	t, err := readNonces(rec)
 	if err != nil {
 		return nil, err
 	}
 	c, n := t.chain(u.ChainID), u.Tx.Nonce()
-	if p.MaxNonceGap != nil && len(c.Signed) > 0 && n > c.Highest+*p.MaxNonceGap {
-		return nil, errs.New(errs.FailedPrecondition, "policy max-nonce-gap: nonce %d is more than %d past the highest signed on chain %s (%d)", n, *p.MaxNonceGap, u.ChainID, c.Highest)
-	}
-	if len(c.Signed) > 0 && c.Highest >= NonceWindow && n < c.Highest-NonceWindow {
-		return nil, errs.New(errs.FailedPrecondition, "nonce %d on chain %s is far below the highest signed (%d)", n, u.ChainID, c.Highest)
+	if err := c.inWindow(n, p.MaxNonceGap, u.ChainID); err != nil {
+		return nil, err
 	}
 	key := strconv.FormatUint(n, 10)
-	next := entryOf(u, hash)
-	switch old := c.Signed[key]; {
-	case old == nil:
-		if rec.Spends, next.Reservation, err = spend(rec.Spends); err != nil {
-			return nil, err
-		}
-	case old.Hash == next.Hash:
-		if old.Raw != nil {
-			return old.Raw, nil
-		}
-		next.Reservation = old.Reservation // a retry of a signature that did not finish
-	case isSpeedUp(old, next) || isCancel(u, self):
-		next.Reservation = old.Reservation
-	default:
-		return nil, errs.New(errs.FailedPrecondition, "nonce %d on chain %s was signed for transaction %s; only a speed-up (same recipient, value and data, higher fees) or a cancel (a zero-value transfer to %s) may replace it", n, u.ChainID, old.Hash, self.Hex())
+	e := c.Nonces[key]
+	if e == nil {
+		e = &nonceEntry{}
 	}
-	c.Signed[key] = next
-	c.Highest = max(c.Highest, n)
-	for k := range c.Signed {
-		if m, _ := strconv.ParseUint(k, 10, 64); c.Highest >= NonceWindow && m < c.Highest-NonceWindow {
-			delete(c.Signed, k)
-		}
+	if e.Pending != nil && now.Sub(e.Pending.At) < claimLease {
+		return nil, errs.New(errs.Aborted, "nonce %d on chain %s: a signature is in progress; retry", n, u.ChainID)
 	}
+	next := factsOf(u, hash)
+	switch {
+	case len(e.Signed) == 0:
+		if e.Reservation == "" { // else an abandoned claim's reservation is taken over
+			if rec.Spends, e.Reservation, err = spend(rec.Spends); err != nil {
+				return nil, err
+			}
+		}
+	case slices.ContainsFunc(e.Signed, func(f *txFacts) bool { return f.Hash == next.Hash }):
+		for _, f := range e.Signed {
+			if f.Hash == next.Hash && f.Raw != nil {
+				return f.Raw, nil
+			}
+		}
+	case len(e.Signed) >= maxVersions:
+		return nil, errs.New(errs.FailedPrecondition, "nonce %d on chain %s was replaced %d times already", n, u.ChainID, maxVersions)
+	case !isSpeedUp(e.Signed[0], next) && !isCancel(u, self):
+		return nil, errs.New(errs.FailedPrecondition, "nonce %d on chain %s was signed for transaction %s; only a speed-up (same recipient, value and data, higher fees) or a cancel (a plain zero-value transfer to %s) may replace it",
+			n, u.ChainID, e.Signed[0].Hash, self.Hex())
+	}
+	e.Pending = &claimRec{Token: token, At: now, Facts: next}
+	c.Nonces[key] = e
 	return nil, t.write(rec)
 }
 
-// isSpeedUp: the same transaction but for strictly higher fees.
-func isSpeedUp(old, next *nonceEntry) bool {
-	return old.To == next.To && old.Value == next.Value && old.Data == next.Data && bigger(next.FeeCap, old.FeeCap) && !bigger(old.TipCap, next.TipCap)
+// isSpeedUp: the transaction first signed, for strictly higher fees.
+func isSpeedUp(first, next *txFacts) bool {
+	return first.To == next.To && first.Value == next.Value && first.Data == next.Data && bigger(next.FeeCap, first.FeeCap) && !bigger(first.TipCap, next.TipCap)
 }
 
-// isCancel: a zero-value transfer to the key's own address, no data.
+// isCancel: a plain (legacy or EIP-1559, no access list) zero-value
+// transfer to the key's own address, with no data.
 func isCancel(u Unsigned, self common.Address) bool {
-	return u.Tx.To() != nil && *u.Tx.To() == self && u.Tx.Value().Sign() == 0 && len(u.Tx.Data()) == 0
+	tx := u.Tx
+	return (tx.Type() == types.LegacyTxType || tx.Type() == types.DynamicFeeTxType) && len(tx.AccessList()) == 0 &&
+		tx.To() != nil && *tx.To() == self && tx.Value().Sign() == 0 && len(tx.Data()) == 0
 }
 
 func bigger(a, b string) bool {
@@ -144,25 +206,55 @@ func bigger(a, b string) bool {
 	return x != nil && y != nil && x.Cmp(y) > 0
 }
 
-// settle records the signed bytes of the claim for hash, or, when raw is
-// nil (signing failed), drops the claim and releases its spend.
-func settle(rec *keyring.LedgerRecord, chainID *big.Int, nonce uint64, hash common.Hash, raw []byte) error {
+// settle ends the claim under token. Signed (raw set): its transaction
+// joins the nonce's history, for good. Failed (raw nil): the claim is
+// dropped and, if nothing was ever signed for the nonce, so is the
+// nonce's reservation; what was signed before stays.
+func settle(rec *keyring.LedgerRecord, chainID *big.Int, nonce uint64, token string, raw []byte) error {
 	t, err := readNonces(rec)
 	if err != nil {
 		return err
 	}
 	c, key := t.chain(chainID), strconv.FormatUint(nonce, 10)
-	e := c.Signed[key]
-	if e == nil || e.Hash != hash.Hex() || e.Raw != nil {
-		return nil // replaced meanwhile, or settled
+	e := c.Nonces[key]
+	if e == nil || e.Pending == nil || e.Pending.Token != token {
+		return nil // taken over after its lease, or settled
 	}
-	if raw != nil {
-		e.Raw = bytes.Clone(raw)
-	} else {
-		delete(c.Signed, key)
+	facts := e.Pending.Facts
+	e.Pending = nil
+	switch {
+	case raw != nil:
+		if len(raw) <= maxRawBytes {
+			facts.Raw = bytes.Clone(raw)
+		}
+		if !slices.ContainsFunc(e.Signed, func(f *txFacts) bool { return f.Hash == facts.Hash }) {
+			e.Signed = append(e.Signed, facts)
+		}
+		if !c.History || nonce > c.Highest {
+			c.Highest, c.History = nonce, true
+		}
+		c.prune()
+	case len(e.Signed) == 0:
+		delete(c.Nonces, key)
 		rec.Spends = keyring.Release(rec.Spends, e.Reservation)
 	}
 	return t.write(rec)
+}
+
+// prune drops the nonces out of the window, and the signed bytes of all
+// but the newest RawWindow.
+func (c *chainNonces) prune() {
+	for k, e := range c.Nonces {
+		m, _ := strconv.ParseUint(k, 10, 64)
+		switch {
+		case m < c.Highest && c.Highest-m > NonceWindow && e.Pending == nil:
+			delete(c.Nonces, k)
+		case m < c.Highest && c.Highest-m > RawWindow:
+			for _, f := range e.Signed {
+				f.Raw = nil
+			}
+		}
+	}
 }
 
 // guard claims u's nonce (and reserves its value) in the ledger, returning
@@ -184,21 +276,27 @@ func (s *Signer) guard(ctx context.Context, k *keyring.Key, u Unsigned, hash com
 		}
 		return out, res, nil
 	}
-	self := common.HexToAddress(Address(k))
+	self, token := common.HexToAddress(Address(k)), keyring.NewReservationID()
 	var cached []byte
 	err := s.Ledger.UpdateLedger(ctx, k.ID, func(rec *keyring.LedgerRecord) (err error) {
-		cached, err = claim(rec, u, hash, self, p, spend)
+		cached, err = claim(rec, u, hash, self, p, token, s.Now(), spend)
 		return err
 	})
 	if err != nil || cached != nil {
 		return cached, nil, err
 	}
 	return nil, func(raw []byte) {
-		err := s.Ledger.UpdateLedger(context.WithoutCancel(ctx), k.ID, func(rec *keyring.LedgerRecord) error {
-			return settle(rec, u.ChainID, u.Tx.Nonce(), hash, raw)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		defer cancel()
+		err := s.Ledger.UpdateLedger(sctx, k.ID, func(rec *keyring.LedgerRecord) error {
+			return settle(rec, u.ChainID, u.Tx.Nonce(), token, raw)
 		})
 		if err != nil {
-			s.Log.Error("settling a nonce claim failed", "key", k.ID, "nonce", u.Tx.Nonce(), "signed", raw != nil, "err", err)
+			// The claim stays until its lease ends; the nonce is not lost.
+			s.Log.Error("settling a nonce claim failed; it lapses after its lease", "key", k.ID, "nonce", u.Tx.Nonce(), "signed", raw != nil, "err", err)
 		}
 	}, nil
 }
+
+// settleTimeout bounds recording a signature's outcome.
+const settleTimeout = 10 * time.Second
