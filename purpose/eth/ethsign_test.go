@@ -338,7 +338,7 @@ func TestNonceGuardRemembersThroughFailures(t *testing.T) {
 	}
 	other := "0x4545454545454545454545454545454545454545"
 	_, err := e.svc.SignTx(ctx, sg, tx(11, dest, "0x1", "0x2", ""))
-	wantKind(t, err, errs.FailedPrecondition) // past the gap from nonce 0, with no history yet
+	wantKind(t, err, errs.FailedPrecondition)                                         // past the gap from nonce 0, with no history yet
 	if _, err := e.svc.SignTx(ctx, sg, tx(0, dest, "0x3e8", "0x2", "")); err != nil { // the whole daily limit
 		t.Fatal(err)
 	}
