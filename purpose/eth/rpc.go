@@ -15,6 +15,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -81,6 +82,7 @@ type rpcRequest struct {
 type rpcError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
+	Data    any    `json:"data,omitempty"` // {"retry_after_ms": N} for a request past its quota
 }
 
 type rpcResponse struct {
@@ -116,11 +118,11 @@ func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRPCBodyBytes))
 	if err != nil {
-		writeRPC(w, http.StatusRequestEntityTooLarge, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcLimit, "request body over 256 KiB"}})
+		writeRPC(w, http.StatusRequestEntityTooLarge, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{Code: rpcLimit, Message: "request body over 256 KiB"}})
 		return
 	}
 	if err := strictjson.Check("request", body, MaxRPCBodyBytes); err != nil {
-		writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcParse, err.Error()}})
+		writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{Code: rpcParse, Message: err.Error()}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(h.inv.HTTPContext(r), rpcDeadline)
@@ -128,7 +130,7 @@ func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
 	if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
 		var batch []json.RawMessage
 		if err := json.Unmarshal(trimmed, &batch); err != nil || len(batch) == 0 || len(batch) > MaxRPCBatch {
-			writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcInvalidRequest, "a batch holds 1 to 32 requests"}})
+			writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{Code: rpcInvalidRequest, Message: "a batch holds 1 to 32 requests"}})
 			return
 		}
 		out := make([]rpcResponse, 0, len(batch))
@@ -153,7 +155,7 @@ func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) rpcResponse 
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || req.JSONRPC != "2.0" || req.Method == "" {
-		return rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{rpcInvalidRequest, "not a JSON-RPC 2.0 request"}}
+		return rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{Code: rpcInvalidRequest, Message: "not a JSON-RPC 2.0 request"}}
 	}
 	if req.ID == nil {
 		req.ID = json.RawMessage("null")
@@ -375,7 +377,7 @@ func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []j
 // refused: the message of the gRPC status the server's one mapping gives.
 func (h *rpcHandler) toRPCError(err error) *rpcError {
 	if errors.Is(err, errNoMethod) {
-		return &rpcError{rpcNoMethod, "method not found"}
+		return &rpcError{Code: rpcNoMethod, Message: "method not found"}
 	}
 	st, _ := status.FromError(h.inv.Status(err))
 	code := map[codes.Code]int{
@@ -386,5 +388,11 @@ func (h *rpcHandler) toRPCError(err error) *rpcError {
 	if code == 0 {
 		code = rpcInternal
 	}
-	return &rpcError{code, st.Code().String() + ": " + st.Message()}
+	out := &rpcError{Code: code, Message: st.Code().String() + ": " + st.Message()}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			out.Data = map[string]int64{"retry_after_ms": ri.GetRetryDelay().AsDuration().Milliseconds()}
+		}
+	}
+	return out
 }

@@ -34,7 +34,7 @@ import (
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 6) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 8) }
 
 const policy = `
 rules:
@@ -289,5 +289,44 @@ func TestCAReloadReachesOpenConnections(t *testing.T) {
 			t.Fatalf("the connection still signs 5 s after its CA was dropped: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A JSON-RPC call past its identity's quota is refused with the delay to
+// wait in the error's data, as gRPC's RetryInfo.
+func TestQuotaOverJSONRPC(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    allow: [keys.admin, keys.read]
+  - identity: spiffe://example.org/treasury
+    keys: ["treasury-*"]
+    allow: [eth.sign_message]
+    rate: 2/s
+`)
+	ctx := context.Background()
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "treasury-q", Algorithm: "ES256K", Purpose: "eth"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := sigilv1.NewEthereumServiceClient(e.Client(t, "spiffe://example.org/ops")).GetAddress(ctx, &sigilv1.GetAddressRequest{KeyId: "treasury-q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := e.CA.Issue(t, "spiffe://example.org/treasury", false, farFuture())
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CA.Pool, Certificates: []tls.Certificate{cert}}}}
+	body := `{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["` + a.GetAddress() + `","0x01"]}`
+	var last string
+	for range 6 {
+		resp, err := client.Post("https://"+e.EthRPC, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = string(b)
+	}
+	if !strings.Contains(last, `"code":-32004`) || !strings.Contains(last, `"retry_after_ms":`) {
+		t.Fatalf("the sixth call in a row at 2/s: %s", last)
 	}
 }
