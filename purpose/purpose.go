@@ -72,6 +72,9 @@ type Invoker interface {
 	// HTTPContext describes an HTTP request's client certificate as
 	// Invoke and Allowed expect.
 	HTTPContext(r *http.Request) context.Context
+	// Charge authorizes op on key id ("" for a listing) and spends one
+	// request of the caller's quota, for a call no gRPC method stands for.
+	Charge(ctx context.Context, op authz.Op, id string) error
 	// Record audits a call no gRPC method stands for (an account
 	// listing, a request refused before any); on error the answer is
 	// withheld.

@@ -59,6 +59,27 @@ func (s *Server) Allowed(ctx context.Context, op authz.Op, id string) error {
 	return nil
 }
 
+// Charge authorizes op on key id ("" for a listing) for the caller ctx
+// describes and spends one request of its quota, as a gRPC call of op
+// would: for a purpose's call that no gRPC method stands for.
+func (s *Server) Charge(ctx context.Context, op authz.Op, id string) error {
+	if err := s.authenticate(ctx); err != nil {
+		return err
+	}
+	if s.opts.Authz == nil {
+		return nil
+	}
+	d := s.opts.Authz.Decide(identities(ctx), op, id, s.opts.Now())
+	switch {
+	case d.RetryAfter > 0:
+		s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
+		return throttled(d.RetryAfter)
+	case !d.OK:
+		return errDenied
+	}
+	return nil
+}
+
 // Status is err as the gRPC status it is answered with: the server's one
 // mapping, for a purpose's second protocol to translate.
 func (s *Server) Status(err error) error { return toStatus(err) }

@@ -264,6 +264,10 @@ func (h *rpcHandler) accounts(ctx context.Context) ([]common.Address, error) {
 	if err := h.mayUseAny(ctx); err != nil {
 		return nil, err
 	}
+	// A listing, charged as gRPC's ListKeys is (it scans the keyring).
+	if err := h.inv.Charge(ctx, authz.KeysRead, ""); err != nil && !errs.Is(err, errs.PermissionDenied) && status.Code(err) != codes.PermissionDenied {
+		return nil, err
+	}
 	out := []common.Address{}
 	for _, k := range h.keys.List(ctx) {
 		if k.Purpose != Name || k.Deleted || Address(k) == "" {
