@@ -117,6 +117,7 @@ type bench struct {
 	// the secured server's Ethereum JSON-RPC endpoint, and a client of it
 	ethRPC       string
 	ethRPCClient *http.Client
+	nonce        atomic.Uint64 // of bench-eth's transactions: each one new
 }
 
 func run(out string, dur time.Duration) error {
@@ -337,6 +338,9 @@ func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds cred
 		return nil, "", nil, err
 	}
 	opts.Keyring, opts.Backends, opts.Logger = kr, b.backends, slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opts.Ledger == nil && kr == b.kr { // the nonce guard and daily limits keep their ledger in the store
+		opts.Ledger, opts.Anchors = b.store, b.store
+	}
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -397,15 +401,14 @@ func (b *bench) ethRPCTable(secured *grpc.ClientConn) ([]row, error) {
 		return nil, err
 	}
 	from := eth.Address(k)
-	tx := `{"from":"` + from + `","chainId":"0x1","nonce":"0x7","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000",` +
-		`"gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`
-	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"eth_signTransaction","params":[` + tx + `]}`)
 	ec := sigilv1.NewEthereumServiceClient(secured)
 	return b.pair("eth_signTransaction", func(ctx context.Context) error {
-		_, err := ec.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(tx)}})
+		_, err := ec.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
 		return err
 	}, func(ctx context.Context) error {
+		body := append(append([]byte(`{"jsonrpc":"2.0","id":1,"method":"eth_signTransaction","params":[`), b.nextTx(from)...), "]}"...)
 		req, _ := http.NewRequestWithContext(ctx, "POST", b.ethRPC, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := b.ethRPCClient.Do(req)
 		if err != nil {
 			return err
@@ -548,15 +551,26 @@ func (b *bench) ethTable() ([]row, error) {
 	}
 	sign, eth := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewEthereumServiceClient(b.conn)
 	d := signer.ES256K.Input([]byte("about a transaction's signing hash"))
-	tx := []byte(`{"chainId":"0x1","nonce":"0x7","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000",` +
-		`"gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`)
 	return b.pair("SignTransaction", func(ctx context.Context) error {
 		_, err := sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-raw-k1", Input: &sigilv1.SignRequest_Digest{Digest: d}})
 		return err
 	}, func(ctx context.Context) error {
-		_, err := eth.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: tx}})
+		_, err := eth.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
 		return err
 	}, []int{1, 16})
+}
+
+// nextTx is an EIP-1559 transaction of bench-eth with a nonce no earlier
+// one had (the nonce guard would answer a repeat from its record), from
+// from if set.
+func (b *bench) nextTx(from string) []byte {
+	n := b.nonce.Add(1)
+	f := ""
+	if from != "" {
+		f = `"from":"` + from + `",`
+	}
+	return []byte(fmt.Sprintf(`{%s"chainId":"0x1","nonce":"0x%x","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000",`+
+		`"gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`, f, n))
 }
 
 // jwksTable: Sigil's JWKS endpoint against a handler that writes the same
