@@ -26,8 +26,8 @@ import (
 // signed bytes for an identical retry. Both bound the record, which
 // etcd keeps as one value.
 const (
-	NonceWindow = 256
-	RawWindow   = 32
+	NonceWindow = 64
+	RawWindow   = 16
 	maxRawBytes = 2048 // larger signed transactions are not kept; a retry re-signs
 	maxVersions = 16   // replacements per nonce
 	claimLease  = 2 * time.Minute
