@@ -101,23 +101,7 @@ func TestScheduledDeletion(t *testing.T) {
 		t.Fatal("marked deleted while its objects could not be destroyed")
 	}
 	fd.down.Store(false)
-	for range 3 {
-		r.Tick(ctx)
-	}
-	k, err = r.Get(ctx, "doomed")
-	if err != nil || !k.Deleted {
-		t.Fatalf("after the window: deleted %v, %v", k.Deleted, err)
-	}
-	for _, g := range k.Generations {
-		if g.State != keyring.StateDestroyed || g.Published() {
-			t.Errorf("generation %d is %s after the deletion", g.Number, g.State)
-		}
-	}
-	for _, ref := range refs {
-		if _, err := e.hsm.Public(ctx, ref); !errors.Is(err, signer.ErrKeyMissing) {
-			t.Errorf("object %s still in the token: %v", ref, err)
-		}
-	}
+	e.wantDeleted(t, r, "doomed", refs)
 	_, err = r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: raw.Name, Algorithm: signer.ES256})
 	wantKind(t, err, errs.AlreadyExists)
 	_, err = r.ForSigning(ctx, "doomed", jwt.Name)
@@ -254,6 +238,100 @@ func TestADeletionScheduledDuringACreation(t *testing.T) {
 	for _, o := range objects {
 		if strings.HasPrefix(o.Name, "busy.") {
 			t.Errorf("%s outlived the deletion", o.Name)
+		}
+	}
+}
+
+// diesAfterDestroy forgets the objects and then fails, as a process
+// killed between the backend's destroy and the record of it would leave
+// them (the destroy.after-backend failpoint).
+type diesAfterDestroy struct{ *pkcs11.Backend }
+
+func (d diesAfterDestroy) DestroyKey(ctx context.Context, ref string) error {
+	if err := d.Backend.DestroyKey(ctx, ref); err != nil {
+		return err
+	}
+	return errs.New(errs.Unavailable, "injected: died after the backend destroyed %s", ref)
+}
+
+// A deletion interrupted at each of its steps (its keyring abandoned, a
+// new one opened over the same store, as a kill -9 and a restart leave
+// it) is carried to its end: once started it cannot be cancelled, an
+// object destroyed but not recorded so is destroyed again harmlessly, and
+// every object goes.
+func TestDeletionResumesAfterARestart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	withBackend := func(b signer.Backend) *keyring.Keyring {
+		r, err := keyring.New(ctx, keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": b}, DefaultBackend: "hsm-a",
+			Now: func() time.Time { return e.now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := e.keyring(t, nil)
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "doomed", Purpose: jwt.Name, Algorithm: signer.ES256}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := r.Rotate(ctx, "doomed", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := []string{k.Generations[0].Ref, k.Generations[1].Ref}
+	if _, err := r.ScheduleDeletion(ctx, "doomed", keyring.MinDeletionWindow); err != nil {
+		t.Fatal(err)
+	}
+	e.now = e.now.Add(keyring.MinDeletionWindow + time.Second)
+
+	// Interrupted after the start mark, before any destroy.
+	down := &flakyDestroyer{Backend: e.hsm}
+	down.down.Store(true)
+	if err := withBackend(down).Tick(ctx); err == nil {
+		t.Fatal("no error with the backend down")
+	}
+	if k, _ := e.store.Get(ctx, "doomed"); !k.DeletionStarted || k.Deleted {
+		t.Fatalf("after the first step: started %v, deleted %v", k.DeletionStarted, k.Deleted)
+	}
+	_, err = e.keyring(t, nil).CancelDeletion(ctx, "doomed")
+	wantKind(t, err, errs.FailedPrecondition)
+
+	// Interrupted after the backend forgot generation 1, before the record.
+	if err := withBackend(diesAfterDestroy{e.hsm}).Tick(ctx); err == nil {
+		t.Fatal("the injected death reported no error")
+	}
+	if _, err := e.hsm.Public(ctx, refs[0]); !errors.Is(err, signer.ErrKeyMissing) {
+		t.Fatalf("generation 1's objects: %v", err)
+	}
+	if k, _ := e.store.Get(ctx, "doomed"); k.Generations[0].State == keyring.StateDestroyed {
+		t.Fatal("the injected death came after the record, not before")
+	}
+
+	// The next process finishes it.
+	e.wantDeleted(t, e.keyring(t, nil), "doomed", refs)
+}
+
+// wantDeleted runs r's scheduler a few times and checks that key id was
+// deleted: marked so, every generation destroyed, its objects (refs)
+// gone from the token.
+func (e *env) wantDeleted(t *testing.T, r *keyring.Keyring, id string, refs []string) {
+	t.Helper()
+	ctx := context.Background()
+	for range 4 {
+		r.Tick(ctx)
+	}
+	k, err := r.Get(ctx, id)
+	if err != nil || !k.Deleted {
+		t.Fatalf("%s: deleted %v, %v", id, k.Deleted, err)
+	}
+	for _, g := range k.Generations {
+		if g.State != keyring.StateDestroyed || g.Published() {
+			t.Errorf("generation %d is %s after the deletion", g.Number, g.State)
+		}
+	}
+	for _, ref := range refs {
+		if _, err := e.hsm.Public(ctx, ref); !errors.Is(err, signer.ErrKeyMissing) {
+			t.Errorf("object %s still in the token: %v", ref, err)
 		}
 	}
 }

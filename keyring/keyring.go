@@ -379,15 +379,23 @@ func (r *Keyring) Get(_ context.Context, id string) (*Key, error) {
 }
 
 // List returns copies of every key, in ID order.
-func (r *Keyring) List(context.Context) []*Key { return r.all(true) }
+func (r *Keyring) List(ctx context.Context) []*Key { return r.Select(ctx, nil) }
 
-// all returns copies of every key in ID order; visibleOnly leaves out
-// keys whose first creation is unfinished.
-func (r *Keyring) all(visibleOnly bool) []*Key {
+// Select returns copies of the keys match accepts (every key if match is
+// nil), in ID order. match sees each key uncopied, under the keyring's
+// read lock: it must neither change nor keep it. So a lookup (the key of
+// an Ethereum address, on every JSON-RPC call) copies only what it finds.
+func (r *Keyring) Select(_ context.Context, match func(*Key) bool) []*Key {
+	return r.all(true, match)
+}
+
+// all returns copies of the keys match accepts (all if nil) in ID order;
+// visibleOnly leaves out keys whose first creation is unfinished.
+func (r *Keyring) all(visibleOnly bool, match func(*Key) bool) []*Key {
 	r.mu.RLock()
-	out := make([]*Key, 0, len(r.keys))
+	var out []*Key
 	for _, k := range r.keys {
-		if k.visible() || !visibleOnly {
+		if (k.visible() || !visibleOnly) && (match == nil || match(k)) {
 			out = append(out, k.clone())
 		}
 	}

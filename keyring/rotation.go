@@ -67,7 +67,7 @@ func (r *Keyring) Tick(ctx context.Context) error {
 	}
 	defer r.ticking.Unlock()
 	var failed []error
-	for _, k := range r.all(false) { // unfinished creations too: they may need rolling back
+	for _, k := range r.all(false, nil) { // unfinished creations too: they may need rolling back
 		if k.visible() && rotation(k) != RotateScheduled && k.DeleteAt.IsZero() && len(k.inState(StateRetiring))+len(k.inState(StateRetired))+len(k.inState(StateRevoked))+len(k.inState(StateCreating)) == 0 {
 			continue
 		}

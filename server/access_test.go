@@ -38,7 +38,7 @@ rules:
     allow: [keys.admin, keys.read]
   - identity: spiffe://example.org/all/*
     keys: ["*"]
-    allow: [sign.raw, sign.jwt, eth.sign_tx, eth.sign_message, eth.sign_typed_data, keys.read, keys.admin]
+    allow: [sign.raw, sign.jwt, eth.sign_tx, eth.sign_message, eth.sign_typed_data, keys.read, keys.admin, jwks.admin]
 `
 
 // mtlsEnv is a server with mTLS, testPolicy and an audit log.

@@ -342,6 +342,28 @@ func attacks() []attack {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "req-too-long", Algorithm: "ES256", RequestId: strings.Repeat("r", 129)})
 			return err
 		}, codes.InvalidArgument},
+		{"cancel a deletion, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).CancelKeyDeletion(ctx, &sigilv1.CancelKeyDeletionRequest{Id: "raw-1"})
+			return err
+		}, codes.PermissionDenied},
+		{"cancel a deletion of an impossible ID", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewKeyServiceClient(c).CancelKeyDeletion(ctx, &sigilv1.CancelKeyDeletionRequest{Id: strings.Repeat("k", 300)})
+			return err
+		}, codes.InvalidArgument},
+		{"sign with a negative generation", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}, Generation: -1}), codes.InvalidArgument},
+		{"sign with a generation that is not active", nil, signRaw(&sigilv1.SignRequest{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}, Generation: 1 << 30}), codes.FailedPrecondition},
+		// JWK Sets: creating one is jwks.admin's, which keys.admin is not.
+		{"create a JWK Set as jwks.admin", nil, createSet(&sigilv1.CreateJWKSetRequest{Name: "issuer-ok"}), codes.OK},
+		{"create a JWK Set with keys.admin only", func(_ *testing.T, e *attackEnv) *grpc.ClientConn { return e.admin }, createSet(&sigilv1.CreateJWKSetRequest{Name: "issuer-x"}), codes.PermissionDenied},
+		{"create a JWK Set, CN spoofing the tenant", asCert(func() *x509.Certificate {
+			return &x509.Certificate{Subject: pkix.Name{CommonName: "spiffe://example.org/all/tenant"}}
+		}),
+			createSet(&sigilv1.CreateJWKSetRequest{Name: "issuer-x"}), codes.PermissionDenied},
+		{"create a JWK Set whose name climbs out of /jwks", nil, createSet(&sigilv1.CreateJWKSetRequest{Name: "../keys"}), codes.InvalidArgument},
+		{"create a JWK Set with an oversized name", nil, createSet(&sigilv1.CreateJWKSetRequest{Name: strings.Repeat("n", 200<<10)}), codes.InvalidArgument},
+		{"create a JWK Set with a malformed pattern", nil, createSet(&sigilv1.CreateJWKSetRequest{Name: "issuer-x", KeyPatterns: []string{"[x"}}), codes.InvalidArgument},
+		{"create a JWK Set with a thousand patterns", nil, createSet(&sigilv1.CreateJWKSetRequest{Name: "issuer-x", KeyPatterns: slices.Repeat([]string{"a*"}, 1000)}), codes.InvalidArgument},
+		{"take over the default JWK Set", nil, createSet(&sigilv1.CreateJWKSetRequest{Name: "default", AllowEs256K: true, KeyPatterns: []string{"*"}}), codes.AlreadyExists},
 		{"create a key of purpose audit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "audit"})
 			return err
@@ -427,10 +449,14 @@ func TestAttackSuite(t *testing.T) {
 		})
 	}
 	// The spoofers' and strangers' requests changed nothing: only the
-	// admin's own key was added.
+	// admin's own key and the tenant's own set were added.
 	list, err := sigilv1.NewKeyServiceClient(e.admin).ListKeys(context.Background(), &sigilv1.ListKeysRequest{})
 	if err != nil || len(list.GetKeys()) != 4 {
 		t.Fatalf("keys after the suite: %d, %v", len(list.GetKeys()), err)
+	}
+	sets, err := sigilv1.NewJWTServiceClient(e.admin).ListJWKSets(context.Background(), &sigilv1.ListJWKSetsRequest{})
+	if err != nil || len(sets.GetSets()) != 2 {
+		t.Fatalf("JWK Sets after the suite (want default and issuer-ok): %v, %v", sets.GetSets(), err)
 	}
 }
 
@@ -534,6 +560,13 @@ func TestRefusedStreamsLeaveNothingBehind(t *testing.T) {
 func createWith(req *sigilv1.CreateKeyRequest) func(context.Context, *grpc.ClientConn) error {
 	return func(ctx context.Context, c *grpc.ClientConn) error {
 		_, err := sigilv1.NewKeyServiceClient(c).CreateKey(ctx, req)
+		return err
+	}
+}
+
+func createSet(req *sigilv1.CreateJWKSetRequest) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewJWTServiceClient(c).CreateJWKSet(ctx, req)
 		return err
 	}
 }

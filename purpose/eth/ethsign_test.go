@@ -534,3 +534,50 @@ func TestRLPBombsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// settleFails fails every UpdateLedger after the first n: the claim is
+// written, the settle after the signature is not.
+type settleFails struct {
+	keyring.Ledger
+	n     int
+	calls atomic.Int32
+}
+
+func (l *settleFails) UpdateLedger(ctx context.Context, id string, fn func(*keyring.LedgerRecord) error) error {
+	if int(l.calls.Add(1)) > l.n {
+		return errs.New(errs.Unavailable, "injected: store went away")
+	}
+	return l.Ledger.UpdateLedger(ctx, id, fn)
+}
+
+// A signature whose settle could not be recorded is withheld: were it
+// handed out, the lapsed claim would let another transaction take its
+// nonce. The claim holds until its lease ends, then the nonce is free.
+func TestNonceGuardWithholdsUnrecordedSignature(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sg := e.key(t, "unrecorded", mainnet)
+	now := time.Now()
+	failing := &settleFails{Ledger: e.store, n: 1}
+	svc := &eth.Signer{Ledger: failing, Now: func() time.Time { return now }, Log: e.svc.Log}
+	tx := func(to string) eth.Unsigned {
+		u, err := eth.ParseJSON([]byte(`{"chainId":"0x1","nonce":"0x0","to":"` + to + `","value":"0x1","gas":"0x5208","maxFeePerGas":"0x2","maxPriorityFeePerGas":"0x1"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	out, err := svc.SignTx(ctx, sg, tx(dest))
+	wantKind(t, err, errs.Unavailable)
+	if out.Raw != nil {
+		t.Fatal("an unrecorded signature was handed out")
+	}
+	other := "0x4545454545454545454545454545454545454545"
+	healthy := &eth.Signer{Ledger: e.store, Now: func() time.Time { return now }, Log: e.svc.Log}
+	_, err = healthy.SignTx(ctx, sg, tx(other))
+	wantKind(t, err, errs.Aborted) // the claim still holds
+	now = now.Add(3 * time.Minute)
+	if _, err := healthy.SignTx(ctx, sg, tx(other)); err != nil {
+		t.Fatalf("after the lease the nonce is still held: %v", err)
+	}
+}

@@ -259,8 +259,10 @@ func (c *chainNonces) prune() {
 
 // guard claims u's nonce (and reserves its value) in the ledger, returning
 // earlier signed bytes for a retry, and a function that settles the claim
-// once signing has succeeded (raw) or failed (nil).
-func (s *Signer) guard(ctx context.Context, k *keyring.Key, u Unsigned, hash common.Hash) ([]byte, func(raw []byte), error) {
+// once signing has succeeded (raw) or failed (nil). A signature whose
+// settle fails must not leave: its claim lapses after its lease, and only
+// a signature never handed out may then be replaced.
+func (s *Signer) guard(ctx context.Context, k *keyring.Key, u Unsigned, hash common.Hash) ([]byte, func(raw []byte) error, error) {
 	if s.Ledger == nil {
 		return nil, nil, errs.New(errs.FailedPrecondition, "key %q: this keyring store keeps no ledger, so nonces cannot be guarded", k.ID)
 	}
@@ -285,16 +287,17 @@ func (s *Signer) guard(ctx context.Context, k *keyring.Key, u Unsigned, hash com
 	if err != nil || cached != nil {
 		return cached, nil, err
 	}
-	return nil, func(raw []byte) {
+	return nil, func(raw []byte) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
 		err := s.Ledger.UpdateLedger(sctx, k.ID, func(rec *keyring.LedgerRecord) error {
 			return settle(rec, u.ChainID, u.Tx.Nonce(), token, raw)
 		})
 		if err != nil {
-			// The claim stays until its lease ends; the nonce is not lost.
 			s.Log.Error("settling a nonce claim failed; it lapses after its lease", "key", k.ID, "nonce", u.Tx.Nonce(), "signed", raw != nil, "err", err)
+			return errs.New(errs.Unavailable, "recording the signature of nonce %d failed; it is withheld, retry: %w", u.Tx.Nonce(), err)
 		}
+		return nil
 	}, nil
 }
 

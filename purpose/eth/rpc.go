@@ -269,10 +269,7 @@ func (h *rpcHandler) accounts(ctx context.Context) ([]common.Address, error) {
 		return nil, err
 	}
 	out := []common.Address{}
-	for _, k := range h.keys.List(ctx) {
-		if k.Purpose != Name || k.Deleted || Address(k) == "" {
-			continue
-		}
+	for _, k := range h.keys.Select(ctx, func(k *keyring.Key) bool { return k.Purpose == Name && !k.Deleted && Address(k) != "" }) {
 		if h.mayUse(ctx, k.ID) {
 			out = append(out, common.HexToAddress(Address(k)))
 		}
@@ -291,13 +288,14 @@ func (h *rpcHandler) keyOf(ctx context.Context, raw json.RawMessage) (string, er
 	if err := h.mayUseAny(ctx); err != nil {
 		return "", err
 	}
-	addr := common.HexToAddress(s)
-	for _, k := range h.keys.List(ctx) {
-		if k.Purpose == Name && !k.Deleted && strings.EqualFold(Address(k), addr.Hex()) {
-			return k.ID, nil
-		}
+	addr := common.HexToAddress(s).Hex()
+	found := h.keys.Select(ctx, func(k *keyring.Key) bool {
+		return k.Purpose == Name && !k.Deleted && strings.EqualFold(Address(k), addr)
+	})
+	if len(found) == 0 {
+		return "", errs.New(errs.PermissionDenied, "permission denied")
 	}
-	return "", errs.New(errs.PermissionDenied, "permission denied")
+	return found[0].ID, nil
 }
 
 // invoke runs a gRPC request for the call c.

@@ -70,7 +70,9 @@ func (s *Signer) signGuarded(ctx context.Context, sg keyring.Signing, u Unsigned
 		return Signed{Raw: cached, Hash: tx.Hash(), From: common.HexToAddress(Address(sg.Key))}, nil
 	}
 	out, err := s.sign(ctx, sg, u)
-	settle(out.Raw) // nil when signing failed: the claim is dropped
+	if serr := settle(out.Raw); err == nil && serr != nil { // out.Raw is nil when signing failed: the claim is dropped
+		return Signed{}, serr // not recorded as signed: it must not leave
+	}
 	return out, err
 }
 
