@@ -132,6 +132,11 @@ var retryable = map[string]bool{
 	sigilv1.EthereumService_SignMessage_FullMethodName:   true,
 	sigilv1.EthereumService_SignTypedData_FullMethodName: true,
 	sigilv1.AuditService_GetAuditHead_FullMethodName:     true,
+	// Reading a held request, or its result, runs it at most once
+	// whoever asks how often (the server claims it before it runs).
+	sigilv1.ApprovalService_ListApprovals_FullMethodName:     true,
+	sigilv1.ApprovalService_GetApproval_FullMethodName:       true,
+	sigilv1.ApprovalService_GetApprovalResult_FullMethodName: true,
 }
 
 // retry repeats a retryable call answered Unavailable, with a short

@@ -44,4 +44,10 @@ type Anchors interface {
 	GetAnchor(ctx context.Context, name string) ([]byte, error)
 	// ListAnchors returns every value whose name starts with prefix.
 	ListAnchors(ctx context.Context, prefix string) (map[string][]byte, error)
+	// UpdateAnchor applies fn to the value under name (nil if none) and
+	// stores what it returns, atomically: of replicas racing on one name,
+	// each fn sees the value the previous one stored. fn may run more than
+	// once (a lost race is retried), so it must only compute. A nil result
+	// deletes the value; an error from fn changes nothing and is returned.
+	UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -88,6 +89,28 @@ type Invoker interface {
 // inv.
 type HTTPAPI interface {
 	HTTPHandler(inv Invoker, keys *keyring.Keyring) http.Handler
+}
+
+// Reviewer is the ability of a purpose to describe its requests for
+// dual control: the facts the approval rules' conditions test (the value
+// a transaction moves, its recipient) and a summary approvers read before
+// they approve. A purpose without it has its requests held on the
+// operation alone, summarised by key and method.
+type Reviewer interface {
+	// Conditions names the approval conditions (authz.Cond*) each of the
+	// purpose's operations can be tested on.
+	Conditions() map[authz.Op][]string
+	// Review describes req, a request of method; an error means req is
+	// not one the purpose would serve (it is then answered, not held).
+	Review(ctx context.Context, d Deps, method string, req any) (authz.Facts, []approval.Field, error)
+}
+
+// Loosener is the ability of a purpose to tell whether a new policy of
+// its keys allows something the old did not (a higher limit, another
+// chain or recipient, a rule removed). Without it every policy change
+// counts as loosening one.
+type Loosener interface {
+	Loosens(old, updated any) bool
 }
 
 // Metrics is the ability of a purpose to export metrics of its own (an
@@ -171,6 +194,11 @@ func Register(p Purpose) {
 		ops = append(ops, op)
 	}
 	authz.RegisterOps(ops...)
+	if r, ok := p.(Reviewer); ok {
+		for op, names := range r.Conditions() {
+			authz.RegisterConditions(op, names...)
+		}
+	}
 	registry.Lock()
 	defer registry.Unlock()
 	registry.m[p.Name()] = p

@@ -169,6 +169,13 @@ func signTyped(doc string) func(context.Context, *grpc.ClientConn) error {
 	}
 }
 
+func approve(id string) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewApprovalServiceClient(c).Approve(ctx, &sigilv1.ApproveRequest{ApprovalId: id, PayloadSha256: strings.Repeat("0", 64)})
+		return err
+	}
+}
+
 func rawCall(method string, msg []byte) func(context.Context, *grpc.ClientConn) error {
 	return func(ctx context.Context, c *grpc.ClientConn) error { return invokeRaw(ctx, c, method, msg) }
 }
@@ -369,6 +376,26 @@ func attacks() []attack {
 			return err
 		}, codes.InvalidArgument},
 
+		// Dual control: approval IDs are checked before any lookup; a
+		// request held is only its parties' (TestApprovalAttacks).
+		{"approve an unknown request", nil, approve("0123456789abcdef0123456789abcdef"), codes.NotFound},
+		{"approve with an ID that climbs out of the approvals", nil, approve("../keys/raw-1"), codes.InvalidArgument},
+		{"approve with an oversized ID", nil, approve(strings.Repeat("a", 200<<10)), codes.InvalidArgument},
+		{"approve with an upper-case ID", nil, approve("0123456789ABCDEF0123456789ABCDEF"), codes.InvalidArgument},
+		{"approval request that does not decode", nil, rawCall(sigilv1.ApprovalService_Approve_FullMethodName, []byte{0x0a, 0xff}), codes.InvalidArgument},
+		{"deny with a reason over its limit", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewApprovalServiceClient(c).Deny(ctx, &sigilv1.DenyRequest{ApprovalId: "0123456789abcdef0123456789abcdef", Reason: strings.Repeat("r", 4096)})
+			return err
+		}, codes.InvalidArgument},
+		{"list approvals in a state that is none", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewApprovalServiceClient(c).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{State: strings.Repeat("x", 100<<10)})
+			return err
+		}, codes.InvalidArgument},
+		{"result of an unknown request, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewApprovalServiceClient(c).GetApprovalResult(ctx, &sigilv1.GetApprovalResultRequest{ApprovalId: "0123456789abcdef0123456789abcdef"})
+			return err
+		}, codes.NotFound},
+
 		// Typed data.
 		{"typed data, undefined primaryType", nil, signTyped(typedDoc("string", "Nothing", `"b"`)), codes.InvalidArgument},
 		{"typed data, int8 = -129", nil, signTyped(typedDoc("int8", "M", `-129`)), codes.InvalidArgument},
@@ -489,6 +516,7 @@ func FuzzGRPC(f *testing.F) {
 		&sigilv1.SignTransactionRequest{KeyId: "treasury-1", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(txOK)}},
 		&sigilv1.SignTypedDataRequest{KeyId: "treasury-1", TypedDataJson: []byte(typedDoc("int8", "M", "-128"))},
 		&sigilv1.GetKeyRequest{Id: "raw-1"},
+		&sigilv1.ApproveRequest{ApprovalId: "0123456789abcdef0123456789abcdef", PayloadSha256: strings.Repeat("0", 64)},
 	} {
 		b, _ := proto.Marshal(m)
 		f.Add(uint8(i), b)

@@ -207,26 +207,37 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 // UpdateKeyPolicy replaces a key's policy with the one the request
 // carries, which its purpose must take.
 func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {
-	k, err := s.keys.Get(ctx, req.GetId())
+	_, p, policy, err := s.requestedUpdate(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.purpose(k.Purpose)
+	k, err := s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy)
 	if err != nil {
-		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, whose policy cannot be changed", k.ID, k.Purpose)
-	}
-	policy, err := s.requestedPolicy(req, p, errs.FailedPrecondition)
-	if err != nil {
-		return nil, err
-	}
-	if policy == nil {
-		return nil, errs.New(errs.InvalidArgument, "policy: missing (a %s key's policy)", p.Name())
-	}
-	if k, err = s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy); err != nil {
 		return nil, err
 	}
 	pk, err := s.keyToProto(k)
 	return &sigilv1.UpdateKeyPolicyResponse{Key: pk}, err
+}
+
+// requestedUpdate is the key an UpdateKeyPolicy request names, its
+// purpose, and the policy the request carries.
+func (s *keyService) requestedUpdate(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*keyring.Key, purpose.Purpose, any, error) {
+	k, err := s.keys.Get(ctx, req.GetId())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p, err := s.purpose(k.Purpose)
+	if err != nil {
+		return nil, nil, nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, whose policy cannot be changed", k.ID, k.Purpose)
+	}
+	policy, err := s.requestedPolicy(req, p, errs.FailedPrecondition)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if policy == nil {
+		return nil, nil, nil, errs.New(errs.InvalidArgument, "policy: missing (a %s key's policy)", p.Name())
+	}
+	return k, p, policy, nil
 }
 
 func (s *keyService) RotateKey(ctx context.Context, req *sigilv1.RotateKeyRequest) (*sigilv1.RotateKeyResponse, error) {

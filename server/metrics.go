@@ -30,6 +30,7 @@ type metrics struct {
 	auditTime prometheus.Histogram   // time to write (and sync) an audit record
 	denials   *prometheus.CounterVec // authorization refusals by operation
 	throttled *prometheus.CounterVec // requests past a quota, by rule and operation
+	approvals *prometheus.CounterVec // dual control's steps, by operation and step
 }
 
 func newMetrics(backends map[string]signer.Backend) *metrics {
@@ -62,6 +63,9 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_quota_throttled_total", Help: "Requests refused with ResourceExhausted because the identity's quota was spent, by the policy rule's identity pattern and the operation.",
 		}, []string{"rule", "operation"}),
+		approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_approval_steps_total", Help: "Steps of requests held for dual control, by operation and step: held, approved (a vote), denied, ran, failed (the run's error).",
+		}, []string{"operation", "step"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_authz_denials_total", Help: "Requests the access checks refused, by the operation asked for (unnamed: a method with no operation).",
 		}, []string{"operation"}),
@@ -70,7 +74,7 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_build_info", Help: "1, labelled with the version, commit and Go version of this binary.",
 		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "go": v.Go}})
 	build.Set(1)
-	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials, m.throttled,
+	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials, m.throttled, m.approvals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
 		if pr, ok := b.(signer.PoolReporter); ok {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -67,6 +69,11 @@ type Options struct {
 	Audit *audit.Log
 	// Anchors holds the audit checkpoints (the keyring store).
 	Anchors keyring.Anchors
+	// ApprovalLease is how long a replica's claim to run an approved
+	// request lasts (2×DefaultDeadline if zero); the run gets half.
+	// ApprovalSweep is how often the replica looks for approved requests
+	// nobody runs (10s if zero).
+	ApprovalLease, ApprovalSweep time.Duration
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
@@ -87,6 +94,14 @@ type Server struct {
 	// methods are the registered RPCs, for Invoke.
 	interceptors []grpc.UnaryServerInterceptor
 	methods      map[string]method
+	// deps are what the purposes' services are built on; keySvc is the
+	// KeyService.
+	deps   purpose.Deps
+	keySvc *keyService
+	// approvals keeps the requests held for approval (nil when the store
+	// keeps no anchors); runner names this replica when it runs one.
+	approvals *approval.Store
+	runner    string
 }
 
 // New builds the gRPC server and its services.
@@ -96,6 +111,12 @@ func New(o Options) *Server {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ApprovalLease == 0 {
+		o.ApprovalLease = 2 * DefaultDeadline
+	}
+	if o.ApprovalSweep == 0 {
+		o.ApprovalSweep = 10 * time.Second
 	}
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All(), methods: map[string]method{}}
 	s.routes = routing(s.purposes)
@@ -132,13 +153,18 @@ func New(o Options) *Server {
 		grpc.ChainStreamInterceptor(s.streamAccess),
 		grpc.ForceServerCodecV2(newRawCodec()),
 	)
-	s.register(&sigilv1.KeyService_ServiceDesc, &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey})
+	if o.Anchors != nil {
+		s.approvals, s.runner = approval.NewStore(o.Anchors), approval.NewID()[:12]
+	}
+	s.keySvc = &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey}
+	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
-	deps := purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey}
+	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})
+	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey}
 	for _, p := range s.purposes {
-		s.register(p.Service(deps))
+		s.register(p.Service(s.deps))
 		if pm, ok := p.(purpose.Metrics); ok {
-			s.metrics.reg.MustRegister(pm.Collectors(deps)...)
+			s.metrics.reg.MustRegister(pm.Collectors(s.deps)...)
 		}
 	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -319,14 +345,17 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 		go func() { errc <- srv.ServeTLS(l.Purposes[name], "", "") }()
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { defer close(watched); s.watchHealth(watchCtx) }()
+	var watchers sync.WaitGroup
+	watchers.Go(func() { s.watchHealth(watchCtx) })
+	if s.approvals != nil {
+		watchers.Go(func() { s.sweepApprovals(watchCtx, s.opts.ApprovalSweep) })
+	}
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
 	stopWatch()
-	<-watched
+	watchers.Wait()
 	s.health.Shutdown()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()

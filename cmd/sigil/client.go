@@ -38,12 +38,17 @@ func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
 
 // call dials, runs fn with the connection, and closes it.
 func (c *clientFlags) call(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
+	return c.use(ctx, func(cl *client.Client) error { return fn(ctx, cl.Conn()) })
+}
+
+// use dials, runs fn with the client, and closes it.
+func (c *clientFlags) use(ctx context.Context, fn func(*client.Client) error) error {
 	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	return fn(ctx, cl.Conn())
+	return fn(cl)
 }
 
 // emit prints v as JSON under --json, else line.

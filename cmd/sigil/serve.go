@@ -151,7 +151,8 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	if err := jwks.Follow(ctx, kr, jwt.Sets{Anchors: store}, pub, log); err != nil {
 		return err
 	}
-	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store}
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store,
+		ApprovalLease: cfg.Approvals.RunLease, ApprovalSweep: cfg.Approvals.SweepInterval}
 	lis, addrs, err := listen(cfg)
 	if err != nil {
 		return err

@@ -37,6 +37,11 @@ type Record struct {
 	PayloadSHA256 string  `json:"payload_sha256,omitempty"`
 	RequestBytes  int     `json:"request_bytes,omitempty"`
 	Peer          string  `json:"peer,omitempty"`
+	// ApprovalID names the request held for approval the record is about
+	// (held, inspected, decided or run); ApprovedBy, when it runs, the
+	// identities whose approvals made its quorum.
+	ApprovalID string   `json:"approval_id,omitempty"`
+	ApprovedBy []string `json:"approved_by,omitempty"`
 }
 
 // Digest describes bytes that are not recorded themselves.

@@ -38,7 +38,7 @@ const (
 var known = struct {
 	sync.RWMutex
 	ops []Op
-}{ops: []Op{KeysRead, KeysAdmin}}
+}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead}}
 
 // RegisterOps makes operations known, so policy rules may name them; a
 // rule naming an operation nobody registered is refused at load.
@@ -74,10 +74,12 @@ type Rule struct {
 	limit rate.Limit       // Rate, parsed
 }
 
-// Policy is a validated set of rules, and their quotas.
+// Policy is a validated set of rules, their quotas, and the approval
+// rules.
 type Policy struct {
-	rules  []Rule
-	quotas *quotas
+	rules     []Rule
+	quotas    *quotas
+	approvals []ApprovalRule
 }
 
 // Parse reads and validates a policy document. Errors name the line.
@@ -86,7 +88,8 @@ func Parse(doc []byte) (*Policy, error) {
 		Rules []yaml.Node `yaml:"rules"`
 		// QuotaShare is the share of every rule's rate this replica
 		// enforces: with N replicas behind a balancer, 1/N.
-		QuotaShare *float64 `yaml:"quota_share"`
+		QuotaShare *float64    `yaml:"quota_share"`
+		Approvals  []yaml.Node `yaml:"approvals"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(doc))
 	dec.KnownFields(true)
@@ -107,15 +110,27 @@ func Parse(doc []byte) (*Policy, error) {
 		}
 		p.rules = append(p.rules, r)
 	}
+	for _, n := range top.Approvals {
+		r, err := parseApprovalRule(&n)
+		if err != nil {
+			return nil, errs.New(errs.InvalidArgument, "policy line %d: approval rule: %v", n.Line, err)
+		}
+		p.approvals = append(p.approvals, r)
+	}
 	return p, nil
+}
+
+// decodeStrict decodes n into v, refusing fields v does not have.
+func decodeStrict(n *yaml.Node, v any) error {
+	raw, _ := yaml.Marshal(n)
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	return dec.Decode(v)
 }
 
 func parseRule(n *yaml.Node) (Rule, error) {
 	var r Rule
-	raw, _ := yaml.Marshal(n)
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&r); err != nil {
+	if err := decodeStrict(n, &r); err != nil {
 		return r, err
 	}
 	switch {
@@ -139,10 +154,8 @@ func parseRule(n *yaml.Node) (Rule, error) {
 	if r.Burst < 0 || r.Burst > 1e6 || r.Burst > 0 && r.Rate == "" {
 		return r, fmt.Errorf("burst %d: 1 to 1000000, with a rate", r.Burst)
 	}
-	for _, k := range r.Keys {
-		if _, err := path.Match(k, ""); err != nil {
-			return r, fmt.Errorf("keys: bad pattern %q", k)
-		}
+	if err := checkPatterns(r.Keys); err != nil {
+		return r, err
 	}
 	ops := Ops()
 	for _, op := range r.Allow {
@@ -151,6 +164,16 @@ func parseRule(n *yaml.Node) (Rule, error) {
 		}
 	}
 	return r, nil
+}
+
+// checkPatterns refuses a key ID pattern path.Match cannot use.
+func checkPatterns(keys []string) error {
+	for _, k := range keys {
+		if _, err := path.Match(k, ""); err != nil {
+			return fmt.Errorf("keys: bad pattern %q", k)
+		}
+	}
+	return nil
 }
 
 // AllowAll is a policy letting the client with the typed identity id (a

@@ -33,7 +33,20 @@ type Config struct {
 	Policy         string             `yaml:"policy"`
 	Audit          *Audit             `yaml:"audit"`
 	Keyring        Keyring            `yaml:"keyring"`
+	Approvals      Approvals          `yaml:"approvals"`
 	Log            Log                `yaml:"log"`
+}
+
+// Approvals tunes how approved requests (dual control, see the policy
+// file) are run; every field has a default (zero means it).
+type Approvals struct {
+	// RunLease is how long a replica's claim to run an approved request
+	// lasts; a run gets half of it, and a request whose runner died is
+	// run again once it lapses. 60s; at least 2s.
+	RunLease time.Duration `yaml:"run_lease"`
+	// SweepInterval is how often each replica looks for approved requests
+	// nobody runs; 10s.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
 
 // Log sets how much the server logs.
@@ -241,6 +254,9 @@ func (c *Config) validate(dev bool) error {
 	k := c.Keyring
 	if k.Retention < 0 || k.SweepInterval < 0 || k.OrphanGrace < 0 || k.CreatingGrace < 0 {
 		return errors.New("keyring: durations must not be negative")
+	}
+	if a := c.Approvals; a.RunLease != 0 && a.RunLease < 2*time.Second || a.SweepInterval < 0 {
+		return errors.New("approvals: run_lease at least 2s, sweep_interval not negative")
 	}
 	return nil
 }

@@ -284,3 +284,13 @@ func checkCN(name string) error {
 	}
 	return nil
 }
+
+// Parse reads one typed identity as String spells it (a pattern naming
+// many is refused).
+func Parse(s string) (ID, error) {
+	p, err := ParsePattern(s)
+	if err == nil && p.prefix {
+		err = fmt.Errorf("identity %q names many", s)
+	}
+	return p.id, err
+}

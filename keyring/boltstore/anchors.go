@@ -83,3 +83,16 @@ func (s *Store) ListAnchors(ctx context.Context, prefix string) (map[string][]by
 	})
 	return out, err
 }
+
+// UpdateAnchor rewrites the value under name in one transaction.
+func (s *Store) UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error {
+	if err := errs.FromContext(ctx, "storing an anchor"); err != nil {
+		return err
+	}
+	return s.rewrite(anchorBucket, name, func(old []byte) ([]byte, error) {
+		if old != nil {
+			old = append([]byte(nil), old...) // bbolt's bytes live only as long as the transaction
+		}
+		return fn(old)
+	})
+}

@@ -15,4 +15,5 @@ func TestCompareAndSwap(t *testing.T) {
 	defer s.Close()
 	storetest.CompareAndSwap(t, s)
 	storetest.Anchors(t, s)
+	storetest.UpdateAnchor(t, s)
 }

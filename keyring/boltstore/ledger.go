@@ -20,23 +20,35 @@ func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.Le
 	if err := errs.FromContext(ctx, "updating the ledger"); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(spendBucket)
+	return s.rewrite(spendBucket, id, func(old []byte) ([]byte, error) {
+		rec, err := decodeLedger(old, id)
 		if err != nil {
-			return err
-		}
-		rec, err := decodeLedger(b.Get([]byte(id)), id)
-		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := fn(rec); err != nil {
-			return err
+			return nil, err
 		}
-		v, err := json.Marshal(rec)
+		return json.Marshal(rec)
+	})
+}
+
+// rewrite replaces the value under name in bucket by what fn makes of it
+// (nil: deletes it), in one bbolt transaction; bbolt runs those one at a
+// time, so concurrent rewrites serialise.
+func (s *Store) rewrite(bucket []byte, name string, fn func(old []byte) ([]byte, error)) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(id), v)
+		v, err := fn(b.Get([]byte(name)))
+		switch {
+		case err != nil:
+			return err
+		case v == nil:
+			return b.Delete([]byte(name))
+		}
+		return b.Put([]byte(name), v)
 	})
 }
 

@@ -60,3 +60,8 @@ func (s *Store) ListAnchors(ctx context.Context, prefix string) (map[string][]by
 	}
 	return out, nil
 }
+
+// UpdateAnchor rewrites the value under name with a compare-and-swap.
+func (s *Store) UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error {
+	return s.rewrite(ctx, s.anchorPath(name), fn)
+}

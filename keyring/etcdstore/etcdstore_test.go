@@ -25,6 +25,7 @@ func TestCompareAndSwap(t *testing.T) {
 	defer s.Close()
 	storetest.CompareAndSwap(t, s)
 	storetest.Anchors(t, s)
+	storetest.UpdateAnchor(t, s)
 }
 
 // An etcd that requires client certificates: the store connects with the

@@ -16,21 +16,42 @@ var _ keyring.Ledger = (*Store)(nil)
 // retrying while other replicas win the race, so replicas cannot
 // overspend or claim one nonce together.
 func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.LedgerRecord) error) error {
-	path := s.prefix + "spend/" + id
+	return s.rewrite(ctx, s.prefix+"spend/"+id, func(old []byte) ([]byte, error) {
+		rec, err := decodeLedger(old, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(rec); err != nil {
+			return nil, err
+		}
+		return json.Marshal(rec)
+	})
+}
+
+// rewrite replaces the value at path by what fn makes of it (nil:
+// deletes it) with a compare-and-swap on its revision, retrying while
+// other replicas win the race.
+func (s *Store) rewrite(ctx context.Context, path string, fn func(old []byte) ([]byte, error)) error {
 	for {
-		rec, rev, err := s.loadLedger(ctx, id)
+		resp, err := s.cli.Get(ctx, path)
+		if err != nil {
+			return classify(ctx, err)
+		}
+		cmp := clientv3.Compare(clientv3.CreateRevision(path), "=", 0)
+		var old []byte
+		if len(resp.Kvs) > 0 {
+			old = resp.Kvs[0].Value
+			cmp = clientv3.Compare(clientv3.ModRevision(path), "=", resp.Kvs[0].ModRevision)
+		}
+		v, err := fn(old)
 		if err != nil {
 			return err
 		}
-		if err := fn(rec); err != nil {
-			return err
+		op := clientv3.OpDelete(path)
+		if v != nil {
+			op = clientv3.OpPut(path, string(v))
 		}
-		cmp := clientv3.Compare(clientv3.CreateRevision(path), "=", 0)
-		if rev != 0 {
-			cmp = clientv3.Compare(clientv3.ModRevision(path), "=", rev)
-		}
-		body, _ := json.Marshal(rec)
-		txn, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(path, string(body))).Commit()
+		txn, err := s.cli.Txn(ctx).If(cmp).Then(op).Commit()
 		if err != nil {
 			return classify(ctx, err)
 		}
@@ -42,22 +63,21 @@ func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.Le
 
 // ReadLedger returns key id's record.
 func (s *Store) ReadLedger(ctx context.Context, id string) (*keyring.LedgerRecord, error) {
-	rec, _, err := s.loadLedger(ctx, id)
-	return rec, err
-}
-
-// loadLedger reads key id's record and its mod revision (0: none).
-func (s *Store) loadLedger(ctx context.Context, id string) (*keyring.LedgerRecord, int64, error) {
 	resp, err := s.cli.Get(ctx, s.prefix+"spend/"+id)
 	if err != nil {
-		return nil, 0, classify(ctx, err)
+		return nil, classify(ctx, err)
 	}
-	if len(resp.Kvs) == 0 {
-		return &keyring.LedgerRecord{}, 0, nil
+	var v []byte
+	if len(resp.Kvs) > 0 {
+		v = resp.Kvs[0].Value
 	}
-	rec, err := keyring.DecodeLedger(resp.Kvs[0].Value)
+	return decodeLedger(v, id)
+}
+
+func decodeLedger(v []byte, id string) (*keyring.LedgerRecord, error) {
+	rec, err := keyring.DecodeLedger(v)
 	if err != nil {
-		return nil, 0, errs.New(errs.Internal, "corrupt ledger record of %q: %w", id, err)
+		return nil, errs.New(errs.Internal, "corrupt ledger record of %q: %w", id, err)
 	}
-	return rec, resp.Kvs[0].ModRevision, nil
+	return rec, nil
 }

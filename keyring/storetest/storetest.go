@@ -4,6 +4,8 @@ package storetest
 
 import (
 	"context"
+	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -80,5 +82,49 @@ func Anchors(t *testing.T, s keyring.Anchors) {
 	}
 	if all, err := s.ListAnchors(ctx, "audit/"); err != nil || len(all) != 1 || string(all["audit/r1"]) != "second" {
 		t.Fatalf("ListAnchors: %q %v", all, err)
+	}
+}
+
+// UpdateAnchor checks that rewrites of one anchor are atomic: writers
+// racing on a counter lose no increment; an error changes nothing; nil
+// deletes.
+func UpdateAnchor(t *testing.T, s keyring.Anchors) {
+	t.Helper()
+	ctx := context.Background()
+	const writers, each = 8, 10
+	var wg sync.WaitGroup
+	errc := make(chan error, writers)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := s.UpdateAnchor(ctx, "count", func(old []byte) ([]byte, error) {
+					n, _ := strconv.Atoi(string(old))
+					return []byte(strconv.Itoa(n + 1)), nil
+				}); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if got, err := s.GetAnchor(ctx, "count"); err != nil || string(got) != strconv.Itoa(writers*each) {
+		t.Fatalf("after %d racing increments: %q %v", writers*each, got, err)
+	}
+	refused := errs.New(errs.FailedPrecondition, "no")
+	if err := s.UpdateAnchor(ctx, "count", func([]byte) ([]byte, error) { return nil, refused }); err != refused {
+		t.Fatalf("fn's error: %v", err)
+	}
+	if err := s.UpdateAnchor(ctx, "count", func([]byte) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAnchor(ctx, "count"); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("a nil result leaves %v", err)
 	}
 }

@@ -82,7 +82,7 @@ type rpcRequest struct {
 type rpcError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
-	Data    any    `json:"data,omitempty"` // {"retry_after_ms": N} for a request past its quota
+	Data    any    `json:"data,omitempty"` // {"retry_after_ms": N} past a quota; {"approval_id": ID} held for approval
 }
 
 type rpcResponse struct {
@@ -392,8 +392,11 @@ func (h *rpcHandler) toRPCError(err error) *rpcError {
 	}
 	out := &rpcError{Code: code, Message: st.Code().String() + ": " + st.Message()}
 	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok {
-			out.Data = map[string]int64{"retry_after_ms": ri.GetRetryDelay().AsDuration().Milliseconds()}
+		switch d := d.(type) {
+		case *errdetails.RetryInfo:
+			out.Data = map[string]int64{"retry_after_ms": d.GetRetryDelay().AsDuration().Milliseconds()}
+		case *errdetails.ErrorInfo: // held for approval
+			out.Data = map[string]string{"approval_id": d.GetMetadata()["approval_id"]}
 		}
 	}
 	return out

@@ -35,20 +35,9 @@ func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransact
 	if err != nil {
 		return nil, err
 	}
-	var u Unsigned
-	switch {
-	case req.GetTransactionJson() != nil:
-		u, err = ParseJSON(req.GetTransactionJson())
-	case req.GetUnsignedRlp() != nil:
-		u, err = ParseRLP(req.GetUnsignedRlp())
-	default:
-		err = errs.New(errs.InvalidArgument, "transaction: missing (send transaction_json or unsigned_rlp)")
-	}
+	u, err := unsignedOf(req)
 	if err != nil {
 		return nil, err
-	}
-	if id := req.GetChainId(); id != 0 && u.ChainID.Uint64() != id {
-		return nil, errs.New(errs.InvalidArgument, "chain_id %d does not match the transaction's chainId %s", id, u.ChainID)
 	}
 	var out Signed
 	err = s.d.Sign(ctx, sg, func() (err error) { out, err = s.eth.SignTx(ctx, sg, u); return err })
@@ -87,4 +76,25 @@ func (s *service) SignTypedData(ctx context.Context, req *sigilv1.SignTypedDataR
 		return nil, err
 	}
 	return &sigilv1.SignTypedDataResponse{Signature: sig, Hash: hexutil.Encode(hash), Address: Address(sg.Key)}, nil
+}
+
+// unsignedOf parses the transaction a request carries.
+func unsignedOf(req *sigilv1.SignTransactionRequest) (Unsigned, error) {
+	var u Unsigned
+	var err error
+	switch {
+	case req.GetTransactionJson() != nil:
+		u, err = ParseJSON(req.GetTransactionJson())
+	case req.GetUnsignedRlp() != nil:
+		u, err = ParseRLP(req.GetUnsignedRlp())
+	default:
+		err = errs.New(errs.InvalidArgument, "transaction: missing (send transaction_json or unsigned_rlp)")
+	}
+	if err != nil {
+		return u, err
+	}
+	if id := req.GetChainId(); id != 0 && u.ChainID.Uint64() != id {
+		return u, errs.New(errs.InvalidArgument, "chain_id %d does not match the transaction's chainId %s", id, u.ChainID)
+	}
+	return u, nil
 }

@@ -305,17 +305,8 @@ rules:
     allow: [eth.sign_message]
     rate: 2/s
 `)
-	ctx := context.Background()
-	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "treasury-q", Algorithm: "ES256K", Purpose: "eth"}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := sigilv1.NewEthereumServiceClient(e.Client(t, "spiffe://example.org/ops")).GetAddress(ctx, &sigilv1.GetAddressRequest{KeyId: "treasury-q"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := e.CA.Issue(t, "spiffe://example.org/treasury", false, farFuture())
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CA.Pool, Certificates: []tls.Certificate{cert}}}}
-	body := `{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["` + a.GetAddress() + `","0x01"]}`
+	addr, client := treasuryKey(t, e, "treasury-q")
+	body := `{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["` + addr + `","0x01"]}`
 	var last string
 	for range 6 {
 		resp, err := client.Post("https://"+e.EthRPC, "application/json", strings.NewReader(body))
@@ -329,4 +320,71 @@ rules:
 	if !strings.Contains(last, `"code":-32004`) || !strings.Contains(last, `"retry_after_ms":`) {
 		t.Fatalf("the sixth call in a row at 2/s: %s", last)
 	}
+}
+
+// A JSON-RPC call an approval rule holds is refused with the approval ID
+// in the error's data, and runs through the same dual control as gRPC:
+// once approved, its result is the signature the call asked for.
+func TestHeldOverJSONRPC(t *testing.T) {
+	e := servertest.NewMTLS(t, policy+`
+  - identity: spiffe://example.org/officer/*
+    keys: ["treasury-*"]
+    allow: [approvals.approve]
+approvals:
+  - operation: eth.sign_message
+    keys: ["treasury-*"]
+    approvers: [spiffe://example.org/officer/*]
+    quorum: 1
+`)
+	ctx := context.Background()
+	addr, client := treasuryKey(t, e, "treasury-h")
+	resp, err := client.Post("https://"+e.EthRPC, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["`+addr+`","0x68656c6c6f"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Error struct {
+			Code int
+			Data struct {
+				ApprovalID string `json:"approval_id"`
+			}
+		}
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || out.Error.Code != -32002 || len(out.Error.Data.ApprovalID) != 32 {
+		t.Fatalf("a held eth_sign: %+v %v", out, err)
+	}
+	officer := sigilv1.NewApprovalServiceClient(e.Client(t, "spiffe://example.org/officer/a"))
+	got, err := officer.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: out.Error.Data.ApprovalID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := officer.Approve(ctx, &sigilv1.ApproveRequest{ApprovalId: out.Error.Data.ApprovalID, PayloadSha256: got.GetApproval().GetPayloadSha256()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := sigilv1.NewApprovalServiceClient(e.Client(t, "spiffe://example.org/treasury")).GetApprovalResult(ctx, &sigilv1.GetApprovalResultRequest{ApprovalId: out.Error.Data.ApprovalID})
+	signed := &sigilv1.SignMessageResponse{}
+	if err != nil || res.GetResult().UnmarshalTo(signed) != nil {
+		t.Fatalf("result: %v %v", res, err)
+	}
+	if got := recovers(t, accounts.TextHash([]byte("hello")), signed.GetSignature()); got != common.HexToAddress(addr) {
+		t.Fatalf("the approved signature recovers to %s", got)
+	}
+}
+
+// treasuryKey makes eth key id (as ops) and returns its address and an
+// HTTP client with the treasury's certificate.
+func treasuryKey(t *testing.T, e *servertest.MTLS, id string) (string, *http.Client) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: id, Algorithm: "ES256K", Purpose: "eth"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := sigilv1.NewEthereumServiceClient(e.Client(t, "spiffe://example.org/ops")).GetAddress(ctx, &sigilv1.GetAddressRequest{KeyId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := e.CA.Issue(t, "spiffe://example.org/treasury", false, farFuture())
+	return a.GetAddress(), &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CA.Pool, Certificates: []tls.Certificate{cert}}}}
 }

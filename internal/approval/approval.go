@@ -1,0 +1,241 @@
+// Package approval keeps the requests held for dual control and the
+// rules of their life. A request an approval rule holds (package authz)
+// is recorded in the keyring store, so every replica sees it, with the
+// exact protobuf bytes of what was asked and their SHA-256:
+//
+//	pending ──quorum──▶ approved ──claim──▶ running ──▶ done | failed
+//	pending ──deny──▶ denied          pending ──expiry──▶ expired
+//
+// Each step is one atomic rewrite of the request's record
+// (keyring.Anchors.UpdateAnchor), so of replicas racing to approve, deny
+// or run a request exactly one wins and the others see what it did. A
+// claim is a lease: a replica that dies while running a request leaves it
+// to be claimed again when the lease lapses (the operations held are
+// idempotent: an Ethereum nonce's transaction re-signs to the same bytes,
+// a key's state change finds it made).
+//
+// It is an internal package because only the server holds and runs
+// requests; the package knows nothing of gRPC or purposes, only records
+// and their transitions, so the transitions are tested on their own.
+package approval
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
+)
+
+// State is where a request is in its life.
+type State string
+
+// The states of a request.
+const (
+	Pending  State = "pending"
+	Approved State = "approved"
+	Running  State = "running"
+	Done     State = "done"
+	Failed   State = "failed"
+	Denied   State = "denied"
+	Expired  State = "expired"
+)
+
+// Field is one line of a held request's human-readable summary.
+type Field struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Vote is one approval: who, when, and the payload hash it was for.
+type Vote struct {
+	Identity      string    `json:"identity"`
+	At            time.Time `json:"at"`
+	PayloadSHA256 string    `json:"payload_sha256"`
+}
+
+// Request is a held request, as the store keeps it.
+type Request struct {
+	ID        string `json:"id"`
+	Method    string `json:"method"` // the gRPC method asked for
+	Operation string `json:"operation"`
+	KeyID     string `json:"key_id"`
+	Requester string `json:"requester"` // the typed identity the access rule allowed
+	// Payload is the request message's protobuf bytes; PayloadSHA256
+	// their hash, which every approval must name.
+	Payload       []byte  `json:"payload,omitempty"`
+	PayloadSHA256 string  `json:"payload_sha256"`
+	Summary       []Field `json:"summary,omitempty"`
+	// Approvers and Quorum are the holding rule's, fixed when the request
+	// is held.
+	Approvers []string  `json:"approvers"`
+	Quorum    int       `json:"quorum"`
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires"`
+
+	State     State     `json:"state"`
+	Approvals []Vote    `json:"approvals,omitempty"`
+	DeniedBy  string    `json:"denied_by,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	DecidedAt time.Time `json:"decided_at,omitzero"` // quorum reached or denied
+
+	// Runner is the replica that claimed the request, until LeaseUntil.
+	Runner     string    `json:"runner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	Attempts   int       `json:"attempts,omitempty"`
+	// Result is the response message (protobuf) of a done request;
+	// ErrorCode and ErrorMessage the error of a failed one.
+	Result       []byte    `json:"result,omitempty"`
+	ErrorCode    string    `json:"error_code,omitempty"`
+	ErrorMessage string    `json:"error_message,omitempty"`
+	Finished     time.Time `json:"finished,omitzero"`
+}
+
+// CheckState refuses a state filter that names no state ("" names all).
+func CheckState(s string) error {
+	switch State(s) {
+	case "", Pending, Approved, Running, Done, Failed, Denied, Expired:
+		return nil
+	}
+	return errs.New(errs.InvalidArgument, "state: %.32q is none of pending, approved, running, done, failed, denied, expired", s)
+}
+
+// NewID is a fresh request ID: 16 random bytes in hex.
+func NewID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+var idForm = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// CheckID refuses an approval ID that cannot be one.
+func CheckID(id string) error {
+	if !idForm.MatchString(id) {
+		return errs.New(errs.InvalidArgument, "approval_id: 32 lower-case hex digits")
+	}
+	return nil
+}
+
+// StateAt is the request's state at now: a pending request past its
+// expiry is expired.
+func (r *Request) StateAt(now time.Time) State {
+	if r.State == Pending && !now.Before(r.Expires) {
+		return Expired
+	}
+	return r.State
+}
+
+// Live reports whether the request may still run.
+func (r *Request) Live(now time.Time) bool {
+	switch r.StateAt(now) {
+	case Pending, Approved, Running:
+		return true
+	}
+	return false
+}
+
+// Waiting says what a pending request waits for.
+func (r *Request) Waiting() int { return r.Quorum - len(r.Approvals) }
+
+// IsRequester reports whether one of ids made the request: the requester
+// can neither approve nor deny it, under any of its identities.
+func (r *Request) IsRequester(ids []identity.ID) bool {
+	return slices.Contains(identity.Strings(ids), r.Requester)
+}
+
+// Approver is the first of ids the request's approvers name.
+func (r *Request) Approver(ids []identity.ID) (identity.ID, bool) {
+	for _, p := range r.Approvers {
+		pat, err := identity.ParsePattern(p)
+		if err != nil {
+			continue
+		}
+		for _, id := range ids {
+			if pat.Match(id) {
+				return id, true
+			}
+		}
+	}
+	return identity.ID{}, false
+}
+
+// decider checks that the caller with ids may decide the request now:
+// it is pending, the caller is one of its approvers and not its
+// requester. It returns the identity the decision is made as.
+func (r *Request) decider(ids []identity.ID, now time.Time) (string, error) {
+	if st := r.StateAt(now); st != Pending {
+		return "", errs.New(errs.FailedPrecondition, "approval %s is %s: nothing left to decide", r.ID, st)
+	}
+	if r.IsRequester(ids) {
+		return "", errs.New(errs.PermissionDenied, "approval %s: its requester cannot decide it", r.ID)
+	}
+	who, ok := r.Approver(ids)
+	if !ok {
+		return "", errs.New(errs.PermissionDenied, "permission denied")
+	}
+	return who.String(), nil
+}
+
+// Approve records the approval of the caller with ids for the payload
+// with hash sum, and reports whether it completed the quorum.
+func (r *Request) Approve(ids []identity.ID, sum string, now time.Time) (bool, error) {
+	who, err := r.decider(ids, now)
+	if err != nil {
+		return false, err
+	}
+	if sum != r.PayloadSHA256 {
+		return false, errs.New(errs.FailedPrecondition, "approval %s: you approved payload sha256 %.64q; the request's is %s", r.ID, sum, r.PayloadSHA256)
+	}
+	if slices.ContainsFunc(r.Approvals, func(v Vote) bool { return v.Identity == who }) {
+		return false, errs.New(errs.AlreadyExists, "approval %s: %s approved it already", r.ID, who)
+	}
+	r.Approvals = append(r.Approvals, Vote{Identity: who, At: now, PayloadSHA256: sum})
+	if len(r.Approvals) < r.Quorum {
+		return false, nil
+	}
+	r.State, r.DecidedAt = Approved, now
+	return true, nil
+}
+
+// Deny records that the caller with ids refused the request, which will
+// never run.
+func (r *Request) Deny(ids []identity.ID, reason string, now time.Time) error {
+	who, err := r.decider(ids, now)
+	if err != nil {
+		return err
+	}
+	r.State, r.DeniedBy, r.Reason, r.DecidedAt = Denied, who, reason, now
+	return nil
+}
+
+// Claim makes runner the one to run an approved request, until now+lease;
+// a running request whose lease lapsed (its runner died) may be claimed
+// again.
+func (r *Request) Claim(runner string, now time.Time, lease time.Duration) error {
+	switch {
+	case r.State == Approved, r.State == Running && now.After(r.LeaseUntil):
+	default:
+		return errs.New(errs.FailedPrecondition, "approval %s is %s: not to be run now", r.ID, r.StateAt(now))
+	}
+	r.State, r.Runner, r.LeaseUntil = Running, runner, now.Add(lease)
+	r.Attempts++
+	return nil
+}
+
+// Finish records what running the request gave; only its runner, while
+// it still holds the claim, may.
+func (r *Request) Finish(runner string, result []byte, code, msg string, now time.Time) error {
+	if r.State != Running || r.Runner != runner {
+		return errs.New(errs.Aborted, "approval %s: its claim passed to another runner", r.ID)
+	}
+	r.State, r.Result, r.ErrorCode, r.ErrorMessage, r.Finished = Done, result, code, msg, now
+	if code != "" {
+		r.State = Failed
+	}
+	r.Payload = nil // what ran is kept as its hash and summary
+	return nil
+}

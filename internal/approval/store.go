@@ -1,0 +1,172 @@
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+)
+
+// Bounds on what held requests can make the store keep. A client allowed
+// an operation an approval rule holds can hold requests, but no more
+// than PerRequester at once, none larger than MaxPayload, and all of them
+// together at most MaxRecords; requests that ended are kept Retention
+// (for their result and for inspection), then pruned.
+const (
+	MaxPayload   = 64 << 10
+	PerRequester = 16
+	MaxRecords   = 512
+	Retention    = 24 * time.Hour
+)
+
+const prefix = "approvals/"
+
+// Store keeps held requests in the keyring store's anchors.
+type Store struct{ a keyring.Anchors }
+
+// NewStore keeps requests in a.
+func NewStore(a keyring.Anchors) *Store { return &Store{a: a} }
+
+// Hold records r, or if the same requester already holds a live request
+// for the same method and payload, returns that one instead (a client's
+// retry is not a second request). Requests that ended past Retention are
+// pruned first.
+func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, error) {
+	if len(r.Payload) > MaxPayload {
+		return nil, errs.New(errs.InvalidArgument, "request: %d bytes, more than the %d a request held for approval may carry", len(r.Payload), MaxPayload)
+	}
+	all, err := s.Sweep(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	mine := 0
+	for _, o := range all {
+		if o.Requester != r.Requester || !o.Live(now) {
+			continue
+		}
+		if o.Method == r.Method && o.PayloadSHA256 == r.PayloadSHA256 && o.KeyID == r.KeyID {
+			return o, nil
+		}
+		mine++
+	}
+	switch {
+	case mine >= PerRequester:
+		return nil, errs.New(errs.ResourceExhausted, "approvals: %s holds %d requests awaiting approval already", r.Requester, mine)
+	case len(all) >= MaxRecords:
+		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return r, s.a.CreateAnchor(ctx, prefix+r.ID, b)
+}
+
+// Sweep prunes the requests that ended more than Retention ago and
+// returns the others.
+func (s *Store) Sweep(ctx context.Context, now time.Time) ([]*Request, error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.prune(ctx, all, now), nil
+}
+
+// prune deletes the requests that ended more than Retention ago and
+// returns the others. A failed deletion is left for the next prune.
+func (s *Store) prune(ctx context.Context, all []*Request, now time.Time) []*Request {
+	return slices.DeleteFunc(all, func(r *Request) bool {
+		if !r.ended(now) {
+			return false
+		}
+		return s.a.UpdateAnchor(ctx, prefix+r.ID, func(old []byte) ([]byte, error) {
+			if cur, err := decode(old); err != nil || !cur.ended(now) {
+				return old, nil // changed since, or gone
+			}
+			return nil, nil
+		}) == nil
+	})
+}
+
+// ended reports whether r ended more than Retention before now.
+func (r *Request) ended(now time.Time) bool {
+	end := r.Finished
+	switch r.StateAt(now) {
+	case Denied:
+		end = r.DecidedAt
+	case Expired:
+		end = r.Expires
+	case Done, Failed:
+	default:
+		return false
+	}
+	return now.Sub(end) > Retention
+}
+
+// Get returns the request with id.
+func (s *Store) Get(ctx context.Context, id string) (*Request, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	b, err := s.a.GetAnchor(ctx, prefix+id)
+	if errs.Is(err, errs.NotFound) {
+		return nil, errs.New(errs.NotFound, "approval %s: no such request", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decode(b)
+}
+
+// List returns every request kept, oldest first.
+func (s *Store) List(ctx context.Context) ([]*Request, error) {
+	m, err := s.a.ListAnchors(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Request, 0, len(m))
+	for name, b := range m {
+		if r, err := decode(b); err == nil && strings.TrimPrefix(name, prefix) == r.ID {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Request) int { return a.Created.Compare(b.Created) })
+	return out, nil
+}
+
+// Update applies fn to the request with id and stores what it leaves,
+// atomically (fn may run more than once); an error from fn changes
+// nothing and is returned. It returns the request as stored.
+func (s *Store) Update(ctx context.Context, id string, fn func(*Request) error) (*Request, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	var out *Request
+	err := s.a.UpdateAnchor(ctx, prefix+id, func(old []byte) ([]byte, error) {
+		if old == nil {
+			return nil, errs.New(errs.NotFound, "approval %s: no such request", id)
+		}
+		r, err := decode(old)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(r); err != nil {
+			return nil, err
+		}
+		out = r
+		return json.Marshal(r)
+	})
+	return out, err
+}
+
+func decode(b []byte) (*Request, error) {
+	r := &Request{}
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, errs.New(errs.Internal, "corrupt approval record: %w", err)
+	}
+	return r, nil
+}

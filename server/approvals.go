@@ -1,0 +1,391 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sigil-hsm/sigil/internal/approval"
+	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/failpoint"
+	"github.com/sigil-hsm/sigil/internal/identity"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+// approvalService implements sigil.v1.ApprovalService. Its methods name
+// approval IDs, not keys, so the access checks admit any authenticated
+// caller to them and each method authorizes against the request it
+// reads: approvers (named by the holding rule, and allowed
+// approvals.approve on the key by the access rules in force) may see,
+// approve and deny; the requester may see its own and fetch the result.
+type approvalService struct {
+	sigilv1.UnimplementedApprovalServiceServer
+	s *Server
+}
+
+var _ sigilv1.ApprovalServiceServer = (*approvalService)(nil)
+
+// selfAuthorized are the methods that authorize in their handler.
+var selfAuthorized = map[string]bool{
+	sigilv1.ApprovalService_ListApprovals_FullMethodName:     true,
+	sigilv1.ApprovalService_GetApproval_FullMethodName:       true,
+	sigilv1.ApprovalService_Approve_FullMethodName:           true,
+	sigilv1.ApprovalService_Deny_FullMethodName:              true,
+	sigilv1.ApprovalService_GetApprovalResult_FullMethodName: true,
+}
+
+// maxReason bounds a denial's reason.
+const maxReason = 512
+
+func (a *approvalService) store() (*approval.Store, error) {
+	if a.s.approvals == nil {
+		return nil, errs.New(errs.FailedPrecondition, "this keyring store keeps no approvals")
+	}
+	return a.s.approvals, nil
+}
+
+// get returns the request with id, and names it in the call's audit
+// record.
+func (a *approvalService) get(ctx context.Context, id string) (*approval.Request, error) {
+	st, err := a.store()
+	if err != nil {
+		return nil, err
+	}
+	r, err := st.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	noteApproval(ctx, r)
+	return r, nil
+}
+
+// read returns the request with id if the caller may see it.
+func (a *approvalService) read(ctx context.Context, id string, requesterOnly bool) (*approval.Request, error) {
+	r, err := a.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !a.s.mayRead(ctx, r, requesterOnly) {
+		return nil, errDenied
+	}
+	return r, nil
+}
+
+// mayRead reports whether the caller made r, or (unless requesterOnly)
+// may decide it.
+func (s *Server) mayRead(ctx context.Context, r *approval.Request, requesterOnly bool) bool {
+	ids := identities(ctx)
+	if r.IsRequester(ids) {
+		return true
+	}
+	return !requesterOnly && s.mayDecide(ids, r)
+}
+
+// mayDecide reports whether ids are an approver of r that the access
+// rules in force allow approvals.approve on r's key.
+func (s *Server) mayDecide(ids []identity.ID, r *approval.Request) bool {
+	_, named := r.Approver(ids)
+	_, allowed := s.authorize(ids, authz.ApprovalsApprove, r.KeyID)
+	return named && allowed
+}
+
+func (a *approvalService) ListApprovals(ctx context.Context, req *sigilv1.ListApprovalsRequest) (*sigilv1.ListApprovalsResponse, error) {
+	if err := approval.CheckState(req.GetState()); err != nil {
+		return nil, err
+	}
+	st, err := a.store()
+	if err != nil {
+		return nil, err
+	}
+	all, err := st.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now, out := a.s.opts.Now(), &sigilv1.ListApprovalsResponse{}
+	for _, r := range all {
+		if (req.GetState() == "" || string(r.StateAt(now)) == req.GetState()) && a.s.mayRead(ctx, r, false) {
+			out.Approvals = append(out.Approvals, approvalProto(r, now))
+		}
+	}
+	return out, nil
+}
+
+func (a *approvalService) GetApproval(ctx context.Context, req *sigilv1.GetApprovalRequest) (*sigilv1.GetApprovalResponse, error) {
+	r, err := a.read(ctx, req.GetApprovalId(), false)
+	if err != nil {
+		return nil, err
+	}
+	return &sigilv1.GetApprovalResponse{Approval: approvalProto(r, a.s.opts.Now())}, nil
+}
+
+// Approve counts the caller's approval; the one completing the quorum
+// runs the request before answering.
+func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveRequest) (*sigilv1.ApproveResponse, error) {
+	r, err := a.decide(ctx, req.GetApprovalId(), func(r *approval.Request, ids []identity.ID, now time.Time) error {
+		_, err := r.Approve(ids, req.GetPayloadSha256(), now)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if r.State == approval.Approved {
+		failpoint.Hit("approval.after-quorum")
+		if ran, err := a.s.run(r.ID); err == nil {
+			r = ran
+		} else {
+			a.s.log.Warn("running an approved request failed; it is retried", "approval_id", r.ID, "err", err)
+		}
+	}
+	return &sigilv1.ApproveResponse{Approval: approvalProto(r, a.s.opts.Now())}, nil
+}
+
+// Deny refuses the request for good.
+func (a *approvalService) Deny(ctx context.Context, req *sigilv1.DenyRequest) (*sigilv1.DenyResponse, error) {
+	if len(req.GetReason()) > maxReason || strings.ContainsFunc(req.GetReason(), func(c rune) bool { return c < 0x20 }) {
+		return nil, errs.New(errs.InvalidArgument, "reason: at most %d bytes, one line", maxReason)
+	}
+	r, err := a.decide(ctx, req.GetApprovalId(), func(r *approval.Request, ids []identity.ID, now time.Time) error {
+		return r.Deny(ids, req.GetReason(), now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &sigilv1.DenyResponse{Approval: approvalProto(r, a.s.opts.Now())}, nil
+}
+
+// decide applies an approver's decision to the request with id in one
+// atomic update, after checking the access rules let the caller decide
+// on its key; the audit record names the identity that decided.
+func (a *approvalService) decide(ctx context.Context, id string, fn func(*approval.Request, []identity.ID, time.Time) error) (*approval.Request, error) {
+	r, err := a.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ids := identities(ctx)
+	if _, ok := a.s.authorize(ids, authz.ApprovalsApprove, r.KeyID); !ok && !r.IsRequester(ids) {
+		return nil, errDenied
+	}
+	if r, err = a.s.approvals.Update(ctx, id, func(r *approval.Request) error { return fn(r, ids, a.s.opts.Now()) }); err != nil {
+		return nil, err
+	}
+	step := "approved"
+	if r.State == approval.Denied {
+		step = "denied"
+	}
+	a.s.metrics.approvals.WithLabelValues(r.Operation, step).Inc()
+	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
+		rec.Identity = r.DeniedBy
+		if n := len(r.Approvals); r.State != approval.Denied && n > 0 {
+			rec.Identity = r.Approvals[n-1].Identity
+		}
+	}
+	return r, nil
+}
+
+// GetApprovalResult answers what became of a request: its response, the
+// error it ended with, or what it waits for. An approved request no
+// replica has run (the one that completed its quorum died) runs now.
+func (a *approvalService) GetApprovalResult(ctx context.Context, req *sigilv1.GetApprovalResultRequest) (*sigilv1.GetApprovalResultResponse, error) {
+	r, err := a.read(ctx, req.GetApprovalId(), true)
+	if err != nil {
+		return nil, err
+	}
+	now := a.s.opts.Now()
+	if runnable(r, now) {
+		if ran, err := a.s.run(r.ID); err == nil {
+			r = ran
+		} else if !errs.Is(err, errs.FailedPrecondition) { // another replica claimed it: report its state
+			return nil, err
+		}
+	}
+	switch st := r.StateAt(now); st {
+	case approval.Done:
+		res := &anypb.Any{}
+		if err := proto.Unmarshal(r.Result, res); err != nil {
+			return nil, errs.New(errs.Internal, "approval %s: its stored result: %w", r.ID, err)
+		}
+		return &sigilv1.GetApprovalResultResponse{Approval: approvalProto(r, now), Result: res}, nil
+	case approval.Failed:
+		return nil, status.Errorf(codeNamed(r.ErrorCode), "approval %s ran and failed: %s", r.ID, r.ErrorMessage)
+	case approval.Pending:
+		return nil, errs.New(errs.FailedPrecondition, "approval %s waits for %d more approval(s) from %s", r.ID, r.Waiting(), strings.Join(r.Approvers, ", "))
+	case approval.Denied:
+		return nil, errs.New(errs.FailedPrecondition, "approval %s was denied by %s: %s", r.ID, r.DeniedBy, r.Reason)
+	case approval.Expired:
+		return nil, errs.New(errs.FailedPrecondition, "approval %s expired at %s without its quorum", r.ID, r.Expires.UTC().Format(time.RFC3339))
+	default:
+		return nil, errs.New(errs.Unavailable, "approval %s is %s; retry shortly", r.ID, st)
+	}
+}
+
+// runnable reports whether r is approved and nobody runs it: never
+// claimed, or its runner's lease lapsed.
+func runnable(r *approval.Request, now time.Time) bool {
+	return r.State == approval.Approved || r.State == approval.Running && now.After(r.LeaseUntil)
+}
+
+// run claims an approved request for this replica and runs it, then
+// records what it gave. Of replicas racing, one claims it; the others
+// get FailedPrecondition.
+func (s *Server) run(id string) (*approval.Request, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ApprovalLease)
+	defer cancel()
+	r, err := s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Claim(s.runner, s.opts.Now(), s.opts.ApprovalLease) })
+	if err != nil {
+		return nil, err
+	}
+	failpoint.Hit("approval.after-claim")
+	result, code, msg := s.execute(r)
+	failpoint.Hit("approval.after-run")
+	return s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Finish(s.runner, result, code, msg, s.opts.Now()) })
+}
+
+// execute runs an approved request's RPC as its requester, if the access
+// rules in force still allow the requester the operation, and audits
+// it. The run's deadline is half the claim's lease, so a live runner
+// never outlasts its claim; it returns the response (an Any, marshalled) or the error's code
+// and message.
+func (s *Server) execute(r *approval.Request) ([]byte, string, string) {
+	start := time.Now()
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: r.Requester, Operation: r.Operation, Method: r.Method,
+		KeyID: r.KeyID, ApprovalID: r.ID, Outcome: "allowed"}
+	for _, v := range r.Approvals {
+		rec.ApprovedBy = append(rec.ApprovedBy, v.Identity)
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), recordKey{}, rec), s.opts.ApprovalLease/2)
+	defer cancel()
+	out, err := s.dispatch(ctx, r, rec)
+	step := "ran"
+	if err != nil {
+		rec.Outcome, step = "failed", "failed"
+	}
+	s.metrics.approvals.WithLabelValues(r.Operation, step).Inc()
+	if err = toStatus(s.record(rec, err, start)); err != nil {
+		st := status.Convert(err)
+		return nil, st.Code().String(), st.Message()
+	}
+	res, err := anypb.New(out)
+	if err == nil {
+		var b []byte
+		if b, err = proto.Marshal(res); err == nil {
+			return b, "", ""
+		}
+	}
+	return nil, codes.Internal.String(), "encoding the result failed"
+}
+
+// dispatch calls r's method handler with its recorded request.
+func (s *Server) dispatch(ctx context.Context, r *approval.Request, rec *audit.Record) (proto.Message, error) {
+	m, ok := s.methods[r.Method]
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "method %s is not served", r.Method)
+	}
+	who, err := identity.Parse(r.Requester)
+	if err != nil {
+		return nil, errs.New(errs.PermissionDenied, "the requester %q is no identity", r.Requester)
+	}
+	if _, ok := s.authorize([]identity.ID{who}, authz.Op(r.Operation), r.KeyID); !ok {
+		return nil, errs.New(errs.PermissionDenied, "the access rules no longer allow %s %s on %s", r.Requester, r.Operation, r.KeyID)
+	}
+	if n := s.standingVotes(r); n < r.Quorum {
+		return nil, errs.New(errs.PermissionDenied, "only %d of the approvals come from identities the access rules still let approve; %d needed", n, r.Quorum)
+	}
+	dec := func(v any) error {
+		if err := proto.Unmarshal(r.Payload, v.(proto.Message)); err != nil {
+			return errs.New(errs.Internal, "the held request: %w", err)
+		}
+		if p := s.payloadOf(r.Method, v); p != nil {
+			sum := sha256.Sum256(p)
+			rec.PayloadSHA256 = hex.EncodeToString(sum[:])
+		}
+		return nil
+	}
+	out, err := m.desc.Handler(m.srv, ctx, dec, nil)
+	if err != nil {
+		return nil, err
+	}
+	return out.(proto.Message), nil
+}
+
+// standingVotes counts r's approvals whose approver the access rules in
+// force still allow approvals.approve on r's key: a quorum made with
+// rights since withdrawn does not run.
+func (s *Server) standingVotes(r *approval.Request) int {
+	n := 0
+	for _, v := range r.Approvals {
+		if id, err := identity.Parse(v.Identity); err == nil {
+			if _, ok := s.authorize([]identity.ID{id}, authz.ApprovalsApprove, r.KeyID); ok {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// sweepApprovals, every interval until ctx ends, runs the approved
+// requests nobody runs (their quorum's replica died before running them)
+// and prunes those that ended long ago.
+func (s *Server) sweepApprovals(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		all, err := s.approvals.Sweep(ctx, s.opts.Now())
+		if err != nil {
+			s.log.Warn("sweeping approvals failed", "err", err)
+			continue
+		}
+		for _, r := range all {
+			if runnable(r, s.opts.Now()) {
+				if _, err := s.run(r.ID); err != nil && !errs.Is(err, errs.FailedPrecondition) {
+					s.log.Warn("running an approved request failed; it is retried", "approval_id", r.ID, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// noteApproval names the request in the call's audit record.
+func noteApproval(ctx context.Context, r *approval.Request) {
+	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
+		rec.ApprovalID, rec.KeyID = r.ID, r.KeyID
+	}
+}
+
+// codeNamed is the gRPC code spelt name (Internal if none is).
+func codeNamed(name string) codes.Code {
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if c.String() == name && c != codes.OK {
+			return c
+		}
+	}
+	return codes.Internal
+}
+
+func approvalProto(r *approval.Request, now time.Time) *sigilv1.Approval {
+	out := &sigilv1.Approval{ApprovalId: r.ID, State: string(r.StateAt(now)), KeyId: r.KeyID, Operation: r.Operation, Method: r.Method,
+		Requester: r.Requester, PayloadSha256: r.PayloadSHA256, Approvers: r.Approvers, Quorum: int32(r.Quorum), DeniedBy: r.DeniedBy,
+		Reason: r.Reason, CreatedAt: timestamppb.New(r.Created), ExpiresAt: timestamppb.New(r.Expires), FinishedAt: timeOrNil(r.Finished),
+		ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage}
+	for _, f := range r.Summary {
+		out.Summary = append(out.Summary, &sigilv1.ApprovalField{Name: f.Name, Value: f.Value})
+	}
+	for _, v := range r.Approvals {
+		out.Approvals = append(out.Approvals, &sigilv1.ApprovalVote{Identity: v.Identity, At: timestamppb.New(v.At)})
+	}
+	return out
+}
