@@ -245,9 +245,19 @@ func (s *Server) run(id string) (*approval.Request, error) {
 		return nil, err
 	}
 	failpoint.Hit("approval.after-claim")
-	result, code, msg := s.execute(r)
+	payload, err := s.approvals.Payload(ctx, id)
+	if err != nil && !errs.Is(err, errs.FailedPrecondition) {
+		return nil, err // the store failed: the claim lapses and the request runs later
+	}
+	result, code, msg := s.execute(r, payload)
 	failpoint.Hit("approval.after-run")
-	return s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Finish(s.runner, result, code, msg, s.opts.Now()) })
+	if r, err = s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Finish(s.runner, result, code, msg, s.opts.Now()) }); err != nil {
+		return nil, err
+	}
+	if err := s.approvals.DropPayload(ctx, id); err != nil { // else the sweep drops it with the record
+		s.log.Warn("dropping the payload of a request that ran failed", "approval_id", id, "err", err)
+	}
+	return r, nil
 }
 
 // execute runs an approved request's RPC as its requester, if the access
@@ -255,7 +265,7 @@ func (s *Server) run(id string) (*approval.Request, error) {
 // it. The run's deadline is half the claim's lease, so a live runner
 // never outlasts its claim; it returns the response (an Any, marshalled) or the error's code
 // and message.
-func (s *Server) execute(r *approval.Request) ([]byte, string, string) {
+func (s *Server) execute(r *approval.Request, payload []byte) ([]byte, string, string) {
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: r.Requester, Operation: r.Operation, Method: r.Method,
 		KeyID: r.KeyID, ApprovalID: r.ID, Outcome: "allowed"}
@@ -264,7 +274,7 @@ func (s *Server) execute(r *approval.Request) ([]byte, string, string) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), recordKey{}, rec), s.opts.ApprovalLease/2)
 	defer cancel()
-	out, err := s.dispatch(ctx, r, rec)
+	out, err := s.dispatch(ctx, r, payload, rec)
 	step := "ran"
 	if err != nil {
 		rec.Outcome, step = "failed", "failed"
@@ -284,8 +294,9 @@ func (s *Server) execute(r *approval.Request) ([]byte, string, string) {
 	return nil, codes.Internal.String(), "encoding the result failed"
 }
 
-// dispatch calls r's method handler with its recorded request.
-func (s *Server) dispatch(ctx context.Context, r *approval.Request, rec *audit.Record) (proto.Message, error) {
+// dispatch calls r's method handler with its recorded request, the
+// bytes whose hash was approved.
+func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []byte, rec *audit.Record) (proto.Message, error) {
 	m, ok := s.methods[r.Method]
 	if !ok {
 		return nil, errs.New(errs.FailedPrecondition, "method %s is not served", r.Method)
@@ -301,7 +312,10 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, rec *audit.R
 		return nil, errs.New(errs.PermissionDenied, "only %d of the approvals come from identities the access rules still let approve; %d needed", n, r.Quorum)
 	}
 	dec := func(v any) error {
-		if err := proto.Unmarshal(r.Payload, v.(proto.Message)); err != nil {
+		if sum := sha256.Sum256(payload); payload == nil || hex.EncodeToString(sum[:]) != r.PayloadSHA256 {
+			return errs.New(errs.FailedPrecondition, "the held request's bytes are lost, or not those approved")
+		}
+		if err := proto.Unmarshal(payload, v.(proto.Message)); err != nil {
 			return errs.New(errs.Internal, "the held request: %w", err)
 		}
 		if p := s.payloadOf(r.Method, v); p != nil {

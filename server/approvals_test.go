@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/server/servertest"
@@ -78,10 +80,15 @@ type dualEnv struct {
 }
 
 func newDualEnv(t *testing.T, policy ...string) *dualEnv {
+	return newDualEnvWith(t, append(policy, approvalPolicy)[0])
+}
+
+// newDualEnvWith runs the server with policy and opts.
+func newDualEnvWith(t *testing.T, policy string, opts ...func(*server.Options)) *dualEnv {
 	e := &dualEnv{conns: map[string]*grpc.ClientConn{}}
-	e.MTLS = servertest.NewMTLS(t, append(policy, approvalPolicy)[0], func(o *server.Options) {
+	e.MTLS = servertest.NewMTLS(t, policy, append([]func(*server.Options){func(o *server.Options) {
 		o.Now = func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
-	})
+	}}, opts...)...)
 	for _, id := range []string{requesterID, officerA, officerB, opsID, "spiffe://example.org/bystander"} {
 		e.conns[id] = e.Client(t, strings.TrimPrefix(id, "dns:")) // a DNS SAN is issued bare
 	}
@@ -505,10 +512,8 @@ func TestApprovalAttacks(t *testing.T) {
 	if err != nil || got.GetApproval().GetState() != "pending" || len(got.GetApproval().GetApprovals()) != 0 {
 		t.Fatalf("after the attacks: %v %v", got, err)
 	}
-	for _, r := range auditRecords(t, e.AuditLog) {
-		if r.ApprovalID == id && len(r.ApprovedBy) > 0 {
-			t.Fatalf("the request ran: %+v", r)
-		}
+	if runs := runsOf(t, e, id); len(runs) != 0 {
+		t.Fatalf("the request ran: %+v", runs)
 	}
 }
 
@@ -543,4 +548,106 @@ func TestWithdrawnRightsStopAHeldRequest(t *testing.T) {
 			t.Fatalf("the request ran: %+v", r)
 		}
 	}
+}
+
+// flakyAnchors fails the store operations on names under a prefix, as a
+// store that goes away would.
+type flakyAnchors struct {
+	keyring.Anchors
+	failing atomic.Pointer[string]
+}
+
+func (f *flakyAnchors) fault(name string) error {
+	if p := f.failing.Load(); p != nil && strings.HasPrefix(name, *p) {
+		return errs.New(errs.Unavailable, "store unavailable")
+	}
+	return nil
+}
+
+func (f *flakyAnchors) CreateAnchor(ctx context.Context, name string, v []byte) error {
+	if err := f.fault(name); err != nil {
+		return err
+	}
+	return f.Anchors.CreateAnchor(ctx, name, v)
+}
+
+func (f *flakyAnchors) GetAnchor(ctx context.Context, name string) ([]byte, error) {
+	if err := f.fault(name); err != nil {
+		return nil, err
+	}
+	return f.Anchors.GetAnchor(ctx, name)
+}
+
+func (f *flakyAnchors) UpdateAnchor(ctx context.Context, name string, fn func([]byte) ([]byte, error)) error {
+	if err := f.fault(name); err != nil {
+		return err
+	}
+	return f.Anchors.UpdateAnchor(ctx, name, fn)
+}
+
+func (f *flakyAnchors) fail(prefix string) { f.failing.Store(&prefix) }
+func (f *flakyAnchors) heal()              { f.failing.Store(nil) }
+
+// The store failing at each step of dual control: nothing is held half
+// (a record without its payload is removed), no approval is lost or
+// counted twice, and an approved request whose run could not read its
+// payload runs once the store is back and the claim has lapsed.
+func TestStoreFaultsNeverRunUnapproved(t *testing.T) {
+	flaky := &flakyAnchors{}
+	var e *dualEnv
+	e = newDualEnvWith(t, approvalPolicy, func(o *server.Options) {
+		flaky.Anchors = o.Anchors
+		o.Anchors, o.ApprovalLease, o.ApprovalSweep = flaky, 4*time.Second, time.Hour
+	})
+	ctx := context.Background()
+	officer := e.approvals(officerA)
+
+	flaky.fail("approval-payloads/")
+	_, err := e.signTx(0, "0x1bc16d674ec80000", "0x10")
+	wantCodeOf(t, "holding while the store fails", err, codes.Unavailable)
+	flaky.heal()
+	if list, err := officer.ListApprovals(ctx, &sigilv1.ListApprovalsRequest{}); err != nil || len(list.GetApprovals()) != 0 {
+		t.Fatalf("a half-held request stayed: %v %v", list, err)
+	}
+
+	_, err = e.signTx(0, "0x1bc16d674ec80000", "0x10")
+	id := heldID(t, err)
+	if _, err := e.approve(officerA, id); err != nil {
+		t.Fatal(err)
+	}
+	flaky.fail("approvals/")
+	_, err = e.approve(officerB, id)
+	wantCodeOf(t, "approving while the store fails", err, codes.Unavailable)
+	flaky.heal()
+	if a, _ := officer.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id}); a.GetApproval().GetState() != "pending" || len(a.GetApproval().GetApprovals()) != 1 {
+		t.Fatalf("after a failed approval: %v", a)
+	}
+
+	flaky.fail("approval-payloads/")
+	if a, err := e.approve(officerB, id); err != nil || (a.GetState() != "approved" && a.GetState() != "running") {
+		t.Fatalf("the quorum while the payload cannot be read: %v %v", a, err)
+	}
+	_, err = e.result(requesterID, id)
+	wantCodeOf(t, "the result while it waits for its claim to lapse", err, codes.Unavailable)
+	flaky.heal()
+	e.offset.Store(int64(5 * time.Second))
+	res, err := e.result(requesterID, id)
+	out := &sigilv1.SignTransactionResponse{}
+	if err != nil || res.GetResult().UnmarshalTo(out) != nil || len(out.GetRawTransaction()) == 0 {
+		t.Fatalf("the result once the store is back: %v %v", res, err)
+	}
+	if n := len(runsOf(t, e, id)); n != 1 {
+		t.Fatalf("%d runs", n)
+	}
+}
+
+// runsOf are the audit records of held request id run.
+func runsOf(t *testing.T, e *dualEnv, id string) []audit.Record {
+	var out []audit.Record
+	for _, r := range auditRecords(t, e.AuditLog) {
+		if r.ApprovalID == id && len(r.ApprovedBy) > 0 {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -6,6 +6,10 @@
 //	pending ──quorum──▶ approved ──claim──▶ running ──▶ done | failed
 //	pending ──deny──▶ denied          pending ──expiry──▶ expired
 //
+// The payload is stored beside the record, written once after it and
+// deleted when the request ends, so the records, which every sweep and
+// listing reads, stay small.
+//
 // Each step is one atomic rewrite of the request's record
 // (keyring.Anchors.UpdateAnchor), so of replicas racing to approve, deny
 // or run a request exactly one wins and the others see what it did. A
@@ -64,9 +68,10 @@ type Request struct {
 	Operation string `json:"operation"`
 	KeyID     string `json:"key_id"`
 	Requester string `json:"requester"` // the typed identity the access rule allowed
-	// Payload is the request message's protobuf bytes; PayloadSHA256
-	// their hash, which every approval must name.
-	Payload       []byte  `json:"payload,omitempty"`
+	// Payload is the request message's protobuf bytes, kept apart from
+	// the record (Store.Payload) so that listing requests reads none;
+	// PayloadSHA256 is their hash, which every approval must name.
+	Payload       []byte  `json:"-"`
 	PayloadSHA256 string  `json:"payload_sha256"`
 	Summary       []Field `json:"summary,omitempty"`
 	// Approvers and Quorum are the holding rule's, fixed when the request
@@ -236,6 +241,5 @@ func (r *Request) Finish(runner string, result []byte, code, msg string, now tim
 	if code != "" {
 		r.State = Failed
 	}
-	r.Payload = nil // what ran is kept as its hash and summary
 	return nil
 }

@@ -72,7 +72,7 @@ func TestClaimIsALease(t *testing.T) {
 		t.Fatal(err)
 	}
 	kind(t, "the first runner finishing", r.Finish("r1", []byte("x"), "", "", t0), errs.Aborted)
-	if err := r.Finish("r2", nil, "PermissionDenied", "no", t0); err != nil || r.State != Failed || r.Payload != nil {
+	if err := r.Finish("r2", nil, "PermissionDenied", "no", t0); err != nil || r.State != Failed {
 		t.Fatal(err, r.State)
 	}
 	kind(t, "claiming a finished request", r.Claim("r3", t0.Add(time.Hour), time.Minute), errs.FailedPrecondition)
@@ -121,6 +121,12 @@ func TestHoldBoundsAndPrunes(t *testing.T) {
 	if got, err := s.Hold(ctx, first, t0); err != nil || got.ID != first.ID {
 		t.Fatal(got, err)
 	}
+	if all, err := s.List(ctx); err != nil || len(all) != 1 || all[0].Payload != nil {
+		t.Fatalf("a listing reads payloads: %v %v", all, err)
+	}
+	if p, err := s.Payload(ctx, first.ID); err != nil || string(p) != "p" {
+		t.Fatalf("the payload kept apart: %q %v", p, err)
+	}
 	retry := held()
 	if got, err := s.Hold(ctx, retry, t0); err != nil || got.ID != first.ID {
 		t.Fatalf("a retry: %v %v", got, err)
@@ -147,6 +153,9 @@ func TestHoldBoundsAndPrunes(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, first.ID); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("a pruned request: %v", err)
+	}
+	if _, err := s.Payload(ctx, first.ID); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("a pruned request's payload: %v", err)
 	}
 }
 

@@ -23,7 +23,11 @@ const (
 	Retention    = 24 * time.Hour
 )
 
-const prefix = "approvals/"
+// Where records and payloads are kept, by request ID.
+const (
+	prefix        = "approvals/"
+	payloadPrefix = "approval-payloads/"
+)
 
 // Store keeps held requests in the keyring store's anchors.
 type Store struct{ a keyring.Anchors }
@@ -63,7 +67,32 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	if err != nil {
 		return nil, err
 	}
-	return r, s.a.CreateAnchor(ctx, prefix+r.ID, b)
+	if err := s.a.CreateAnchor(ctx, prefix+r.ID, b); err != nil {
+		return nil, err
+	}
+	// A record whose payload could not be written (the store failed in
+	// between, or a crash) runs nothing: its run finds no payload and
+	// fails. It is deleted here when possible.
+	if err := s.a.CreateAnchor(ctx, payloadPrefix+r.ID, r.Payload); err != nil {
+		s.a.UpdateAnchor(ctx, prefix+r.ID, func([]byte) ([]byte, error) { return nil, nil })
+		return nil, err
+	}
+	return r, nil
+}
+
+// Payload returns the protobuf bytes of the request with id; an error
+// if they are gone (the request ended) or were never written.
+func (s *Store) Payload(ctx context.Context, id string) ([]byte, error) {
+	b, err := s.a.GetAnchor(ctx, payloadPrefix+id)
+	if errs.Is(err, errs.NotFound) {
+		return nil, errs.New(errs.FailedPrecondition, "approval %s: its request's bytes are not kept", id)
+	}
+	return b, err
+}
+
+// DropPayload deletes the payload of a request that ended.
+func (s *Store) DropPayload(ctx context.Context, id string) error {
+	return s.a.UpdateAnchor(ctx, payloadPrefix+id, func([]byte) ([]byte, error) { return nil, nil })
 }
 
 // Sweep prunes the requests that ended more than Retention ago and
@@ -83,7 +112,7 @@ func (s *Store) prune(ctx context.Context, all []*Request, now time.Time) []*Req
 		if !r.ended(now) {
 			return false
 		}
-		return s.a.UpdateAnchor(ctx, prefix+r.ID, func(old []byte) ([]byte, error) {
+		return s.DropPayload(ctx, r.ID) == nil && s.a.UpdateAnchor(ctx, prefix+r.ID, func(old []byte) ([]byte, error) {
 			if cur, err := decode(old); err != nil || !cur.ended(now) {
 				return old, nil // changed since, or gone
 			}
