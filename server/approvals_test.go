@@ -594,8 +594,7 @@ func (f *flakyAnchors) heal()              { f.failing.Store(nil) }
 // payload runs once the store is back and the claim has lapsed.
 func TestStoreFaultsNeverRunUnapproved(t *testing.T) {
 	flaky := &flakyAnchors{}
-	var e *dualEnv
-	e = newDualEnvWith(t, approvalPolicy, func(o *server.Options) {
+	e := newDualEnvWith(t, approvalPolicy, func(o *server.Options) {
 		flaky.Anchors = o.Anchors
 		o.Anchors, o.ApprovalLease, o.ApprovalSweep = flaky, 4*time.Second, time.Hour
 	})
