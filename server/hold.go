@@ -50,7 +50,7 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	sum := sha256.Sum256(payload)
 	now := s.opts.Now()
 	r := &approval.Request{ID: approval.NewID(), Method: method, Operation: string(op), KeyID: rec.KeyID, Requester: rec.Identity,
-		Payload: payload, PayloadSHA256: hex.EncodeToString(sum[:]), Summary: summary,
+		Payload: payload, PayloadSHA256: hex.EncodeToString(sum[:]), Summary: approval.Clip(summary),
 		Approvers: rule.ApproverPatterns(), Quorum: rule.QuorumSize(), Created: now, Expires: now.Add(rule.Lifetime()), State: approval.Pending}
 	held, err := s.approvals.Hold(ctx, r, now)
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"regexp"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
@@ -52,6 +53,25 @@ const (
 type Field struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
+}
+
+// MaxField bounds a summary line's value; Clip cuts longer ones.
+const MaxField = 512
+
+// Clip cuts every value of fields longer than MaxField (at a rune
+// boundary, marked with an ellipsis), so a client cannot make a record
+// large through what its summary quotes.
+func Clip(fields []Field) []Field {
+	for i, f := range fields {
+		if len(f.Value) > MaxField {
+			v := f.Value[:MaxField]
+			for !utf8.ValidString(v) {
+				v = v[:len(v)-1]
+			}
+			fields[i].Value = v + "…"
+		}
+	}
+	return fields
 }
 
 // Vote is one approval: who, when, and the payload hash it was for.

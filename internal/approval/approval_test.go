@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
@@ -187,5 +189,13 @@ func TestRacingApprovalsCompleteTheQuorumOnce(t *testing.T) {
 	got, err := s.Get(ctx, r.ID)
 	if err != nil || completed != 1 || got.State != Approved || len(got.Approvals) != 5 {
 		t.Fatalf("%d completed the quorum; stored %v with %d approvals (%v)", completed, got.State, len(got.Approvals), err)
+	}
+}
+
+func TestClipKeepsRecordsSmall(t *testing.T) {
+	long := strings.Repeat("é", MaxField) // 2 bytes a rune: the cut falls inside one
+	got := Clip([]Field{{Name: "domain", Value: long}, {Name: "to", Value: "0x35"}})
+	if len(got[0].Value) > MaxField+len("…") || !utf8.ValidString(got[0].Value) || !strings.HasSuffix(got[0].Value, "…") || got[1].Value != "0x35" {
+		t.Fatalf("clipped to %d bytes: %q…", len(got[0].Value), got[0].Value[:8])
 	}
 }
