@@ -357,7 +357,11 @@ func (r *Keyring) disable(ctx context.Context, k *Key, n int) {
 // long relying parties may cache public keys holds back the next
 // activation until caches taken under the old schedule have expired, and
 // retiring generations stay published as long as either schedule says.
-func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested any) (*Key, error) {
+// Each of checks sees the current policy and the next, inside the atomic
+// update, and can refuse the change: a decision made on the policy a
+// moment ago (say, that the change does not loosen it) holds for the
+// policy it replaces.
+func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested any, checks ...func(cur, next any) error) (*Key, error) {
 	if _, err := r.Get(ctx, id); err != nil {
 		return nil, err
 	}
@@ -375,6 +379,11 @@ func (r *Keyring) SetPolicy(ctx context.Context, id, purpose string, requested a
 		}
 		if err := r.checkPolicy(ctx, p, k.ID, k.Algorithm, next); err != nil {
 			return err
+		}
+		for _, check := range checks {
+			if err := check(k.policy, next); err != nil {
+				return err
+			}
 		}
 		old, wasScheduled := k.schedule()
 		if err := k.setPolicy(next); err != nil {

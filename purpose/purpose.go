@@ -97,12 +97,16 @@ type HTTPAPI interface {
 // they approve. A purpose without it has its requests held on the
 // operation alone, summarised by key and method.
 type Reviewer interface {
-	// Conditions names the approval conditions (authz.Cond*) each of the
-	// purpose's operations can be tested on.
-	Conditions() map[authz.Op][]string
 	// Review describes req, a request of method; an error means req is
 	// not one the purpose would serve (it is then answered, not held).
 	Review(ctx context.Context, d Deps, method string, req any) (authz.Facts, []approval.Field, error)
+}
+
+// Conditioned is the ability of a reviewing purpose to offer approval
+// conditions (authz.Cond*) on its operations: it names those each can be
+// tested on. Without it, its requests are held on their operation alone.
+type Conditioned interface {
+	Conditions() map[authz.Op][]string
 }
 
 // Loosener is the ability of a purpose to tell whether a new policy of
@@ -194,8 +198,8 @@ func Register(p Purpose) {
 		ops = append(ops, op)
 	}
 	authz.RegisterOps(ops...)
-	if r, ok := p.(Reviewer); ok {
-		for op, names := range r.Conditions() {
+	if c, ok := p.(Conditioned); ok {
+		for op, names := range c.Conditions() {
 			authz.RegisterConditions(op, names...)
 		}
 	}

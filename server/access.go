@@ -134,7 +134,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	outcome, err := s.admit(ctx, rec, req, info.FullMethod, op, named)
 	rec.Outcome = outcome
 	if err == nil {
-		if err = s.hold(ctx, rec, info.FullMethod, op, req); err != nil && rec.Outcome != "held" {
+		if ctx, err = s.hold(ctx, rec, info.FullMethod, op, req); err != nil && rec.Outcome != "held" {
 			rec.Outcome = "failed"
 		}
 	}
@@ -187,10 +187,10 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 	if _, names := keyIDField(req); !names && !s.routes.keyless[method] {
 		return "failed", errs.New(errs.InvalidArgument, "the request names no key")
 	}
-	if s.opts.Authz == nil || selfAuthorized[method] {
+	if s.opts.Authz == nil {
 		return "allowed", nil
 	}
-	d := s.opts.Authz.Decide(ids, op, rec.KeyID, s.opts.Now())
+	d := s.decide(ids, op, rec.KeyID, method)
 	switch {
 	case d.RetryAfter > 0:
 		rec.Identity = d.Who.String()
@@ -201,6 +201,16 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 	}
 	rec.Identity = d.Who.String()
 	return "allowed", nil
+}
+
+// decide applies the policy to a request: a method that authorizes in
+// its handler (selfAuthorized) needs only a rule naming the caller, and
+// spends that rule's quota; any other needs a rule allowing op on keyID.
+func (s *Server) decide(ids []identity.ID, op authz.Op, keyID, method string) authz.Decision {
+	if selfAuthorized[method] {
+		return s.opts.Authz.DecideAny(ids, op, s.opts.Now())
+	}
+	return s.opts.Authz.Decide(ids, op, keyID, s.opts.Now())
 }
 
 // throttled is the answer to a request past its identity's quota:

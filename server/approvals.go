@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"time"
 
@@ -120,12 +121,18 @@ func (a *approvalService) ListApprovals(ctx context.Context, req *sigilv1.ListAp
 	return out, nil
 }
 
+// GetApproval returns a request and, while they are kept, its bytes: an
+// approver can read the request itself and check its hash.
 func (a *approvalService) GetApproval(ctx context.Context, req *sigilv1.GetApprovalRequest) (*sigilv1.GetApprovalResponse, error) {
 	r, err := a.read(ctx, req.GetApprovalId(), false)
 	if err != nil {
 		return nil, err
 	}
-	return &sigilv1.GetApprovalResponse{Approval: approvalProto(r, a.s.opts.Now())}, nil
+	payload, err := a.s.approvals.Payload(ctx, r.ID)
+	if err != nil && !errs.Is(err, errs.FailedPrecondition) {
+		return nil, err
+	}
+	return &sigilv1.GetApprovalResponse{Approval: approvalProto(r, a.s.opts.Now()), Request: payload}, nil
 }
 
 // Approve counts the caller's approval; the one completing the quorum
@@ -240,9 +247,13 @@ func runnable(r *approval.Request, now time.Time) bool {
 func (s *Server) run(id string) (*approval.Request, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ApprovalLease)
 	defer cancel()
-	r, err := s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Claim(s.runner, s.opts.Now(), s.opts.ApprovalLease) })
-	if err != nil {
-		return nil, err
+	claimed := false
+	r, err := s.approvals.Update(ctx, id, func(r *approval.Request) (err error) {
+		claimed, err = r.Claim(s.runner, s.opts.Now(), s.opts.ApprovalLease)
+		return err
+	})
+	if err != nil || !claimed { // a request that is not run twice failed, as interrupted
+		return r, err
 	}
 	failpoint.Hit("approval.after-claim")
 	payload, err := s.approvals.Payload(ctx, id)
@@ -268,7 +279,7 @@ func (s *Server) run(id string) (*approval.Request, error) {
 func (s *Server) execute(r *approval.Request, payload []byte) ([]byte, string, string) {
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: r.Requester, Operation: r.Operation, Method: r.Method,
-		KeyID: r.KeyID, ApprovalID: r.ID, Outcome: "allowed"}
+		KeyID: r.KeyID, ApprovalID: r.ID, RequestSHA256: r.PayloadSHA256, Outcome: "allowed"}
 	for _, v := range r.Approvals {
 		rec.ApprovedBy = append(rec.ApprovedBy, v.Identity)
 	}
@@ -295,8 +306,17 @@ func (s *Server) execute(r *approval.Request, payload []byte) ([]byte, string, s
 }
 
 // dispatch calls r's method handler with its recorded request, the
-// bytes whose hash was approved.
-func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []byte, rec *audit.Record) (proto.Message, error) {
+// bytes whose hash was approved. A policy change runs loosening the
+// key's policy only if it was approved as loosening it (see
+// guardLoosening). A panic in the handler fails the request.
+func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []byte, rec *audit.Record) (out proto.Message, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic running an approved request", "approval_id", r.ID, "method", r.Method, "panic", p)
+			out, err = nil, errs.New(errs.Internal, "internal error")
+		}
+	}()
+	ctx = context.WithValue(ctx, looseningKey{}, slices.Contains(r.Actions, actionLoosenPolicy))
 	m, ok := s.methods[r.Method]
 	if !ok {
 		return nil, errs.New(errs.FailedPrecondition, "method %s is not served", r.Method)
@@ -324,11 +344,11 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 		}
 		return nil
 	}
-	out, err := m.desc.Handler(m.srv, ctx, dec, nil)
+	resp, err := m.desc.Handler(m.srv, ctx, dec, nil)
 	if err != nil {
 		return nil, err
 	}
-	return out.(proto.Message), nil
+	return resp.(proto.Message), nil
 }
 
 // standingVotes counts r's approvals whose approver the access rules in
@@ -373,10 +393,11 @@ func (s *Server) sweepApprovals(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// noteApproval names the request in the call's audit record.
+// noteApproval names the request, and the hash of its bytes, in the
+// call's audit record.
 func noteApproval(ctx context.Context, r *approval.Request) {
 	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
-		rec.ApprovalID, rec.KeyID = r.ID, r.KeyID
+		rec.ApprovalID, rec.KeyID, rec.RequestSHA256 = r.ID, r.KeyID, r.PayloadSHA256
 	}
 }
 

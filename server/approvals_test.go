@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -37,7 +38,7 @@ rules:
     allow: [keys.admin, keys.read]
   - identity: dns:treasury.internal
     keys: ["treasury-*"]
-    allow: [eth.sign_tx, keys.read]
+    allow: [eth.sign_tx, eth.sign_typed_data, keys.read]
   - identity: spiffe://example.org/officer/*
     keys: ["treasury-*"]
     allow: [approvals.approve, keys.read]
@@ -551,10 +552,13 @@ func TestWithdrawnRightsStopAHeldRequest(t *testing.T) {
 }
 
 // flakyAnchors fails the store operations on names under a prefix, as a
-// store that goes away would.
+// store that goes away would; with loseEnd set, it fails the write that
+// records an approved request's end (a store blip, or a kill -9, right
+// after the run).
 type flakyAnchors struct {
 	keyring.Anchors
 	failing atomic.Pointer[string]
+	loseEnd atomic.Bool
 }
 
 func (f *flakyAnchors) fault(name string) error {
@@ -582,7 +586,25 @@ func (f *flakyAnchors) UpdateAnchor(ctx context.Context, name string, fn func([]
 	if err := f.fault(name); err != nil {
 		return err
 	}
-	return f.Anchors.UpdateAnchor(ctx, name, fn)
+	return f.Anchors.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
+		out, err := fn(old)
+		if err == nil && f.loseEnd.Load() && strings.HasPrefix(name, "approvals/") &&
+			(bytes.Contains(out, []byte(`"state":"done"`)) || bytes.Contains(out, []byte(`"state":"failed"`))) {
+			return nil, errs.New(errs.Unavailable, "store unavailable")
+		}
+		return out, err
+	})
+}
+
+// newFlakyEnv is a dual-control server over a flakyAnchors store, with
+// claims of lease (the default if 0) and no sweep: a test runs requests.
+func newFlakyEnv(t *testing.T, lease time.Duration) (*dualEnv, *flakyAnchors) {
+	flaky := &flakyAnchors{}
+	e := newDualEnvWith(t, approvalPolicy, func(o *server.Options) {
+		flaky.Anchors = o.Anchors
+		o.Anchors, o.ApprovalLease, o.ApprovalSweep = flaky, lease, time.Hour
+	})
+	return e, flaky
 }
 
 func (f *flakyAnchors) fail(prefix string) { f.failing.Store(&prefix) }
@@ -593,11 +615,7 @@ func (f *flakyAnchors) heal()              { f.failing.Store(nil) }
 // counted twice, and an approved request whose run could not read its
 // payload runs once the store is back and the claim has lapsed.
 func TestStoreFaultsNeverRunUnapproved(t *testing.T) {
-	flaky := &flakyAnchors{}
-	e := newDualEnvWith(t, approvalPolicy, func(o *server.Options) {
-		flaky.Anchors = o.Anchors
-		o.Anchors, o.ApprovalLease, o.ApprovalSweep = flaky, 4*time.Second, time.Hour
-	})
+	e, flaky := newFlakyEnv(t, 4*time.Second)
 	ctx := context.Background()
 	officer := e.approvals(officerA)
 
@@ -622,8 +640,13 @@ func TestStoreFaultsNeverRunUnapproved(t *testing.T) {
 		t.Fatalf("after a failed approval: %v", a)
 	}
 
+	show, err := e.approvals(officerB).GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
 	flaky.fail("approval-payloads/")
-	if a, err := e.approve(officerB, id); err != nil || (a.GetState() != "approved" && a.GetState() != "running") {
+	if a, err := e.approvals(officerB).Approve(ctx, &sigilv1.ApproveRequest{ApprovalId: id, PayloadSha256: show.GetApproval().GetPayloadSha256()}); err != nil ||
+		(a.GetApproval().GetState() != "approved" && a.GetApproval().GetState() != "running") {
 		t.Fatalf("the quorum while the payload cannot be read: %v %v", a, err)
 	}
 	_, err = e.result(requesterID, id)

@@ -391,10 +391,16 @@ func attacks() []attack {
 			_, err := sigilv1.NewApprovalServiceClient(c).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{State: strings.Repeat("x", 100<<10)})
 			return err
 		}, codes.InvalidArgument},
-		{"result of an unknown request, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
+		{"result of a request, CN spoofing the admin (no rule names it)", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewApprovalServiceClient(c).GetApprovalResult(ctx, &sigilv1.GetApprovalResultRequest{ApprovalId: "0123456789abcdef0123456789abcdef"})
 			return err
-		}, codes.NotFound},
+		}, codes.PermissionDenied},
+		{"list approvals with a certificate no rule names", asCert(func() *x509.Certificate {
+			return &x509.Certificate{URIs: []*url.URL{mustURL("spiffe://example.org/nobody")}}
+		}), func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewApprovalServiceClient(c).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{})
+			return err
+		}, codes.PermissionDenied},
 
 		// Typed data.
 		{"typed data, undefined primaryType", nil, signTyped(typedDoc("string", "Nothing", `"b"`)), codes.InvalidArgument},

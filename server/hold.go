@@ -6,60 +6,104 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
 )
 
 // hold applies the approval rules to a request the access rules allowed:
 // one an approval rule holds is recorded for approval and answered
-// FailedPrecondition naming its approval ID, never run. It returns nil
-// when the request may run now. A request whose facts cannot be read
-// (a malformed transaction, the key gone, the store down) is answered
-// with that error: it neither runs unapproved nor is held.
-func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op authz.Op, req any) error {
+// FailedPrecondition naming its approval ID, never run. A request whose
+// facts cannot be read (a malformed transaction, no such key, the store
+// down) is answered with that error: it neither runs unapproved nor is
+// held. It returns the context a request that may run now runs with (see
+// guardLoosening).
+func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op authz.Op, req any) (context.Context, error) {
 	if s.opts.Authz == nil || !s.opts.Authz.MayHold(op, rec.KeyID) {
-		return nil
+		return ctx, nil
 	}
 	facts, summary, err := s.review(ctx, method, op, req)
 	if err != nil {
-		return err
+		return ctx, err
 	}
+	ctx = s.guardLoosening(ctx, method, rec.KeyID, facts.Actions)
 	rule := s.opts.Authz.Approval(op, rec.KeyID, facts)
 	if rule == nil {
-		return nil
+		return ctx, nil
 	}
 	if s.approvals == nil {
-		return errs.New(errs.FailedPrecondition, "an approval rule holds this request, and this keyring store keeps no approvals")
+		return ctx, errs.New(errs.FailedPrecondition, "an approval rule holds this request, and this keyring store keeps no approvals")
 	}
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(req.(proto.Message))
 	if err != nil {
-		return errs.New(errs.InvalidArgument, "request: %v", err)
+		return ctx, errs.New(errs.InvalidArgument, "request: %v", err)
 	}
 	sum := sha256.Sum256(payload)
 	now := s.opts.Now()
 	r := &approval.Request{ID: approval.NewID(), Method: method, Operation: string(op), KeyID: rec.KeyID, Requester: rec.Identity,
+		Requesters: identity.Strings(identities(ctx)), Idempotent: idempotent[method], Actions: facts.Actions,
 		Payload: payload, PayloadSHA256: hex.EncodeToString(sum[:]), Summary: approval.Clip(summary),
 		Approvers: rule.ApproverPatterns(), Quorum: rule.QuorumSize(), Created: now, Expires: now.Add(rule.Lifetime()), State: approval.Pending}
+	rec.RequestSHA256 = r.PayloadSHA256
 	held, err := s.approvals.Hold(ctx, r, now)
 	if err != nil {
-		return err
+		return ctx, err
 	}
 	rec.Outcome, rec.ApprovalID = "held", held.ID
 	s.metrics.approvals.WithLabelValues(string(op), "held").Inc()
-	return heldError(held)
+	return ctx, heldError(held)
 }
+
+// idempotent are the methods whose second run has the first's effect, so
+// an approved request of theirs whose run was interrupted runs again: a
+// transaction is answered by the nonce guard, a revoked generation or a
+// disabled key stays so. Any other is failed as interrupted instead.
+var idempotent = map[string]bool{
+	sigilv1.EthereumService_SignTransaction_FullMethodName: true,
+	sigilv1.KeyService_RevokeGeneration_FullMethodName:     true,
+	sigilv1.KeyService_DisableKey_FullMethodName:           true,
+	sigilv1.KeyService_EnableKey_FullMethodName:            true,
+}
+
+// looseningKey marks the context of a policy change on a key whose
+// loosening changes approval rules hold: its value says whether this
+// change was judged to loosen (and so was held and approved as such).
+type looseningKey struct{}
+
+// guardLoosening marks ctx for a policy change when approval rules would
+// hold a loosening one of the key: the change then applies only if,
+// against the policy it actually replaces (checked inside the atomic
+// update), it loosens no more than it was judged to; a change judged not
+// to loosen cannot undo a tightening made meanwhile.
+func (s *Server) guardLoosening(ctx context.Context, method, keyID string, actions []string) context.Context {
+	if method != sigilv1.KeyService_UpdateKeyPolicy_FullMethodName ||
+		s.opts.Authz.Approval(authz.KeysAdmin, keyID, authz.Facts{Actions: []string{actionUpdatePolicy, actionLoosenPolicy}}) == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, looseningKey{}, slices.Contains(actions, actionLoosenPolicy))
+}
+
+// The admin actions the server reads of a request beyond its method.
+const (
+	actionUpdatePolicy = "update-policy"
+	actionLoosenPolicy = "loosen-policy"
+	actionRotateNow    = "rotate-now"
+)
 
 // heldError is the answer to a held request: FailedPrecondition naming
 // the approval ID in its message and in an ErrorInfo detail.
@@ -75,9 +119,14 @@ func heldError(r *approval.Request) error {
 
 // review reads what approval rules test of a request and what its
 // approvers are shown: a purpose's requests as the purpose describes
-// them, the server's own (keys.admin) by the action they take.
+// them, the server's own (keys.admin) by the action they take. A request
+// that names a key that does not exist (or is of another purpose) is
+// answered, not held.
 func (s *Server) review(ctx context.Context, method string, op authz.Op, req any) (authz.Facts, []approval.Field, error) {
 	head := []approval.Field{{Name: "key", Value: keyIDOf(req)}, {Name: "operation", Value: string(op)}}
+	if err := s.mustExist(ctx, method, req); err != nil {
+		return authz.Facts{}, nil, err
+	}
 	if p, ok := s.routes.servedBy[method]; ok {
 		var f authz.Facts
 		var sum []approval.Field
@@ -96,11 +145,29 @@ func (s *Server) review(ctx context.Context, method string, op authz.Op, req any
 	return f, append(head, sum...), err
 }
 
+// mustExist refuses a request on a key that does not exist, or that its
+// method's purpose does not serve; a key creation and a keyless request
+// name none.
+func (s *Server) mustExist(ctx context.Context, method string, req any) error {
+	id, names := keyIDField(req)
+	if !names || id == "" || method == sigilv1.KeyService_CreateKey_FullMethodName {
+		return nil
+	}
+	k, err := s.opts.Keyring.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if p, ok := s.routes.servedBy[method]; ok && method != sigilv1.EthereumService_GetAddress_FullMethodName {
+		return k.CheckPurpose(p.Name())
+	}
+	return nil
+}
+
 // adminActions names what each KeyService method changing a key does,
 // for approval rules' actions.
 var adminActions = map[string]string{
 	sigilv1.KeyService_CreateKey_FullMethodName:           "create",
-	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:     "update-policy",
+	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:     actionUpdatePolicy,
 	sigilv1.KeyService_RotateKey_FullMethodName:           "rotate",
 	sigilv1.KeyService_RevokeGeneration_FullMethodName:    "revoke",
 	sigilv1.KeyService_DisableKey_FullMethodName:          "disable",
@@ -111,24 +178,23 @@ var adminActions = map[string]string{
 }
 
 // adminReview reads the action of a keys.admin request: which it is and,
-// for a policy change, whether it loosens the key's policy. A request on
-// a key that does not exist is answered (NotFound), not held.
+// for a policy change, whether it loosens the key's policy; a rotation
+// that activates its generation at once (asked to, or a key whose purpose
+// rotates on demand) is rotate-now.
 func (s *Server) adminReview(ctx context.Context, method string, req any) (authz.Facts, []approval.Field, error) {
 	action, ok := adminActions[method]
 	if !ok {
 		return authz.Facts{}, nil, errs.New(errs.Internal, "no action is named for %s", method)
 	}
-	if action != "create" {
-		if _, err := s.opts.Keyring.Get(ctx, keyIDOf(req)); err != nil {
-			return authz.Facts{}, nil, err
-		}
-	}
 	f := authz.Facts{Actions: []string{action}}
 	var sum []approval.Field
 	switch r := req.(type) {
+	case *sigilv1.CreateKeyRequest:
+		sum = append(sum, approval.Field{Name: "algorithm", Value: r.GetAlgorithm()}, approval.Field{Name: "purpose", Value: r.GetPurpose()},
+			approval.Field{Name: "backend", Value: r.GetBackend()}, approval.Field{Name: "request", Value: compactJSON(r)})
 	case *sigilv1.RotateKeyRequest:
-		if r.GetImmediate() {
-			f.Actions = []string{"rotate-now"}
+		if r.GetImmediate() || !s.rotatesOnSchedule(ctx, r.GetId()) {
+			f.Actions = []string{actionRotateNow}
 		}
 	case *sigilv1.RevokeGenerationRequest:
 		sum = append(sum, approval.Field{Name: "generation", Value: strconv.Itoa(int(r.GetGeneration()))})
@@ -140,16 +206,32 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 			return f, nil, err
 		}
 		if loosens {
-			f.Actions = append(f.Actions, "loosen-policy")
+			f.Actions = append(f.Actions, actionLoosenPolicy)
 		}
 		sum = append(sum, approval.Field{Name: "new policy", Value: policy})
 	}
 	return f, append([]approval.Field{{Name: "action", Value: strings.Join(f.Actions, ", ")}}, sum...), nil
 }
 
+// rotatesOnSchedule reports whether key id's purpose activates a new
+// generation on a schedule (jwt), not at once (raw).
+func (s *Server) rotatesOnSchedule(ctx context.Context, id string) bool {
+	k, err := s.opts.Keyring.Get(ctx, id)
+	if err != nil {
+		return false
+	}
+	p, err := keyring.LookupPurpose(k.Purpose)
+	return err == nil && p.Rotation() == keyring.RotateScheduled
+}
+
+// compactJSON is m in protobuf JSON, for a summary.
+func compactJSON(m proto.Message) string {
+	b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	return string(b)
+}
+
 // loosens reports whether the policy an UpdateKeyPolicy request asks for
-// allows something the key's policy does not (any change does, for a
-// purpose that cannot tell), and spells the new policy.
+// loosens the key's policy now, and spells the new policy.
 func (s *keyService) loosens(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (bool, string, error) {
 	k, p, requested, err := s.requestedUpdate(ctx, req)
 	if err != nil {
@@ -160,6 +242,27 @@ func (s *keyService) loosens(ctx context.Context, req *sigilv1.UpdateKeyPolicyRe
 		return false, "", err
 	}
 	b, _ := json.Marshal(updated)
+	return policyLoosens(p, k.Policy(), updated), string(b), nil
+}
+
+// policyLoosens reports whether next allows something cur does not (any
+// change does, for a purpose that cannot tell).
+func policyLoosens(p purpose.Purpose, cur, next any) bool {
 	l, ok := p.(purpose.Loosener)
-	return !ok || l.Loosens(k.Policy(), updated), string(b), nil
+	return !ok || l.Loosens(cur, next)
+}
+
+// loosenCheck refuses, inside the update, a policy change judged not to
+// loosen the key's policy that does loosen the policy it replaces (it
+// changed meanwhile); none when ctx carries no such judgement.
+func loosenCheck(ctx context.Context, id string, p purpose.Purpose) []func(cur, next any) error {
+	if may, guarded := ctx.Value(looseningKey{}).(bool); !guarded || may {
+		return nil
+	}
+	return []func(cur, next any) error{func(cur, next any) error {
+		if policyLoosens(p, cur, next) {
+			return errs.New(errs.FailedPrecondition, "key %q's policy changed since this request was checked: the change now loosens it, which approval rules hold; send it again", id)
+		}
+		return nil
+	}}
 }

@@ -211,7 +211,7 @@ func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKey
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy)
+	k, err := s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy, loosenCheck(ctx, req.GetId(), p)...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,8 +14,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/sigil-hsm/sigil/client"
+	"github.com/sigil-hsm/sigil/internal/approval"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -65,7 +70,7 @@ func newApprovalsList(c *clientFlags) *cobra.Command {
 				}
 				for _, a := range resp.GetApprovals() {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s  %s  %s  %s on %s  by %s  %d/%d approvals  expires %s\n", a.GetApprovalId(), a.GetState(),
-						summaryLine(a), a.GetOperation(), a.GetKeyId(), a.GetRequester(), len(a.GetApprovals()), a.GetQuorum(), timeString(a.GetExpiresAt()))
+						approval.Printable(summaryLine(a)), a.GetOperation(), a.GetKeyId(), approval.Printable(a.GetRequester()), len(a.GetApprovals()), a.GetQuorum(), timeString(a.GetExpiresAt()))
 				}
 				return nil
 			})
@@ -78,15 +83,53 @@ func newApprovalsList(c *clientFlags) *cobra.Command {
 func newApprovalsShow(c *clientFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show ID",
-		Short: "Show a held request: what it asks (key, operation, chain, to, value, …), who approved, what it waits for",
+		Short: "Show a held request: what it asks (key, operation, chain, to, value, …) and the request itself, who approved, what it waits for",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return approvalCall(c, cmd, func(ctx context.Context, ac sigilv1.ApprovalServiceClient) (*sigilv1.Approval, error) {
-				resp, err := ac.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: args[0]})
-				return resp.GetApproval(), err
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewApprovalServiceClient(conn).GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: args[0]})
+				if err != nil {
+					return err
+				}
+				if c.json {
+					return printJSON(cmd.OutOrStdout(), protoJSON(resp))
+				}
+				if err := printApproval(cmd.OutOrStdout(), resp.GetApproval()); err != nil {
+					return err
+				}
+				return printRequest(cmd.OutOrStdout(), resp.GetApproval(), resp.GetRequest())
 			})
 		},
 	}
+}
+
+// printRequest prints the held request's bytes as the message of its
+// method's request type, in protobuf JSON, after checking they hash to
+// the hash approvals name.
+func printRequest(w io.Writer, a *sigilv1.Approval, raw []byte) error {
+	if raw == nil {
+		_, err := fmt.Fprintln(w, "request: no longer kept")
+		return err
+	}
+	if sum := sha256.Sum256(raw); hex.EncodeToString(sum[:]) != a.GetPayloadSha256() {
+		return fmt.Errorf("the request's bytes do not hash to %s: do not approve it", a.GetPayloadSha256())
+	}
+	name := protoreflect.FullName(strings.ReplaceAll(strings.TrimPrefix(a.GetMethod(), "/"), "/", "."))
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if err != nil || !ok {
+		return fmt.Errorf("method %s: this sigil does not know it", approval.Printable(a.GetMethod()))
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+	if err != nil {
+		return err
+	}
+	m := mt.New().Interface()
+	if err := proto.Unmarshal(raw, m); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "request (%s): %s\n", md.Input().FullName(), approval.Printable(string(protoJSON(m))))
+	return err
 }
 
 func newApprovalsApprove(c *clientFlags) *cobra.Command {
@@ -179,12 +222,15 @@ func summaryLine(a *sigilv1.Approval) string {
 	return strings.Join(parts, ", ")
 }
 
+// printApproval prints a held request for a human; every value a client
+// could have chosen is made Printable first.
 func printApproval(w io.Writer, a *sigilv1.Approval) error {
+	p := approval.Printable
 	fmt.Fprintf(w, "approval %s  %s\n", a.GetApprovalId(), strings.ToUpper(a.GetState()))
-	fmt.Fprintf(w, "requested by %s at %s; expires %s\n", a.GetRequester(), timeString(a.GetCreatedAt()), timeString(a.GetExpiresAt()))
-	fmt.Fprintf(w, "method %s\n", a.GetMethod())
+	fmt.Fprintf(w, "requested by %s at %s; expires %s\n", p(a.GetRequester()), timeString(a.GetCreatedAt()), timeString(a.GetExpiresAt()))
+	fmt.Fprintf(w, "method %s\n", p(a.GetMethod()))
 	for _, f := range a.GetSummary() {
-		fmt.Fprintf(w, "  %-12s %s\n", f.GetName()+":", f.GetValue())
+		fmt.Fprintf(w, "  %-12s %s\n", p(f.GetName())+":", p(f.GetValue()))
 	}
 	fmt.Fprintf(w, "payload sha256 %s\n", a.GetPayloadSha256())
 	fmt.Fprintf(w, "approvals %d of %d, from %s\n", len(a.GetApprovals()), a.GetQuorum(), strings.Join(a.GetApprovers(), ", "))
@@ -192,10 +238,10 @@ func printApproval(w io.Writer, a *sigilv1.Approval) error {
 		fmt.Fprintf(w, "  approved by %s at %s\n", v.GetIdentity(), timeString(v.GetAt()))
 	}
 	if a.GetDeniedBy() != "" {
-		fmt.Fprintf(w, "denied by %s: %s\n", a.GetDeniedBy(), a.GetReason())
+		fmt.Fprintf(w, "denied by %s: %s\n", p(a.GetDeniedBy()), p(a.GetReason()))
 	}
 	if a.GetErrorCode() != "" {
-		fmt.Fprintf(w, "failed: %s: %s\n", a.GetErrorCode(), a.GetErrorMessage())
+		fmt.Fprintf(w, "failed: %s: %s\n", p(a.GetErrorCode()), p(a.GetErrorMessage()))
 	}
 	_, err := fmt.Fprintf(w, "result: sigil approvals result %s\n", a.GetApprovalId())
 	return err

@@ -26,9 +26,12 @@ package approval
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -58,25 +61,47 @@ type Field struct {
 // MaxField bounds a summary line's value; Clip cuts longer ones.
 const MaxField = 512
 
-// Clip cuts every value of fields longer than MaxField (at a rune
-// boundary, marked with an ellipsis), so a client cannot make a record
-// large through what its summary quotes.
+// Clip makes every value of fields Printable and cuts those longer than
+// MaxField (at a rune boundary, marked with an ellipsis): a requester
+// can neither make a record large through what its summary quotes nor
+// forge lines of it on an approver's terminal.
 func Clip(fields []Field) []Field {
 	for i, f := range fields {
-		if len(f.Value) > MaxField {
-			v := f.Value[:MaxField]
+		v := Printable(f.Value)
+		if len(v) > MaxField {
+			v = v[:MaxField]
 			for !utf8.ValidString(v) {
 				v = v[:len(v)-1]
 			}
-			fields[i].Value = v + "…"
+			v += "…"
 		}
+		fields[i].Value = v
 	}
 	return fields
 }
 
-// Vote is one approval: who, when, and the payload hash it was for.
+// Printable escapes what a terminal would act on rather than show:
+// control characters (line breaks, escape sequences) and the
+// bidirectional overrides that reorder text, as \uXXXX; and any invalid
+// UTF-8.
+func Printable(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Vote is one approval: who (the identity the rule named, and every
+// identity of the approver's certificate), when, and the payload hash it
+// was for.
 type Vote struct {
 	Identity      string    `json:"identity"`
+	Identities    []string  `json:"identities,omitempty"`
 	At            time.Time `json:"at"`
 	PayloadSHA256 string    `json:"payload_sha256"`
 }
@@ -88,6 +113,17 @@ type Request struct {
 	Operation string `json:"operation"`
 	KeyID     string `json:"key_id"`
 	Requester string `json:"requester"` // the typed identity the access rule allowed
+	// Requesters are every identity of the requester's certificate: none
+	// of them may decide the request.
+	Requesters []string `json:"requesters,omitempty"`
+	// Idempotent says the request may run again after a run whose end
+	// was not recorded (a crash): its second run has the first's effect
+	// (an Ethereum nonce's transaction, a revocation). Any other request
+	// is then failed, never run twice.
+	Idempotent bool `json:"idempotent,omitempty"`
+	// Actions are what a keys.admin request does (authz.AdminActions),
+	// as judged when it was held.
+	Actions []string `json:"actions,omitempty"`
 	// Payload is the request message's protobuf bytes, kept apart from
 	// the record (Store.Payload) so that listing requests reads none;
 	// PayloadSHA256 is their hash, which every approval must name.
@@ -166,10 +202,15 @@ func (r *Request) Live(now time.Time) bool {
 // Waiting says what a pending request waits for.
 func (r *Request) Waiting() int { return r.Quorum - len(r.Approvals) }
 
-// IsRequester reports whether one of ids made the request: the requester
-// can neither approve nor deny it, under any of its identities.
+// IsRequester reports whether one of ids is an identity of the
+// requester's certificate: the requester can neither approve nor deny
+// its request, under any of them.
 func (r *Request) IsRequester(ids []identity.ID) bool {
-	return slices.Contains(identity.Strings(ids), r.Requester)
+	return overlaps(identity.Strings(ids), append([]string{r.Requester}, r.Requesters...))
+}
+
+func overlaps(a, b []string) bool {
+	return slices.ContainsFunc(a, func(x string) bool { return slices.Contains(b, x) })
 }
 
 // Approver is the first of ids the request's approvers name.
@@ -188,12 +229,12 @@ func (r *Request) Approver(ids []identity.ID) (identity.ID, bool) {
 	return identity.ID{}, false
 }
 
-// decider checks that the caller with ids may decide the request now:
-// it is pending, the caller is one of its approvers and not its
-// requester. It returns the identity the decision is made as.
-func (r *Request) decider(ids []identity.ID, now time.Time) (string, error) {
-	if st := r.StateAt(now); st != Pending {
-		return "", errs.New(errs.FailedPrecondition, "approval %s is %s: nothing left to decide", r.ID, st)
+// decider checks that the caller with ids may decide the request: it is
+// in one of the states open, the caller is one of its approvers and not
+// its requester. It returns the identity the decision is made as.
+func (r *Request) decider(ids []identity.ID, open ...State) (string, error) {
+	if !slices.Contains(open, r.State) {
+		return "", errs.New(errs.FailedPrecondition, "approval %s is %s: nothing left to decide", r.ID, r.State)
 	}
 	if r.IsRequester(ids) {
 		return "", errs.New(errs.PermissionDenied, "approval %s: its requester cannot decide it", r.ID)
@@ -208,17 +249,21 @@ func (r *Request) decider(ids []identity.ID, now time.Time) (string, error) {
 // Approve records the approval of the caller with ids for the payload
 // with hash sum, and reports whether it completed the quorum.
 func (r *Request) Approve(ids []identity.ID, sum string, now time.Time) (bool, error) {
-	who, err := r.decider(ids, now)
+	if r.StateAt(now) == Expired {
+		return false, errs.New(errs.FailedPrecondition, "approval %s expired at %s", r.ID, r.Expires.UTC().Format(time.RFC3339))
+	}
+	who, err := r.decider(ids, Pending)
 	if err != nil {
 		return false, err
 	}
 	if sum != r.PayloadSHA256 {
 		return false, errs.New(errs.FailedPrecondition, "approval %s: you approved payload sha256 %.64q; the request's is %s", r.ID, sum, r.PayloadSHA256)
 	}
-	if slices.ContainsFunc(r.Approvals, func(v Vote) bool { return v.Identity == who }) {
-		return false, errs.New(errs.AlreadyExists, "approval %s: %s approved it already", r.ID, who)
+	mine := identity.Strings(ids)
+	if slices.ContainsFunc(r.Approvals, func(v Vote) bool { return overlaps(mine, append([]string{v.Identity}, v.Identities...)) }) {
+		return false, errs.New(errs.AlreadyExists, "approval %s: an identity of this certificate approved it already", r.ID)
 	}
-	r.Approvals = append(r.Approvals, Vote{Identity: who, At: now, PayloadSHA256: sum})
+	r.Approvals = append(r.Approvals, Vote{Identity: who, Identities: mine, At: now, PayloadSHA256: sum})
 	if len(r.Approvals) < r.Quorum {
 		return false, nil
 	}
@@ -227,9 +272,17 @@ func (r *Request) Approve(ids []identity.ID, sum string, now time.Time) (bool, e
 }
 
 // Deny records that the caller with ids refused the request, which will
-// never run.
+// never run: one waiting for approvals, or approved but not running (not
+// yet claimed, or its runner died).
 func (r *Request) Deny(ids []identity.ID, reason string, now time.Time) error {
-	who, err := r.decider(ids, now)
+	if r.StateAt(now) == Expired {
+		return errs.New(errs.FailedPrecondition, "approval %s expired at %s", r.ID, r.Expires.UTC().Format(time.RFC3339))
+	}
+	open := []State{Pending, Approved}
+	if now.After(r.LeaseUntil) {
+		open = append(open, Running)
+	}
+	who, err := r.decider(ids, open...)
 	if err != nil {
 		return err
 	}
@@ -237,18 +290,24 @@ func (r *Request) Deny(ids []identity.ID, reason string, now time.Time) error {
 	return nil
 }
 
-// Claim makes runner the one to run an approved request, until now+lease;
-// a running request whose lease lapsed (its runner died) may be claimed
-// again.
-func (r *Request) Claim(runner string, now time.Time, lease time.Duration) error {
+// Claim makes runner the one to run an approved request, until now+lease,
+// and reports whether it is to run. A running request whose lease lapsed
+// (its runner died, or could not record the end) runs again only if it is
+// idempotent; otherwise it fails here, as interrupted.
+func (r *Request) Claim(runner string, now time.Time, lease time.Duration) (bool, error) {
 	switch {
-	case r.State == Approved, r.State == Running && now.After(r.LeaseUntil):
+	case r.State == Approved:
+	case r.State == Running && now.After(r.LeaseUntil) && r.Idempotent:
+	case r.State == Running && now.After(r.LeaseUntil):
+		r.State, r.ErrorCode, r.Finished = Failed, "Aborted", now
+		r.ErrorMessage = "its run was interrupted (a replica died, or the store failed) and may have taken effect: it is not run twice; check, and send the request again if it did not"
+		return false, nil
 	default:
-		return errs.New(errs.FailedPrecondition, "approval %s is %s: not to be run now", r.ID, r.StateAt(now))
+		return false, errs.New(errs.FailedPrecondition, "approval %s is %s: not to be run now", r.ID, r.StateAt(now))
 	}
 	r.State, r.Runner, r.LeaseUntil = Running, runner, now.Add(lease)
 	r.Attempts++
-	return nil
+	return true, nil
 }
 
 // Finish records what running the request gave; only its runner, while

@@ -51,33 +51,63 @@ func TestDecisions(t *testing.T) {
 	}
 	_, err = r.Approve([]identity.ID{alice}, "abc", t0)
 	kind(t, "approving twice", err, errs.AlreadyExists)
-	kind(t, "claiming before the quorum", r.Claim("r1", t0, time.Minute), errs.FailedPrecondition)
+	_, err = r.Claim("r1", t0, time.Minute)
+	kind(t, "claiming before the quorum", err, errs.FailedPrecondition)
+	bobAsAlice := []identity.ID{bob, alice} // one certificate with both identities, the other first
+	_, err = r.Approve(bobAsAlice, "abc", t0)
+	kind(t, "a second vote under another identity of the same certificate", err, errs.AlreadyExists)
 	if done, err := r.Approve([]identity.ID{bob}, "abc", t0.Add(time.Minute)); !done || err != nil || r.State != Approved {
 		t.Fatal(done, err, r.State)
 	}
-	kind(t, "denying an approved request", r.Deny([]identity.ID{bob}, "", t0), errs.FailedPrecondition)
 	if r.StateAt(t0.Add(2*time.Hour)) != Approved {
 		t.Fatal("an approved request expired")
 	}
+	if err := r.Deny([]identity.ID{bob}, "changed my mind", t0.Add(2*time.Minute)); err != nil || r.State != Denied {
+		t.Fatalf("denying an approved request before it runs: %v %v", err, r.State)
+	}
+}
+
+// The requester is every identity of its certificate.
+func TestRequesterUnderAnyIdentity(t *testing.T) {
+	r := held()
+	r.Requesters = []string{requester.String(), alice.String()}
+	_, err := r.Approve([]identity.ID{alice}, "abc", t0)
+	kind(t, "the requester's second identity on another certificate", err, errs.PermissionDenied)
 }
 
 // Of two runners one claims; a lapsed claim passes on, and the first
 // runner can then no longer record a result.
 func TestClaimIsALease(t *testing.T) {
 	r := held()
-	r.State = Approved
-	if err := r.Claim("r1", t0, time.Minute); err != nil || r.Attempts != 1 {
-		t.Fatal(err)
+	r.State, r.Idempotent = Approved, true
+	if run, err := r.Claim("r1", t0, time.Minute); !run || err != nil || r.Attempts != 1 {
+		t.Fatal(run, err)
 	}
-	kind(t, "a second claim within the lease", r.Claim("r2", t0.Add(59*time.Second), time.Minute), errs.FailedPrecondition)
-	if err := r.Claim("r2", t0.Add(61*time.Second), time.Minute); err != nil || r.Attempts != 2 {
-		t.Fatal(err)
+	_, err := r.Claim("r2", t0.Add(59*time.Second), time.Minute)
+	kind(t, "a second claim within the lease", err, errs.FailedPrecondition)
+	kind(t, "a denial within the lease", r.Deny([]identity.ID{alice}, "", t0.Add(59*time.Second)), errs.FailedPrecondition)
+	if run, err := r.Claim("r2", t0.Add(61*time.Second), time.Minute); !run || err != nil || r.Attempts != 2 {
+		t.Fatal(run, err)
 	}
 	kind(t, "the first runner finishing", r.Finish("r1", []byte("x"), "", "", t0), errs.Aborted)
 	if err := r.Finish("r2", nil, "PermissionDenied", "no", t0); err != nil || r.State != Failed {
 		t.Fatal(err, r.State)
 	}
-	kind(t, "claiming a finished request", r.Claim("r3", t0.Add(time.Hour), time.Minute), errs.FailedPrecondition)
+	_, err = r.Claim("r3", t0.Add(time.Hour), time.Minute)
+	kind(t, "claiming a finished request", err, errs.FailedPrecondition)
+}
+
+// A request that is not idempotent never runs twice: a lapsed claim
+// fails it, as interrupted.
+func TestInterruptedRunIsNotRepeated(t *testing.T) {
+	r := held()
+	r.State = Approved
+	if run, err := r.Claim("r1", t0, time.Minute); !run || err != nil {
+		t.Fatal(run, err)
+	}
+	if run, err := r.Claim("r2", t0.Add(61*time.Second), time.Minute); run || err != nil || r.State != Failed || r.ErrorCode != "Aborted" {
+		t.Fatalf("a lapsed claim of a request that is not idempotent: run %v, %v, %s %s", run, err, r.State, r.ErrorCode)
+	}
 }
 
 func TestExpiryAndDenial(t *testing.T) {
@@ -189,6 +219,20 @@ func TestRacingApprovalsCompleteTheQuorumOnce(t *testing.T) {
 	got, err := s.Get(ctx, r.ID)
 	if err != nil || completed != 1 || got.State != Approved || len(got.Approvals) != 5 {
 		t.Fatalf("%d completed the quorum; stored %v with %d approvals (%v)", completed, got.State, len(got.Approvals), err)
+	}
+}
+
+func TestPrintableEscapesWhatATerminalActsOn(t *testing.T) {
+	for in, want := range map[string]string{
+		"Token\n  spender: none": `Token\u000a  spender: none`,
+		"red\x1b[31m":            `red\u001b[31m`,
+		"abc\u202edcba":          `abc\u202edcba`,
+		"bad \xff byte":          "bad \ufffd byte",
+		"plain 1.5 ETH":          "plain 1.5 ETH",
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 const (
 	MaxPayload   = 64 << 10
 	PerRequester = 16
-	MaxRecords   = 512
+	MaxRecords   = 4096
 	Retention    = 24 * time.Hour
 )
 

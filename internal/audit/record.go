@@ -42,6 +42,9 @@ type Record struct {
 	// identities whose approvals made its quorum.
 	ApprovalID string   `json:"approval_id,omitempty"`
 	ApprovedBy []string `json:"approved_by,omitempty"`
+	// RequestSHA256 is the SHA-256 of the held request's protobuf bytes:
+	// the hash its approvals name (PayloadSHA256 is what was signed).
+	RequestSHA256 string `json:"request_sha256,omitempty"`
 }
 
 // Digest describes bytes that are not recorded themselves.

@@ -101,7 +101,10 @@ func parseApprovalRule(n *yaml.Node) (ApprovalRule, error) {
 	if err := decodeStrict(n, &r); err != nil {
 		return r, err
 	}
-	if !slices.Contains(Ops(), r.Operation) {
+	switch {
+	case r.Operation == ApprovalsApprove || r.Operation == KeysRead:
+		return r, fmt.Errorf("operation: %s cannot be held (approving and reading are what approvers do)", r.Operation)
+	case !slices.Contains(Ops(), r.Operation):
 		return r, fmt.Errorf("operation: unknown %q (known: %v)", r.Operation, Ops())
 	}
 	if r.Quorum < 1 || r.Quorum > MaxQuorum {

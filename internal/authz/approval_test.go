@@ -100,6 +100,8 @@ func TestApprovalRulesAreChecked(t *testing.T) {
 		"expiry too short":    rule("    quorum: 1\n    expires: 1ms\n"),
 		"unknown field":       rule("    quorum: 1\n    quorom: 2\n"),
 		"bad key pattern":     rule("    quorum: 1\n    keys: [\"[\"]\n"),
+		"holding approvals":   "approvals:\n  - operation: approvals.approve\n    approvers: [dns:x]\n    quorum: 1\n",
+		"holding reads":       "approvals:\n  - operation: keys.read\n    approvers: [dns:x]\n    quorum: 1\n",
 	} {
 		if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "line") {
 			t.Errorf("%s: %v", name, err)

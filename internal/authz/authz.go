@@ -228,6 +228,22 @@ func (p *Policy) Decide(ids []identity.ID, op Op, keyID string, now time.Time) D
 	return Decision{Who: who, OK: ok, Rule: r.Identity, RetryAfter: wait}
 }
 
+// DecideAny authorizes a call that each handler authorizes for itself
+// (the approval service's): a rule must name one of ids, for any
+// operation, and the call spends one of that rule's quota under op.
+func (p *Policy) DecideAny(ids []identity.ID, op Op, now time.Time) Decision {
+	for i := range p.rules {
+		r := &p.rules[i]
+		for _, id := range ids {
+			if r.who.Match(id) {
+				wait, ok := p.quotas.take(r, id, op, now)
+				return Decision{Who: id, OK: ok, Rule: r.Identity, RetryAfter: wait}
+			}
+		}
+	}
+	return Decision{}
+}
+
 // coversKey reports whether one of r's key patterns matches keyID; any
 // pattern covers the empty keyID of a listing.
 func (r *Rule) coversKey(keyID string) bool {
@@ -281,6 +297,11 @@ func (a *Authorizer) Reload() error {
 // Decide applies the policy in force, quotas included.
 func (a *Authorizer) Decide(ids []identity.ID, op Op, keyID string, now time.Time) Decision {
 	return a.cur.Load().Decide(ids, op, keyID, now)
+}
+
+// DecideAny applies the policy in force.
+func (a *Authorizer) DecideAny(ids []identity.ID, op Op, now time.Time) Decision {
+	return a.cur.Load().DecideAny(ids, op, now)
 }
 
 // Allowed applies the policy in force.

@@ -3,6 +3,7 @@ package eth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"slices"
@@ -21,9 +22,12 @@ import (
 	"github.com/sigil-hsm/sigil/purpose"
 )
 
-var _ purpose.Reviewer = Purpose{}
+var (
+	_ purpose.Reviewer    = Purpose{}
+	_ purpose.Conditioned = Purpose{}
+)
 
-// Conditions implements purpose.Reviewer: a transaction can be held on
+// Conditions implements purpose.Conditioned: a transaction can be held on
 // its value, its recipient, and whether it replaces one signed before.
 func (Purpose) Conditions() map[authz.Op][]string {
 	return map[authz.Op][]string{OpSignTx: {authz.CondValueGTE, authz.CondToNotIn, authz.CondReplacement}}
@@ -43,9 +47,15 @@ func (Purpose) Review(ctx context.Context, d purpose.Deps, _ string, req any) (a
 		if err != nil {
 			return authz.Facts{}, nil, err
 		}
+		chain := "none"
+		if td.Domain.ChainId != nil {
+			chain = (*big.Int)(td.Domain.ChainId).String()
+		}
+		msg, _ := json.Marshal(td.Message)
 		return authz.Facts{}, []approval.Field{
-			{Name: "domain", Value: fmt.Sprintf("%s (chain %v, contract %s)", td.Domain.Name, td.Domain.ChainId, td.Domain.VerifyingContract)},
+			{Name: "domain", Value: fmt.Sprintf("%q version %q, chain %s, contract %s", td.Domain.Name, td.Domain.Version, chain, td.Domain.VerifyingContract)},
 			{Name: "primary type", Value: td.PrimaryType},
+			{Name: "message", Value: string(msg)},
 			{Name: "hash", Value: hash.Hex()},
 		}, nil
 	}

@@ -225,7 +225,7 @@ func TestDualControlAcrossReplicas(t *testing.T) {
 	}
 	id := w.held(treasury, 0, "eth", "sign-tx", "--key", "treasury-1", "--tx", txJSON(1, twoETH))
 	show := w.must(alice, 1, "approvals", "show", id)
-	for _, want := range []string{"2 ETH (2000000000000000000 wei)", "0x3535353535353535353535353535353535353535", "PENDING", "approvals 0 of 2"} {
+	for _, want := range []string{"2 ETH (2000000000000000000 wei)", "0x3535353535353535353535353535353535353535", "PENDING", "approvals 0 of 2", "request (sigil.v1.SignTransactionRequest): "} {
 		if !strings.Contains(show, want) {
 			t.Fatalf("show lacks %q:\n%s", want, show)
 		}

@@ -453,8 +453,12 @@ func (x *GetApprovalRequest) GetApprovalId() string {
 }
 
 type GetApprovalResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Approval      *Approval              `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Approval *Approval              `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	// The held request's protobuf bytes (a message of the method's request
+	// type), while they are kept: until it ends. Their SHA-256 is
+	// payload_sha256.
+	Request       []byte `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -492,6 +496,13 @@ func (*GetApprovalResponse) Descriptor() ([]byte, []int) {
 func (x *GetApprovalResponse) GetApproval() *Approval {
 	if x != nil {
 		return x.Approval
+	}
+	return nil
+}
+
+func (x *GetApprovalResponse) GetRequest() []byte {
+	if x != nil {
+		return x.Request
 	}
 	return nil
 }
@@ -831,9 +842,10 @@ const file_sigil_v1_approvals_proto_rawDesc = "" +
 	"\tapprovals\x18\x01 \x03(\v2\x12.sigil.v1.ApprovalR\tapprovals\"5\n" +
 	"\x12GetApprovalRequest\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
-	"approvalId\"E\n" +
+	"approvalId\"_\n" +
 	"\x13GetApprovalResponse\x12.\n" +
-	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\"X\n" +
+	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\x12\x18\n" +
+	"\arequest\x18\x02 \x01(\fR\arequest\"X\n" +
 	"\x0eApproveRequest\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
 	"approvalId\x12%\n" +

@@ -1,0 +1,313 @@
+package server_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+// Dual control against what an outside review tried: each test was a
+// way around the quorum before the change that made it fail.
+
+func generations(t *testing.T, e *dualEnv, id string) []*sigilv1.Generation {
+	t.Helper()
+	k, err := e.keys(opsID).GetKey(context.Background(), &sigilv1.GetKeyRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.GetKey().GetGenerations()
+}
+
+func maxValue(t *testing.T, e *dualEnv) string {
+	t.Helper()
+	k, err := e.keys(opsID).GetKey(context.Background(), &sigilv1.GetKeyRequest{Id: "treasury-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.GetKey().GetEthPolicy().GetMaxValue()
+}
+
+func (e *dualEnv) setMaxValue(c sigilv1.KeyServiceClient, max string) error {
+	_, err := c.UpdateKeyPolicy(context.Background(), &sigilv1.UpdateKeyPolicyRequest{Id: "treasury-1",
+		EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}, MaxValue: max, MaxNonceGap: ptr(uint64(100))}})
+	return err
+}
+
+const (
+	fiveETH    = "5000000000000000000"
+	oneETH     = "1000000000000000000"
+	hundredETH = "100000000000000000000"
+)
+
+// A rotation of a raw key activates its new generation at once: a rule
+// holding rotate-now holds it, asked for "now" or not.
+func TestRawRotationIsRotateNow(t *testing.T) {
+	e := newDualEnv(t)
+	ctx := context.Background()
+	if _, err := e.keys(opsID).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "treasury-raw", Algorithm: "ES256", Purpose: "raw"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.keys(opsID).RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "treasury-raw"})
+	heldID(t, err)
+	if n := len(generations(t, e, "treasury-raw")); n != 1 {
+		t.Fatalf("an unapproved rotation made %d generations", n)
+	}
+}
+
+// A policy change held as not loosening (under a rule on update-policy
+// with a smaller quorum) runs only if it still does not loosen the policy
+// it replaces: approved after an emergency tightening, it is refused.
+func TestStagedPolicyChangeCannotUndoATightening(t *testing.T) {
+	e := newDualEnv(t, approvalPolicy+`
+  - operation: keys.admin
+    keys: ["treasury-*"]
+    actions: [update-policy]
+    approvers: [spiffe://example.org/officer/*]
+    quorum: 1
+`)
+	ops := e.keys(opsID)
+	noop := heldID(t, e.setMaxValue(ops, fiveETH)) // the policy in force: not loosening, quorum 1
+	tighten := heldID(t, e.setMaxValue(ops, oneETH))
+	if a, err := e.approve(officerA, tighten); err != nil || a.GetState() != "done" {
+		t.Fatal(a, err)
+	}
+	a, err := e.approve(officerB, noop)
+	if err != nil || a.GetState() != "failed" || !strings.Contains(a.GetErrorMessage(), "loosens") {
+		t.Fatalf("the staged change after the tightening: %v %v", a, err)
+	}
+	if got := maxValue(t, e); got != oneETH {
+		t.Fatalf("max value %s after one approval of a change shown as not loosening", got)
+	}
+}
+
+// A change judged not to loosen, racing a tightening, cannot overwrite
+// it: the judgement is made again inside the atomic update.
+func TestPolicyChangeRacingATighteningCannotUndoIt(t *testing.T) {
+	e := newDualEnv(t)
+	if err := e.setMaxValue(e.keys(opsID), fiveETH); err != nil {
+		t.Fatal(err)
+	}
+	attacker, defender := e.keys(opsID), sigilv1.NewKeyServiceClient(e.Client(t, opsID))
+	for round := range 20 {
+		var stop atomic.Bool
+		done := make(chan struct{}, 2)
+		for range 2 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for !stop.Load() {
+					e.setMaxValue(attacker, fiveETH) // not loosening while the policy is 5 ETH; held once it is 1
+				}
+			}()
+		}
+		time.Sleep(3 * time.Millisecond)
+		for {
+			err := e.setMaxValue(defender, oneETH)
+			if status.Code(err) == codes.Aborted {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("round %d: tightening: %v", round, err)
+			}
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+		stop.Store(true)
+		<-done
+		<-done
+		if got := maxValue(t, e); got != oneETH {
+			t.Fatalf("round %d: a change judged not to loosen overwrote the tightening (max %s)", round, got)
+		}
+		list, _ := e.approvals(officerA).ListApprovals(context.Background(), &sigilv1.ListApprovalsRequest{State: "pending"})
+		for _, a := range list.GetApprovals() { // the loosening back to 5 ETH, approved: the next round starts loose
+			e.approve(officerA, a.GetApprovalId())
+			e.approve(officerB, a.GetApprovalId())
+		}
+		if got := maxValue(t, e); got != fiveETH {
+			t.Fatalf("round %d: the approved loosening did not run (max %s)", round, got)
+		}
+	}
+}
+
+// An approved request that is not idempotent whose end was not recorded
+// (the store failed right after the run) is not run again: it fails, as
+// interrupted. Runs: one rotation, not two; and a loosening does not
+// come back over a tightening made since.
+func TestInterruptedRunIsNotRepeated(t *testing.T) {
+	e, flaky := newFlakyEnv(t, 0)
+	ctx := context.Background()
+	if _, err := e.keys(opsID).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "treasury-raw", Algorithm: "ES256", Purpose: "raw"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.keys(opsID).RotateKey(ctx, &sigilv1.RotateKeyRequest{Id: "treasury-raw", Immediate: true})
+	rotation := heldID(t, err)
+	loosening := heldID(t, e.setMaxValue(e.keys(opsID), hundredETH))
+	for _, id := range []string{rotation, loosening} {
+		if _, err := e.approve(officerA, id); err != nil {
+			t.Fatal(err)
+		}
+		flaky.loseEnd.Store(true)
+		e.approve(officerB, id)
+		flaky.loseEnd.Store(false)
+	}
+	if err := e.setMaxValue(e.keys(opsID), oneETH); err != nil { // a tightening, after the loosening ran
+		t.Fatal(err)
+	}
+	e.offset.Store(int64(2 * time.Minute)) // the claims lapsed
+	for _, id := range []string{rotation, loosening} {
+		_, err := e.result(opsID, id)
+		if status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("the result of an interrupted run: %v", err)
+		}
+	}
+	if n := len(generations(t, e, "treasury-raw")); n != 2 {
+		t.Fatalf("one approved rotation made %d generations", n-1)
+	}
+	if got := maxValue(t, e); got != oneETH {
+		t.Fatalf("the loosening ran again over the tightening: max %s", got)
+	}
+}
+
+// An approved request not yet run can still be denied, and then never
+// runs.
+func TestApprovedRequestCanBeDeniedBeforeItRuns(t *testing.T) {
+	e, flaky := newFlakyEnv(t, 0)
+	ctx := context.Background()
+	_, err := e.signTx(0, "0x1bc16d674ec80000", "0x10")
+	id := heldID(t, err)
+	show, err := e.approvals(officerA).GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.approve(officerA, id)
+	flaky.fail("approval-payloads/") // the quorum is recorded; the run cannot read the request
+	e.approvals(officerB).Approve(ctx, &sigilv1.ApproveRequest{ApprovalId: id, PayloadSha256: show.GetApproval().GetPayloadSha256()})
+	flaky.heal()
+	e.offset.Store(int64(2 * time.Minute))
+	if _, err := e.approvals(officerA).Deny(ctx, &sigilv1.DenyRequest{ApprovalId: id, Reason: "stop"}); err != nil {
+		t.Fatalf("denying an approved request whose run did not start: %v", err)
+	}
+	_, err = e.result(requesterID, id)
+	wantCodeOf(t, "its result", err, codes.FailedPrecondition)
+	if runs := runsOf(t, e, id); len(runs) != 0 {
+		t.Fatalf("a denied request ran: %+v", runs)
+	}
+}
+
+// The requester is every identity of its certificate: another
+// certificate with one of them cannot approve.
+func TestRequesterCannotApproveWithASecondCertificate(t *testing.T) {
+	e := newDualEnv(t)
+	ctx := context.Background()
+	officer, _ := url.Parse("spiffe://example.org/officer/treasury")
+	both := e.CA.Mint(t, &x509.Certificate{DNSNames: []string{"treasury.internal"}, URIs: []*url.URL{officer}})
+	tx := `{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x1bc16d674ec80000","gas":"0x5208","maxFeePerGas":"0x10","maxPriorityFeePerGas":"0x1"}`
+	_, err := sigilv1.NewEthereumServiceClient(e.DialAs(t, e.CA, &both)).SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "treasury-1",
+		Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(tx)}})
+	id := heldID(t, err)
+	only := e.CA.Mint(t, &x509.Certificate{URIs: []*url.URL{officer}})
+	e.conns["second"] = e.DialAs(t, e.CA, &only)
+	_, err = e.approve("second", id)
+	wantCodeOf(t, "the requester's officer identity on a second certificate", err, codes.PermissionDenied)
+}
+
+// Approval calls spend the caller's quota, and need a rule naming the
+// caller; a request for a key that does not exist is answered, not held.
+func TestApprovalCallsAreMeteredAndHeldKeysExist(t *testing.T) {
+	e := newDualEnv(t, strings.Replace(approvalPolicy, "rules:\n", `rules:
+  - identity: spiffe://example.org/limited
+    keys: ["*"]
+    allow: [keys.read]
+    rate: 1/h
+    burst: 2
+`, 1))
+	ctx := context.Background()
+	limited := sigilv1.NewApprovalServiceClient(e.Client(t, "spiffe://example.org/limited"))
+	var codesSeen []codes.Code
+	for range 4 {
+		_, err := limited.ListApprovals(ctx, &sigilv1.ListApprovalsRequest{})
+		codesSeen = append(codesSeen, status.Code(err))
+	}
+	if fmt.Sprint(codesSeen) != fmt.Sprint([]codes.Code{codes.OK, codes.OK, codes.ResourceExhausted, codes.ResourceExhausted}) {
+		t.Fatalf("ListApprovals under a 1/h burst 2 quota: %v", codesSeen)
+	}
+	_, err := sigilv1.NewApprovalServiceClient(e.Client(t, "spiffe://example.org/nobody")).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{})
+	wantCodeOf(t, "a caller no rule names", err, codes.PermissionDenied)
+	_, err = sigilv1.NewEthereumServiceClient(e.conns[requesterID]).SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "treasury-nokey",
+		Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(`{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x1bc16d674ec80000","gas":"0x5208","gasPrice":"0x1"}`)}})
+	wantCodeOf(t, "a held operation on a key that does not exist", err, codes.NotFound)
+}
+
+// What approvers read cannot be forged by the requester: a typed-data
+// domain with line breaks and terminal escapes is escaped, and the
+// message is shown; the request's own bytes come with it, hashing to
+// the hash approvals name.
+func TestApproversSeeWhatIsSignedUnforged(t *testing.T) {
+	e := newDualEnv(t, approvalPolicy+`
+  - operation: eth.sign_typed_data
+    keys: ["treasury-*"]
+    approvers: [spiffe://example.org/officer/*]
+    quorum: 1
+`)
+	ctx := context.Background()
+	doc := `{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"chainId","type":"uint256"}],
+"Permit":[{"name":"spender","type":"address"},{"name":"value","type":"uint256"}]},"primaryType":"Permit",
+"domain":{"name":"Harmless\n  spender:     none\u001b[8m","chainId":1},
+"message":{"spender":"0x000000000000000000000000000000000000dEaD","value":"115792089237316195423570985008687907853269984665640564039457584007913129639935"}}`
+	_, err := sigilv1.NewEthereumServiceClient(e.conns[requesterID]).SignTypedData(ctx, &sigilv1.SignTypedDataRequest{KeyId: "treasury-1", TypedDataJson: []byte(doc)})
+	id := heldID(t, err)
+	show, err := e.approvals(officerA).GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := fmt.Sprint(show.GetApproval().GetSummary())
+	if strings.ContainsAny(all, "\n\x1b") || !strings.Contains(all, "0x000000000000000000000000000000000000dEaD") || !strings.Contains(all, "chain 1,") {
+		t.Fatalf("the summary: %s", all)
+	}
+	held := &sigilv1.SignTypedDataRequest{}
+	if err := proto.Unmarshal(show.GetRequest(), held); err != nil || string(held.GetTypedDataJson()) != doc || sha256Hex(show.GetRequest()) != show.GetApproval().GetPayloadSha256() {
+		t.Fatalf("the request's bytes as approvers get them: %v", err)
+	}
+}
+
+// The audit trail ties what ran to what was approved: every record of a
+// held request carries the hash its approvals name.
+func TestAuditRecordsNameTheApprovedHash(t *testing.T) {
+	e := newDualEnv(t)
+	_, err := e.signTx(1, "0x1bc16d674ec80000", "0x10")
+	id := heldID(t, err)
+	e.approve(officerA, id)
+	a, err := e.approve(officerB, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range auditRecords(t, e.AuditLog) {
+		if r.ApprovalID == id {
+			n++
+			if r.RequestSHA256 != a.GetPayloadSha256() {
+				t.Fatalf("%s record of %s: request_sha256 %q, approved %s", r.Outcome, r.Method, r.RequestSHA256, a.GetPayloadSha256())
+			}
+		}
+	}
+	if n < 6 { // held, 2 shows, 2 approvals, the run
+		t.Fatalf("%d records name the request", n)
+	}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
