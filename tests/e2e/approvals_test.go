@@ -209,7 +209,19 @@ func (w *dualWorld) newTreasuryKey() string {
 	if err := json.Unmarshal([]byte(out), &k); err != nil || len(k.Generations) != 1 {
 		w.t.Fatalf("keys create: %v %s", err, out)
 	}
+	w.seen("treasury-1")
 	return k.Generations[0].Address
+}
+
+// seen waits until every replica knows key id (the others learn of a new
+// key through etcd's watch).
+func (w *dualWorld) seen(id string) {
+	w.t.Helper()
+	for i := range w.procs {
+		if !withinE(5*time.Second, func() bool { _, err := w.as(ops, i, "keys", "get", id); return err == nil }) {
+			w.t.Fatalf("replica %d does not see key %s", i, id)
+		}
+	}
 }
 
 // Dual control end to end, on two replicas over etcd: a high-value
@@ -271,6 +283,7 @@ func TestDualControlAcrossReplicas(t *testing.T) {
 
 	// A revocation waits for its quorum; the key is untouched before it.
 	w.must(ops, 0, "keys", "create", "treasury-raw", "--alg", "ES256")
+	w.seen("treasury-raw")
 	rid := w.held(ops, 0, "keys", "revoke", "treasury-raw", "--generation", "1")
 	w.must(alice, 1, "approvals", "approve", rid)
 	if out := w.must(ops, 1, "keys", "get", "treasury-raw"); !strings.Contains(out, "generation 1  active") {
