@@ -48,9 +48,11 @@ func BenchmarkSignTransactionUnderApprovalRules(b *testing.B) {
 			EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}}); err != nil {
 			b.Fatal(err)
 		}
+		nonce := 0 // each run of the sub-benchmark goes on from the last one's nonces
 		b.Run(strings.TrimPrefix(id, "treasury-"), func(b *testing.B) {
-			for n := range b.N {
-				tx := fmt.Sprintf(`{"chainId":"0x1","nonce":"0x%x","to":"0x3535353535353535353535353535353535353535","value":"0x1","gas":"0x5208","maxFeePerGas":"0x10","maxPriorityFeePerGas":"0x1"}`, n)
+			for range b.N {
+				nonce++
+				tx := fmt.Sprintf(`{"chainId":"0x1","nonce":"0x%x","to":"0x3535353535353535353535353535353535353535","value":"0x1","gas":"0x5208","maxFeePerGas":"0x10","maxPriorityFeePerGas":"0x1"}`, nonce)
 				if _, err := ec.SignTransaction(context.Background(), &sigilv1.SignTransactionRequest{KeyId: id,
 					Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(tx)}}); err != nil {
 					b.Fatal(err)
