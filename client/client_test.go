@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -38,7 +39,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 4) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 5) }
 
 const policy = `
 rules:
@@ -52,13 +53,19 @@ rules:
 func dial(t *testing.T) (*client.Client, *servertest.MTLS) {
 	t.Helper()
 	e := servertest.NewMTLS(t, policy)
-	cert, key, ca := e.CA.WriteClient(t, t.TempDir(), "spiffe://example.org/app")
+	return dialAs(t, e, "spiffe://example.org/app"), e
+}
+
+// dialAs is a client of e with a certificate for identity.
+func dialAs(t *testing.T, e *servertest.MTLS, identity string) *client.Client {
+	t.Helper()
+	cert, key, ca := e.CA.WriteClient(t, t.TempDir(), identity)
 	c, err := client.Dial(context.Background(), client.Options{Addr: e.Addr, CertFile: cert, KeyFile: key, CAFile: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, e
+	return c
 }
 
 func create(t *testing.T, c *client.Client, req *sigilv1.CreateKeyRequest) {
@@ -328,4 +335,47 @@ func recovered(t *testing.T, hash, sig []byte) common.Address {
 		t.Fatal(err)
 	}
 	return ethcrypto.PubkeyToAddress(*pub)
+}
+
+// A held transaction: HeldFor names its approval ID, Approve (with the
+// hash the server shows) completes the quorum, ApprovalResult gives the
+// signed transaction.
+func TestHeldRequestHelpers(t *testing.T) {
+	e := servertest.NewMTLS(t, policy+`
+  - identity: spiffe://example.org/officer
+    keys: ["*"]
+    allow: [approvals.approve]
+approvals:
+  - operation: eth.sign_tx
+    keys: ["wallet"]
+    approvers: [spiffe://example.org/officer]
+    quorum: 1
+`)
+	app, officer := dialAs(t, e, "spiffe://example.org/app"), dialAs(t, e, "spiffe://example.org/officer")
+	ctx := context.Background()
+	create(t, app, &sigilv1.CreateKeyRequest{Id: "wallet", Algorithm: "ES256K", Purpose: "eth", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}})
+	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Nonce: 0, To: &common.Address{1}, Value: big.NewInt(1), Gas: 21000, GasFeeCap: big.NewInt(2), GasTipCap: big.NewInt(1)})
+	_, err := app.SignTx(ctx, "wallet", tx, big.NewInt(1))
+	id, held := client.HeldFor(err)
+	if !held || len(id) != 32 {
+		t.Fatalf("SignTx of a held transaction: %v", err)
+	}
+	if _, held := client.HeldFor(errors.New("other")); held {
+		t.Fatal("HeldFor of any error")
+	}
+	if _, err := app.ApprovalResult(ctx, id); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("the result before approval: %v", err)
+	}
+	if a, err := officer.Approve(ctx, id, ""); err != nil || a.GetState() != "done" {
+		t.Fatalf("Approve: %v %v", a, err)
+	}
+	res, err := app.ApprovalResult(ctx, id)
+	out, ok := res.(*sigilv1.SignTransactionResponse)
+	if err != nil || !ok {
+		t.Fatalf("ApprovalResult: %T %v", res, err)
+	}
+	signed := new(types.Transaction)
+	if err := signed.UnmarshalBinary(out.GetRawTransaction()); err != nil || signed.Nonce() != 0 || signed.Value().Int64() != 1 {
+		t.Fatalf("the approved transaction: %v", err)
+	}
 }
