@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
@@ -178,24 +179,22 @@ func TestInterruptedRunIsNotRepeated(t *testing.T) {
 	}
 }
 
-// An approved request not yet run can still be denied, and then never
-// runs.
+// An approved request not yet claimed (the claim's write failed) can
+// still be denied, and then never runs.
 func TestApprovedRequestCanBeDeniedBeforeItRuns(t *testing.T) {
 	e, flaky := newFlakyEnv(t, 0)
 	ctx := context.Background()
 	_, err := e.signTx(0, "0x1bc16d674ec80000", "0x10")
 	id := heldID(t, err)
-	show, err := e.approvals(officerA).GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.approve(officerA, id)
-	flaky.fail("approval-payloads/") // the quorum is recorded; the run cannot read the request
-	e.approvals(officerB).Approve(ctx, &sigilv1.ApproveRequest{ApprovalId: id, PayloadSha256: show.GetApproval().GetPayloadSha256()})
-	flaky.heal()
-	e.offset.Store(int64(2 * time.Minute))
+	flaky.loseClaim.Store(true)
+	a, err := e.approve(officerB, id)
+	flaky.loseClaim.Store(false)
+	if err != nil || a.GetState() != "approved" {
+		t.Fatalf("the quorum, its claim lost: %v %v", a, err)
+	}
 	if _, err := e.approvals(officerA).Deny(ctx, &sigilv1.DenyRequest{ApprovalId: id, Reason: "stop"}); err != nil {
-		t.Fatalf("denying an approved request whose run did not start: %v", err)
+		t.Fatalf("denying an approved request not claimed: %v", err)
 	}
 	_, err = e.result(requesterID, id)
 	wantCodeOf(t, "its result", err, codes.FailedPrecondition)
@@ -308,4 +307,135 @@ func TestAuditRecordsNameTheApprovedHash(t *testing.T) {
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+func disabled(t *testing.T, e *dualEnv, id string) bool {
+	t.Helper()
+	k, err := e.keys(opsID).GetKey(context.Background(), &sigilv1.GetKeyRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.GetKey().GetDisabled()
+}
+
+// An approved enable whose end was lost is not run again after its
+// claim lapses: it would undo an emergency disable approved in between.
+func TestInterruptedEnableDoesNotUndoALaterDisable(t *testing.T) {
+	e, flaky := newFlakyEnv(t, 0, approvalPolicy+`
+  - operation: keys.admin
+    keys: ["treasury-*"]
+    actions: [enable]
+    approvers: [spiffe://example.org/officer/*]
+    quorum: 2
+`)
+	ctx := context.Background()
+	ops := e.keys(opsID)
+	quorum := func(id string, lose bool) *sigilv1.Approval {
+		if _, err := e.approve(officerA, id); err != nil {
+			t.Fatal(err)
+		}
+		flaky.loseEnd.Store(lose)
+		a, _ := e.approve(officerB, id)
+		flaky.loseEnd.Store(false)
+		return a
+	}
+	// 1. the key is disabled by a quorum
+	_, err := ops.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "treasury-1"})
+	quorum(heldID(t, err), false)
+	if !disabled(t, e, "treasury-1") {
+		t.Fatal("setup: not disabled")
+	}
+	// 2. an approved enable runs; its end is lost (store blip / kill -9)
+	_, err = ops.EnableKey(ctx, &sigilv1.EnableKeyRequest{Id: "treasury-1"})
+	enable := heldID(t, err)
+	quorum(enable, true)
+	if disabled(t, e, "treasury-1") {
+		t.Fatal("setup: the enable did not take effect")
+	}
+	// 3. incident: the quorum disables the key again
+	_, err = ops.DisableKey(ctx, &sigilv1.DisableKeyRequest{Id: "treasury-1"})
+	if a := quorum(heldID(t, err), false); a.GetState() != "done" {
+		t.Fatalf("emergency disable: %v", a)
+	}
+	if !disabled(t, e, "treasury-1") {
+		t.Fatal("emergency disable did not take effect")
+	}
+	// 4. the enable's claim lapses; the requester (or any sweep) re-runs it
+	e.offset.Store(int64(2 * time.Minute))
+	_, err = e.result(opsID, enable)
+	wantCodeOf(t, "the result of the interrupted enable", err, codes.Aborted)
+	if !disabled(t, e, "treasury-1") {
+		t.Fatalf("the re-run of an interrupted EnableKey re-enabled a key a quorum disabled since (runs: %d)", len(runsOf(t, e, enable)))
+	}
+}
+
+// A request whose run started cannot be denied, even once its claim
+// lapsed: it may have taken effect (here it did), and "denied" would say
+// it never ran.
+func TestStartedRunCannotBeDenied(t *testing.T) {
+	e, flaky := newFlakyEnv(t, 0)
+	ctx := context.Background()
+	id := heldID(t, e.setMaxValue(e.keys(opsID), hundredETH))
+	if _, err := e.approve(officerA, id); err != nil {
+		t.Fatal(err)
+	}
+	flaky.loseEnd.Store(true)
+	e.approve(officerB, id)
+	flaky.loseEnd.Store(false)
+	e.offset.Store(int64(2 * time.Minute))
+	_, err := e.approvals(officerA).Deny(ctx, &sigilv1.DenyRequest{ApprovalId: id, Reason: "changed my mind"})
+	wantCodeOf(t, "denying a request whose run started", err, codes.FailedPrecondition)
+	_, err = e.result(opsID, id)
+	if status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), "may have taken effect") || maxValue(t, e) != hundredETH {
+		t.Fatalf("the result of the interrupted loosening: %v (max %s)", err, maxValue(t, e))
+	}
+}
+
+// A CreateKey the key service would refuse (here: an Any policy no
+// purpose takes, which would also hide the request from its summary) is
+// refused, not held.
+func TestCreateKeyTheServiceRefusesIsNotHeld(t *testing.T) {
+	e := newDualEnv(t, approvalPolicy+`
+  - operation: keys.admin
+    keys: ["treasury-9"]
+    actions: [create]
+    approvers: [spiffe://example.org/officer/*]
+    quorum: 1
+`)
+	ctx := context.Background()
+	_, err := e.keys(opsID).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "treasury-9", Algorithm: "ES256K", Purpose: "eth",
+		EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1, 5, 137}}, Description: "harmless",
+		Policy: &anypb.Any{TypeUrl: "type.googleapis.com/evil.Nope", Value: []byte{1, 2, 3}}})
+	wantCodeOf(t, "a creation with an Any policy no purpose takes", err, codes.InvalidArgument)
+	_, err = e.keys(opsID).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "treasury-9", Algorithm: "ES256K", Purpose: "eth",
+		EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1, 5, 137}}, Description: "harmless"})
+	show, err := e.approvals(officerA).GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: heldID(t, err)})
+	if err != nil || !strings.Contains(fmt.Sprint(show.GetApproval().GetSummary()), "137") {
+		t.Fatalf("a valid creation's summary: %v %v", show, err)
+	}
+}
+
+// Approval calls spend the quota of the rule that lets the caller
+// approve, not of an earlier unrated rule naming it for something else.
+func TestApprovalCallsSpendTheApproversRule(t *testing.T) {
+	e := newDualEnv(t, strings.Replace(approvalPolicy, "rules:\n", `rules:
+  - identity: spiffe://example.org/officer/*
+    keys: ["public-*"]
+    allow: [keys.read]
+  - identity: spiffe://example.org/officer/*
+    keys: ["treasury-*"]
+    allow: [approvals.approve]
+    rate: 1/h
+    burst: 2
+`, 1))
+	ctx := context.Background()
+	ok := 0
+	for range 20 {
+		if _, err := e.approvals(officerA).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{}); err == nil {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Errorf("%d of 20 ListApprovals passed a 1/h burst 2 approvals rule", ok)
+	}
 }

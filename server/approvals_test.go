@@ -554,11 +554,11 @@ func TestWithdrawnRightsStopAHeldRequest(t *testing.T) {
 // flakyAnchors fails the store operations on names under a prefix, as a
 // store that goes away would; with loseEnd set, it fails the write that
 // records an approved request's end (a store blip, or a kill -9, right
-// after the run).
+// after the run), and with loseClaim the one that claims it to run.
 type flakyAnchors struct {
 	keyring.Anchors
-	failing atomic.Pointer[string]
-	loseEnd atomic.Bool
+	failing            atomic.Pointer[string]
+	loseEnd, loseClaim atomic.Bool
 }
 
 func (f *flakyAnchors) fault(name string) error {
@@ -588,8 +588,10 @@ func (f *flakyAnchors) UpdateAnchor(ctx context.Context, name string, fn func([]
 	}
 	return f.Anchors.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
 		out, err := fn(old)
-		if err == nil && f.loseEnd.Load() && strings.HasPrefix(name, "approvals/") &&
-			(bytes.Contains(out, []byte(`"state":"done"`)) || bytes.Contains(out, []byte(`"state":"failed"`))) {
+		state := func(s string) bool {
+			return strings.HasPrefix(name, "approvals/") && bytes.Contains(out, []byte(`"state":"`+s+`"`))
+		}
+		if err == nil && (f.loseEnd.Load() && (state("done") || state("failed")) || f.loseClaim.Load() && state("running")) {
 			return nil, errs.New(errs.Unavailable, "store unavailable")
 		}
 		return out, err
@@ -597,10 +599,11 @@ func (f *flakyAnchors) UpdateAnchor(ctx context.Context, name string, fn func([]
 }
 
 // newFlakyEnv is a dual-control server over a flakyAnchors store, with
-// claims of lease (the default if 0) and no sweep: a test runs requests.
-func newFlakyEnv(t *testing.T, lease time.Duration) (*dualEnv, *flakyAnchors) {
+// claims of lease (the default if 0), no sweep (a test runs requests) and
+// policy (approvalPolicy if none).
+func newFlakyEnv(t *testing.T, lease time.Duration, policy ...string) (*dualEnv, *flakyAnchors) {
 	flaky := &flakyAnchors{}
-	e := newDualEnvWith(t, approvalPolicy, func(o *server.Options) {
+	e := newDualEnvWith(t, append(policy, approvalPolicy)[0], func(o *server.Options) {
 		flaky.Anchors = o.Anchors
 		o.Anchors, o.ApprovalLease, o.ApprovalSweep = flaky, lease, time.Hour
 	})

@@ -69,15 +69,15 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	return ctx, heldError(held)
 }
 
-// idempotent are the methods whose second run has the first's effect, so
-// an approved request of theirs whose run was interrupted runs again: a
-// transaction is answered by the nonce guard, a revoked generation or a
-// disabled key stays so. Any other is failed as interrupted instead.
+// idempotent are the methods whose second run has the first's effect
+// whatever happened in between, so an approved request of theirs whose
+// run was interrupted runs again: a transaction is answered by the nonce
+// guard, a revocation cannot be undone. Any other is failed as
+// interrupted instead: a second disable or enable, say, would replay a
+// stale decision over a newer one.
 var idempotent = map[string]bool{
 	sigilv1.EthereumService_SignTransaction_FullMethodName: true,
 	sigilv1.KeyService_RevokeGeneration_FullMethodName:     true,
-	sigilv1.KeyService_DisableKey_FullMethodName:           true,
-	sigilv1.KeyService_EnableKey_FullMethodName:            true,
 }
 
 // looseningKey marks the context of a policy change on a key whose
@@ -190,8 +190,15 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 	var sum []approval.Field
 	switch r := req.(type) {
 	case *sigilv1.CreateKeyRequest:
+		if _, _, err := s.keySvc.createPolicy(r); err != nil { // refused, not held
+			return f, nil, err
+		}
+		request, err := compactJSON(r)
+		if err != nil {
+			return f, nil, err
+		}
 		sum = append(sum, approval.Field{Name: "algorithm", Value: r.GetAlgorithm()}, approval.Field{Name: "purpose", Value: r.GetPurpose()},
-			approval.Field{Name: "backend", Value: r.GetBackend()}, approval.Field{Name: "request", Value: compactJSON(r)})
+			approval.Field{Name: "backend", Value: r.GetBackend()}, approval.Field{Name: "request", Value: request})
 	case *sigilv1.RotateKeyRequest:
 		if r.GetImmediate() || !s.rotatesOnSchedule(ctx, r.GetId()) {
 			f.Actions = []string{actionRotateNow}
@@ -224,10 +231,14 @@ func (s *Server) rotatesOnSchedule(ctx context.Context, id string) bool {
 	return err == nil && p.Rotation() == keyring.RotateScheduled
 }
 
-// compactJSON is m in protobuf JSON, for a summary.
-func compactJSON(m proto.Message) string {
-	b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
-	return string(b)
+// compactJSON is m in protobuf JSON, for a summary; an error (an Any
+// whose type is unknown) refuses the request rather than hide part of it.
+func compactJSON(m proto.Message) (string, error) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return "", errs.New(errs.InvalidArgument, "request: %v", err)
+	}
+	return string(b), nil
 }
 
 // loosens reports whether the policy an UpdateKeyPolicy request asks for

@@ -33,12 +33,7 @@ var _ sigilv1.KeyServiceServer = (*keyService)(nil)
 const defaultPurpose = "raw"
 
 func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyRequest) (*sigilv1.CreateKeyResponse, error) {
-	name := cmp.Or(req.GetPurpose(), defaultPurpose)
-	p, err := s.purpose(name)
-	if err != nil {
-		return nil, err
-	}
-	policy, err := s.requestedPolicy(req, p, errs.InvalidArgument)
+	name, policy, err := s.createPolicy(req)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +47,18 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	}
 	pk, err := s.keyToProto(k)
 	return &sigilv1.CreateKeyResponse{Key: pk}, err
+}
+
+// createPolicy is the purpose a CreateKey request names and the policy it
+// carries for it.
+func (s *keyService) createPolicy(req *sigilv1.CreateKeyRequest) (string, any, error) {
+	name := cmp.Or(req.GetPurpose(), defaultPurpose)
+	p, err := s.purpose(name)
+	if err != nil {
+		return "", nil, err
+	}
+	policy, err := s.requestedPolicy(req, p, errs.InvalidArgument)
+	return name, policy, err
 }
 
 // purpose returns the purpose a client named.

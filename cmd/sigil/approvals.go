@@ -128,7 +128,11 @@ func printRequest(w io.Writer, a *sigilv1.Approval, raw []byte) error {
 	if err := proto.Unmarshal(raw, m); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "request (%s): %s\n", md.Input().FullName(), approval.Printable(string(protoJSON(m))))
+	text, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("the request cannot be shown whole (%v): do not approve it", err)
+	}
+	_, err = fmt.Fprintf(w, "request (%s): %s\n", md.Input().FullName(), approval.Printable(string(text)))
 	return err
 }
 

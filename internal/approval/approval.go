@@ -272,17 +272,14 @@ func (r *Request) Approve(ids []identity.ID, sum string, now time.Time) (bool, e
 }
 
 // Deny records that the caller with ids refused the request, which will
-// never run: one waiting for approvals, or approved but not running (not
-// yet claimed, or its runner died).
+// never run: one waiting for approvals, or approved and not yet claimed.
+// One whose run started cannot be denied, even if its runner died: it
+// may have taken effect.
 func (r *Request) Deny(ids []identity.ID, reason string, now time.Time) error {
 	if r.StateAt(now) == Expired {
 		return errs.New(errs.FailedPrecondition, "approval %s expired at %s", r.ID, r.Expires.UTC().Format(time.RFC3339))
 	}
-	open := []State{Pending, Approved}
-	if now.After(r.LeaseUntil) {
-		open = append(open, Running)
-	}
-	who, err := r.decider(ids, open...)
+	who, err := r.decider(ids, Pending, Approved)
 	if err != nil {
 		return err
 	}

@@ -229,15 +229,21 @@ func (p *Policy) Decide(ids []identity.ID, op Op, keyID string, now time.Time) D
 }
 
 // DecideAny authorizes a call that each handler authorizes for itself
-// (the approval service's): a rule must name one of ids, for any
-// operation, and the call spends one of that rule's quota under op.
+// (the approval service's, op): a rule must name one of ids, and the call
+// spends one of that rule's quota under op — the first rule allowing op
+// on any key, else the first naming the caller at all.
 func (p *Policy) DecideAny(ids []identity.ID, op Op, now time.Time) Decision {
-	for i := range p.rules {
-		r := &p.rules[i]
-		for _, id := range ids {
-			if r.who.Match(id) {
-				wait, ok := p.quotas.take(r, id, op, now)
-				return Decision{Who: id, OK: ok, Rule: r.Identity, RetryAfter: wait}
+	for _, wantOp := range []bool{true, false} {
+		for i := range p.rules {
+			r := &p.rules[i]
+			if wantOp && !slices.Contains(r.Allow, op) {
+				continue
+			}
+			for _, id := range ids {
+				if r.who.Match(id) {
+					wait, ok := p.quotas.take(r, id, op, now)
+					return Decision{Who: id, OK: ok, Rule: r.Identity, RetryAfter: wait}
+				}
 			}
 		}
 	}
