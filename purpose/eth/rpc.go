@@ -254,18 +254,34 @@ func (h *rpcHandler) mayUseAny(ctx context.Context) error {
 	return err
 }
 
+// chargeAny spends one request of the caller's quota under the first
+// signing operation a rule allows it on any key; PermissionDenied if none.
+func (h *rpcHandler) chargeAny(ctx context.Context) error {
+	var err error
+	for _, op := range signOps {
+		if err = h.inv.Charge(ctx, op, ""); err == nil || !denied(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// denied reports whether err is a refusal by the access rules.
+func denied(err error) bool {
+	return errs.Is(err, errs.PermissionDenied) || status.Code(err) == codes.PermissionDenied
+}
+
 // mayUse reports whether the caller may sign with key id at all.
 func (h *rpcHandler) mayUse(ctx context.Context, id string) bool {
 	return slices.ContainsFunc(signOps, func(op authz.Op) bool { return h.inv.Allowed(ctx, op, id) == nil })
 }
 
 // accounts are the addresses of the eth keys the caller may sign with.
+// The listing scans the keyring, so it spends the caller's quota: that
+// of the rule that lets it sign (the first of the signing operations one
+// allows).
 func (h *rpcHandler) accounts(ctx context.Context) ([]common.Address, error) {
-	if err := h.mayUseAny(ctx); err != nil {
-		return nil, err
-	}
-	// A listing, charged as gRPC's ListKeys is (it scans the keyring).
-	if err := h.inv.Charge(ctx, authz.KeysRead, ""); err != nil && !errs.Is(err, errs.PermissionDenied) && status.Code(err) != codes.PermissionDenied {
+	if err := h.chargeAny(ctx); err != nil {
 		return nil, err
 	}
 	out := []common.Address{}

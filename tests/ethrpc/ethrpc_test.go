@@ -320,6 +320,22 @@ rules:
 	if !strings.Contains(last, `"code":-32004`) || !strings.Contains(last, `"retry_after_ms":`) {
 		t.Fatalf("the sixth call in a row at 2/s: %s", last)
 	}
+	// Listing accounts scans the keyring: it spends the same quota, that
+	// of the rule letting the caller sign.
+	time.Sleep(1500 * time.Millisecond)
+	answers := ""
+	for range 6 {
+		resp, err := client.Post("https://"+e.EthRPC, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_accounts","params":[]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answers += string(b)
+	}
+	if !strings.Contains(answers, strings.ToLower(addr[2:])) && !strings.Contains(answers, addr) || !strings.Contains(answers, `"code":-32004`) {
+		t.Fatalf("six account listings in a row at 2/s: %s", answers)
+	}
 }
 
 // A JSON-RPC call an approval rule holds is refused with the approval ID
