@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -53,4 +55,35 @@ func (c *Client) ApprovalResult(ctx context.Context, id string) (proto.Message, 
 		return nil, err
 	}
 	return resp.GetResult().UnmarshalNew()
+}
+
+// AwaitApprovalResult is ApprovalResult once held request id ended: it
+// asks every poll while the request waits for approvals or runs, until
+// ctx ends. A denied, expired or failed request ends it with its error.
+func (c *Client) AwaitApprovalResult(ctx context.Context, id string, poll time.Duration) (proto.Message, error) {
+	ac := sigilv1.NewApprovalServiceClient(c.conn)
+	for {
+		res, err := c.ApprovalResult(ctx, id)
+		if ctx.Err() == nil && !waiting(ctx, ac, id, err) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// waiting reports whether err, the answer to a result, says request id
+// has yet to end: it runs (Unavailable), or it is pending.
+func waiting(ctx context.Context, ac sigilv1.ApprovalServiceClient, id string, err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.FailedPrecondition:
+		a, gerr := ac.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
+		return ctx.Err() != nil || gerr == nil && a.GetApproval().GetState() == "pending"
+	}
+	return false
 }

@@ -366,10 +366,16 @@ approvals:
 	if _, err := app.ApprovalResult(ctx, id); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("the result before approval: %v", err)
 	}
-	if a, err := officer.Approve(ctx, id, ""); err != nil || a.GetState() != "done" {
-		t.Fatalf("Approve: %v %v", a, err)
+	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := app.AwaitApprovalResult(waitCtx, id, 20*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("awaiting a request nobody approves: %v", err)
 	}
-	res, err := app.ApprovalResult(ctx, id)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		officer.Approve(ctx, id, "")
+	}()
+	res, err := app.AwaitApprovalResult(ctx, id, 20*time.Millisecond)
 	out, ok := res.(*sigilv1.SignTransactionResponse)
 	if err != nil || !ok {
 		t.Fatalf("ApprovalResult: %T %v", res, err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/spf13/cobra"
@@ -174,13 +175,14 @@ func newApprovalsDeny(c *clientFlags) *cobra.Command {
 }
 
 func newApprovalsResult(c *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "result ID",
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "result ID [--wait DUR]",
 		Short: "Print what a held request gave once it ran (as its own command would), or fail saying what it waits for",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.use(cmd.Context(), func(cl *client.Client) error {
-				res, err := cl.ApprovalResult(cmd.Context(), args[0])
+				res, err := awaitResult(cmd.Context(), cl, args[0], wait)
 				if err != nil {
 					return err
 				}
@@ -188,6 +190,19 @@ func newApprovalsResult(c *clientFlags) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().DurationVar(&wait, "wait", 0, "wait up to DUR for the request to be approved and run (or to end otherwise)")
+	return cmd
+}
+
+// awaitResult is the result of held request id, asked once, or with
+// wait, polled until it ends or wait passes.
+func awaitResult(ctx context.Context, cl *client.Client, id string, wait time.Duration) (proto.Message, error) {
+	if wait <= 0 {
+		return cl.ApprovalResult(ctx, id)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return cl.AwaitApprovalResult(ctx, id, 2*time.Second)
 }
 
 // printResult prints a held request's response as the command that

@@ -330,15 +330,11 @@ func TestApprovedRequestSurvivesKill9(t *testing.T) {
 				t.Fatalf("the failpoint did not fire: %s", out)
 			}
 			w.procs[0].Died(t, 5*time.Second)
-			var raw string
-			for deadline := time.Now().Add(15 * time.Second); raw == "" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-				if out, err := w.as(treasury, 1, "approvals", "result", id); err == nil {
-					raw = strings.TrimSpace(out)
-				}
+			out, err := w.as(treasury, 1, "approvals", "result", id, "--wait", "20s")
+			if err != nil {
+				t.Fatalf("no result within 20s of the crash: %v %s\n%s", err, out, w.procs[1].Logs.String())
 			}
-			if raw == "" {
-				t.Fatalf("no result within 15s of the crash: %s", w.procs[1].Logs.String())
-			}
+			raw := strings.TrimSpace(out)
 			w.start(0, "")
 			if out := strings.TrimSpace(w.must(treasury, 0, "approvals", "result", id)); out != raw {
 				t.Fatalf("the restarted replica answers %s, the other %s", out, raw)
