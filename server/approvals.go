@@ -328,42 +328,54 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 	if _, ok := s.authorize([]identity.ID{who}, authz.Op(r.Operation), r.KeyID); !ok {
 		return nil, errs.New(errs.PermissionDenied, "the access rules no longer allow %s %s on %s", r.Requester, r.Operation, r.KeyID)
 	}
-	if n := s.standingVotes(r); n < r.Quorum {
-		return nil, errs.New(errs.PermissionDenied, "only %d of the approvals come from identities the access rules still let approve; %d needed", n, r.Quorum)
+	req, err := approval.DecodeRequest(r.Method, payload, r.PayloadSHA256)
+	if err != nil {
+		return nil, err
 	}
-	dec := func(v any) error {
-		if sum := sha256.Sum256(payload); payload == nil || hex.EncodeToString(sum[:]) != r.PayloadSHA256 {
-			return errs.New(errs.FailedPrecondition, "the held request's bytes are lost, or not those approved")
-		}
-		if err := proto.Unmarshal(payload, v.(proto.Message)); err != nil {
-			return errs.New(errs.Internal, "the held request: %w", err)
-		}
-		if p := s.payloadOf(r.Method, v); p != nil {
-			sum := sha256.Sum256(p)
-			rec.PayloadSHA256 = hex.EncodeToString(sum[:])
-		}
-		return nil
+	if err := s.quorumNow(ctx, r, req); err != nil {
+		return nil, err
 	}
-	resp, err := m.desc.Handler(m.srv, ctx, dec, nil)
+	if p := s.payloadOf(r.Method, req); p != nil {
+		sum := sha256.Sum256(p)
+		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
+	}
+	resp, err := m.desc.Handler(m.srv, ctx, func(v any) error { proto.Merge(v.(proto.Message), req); return nil }, nil)
 	if err != nil {
 		return nil, err
 	}
 	return resp.(proto.Message), nil
 }
 
-// standingVotes counts r's approvals whose approver the access rules in
-// force still allow approvals.approve on r's key: a quorum made with
-// rights since withdrawn does not run.
-func (s *Server) standingVotes(r *approval.Request) int {
+// quorumNow checks r's approvals against the rules in force, for the
+// request as it reads now: the approval rule that would hold it now (if
+// it asks at least the quorum r was held under; else r's own) must be
+// met by approvals of identities it names that the access rules still
+// let approve on the key. A rule made stricter since, a request whose
+// facts changed (a transaction that now replaces another, a policy
+// change that now loosens), or rights withdrawn stop the run.
+func (s *Server) quorumNow(ctx context.Context, r *approval.Request, req proto.Message) error {
+	facts, _, err := s.review(ctx, r.Method, authz.Op(r.Operation), req)
+	if err != nil {
+		return err
+	}
+	need, named := r.Quorum, func(id identity.ID) bool { _, ok := r.Approver([]identity.ID{id}); return ok }
+	if rule := s.opts.Authz.Approval(authz.Op(r.Operation), r.KeyID, facts); rule != nil && rule.QuorumSize() >= need {
+		need, named = rule.QuorumSize(), rule.IsApprover
+	}
 	n := 0
 	for _, v := range r.Approvals {
-		if id, err := identity.Parse(v.Identity); err == nil {
-			if _, ok := s.authorize([]identity.ID{id}, authz.ApprovalsApprove, r.KeyID); ok {
-				n++
-			}
+		id, err := identity.Parse(v.Identity)
+		if err != nil || !named(id) {
+			continue
+		}
+		if _, ok := s.authorize([]identity.ID{id}, authz.ApprovalsApprove, r.KeyID); ok {
+			n++
 		}
 	}
-	return n
+	if n < need {
+		return errs.New(errs.PermissionDenied, "the approvals no longer make the quorum the rules in force ask of this request: %d of %d (approvers the rules name, still allowed to approve)", n, need)
+	}
+	return nil
 }
 
 // sweepApprovals, every interval until ctx ends, runs the approved

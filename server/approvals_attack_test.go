@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,8 +87,8 @@ func TestStagedPolicyChangeCannotUndoATightening(t *testing.T) {
 	if a, err := e.approve(officerA, tighten); err != nil || a.GetState() != "done" {
 		t.Fatal(a, err)
 	}
-	a, err := e.approve(officerB, noop)
-	if err != nil || a.GetState() != "failed" || !strings.Contains(a.GetErrorMessage(), "loosens") {
+	a, err := e.approve(officerB, noop) // stopped by the quorum a loosening asks now (and, were that met, by the guard in the update)
+	if err != nil || a.GetState() != "failed" || !strings.Contains(a.GetErrorMessage(), "1 of 2") {
 		t.Fatalf("the staged change after the tightening: %v %v", a, err)
 	}
 	if got := maxValue(t, e); got != oneETH {
@@ -437,5 +439,31 @@ func TestApprovalCallsSpendTheApproversRule(t *testing.T) {
 	}
 	if ok != 2 {
 		t.Errorf("%d of 20 ListApprovals passed a 1/h burst 2 approvals rule", ok)
+	}
+}
+
+// An approval rule made stricter between hold and run stops the run: the
+// approvals must make the quorum the rules in force ask.
+func TestRuleTightenedSinceHoldStopsTheRun(t *testing.T) {
+	e := newDualEnv(t)
+	_, err := e.signTx(0, "0x1bc16d674ec80000", "0x10")
+	id := heldID(t, err)
+	if _, err := e.approve(officerA, id); err != nil {
+		t.Fatal(err)
+	}
+	stricter := strings.Replace(approvalPolicy, "    quorum: 2\n    expires: 1h\n", "    quorum: 3\n    expires: 1h\n", 1)
+	if stricter == approvalPolicy {
+		t.Fatal("the rule is not where the test expects it")
+	}
+	os.WriteFile(filepath.Join(filepath.Dir(e.AuditLog), "policy.yaml"), []byte(stricter), 0o600)
+	if err := e.Authz.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.approve(officerB, id)
+	if err != nil || a.GetState() != "failed" || !strings.Contains(a.GetErrorMessage(), "2 of 3") {
+		t.Fatalf("the old quorum under a stricter rule: %v %v", a, err)
+	}
+	if runs := runsOf(t, e, id); len(runs) != 1 || runs[0].Outcome != "failed" {
+		t.Fatalf("the run: %+v", runs)
 	}
 }

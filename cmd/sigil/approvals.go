@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,8 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/sigil-hsm/sigil/client"
 	"github.com/sigil-hsm/sigil/internal/approval"
@@ -112,28 +108,15 @@ func printRequest(w io.Writer, a *sigilv1.Approval, raw []byte) error {
 		_, err := fmt.Fprintln(w, "request: no longer kept")
 		return err
 	}
-	if sum := sha256.Sum256(raw); hex.EncodeToString(sum[:]) != a.GetPayloadSha256() {
-		return fmt.Errorf("the request's bytes do not hash to %s: do not approve it", a.GetPayloadSha256())
-	}
-	name := protoreflect.FullName(strings.ReplaceAll(strings.TrimPrefix(a.GetMethod(), "/"), "/", "."))
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
-	md, ok := d.(protoreflect.MethodDescriptor)
-	if err != nil || !ok {
-		return fmt.Errorf("method %s: this sigil does not know it", approval.Printable(a.GetMethod()))
-	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+	m, err := approval.DecodeRequest(a.GetMethod(), raw, a.GetPayloadSha256())
 	if err != nil {
-		return err
-	}
-	m := mt.New().Interface()
-	if err := proto.Unmarshal(raw, m); err != nil {
-		return err
+		return fmt.Errorf("%v: do not approve it", err)
 	}
 	text, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("the request cannot be shown whole (%v): do not approve it", err)
 	}
-	_, err = fmt.Fprintf(w, "request (%s): %s\n", md.Input().FullName(), approval.Printable(string(text)))
+	_, err = fmt.Fprintf(w, "request (%s): %s\n", m.ProtoReflect().Descriptor().FullName(), approval.Printable(string(text)))
 	return err
 }
 

@@ -25,6 +25,7 @@ package approval
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"regexp"
@@ -33,6 +34,10 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
@@ -162,6 +167,30 @@ func CheckState(s string) error {
 		return nil
 	}
 	return errs.New(errs.InvalidArgument, "state: %.32q is none of pending, approved, running, done, failed, denied, expired", s)
+}
+
+// DecodeRequest reads a held request's bytes as the message of its
+// method's request type, after checking they hash to sum, the hash its
+// approvals name.
+func DecodeRequest(method string, payload []byte, sum string) (proto.Message, error) {
+	if h := sha256.Sum256(payload); payload == nil || hex.EncodeToString(h[:]) != sum {
+		return nil, errs.New(errs.FailedPrecondition, "the held request's bytes are lost, or do not hash to %s", sum)
+	}
+	name := protoreflect.FullName(strings.ReplaceAll(strings.TrimPrefix(method, "/"), "/", "."))
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if err != nil || !ok {
+		return nil, errs.New(errs.FailedPrecondition, "method %s: unknown here", Printable(method))
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+	if err != nil {
+		return nil, errs.New(errs.FailedPrecondition, "method %s: its request type is unknown here", Printable(method))
+	}
+	m := mt.New().Interface()
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return nil, errs.New(errs.FailedPrecondition, "the held request does not decode: %v", err)
+	}
+	return m, nil
 }
 
 // NewID is a fresh request ID: 16 random bytes in hex.
