@@ -467,3 +467,24 @@ func TestRuleTightenedSinceHoldStopsTheRun(t *testing.T) {
 		t.Fatalf("the run: %+v", runs)
 	}
 }
+
+// Revoking a JWT key's signing generation activates the next at once: a
+// rule holding rotate-now holds it; a revocation that activates nothing
+// (a raw key's) it does not.
+func TestRevokingTheSigningGenerationIsRotateNow(t *testing.T) {
+	e := newDualEnv(t, strings.Replace(approvalPolicy, "actions: [revoke, loosen-policy, schedule-deletion, disable, rotate-now]", "actions: [rotate-now]", 1))
+	ctx := context.Background()
+	for _, k := range []*sigilv1.CreateKeyRequest{{Id: "treasury-jwt", Algorithm: "ES256", Purpose: "jwt"}, {Id: "treasury-raw", Algorithm: "ES256", Purpose: "raw"}} {
+		if _, err := e.keys(opsID).CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.keys(opsID).RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: "treasury-jwt", Generation: 1})
+	heldID(t, err)
+	if gs := generations(t, e, "treasury-jwt"); gs[0].GetState() != "active" {
+		t.Fatalf("the JWT key's signing generation, unapproved: %s", gs[0].GetState())
+	}
+	if _, err := e.keys(opsID).RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: "treasury-raw", Generation: 1}); err != nil {
+		t.Fatalf("a raw key's revocation under a rule on rotate-now only: %v", err)
+	}
+}

@@ -204,6 +204,9 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 			f.Actions = []string{actionRotateNow}
 		}
 	case *sigilv1.RevokeGenerationRequest:
+		if s.revokesActive(ctx, r) { // the next generation signs at once
+			f.Actions = append(f.Actions, actionRotateNow)
+		}
 		sum = append(sum, approval.Field{Name: "generation", Value: strconv.Itoa(int(r.GetGeneration()))})
 	case *sigilv1.ScheduleKeyDeletionRequest:
 		sum = append(sum, approval.Field{Name: "window", Value: r.GetWindow().AsDuration().String()})
@@ -229,6 +232,19 @@ func (s *Server) rotatesOnSchedule(ctx context.Context, id string) bool {
 	}
 	p, err := keyring.LookupPurpose(k.Purpose)
 	return err == nil && p.Rotation() == keyring.RotateScheduled
+}
+
+// revokesActive reports whether a revocation takes the signing generation
+// of a key that rotates on schedule: the next generation is then
+// activated at once, as rotate-now would.
+func (s *Server) revokesActive(ctx context.Context, r *sigilv1.RevokeGenerationRequest) bool {
+	k, err := s.opts.Keyring.Get(ctx, r.GetId())
+	if err != nil || !s.rotatesOnSchedule(ctx, r.GetId()) {
+		return false
+	}
+	return slices.ContainsFunc(k.Generations, func(g keyring.Generation) bool {
+		return g.Number == int(r.GetGeneration()) && g.State == keyring.StateActive
+	})
 }
 
 // compactJSON is m in protobuf JSON, for a summary; an error (an Any
