@@ -24,11 +24,12 @@ import (
 )
 
 // approvalService implements sigil.v1.ApprovalService. Its methods name
-// approval IDs, not keys, so the access checks admit any authenticated
-// caller to them and each method authorizes against the request it
-// reads: approvers (named by the holding rule, and allowed
-// approvals.approve on the key by the access rules in force) may see,
-// approve and deny; the requester may see its own and fetch the result.
+// approval IDs, not keys, so the access checks admit to them any caller
+// a rule names (spending that rule's quota; see Server.decide) and each
+// method authorizes against the request it reads: approvers (named by
+// the holding rule, and allowed approvals.approve on the key by the
+// access rules in force) may see, approve and deny; the requester may
+// see its own and fetch the result.
 type approvalService struct {
 	sigilv1.UnimplementedApprovalServiceServer
 	s *Server
