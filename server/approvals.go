@@ -380,8 +380,8 @@ func (s *Server) quorumNow(ctx context.Context, r *approval.Request, req proto.M
 }
 
 // sweepApprovals, every interval until ctx ends, runs the approved
-// requests nobody runs (their quorum's replica died before running them)
-// and prunes those that ended long ago.
+// requests nobody runs (their quorum's replica died before running them),
+// prunes those that ended long ago and counts the others by state.
 func (s *Server) sweepApprovals(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -396,6 +396,7 @@ func (s *Server) sweepApprovals(ctx context.Context, interval time.Duration) {
 			s.log.Warn("sweeping approvals failed", "err", err)
 			continue
 		}
+		s.countHeld(all)
 		for _, r := range all {
 			if runnable(r, s.opts.Now()) {
 				if _, err := s.run(r.ID); err != nil && !errs.Is(err, errs.FailedPrecondition) {
@@ -403,6 +404,17 @@ func (s *Server) sweepApprovals(ctx context.Context, interval time.Duration) {
 				}
 			}
 		}
+	}
+}
+
+// countHeld sets the gauge of kept requests by state.
+func (s *Server) countHeld(all []*approval.Request) {
+	n := map[approval.State]float64{}
+	for _, r := range all {
+		n[r.StateAt(s.opts.Now())]++
+	}
+	for _, st := range approval.States {
+		s.metrics.held.WithLabelValues(string(st)).Set(n[st])
 	}
 }
 

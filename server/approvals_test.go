@@ -8,6 +8,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -675,4 +678,34 @@ func runsOf(t *testing.T, e *dualEnv, id string) []audit.Record {
 		}
 	}
 	return out
+}
+
+// Each sweep counts the kept requests by state on /metrics (an alert on
+// requests left pending is in docs/failure-behaviour.md), and the
+// exposition passes promlint.
+func TestSweepCountsHeldRequests(t *testing.T) {
+	e := newDualEnvWith(t, approvalPolicy, func(o *server.Options) { o.ApprovalSweep = 50 * time.Millisecond })
+	_, err := e.signTx(0, "0x1bc16d674ec80000", "0x10")
+	heldID(t, err)
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(e.AdminURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if body = string(b); strings.Contains(body, `sigil_approval_requests{state="pending"} 1`) {
+			break
+		}
+	}
+	for _, want := range []string{`sigil_approval_requests{state="pending"} 1`, `sigil_approval_requests{state="done"} 0`, `sigil_approval_steps_total{operation="eth.sign_tx",step="held"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("/metrics lacks %s", want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("promlint: %v %v", problems, err)
+	}
 }

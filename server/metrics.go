@@ -31,6 +31,7 @@ type metrics struct {
 	denials   *prometheus.CounterVec // authorization refusals by operation
 	throttled *prometheus.CounterVec // requests past a quota, by rule and operation
 	approvals *prometheus.CounterVec // dual control's steps, by operation and step
+	held      *prometheus.GaugeVec   // requests kept for dual control, by state, as the last sweep counted them
 }
 
 func newMetrics(backends map[string]signer.Backend) *metrics {
@@ -66,6 +67,9 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_approval_steps_total", Help: "Steps of requests held for dual control, by operation and step: held, approved (a vote), denied, ran, failed (the run's error).",
 		}, []string{"operation", "step"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sigil_approval_requests", Help: "Requests kept for dual control by state (pending: waiting for approvers), as this replica's last sweep counted them.",
+		}, []string{"state"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_authz_denials_total", Help: "Requests the access checks refused, by the operation asked for (unnamed: a method with no operation).",
 		}, []string{"operation"}),
@@ -74,7 +78,7 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_build_info", Help: "1, labelled with the version, commit and Go version of this binary.",
 		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "go": v.Go}})
 	build.Set(1)
-	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials, m.throttled, m.approvals,
+	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials, m.throttled, m.approvals, m.held,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
 		if pr, ok := b.(signer.PoolReporter); ok {
