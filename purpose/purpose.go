@@ -99,7 +99,10 @@ type HTTPAPI interface {
 type Reviewer interface {
 	// Review describes req, a request of method; an error means req is
 	// not one the purpose would serve (it is then answered, not held).
-	Review(ctx context.Context, d Deps, method string, req any) (authz.Facts, []approval.Field, error)
+	// Facts a condition alone needs are read only if tested(condition)
+	// says a rule tests it (it is asked on every request a rule covers);
+	// the summary is asked for with every condition tested.
+	Review(ctx context.Context, d Deps, method string, req any, tested func(cond string) bool) (authz.Facts, []approval.Field, error)
 }
 
 // Conditioned is the ability of a reviewing purpose to offer approval

@@ -355,7 +355,7 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 // facts changed (a transaction that now replaces another, a policy
 // change that now loosens), or rights withdrawn stop the run.
 func (s *Server) quorumNow(ctx context.Context, r *approval.Request, req proto.Message) error {
-	facts, _, err := s.review(ctx, r.Method, authz.Op(r.Operation), req)
+	facts, _, err := s.review(ctx, r.Method, authz.Op(r.Operation), req, s.testedOn(authz.Op(r.Operation), r.KeyID))
 	if err != nil {
 		return err
 	}

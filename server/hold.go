@@ -37,7 +37,7 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	if s.opts.Authz == nil || !s.opts.Authz.MayHold(op, rec.KeyID) {
 		return ctx, nil
 	}
-	facts, summary, err := s.review(ctx, method, op, req)
+	facts, _, err := s.review(ctx, method, op, req, s.testedOn(op, rec.KeyID))
 	if err != nil {
 		return ctx, err
 	}
@@ -45,6 +45,10 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	rule := s.opts.Authz.Approval(op, rec.KeyID, facts)
 	if rule == nil {
 		return ctx, nil
+	}
+	_, summary, err := s.review(ctx, method, op, req, everyCondition) // held: approvers read all there is
+	if err != nil {
+		return ctx, err
 	}
 	if s.approvals == nil {
 		return ctx, errs.New(errs.FailedPrecondition, "an approval rule holds this request, and this keyring store keeps no approvals")
@@ -122,7 +126,7 @@ func heldError(r *approval.Request) error {
 // them, the server's own (keys.admin) by the action they take. A request
 // that names a key that does not exist (or is of another purpose) is
 // answered, not held.
-func (s *Server) review(ctx context.Context, method string, op authz.Op, req any) (authz.Facts, []approval.Field, error) {
+func (s *Server) review(ctx context.Context, method string, op authz.Op, req any, tested func(string) bool) (authz.Facts, []approval.Field, error) {
 	head := []approval.Field{{Name: "key", Value: keyIDOf(req)}, {Name: "operation", Value: string(op)}}
 	if err := s.mustExist(ctx, method, req); err != nil {
 		return authz.Facts{}, nil, err
@@ -132,7 +136,7 @@ func (s *Server) review(ctx context.Context, method string, op authz.Op, req any
 		var sum []approval.Field
 		if r, ok := p.(purpose.Reviewer); ok {
 			var err error
-			if f, sum, err = r.Review(ctx, s.deps, method, req); err != nil {
+			if f, sum, err = r.Review(ctx, s.deps, method, req, tested); err != nil {
 				return f, nil, err
 			}
 		}
@@ -144,6 +148,15 @@ func (s *Server) review(ctx context.Context, method string, op authz.Op, req any
 	f, sum, err := s.adminReview(ctx, method, req)
 	return f, append(head, sum...), err
 }
+
+// testedOn says which conditions the approval rules on op and key keyID
+// test, so a review reads only the facts they need.
+func (s *Server) testedOn(op authz.Op, keyID string) func(string) bool {
+	return func(cond string) bool { return s.opts.Authz.Tests(op, keyID, cond) }
+}
+
+// everyCondition asks a review for every fact (for a summary).
+func everyCondition(string) bool { return true }
 
 // mustExist refuses a request on a key that does not exist, or that its
 // method's purpose does not serve; a key creation and a keyless request
@@ -188,6 +201,7 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 	}
 	f := authz.Facts{Actions: []string{action}}
 	var sum []approval.Field
+	k, _ := s.opts.Keyring.Get(ctx, keyIDOf(req)) // nil for a creation; mustExist answered for the others
 	switch r := req.(type) {
 	case *sigilv1.CreateKeyRequest:
 		if _, _, err := s.keySvc.createPolicy(r); err != nil { // refused, not held
@@ -200,11 +214,11 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 		sum = append(sum, approval.Field{Name: "algorithm", Value: r.GetAlgorithm()}, approval.Field{Name: "purpose", Value: r.GetPurpose()},
 			approval.Field{Name: "backend", Value: r.GetBackend()}, approval.Field{Name: "request", Value: request})
 	case *sigilv1.RotateKeyRequest:
-		if r.GetImmediate() || !s.rotatesOnSchedule(ctx, r.GetId()) {
+		if r.GetImmediate() || !rotatesOnSchedule(k) {
 			f.Actions = []string{actionRotateNow}
 		}
 	case *sigilv1.RevokeGenerationRequest:
-		if s.revokesActive(ctx, r) { // the next generation signs at once
+		if revokesActive(k, int(r.GetGeneration())) { // the next generation signs at once
 			f.Actions = append(f.Actions, actionRotateNow)
 		}
 		sum = append(sum, approval.Field{Name: "generation", Value: strconv.Itoa(int(r.GetGeneration()))})
@@ -223,27 +237,22 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 	return f, append([]approval.Field{{Name: "action", Value: strings.Join(f.Actions, ", ")}}, sum...), nil
 }
 
-// rotatesOnSchedule reports whether key id's purpose activates a new
+// rotatesOnSchedule reports whether k's purpose activates a new
 // generation on a schedule (jwt), not at once (raw).
-func (s *Server) rotatesOnSchedule(ctx context.Context, id string) bool {
-	k, err := s.opts.Keyring.Get(ctx, id)
-	if err != nil {
+func rotatesOnSchedule(k *keyring.Key) bool {
+	if k == nil {
 		return false
 	}
 	p, err := keyring.LookupPurpose(k.Purpose)
 	return err == nil && p.Rotation() == keyring.RotateScheduled
 }
 
-// revokesActive reports whether a revocation takes the signing generation
-// of a key that rotates on schedule: the next generation is then
+// revokesActive reports whether revoking generation n takes the signing
+// generation of k, a key that rotates on schedule: the next generation is then
 // activated at once, as rotate-now would.
-func (s *Server) revokesActive(ctx context.Context, r *sigilv1.RevokeGenerationRequest) bool {
-	k, err := s.opts.Keyring.Get(ctx, r.GetId())
-	if err != nil || !s.rotatesOnSchedule(ctx, r.GetId()) {
-		return false
-	}
-	return slices.ContainsFunc(k.Generations, func(g keyring.Generation) bool {
-		return g.Number == int(r.GetGeneration()) && g.State == keyring.StateActive
+func revokesActive(k *keyring.Key, n int) bool {
+	return rotatesOnSchedule(k) && slices.ContainsFunc(k.Generations, func(g keyring.Generation) bool {
+		return g.Number == n && g.State == keyring.StateActive
 	})
 }
 

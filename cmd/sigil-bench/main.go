@@ -188,6 +188,9 @@ func run(out string, dur time.Duration) error {
 	if rep.ethRPC, err = b.ethRPCTable(secured); err != nil {
 		return err
 	}
+	if rep.reviewed, err = b.reviewedTable(secured); err != nil {
+		return err
+	}
 	if kmsEndpoint != "" {
 		if rep.kms, err = b.kmsTable(kmsEndpoint); err != nil {
 			return err
@@ -381,7 +384,12 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, _, stop, err := b.startServer(b.kr, server.Options{TLS: serverTLS, Authz: authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), Audit: al},
+	policy, err := authz.Parse(securedPolicy())
+	if err != nil {
+		al.Close()
+		return nil, nil, err
+	}
+	conn, _, stop, err := b.startServer(b.kr, server.Options{TLS: serverTLS, Authz: authz.Fixed(policy), Audit: al},
 		credentials.NewTLS(clientTLS), map[string]net.Listener{"eth": eth})
 	if err != nil {
 		al.Close()
@@ -390,6 +398,50 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 	b.ethRPC = "https://" + eth.Addr().String()
 	b.ethRPCClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 64}}
 	return conn, func() { stop(); al.Close() }, nil
+}
+
+// reviewedKey is the eth key an approval rule of the secured server's
+// policy covers, with a condition its transactions never meet.
+const reviewedKey = "bench-eth-reviewed"
+
+// securedPolicy lets the dev client do everything, as --dev does, and
+// has an approval rule on reviewedKey that holds no transaction the bench
+// sends (their value is 1 ETH), so every one is reviewed and runs.
+func securedPolicy() []byte {
+	ops := make([]string, 0, len(authz.Ops()))
+	for _, op := range authz.Ops() {
+		ops = append(ops, string(op))
+	}
+	return []byte(fmt.Sprintf(`rules:
+  - identity: %[1]s
+    keys: ["*"]
+    allow: [%[2]s]
+approvals:
+  - operation: eth.sign_tx
+    keys: [%[3]s]
+    when: {value_gte: "1000000000000000000000000"}
+    approvers: [%[1]s]
+    quorum: 1
+`, mtls.DevClientIdentity, strings.Join(ops, ", "), reviewedKey))
+}
+
+// reviewedTable: SignTransaction on the secured server with a key no
+// approval rule covers against one a rule covers whose condition does
+// not hold: what reviewing a transaction for dual control costs (parsing
+// it again, reading the key and its nonce record) when it runs at once.
+func (b *bench) reviewedTable(secured *grpc.ClientConn) ([]row, error) {
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: reviewedKey, Purpose: eth.Name, Algorithm: signer.ES256K,
+		Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
+		return nil, err
+	}
+	ec := sigilv1.NewEthereumServiceClient(secured)
+	signTx := func(id string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := ec.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: id, Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
+			return err
+		}
+	}
+	return b.pair("SignTransaction, reviewed", signTx("bench-eth"), signTx(reviewedKey), []int{1, 16})
 }
 
 // ethRPCTable: EIP-1559 eth_signTransaction over the JSON-RPC endpoint

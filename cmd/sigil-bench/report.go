@@ -23,9 +23,9 @@ func (r row) ratio() float64          { return r.measured.opsPerSec / r.base.ops
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
-	floor                                                []result
-	sign, jwt, jwks, eth, secured, ethRPC, kms, replicas []row
-	cpu                                                  []cpuRow
+	floor                                                          []result
+	sign, jwt, jwks, eth, secured, ethRPC, reviewed, kms, replicas []row
+	cpu                                                            []cpuRow
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -63,6 +63,9 @@ func (rep report) write(path string, dur time.Duration) error {
 	b.WriteString("\n## eth_signTransaction over the Ethereum JSON-RPC endpoint against SignTransaction over gRPC\n\n")
 	b.WriteString("Both on the secured server: mTLS with the dev client certificate, the policy and the audit log; the JSON-RPC side over HTTPS keep-alive connections, each call run in process through the same access path.\n\n")
 	table(&b, "gRPC", "JSON-RPC", rep.ethRPC)
+	b.WriteString("\n## SignTransaction on a key an approval rule covers against one no rule covers\n\n")
+	b.WriteString("Both on the secured server. The rule (dual control) holds transactions of 10^24 wei and more; the bench's move 1 ETH, so each is reviewed (parsed again, its key and nonce record read) and runs at once. Each transaction takes a new nonce, so both sides make the nonce guard's two durable ledger writes.\n\n")
+	table(&b, "uncovered", "reviewed", rep.reviewed)
 	b.WriteString("\n## ES256 Sign over three replicas sharing a keyring in etcd against one replica\n\n")
 	b.WriteString("Each replica has its own etcd client, in-memory keyring and gRPC server over the one SoftHSM token; the load is spread round-robin. Signing reads the keyring from memory, so etcd is off the signing path; on this 2-core machine the table shows what replication costs, not how it scales.\n\n")
 	table(&b, "1 replica", "3 replicas", rep.replicas)

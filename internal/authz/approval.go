@@ -208,6 +208,25 @@ func (r *ApprovalRule) holds(f Facts) bool {
 	return !r.When.Replacement || f.Replacement
 }
 
+// Tests reports whether an approval rule about op on keyID sets the
+// condition cond (authz.Cond*): the facts only it needs are read then.
+func (p *Policy) Tests(op Op, keyID, cond string) bool {
+	return slices.ContainsFunc(p.approvals, func(r ApprovalRule) bool {
+		if !r.covers(op, keyID) {
+			return false
+		}
+		switch cond {
+		case CondValueGTE:
+			return r.valueGTE != nil
+		case CondToNotIn:
+			return len(r.When.ToNotIn) > 0
+		case CondReplacement:
+			return r.When.Replacement
+		}
+		return false
+	})
+}
+
 // MayHold reports whether an approval rule is about op on keyID at all,
 // so that only those requests are read for their facts.
 func (p *Policy) MayHold(op Op, keyID string) bool {
@@ -227,6 +246,9 @@ func (p *Policy) Approval(op Op, keyID string, f Facts) *ApprovalRule {
 	}
 	return best
 }
+
+// Tests applies the policy in force.
+func (a *Authorizer) Tests(op Op, keyID, cond string) bool { return a.cur.Load().Tests(op, keyID, cond) }
 
 // MayHold applies the policy in force.
 func (a *Authorizer) MayHold(op Op, keyID string) bool { return a.cur.Load().MayHold(op, keyID) }

@@ -69,6 +69,10 @@ func TestApprovalRulesMatch(t *testing.T) {
 	if !p.MayHold(EthSignTx, "treasury-9") || p.MayHold(EthSignTx, "hot-1") || p.MayHold(SignRaw, "treasury-1") {
 		t.Error("MayHold")
 	}
+	if !p.Tests(EthSignTx, "treasury-1", CondValueGTE) || !p.Tests(EthSignTx, "treasury-1", CondToNotIn) ||
+		p.Tests(EthSignTx, "treasury-1", CondReplacement) || p.Tests(EthSignTx, "hot-1", CondValueGTE) {
+		t.Error("Tests: which conditions the rules on a key set")
+	}
 	r := p.Approval(EthSignTx, "treasury-1", Facts{To: other})
 	if r.Lifetime().Minutes() != 10 || !r.IsApprover(identity.ID{Kind: identity.URI, Name: "spiffe://example.org/officer/a"}) ||
 		r.IsApprover(identity.ID{Kind: identity.CN, Name: "spiffe://example.org/officer/a"}) {

@@ -36,10 +36,10 @@ func (Purpose) Conditions() map[authz.Op][]string {
 // Review implements purpose.Reviewer. A transaction the key's policy
 // refuses is not held (it is refused), so approvers never see one that
 // could not run.
-func (Purpose) Review(ctx context.Context, d purpose.Deps, _ string, req any) (authz.Facts, []approval.Field, error) {
+func (Purpose) Review(ctx context.Context, d purpose.Deps, _ string, req any, tested func(string) bool) (authz.Facts, []approval.Field, error) {
 	switch r := req.(type) {
 	case *sigilv1.SignTransactionRequest:
-		return reviewTx(ctx, d, r)
+		return reviewTx(ctx, d, r, tested(authz.CondReplacement))
 	case *sigilv1.SignMessageRequest:
 		return authz.Facts{}, []approval.Field{{Name: "message", Value: describeBytes(r.GetMessage())}}, nil
 	case *sigilv1.SignTypedDataRequest:
@@ -62,7 +62,9 @@ func (Purpose) Review(ctx context.Context, d purpose.Deps, _ string, req any) (a
 	return authz.Facts{}, nil, nil
 }
 
-func reviewTx(ctx context.Context, d purpose.Deps, r *sigilv1.SignTransactionRequest) (authz.Facts, []approval.Field, error) {
+// reviewTx reads a transaction's facts; whether it replaces one signed
+// before (a read of the key's nonce record) only if replacement is asked.
+func reviewTx(ctx context.Context, d purpose.Deps, r *sigilv1.SignTransactionRequest, replacement bool) (authz.Facts, []approval.Field, error) {
 	u, err := unsignedOf(r)
 	if err != nil {
 		return authz.Facts{}, nil, err
@@ -91,6 +93,9 @@ func reviewTx(ctx context.Context, d purpose.Deps, r *sigilv1.SignTransactionReq
 	}
 	if call := erc20Call(tx); call != "" {
 		sum = append(sum, approval.Field{Name: "erc-20", Value: call})
+	}
+	if !replacement {
+		return f, sum, nil
 	}
 	replaces, err := replaced(ctx, d, k, u)
 	if err != nil {

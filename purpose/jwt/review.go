@@ -14,7 +14,7 @@ var _ purpose.Reviewer = Purpose{}
 
 // Review implements purpose.Reviewer: approvers see the claims and
 // headers of the token to be signed, and its lifetime.
-func (Purpose) Review(_ context.Context, _ purpose.Deps, _ string, req any) (authz.Facts, []approval.Field, error) {
+func (Purpose) Review(_ context.Context, _ purpose.Deps, _ string, req any, _ func(string) bool) (authz.Facts, []approval.Field, error) {
 	switch r := req.(type) {
 	case *sigilv1.SignJWTRequest:
 		return authz.Facts{}, []approval.Field{{Name: "claims", Value: string(r.GetClaimsJson())}, {Name: "headers", Value: string(r.GetHeadersJson())},

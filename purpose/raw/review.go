@@ -16,7 +16,7 @@ var _ purpose.Reviewer = Purpose{}
 
 // Review implements purpose.Reviewer: approvers see the digest to be
 // signed, or the message's length and SHA-256.
-func (Purpose) Review(_ context.Context, _ purpose.Deps, _ string, req any) (authz.Facts, []approval.Field, error) {
+func (Purpose) Review(_ context.Context, _ purpose.Deps, _ string, req any, _ func(string) bool) (authz.Facts, []approval.Field, error) {
 	r, ok := req.(*sigilv1.SignRequest)
 	if !ok {
 		return authz.Facts{}, nil, nil
