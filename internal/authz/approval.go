@@ -248,7 +248,9 @@ func (p *Policy) Approval(op Op, keyID string, f Facts) *ApprovalRule {
 }
 
 // Tests applies the policy in force.
-func (a *Authorizer) Tests(op Op, keyID, cond string) bool { return a.cur.Load().Tests(op, keyID, cond) }
+func (a *Authorizer) Tests(op Op, keyID, cond string) bool {
+	return a.cur.Load().Tests(op, keyID, cond)
+}
 
 // MayHold applies the policy in force.
 func (a *Authorizer) MayHold(op Op, keyID string) bool { return a.cur.Load().MayHold(op, keyID) }
