@@ -112,6 +112,14 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	if err := k.setPolicy(s.Policy); err != nil {
 		return nil, err
 	}
+	// The first record already holds the generation being created: the
+	// scheduler, finding it, leaves the key to this creation instead of
+	// giving a key with no active generation one of its own. The store's
+	// compare-and-swap, not timing, orders the two.
+	g, km, err := r.reserveGeneration(k, now)
+	if err != nil {
+		return nil, err
+	}
 	rev, err := r.store.Put(ctx, k)
 	if errs.Is(err, errs.AlreadyExists) {
 		if err := r.refresh(ctx, s.ID); err == nil {
@@ -128,11 +136,7 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 		return nil, err
 	}
 	failpoint.Hit("create.after-record")
-	k, err = r.addGeneration(ctx, s.ID, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
-	if err != nil {
-		r.deleteIfEmpty(ctx, s.ID)
-	}
-	return k, err
+	return r.generate(ctx, k, g, km, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
 }
 
 // sameKey returns key s.ID if it exists, made by a request with s's
@@ -207,25 +211,41 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 			return errs.New(errs.Aborted, "key %q: a generation is already being created", id)
 		}
 		var err error
-		if km, err = r.keyManager(k); err != nil {
-			return err
-		}
-		n := k.nextNumber()
-		name := fmt.Sprintf("%s.g%d", id, n)
-		// The reference is recorded before the key exists: a failed or
-		// interrupted creation is cleaned up by it, and it finds nothing
-		// but this key (never another object under the same name).
-		ref, err := km.NewRef(name, r.owner)
-		if err != nil {
-			return err
-		}
-		g = Generation{Number: n, State: StateCreating, Name: name, Ref: ref, CreatedAt: now, UpdatedAt: now}
-		k.Generations = append(k.Generations, g)
-		return nil
+		g, km, err = r.reserveGeneration(k, now)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	return r.generate(ctx, k, g, km, place)
+}
+
+// reserveGeneration adds k's next generation in state creating, with the
+// reference its key pair will have. The reference is recorded before the
+// key exists: a failed or interrupted creation is cleaned up by it, and it
+// finds nothing but this key (never another object under the same name).
+func (r *Keyring) reserveGeneration(k *Key, now time.Time) (Generation, signer.KeyManager, error) {
+	km, err := r.keyManager(k)
+	if err != nil {
+		return Generation{}, nil, err
+	}
+	n := k.nextNumber()
+	name := fmt.Sprintf("%s.g%d", k.ID, n)
+	ref, err := km.NewRef(name, r.owner)
+	if err != nil {
+		return Generation{}, nil, err
+	}
+	g := Generation{Number: n, State: StateCreating, Name: name, Ref: ref, CreatedAt: now, UpdatedAt: now}
+	k.Generations = append(k.Generations, g)
+	return g, km, nil
+}
+
+// generate makes the key pair of k's reserved generation g in the backend,
+// then lets place give it its first state, in the same write as any other
+// change place makes. On failure (place's included) the new objects and
+// the record of them are removed, and nothing else changed.
+func (r *Keyring) generate(ctx context.Context, k *Key, g Generation, km signer.KeyManager, place func(k *Key, g *Generation, now time.Time) error) (*Key, error) {
+	id := k.ID
 	failpoint.Hit("generation.after-record")
 	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: g.Name, Ref: g.Ref, Algorithm: k.Algorithm, RSABits: k.RSABits, Owner: r.owner})
 	if err == nil {
@@ -252,10 +272,34 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 		})
 	}
 	if err != nil {
+		if done, ok := r.completed(ctx, id, g); ok {
+			return done, nil // the write's answer was lost, not the write
+		}
 		r.dropGeneration(ctx, id, g.Number)
 		return nil, err
 	}
 	return k, nil
+}
+
+// completed reports, from the store, whether generation g of key id was
+// recorded past creating although the write doing that failed: its answer
+// was lost (an etcd leader change, a cancelled call) after it committed.
+// A creation that succeeded then answers success, not an error.
+func (r *Keyring) completed(ctx context.Context, id string, g Generation) (*Key, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := r.refresh(ctx, id); err != nil {
+		return nil, false
+	}
+	k, err := r.current(id)
+	if err != nil {
+		return nil, false
+	}
+	cur, ok := k.generation(g.Number)
+	if !ok || cur.State == StateCreating || cur.Name != g.Name || len(cur.PublicKey) == 0 {
+		return nil, false
+	}
+	return k, true
 }
 
 // dropStale rolls back what of k was abandoned, older than grace: its

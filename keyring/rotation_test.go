@@ -3,6 +3,7 @@ package keyring_test
 import (
 	"context"
 	"crypto"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -322,6 +323,94 @@ func TestAPolicyChangedDuringARotationCounts(t *testing.T) {
 		}
 		if !pending {
 			t.Errorf("scheduler %v: no pending generation: %s", byScheduler, states(k))
+		}
+	}
+}
+
+// Creating scheduled keys while the scheduler ticks: every creation
+// answers success (never "a generation is already being created"), and
+// each key has exactly one generation, active. The store's
+// compare-and-swap orders the two, not timing.
+func TestCreateNeverRacesTheScheduler(t *testing.T) {
+	e := newEnv(t)
+	r := e.keyring(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var ticker sync.WaitGroup
+	ticker.Add(1)
+	go func() {
+		defer ticker.Done()
+		for ctx.Err() == nil {
+			_ = r.Tick(ctx)
+		}
+	}()
+	const n = 30
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := testPolicy
+			_, err := r.Create(context.Background(), keyring.CreateSpec{ID: fmt.Sprintf("race-%d", i), Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &p})
+			if err != nil {
+				failed.Add(1)
+				t.Errorf("create race-%d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	ticker.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d creations failed", failed.Load(), n)
+	}
+	for i := range n {
+		k, err := r.Get(context.Background(), fmt.Sprintf("race-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if states(k) != "active" {
+			t.Errorf("%s: generations %s, want one, active", k.ID, states(k))
+		}
+	}
+}
+
+// tickingStore runs the scheduler inside the first update of each new
+// key, the moment a racing tick would see the key's first record.
+type tickingStore struct {
+	keyring.Store
+	r      *keyring.Keyring
+	inTick atomic.Bool
+	seen   sync.Map
+}
+
+func (s *tickingStore) Put(ctx context.Context, k *keyring.Key) (int64, error) {
+	if k.Revision == 0 {
+		return s.Store.Put(ctx, k)
+	}
+	if _, dup := s.seen.LoadOrStore(k.ID, true); !dup && s.inTick.CompareAndSwap(false, true) {
+		_ = s.r.Tick(ctx)
+		s.inTick.Store(false)
+	}
+	return s.Store.Put(ctx, k)
+}
+
+// The scheduler's tick landing right after a scheduled key's first record
+// finds the generation being created and leaves the key to its creation.
+func TestSchedulerTickBetweenCreationSteps(t *testing.T) {
+	e := newEnv(t)
+	s := &tickingStore{Store: e.store}
+	s.r = e.keyring(t, s)
+	for i := range 3 {
+		p := testPolicy
+		id := fmt.Sprintf("window-%d", i)
+		k, err := s.r.Create(context.Background(), keyring.CreateSpec{ID: id, Purpose: jwt.Name, Algorithm: signer.ES256, Policy: &p})
+		if err != nil {
+			t.Fatalf("create %s: %v", id, err)
+		}
+		if states(k) != "active" {
+			t.Fatalf("%s: generations %s, want one, active", id, states(k))
 		}
 	}
 }

@@ -31,6 +31,13 @@ type Config struct {
 	// HealthInterval is how often the token is probed;
 	// signer.DefaultHealthInterval if 0.
 	HealthInterval time.Duration `yaml:"health_interval"`
+	// ExclusiveChanges makes generating, creating and destroying objects
+	// exclusive of every object search in the process. SoftHSM needs it:
+	// a search while another session generates a key pair was seen to fail
+	// the generation (CKR_TEMPLATE_INCONSISTENT, or a public key that does
+	// not parse). Unset, it is on for tokens whose manufacturer is SoftHSM
+	// and off for others, so an HSM that does not need it pays nothing.
+	ExclusiveChanges *bool `yaml:"exclusive_changes"`
 }
 
 // DefaultSessions is the session pool size when the configuration sets none.
@@ -60,12 +67,14 @@ type Backend struct {
 
 	cache sync.Map // ref string -> *object
 
-	// listing is held (written) while ListKeys walks the token's objects
-	// and (read) while a key pair is generated or destroyed: SoftHSM,
-	// listing every object while another session creates one, was seen
-	// to fail the creation (CKR_TEMPLATE_INCONSISTENT, or a public key
-	// that does not parse). The sweep lists rarely; signing never waits.
-	listing sync.RWMutex
+	// objects is held (written) while an object is generated, created or
+	// destroyed and (read) while objects are searched, when exclusive is
+	// set (Config.ExclusiveChanges). It is taken inside the call that uses
+	// the module, so a call its caller gave up on keeps it until the module
+	// returns. Signing with a cached handle never waits for it.
+	objects   sync.RWMutex
+	exclusive atomic.Bool
+	forced    *bool // Config.ExclusiveChanges
 
 	// life keeps the module loaded while calls are in flight: Close waits
 	// for them, because a C call into a finalised, unloaded library
@@ -161,7 +170,10 @@ func newBackend(name string, cfg Config, pin string, lib *library, release func(
 	if size == 0 {
 		size = DefaultSessions
 	}
-	b := &Backend{name: name, token: cfg.Token, pin: pin, lib: lib, mod: lib.mod, release: release, closeWait: defaultCloseWait}
+	b := &Backend{name: name, token: cfg.Token, pin: pin, lib: lib, mod: lib.mod, release: release, closeWait: defaultCloseWait, forced: cfg.ExclusiveChanges}
+	if b.forced != nil {
+		b.exclusive.Store(*b.forced)
+	}
 	b.epoch.Store(lib.epoch.Load())
 	b.pool = newPool(size, b.openSession, func(h pkcs11.SessionHandle) { _ = b.mod.CloseSession(h) })
 	b.health = signer.NewMonitor(name, cfg.HealthInterval, b.probe, b.recover)
@@ -226,13 +238,20 @@ func (b *Backend) Health() signer.Health { return b.health.Health() }
 // probe proves the token still shows its objects: it finds the canary
 // through a fresh search (no cached handle).
 func (b *Backend) probe(ctx context.Context) error {
-	return b.session(ctx, "health probe", func(h pkcs11.SessionHandle) error {
-		objs, err := b.findCanary(h)
-		if err == nil && len(objs) == 0 {
-			err = errs.New(errs.Unavailable, "token %q no longer shows its objects", b.token)
-		}
-		return err
+	return do(ctx, b, "health probe", func(h pkcs11.SessionHandle) error {
+		defer b.searching()()
+		return b.showsObjects(h)
 	})
+}
+
+// showsObjects proves the token still shows its objects by finding the
+// canary.
+func (b *Backend) showsObjects(h pkcs11.SessionHandle) error {
+	objs, err := b.findCanary(h)
+	if err == nil && len(objs) == 0 {
+		err = errs.New(errs.Unavailable, "token %q no longer shows its objects", b.token)
+	}
+	return err
 }
 
 // recover re-initialises the module: after its storage went away and came
@@ -241,7 +260,8 @@ func (b *Backend) recover(context.Context) error { return b.lib.reinit(b.closeWa
 
 // ensureCanary creates the health probe's object unless the token has it.
 func (b *Backend) ensureCanary(ctx context.Context) error {
-	return b.session(ctx, "preparing the health probe", func(h pkcs11.SessionHandle) error {
+	return do(ctx, b, "preparing the health probe", func(h pkcs11.SessionHandle) error {
+		defer b.changing()()
 		objs, err := b.findCanary(h)
 		if err != nil || len(objs) > 0 {
 			return err
@@ -276,10 +296,12 @@ func (b *Backend) findSlot() (uint, error) {
 		return 0, classify("listing slots", err)
 	}
 	var found []uint
+	var manufacturer string
 	for _, s := range slots {
 		info, err := b.mod.GetTokenInfo(s)
 		if err == nil && strings.TrimRight(info.Label, " \x00") == b.token {
 			found = append(found, s)
+			manufacturer = strings.TrimRight(info.ManufacturerID, " \x00")
 		}
 	}
 	switch len(found) {
@@ -287,6 +309,9 @@ func (b *Backend) findSlot() (uint, error) {
 		return 0, errs.New(errs.Unavailable, "token %q not present", b.token)
 	case 1:
 		b.slot, b.haveSlot = found[0], true
+		if b.forced == nil {
+			b.exclusive.Store(needsExclusiveChanges(manufacturer))
+		}
 		return b.slot, nil
 	}
 	return 0, errs.New(errs.FailedPrecondition, "%d tokens are labelled %q; labels must be unique", len(found), b.token)
@@ -325,6 +350,32 @@ func (b *Backend) login(h pkcs11.SessionHandle) error {
 	return nil
 }
 
+// needsExclusiveChanges reports whether a token of this manufacturer must
+// not be searched while it generates or destroys objects.
+func needsExclusiveChanges(manufacturer string) bool {
+	return strings.HasPrefix(manufacturer, "SoftHSM")
+}
+
+// searching holds off object changes while the caller searches the token,
+// where the token needs that; the returned func ends the search.
+func (b *Backend) searching() func() {
+	if !b.exclusive.Load() {
+		return func() {}
+	}
+	b.objects.RLock()
+	return b.objects.RUnlock
+}
+
+// changing holds off searches and other changes while the caller
+// generates, creates or destroys objects, where the token needs that.
+func (b *Backend) changing() func() {
+	if !b.exclusive.Load() {
+		return func() {}
+	}
+	b.objects.Lock()
+	return b.objects.Unlock
+}
+
 func (b *Backend) forgetSlot() {
 	b.mu.Lock()
 	b.haveSlot, b.loggedIn = false, false
@@ -351,39 +402,67 @@ func (b *Backend) syncEpoch() {
 	b.epoch.Store(e)
 }
 
-// withSession runs a request's fn on a pooled, logged-in session; while
-// the health probe finds the backend down, it fails fast instead.
-func (b *Backend) withSession(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
+// withSession runs a request's fn on a pooled, logged-in session (see
+// call); while the health probe finds the backend down, it fails fast
+// instead.
+func withSession[T any](ctx context.Context, b *Backend, op string, fn func(pkcs11.SessionHandle) (T, error), undo func(T)) (T, error) {
 	if err := b.health.Err(); err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
-	err := b.session(ctx, op, fn)
+	v, err := call(ctx, b, op, fn, undo)
 	if errs.Is(err, errs.Unavailable) {
 		b.health.Poke()
 	}
-	return err
+	return v, err
 }
 
-// session runs fn (see sessionNow) in a goroutine of its own and waits
-// for it while ctx allows: a call into the module cannot be interrupted,
-// and a hung device must not hold the caller past its deadline. A call
-// left behind goes on until the module returns, holding its session and
-// the module (Close and re-initialisation wait for it) until then.
-func (b *Backend) session(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
-	done := make(chan error, 1)
-	go func() { done <- b.sessionNow(ctx, op, fn) }()
+// call runs fn (see sessionNow) in a goroutine of its own and waits for it
+// while ctx allows: a call into the module cannot be interrupted, and a
+// hung device must not hold the caller past its deadline.
+//
+// A call left behind goes on until the module returns, holding its session
+// and the module (Close and re-initialisation wait for it) until then, but
+// it never writes into its caller's state: its result travels only over a
+// channel, and whether it is handed over or abandoned is decided by one
+// compare-and-swap. An abandoned result that changed the token (a key pair
+// generated for a caller who was told it failed) is given to undo, which
+// rolls the change back.
+func call[T any](ctx context.Context, b *Backend, op string, fn func(pkcs11.SessionHandle) (T, error), undo func(T)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	const waiting, handed, abandoned = 0, 1, 2
+	var state atomic.Int32
+	done := make(chan result, 1)
+	go func() {
+		v, err := sessionNow(ctx, b, op, fn)
+		if state.CompareAndSwap(waiting, handed) {
+			done <- result{v, err}
+			return
+		}
+		if err == nil && undo != nil {
+			undo(v)
+		}
+	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.v, r.err
 	case <-ctx.Done():
 	}
 	select { // a call not inside the module sees ctx too, and says why it stopped
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.v, r.err
 	case <-time.After(ctxGrace):
-		b.health.Poke()
-		return errs.FromContext(ctx, op+": the HSM did not answer in time")
 	}
+	if !state.CompareAndSwap(waiting, abandoned) {
+		r := <-done // handed over a moment ago
+		return r.v, r.err
+	}
+	b.health.Poke()
+	var zero T
+	return zero, errs.FromContext(ctx, op+": the HSM did not answer in time")
 }
 
 // ctxGrace is how long a call whose context ended gets to report that
@@ -394,23 +473,24 @@ const ctxGrace = 20 * time.Millisecond
 // sessionNow runs fn on a pooled, logged-in session. When fn fails with
 // an error that means the session, login, object handles or token went
 // stale, the stale state is dropped and fn runs once more.
-func (b *Backend) sessionNow(ctx context.Context, op string, fn func(pkcs11.SessionHandle) error) error {
+func sessionNow[T any](ctx context.Context, b *Backend, op string, fn func(pkcs11.SessionHandle) (T, error)) (T, error) {
+	var zero T
 	if err := b.enter(op); err != nil {
-		return err
+		return zero, err
 	}
 	defer b.exit()
 	b.syncEpoch()
 	for attempt := 0; ; attempt++ {
 		s, err := b.pool.get(ctx)
 		if err != nil {
-			return err
+			return zero, err
 		}
-		err = fn(s.h)
+		v, err := fn(s.h)
 		rec := recoveryFor(err)
 		switch rec {
 		case keep:
 			b.pool.put(s)
-			return classify(op, err)
+			return v, classify(op, err)
 		case handle:
 			b.pool.put(s)
 			b.cache.Clear()
@@ -428,9 +508,15 @@ func (b *Backend) sessionNow(ctx context.Context, op string, fn func(pkcs11.Sess
 			b.pool.discard(s)
 		}
 		if attempt > 0 || ctx.Err() != nil {
-			return classify(op, err)
+			return zero, classify(op, err)
 		}
 	}
+}
+
+// do is call for work with no result (the health probe's).
+func do(ctx context.Context, b *Backend, op string, fn func(pkcs11.SessionHandle) error) error {
+	_, err := call(ctx, b, op, func(h pkcs11.SessionHandle) (struct{}, error) { return struct{}{}, fn(h) }, nil)
+	return err
 }
 
 // object is what the backend caches about a key: its private key handle

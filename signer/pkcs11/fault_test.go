@@ -265,6 +265,8 @@ func TestTokenStorageGoneAndBack(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); b.Health().Up; {
 		if err := sign(); err != nil && !errs.Is(err, errs.Unavailable) {
 			t.Fatalf("during the fault: %v (kind %v), want Unavailable", err, errs.KindOf(err))
+		} else if errors.Is(err, signer.ErrKeyMissing) {
+			t.Fatalf("a token outage was reported as a missing key: %v", err)
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the health probe did not notice the token's storage was gone")

@@ -14,6 +14,7 @@ import (
 	"encoding/asn1"
 	"math/big"
 	"slices"
+	"time"
 
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/miekg/pkcs11"
@@ -126,34 +127,47 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 	if u.Object != req.Name || !bytes.HasPrefix(u.ID, idMarker) {
 		return signer.KeyInfo{}, errs.New(errs.InvalidArgument, "reference %s is not one NewRef made for %q", req.Ref, req.Name)
 	}
-	var info signer.KeyInfo
-	b.listing.RLock()
-	defer b.listing.RUnlock()
-	err = b.withSession(ctx, "generating a key", func(h pkcs11.SessionHandle) error {
+	generate := func(h pkcs11.SessionHandle) (signer.KeyInfo, error) {
+		defer b.changing()()
+		if err := ctx.Err(); err != nil { // waited for a search past the caller's deadline
+			return signer.KeyInfo{}, err
+		}
 		existing, err := b.find(h, nil, URI{Object: req.Name}, 1)
 		if err != nil {
-			return err
+			return signer.KeyInfo{}, err
 		}
 		if len(existing) > 0 {
-			return errs.New(errs.AlreadyExists, "token %q already holds an object labelled %q", b.token, req.Name)
+			return signer.KeyInfo{}, errs.New(errs.AlreadyExists, "token %q already holds an object labelled %q", b.token, req.Name)
 		}
 		pubT, privT := gen.templates(req.Name, u.ID)
 		pubH, privH, err := b.mod.GenerateKeyPair(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(gen.mech, nil)}, pubT, privT)
 		if err != nil {
-			return err
+			return signer.KeyInfo{}, err
 		}
 		pub, err := b.readPublic(h, pubH)
 		if err != nil {
 			_ = b.mod.DestroyObject(h, pubH)
 			_ = b.mod.DestroyObject(h, privH)
-			return err
+			return signer.KeyInfo{}, err
 		}
-		info = signer.KeyInfo{Ref: u.String(), Public: pub}
-		b.cache.Store(info.Ref, &object{priv: privH, pub: pub})
-		return nil
-	})
-	return info, err
+		b.cache.Store(u.String(), &object{priv: privH, pub: pub})
+		return signer.KeyInfo{Ref: u.String(), Public: pub}, nil
+	}
+	return withSession(ctx, b, "generating a key", generate, b.abandoned)
 }
+
+// abandoned destroys a key pair generated for a caller that gave up
+// waiting for it and was told the generation failed: nothing records it.
+func (b *Backend) abandoned(info signer.KeyInfo) {
+	ctx, cancel := context.WithTimeout(context.Background(), abandonedTimeout)
+	defer cancel()
+	// On failure the keyring's record of the generation (state creating,
+	// this reference) lets its sweep destroy the pair later.
+	_ = b.DestroyKey(ctx, info.Ref)
+}
+
+// abandonedTimeout bounds the rollback of an abandoned generation.
+const abandonedTimeout = 30 * time.Second
 
 // NewRef is the reference of the key about to be created under name for
 // owner: the label and a CKA_ID of Sigil's marker, the owner's first four
@@ -182,22 +196,20 @@ const ownerEnd = 8
 // keyring's ID, are never listed.
 func (b *Backend) ListKeys(ctx context.Context, owner []byte) ([]signer.ListedKey, error) {
 	prefix := append(slices.Clip(idMarker), owner[:min(len(owner), ownerEnd-len(idMarker))]...)
-	b.listing.Lock()
-	defer b.listing.Unlock()
-	var out []signer.ListedKey
-	err := b.withSession(ctx, "listing keys", func(h pkcs11.SessionHandle) error {
-		out = nil
+	return withSession(ctx, b, "listing keys", func(h pkcs11.SessionHandle) ([]signer.ListedKey, error) {
+		defer b.searching()()
+		var out []signer.ListedKey
 		seen := map[string]bool{}
 		for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
 			objs, err := b.findAll(h, class)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			for _, o := range objs {
 				attrs, err := b.mod.GetAttributeValue(h, o, []*pkcs11.Attribute{
 					pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil), pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
 				if err != nil {
-					return err
+					return nil, err
 				}
 				label, id := string(attrs[0].Value), attrs[1].Value
 				u := URI{Token: b.token, Object: label, ID: id}
@@ -208,9 +220,8 @@ func (b *Backend) ListKeys(ctx context.Context, owner []byte) ([]signer.ListedKe
 				out = append(out, signer.ListedKey{Name: label, Ref: u.String()})
 			}
 		}
-		return nil
-	})
-	return out, err
+		return out, nil
+	}, nil)
 }
 
 // findAll returns every object of class in the token.
@@ -240,27 +251,29 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	defer b.cache.Clear()
-	b.listing.RLock()
-	defer b.listing.RUnlock()
-	return b.withSession(ctx, "destroying a key", func(h pkcs11.SessionHandle) error {
+	_, err = withSession(ctx, b, "destroying a key", func(h pkcs11.SessionHandle) (struct{}, error) {
+		defer b.changing()()
+		// Cleared inside the call, after the objects are gone: a call its
+		// caller gave up on clears it too.
+		defer b.cache.Clear()
 		objs, err := b.find(h, nil, u, 64)
 		if err != nil {
-			return err
+			return struct{}{}, err
 		}
 		if len(u.ID) == 0 { // a name alone: only the objects Sigil made under it
 			if objs, err = b.ours(h, objs); err != nil {
-				return err
+				return struct{}{}, err
 			}
 		}
 		for _, o := range objs {
 			// Invalid handle: someone else destroyed it since the search.
 			if err := b.mod.DestroyObject(h, o); err != nil && !isCKR(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) {
-				return err
+				return struct{}{}, err
 			}
 		}
-		return nil
-	})
+		return struct{}{}, nil
+	}, nil)
+	return err
 }
 
 // ours keeps the objects whose CKA_ID carries Sigil's marker.
@@ -284,15 +297,13 @@ func (b *Backend) NameRef(name string) string { return URI{Token: b.token, Objec
 
 // Public returns the public key of the key ref names.
 func (b *Backend) Public(ctx context.Context, ref string) (crypto.PublicKey, error) {
-	var pub crypto.PublicKey
-	err := b.withSession(ctx, "reading a public key", func(h pkcs11.SessionHandle) error {
+	return withSession(ctx, b, "reading a public key", func(h pkcs11.SessionHandle) (crypto.PublicKey, error) {
 		o, err := b.object(h, ref)
-		if err == nil {
-			pub = o.pub
+		if err != nil {
+			return nil, err
 		}
-		return err
-	})
-	return pub, err
+		return o.pub, nil
+	}, nil)
 }
 
 func (b *Backend) parseRef(ref string) (URI, error) {
@@ -317,6 +328,7 @@ func (b *Backend) object(h pkcs11.SessionHandle, ref string) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer b.searching()()
 	priv, err := b.findOne(h, pkcs11.CKO_PRIVATE_KEY, u)
 	if err != nil {
 		return nil, err
@@ -341,8 +353,13 @@ func (b *Backend) findOne(h pkcs11.SessionHandle, class uint, u URI) (pkcs11.Obj
 	}
 	switch len(objs) {
 	case 0:
-		// The keyring records this key: its absence is an outage (or an
-		// object deleted behind Sigil's back), never "no such key".
+		// The keyring records this key: its absence is an outage or an
+		// object deleted behind Sigil's back, never "no such key". It is
+		// called missing (an alarm) only if the token still shows the
+		// health probe's object: a token that shows nothing is an outage.
+		if err := b.showsObjects(h); err != nil {
+			return 0, err
+		}
 		return 0, errs.New(errs.Unavailable, "backend %s: %w: %s in token %q", b.name, signer.ErrKeyMissing, u, b.token)
 	case 1:
 		return objs[0], nil

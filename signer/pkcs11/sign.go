@@ -36,22 +36,20 @@ func (b *Backend) Sign(ctx context.Context, ref string, alg signer.Algorithm, in
 	if err := alg.CheckInput(input); err != nil {
 		return nil, err
 	}
-	var sig []byte
-	err := b.withSession(ctx, "signing", func(h pkcs11.SessionHandle) error {
+	sig, err := withSession(ctx, b, "signing", func(h pkcs11.SessionHandle) ([]byte, error) {
 		o, err := b.object(h, ref)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := alg.CheckPublic(o.pub); err != nil {
-			return err
+			return nil, err
 		}
 		mech, data := mechanism(alg, input)
 		if err := b.mod.SignInit(h, []*pkcs11.Mechanism{mech}, o.priv); err != nil {
-			return err
+			return nil, err
 		}
-		sig, err = b.mod.Sign(h, data)
-		return err
-	})
+		return b.mod.Sign(h, data)
+	}, nil)
 	if err == nil && len(sig) == 0 {
 		return nil, errs.New(errs.Internal, "token returned an empty signature")
 	}

@@ -98,6 +98,9 @@ type Config struct {
 	PIN            secret.Ref    `yaml:"pin"`
 	Sessions       int           `yaml:"sessions"`
 	HealthInterval time.Duration `yaml:"health_interval"`
+	// ExclusiveChanges mirrors the pkcs11 backend's field (nil: decided
+	// by the token's manufacturer).
+	ExclusiveChanges *bool `yaml:"exclusive_changes"`
 }
 
 // Token hands out a fresh token and returns a backend configuration for it.
