@@ -232,7 +232,7 @@ func (r *Keyring) Follow(ctx context.Context, w Watcher) {
 	for ctx.Err() == nil {
 		keys, rev, err := w.ListAt(ctx)
 		if err == nil {
-			r.replaceAll(keys)
+			r.replaceAll(keys, rev)
 			err = w.Watch(ctx, rev, func(k *Key) {
 				if err := r.remember(k); err != nil {
 					r.log.Error("a key from the store does not load", "key", k.ID, "err", err)
@@ -250,8 +250,12 @@ func (r *Keyring) Follow(ctx context.Context, w Watcher) {
 	}
 }
 
-// replaceAll makes memory hold exactly keys (newer revisions win).
-func (r *Keyring) replaceAll(keys []*Key) {
+// replaceAll makes memory hold exactly keys, listed at store revision
+// rev (newer revisions win). A key memory holds at a later revision than
+// the listing was written after it (by this replica, a moment ago) and
+// stays: the decision to forget is taken under the lock that forgets, on
+// the revision memory holds then.
+func (r *Keyring) replaceAll(keys []*Key, rev int64) {
 	seen := map[string]bool{}
 	for _, k := range keys {
 		seen[k.ID] = true
@@ -259,16 +263,17 @@ func (r *Keyring) replaceAll(keys []*Key) {
 			r.log.Error("a key from the store does not load", "key", k.ID, "err", err)
 		}
 	}
-	r.mu.RLock()
-	var gone []string
-	for id := range r.keys {
-		if !seen[id] {
-			gone = append(gone, id)
+	r.mu.Lock()
+	forgot := false
+	for id, k := range r.keys {
+		if !seen[id] && k.Revision <= rev {
+			delete(r.keys, id)
+			forgot = true
 		}
 	}
-	r.mu.RUnlock()
-	for _, id := range gone {
-		r.forget(id)
+	r.mu.Unlock()
+	if forgot {
+		r.Changed()
 	}
 }
 

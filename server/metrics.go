@@ -193,6 +193,20 @@ func (m *metrics) registerHealth(name string, hr signer.HealthReporter) {
 	)
 }
 
+func (m *metrics) registerStore(hr signer.HealthReporter) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_store_up", Help: "1 while the keyring store's health probe succeeds, 0 while it is down."},
+			func() float64 {
+				if hr.Health().Up {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_store_seconds_since_healthy", Help: "Seconds since the keyring store's health probe last succeeded."},
+			func() float64 { return time.Since(hr.Health().LastHealthy).Seconds() }),
+	)
+}
+
 func (m *metrics) registerPool(name string, pr signer.PoolReporter) {
 	labels := prometheus.Labels{"backend": name}
 	m.reg.MustRegister(

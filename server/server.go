@@ -69,6 +69,9 @@ type Options struct {
 	Audit *audit.Log
 	// Anchors holds the audit checkpoints (the keyring store).
 	Anchors keyring.Anchors
+	// Store reports the keyring store's health for readiness, as each
+	// backend's monitor does; not checked if nil.
+	Store signer.HealthReporter
 	// ApprovalLease is how long a replica's claim to run an approved
 	// request lasts (2×DefaultDeadline if zero); the run gets half.
 	// ApprovalSweep is how often the replica looks for approved requests
@@ -120,6 +123,9 @@ func New(o Options) *Server {
 	}
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All(), methods: map[string]method{}}
 	s.routes = routing(s.purposes)
+	if o.Store != nil {
+		s.metrics.registerStore(o.Store)
+	}
 	if o.Keyring != nil {
 		s.metrics.registerRepairs(o.Keyring)
 		s.metrics.registerKeys(o.Keyring)
@@ -209,37 +215,46 @@ type backendState struct {
 	LastHealthy time.Time `json:"last_healthy,omitzero"`
 }
 
-// readiness reports whether every backend and the audit log are up, with
-// each backend's state. It asks the backends' health monitors, never the
-// backends themselves, so a probe of a hung HSM cannot hang the probe of
-// Sigil.
-func (s *Server) readiness() (bool, map[string]backendState) {
-	ready, _ := s.auditState()
-	states := map[string]backendState{}
+// readiness is what /readyz and the gRPC health service report: each
+// backend's state, the store's and the audit log's.
+type readiness struct {
+	Ready    bool                    `json:"ready"`
+	Backends map[string]backendState `json:"backends"`
+	Store    *backendState           `json:"store,omitempty"`
+	Audit    backendState            `json:"audit"`
+}
+
+// readiness reports whether every backend, the keyring store and the
+// audit log are up, with each one's state. It asks their health monitors,
+// never the backends or the store themselves, so a probe of a hung HSM or
+// an etcd without quorum cannot hang the probe of Sigil.
+func (s *Server) readiness() readiness {
+	auditUp, auditDetail := s.auditState()
+	r := readiness{Ready: auditUp, Backends: map[string]backendState{}, Audit: backendState{Up: auditUp, Detail: auditDetail}}
 	for name, b := range s.opts.Backends {
 		if hr, ok := b.(signer.HealthReporter); ok {
 			h := hr.Health()
-			states[name] = backendState{Up: h.Up, Detail: h.Detail, LastHealthy: h.LastHealthy}
-			ready = ready && h.Up
+			r.Backends[name] = backendState{Up: h.Up, Detail: h.Detail, LastHealthy: h.LastHealthy}
+			r.Ready = r.Ready && h.Up
 		}
 	}
-	return ready, states
+	if s.opts.Store != nil {
+		h := s.opts.Store.Health()
+		r.Store = &backendState{Up: h.Up, Detail: h.Detail, LastHealthy: h.LastHealthy}
+		r.Ready = r.Ready && h.Up
+	}
+	return r
 }
 
-// ready answers 200 when every backend and the audit log are up and 503
-// otherwise, with each one's state in a JSON body.
+// ready answers 200 when every dependency is up and 503 otherwise, with
+// each one's state in a JSON body.
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
-	ok, states := s.readiness()
-	auditUp, auditDetail := s.auditState()
+	r := s.readiness()
 	w.Header().Set("Content-Type", "application/json")
-	if !ok {
+	if !r.Ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	json.NewEncoder(w).Encode(struct {
-		Ready    bool                    `json:"ready"`
-		Backends map[string]backendState `json:"backends"`
-		Audit    backendState            `json:"audit"`
-	}{ok, states, backendState{Up: auditUp, Detail: auditDetail}})
+	json.NewEncoder(w).Encode(r)
 }
 
 // healthWatch is how often the gRPC health service is brought in line with
@@ -258,11 +273,15 @@ func (s *Server) watchHealth(ctx context.Context) {
 	t := time.NewTicker(healthWatch)
 	defer t.Stop()
 	last := healthpb.HealthCheckResponse_UNKNOWN
+	var seen readiness
 	for {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if ok, _ := s.readiness(); ok {
+		r := s.readiness()
+		if r.Ready {
 			st = healthpb.HealthCheckResponse_SERVING
 		}
+		s.logTransitions(seen, r)
+		seen = r
 		if st != last {
 			for _, n := range names {
 				s.health.SetServingStatus(n, st)
@@ -275,6 +294,30 @@ func (s *Server) watchHealth(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// logTransitions logs each dependency that went down or came back
+// between two readings, once per transition.
+func (s *Server) logTransitions(before, now readiness) {
+	for name, b := range now.Backends {
+		if was, ok := before.Backends[name]; ok && was.Up != b.Up {
+			s.logChange("backend", name, b)
+		}
+	}
+	if before.Store != nil && now.Store != nil && before.Store.Up != now.Store.Up {
+		s.logChange("store", "keyring", *now.Store)
+	}
+	if before.Backends != nil && before.Audit.Up != now.Audit.Up {
+		s.logChange("audit", "log", now.Audit)
+	}
+}
+
+func (s *Server) logChange(kind, name string, st backendState) {
+	if st.Up {
+		s.log.Info(kind+" up", kind, name)
+		return
+	}
+	s.log.Warn(kind+" down", kind, name, "detail", st.Detail)
 }
 
 // HTTP server timeouts: a slow or idle client cannot hold a connection

@@ -24,6 +24,7 @@ import (
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
+	"github.com/sigil-hsm/sigil/keyring/storehealth"
 	_ "github.com/sigil-hsm/sigil/purpose/all" // the signing purposes Sigil serves
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/server"
@@ -129,10 +130,12 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		}
 		backends[name] = b
 	}
-	store, schedule, err := openStore(ctx, cfg.Store, log)
+	raw, schedule, err := openStore(ctx, cfg.Store, log)
 	if err != nil {
 		return err
 	}
+	store := storehealth.Guard(raw, storehealth.Options{Timeout: cfg.Store.Timeout, HealthInterval: cfg.Store.HealthInterval})
+	store.Start()
 	defer store.Close()
 	repairs := &repairAuditor{log: log}
 	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: cfg.DefaultBackend, Logger: log,
@@ -151,7 +154,7 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	if err := jwks.Follow(ctx, kr, jwt.Sets{Anchors: store}, pub, log); err != nil {
 		return err
 	}
-	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store,
+	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store, Store: store,
 		ApprovalLease: cfg.Approvals.RunLease, ApprovalSweep: cfg.Approvals.SweepInterval}
 	lis, addrs, err := listen(cfg)
 	if err != nil {

@@ -98,6 +98,11 @@ type Store struct {
 	Endpoints []string `yaml:"endpoints"` // etcd
 	Prefix    string   `yaml:"prefix"`    // etcd; /sigil/ if empty
 	TLS       *EtcdTLS `yaml:"tls"`       // etcd client certificate, optional
+	// Timeout bounds each store call (1.5s if zero): a request that needs
+	// an unreachable store fails Unavailable within it, not at its own
+	// deadline. HealthInterval is how often the store is probed (1s).
+	Timeout        time.Duration `yaml:"timeout"`
+	HealthInterval time.Duration `yaml:"health_interval"`
 }
 
 // EtcdTLS is Sigil's client certificate for etcd and the CA of etcd's.
@@ -219,6 +224,12 @@ func (c *Config) validate(dev bool) error {
 		}
 	default:
 		return fmt.Errorf("store.type: %q is not a store (want bbolt or etcd)", c.Store.Type)
+	}
+	if t := c.Store.Timeout; t != 0 && (t < 100*time.Millisecond || t > time.Minute) {
+		return fmt.Errorf("store.timeout: %v out of range 100ms..1m", t)
+	}
+	if t := c.Store.HealthInterval; t != 0 && (t < 100*time.Millisecond || t > time.Minute) {
+		return fmt.Errorf("store.health_interval: %v out of range 100ms..1m", t)
 	}
 	if len(c.Backends) == 0 {
 		return errors.New("backends: at least one is needed")

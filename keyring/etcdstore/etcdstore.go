@@ -24,6 +24,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
@@ -56,7 +58,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "/sigil/"
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second, TLS: cfg.TLS, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second, TLS: cfg.TLS, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(reconnect)}})
 	if err != nil {
 		return nil, errs.New(errs.Unavailable, "etcd at %v: %v", cfg.Endpoints, err)
 	}
@@ -70,6 +73,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errs.New(errs.Unavailable, "etcd at %v does not answer: %w", cfg.Endpoints, err)
 	}
 	return &Store{cli: cli, prefix: cfg.Prefix}, nil
+}
+
+// reconnect is how the client redials a member that went away: gRPC's
+// default backoff grows to two minutes, so a cluster back after a short
+// outage would stay unreachable long after; capped at a second, Sigil sees
+// it again within a second or two of its return.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 2 * time.Second,
 }
 
 // tlsProblem says why a TLS connection to endpoint fails, if it does:

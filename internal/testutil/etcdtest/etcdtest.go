@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,6 +22,7 @@ import (
 type Cluster struct {
 	Members   []*embed.Etcd
 	Endpoints []string
+	cfgs      []*embed.Config
 }
 
 // freePorts finds n distinct free loopback ports. The listeners stay open
@@ -103,6 +105,7 @@ func runOnce(dir string, n int, t *ClientTLS) (*Cluster, error) {
 		c.Endpoints = append(c.Endpoints, client.String())
 		cfgs[i] = cfg
 	}
+	c.cfgs = cfgs
 	for _, cfg := range cfgs {
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.InitialClusterToken = "sigil-test"
@@ -132,6 +135,8 @@ func runOnce(dir string, n int, t *ClientTLS) (*Cluster, error) {
 		c.Stop()
 		return nil, startErr
 	}
+	// Members[i] is the member of cfgs[i] and Endpoints[i].
+	slices.SortFunc(c.Members, func(a, b *embed.Etcd) int { return strings.Compare(a.Config().Name, b.Config().Name) })
 	for _, e := range c.Members {
 		select {
 		case <-e.Server.ReadyNotify():
@@ -159,6 +164,28 @@ func (c *Cluster) Kill(i int) {
 		c.Members[i].Close()
 		c.Members[i] = nil
 	}
+}
+
+// Restart starts member i again, stopped by Kill, on its data and ports.
+func (c *Cluster) Restart(i int) error {
+	if c.Members[i] != nil {
+		return nil
+	}
+	var err error
+	for attempt := 0; attempt < 50; attempt++ { // its ports may linger a moment
+		var e *embed.Etcd
+		if e, err = embed.StartEtcd(c.cfgs[i]); err == nil {
+			c.Members[i] = e
+			select {
+			case <-e.Server.ReadyNotify():
+				return nil
+			case <-time.After(20 * time.Second):
+				return fmt.Errorf("restarted member %d did not become ready", i)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
 }
 
 // Stop stops every member.

@@ -1,0 +1,177 @@
+package storehealth
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// Store is what the server needs of its keyring store: keys, the ledger
+// and the anchors.
+type Store interface {
+	keyring.Store
+	keyring.Ledger
+	keyring.Anchors
+}
+
+// Options configure a Guarded store.
+type Options struct {
+	// Timeout bounds each store call (DefaultTimeout if zero): a call the
+	// store does not answer in time fails Unavailable and asks for a probe.
+	Timeout time.Duration
+	// HealthInterval is how often the store is probed
+	// (DefaultHealthInterval if zero).
+	HealthInterval time.Duration
+}
+
+// Defaults. A store call waits at most DefaultTimeout, so a request that
+// needs the store ends within it while the store is gone; the probe then
+// finds it down within about two intervals, and it is up again within an
+// interval of its return.
+const (
+	DefaultTimeout        = 1500 * time.Millisecond
+	DefaultHealthInterval = time.Second
+)
+
+// probeAnchor is the anchor the probe reads: absent is healthy, since a
+// read that answers at all proves the store answers (etcd: a linearizable
+// read needs the quorum).
+const probeAnchor = "sigil.health"
+
+// Guarded is a store with a health loop and fail-fast calls.
+type Guarded struct {
+	inner   Store
+	timeout time.Duration
+	mon     *signer.Monitor
+}
+
+var _ Store = (*Guarded)(nil)
+
+// Guard wraps s; Start begins probing, Close stops it and closes s.
+func Guard(s Store, o Options) *Guarded {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.HealthInterval <= 0 {
+		o.HealthInterval = DefaultHealthInterval
+	}
+	g := &Guarded{inner: s, timeout: o.Timeout}
+	g.mon = signer.NewMonitor("keyring store", o.HealthInterval, g.probe, nil)
+	return g
+}
+
+// Start runs the health loop until Close.
+func (g *Guarded) Start() { g.mon.Start() }
+
+// Close stops the health loop and closes the store.
+func (g *Guarded) Close() error {
+	g.mon.Stop()
+	return g.inner.Close()
+}
+
+// Health reports what the probe last found.
+func (g *Guarded) Health() signer.Health { return g.mon.Health() }
+
+// Check probes now and returns what it found (for tests and start-up).
+func (g *Guarded) Check(ctx context.Context) signer.Health { return g.mon.Check(ctx) }
+
+// Unwrap returns the store guarded.
+func (g *Guarded) Unwrap() Store { return g.inner }
+
+// probe reads the probe's anchor within a call's deadline; what it
+// returns is the reason readiness shows.
+func (g *Guarded) probe(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	_, err := g.inner.GetAnchor(pctx, probeAnchor)
+	switch {
+	case err == nil || errs.Is(err, errs.NotFound):
+		return nil
+	case pctx.Err() != nil && ctx.Err() == nil:
+		return errs.New(errs.Unavailable, "no answer within %v", g.timeout)
+	}
+	return err
+}
+
+// ErrDown is the cause of every error a call gets because the store is
+// down or did not answer in time.
+var ErrDown = errors.New("keyring store unreachable")
+
+// call runs fn within timeout (or the caller's deadline, if sooner),
+// failing at once while the store is known to be down.
+func call[T any](ctx context.Context, g *Guarded, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if h := g.mon.Health(); !h.Up {
+		return zero, errs.New(errs.Unavailable, "%w: %s", ErrDown, h.Detail)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	v, err := fn(cctx)
+	switch {
+	case err == nil:
+		return v, nil
+	case ctx.Err() != nil: // the caller's own deadline or cancellation
+		return v, err
+	case cctx.Err() != nil:
+		g.mon.Poke()
+		return zero, errs.New(errs.Unavailable, "%w: no answer within %v", ErrDown, timeout)
+	case errs.Is(err, errs.Unavailable):
+		g.mon.Poke()
+	}
+	return v, err
+}
+
+func do(ctx context.Context, g *Guarded, fn func(context.Context) error) error {
+	_, err := call(ctx, g, g.timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+	return err
+}
+
+func (g *Guarded) Get(ctx context.Context, id string) (*keyring.Key, error) {
+	return call(ctx, g, g.timeout, func(ctx context.Context) (*keyring.Key, error) { return g.inner.Get(ctx, id) })
+}
+
+// List reads every key, at start and when a replica catches up, never on
+// a request's path: it gets four times a call's deadline.
+func (g *Guarded) List(ctx context.Context) ([]*keyring.Key, error) {
+	return call(ctx, g, 4*g.timeout, g.inner.List)
+}
+
+func (g *Guarded) Put(ctx context.Context, k *keyring.Key) (int64, error) {
+	return call(ctx, g, g.timeout, func(ctx context.Context) (int64, error) { return g.inner.Put(ctx, k) })
+}
+
+func (g *Guarded) Delete(ctx context.Context, id string, rev int64) error {
+	return do(ctx, g, func(ctx context.Context) error { return g.inner.Delete(ctx, id, rev) })
+}
+
+func (g *Guarded) UpdateLedger(ctx context.Context, id string, fn func(*keyring.LedgerRecord) error) error {
+	return do(ctx, g, func(ctx context.Context) error { return g.inner.UpdateLedger(ctx, id, fn) })
+}
+
+func (g *Guarded) ReadLedger(ctx context.Context, id string) (*keyring.LedgerRecord, error) {
+	return call(ctx, g, g.timeout, func(ctx context.Context) (*keyring.LedgerRecord, error) { return g.inner.ReadLedger(ctx, id) })
+}
+
+func (g *Guarded) PutAnchor(ctx context.Context, name string, value []byte) error {
+	return do(ctx, g, func(ctx context.Context) error { return g.inner.PutAnchor(ctx, name, value) })
+}
+
+func (g *Guarded) CreateAnchor(ctx context.Context, name string, value []byte) error {
+	return do(ctx, g, func(ctx context.Context) error { return g.inner.CreateAnchor(ctx, name, value) })
+}
+
+func (g *Guarded) GetAnchor(ctx context.Context, name string) ([]byte, error) {
+	return call(ctx, g, g.timeout, func(ctx context.Context) ([]byte, error) { return g.inner.GetAnchor(ctx, name) })
+}
+
+func (g *Guarded) ListAnchors(ctx context.Context, prefix string) (map[string][]byte, error) {
+	return call(ctx, g, g.timeout, func(ctx context.Context) (map[string][]byte, error) { return g.inner.ListAnchors(ctx, prefix) })
+}
+
+func (g *Guarded) UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error {
+	return do(ctx, g, func(ctx context.Context) error { return g.inner.UpdateAnchor(ctx, name, fn) })
+}
