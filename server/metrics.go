@@ -81,6 +81,7 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 	m.reg.MustRegister(build, m.ops, m.opTime, m.requests, m.reqTime, m.missing, m.jwks, m.auditTime, m.denials, m.throttled, m.approvals, m.held,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for name, b := range backends {
+		m.missing.WithLabelValues(name) // present at 0: an alert on the series needs it before the first event
 		if pr, ok := b.(signer.PoolReporter); ok {
 			m.registerPool(name, pr)
 		}
