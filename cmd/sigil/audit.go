@@ -23,13 +23,18 @@ func newAudit() *cobra.Command {
 		Long: `Checks the given audit files (rotated and current, of any replicas, in any order):
 every line's hash, seq contiguity and continuity across files, every checkpoint's
 signature with the audit key (--key PEM, or fetched from a server with the client
-flags), and with the client flags that the files reach the live anchored head.
+flags), and with the client flags that the files reach the live anchored head
+(the last record the server had on disk, anchored in its store). A tamper_detected
+line in the files (a cut or rewrite a start found against that head, e.g. a tail
+erased after a kill -9) is named as a problem, with or without the client flags.
 Exits 0 only for a complete, intact chain.`,
 		Args: cobra.MinimumNArgs(1),
 	}
 	c := addClientFlags(verify)
 	keyFile := verify.Flags().String("key", "", "the audit public key (PEM, from GET /audit/key); fetched from the server when client flags are given")
 	verify.RunE = func(cmd *cobra.Command, files []string) error {
+		// The live head is fetched before the files are read: a running
+		// server's files always reach it.
 		pub, live, err := auditTrust(cmd.Context(), c, *keyFile)
 		if err != nil {
 			return err

@@ -11,14 +11,21 @@
 // records or T seconds, at start and at a clean shutdown, a checkpoint
 // (replica, seq, hash, time) is signed with the audit key, which lives in
 // the HSM or KMS like any Sigil key, written into the log and kept in the
-// keyring store. At start the log is compared with the stored checkpoint;
-// a log that ends before it or disagrees with it gets a permanent
-// tamper_detected entry, and the service goes on. Verify proves a set of
-// files complete and intact, naming every gap.
+// keyring store. Between checkpoints the store keeps the chain's head as
+// well: after each fsync, the seq and hash of the last record on disk
+// (no signature: the store is outside the file), at most every
+// HeadInterval, one write at a time, never waited for by a request, and
+// never ahead of the disk. At start the log is compared with the anchored
+// head; a log that ends before it (its tail cut, say after a kill -9) or
+// disagrees with it gets a permanent tamper_detected entry naming both
+// points, before the start checkpoint signs anything, and the service
+// goes on. Verify proves a set of files complete and intact, naming every
+// gap, and with the live anchor that the files reach it.
 //
 // Records are bounded by construction: client-supplied fields are capped
-// (an oversized or invalid one is replaced by its length and SHA-256), so
-// no line exceeds MaxLine, and readers accept lines of any length anyway.
+// (an oversized or invalid one is replaced by its length and SHA-256, a
+// client's identities are the first four with their exact total), so no
+// line exceeds MaxLine, and readers accept lines of any length anyway.
 //
 // Writes are batched: a request's line is written, in one write() with
 // whatever else is queued, before the request is answered, and the file

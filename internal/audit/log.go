@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,7 +36,16 @@ type Options struct {
 	Anchors            Anchors
 	CheckpointEvery    int           // DefaultCheckpointEvery if 0
 	CheckpointInterval time.Duration // DefaultCheckpointInterval if 0
-	Logger             *slog.Logger
+	// HeadInterval is the least time between two writes of the chain's
+	// head (the last synced record's seq and hash, beside the latest
+	// checkpoint) to Anchors: after every fsync, coalesced, one write at a
+	// time, so a tail cut after a crash is found at the next start.
+	// DefaultHeadInterval if 0; negative, the head is anchored only with
+	// checkpoints (the whole unsigned tail can then be cut unnoticed).
+	HeadInterval time.Duration
+	Logger       *slog.Logger
+
+	timeout time.Duration // anchorTimeout if 0 (tests shorten it)
 }
 
 // Defaults.
@@ -43,6 +53,7 @@ const (
 	DefaultMaxSize            = 64 << 20
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 10 * time.Second
+	DefaultHeadInterval       = 200 * time.Millisecond
 )
 
 // Healing: after a write or fsync fails, the file is reopened by path
@@ -50,7 +61,7 @@ const (
 const (
 	healMin       = 100 * time.Millisecond
 	healMax       = 5 * time.Second
-	anchorTimeout = 5 * time.Second
+	anchorTimeout = 5 * time.Second // a signature or store write taking longer has failed
 )
 
 // head is a point of the chain: a record's seq and hash.
@@ -81,8 +92,17 @@ type Log struct {
 	syncDone chan struct{}
 	sign     chan head       // heads for the checkpointer to sign
 	signed   chan Checkpoint // signed checkpoints for the writer to write
-	anchor   chan Anchor     // written checkpoints for the checkpointer to anchor
 	signDone chan struct{}
+
+	// The anchorer keeps the store's anchor up with the synced head.
+	checkpointed atomic.Pointer[Anchor] // the newest checkpoint written, with its entry
+	stored       atomic.Pointer[Anchor] // what the store holds, as last written
+	anchorWake   chan struct{}          // holds a token when there may be more to anchor
+	anchorStop   chan struct{}
+	anchorDone   chan struct{}
+	anchorHangs  atomic.Bool // a store write never came back
+	anchorErrors atomic.Uint64
+	anchoredCP   *Anchor // the checkpoint stored holds; the anchorer's, then finish's
 
 	// fileMu is held to fsync f or to replace it; only the writer
 	// goroutine replaces it, so the writer reads f without it.
@@ -122,12 +142,19 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = DefaultCheckpointInterval
 	}
+	if o.HeadInterval == 0 {
+		o.HeadInterval = DefaultHeadInterval
+	}
+	if o.timeout <= 0 {
+		o.timeout = anchorTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	l := &Log{opts: o, log: o.Logger, queue: make(chan pending, 1024), done: make(chan struct{}),
 		dirty: make(chan struct{}, 1), syncDone: make(chan struct{}), sign: make(chan head, 1),
-		signed: make(chan Checkpoint, 1), anchor: make(chan Anchor, 4), signDone: make(chan struct{}), healWait: healMin}
+		signed: make(chan Checkpoint, 1), signDone: make(chan struct{}), healWait: healMin,
+		anchorWake: make(chan struct{}, 1), anchorStop: make(chan struct{}), anchorDone: make(chan struct{})}
 	l.detail.Store(new(string))
 	expected, err := l.anchored(ctx)
 	if err != nil {
@@ -138,7 +165,7 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	}
 	l.up.Store(true)
 	if l.checkpointing() {
-		if err := l.checkpointNow(ctx); err != nil {
+		if err := l.checkpointNow(ctx, true); err != nil {
 			l.f.Close()
 			return nil, errs.New(errs.Unavailable, "audit log: the start checkpoint: %w", err)
 		}
@@ -146,6 +173,11 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	go l.run()
 	go l.syncer()
 	go l.checkpointer()
+	if l.checkpointing() {
+		go l.anchorer()
+	} else {
+		close(l.anchorDone)
+	}
 	return l, nil
 }
 
@@ -208,7 +240,7 @@ func (l *Log) openFile(expected *head, why opening) error {
 	switch {
 	case why == healing && t.last == nil && l.fileFirst <= expected.Seq:
 		tamper = &Tamper{Detail: fmt.Sprintf("%s was deleted or replaced by an empty file: records %d to %d went with it", l.opts.Path, l.fileFirst, expected.Seq),
-			MissingFrom: l.fileFirst, MissingTo: expected.Seq}
+			MissingFrom: l.fileFirst, MissingTo: expected.Seq, Expected: &Point{expected.Seq, expected.Hash}}
 	case expected != nil && why != rotating:
 		tamper = l.compare(have, *expected, why)
 	}
@@ -243,7 +275,28 @@ func (l *Log) openFile(expected *head, why opening) error {
 	if err := l.f.Sync(); err != nil {
 		return errs.New(errs.Unavailable, "audit log fsync: %w", err)
 	}
-	l.synced.Store(l.written.Load())
+	if t.last == nil {
+		// A new file: its name must be on disk too before anything in it
+		// is anchored, or a power loss could take synced records with it.
+		if err := syncDir(l.opts.Path); err != nil {
+			return errs.New(errs.Unavailable, "audit log: %w", err)
+		}
+	}
+	l.setSynced(l.written.Load())
+	return nil
+}
+
+// syncDir fsyncs the folder holding path, making a file created or
+// renamed in it durable.
+func syncDir(path string) error {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync of %s: %w", filepath.Dir(path), err)
+	}
 	return nil
 }
 
@@ -313,24 +366,29 @@ func rotatedHead(path string) (head, bool) {
 	return head{t.last.Seq, t.last.Hash}, true
 }
 
-// compare checks what the file holds against where it must reach: short
-// of it, records are missing; at it with another hash, the chain was
-// rewritten. A file past the anchor is checked where the anchor points,
-// if that record is still in the file.
+// compare checks what the file holds against where it must reach (the
+// head anchored in the store at start): short of it, records were cut
+// from the end; at it with another hash, the chain was rewritten. A file
+// past it is checked where it points, if that record is still in the
+// file. The tamper record names both points.
 func (l *Log) compare(have, want head, why opening) *Tamper {
-	what := "the anchored checkpoint"
+	what := "the head anchored in the store is"
 	if why == healing {
-		what = "what Sigil had written (the file was deleted or replaced under it)"
+		what = "what Sigil had written (the file was deleted or replaced under it) reaches"
 	}
+	expected, found := &Point{want.Seq, want.Hash}, &Point{have.Seq, have.Hash}
 	switch {
 	case have.Seq < want.Seq:
-		return &Tamper{Detail: fmt.Sprintf("the log ends at seq %d but %s reached seq %d: records %d to %d are missing", have.Seq, what, want.Seq, have.Seq+1, want.Seq),
-			MissingFrom: have.Seq + 1, MissingTo: want.Seq}
+		return &Tamper{Detail: fmt.Sprintf("the log ends at record %d (hash %s) but %s record %d (hash %s): records %d to %d are missing, cut from the end",
+			have.Seq, have.Hash, what, want.Seq, want.Hash, have.Seq+1, want.Seq),
+			MissingFrom: have.Seq + 1, MissingTo: want.Seq, Expected: expected, Found: found}
 	case have.Seq == want.Seq && have.Hash != want.Hash:
-		return &Tamper{Detail: fmt.Sprintf("record %d does not match %s: the log was rewritten", want.Seq, what), MissingFrom: 1, MissingTo: want.Seq}
+		return &Tamper{Detail: fmt.Sprintf("record %d has hash %s in the log but %s record %d with hash %s: the log was rewritten", have.Seq, have.Hash, what, want.Seq, want.Hash),
+			MissingFrom: 1, MissingTo: want.Seq, Expected: expected, Found: found}
 	case have.Seq > want.Seq:
 		if h, ok := hashAt(l.opts.Path, want.Seq); ok && h != want.Hash {
-			return &Tamper{Detail: fmt.Sprintf("record %d does not match %s: the log was rewritten", want.Seq, what), MissingFrom: 1, MissingTo: want.Seq}
+			return &Tamper{Detail: fmt.Sprintf("record %d has hash %s in the log but %s record %d with hash %s: the log was rewritten", want.Seq, h, what, want.Seq, want.Hash),
+				MissingFrom: 1, MissingTo: want.Seq, Expected: expected, Found: &Point{want.Seq, h}}
 		}
 	}
 	return nil
@@ -588,7 +646,29 @@ func (l *Log) syncer() {
 			l.up.Store(false) // the writer heals it
 			continue
 		}
-		l.synced.Store(h)
+		l.setSynced(h)
+	}
+}
+
+// setSynced records that the disk holds the chain up to h (never moving
+// back: the writer and the syncer both report it) and wakes the anchorer.
+func (l *Log) setSynced(h *head) {
+	for {
+		cur := l.synced.Load()
+		if cur != nil && cur.Seq >= h.Seq {
+			return
+		}
+		if l.synced.CompareAndSwap(cur, h) {
+			break
+		}
+	}
+	l.wakeAnchorer()
+}
+
+func (l *Log) wakeAnchorer() {
+	select {
+	case l.anchorWake <- struct{}{}:
+	default: // it is already due to look
 	}
 }
 
@@ -605,53 +685,143 @@ func (l *Log) checkpointDue() {
 	}
 }
 
-// checkpointer signs heads off the request path, and anchors checkpoints
-// in the store once their entries are on disk (so a power loss never
-// leaves an anchor the log cannot reach).
+// checkpointer signs heads off the request path; the writer writes them
+// and the anchorer anchors them once their entries are on disk.
 func (l *Log) checkpointer() {
 	defer close(l.signDone)
-	for {
-		select {
-		case h, ok := <-l.sign:
-			if !ok {
-				l.anchorPending()
-				return
-			}
-			if cp, err := l.signHead(h); err != nil {
-				l.log.Error("audit checkpoint not signed", "seq", h.Seq, "err", err)
-			} else {
-				l.signed <- cp
-			}
-		case a := <-l.anchor:
-			l.store(a)
+	for h := range l.sign {
+		cp, err := l.signHead(h)
+		if err != nil {
+			l.log.Error("audit checkpoint not signed", "seq", h.Seq, "err", err)
+			continue
 		}
+		l.signed <- cp
 	}
 }
 
-// anchorPending anchors what the writer has handed over already.
-func (l *Log) anchorPending() {
+// anchorer keeps the store's anchor up with the chain: after each fsync,
+// the synced head (the seq and hash of the last record on disk, needing
+// no signature: the store is outside the file) beside the newest
+// checkpoint whose own entry is on disk. Heads are coalesced: one write
+// at a time, at most one every HeadInterval, a failed one retried with a
+// backoff. Nothing waits for it: a store that is down or slow only
+// widens the window in which a cut tail goes unnoticed, and says so.
+// Only what is on disk is anchored, so a crash alone, even of the
+// machine, never leaves the store ahead of the log.
+func (l *Log) anchorer() {
+	defer close(l.anchorDone)
+	var (
+		inflight <-chan error // while a write runs
+		cancel   = func() {}
+		putting  Anchor
+		with     *Anchor // the checkpoint putting carries
+		began    time.Time
+		retryAt  time.Time
+		backoff  = healMin
+		failing  bool
+	)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		select {
-		case a := <-l.anchor:
-			l.store(a)
-		default:
+		case <-l.anchorStop:
+			cancel()
+			if inflight != nil && !l.anchorHangs.Load() {
+				select {
+				case err := <-inflight:
+					if err == nil {
+						l.setStored(putting)
+						l.anchoredCP = with
+					}
+				case <-time.After(l.opts.timeout):
+					l.anchorHangs.Store(true)
+				}
+			}
 			return
+		case <-l.anchorWake:
+		case <-timer.C:
+		case err := <-inflight:
+			cancel()
+			inflight = nil
+			l.anchorHangs.Store(false)
+			if err != nil {
+				l.anchorErrors.Add(1)
+				if !failing {
+					l.log.Error("audit head not anchored in the store; retrying (a tail cut meanwhile would go unnoticed)", "seq", putting.RecordSeq, "err", err)
+				}
+				failing, retryAt, backoff = true, time.Now().Add(backoff), min(2*backoff, healMax)
+				break
+			}
+			l.setStored(putting)
+			l.anchoredCP = with
+			if failing {
+				l.log.Info("audit head anchored in the store again", "seq", putting.RecordSeq)
+			}
+			failing, retryAt, backoff = false, time.Time{}, healMin
 		}
+		if inflight != nil {
+			if time.Since(began) >= l.opts.timeout && !l.anchorHangs.Swap(true) {
+				l.anchorErrors.Add(1)
+				l.log.Error("audit head not anchored: the store has not answered", "seq", putting.RecordSeq, "after", l.opts.timeout)
+			}
+			continue
+		}
+		next, cp, due := l.nextAnchor()
+		if !due {
+			continue
+		}
+		if wait := max(time.Until(began.Add(l.opts.HeadInterval)), time.Until(retryAt)); wait > 0 {
+			timer.Reset(wait)
+			continue
+		}
+		var ctx context.Context
+		ctx, cancel = context.WithTimeout(context.Background(), l.opts.timeout)
+		began, putting, with = time.Now(), next, cp
+		inflight = l.startPut(ctx, next)
+		timer.Reset(l.opts.timeout) // to notice a write that never returns
 	}
 }
 
-// store waits until a's entry is synced, then anchors it.
-func (l *Log) store(a Anchor) {
-	for deadline := time.Now().Add(anchorTimeout); l.synced.Load().Seq < a.RecordSeq; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			l.log.Error("audit checkpoint not anchored: its entry was not synced", "seq", a.RecordSeq)
-			return
+// nextAnchor is what the store should hold now: the newest checkpoint
+// whose entry is synced, and the synced head (or that entry, with head
+// anchoring off); due if the store holds less. Only the anchorer calls
+// it, or finish once the anchorer has stopped.
+func (l *Log) nextAnchor() (next Anchor, cp *Anchor, due bool) {
+	stored, s := *l.stored.Load(), *l.synced.Load()
+	next, cp = stored, l.anchoredCP
+	if c := l.checkpointed.Load(); c != nil && c != cp && c.RecordSeq <= s.Seq {
+		next.Checkpoint, cp = c.Checkpoint, c
+		if c.RecordSeq > next.RecordSeq {
+			next.RecordSeq, next.RecordHash = c.RecordSeq, c.RecordHash
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
-	defer cancel()
-	if err := l.putAnchor(ctx, a); err != nil {
-		l.log.Error("audit checkpoint not anchored", "seq", a.RecordSeq, "err", err)
+	if l.opts.HeadInterval > 0 && s.Seq > next.RecordSeq {
+		next.RecordSeq, next.RecordHash = s.Seq, s.Hash
+	}
+	return next, cp, cp != l.anchoredCP || next.RecordSeq != stored.RecordSeq
+}
+
+// setStored records a copy of a as what the store holds.
+func (l *Log) setStored(a Anchor) { l.stored.Store(&a) }
+
+// startPut writes a to the store in a goroutine of its own, which writes
+// nothing but the store and the channel returned: one abandoned at Close
+// (a store that ignores its context) ends when the store answers, and
+// touches nothing of the Log's.
+func (l *Log) startPut(ctx context.Context, a Anchor) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- l.putAnchor(ctx, a) }()
+	return done
+}
+
+// putBounded writes a to the store, giving up when ctx ends even if the
+// store does not.
+func (l *Log) putBounded(ctx context.Context, a Anchor) error {
+	select {
+	case err := <-l.startPut(ctx, a):
+		return err
+	case <-ctx.Done():
+		return errs.New(errs.Unavailable, "the store did not answer: %w", ctx.Err())
 	}
 }
 
@@ -663,11 +833,11 @@ func (l *Log) putAnchor(ctx context.Context, a Anchor) error {
 	return l.opts.Anchors.PutAnchor(ctx, AnchorName(l.opts.Replica), b)
 }
 
-// signHead signs h with the audit key, giving up after anchorTimeout even
+// signHead signs h with the audit key, giving up after the timeout even
 // if the signer does not (a call into a hung HSM): the signer is then
 // taken to hang, and shutdown does not wait for it.
 func (l *Log) signHead(h head) (Checkpoint, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.timeout)
 	defer cancel()
 	cp := Checkpoint{Replica: l.opts.Replica, Seq: h.Seq, Hash: h.Hash, Time: time.Now().UTC(), Every: l.opts.CheckpointEvery}
 	done := make(chan error, 1)
@@ -678,35 +848,31 @@ func (l *Log) signHead(h head) (Checkpoint, error) {
 		return <-signed, err
 	case <-ctx.Done():
 		l.signerHangs.Store(true)
-		return cp, errs.New(errs.Unavailable, "the audit key did not sign within %v", anchorTimeout)
+		return cp, errs.New(errs.Unavailable, "the audit key did not sign within %v", l.opts.timeout)
 	}
 }
 
-// writeCheckpoint writes cp's entry and hands it to the checkpointer to
-// anchor. A failed write takes the log down like any other.
+// writeCheckpoint writes cp's entry and hands it to the anchorer, which
+// anchors it once the entry is synced. A failed write takes the log down
+// like any other.
 func (l *Log) writeCheckpoint(cp Checkpoint) error {
 	if err := l.writeEntries([]entry{l.own(opCheckpoint, "ok", entry{Checkpoint: &cp})}); err != nil {
 		l.down(err)
 		return err
 	}
 	w := l.written.Load()
-	select {
-	case l.anchor <- Anchor{Checkpoint: cp, RecordSeq: w.Seq, RecordHash: w.Hash}:
-	default: // the checkpointer is behind; the next checkpoint supersedes this one
-	}
+	l.checkpointed.Store(&Anchor{Checkpoint: cp, RecordSeq: w.Seq, RecordHash: w.Hash})
+	l.wakeAnchorer()
 	return nil
 }
 
 // checkpointNow signs the whole log, writes the checkpoint, syncs and
-// anchors it before returning: at start and at a clean shutdown.
-func (l *Log) checkpointNow(ctx context.Context) error {
-	l.fileMu.Lock()
-	err := l.f.Sync()
-	l.fileMu.Unlock()
-	if err != nil {
+// (if anchor) anchors it before returning: at start and at a clean
+// shutdown, while no anchorer runs.
+func (l *Log) checkpointNow(ctx context.Context, anchor bool) error {
+	if err := l.syncNow(); err != nil {
 		return err
 	}
-	l.synced.Store(l.written.Load())
 	cp, err := l.signHead(*l.synced.Load())
 	if err != nil {
 		return err
@@ -714,15 +880,36 @@ func (l *Log) checkpointNow(ctx context.Context) error {
 	if err := l.writeEntries([]entry{l.own(opCheckpoint, "ok", entry{Checkpoint: &cp})}); err != nil {
 		return err
 	}
+	if err := l.syncNow(); err != nil {
+		return err
+	}
+	w := l.written.Load()
+	a := &Anchor{Checkpoint: cp, RecordSeq: w.Seq, RecordHash: w.Hash}
+	l.checkpointed.Store(a)
+	if !anchor {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opts.timeout)
+	defer cancel()
+	if err := l.putBounded(ctx, *a); err != nil {
+		return err
+	}
+	l.stored.Store(a)
+	l.anchoredCP = a
+	return nil
+}
+
+// syncNow fsyncs the file and records the chain synced to what was
+// written.
+func (l *Log) syncNow() error {
 	l.fileMu.Lock()
-	err = l.f.Sync()
+	err := l.f.Sync()
 	l.fileMu.Unlock()
 	if err != nil {
 		return err
 	}
-	w := l.written.Load()
-	l.synced.Store(w)
-	return l.putAnchor(ctx, Anchor{Checkpoint: cp, RecordSeq: w.Seq, RecordHash: w.Hash})
+	l.setSynced(l.written.Load())
+	return nil
 }
 
 // rotate moves the file aside (path.1, path.2, …), synced, and starts a
@@ -737,7 +924,7 @@ func (l *Log) rotate() error {
 	if err != nil {
 		return errs.New(errs.Unavailable, "audit log rotation: %w", err)
 	}
-	l.synced.Store(l.written.Load())
+	l.setSynced(l.written.Load())
 	return l.openFile(l.written.Load(), rotating)
 }
 
@@ -750,12 +937,31 @@ func moveAside(path string) error {
 	}
 }
 
-// finish runs when the queue is closed: a last checkpoint, the last fsync.
+// finish runs when the queue is closed: a last checkpoint (or, when the
+// audit key cannot sign, the last head) anchored, the last fsync. A store
+// that does not answer gets no write: the checkpoint is only logged.
 func (l *Log) finish() {
-	if l.stopCheckpointer() && l.up.Load() && l.checkpointing() && !l.signerHangs.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
-		if err := l.checkpointNow(ctx); err != nil {
-			l.log.Error("audit: the closing checkpoint failed", "err", err)
+	signing := l.stopCheckpointer()
+	storing := l.stopAnchorer()
+	if !storing {
+		l.log.Error("audit: the store does not answer; closing without anchoring the last head")
+	}
+	if l.up.Load() && l.checkpointing() {
+		ctx, cancel := context.WithTimeout(context.Background(), l.opts.timeout)
+		switch {
+		case signing && !l.signerHangs.Load():
+			if err := l.checkpointNow(ctx, storing); err != nil {
+				l.log.Error("audit: the closing checkpoint failed", "err", err)
+			}
+		case storing && l.syncNow() == nil:
+			if next, cp, due := l.nextAnchor(); due {
+				if err := l.putBounded(ctx, next); err != nil {
+					l.log.Error("audit: the last head was not anchored", "seq", next.RecordSeq, "err", err)
+				} else {
+					l.setStored(next)
+					l.anchoredCP = cp
+				}
+			}
 		}
 		cancel()
 	}
@@ -766,12 +972,23 @@ func (l *Log) finish() {
 	close(l.done)
 }
 
+// stopAnchorer stops the anchorer; it reports false if a store write
+// never came back (the anchorer gives up waiting for it after a bound).
+func (l *Log) stopAnchorer() bool {
+	if !l.checkpointing() {
+		return true
+	}
+	close(l.anchorStop)
+	<-l.anchorDone
+	return !l.anchorHangs.Load()
+}
+
 // stopCheckpointer stops the checkpointer, writing what it signed
 // meanwhile. A signer that hangs must not hang shutdown: after a bound it
 // gives up, and reports false.
 func (l *Log) stopCheckpointer() bool {
 	close(l.sign)
-	giveUp := time.After(anchorTimeout + time.Second)
+	giveUp := time.After(l.opts.timeout + time.Second)
 	for {
 		select {
 		case cp := <-l.signed:
@@ -814,3 +1031,17 @@ func (l *Log) Head() (seq uint64, hash string) {
 	h := l.synced.Load()
 	return h.Seq, h.Hash
 }
+
+// Anchored returns the head the store holds, as last written (0 and ""
+// without checkpoints).
+func (l *Log) Anchored() (seq uint64, hash string) {
+	if a := l.stored.Load(); a != nil {
+		return a.RecordSeq, a.RecordHash
+	}
+	return 0, ""
+}
+
+// AnchorErrors counts store writes of the chain's head that failed or
+// did not answer: while they fail, a tail cut after a crash would not be
+// found at the next start.
+func (l *Log) AnchorErrors() uint64 { return l.anchorErrors.Load() }

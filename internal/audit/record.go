@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -45,6 +47,11 @@ type Record struct {
 	// RequestSHA256 is the SHA-256 of the held request's protobuf bytes:
 	// the hash its approvals name (PayloadSHA256 is what was signed).
 	RequestSHA256 string `json:"request_sha256,omitempty"`
+	// IdentitiesTotal is how many identities the client had, beside
+	// Identities, which shows at most the first few and never a count.
+	// Left 0, the log fills it in from Identities (a trailing "(N more)",
+	// as identity.Brief writes, counts N).
+	IdentitiesTotal int `json:"identities_total,omitempty"`
 }
 
 // Digest describes bytes that are not recorded themselves.
@@ -88,11 +95,21 @@ type Evidence struct {
 
 // Tamper says the log does not reach, or does not agree with, what was
 // anchored outside it: records MissingFrom..MissingTo are gone or were
-// rewritten.
+// rewritten. Expected is where the log had to reach (at start, the head
+// anchored in the store; after a failure, what Sigil had written), Found
+// what the file held there or, cut short, its last record.
 type Tamper struct {
 	Detail      string `json:"detail"`
 	MissingFrom uint64 `json:"missing_from,omitempty"`
 	MissingTo   uint64 `json:"missing_to,omitempty"`
+	Expected    *Point `json:"expected,omitempty"`
+	Found       *Point `json:"found,omitempty"`
+}
+
+// Point is a record of a chain: its seq and hash.
+type Point struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
 }
 
 // Operations of Sigil's own entries.
@@ -108,27 +125,62 @@ const (
 const (
 	MaxLine       = 16 << 10
 	maxField      = 256
-	maxIdentities = 4 // a certificate's identities recorded on a denial
+	maxIdentities = 4 // a certificate's identities spelled on a denial
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
 // bound replaces any string field that is longer than maxField or not
-// valid UTF-8 by its digest, in place.
+// valid UTF-8 by its digest, in place, and keeps the first maxIdentities
+// identities with their exact total.
 func bound(r *Record) {
 	for _, f := range []*string{&r.RequestID, &r.Identity, &r.Operation, &r.Outcome, &r.Code, &r.Reason, &r.PayloadSHA256, &r.Peer} {
 		boundString(f)
 	}
-	for i := range r.Identities {
-		if i == maxIdentities {
-			r.Identities = append(r.Identities[:i:i], fmt.Sprintf("[%d more]", len(r.Identities)-i))
-			break
-		}
-		boundString(&r.Identities[i])
-	}
+	boundIdentities(r)
 	if len(r.KeyID) > maxField || !utf8.ValidString(r.KeyID) {
 		r.InvalidKeyID, r.KeyID = DigestOf(r.KeyID), ""
 	}
+}
+
+// boundIdentities keeps the first maxIdentities of r's identities and
+// records how many there were in all, whatever was cut, here or before:
+// a last element "(N more)" (identity.Brief's count of those it left
+// out; no typed identity is spelled so) counts N identities, not one.
+func boundIdentities(r *Record) {
+	ids := r.Identities
+	total := len(ids)
+	if n, ok := moreCount(ids); ok {
+		ids = ids[:len(ids)-1]
+		total = len(ids) + n
+	}
+	if len(ids) > maxIdentities {
+		ids = ids[:maxIdentities]
+	}
+	r.Identities = slices.Clone(ids)
+	for i := range r.Identities {
+		boundString(&r.Identities[i])
+	}
+	if len(r.Identities) == 0 {
+		r.Identities = nil
+	}
+	r.IdentitiesTotal = max(r.IdentitiesTotal, total)
+}
+
+// moreCount reads a last element "(N more)" of ids.
+func moreCount(ids []string) (int, bool) {
+	if len(ids) == 0 {
+		return 0, false
+	}
+	s, ok := strings.CutPrefix(ids[len(ids)-1], "(")
+	if !ok {
+		return 0, false
+	}
+	if s, ok = strings.CutSuffix(s, " more)"); !ok || s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= 0
 }
 
 // boundString replaces s by its length and SHA-256 if it is longer than

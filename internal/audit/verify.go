@@ -216,8 +216,9 @@ func (r *Report) checkpoints(replica string, entries []placed, hashes map[uint64
 	}
 }
 
-// reaches checks that the files hold the live anchored checkpoint: the
-// record it signs and its own entry.
+// reaches checks that the files hold the live anchor: the record its
+// checkpoint signs, and the head anchored beside it (the checkpoint's own
+// entry or a later record: the chain as far as it was on disk).
 func (r *Report) reaches(replica string, entries []placed, hashes map[uint64]string, a Anchor, pub *ecdsa.PublicKey) {
 	if pub == nil {
 		r.problem("replica %s: no audit key given: the live checkpoint cannot be checked", replica)
@@ -227,13 +228,23 @@ func (r *Report) reaches(replica string, entries []placed, hashes map[uint64]str
 		r.problem("replica %s: the live anchored checkpoint: %v", replica, err)
 		return
 	}
-	last := entries[len(entries)-1].Seq
+	last := entries[len(entries)-1]
 	switch {
-	case last < a.RecordSeq:
-		r.problem("replica %s: missing tail: the files end at seq %d but the log reached seq %d; records %d to %d not provided", replica, last, a.RecordSeq, last+1, a.RecordSeq)
-	case hashes[a.Seq] != a.Hash || hashes[a.RecordSeq] != a.RecordHash:
-		r.problem("replica %s: the records at seq %d and %d do not match the live anchored checkpoint: the chain was rewritten", replica, a.Seq, a.RecordSeq)
+	case last.Seq < a.RecordSeq:
+		r.problem("replica %s: missing tail: the files end at record %d (%s:%d) but the live anchored head is record %d (hash %s); records %d to %d not provided (cut, or their file not given)",
+			replica, last.Seq, last.file, last.line, a.RecordSeq, a.RecordHash, last.Seq+1, a.RecordSeq)
+	case hashes[a.Seq] != a.Hash:
+		r.problem("replica %s: record %d does not match the live anchored checkpoint (hash %s in the files, %s signed): the chain was rewritten", replica, a.Seq, orNone(hashes[a.Seq]), a.Hash)
+	case hashes[a.RecordSeq] != a.RecordHash:
+		r.problem("replica %s: record %d does not match the live anchored head (hash %s in the files, %s anchored): the chain was rewritten", replica, a.RecordSeq, orNone(hashes[a.RecordSeq]), a.RecordHash)
 	}
+}
+
+func orNone(h string) string {
+	if h == "" {
+		return "none"
+	}
+	return h
 }
 
 // Summary is the one-line verdict.
