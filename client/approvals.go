@@ -76,14 +76,19 @@ func (c *Client) AwaitApprovalResult(ctx context.Context, id string, poll time.D
 }
 
 // waiting reports whether err, the answer to a result, says request id
-// has yet to end: it runs (Unavailable), or it is pending.
+// has yet to end: it is pending, approved or running. Unavailable alone
+// does not tell: a request whose run failed Unavailable has ended.
 func waiting(ctx context.Context, ac sigilv1.ApprovalServiceClient, id string, err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable:
-		return true
-	case codes.FailedPrecondition:
+	case codes.Unavailable, codes.FailedPrecondition:
 		a, gerr := ac.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
-		return ctx.Err() != nil || gerr == nil && a.GetApproval().GetState() == "pending"
+		if gerr != nil {
+			return ctx.Err() != nil || status.Code(gerr) == codes.Unavailable
+		}
+		switch a.GetApproval().GetState() {
+		case "pending", "approved", "running":
+			return true
+		}
 	}
 	return false
 }

@@ -126,6 +126,9 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 			if k, ok := r.sameKey(s); ok {
 				return k, nil // another request of the same creation won the race
 			}
+			if cur, err := r.current(s.ID); err == nil && !cur.visible() && slices.ContainsFunc(cur.Generations, func(g Generation) bool { return g.Abandoned }) {
+				return nil, errs.New(errs.Unavailable, "key %q: an earlier creation failed while backend %q was unavailable and is rolled back once it answers", s.ID, cur.Backend)
+			}
 		}
 	}
 	if err != nil {
@@ -201,13 +204,19 @@ func (s AuditSigner) Sign(ctx context.Context, digest []byte) ([]byte, error) {
 // any other change place makes. On failure (place's included) the new
 // objects and the record of them are removed, and nothing else changed.
 func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Key, g *Generation, now time.Time) error) (*Key, error) {
+	if k, err := r.current(id); err == nil {
+		r.dropStale(ctx, k, r.creatingGrace) // an earlier failed creation, if its backend is back
+	}
 	var g Generation
 	var km signer.KeyManager
 	k, err := r.update(ctx, id, func(k *Key, now time.Time) error {
 		if err := deletionPending(k); err != nil {
 			return err
 		}
-		if len(k.inState(StateCreating)) > 0 {
+		if creating := k.inState(StateCreating); len(creating) > 0 {
+			if creating[0].Abandoned { // rolled back once the backend answers again
+				return errs.New(errs.Unavailable, "key %q: generation %d failed while backend %q was unavailable and is rolled back once it answers", id, creating[0].Number, k.Backend)
+			}
 			return errs.New(errs.Aborted, "key %q: a generation is already being created", id)
 		}
 		var err error
@@ -302,12 +311,16 @@ func (r *Keyring) completed(ctx context.Context, id string, g Generation) (*Key,
 	return k, true
 }
 
-// dropStale rolls back what of k was abandoned, older than grace: its
-// creating generations and, if it has none left, its record.
+// dropStale rolls back what of k was abandoned: its creating generations
+// marked abandoned or older than grace and, if it has none left, its
+// record.
 func (r *Keyring) dropStale(ctx context.Context, k *Key, grace time.Duration) bool {
 	dropped := false
 	for _, g := range k.inState(StateCreating) {
-		if r.now().Sub(g.CreatedAt) >= grace {
+		if g.Abandoned && !r.backendUp(k.Backend) {
+			continue // tried again once the backend answers
+		}
+		if g.Abandoned || r.now().Sub(g.CreatedAt) >= grace {
 			r.dropGeneration(ctx, k.ID, g.Number)
 			dropped = true
 		}
@@ -334,6 +347,7 @@ func (r *Keyring) dropGeneration(ctx context.Context, id string, n int) {
 		return nil
 	})
 	if err != nil {
+		r.abandon(ctx, id, n)
 		r.log.Warn("half-created generation left for a later cleanup", "key", id, "generation", n, "err", err)
 		return
 	}
@@ -341,6 +355,32 @@ func (r *Keyring) dropGeneration(ctx context.Context, id string, n int) {
 		r.repaired(rep)
 	}
 	r.deleteIfEmpty(ctx, id)
+}
+
+// backendUp reports whether backend name's health monitor, if it has one,
+// finds it up.
+func (r *Keyring) backendUp(name string) bool {
+	hr, ok := r.backends[name].(signer.HealthReporter)
+	return !ok || hr.Health().Up
+}
+
+// abandon marks creating generation n of key id as abandoned: its creation
+// failed and no one works on it any more, so the next step of the
+// scheduler, or the next change to the key, rolls it back at once instead
+// of waiting out the grace (a rotation would answer "a generation is
+// already being created" until then).
+func (r *Keyring) abandon(ctx context.Context, id string, n int) {
+	_, err := r.update(ctx, id, func(k *Key, _ time.Time) error {
+		g, ok := k.generation(n)
+		if !ok || g.State != StateCreating || g.Abandoned {
+			return errUnchanged
+		}
+		g.Abandoned = true
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("an abandoned creation could not be marked; it is rolled back after the grace", "key", id, "generation", n, "err", err)
+	}
 }
 
 // deleteIfEmpty deletes key id if it has no generations: a creation that

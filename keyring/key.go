@@ -168,6 +168,11 @@ type Generation struct {
 	PublicKey []byte    `json:"public_key,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Abandoned marks a creating generation whose creation failed and whose
+	// rollback could not finish (its backend was down): no creation is in
+	// flight for it, so it is rolled back as soon as the backend answers,
+	// not after the grace an unfinished creation gets.
+	Abandoned bool `json:"abandoned,omitempty"`
 
 	// Lifecycle times; zero until they apply.
 	PublishedAt time.Time `json:"published_at,omitzero"` // entered pending (or active, for generation 1)

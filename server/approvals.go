@@ -266,6 +266,9 @@ func (s *Server) run(id string) (*approval.Request, error) {
 	if r, err = s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Finish(s.runner, result, code, msg, s.opts.Now()) }); err != nil {
 		return nil, err
 	}
+	if r.State == approval.Approved { // an outage: it runs again, with its payload
+		return r, nil
+	}
 	if err := s.approvals.DropPayload(ctx, id); err != nil { // else the sweep drops it with the record
 		s.log.Warn("dropping the payload of a request that ran failed", "approval_id", id, "err", err)
 	}

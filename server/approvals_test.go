@@ -709,3 +709,32 @@ func TestSweepCountsHeldRequests(t *testing.T) {
 		t.Fatalf("promlint: %v %v", problems, err)
 	}
 }
+
+// An approved transaction whose run meets an HSM outage is not thrown
+// away with the approvers' work: it is approved again, the requester's
+// result says to retry, and it runs once the HSM is back (the nonce guard
+// makes a second run of a transaction safe). Its Go client keeps waiting.
+func TestApprovedTransactionOutlivesAnOutage(t *testing.T) {
+	e := newDualEnv(t)
+	_, err := e.signTx(0, "0x1bc16d674ec80000", "0x10")
+	id := heldID(t, err)
+	if _, err := e.approve(officerA, id); err != nil {
+		t.Fatal(err)
+	}
+	e.HSM.Down.Store(true)
+	a, err := e.approve(officerB, id)
+	if err != nil || a.GetState() != "approved" {
+		t.Fatalf("the quorum's approval during an outage: %v %v, want the request approved again", a, err)
+	}
+	_, err = e.result(requesterID, id)
+	wantCodeOf(t, "the result during the outage", err, codes.Unavailable)
+	e.HSM.Down.Store(false)
+	res, err := e.result(requesterID, id)
+	if err != nil {
+		t.Fatalf("the result once the HSM is back: %v", err)
+	}
+	out := &sigilv1.SignTransactionResponse{}
+	if err := res.GetResult().UnmarshalTo(out); err != nil || len(out.GetRawTransaction()) == 0 {
+		t.Fatalf("the approved transaction: %v", err)
+	}
+}

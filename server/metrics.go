@@ -105,6 +105,8 @@ func (m *metrics) registerAudit(l *audit.Log) {
 			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_audit_write_errors_total", Help: "Failed audit writes and fsyncs."},
 			func() float64 { return float64(l.WriteErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_audit_anchor_errors_total", Help: "Failed writes of the audit chain's head or checkpoint to the keyring store (a tail cut meanwhile would go unnoticed)."},
+			func() float64 { return float64(l.AnchorErrors()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_audit_tamper_detected_total", Help: "Tamper records written: the log did not reach, or disagreed with, its anchored checkpoint (an alarm)."},
 			func() float64 { return float64(l.Tampers()) }),
 	)

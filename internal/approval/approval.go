@@ -344,6 +344,14 @@ func (r *Request) Finish(runner string, result []byte, code, msg string, now tim
 	if r.State != Running || r.Runner != runner {
 		return errs.New(errs.Aborted, "approval %s: its claim passed to another runner", r.ID)
 	}
+	if code == "Unavailable" && r.Idempotent {
+		// An outage (the HSM or the store away), not an answer: the
+		// approvers' work is not thrown away; the request is approved
+		// again and runs once the dependency is back (the sweep, or the
+		// requester's asking for the result).
+		r.State, r.Runner, r.LeaseUntil = Approved, "", time.Time{}
+		return nil
+	}
 	r.State, r.Result, r.ErrorCode, r.ErrorMessage, r.Finished = Done, result, code, msg, now
 	if code != "" {
 		r.State = Failed

@@ -50,8 +50,20 @@ func moduleRoot() string {
 // Build compiles the sigil binary for the test and returns its path.
 func Build(t *testing.T) string {
 	t.Helper()
+	return build(t)
+}
+
+// BuildRace compiles the sigil binary with the race detector: a server
+// that races writes "WARNING: DATA RACE" to its logs.
+func BuildRace(t *testing.T) string {
+	t.Helper()
+	return build(t, "-race")
+}
+
+func build(t *testing.T, flags ...string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sigil")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sigil")
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, "./cmd/sigil")...)
 	cmd.Dir = moduleRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
