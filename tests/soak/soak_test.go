@@ -77,9 +77,9 @@ func TestSoak(t *testing.T) {
 // one SoftHSM token, with an operator's and an officer's certificates.
 type world struct {
 	dir, hsmDir, conf, pinFile, token string
-	cluster                         *etcdtest.Cluster
-	procs                           []*framework.Proc
-	ops, officer                    []*client.Client // one per replica
+	cluster                           *etcdtest.Cluster
+	procs                             []*framework.Proc
+	ops, officer                      []*client.Client // one per replica
 }
 
 func newWorld(t *testing.T, bin string, n int) *world {
