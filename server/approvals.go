@@ -87,7 +87,7 @@ func (a *approvalService) read(ctx context.Context, id string, requesterOnly boo
 // may decide it.
 func (s *Server) mayRead(ctx context.Context, r *approval.Request, requesterOnly bool) bool {
 	ids := identities(ctx)
-	if r.IsRequester(ids) {
+	if r.MadeBy(ids) {
 		return true
 	}
 	return !requesterOnly && s.mayDecide(ids, r)
@@ -180,7 +180,7 @@ func (a *approvalService) decide(ctx context.Context, id string, fn func(*approv
 		return nil, err
 	}
 	ids := identities(ctx)
-	if _, ok := a.s.authorize(ids, authz.ApprovalsApprove, r.KeyID); !ok && !r.IsRequester(ids) {
+	if _, ok := a.s.authorize(ids, authz.ApprovalsApprove, r.KeyID); !ok && !r.MadeBy(ids) {
 		return nil, errDenied
 	}
 	if r, err = a.s.approvals.Update(ctx, id, func(r *approval.Request) error { return fn(r, ids, a.s.opts.Now()) }); err != nil {

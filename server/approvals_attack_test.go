@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"fmt"
 	"net/url"
@@ -486,5 +487,43 @@ func TestRevokingTheSigningGenerationIsRotateNow(t *testing.T) {
 	}
 	if _, err := e.keys(opsID).RevokeGeneration(ctx, &sigilv1.RevokeGenerationRequest{Id: "treasury-raw", Generation: 1}); err != nil {
 		t.Fatalf("a raw key's revocation under a rule on rotate-now only: %v", err)
+	}
+}
+
+// A certificate that merely shares a CN with the requester's certificate
+// is not the requester: the request belongs to the identity the access
+// rule allowed (the DNS SAN here), typed and exact. The look-alike can
+// neither list nor read the held request, nor fetch what it minted once
+// approved; another certificate of the requester's own identity can.
+func TestLookAlikeCertificateIsNotTheRequester(t *testing.T) {
+	e := newDualEnv(t, strings.Replace(approvalPolicy, "rules:\n", `rules:
+  - identity: spiffe://example.org/low
+    keys: ["*"]
+    allow: [keys.read]
+`, 1))
+	ctx := context.Background()
+	requester := e.CA.Mint(t, &x509.Certificate{Subject: pkix.Name{CommonName: "shared-cn"}, DNSNames: []string{"treasury.internal"}})
+	low, _ := url.Parse("spiffe://example.org/low")
+	lookAlike := e.CA.Mint(t, &x509.Certificate{Subject: pkix.Name{CommonName: "shared-cn"}, URIs: []*url.URL{low}})
+	e.conns["requester"], e.conns["look-alike"] = e.DialAs(t, e.CA, &requester), e.DialAs(t, e.CA, &lookAlike)
+	tx := `{"chainId":"0x1","nonce":"0x0","to":"0x3535353535353535353535353535353535353535","value":"0x1bc16d674ec80000","gas":"0x5208","maxFeePerGas":"0x10","maxPriorityFeePerGas":"0x1"}`
+	_, err := sigilv1.NewEthereumServiceClient(e.conns["requester"]).SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "treasury-1",
+		Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: []byte(tx)}})
+	id := heldID(t, err)
+	list, err := e.approvals("look-alike").ListApprovals(ctx, &sigilv1.ListApprovalsRequest{})
+	if err != nil || len(list.GetApprovals()) != 0 {
+		t.Fatalf("the look-alike lists %v (%v)", list.GetApprovals(), err)
+	}
+	_, err = e.approvals("look-alike").GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
+	wantCodeOf(t, "the look-alike reading the request", err, codes.PermissionDenied)
+	for _, officer := range []string{officerA, officerB} {
+		if _, err := e.approve(officer, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = e.result("look-alike", id)
+	wantCodeOf(t, "the look-alike fetching the result", err, codes.PermissionDenied)
+	if _, err := e.result(requesterID, id); err != nil { // the requester's identity, on another certificate
+		t.Fatalf("the requester's own identity fetching the result: %v", err)
 	}
 }

@@ -233,10 +233,20 @@ func (r *Request) Live(now time.Time) bool {
 // Waiting says what a pending request waits for.
 func (r *Request) Waiting() int { return r.Quorum - len(r.Approvals) }
 
-// IsRequester reports whether one of ids is an identity of the
-// requester's certificate: the requester can neither approve nor deny
-// its request, under any of them.
-func (r *Request) IsRequester(ids []identity.ID) bool {
+// MadeBy reports whether ids hold the identity the access rule allowed
+// when the request was held, typed and exact: only that identity reads
+// the request and fetches its result. A certificate that merely shares
+// another of the requester's identities (its CN, one DNS SAN) is not the
+// requester.
+func (r *Request) MadeBy(ids []identity.ID) bool {
+	return slices.Contains(identity.Strings(ids), r.Requester)
+}
+
+// SharesRequester reports whether one of ids is any identity of the
+// requester's certificate: the requester can neither approve nor deny its
+// request, under any of them. This is the only use of the certificate's
+// other identities: they widen what it may not do, never what it may.
+func (r *Request) SharesRequester(ids []identity.ID) bool {
 	return overlaps(identity.Strings(ids), append([]string{r.Requester}, r.Requesters...))
 }
 
@@ -267,7 +277,7 @@ func (r *Request) decider(ids []identity.ID, open ...State) (string, error) {
 	if !slices.Contains(open, r.State) {
 		return "", errs.New(errs.FailedPrecondition, "approval %s is %s: nothing left to decide", r.ID, r.State)
 	}
-	if r.IsRequester(ids) {
+	if r.SharesRequester(ids) {
 		return "", errs.New(errs.PermissionDenied, "approval %s: its requester cannot decide it", r.ID)
 	}
 	who, ok := r.Approver(ids)
