@@ -153,6 +153,18 @@ type Deps struct {
 	// CanRead reports whether the caller may read key id: a listing a
 	// purpose serves shows only those keys. Nil allows every key.
 	CanRead func(ctx context.Context, id string) bool
+	// Covering reports which identity of the caller a rule allows op on
+	// every key ID each of patterns can match: a keyless admin call that
+	// admits keys by pattern needs it. Nil allows everything, as "*".
+	Covering func(ctx context.Context, op authz.Op, patterns []string) (string, bool)
+}
+
+// Covers is Covering, or everything allowed when it is nil.
+func (d Deps) Covers(ctx context.Context, op authz.Op, patterns []string) (string, bool) {
+	if d.Covering == nil {
+		return "", true
+	}
+	return d.Covering(ctx, op, patterns)
 }
 
 // Visible reports whether the caller may read key id.

@@ -308,6 +308,16 @@ func (s *Server) authorize(ids []identity.ID, op authz.Op, keyID string) (string
 	return who.String(), ok
 }
 
+// covering reports which identity of the caller a rule allows op on
+// every key each of patterns can match (see authz.Policy.Covering).
+func (s *Server) covering(ctx context.Context, op authz.Op, patterns []string) (string, bool) {
+	if s.opts.Authz == nil {
+		return "", true
+	}
+	who, ok := s.opts.Authz.Covering(identities(ctx), op, patterns)
+	return who.String(), ok
+}
+
 // noteGeneration records which generation served the request.
 func noteGeneration(ctx context.Context, n int) {
 	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {

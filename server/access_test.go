@@ -36,6 +36,9 @@ rules:
   - identity: spiffe://example.org/ops
     keys: ["*"]
     allow: [keys.admin, keys.read]
+  - identity: spiffe://example.org/tenant-a/admin
+    keys: ["tenant-a-*"]
+    allow: [keys.admin, keys.read, jwks.admin]
   - identity: spiffe://example.org/all/*
     keys: ["*"]
     allow: [sign.raw, sign.jwt, eth.sign_tx, eth.sign_message, eth.sign_typed_data, keys.read, keys.admin, jwks.admin]

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net/url"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
@@ -609,5 +611,46 @@ func updatePolicy(req *sigilv1.UpdateKeyPolicyRequest) func(context.Context, *gr
 	return func(ctx context.Context, c *grpc.ClientConn) error {
 		_, err := sigilv1.NewKeyServiceClient(c).UpdateKeyPolicy(ctx, req)
 		return err
+	}
+}
+
+// A tenant-scoped jwks.admin (keys: ["tenant-a-*"]) what the outside
+// review did with it: name a set after another issuer, admit keys beyond
+// its own, take every set slot. Each is refused; its own sets work, and
+// an admin of every key keeps its slots.
+func TestScopedJWKSAdminStaysWithinItsKeys(t *testing.T) {
+	e := newAttackEnv(t)
+	ctx := context.Background()
+	tenantA := sigilv1.NewJWTServiceClient(e.Client(t, "spiffe://example.org/tenant-a/admin"))
+	for _, tc := range []struct {
+		what string
+		req  *sigilv1.CreateJWKSetRequest
+		want codes.Code
+	}{
+		{"a set named after another issuer, admitting its own keys", &sigilv1.CreateJWKSetRequest{Name: "tenant-b", KeyPatterns: []string{"tenant-a-*"}}, codes.PermissionDenied},
+		{"a set named after another issuer, default patterns", &sigilv1.CreateJWKSetRequest{Name: "tenant-b"}, codes.PermissionDenied},
+		{"its own set admitting another tenant's keys", &sigilv1.CreateJWKSetRequest{Name: "tenant-a-web", KeyPatterns: []string{"tenant-b-*"}}, codes.PermissionDenied},
+		{"its own set admitting every key", &sigilv1.CreateJWKSetRequest{Name: "tenant-a-web", KeyPatterns: []string{"*"}}, codes.PermissionDenied},
+		{"its own set admitting a wider glob", &sigilv1.CreateJWKSetRequest{Name: "tenant-a-web", KeyPatterns: []string{"tenant-*"}}, codes.PermissionDenied},
+		{"its own set", &sigilv1.CreateJWKSetRequest{Name: "tenant-a-web"}, codes.OK},
+		{"its own set, narrower patterns", &sigilv1.CreateJWKSetRequest{Name: "tenant-a-api", KeyPatterns: []string{"tenant-a-api-*", "tenant-a-web"}}, codes.OK},
+	} {
+		if _, err := tenantA.CreateJWKSet(ctx, tc.req); status.Code(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.what, err, tc.want)
+		}
+	}
+	// Slot exhaustion: a scoped admin makes at most MaxSetsPerCreator.
+	made := 2
+	var err error
+	for ; made < jwt.MaxSetsPerCreator+5; made++ {
+		if _, err = tenantA.CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: fmt.Sprintf("tenant-a-s%d", made)}); err != nil {
+			break
+		}
+	}
+	if status.Code(err) != codes.ResourceExhausted || made != jwt.MaxSetsPerCreator {
+		t.Fatalf("a scoped admin made %d sets, then %v; want %d, then ResourceExhausted", made, err, jwt.MaxSetsPerCreator)
+	}
+	if _, err := sigilv1.NewJWTServiceClient(e.tenant).CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: "issuer-global"}); err != nil {
+		t.Fatalf("an admin of every key, after a scoped one spent its slots: %v", err)
 	}
 }

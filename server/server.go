@@ -166,7 +166,7 @@ func New(o Options) *Server {
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
 	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})
-	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey}
+	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey, Covering: s.covering}
 	for _, p := range s.purposes {
 		s.register(p.Service(s.deps))
 		if pm, ok := p.(purpose.Metrics); ok {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -248,6 +249,57 @@ func (p *Policy) DecideAny(ids []identity.ID, op Op, now time.Time) Decision {
 		}
 	}
 	return Decision{}
+}
+
+// Covering is the first rule allowing one of ids op on every key ID that
+// each of patterns can match, and which identity it named. A keyless
+// admin call (creating a JWK Set that admits keys by pattern) is decided
+// by it: a rule for "tenant-a-*" does not cover a set admitting "*".
+func (p *Policy) Covering(ids []identity.ID, op Op, patterns []string) (identity.ID, bool) {
+	for i := range p.rules {
+		r := &p.rules[i]
+		if !slices.Contains(r.Allow, op) || !slices.ContainsFunc(ids, r.who.Match) {
+			continue
+		}
+		if !slices.ContainsFunc(patterns, func(q string) bool { return !r.containsPattern(q) }) {
+			for _, id := range ids {
+				if r.who.Match(id) {
+					return id, true
+				}
+			}
+		}
+	}
+	return identity.ID{}, false
+}
+
+// Covering is Policy.Covering under the policy in force.
+func (a *Authorizer) Covering(ids []identity.ID, op Op, patterns []string) (identity.ID, bool) {
+	return a.cur.Load().Covering(ids, op, patterns)
+}
+
+// containsPattern reports whether every key ID glob q can match is
+// matched by one of r's patterns. It is conservative: it says yes for a
+// rule pattern "*", an equal pattern, a literal ID the rule matches, and a
+// glob whose literal start extends a rule pattern of the form PREFIX*;
+// no otherwise, so a pattern it cannot judge is refused.
+func (r *Rule) containsPattern(q string) bool {
+	for _, k := range r.Keys {
+		lit := q
+		if i := strings.IndexAny(q, "*?[\\"); i >= 0 {
+			lit = q[:i]
+		}
+		switch prefix, trailing := strings.CutSuffix(k, "*"); {
+		case k == "*" || k == q:
+			return true
+		case lit == q: // q is a literal key ID
+			if ok, _ := path.Match(k, q); ok {
+				return true
+			}
+		case trailing && !strings.ContainsAny(prefix, "*?[\\") && strings.HasPrefix(lit, prefix):
+			return true
+		}
+	}
+	return false
 }
 
 // coversKey reports whether one of r's key patterns matches keyID; any

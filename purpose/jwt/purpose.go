@@ -235,8 +235,19 @@ func (s *service) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*si
 
 // CreateJWKSet makes a named set. Followers of the keyring (the JWKS) are
 // told at once; other replicas serve it on their next rebuild.
+//
+// The caller's jwks.admin rule must cover the set's name (as a key ID) and
+// every pattern it admits: an admin of "tenant-a-*" keys cannot name a set
+// after another issuer nor admit keys beyond its own. An admin whose rule
+// does not cover every key is also held to MaxSetsPerCreator.
 func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetRequest) (*sigilv1.CreateJWKSetResponse, error) {
-	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), req.GetKeyPatterns(), s.d.Clock())
+	patterns := EffectivePatterns(req.GetName(), req.GetKeyPatterns())
+	who, ok := s.d.Covers(ctx, OpSetsAdmin, append([]string{req.GetName()}, patterns...))
+	if !ok {
+		return nil, errs.New(errs.PermissionDenied, "permission denied: the set's name and every key pattern it admits must be within the keys your jwks.admin rule names")
+	}
+	_, everything := s.d.Covers(ctx, OpSetsAdmin, []string{"*"})
+	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), patterns, Creator{Identity: who, Scoped: !everything}, s.d.Clock())
 	if err != nil {
 		return nil, err
 	}

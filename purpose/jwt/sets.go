@@ -31,6 +31,16 @@ type Set struct {
 	// admin of one issuer's keys cannot publish one in another's set.
 	KeyPatterns []string  `json:"key_patterns"`
 	CreatedAt   time.Time `json:"created_at,omitzero"`
+	// CreatedBy is the identity whose rule allowed the creation; Scoped,
+	// that the rule did not cover every key (such creators are limited).
+	CreatedBy string `json:"created_by,omitempty"`
+	Scoped    bool   `json:"scoped,omitempty"`
+}
+
+// Creator is who creates a set, for the limits.
+type Creator struct {
+	Identity string
+	Scoped   bool // its rule does not cover every key
 }
 
 // Admits reports whether key id may be in the set.
@@ -44,8 +54,23 @@ func (s Set) Admits(id string) bool {
 }
 
 // MaxSets bounds how many sets there are: each is a document rebuilt on
-// every change to the keyring.
-const MaxSets = 256
+// every change to the keyring. Scoped creators (whose rule does not cover
+// every key) may make MaxSetsPerCreator each and MaxScopedSets together,
+// so they cannot take the slots an admin of every key needs.
+const (
+	MaxSets           = 256
+	MaxSetsPerCreator = 16
+	MaxScopedSets     = MaxSets - 32
+)
+
+// EffectivePatterns are the key patterns a set made with patterns admits:
+// NAME-* if none are given.
+func EffectivePatterns(name string, patterns []string) []string {
+	if len(patterns) == 0 {
+		return []string{name + "-*"}
+	}
+	return patterns
+}
 
 // Sets are the JWK Sets, kept beside the keys in the keyring's store
 // (anchors named "jwks-set/NAME") so every replica sees the same.
@@ -70,13 +95,11 @@ func checkSetNames(names []string) error {
 
 // Create makes set name, which keys matching patterns may join (NAME-*
 // if none are given).
-func (s Sets) Create(ctx context.Context, name string, allowES256K bool, patterns []string, now time.Time) (Set, error) {
+func (s Sets) Create(ctx context.Context, name string, allowES256K bool, patterns []string, by Creator, now time.Time) (Set, error) {
 	if err := checkSetNames([]string{name}); err != nil {
 		return Set{}, err
 	}
-	if len(patterns) == 0 {
-		patterns = []string{name + "-*"}
-	}
+	patterns = EffectivePatterns(name, patterns)
 	if len(patterns) > 16 {
 		return Set{}, errs.New(errs.InvalidArgument, "key patterns: at most 16")
 	}
@@ -91,17 +114,55 @@ func (s Sets) Create(ctx context.Context, name string, allowES256K bool, pattern
 	if s.Anchors == nil {
 		return Set{}, errs.New(errs.FailedPrecondition, "this keyring store keeps no JWK Sets")
 	}
-	if all, err := s.Anchors.ListAnchors(ctx, setPrefix); err != nil {
+	if err := s.withinLimits(ctx, by, 1); err != nil {
 		return Set{}, err
-	} else if len(all) >= MaxSets {
-		return Set{}, errs.New(errs.ResourceExhausted, "there are %d JWK Sets, the most there may be", len(all))
 	}
-	set := Set{Name: name, AllowES256K: allowES256K, KeyPatterns: patterns, CreatedAt: now.UTC()}
+	set := Set{Name: name, AllowES256K: allowES256K, KeyPatterns: patterns, CreatedAt: now.UTC(), CreatedBy: by.Identity, Scoped: by.Scoped}
 	body, _ := json.Marshal(set)
 	if err := s.Anchors.CreateAnchor(ctx, setPrefix+name, body); err != nil {
 		return Set{}, err
 	}
+	// Checked again with the new set in the store: of creations racing
+	// past the first check, those over a limit take theirs back (no limit
+	// is ever exceeded for good; a racer may be refused spuriously).
+	if err := s.withinLimits(ctx, by, 0); err != nil {
+		if derr := s.Anchors.UpdateAnchor(ctx, setPrefix+name, func([]byte) ([]byte, error) { return nil, nil }); derr != nil {
+			return Set{}, errors.Join(err, derr)
+		}
+		return Set{}, err
+	}
 	return set, nil
+}
+
+// withinLimits checks that the sets in the store, with more to come,
+// stay within MaxSets and, for a scoped creator, its own limits.
+func (s Sets) withinLimits(ctx context.Context, by Creator, more int) error {
+	all, err := s.Anchors.ListAnchors(ctx, setPrefix)
+	if err != nil {
+		return err
+	}
+	mine, scoped := 0, 0
+	for _, body := range all {
+		var set Set
+		if json.Unmarshal(body, &set) != nil {
+			continue
+		}
+		if set.Scoped {
+			scoped++
+			if set.CreatedBy == by.Identity {
+				mine++
+			}
+		}
+	}
+	switch {
+	case len(all)+more > MaxSets:
+		return errs.New(errs.ResourceExhausted, "there are %d JWK Sets, the most there may be", len(all))
+	case by.Scoped && mine+more > MaxSetsPerCreator:
+		return errs.New(errs.ResourceExhausted, "%s made %d JWK Sets, the most an admin of some keys may make", by.Identity, mine)
+	case by.Scoped && scoped+more > MaxScopedSets:
+		return errs.New(errs.ResourceExhausted, "admins of some keys made %d JWK Sets, the most they may make together", scoped)
+	}
+	return nil
 }
 
 // Get returns set name.

@@ -233,3 +233,30 @@ func (m *blindModule) FindObjects(h p11.SessionHandle, max int) ([]p11.ObjectHan
 	}
 	return objs, more, err
 }
+
+// A slow key generation (RSA-3072 on a busy machine takes seconds) is no
+// outage: the health probe, which must not search the token meanwhile,
+// does not wait for it and finds the backend up.
+func TestProbeDoesNotWaitForASlowGeneration(t *testing.T) {
+	m := &slowModule{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	b, _ := slowBackend(t, m, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.CreateKey(context.Background(), signer.CreateKeyRequest{Name: "slow", Algorithm: signer.ES256})
+		done <- err
+	}()
+	<-m.entered
+	start := time.Now()
+	h := b.health.Check(context.Background())
+	if !h.Up || time.Since(start) > time.Second {
+		t.Fatalf("probe during a generation: %+v after %v, want up at once", h, time.Since(start))
+	}
+	h = b.health.Check(context.Background()) // a second probe: the threshold is two
+	if !h.Up {
+		t.Fatalf("second probe during a generation: %+v", h)
+	}
+	close(m.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -237,11 +237,30 @@ func (b *Backend) Health() signer.Health { return b.health.Health() }
 
 // probe proves the token still shows its objects: it finds the canary
 // through a fresh search (no cached handle).
+//
+// While the token must not be searched (a key pair being generated, which
+// takes seconds for RSA-3072 on a busy machine), the probe does not wait:
+// the token answering C_GetTokenInfo proves it is there, and a slow
+// generation is not an outage. A hung module hangs that call too.
 func (b *Backend) probe(ctx context.Context) error {
 	return do(ctx, b, "health probe", func(h pkcs11.SessionHandle) error {
-		defer b.searching()()
+		release, ok := b.trySearching()
+		if !ok {
+			return b.answers()
+		}
+		defer release()
 		return b.showsObjects(h)
 	})
+}
+
+// answers proves the token is present and the module answers for it.
+func (b *Backend) answers() error {
+	slot, err := b.findSlot()
+	if err != nil {
+		return err
+	}
+	_, err = b.mod.GetTokenInfo(slot)
+	return err
 }
 
 // showsObjects proves the token still shows its objects by finding the
@@ -364,6 +383,18 @@ func (b *Backend) searching() func() {
 	}
 	b.objects.RLock()
 	return b.objects.RUnlock
+}
+
+// trySearching is searching without waiting: false while an object
+// change holds the token.
+func (b *Backend) trySearching() (func(), bool) {
+	if !b.exclusive.Load() {
+		return func() {}, true
+	}
+	if !b.objects.TryRLock() {
+		return nil, false
+	}
+	return b.objects.RUnlock, true
 }
 
 // changing holds off searches and other changes while the caller

@@ -122,7 +122,7 @@ func TestReplicasShareKeysJWKSAndLimits(t *testing.T) {
 
 	// A JWK Set made through one replica, and a key joining it there: every
 	// replica serves the set with the key.
-	if _, err := (jwt.Sets{Anchors: rs[0].store}).Create(ctx, "issuer-b", false, []string{"auth-*"}, time.Now()); err != nil {
+	if _, err := (jwt.Sets{Anchors: rs[0].store}).Create(ctx, "issuer-b", false, []string{"auth-*"}, jwt.Creator{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rs[0].kr.Create(ctx, keyring.CreateSpec{ID: "auth-b", Purpose: jwt.Name, Algorithm: signer.ES256,
