@@ -199,6 +199,9 @@ func run(out string, dur time.Duration) error {
 	if rep.replicas, err = b.replicaTable(dir); err != nil {
 		return err
 	}
+	if rep.audit, err = b.auditTable(dir); err != nil {
+		return err
+	}
 	return rep.write(out, dur)
 }
 
