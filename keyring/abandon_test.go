@@ -2,6 +2,7 @@ package keyring_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,10 +18,15 @@ import (
 // so in its health, as a token whose storage went away does.
 type blinkingHSM struct {
 	*pkcs11.Backend
-	down atomic.Bool
+	down    atomic.Bool
+	timeout atomic.Bool // CreateKey makes the pair but answers DeadlineExceeded
 }
 
 func (b *blinkingHSM) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (signer.KeyInfo, error) {
+	if b.timeout.Load() {
+		b.Backend.CreateKey(ctx, req)
+		return signer.KeyInfo{}, errs.New(errs.DeadlineExceeded, "injected: the HSM did not answer in time")
+	}
 	if b.down.Load() {
 		return signer.KeyInfo{}, errs.New(errs.Unavailable, "injected: token gone")
 	}
@@ -74,7 +80,52 @@ func TestFailedCreationDuringAnOutageDoesNotBlockTheKey(t *testing.T) {
 	if states(k) != "retiring,active" {
 		t.Fatalf("generations after the rotation: %s", states(k))
 	}
+	// The rolled-back generation's number is not given again: a rollback
+	// decided on an older view of the key can never hit the new one.
+	if g, _ := k.Active(); g.Number != 3 || g.Name != "k.g3" {
+		t.Fatalf("the new generation is %d (%s), want 3: numbers are never reused", g.Number, g.Name)
+	}
 	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "new", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
 		t.Fatalf("creating the ID again once the backend is back: %v", err)
+	}
+}
+
+// A generation the backend did not answer in time may still be made after
+// its caller gave up: its record stays "creating" (a rollback now could
+// miss the pair), and the scheduler rolls it back, pair included, once it
+// is the grace old. Nothing is left in the token that no record names.
+func TestUnansweredGenerationIsRolledBackAfterTheGrace(t *testing.T) {
+	e := newEnv(t)
+	hsm := &blinkingHSM{Backend: e.hsm}
+	r, err := keyring.New(context.Background(), keyring.Options{Store: e.store, Backends: map[string]signer.Backend{"hsm-a": hsm},
+		DefaultBackend: "hsm-a", Now: func() time.Time { return e.now }, CreatingGrace: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.Create(ctx, keyring.CreateSpec{ID: "k", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
+		t.Fatal(err)
+	}
+	hsm.timeout.Store(true)
+	_, err = r.Rotate(ctx, "k", false)
+	wantKind(t, err, errs.DeadlineExceeded)
+	hsm.timeout.Store(false)
+	k, _ := e.store.Get(ctx, "k")
+	if states(k) != "active,creating" {
+		t.Fatalf("after an unanswered generation: %s, want its record kept", states(k))
+	}
+	if _, err := e.hsm.Public(ctx, e.hsm.NameRef("k.g2")); err != nil {
+		t.Fatalf("the late pair: %v", err)
+	}
+	e.now = e.now.Add(2 * time.Minute)
+	if err := r.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, _ = e.store.Get(ctx, "k")
+	if states(k) != "active" {
+		t.Fatalf("after the grace: %s", states(k))
+	}
+	if _, err := e.hsm.Public(ctx, e.hsm.NameRef("k.g2")); !errors.Is(err, signer.ErrKeyMissing) {
+		t.Fatalf("the late pair after the rollback: %v", err)
 	}
 }

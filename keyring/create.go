@@ -131,6 +131,11 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 			}
 		}
 	}
+	if err != nil && !errs.Is(err, errs.AlreadyExists) {
+		if stored, ok := r.ownRecord(ctx, s.ID, g); ok {
+			rev, err = stored.Revision, nil // the write's answer was lost, not the write
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +145,20 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	}
 	failpoint.Hit("create.after-record")
 	return r.generate(ctx, k, g, km, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
+}
+
+// ownRecord returns key id as the store holds it if that is the record a
+// creation wrote, reserving generation g (its reference is random), though
+// the write answered an error: its answer was lost after the commit.
+func (r *Keyring) ownRecord(ctx context.Context, id string, g Generation) (*Key, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	k, err := r.store.Get(ctx, id)
+	if err != nil {
+		return nil, false
+	}
+	cur, ok := k.generation(g.Number)
+	return k, ok && cur.Ref == g.Ref && len(k.Generations) == 1
 }
 
 // sameKey returns key s.ID if it exists, made by a request with s's
@@ -239,6 +258,7 @@ func (r *Keyring) reserveGeneration(k *Key, now time.Time) (Generation, signer.K
 		return Generation{}, nil, err
 	}
 	n := k.nextNumber()
+	k.LastGeneration = n
 	name := fmt.Sprintf("%s.g%d", k.ID, n)
 	ref, err := km.NewRef(name, r.owner)
 	if err != nil {
@@ -257,6 +277,14 @@ func (r *Keyring) generate(ctx context.Context, k *Key, g Generation, km signer.
 	id := k.ID
 	failpoint.Hit("generation.after-record")
 	info, err := km.CreateKey(ctx, signer.CreateKeyRequest{Name: g.Name, Ref: g.Ref, Algorithm: k.Algorithm, RSABits: k.RSABits, Owner: r.owner})
+	if errs.Is(err, errs.DeadlineExceeded) || errs.Is(err, errs.Canceled) {
+		// The backend did not answer: the pair may still be made after
+		// this. The record stays "creating" (not abandoned), so a rollback
+		// now cannot miss a pair made a moment later; the scheduler rolls
+		// it back once it is creatingGrace old.
+		r.log.Warn("key generation not answered in time; rolled back after the grace", "key", id, "generation", g.Number, "err", err)
+		return nil, err
+	}
 	if err == nil {
 		failpoint.Hit("generation.after-backend")
 		k, err = r.update(ctx, id, func(k *Key, now time.Time) error {
@@ -281,8 +309,16 @@ func (r *Keyring) generate(ctx context.Context, k *Key, g Generation, km signer.
 		})
 	}
 	if err != nil {
-		if done, ok := r.completed(ctx, id, g); ok {
+		done, known := r.completed(ctx, id, g)
+		switch {
+		case done != nil:
 			return done, nil // the write's answer was lost, not the write
+		case !known && info.Ref != "":
+			// The pair exists and the store cannot say whether its record
+			// was completed: neither success nor a rollback can be
+			// answered. A record left creating is rolled back after the
+			// grace; a retry with the same request ID finds a completed one.
+			return nil, errs.New(errs.Unavailable, "key %q: the outcome of generation %d is unknown (the keyring store did not answer); retry the request", id, g.Number)
 		}
 		r.dropGeneration(ctx, id, g.Number)
 		return nil, err
@@ -290,23 +326,24 @@ func (r *Keyring) generate(ctx context.Context, k *Key, g Generation, km signer.
 	return k, nil
 }
 
-// completed reports, from the store, whether generation g of key id was
+// completed returns, from the store, key id if its generation g was
 // recorded past creating although the write doing that failed: its answer
 // was lost (an etcd leader change, a cancelled call) after it committed.
 // A creation that succeeded then answers success, not an error.
+// It also reports whether the store could be read at all.
 func (r *Keyring) completed(ctx context.Context, id string, g Generation) (*Key, bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := r.refresh(ctx, id); err != nil {
+	if err := r.refresh(ctx, id); err != nil && !errs.Is(err, errs.NotFound) {
 		return nil, false
 	}
 	k, err := r.current(id)
 	if err != nil {
-		return nil, false
+		return nil, true
 	}
 	cur, ok := k.generation(g.Number)
 	if !ok || cur.State == StateCreating || cur.Name != g.Name || len(cur.PublicKey) == 0 {
-		return nil, false
+		return nil, true
 	}
 	return k, true
 }

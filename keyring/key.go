@@ -42,8 +42,13 @@ type Key struct {
 	RSABits     int              `json:"rsa_bits,omitempty"`
 	Backend     string           `json:"backend"`
 	Generations []Generation     `json:"generations"`
-	CreatedAt   time.Time        `json:"created_at"`
-	UpdatedAt   time.Time        `json:"updated_at"`
+	// LastGeneration is the highest generation number ever given: numbers
+	// (and the backend object names made from them) are never reused, even
+	// after a rolled-back creation's generation left the record, so a
+	// rollback decided on an older view can never hit a newer creation.
+	LastGeneration int       `json:"last_generation,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 
 	// PolicyJSON is the key's policy as its purpose encodes it (see
 	// Purpose); Policy returns it decoded. None for purposes without one.
@@ -284,7 +289,7 @@ func (k *Key) pruneDestroyed() {
 
 // nextNumber is the number the next generation gets.
 func (k *Key) nextNumber() int {
-	n := 0
+	n := k.LastGeneration
 	for _, g := range k.Generations {
 		n = max(n, g.Number)
 	}

@@ -237,7 +237,7 @@ func (r *Keyring) Follow(ctx context.Context, w Watcher) {
 				if err := r.remember(k); err != nil {
 					r.log.Error("a key from the store does not load", "key", k.ID, "err", err)
 				}
-			}, r.forget)
+			}, r.forgetBefore)
 		}
 		if ctx.Err() != nil {
 			return
@@ -358,6 +358,23 @@ func (r *Keyring) forget(id string) {
 	delete(r.keys, id)
 	r.mu.Unlock()
 	r.Changed()
+}
+
+// forgetBefore forgets key id, deleted in the store at revision rev,
+// unless memory holds it at a later revision: this replica wrote it again
+// after that deletion (a retried creation) and the watch is catching up.
+// The decision is taken under the lock that forgets.
+func (r *Keyring) forgetBefore(id string, rev int64) {
+	r.mu.Lock()
+	k, ok := r.keys[id]
+	forgot := ok && k.Revision < rev
+	if forgot {
+		delete(r.keys, id)
+	}
+	r.mu.Unlock()
+	if forgot {
+		r.Changed()
+	}
 }
 
 // current returns a copy of key id as memory holds it, visible or not.

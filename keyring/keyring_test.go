@@ -22,7 +22,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 32) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 48) }
 
 type env struct {
 	hsm   *pkcs11.Backend
@@ -323,4 +323,22 @@ func TestCreateIsIdempotent(t *testing.T) {
 	}
 	_, err = r.Create(ctx, keyring.CreateSpec{ID: "bad-req", Purpose: raw.Name, Algorithm: signer.ES256, RequestID: "has space"})
 	wantKind(t, err, errs.InvalidArgument)
+}
+
+// A creation whose first write committed but whose answer was lost goes
+// on (the store holds its own record, by its random reference) instead of
+// leaving the ID taken by a record nobody completes.
+func TestLostAnswerOfTheFirstWrite(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ls := &lostAnswerStore{Store: e.store}
+	ls.n.Store(1)
+	r := e.keyring(t, ls)
+	k, err := r.Create(ctx, keyring.CreateSpec{ID: "first", Purpose: raw.Name, Algorithm: signer.ES256, RequestID: "req-1"})
+	if err != nil {
+		t.Fatalf("a creation whose first write's answer was lost: %v", err)
+	}
+	if states(k) != "active" {
+		t.Fatalf("generations: %s", states(k))
+	}
 }

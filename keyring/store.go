@@ -26,8 +26,9 @@ type Watcher interface {
 	// ListAt returns every key and the store revision they were read at.
 	ListAt(ctx context.Context) ([]*Key, int64, error)
 	// Watch reports changes after revision from until ctx ends or the
-	// watch breaks, and returns.
-	Watch(ctx context.Context, from int64, put func(*Key), del func(id string)) error
+	// watch breaks, and returns. A deletion comes with the store revision
+	// it happened at.
+	Watch(ctx context.Context, from int64, put func(*Key), del func(id string, rev int64)) error
 }
 
 // Anchors is the ability to keep small named values beside the keys,

@@ -354,11 +354,13 @@ func (r *Request) Finish(runner string, result []byte, code, msg string, now tim
 	if r.State != Running || r.Runner != runner {
 		return errs.New(errs.Aborted, "approval %s: its claim passed to another runner", r.ID)
 	}
-	if code == "Unavailable" && r.Idempotent {
-		// An outage (the HSM or the store away), not an answer: the
-		// approvers' work is not thrown away; the request is approved
-		// again and runs once the dependency is back (the sweep, or the
-		// requester's asking for the result).
+	if r.Idempotent && (code == "Unavailable" || code == "Aborted") {
+		// An outage (the HSM or the store away) or a conflict to retry
+		// (the nonce's earlier claim still in progress, a rotation in
+		// flight), not an answer: the approvers' work is not thrown away;
+		// the request is approved again and runs once the dependency is
+		// back or the conflict has passed (the sweep, or the requester's
+		// asking for the result). Its second run has the first's effect.
 		r.State, r.Runner, r.LeaseUntil = Approved, "", time.Time{}
 		return nil
 	}

@@ -243,3 +243,31 @@ func TestClipKeepsRecordsSmall(t *testing.T) {
 		t.Fatalf("clipped to %d bytes: %q…", len(got[0].Value), got[0].Value[:8])
 	}
 }
+
+// A run of an idempotent request that meets an outage or a conflict to
+// retry (Unavailable, Aborted) leaves it approved for the next run; any
+// other error ends it, and a request that is not idempotent ends on any.
+func TestOutagesLeaveIdempotentRequestsApproved(t *testing.T) {
+	for _, tc := range []struct {
+		idempotent bool
+		code       string
+		want       State
+	}{
+		{true, "Unavailable", Approved}, {true, "Aborted", Approved}, {true, "PermissionDenied", Failed}, {true, "", Done},
+		{false, "Unavailable", Failed}, {false, "Aborted", Failed},
+	} {
+		r := held()
+		r.State, r.Idempotent = Approved, tc.idempotent
+		if run, err := r.Claim("r1", t0, time.Minute); !run || err != nil {
+			t.Fatal(run, err)
+		}
+		if err := r.Finish("r1", nil, tc.code, "m", t0); err != nil || r.State != tc.want {
+			t.Errorf("idempotent %v, %q: %v %s, want %s", tc.idempotent, tc.code, err, r.State, tc.want)
+		}
+		if tc.want == Approved {
+			if run, err := r.Claim("r2", t0.Add(time.Second), time.Minute); !run || err != nil {
+				t.Errorf("the next run of a request left approved: %v %v", run, err)
+			}
+		}
+	}
+}

@@ -239,7 +239,7 @@ func WithFence(ctx context.Context, key string, rev int64) context.Context {
 // Watch reports every change under the prefix after revision from, until
 // ctx ends or the watch breaks (compaction, lost cluster): then it
 // returns, and the caller reloads.
-func (s *Store) Watch(ctx context.Context, from int64, put func(*keyring.Key), del func(id string)) error {
+func (s *Store) Watch(ctx context.Context, from int64, put func(*keyring.Key), del func(id string, rev int64)) error {
 	wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), s.prefix+"keys/", clientv3.WithPrefix(), clientv3.WithRev(from+1))
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
@@ -248,7 +248,7 @@ func (s *Store) Watch(ctx context.Context, from int64, put func(*keyring.Key), d
 		for _, ev := range wr.Events {
 			id := strings.TrimPrefix(string(ev.Kv.Key), s.prefix+"keys/")
 			if ev.Type == clientv3.EventTypeDelete {
-				del(id)
+				del(id, ev.Kv.ModRevision) // a delete's revision is its own
 				continue
 			}
 			if k, err := decode(ev.Kv.Value, ev.Kv.ModRevision); err == nil {

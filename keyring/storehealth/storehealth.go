@@ -3,6 +3,7 @@ package storehealth
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -47,6 +48,14 @@ type Guarded struct {
 	inner   Store
 	timeout time.Duration
 	mon     *signer.Monitor
+
+	// calls are the deadlines of the calls in flight, by a sequence
+	// number: a store that ignores its context (bbolt inside a write
+	// whose fsync hangs) is found out by a call kept past its deadline,
+	// although a probe that reads still answers.
+	mu    sync.Mutex
+	seq   uint64
+	calls map[uint64]time.Time
 }
 
 var _ Store = (*Guarded)(nil)
@@ -59,7 +68,7 @@ func Guard(s Store, o Options) *Guarded {
 	if o.HealthInterval <= 0 {
 		o.HealthInterval = DefaultHealthInterval
 	}
-	g := &Guarded{inner: s, timeout: o.Timeout}
+	g := &Guarded{inner: s, timeout: o.Timeout, calls: map[uint64]time.Time{}}
 	g.mon = signer.NewMonitor("keyring store", o.HealthInterval, g.probe, nil)
 	return g
 }
@@ -85,6 +94,9 @@ func (g *Guarded) Unwrap() Store { return g.inner }
 // probe reads the probe's anchor within a call's deadline; what it
 // returns is the reason readiness shows.
 func (g *Guarded) probe(ctx context.Context) error {
+	if late := g.overdue(); late > hungAfter {
+		return errs.New(errs.Unavailable, "a call has waited %v past its deadline (the store hangs)", late.Round(time.Millisecond))
+	}
 	pctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	_, err := g.inner.GetAnchor(pctx, probeAnchor)
@@ -96,6 +108,38 @@ func (g *Guarded) probe(ctx context.Context) error {
 	}
 	return err
 }
+
+// begin records a call in flight until the returned func is called.
+func (g *Guarded) begin(deadline time.Time) func() {
+	g.mu.Lock()
+	g.seq++
+	n := g.seq
+	g.calls[n] = deadline
+	g.mu.Unlock()
+	return func() {
+		g.mu.Lock()
+		delete(g.calls, n)
+		g.mu.Unlock()
+	}
+}
+
+// overdue is how long the most overdue call in flight is past its
+// deadline; zero if none is.
+func (g *Guarded) overdue() time.Duration {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var late time.Duration
+	for _, d := range g.calls {
+		late = max(late, now.Sub(d))
+	}
+	return late
+}
+
+// hungAfter is how long past its deadline a call must be held before the
+// store is taken to hang: a write waiting its turn behind slow fsyncs on a
+// busy machine is not an outage.
+const hungAfter = 5 * time.Second
 
 // ErrDown is the cause of every error a call gets because the store is
 // down or did not answer in time.
@@ -110,6 +154,8 @@ func call[T any](ctx context.Context, g *Guarded, timeout time.Duration, fn func
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	deadline, _ := cctx.Deadline()
+	defer g.begin(deadline)()
 	v, err := fn(cctx)
 	switch {
 	case err == nil:

@@ -106,3 +106,50 @@ func TestCallerDeadlineIsNotAnOutage(t *testing.T) {
 		t.Fatalf("absent anchor: %v", err)
 	}
 }
+
+// hangingStore holds its writes until released, as bbolt does inside a
+// write whose fsync hangs (it ignores the context there); reads answer.
+type hangingStore struct {
+	storehealth.Store
+	release chan struct{}
+}
+
+func (h *hangingStore) PutAnchor(ctx context.Context, name string, value []byte) error {
+	<-h.release
+	return h.Store.PutAnchor(ctx, name, value)
+}
+
+// A write that hangs well past its deadline (5 s), in a store that ignores
+// contexts and still answers reads, is found by the probe: the store is
+// down (readiness red, other calls fail fast) until the write returns.
+func TestHungWriteIsAnOutage(t *testing.T) {
+	inner, err := boltstore.Open(filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hangingStore{Store: inner, release: make(chan struct{})}
+	g := storehealth.Guard(h, storehealth.Options{Timeout: 200 * time.Millisecond})
+	defer g.Close()
+	done := make(chan error, 1)
+	go func() { done <- g.PutAnchor(context.Background(), "x", []byte("1")) }()
+	time.Sleep(time.Second)
+	ctx := context.Background()
+	if h := g.Check(ctx); !h.Up {
+		t.Fatalf("a write late by less than 5 s marked the store down: %+v", h)
+	}
+	time.Sleep(5 * time.Second)
+	g.Check(ctx)
+	if h := g.Check(ctx); h.Up {
+		t.Fatal("a write hung past its deadline, and the store is up")
+	}
+	if _, err := g.GetAnchor(ctx, "x"); !errors.Is(err, storehealth.ErrDown) {
+		t.Fatalf("a read while a write hangs: %v, want to fail fast", err)
+	}
+	close(h.release)
+	if err := <-done; err != nil && !errors.Is(err, storehealth.ErrDown) {
+		t.Fatalf("the hung write: %v, want done or Unavailable", err)
+	}
+	if h := g.Check(ctx); !h.Up {
+		t.Fatalf("after the write returned: %+v", h)
+	}
+}

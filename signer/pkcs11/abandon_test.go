@@ -260,3 +260,58 @@ func TestProbeDoesNotWaitForASlowGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Destroying a key forgets only its own cached handles: signing with the
+// others needs no new search (which, on SoftHSM, would wait behind any
+// generation in progress).
+func TestDestroyForgetsOnlyItsOwnHandles(t *testing.T) {
+	b := openTest(t)
+	ctx := context.Background()
+	gone, kept := mustCreate(t, b, "gone", signer.ES256, 0), mustCreate(t, b, "kept", signer.ES256, 0)
+	for _, k := range []signer.KeyInfo{gone, kept} {
+		if _, err := b.Sign(ctx, k.Ref, signer.ES256, randomInput(signer.ES256)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Public(ctx, b.NameRef("gone")); err != nil { // cached under its name alone too
+		t.Fatal(err)
+	}
+	if err := b.DestroyKey(ctx, gone.Ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.cache.Load(kept.Ref); !ok {
+		t.Fatal("destroying one key dropped another's cached handle")
+	}
+	for _, ref := range []string{gone.Ref, b.NameRef("gone")} {
+		if _, ok := b.cache.Load(ref); ok {
+			t.Fatalf("the destroyed key's handle is still cached under %s", ref)
+		}
+	}
+}
+
+// The health probe's own object deleted behind Sigil's back (by anyone
+// with the PIN) takes the backend down only until its recovery puts the
+// object back; the keys sign again.
+func TestDeletedCanaryIsRestored(t *testing.T) {
+	b := openTest(t)
+	ctx := context.Background()
+	key := mustCreate(t, b, "beside-the-canary", signer.ES256, 0)
+	p11, h := rawSession(t, b)
+	objs, err := b.findCanary(h)
+	if err != nil || len(objs) != 1 {
+		t.Fatal(objs, err)
+	}
+	if err := p11.DestroyObject(h, objs[0]); err != nil {
+		t.Fatal(err)
+	}
+	var health signer.Health
+	for range 4 {
+		health = b.health.Check(ctx)
+	}
+	if !health.Up {
+		t.Fatalf("after the probe's object was deleted: %+v, want restored and up", health)
+	}
+	if _, err := b.Sign(ctx, key.Ref, signer.ES256, randomInput(signer.ES256)); err != nil {
+		t.Fatal(err)
+	}
+}

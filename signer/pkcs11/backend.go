@@ -275,7 +275,16 @@ func (b *Backend) showsObjects(h pkcs11.SessionHandle) error {
 
 // recover re-initialises the module: after its storage went away and came
 // back, a token shows its objects again only through a new C_Initialize.
-func (b *Backend) recover(context.Context) error { return b.lib.reinit(b.closeWait) }
+// A token that is present again but lacks the probe's object (deleted by
+// someone with the PIN) gets it back: its keys' absence, if they are gone
+// too, is then reported for each key (ErrKeyMissing), not as an endless
+// outage of the whole backend.
+func (b *Backend) recover(ctx context.Context) error {
+	if err := b.lib.reinit(b.closeWait); err != nil {
+		return err
+	}
+	return b.ensureCanary(ctx)
+}
 
 // ensureCanary creates the health probe's object unless the token has it.
 func (b *Backend) ensureCanary(ctx context.Context) error {

@@ -157,17 +157,32 @@ func (b *Backend) CreateKey(ctx context.Context, req signer.CreateKeyRequest) (s
 }
 
 // abandoned destroys a key pair generated for a caller that gave up
-// waiting for it and was told the generation failed: nothing records it.
+// waiting for it and was told the generation failed. It does not fail fast
+// while the health probe finds the backend down (the module just answered
+// this very call) and tries again for a while; if it still cannot, the
+// keyring's record of the generation (state creating, this reference,
+// kept because the backend did not answer) lets its sweep destroy the pair.
 func (b *Backend) abandoned(info signer.KeyInfo) {
+	u, err := b.parseRef(info.Ref)
+	if err != nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), abandonedTimeout)
 	defer cancel()
-	// On failure the keyring's record of the generation (state creating,
-	// this reference) lets its sweep destroy the pair later.
-	_ = b.DestroyKey(ctx, info.Ref)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		if _, err := call(ctx, b, "destroying an abandoned key pair", b.destroyObjects(u), nil); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // abandonedTimeout bounds the rollback of an abandoned generation.
-const abandonedTimeout = 30 * time.Second
+const abandonedTimeout = time.Minute
 
 // NewRef is the reference of the key about to be created under name for
 // owner: the label and a CKA_ID of Sigil's marker, the owner's first four
@@ -251,11 +266,19 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	_, err = withSession(ctx, b, "destroying a key", func(h pkcs11.SessionHandle) (struct{}, error) {
+	_, err = withSession(ctx, b, "destroying a key", b.destroyObjects(u), nil)
+	return err
+}
+
+// destroyObjects is the call that deletes every object u names, public
+// and private (only Sigil's own, for a name alone).
+func (b *Backend) destroyObjects(u URI) func(pkcs11.SessionHandle) (struct{}, error) {
+	return func(h pkcs11.SessionHandle) (struct{}, error) {
 		defer b.changing()()
-		// Cleared inside the call, after the objects are gone: a call its
-		// caller gave up on clears it too.
-		defer b.cache.Clear()
+		// Forgotten inside the call, after the objects are gone: a call
+		// its caller gave up on forgets them too. Only these: signing with
+		// other keys keeps its cached handles.
+		defer b.forgetObjects(u)
 		objs, err := b.find(h, nil, u, 64)
 		if err != nil {
 			return struct{}{}, err
@@ -272,8 +295,18 @@ func (b *Backend) DestroyKey(ctx context.Context, ref string) error {
 			}
 		}
 		return struct{}{}, nil
-	}, nil)
-	return err
+	}
+}
+
+// forgetObjects drops the cached handles of the objects u names: every
+// reference to its label that does not name another CKA_ID.
+func (b *Backend) forgetObjects(u URI) {
+	b.cache.Range(func(k, _ any) bool {
+		if c, err := ParseURI(k.(string)); err != nil || c.Object == u.Object && (len(u.ID) == 0 || len(c.ID) == 0 || bytes.Equal(c.ID, u.ID)) {
+			b.cache.Delete(k)
+		}
+		return true
+	})
 }
 
 // ours keeps the objects whose CKA_ID carries Sigil's marker.

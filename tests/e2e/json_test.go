@@ -46,9 +46,12 @@ func TestEveryCommandPrintsJSON(t *testing.T) {
 				args[i] = sig
 			}
 		}
-		out, err := exec.Command(bin, append(args, "--json", "--data-dir", data)...).Output()
+		var stderr strings.Builder
+		cmd := exec.Command(bin, append(args, "--json", "--data-dir", data)...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
 		if err != nil {
-			t.Errorf("sigil %v: %v", args, err)
+			t.Errorf("sigil %v: %v: %s", args, err, stderr.String())
 			continue
 		}
 		var v any
