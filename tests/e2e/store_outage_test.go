@@ -2,9 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,8 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/mtls"
-	"github.com/sigil-hsm/sigil/internal/softhsm"
-	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/tests/framework"
 )
@@ -30,33 +25,8 @@ import (
 // outage is logged once. etcd back: signing works within 5 s, by itself.
 func TestStoreOutageFailsFastAndHeals(t *testing.T) {
 	framework.RequireTools(t)
-	bin := framework.Build(t)
-	dir := t.TempDir()
-	cluster := etcdtest.Start(t, 1)
-	conf, err := softhsm.WriteConf(filepath.Join(dir, "hsm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := softhsm.InitToken(conf, filepath.Join(dir, "hsm"), "store-outage")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pki, err := mtls.EnsureDevPKI(filepath.Join(dir, "tls"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policy, []byte("rules:\n  - identity: "+mtls.DevClientIdentity+"\n    keys: [\"*\"]\n    allow: [keys.admin, keys.read, eth.sign_tx]\n"), 0o600)
-	cfg := filepath.Join(dir, "sigil.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`grpc: {addr: "127.0.0.1:0", tls: {cert: %s, key: %s, client_ca: %s}}
-http: {public_addr: "127.0.0.1:0", admin_addr: "127.0.0.1:0"}
-store: {type: etcd, endpoints: [%s], prefix: /sigil-outage/, health_interval: 250ms}
-audit: {path: %s, replica: r0}
-policy: %s
-backends:
-  hsm: {type: pkcs11, module: %s, token: store-outage, pin: "file:%s"}
-`, pki.ServerCert, pki.ServerKey, pki.CA, cluster.Endpoints[0], filepath.Join(dir, "audit.jsonl"), policy, softhsm.Module, tok.PINFile)), 0o600)
-	srv := framework.ServeConfig(t, bin, cfg, softhsm.ConfEnv+"="+conf)
+	w := newEtcdWorld(t, framework.Build(t), 1, "keys.admin, keys.read, eth.sign_tx", ", health_interval: 250ms")
+	cluster, pki, srv := w.cluster, w.pki, w.replicas[0]
 	tc, err := mtls.ClientConfig(pki.ClientCert, pki.ClientKey, pki.CA)
 	if err != nil {
 		t.Fatal(err)
