@@ -24,7 +24,7 @@ import (
 // server keeps in its HSM (the e2e tests use that one).
 type testSigner struct{ key *ecdsa.PrivateKey }
 
-func newTestSigner(t *testing.T) *testSigner {
+func newTestSigner(t testing.TB) *testSigner {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)

@@ -1,21 +1,15 @@
-package audit_test
+package audit
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 )
-
-type benchSigner struct{ key *ecdsa.PrivateKey }
 
 // countingStore counts the anchor writes reaching the bbolt store.
 type countingStore struct {
@@ -28,27 +22,13 @@ func (s *countingStore) PutAnchor(ctx context.Context, name string, v []byte) er
 	return s.Store.PutAnchor(ctx, name, v)
 }
 
-func (s benchSigner) Sign(_ context.Context, digest []byte) ([]byte, error) {
-	r, ss, err := ecdsa.Sign(rand.Reader, s.key, digest)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 64)
-	r.FillBytes(out[:32])
-	ss.FillBytes(out[32:])
-	return out, nil
-}
-
 // BenchmarkAppend appends records from 16 goroutines per CPU to a log
 // whose checkpoints and head are anchored in a real bbolt keyring store
 // (fsync'd like the log), with head anchoring off (checkpoints only),
 // at the default interval, and after every fsync; store-writes/s is how
 // often the store was written meanwhile.
 func BenchmarkAppend(b *testing.B) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
+	signer := newTestSigner(b)
 	for _, c := range []struct {
 		name string
 		head time.Duration
@@ -61,8 +41,8 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			defer bolt.Close()
 			store := &countingStore{Store: bolt}
-			l, err := audit.Open(context.Background(), audit.Options{Path: filepath.Join(dir, "audit.jsonl"), Replica: "r1",
-				Signer: benchSigner{key}, Anchors: store, HeadInterval: c.head})
+			l, err := Open(context.Background(), Options{Path: filepath.Join(dir, "jsonl"), Replica: "r1",
+				Signer: signer, Anchors: store, HeadInterval: c.head})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -73,7 +53,7 @@ func BenchmarkAppend(b *testing.B) {
 				i := 0
 				for pb.Next() {
 					i++
-					if err := l.Write(&audit.Record{Time: time.Now(), RequestID: fmt.Sprint(i), Identity: "spiffe://t/c", Operation: "sign.raw",
+					if err := l.Write(&Record{Time: time.Now(), RequestID: fmt.Sprint(i), Identity: "spiffe://t/c", Operation: "sign.raw",
 						KeyID: "k", Outcome: "allowed", Code: "OK", PayloadSHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}); err != nil {
 						b.Error(err)
 						return
