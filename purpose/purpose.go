@@ -30,6 +30,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/signer"
 )
 
 // Purpose is a signing purpose.
@@ -118,6 +119,15 @@ type Conditioned interface {
 // counts as loosening one.
 type Loosener interface {
 	Loosens(old, updated any) bool
+}
+
+// Scoped is the ability of a purpose to refuse a policy change that only
+// an admin of every key may make (publishing a jwt key in the issuer-wide
+// default JWK Set): cur is the key's policy (nil for a new key), next the
+// one asked for. It is asked again inside the atomic update that applies
+// a change.
+type Scoped interface {
+	CheckScope(ctx context.Context, d Deps, keyID string, alg signer.Algorithm, cur, next any) error
 }
 
 // Metrics is the ability of a purpose to export metrics of its own (an

@@ -331,9 +331,17 @@ func (s *Server) allowedKey(ctx context.Context, id string) bool {
 	return ok
 }
 
+// runAsKey carries, in an approved request's run, the requester's
+// identity: the run's caller. Only the server sets it.
+type runAsKey struct{}
+
 // identities are the caller's typed identities, from its verified client
-// certificate; none when there is none (which no policy rule matches).
+// certificate (or, in an approved request's run, the requester's); none
+// when there is none (which no policy rule matches).
 func identities(ctx context.Context) []identity.ID {
+	if ids, ok := ctx.Value(runAsKey{}).([]identity.ID); ok {
+		return ids
+	}
 	chain, _ := tlsPeer(ctx)
 	if chain == nil {
 		return nil

@@ -332,6 +332,10 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 	if _, ok := s.authorize([]identity.ID{who}, authz.Op(r.Operation), r.KeyID); !ok {
 		return nil, errs.New(errs.PermissionDenied, "the access rules no longer allow %s %s on %s", r.Requester, r.Operation, r.KeyID)
 	}
+	// The review and the handler see the requester as the caller: a check
+	// they make of the caller's rules (a JWK Set's patterns) is the
+	// requester's.
+	ctx = context.WithValue(ctx, runAsKey{}, []identity.ID{who})
 	req, err := approval.DecodeRequest(r.Method, payload, r.PayloadSHA256)
 	if err != nil {
 		return nil, err

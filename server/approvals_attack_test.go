@@ -527,3 +527,45 @@ func TestLookAlikeCertificateIsNotTheRequester(t *testing.T) {
 		t.Fatalf("the requester's own identity fetching the result: %v", err)
 	}
 }
+
+// A JWK Set creation an approval rule holds: one the requester's rule
+// could not make is answered, never held (approvers are not asked about
+// it); one it could runs, once approved, as the requester (its rule is
+// checked at the run).
+func TestHeldJWKSetCreationIsTheRequesters(t *testing.T) {
+	e := newDualEnv(t, `
+rules:
+  - identity: spiffe://example.org/tenant-a
+    keys: ["tenant-a-*"]
+    allow: [jwks.admin, keys.read]
+  - identity: spiffe://example.org/officer/*
+    keys: ["*"]
+    allow: [approvals.approve, keys.read]
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    allow: [keys.admin, keys.read]
+approvals:
+  - operation: jwks.admin
+    approvers: [spiffe://example.org/officer/*]
+    quorum: 1
+`)
+	ctx := context.Background()
+	tenant := e.Client(t, "spiffe://example.org/tenant-a")
+	e.conns["tenant"] = tenant
+	jc := sigilv1.NewJWTServiceClient(tenant)
+	_, err := jc.CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: "tenant-b", KeyPatterns: []string{"*"}})
+	wantCodeOf(t, "a set beyond the requester's keys", err, codes.PermissionDenied)
+	_, err = jc.CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: "tenant-a-web"})
+	id := heldID(t, err)
+	if _, err := e.approve(officerA, id); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.result("tenant", id)
+	if err != nil {
+		t.Fatalf("the approved set creation: %v", err)
+	}
+	out := &sigilv1.CreateJWKSetResponse{}
+	if err := res.GetResult().UnmarshalTo(out); err != nil || out.GetSet().GetName() != "tenant-a-web" {
+		t.Fatalf("the approved set: %v %v", out, err)
+	}
+}

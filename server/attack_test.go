@@ -653,4 +653,30 @@ func TestScopedJWKSAdminStaysWithinItsKeys(t *testing.T) {
 	if _, err := sigilv1.NewJWTServiceClient(e.tenant).CreateJWKSet(ctx, &sigilv1.CreateJWKSetRequest{Name: "issuer-global"}); err != nil {
 		t.Fatalf("an admin of every key, after a scoped one spent its slots: %v", err)
 	}
+
+	// The default set (/.well-known/jwks.json) is the main issuer's: a
+	// scoped admin's key joins it neither by default nor by name, nor by
+	// a policy change; its own set is fine.
+	keysA := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/tenant-a/admin"))
+	for _, tc := range []struct {
+		what string
+		req  *sigilv1.CreateKeyRequest
+		want codes.Code
+	}{
+		{"a jwt key naming no set (default)", &sigilv1.CreateKeyRequest{Id: "tenant-a-evil", Algorithm: "ES256", Purpose: "jwt"}, codes.PermissionDenied},
+		{"a jwt key naming the default set", &sigilv1.CreateKeyRequest{Id: "tenant-a-evil", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"default"}}}, codes.PermissionDenied},
+		{"a jwt key in its own set", &sigilv1.CreateKeyRequest{Id: "tenant-a-web-1", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"tenant-a-web"}}}, codes.OK},
+		{"an ES256K jwt key naming no set (none)", &sigilv1.CreateKeyRequest{Id: "tenant-a-k1", Algorithm: "ES256K", Purpose: "jwt"}, codes.OK},
+	} {
+		if _, err := keysA.CreateKey(ctx, tc.req); status.Code(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.what, err, tc.want)
+		}
+	}
+	_, err = keysA.UpdateKeyPolicy(ctx, &sigilv1.UpdateKeyPolicyRequest{Id: "tenant-a-web-1", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"default"}}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("moving its key into the default set: %v, want PermissionDenied", err)
+	}
+	if _, err := sigilv1.NewKeyServiceClient(e.tenant).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "main-jwt", Algorithm: "ES256", Purpose: "jwt"}); err != nil {
+		t.Errorf("an admin of every key publishing in the default set: %v", err)
+	}
 }

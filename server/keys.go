@@ -25,6 +25,7 @@ type keyService struct {
 	keys     *keyring.Keyring
 	purposes []purpose.Purpose
 	visible  func(ctx context.Context, id string) bool // the caller may read key id
+	deps     purpose.Deps                              // for the purposes' scope checks
 }
 
 var _ sigilv1.KeyServiceServer = (*keyService)(nil)
@@ -35,6 +36,9 @@ const defaultPurpose = "raw"
 func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyRequest) (*sigilv1.CreateKeyResponse, error) {
 	name, policy, err := s.createPolicy(req)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkScope(ctx, name, req.GetId(), signer.Algorithm(req.GetAlgorithm()), nil, policy); err != nil {
 		return nil, err
 	}
 	k, err := s.keys.Create(ctx, keyring.CreateSpec{
@@ -59,6 +63,26 @@ func (s *keyService) createPolicy(req *sigilv1.CreateKeyRequest) (string, any, e
 	}
 	policy, err := s.requestedPolicy(req, p, errs.InvalidArgument)
 	return name, policy, err
+}
+
+// checkScope asks purpose name, if it can tell, whether the caller may
+// give key id the policy next (what its purpose makes of the one asked
+// for) over cur (nil for a new key).
+func (s *keyService) checkScope(ctx context.Context, name, id string, alg signer.Algorithm, cur, next any) error {
+	p, err := s.purpose(name)
+	if err != nil {
+		return err
+	}
+	sc, ok := p.(purpose.Scoped)
+	if !ok {
+		return nil
+	}
+	if cur == nil { // a new key: its policy as the purpose completes it
+		if next, err = p.NewPolicy(next); err != nil {
+			return err
+		}
+	}
+	return sc.CheckScope(ctx, s.deps, id, alg, cur, next)
 }
 
 // purpose returns the purpose a client named.
@@ -214,11 +238,13 @@ func (s *keyService) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKey
 // UpdateKeyPolicy replaces a key's policy with the one the request
 // carries, which its purpose must take.
 func (s *keyService) UpdateKeyPolicy(ctx context.Context, req *sigilv1.UpdateKeyPolicyRequest) (*sigilv1.UpdateKeyPolicyResponse, error) {
-	_, p, policy, err := s.requestedUpdate(ctx, req)
+	cur, p, policy, err := s.requestedUpdate(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy, loosenCheck(ctx, req.GetId(), p)...)
+	alg := cur.Algorithm
+	scope := func(cur, next any) error { return s.checkScope(ctx, p.Name(), req.GetId(), alg, cur, next) }
+	k, err := s.keys.SetPolicy(ctx, req.GetId(), p.Name(), policy, append(loosenCheck(ctx, req.GetId(), p), scope)...)
 	if err != nil {
 		return nil, err
 	}

@@ -99,22 +99,32 @@ func Brief(ids []ID) []string {
 // parser rewrites (an upper-case scheme, an empty fragment) is left out,
 // or "SPIFFE://example.org/ops#" would pass for spiffe://example.org/ops.
 // A subject with several CN attributes gives no cn: identity: which one
-// is "the" CN is for an RA to decide, not a guess.
+// is "the" CN is for an RA to decide, not a guess. A URI SAN with the
+// scheme cn or dns, and a CN starting with //, are left out too: spelled,
+// each would be the other (both "cn://x").
 func Of(c *x509.Certificate) []ID {
 	ids := make([]ID, 0, len(c.URIs)+len(c.DNSNames)+1)
 	raw := rawURIs(c)
 	for _, u := range c.URIs {
-		if s := u.String(); uriForm(u, s) == nil && raw[s] {
+		if s := u.String(); uriForm(u, s) == nil && raw[s] && !spellsTyped(s) {
 			ids = append(ids, ID{URI, s})
 		}
 	}
 	for _, d := range c.DNSNames {
 		ids = append(ids, ID{DNS, strings.ToLower(d)})
 	}
-	if cn := c.Subject.CommonName; cn != "" && countCN(c.Subject) == 1 {
+	if cn := c.Subject.CommonName; cn != "" && countCN(c.Subject) == 1 && !strings.HasPrefix(cn, "//") {
 		ids = append(ids, ID{CN, cn})
 	}
 	return ids
+}
+
+// spellsTyped reports whether URI SAN s is spelled as a typed identity of
+// another kind: the URI cn://x and the CN //x are both spelled "cn://x",
+// so neither is taken (a CN starting with // is left out above).
+func spellsTyped(s string) bool {
+	l := strings.ToLower(s)
+	return strings.HasPrefix(l, CNPrefix) || strings.HasPrefix(l, DNSPrefix)
 }
 
 // countCN counts the subject's CN attributes.

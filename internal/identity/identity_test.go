@@ -165,3 +165,13 @@ func FuzzParsePattern(f *testing.F) {
 		}
 	})
 }
+
+// The URI SAN cn://x and the CN //x are both spelled "cn://x" (and
+// dns://x would be the DNS name //x): neither is taken, so no certificate
+// passes for another's identity where identities are compared as spelled
+// (found by an attack review: a held request's result fetched that way).
+func TestIdentitiesSpelledAsAnotherKindAreLeftOut(t *testing.T) {
+	if got := Strings(Of(cert("//x", nil, "cn://x", "DNS://y", "spiffe://example.org/ok"))); !slices.Equal(got, []string{"spiffe://example.org/ok"}) {
+		t.Fatalf("identities: %q, want only the SPIFFE ID", got)
+	}
+}

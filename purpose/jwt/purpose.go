@@ -138,6 +138,34 @@ func (Purpose) CheckPolicy(ctx context.Context, a keyring.Anchors, id string, al
 	return nil
 }
 
+// CheckScope refuses to publish a key in the default JWK Set (served at
+// /.well-known/jwks.json, trusted by the main issuer's relying parties)
+// unless the caller's keys.admin rule covers every key: an admin of
+// "tenant-a-*" could otherwise mint tokens the main issuer's relying
+// parties accept. Such an admin names a set of its own (--jwks-set).
+func (Purpose) CheckScope(ctx context.Context, d purpose.Deps, id string, alg signer.Algorithm, cur, next any) error {
+	if !joinsDefault(alg, cur, next) {
+		return nil
+	}
+	if _, all := d.Covers(ctx, authz.KeysAdmin, []string{"*"}); !all {
+		return errs.New(errs.PermissionDenied, "key %q: only an admin of every key may publish a key in the %q JWK Set; name a set of your own (--jwks-set)", id, DefaultSet)
+	}
+	return nil
+}
+
+// joinsDefault reports whether a key with policy next, which had cur, is
+// published in the default set and was not before.
+func joinsDefault(alg signer.Algorithm, cur, next any) bool {
+	in := func(policy any) bool {
+		p, ok := policy.(*Policy)
+		if !ok || len(p.Sets) == 0 {
+			return ok && alg != signer.ES256K
+		}
+		return slices.Contains(p.Sets, DefaultSet)
+	}
+	return in(next) && (cur == nil || !in(cur))
+}
+
 // SetsOf returns the JWK Sets key k is published in: those its policy
 // names, else DefaultSet (none for an ES256K key, which joins only sets
 // that opted in to them).
@@ -242,10 +270,10 @@ func (s *service) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*si
 // does not cover every key is also held to MaxSetsPerCreator.
 func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetRequest) (*sigilv1.CreateJWKSetResponse, error) {
 	patterns := EffectivePatterns(req.GetName(), req.GetKeyPatterns())
-	who, ok := s.d.Covers(ctx, OpSetsAdmin, append([]string{req.GetName()}, patterns...))
-	if !ok {
-		return nil, errs.New(errs.PermissionDenied, "permission denied: the set's name and every key pattern it admits must be within the keys your jwks.admin rule names")
+	if err := mayCreateSet(ctx, s.d, req.GetName(), patterns); err != nil {
+		return nil, err
 	}
+	who, _ := s.d.Covers(ctx, OpSetsAdmin, append([]string{req.GetName()}, patterns...))
 	_, everything := s.d.Covers(ctx, OpSetsAdmin, []string{"*"})
 	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), patterns, Creator{Identity: who, Scoped: !everything}, s.d.Clock())
 	if err != nil {
@@ -253,6 +281,15 @@ func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetReq
 	}
 	s.d.Keys.Changed()
 	return &sigilv1.CreateJWKSetResponse{Set: s.describeSet(ctx, set)}, nil
+}
+
+// mayCreateSet refuses a set whose name or key patterns reach beyond the
+// keys the caller's jwks.admin rule names.
+func mayCreateSet(ctx context.Context, d purpose.Deps, name string, patterns []string) error {
+	if _, ok := d.Covers(ctx, OpSetsAdmin, append([]string{name}, patterns...)); !ok {
+		return errs.New(errs.PermissionDenied, "permission denied: the set's name and every key pattern it admits must be within the keys your jwks.admin rule names")
+	}
+	return nil
 }
 
 // ListJWKSets lists every set with its members.

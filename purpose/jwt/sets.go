@@ -124,15 +124,22 @@ func (s Sets) Create(ctx context.Context, name string, allowES256K bool, pattern
 	}
 	// Checked again with the new set in the store: of creations racing
 	// past the first check, those over a limit take theirs back (no limit
-	// is ever exceeded for good; a racer may be refused spuriously).
-	if err := s.withinLimits(ctx, by, 0); err != nil {
-		if derr := s.Anchors.UpdateAnchor(ctx, setPrefix+name, func([]byte) ([]byte, error) { return nil, nil }); derr != nil {
+	// is ever exceeded for good; a racer may be refused spuriously). The
+	// check and the take-back do not depend on the caller's deadline: one
+	// that expired during the write must not leave the set over a limit.
+	after, cancel := context.WithTimeout(context.WithoutCancel(ctx), limitCheckTimeout)
+	defer cancel()
+	if err := s.withinLimits(after, by, 0); err != nil {
+		if derr := s.Anchors.UpdateAnchor(after, setPrefix+name, func([]byte) ([]byte, error) { return nil, nil }); derr != nil {
 			return Set{}, errors.Join(err, derr)
 		}
 		return Set{}, err
 	}
 	return set, nil
 }
+
+// limitCheckTimeout bounds the check after a set's creation.
+const limitCheckTimeout = 10 * time.Second
 
 // withinLimits checks that the sets in the store, with more to come,
 // stay within MaxSets and, for a scoped creator, its own limits.
