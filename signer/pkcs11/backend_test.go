@@ -19,7 +19,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 40) }
 
 func openTest(t *testing.T) *Backend {
 	t.Helper()
