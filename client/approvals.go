@@ -76,8 +76,9 @@ func (c *Client) AwaitApprovalResult(ctx context.Context, id string, poll time.D
 }
 
 // waiting reports whether err, the answer to a result, says request id
-// has yet to end: it is pending, approved or running. Unavailable alone
-// does not tell: a request whose run failed Unavailable has ended.
+// has yet to end: it is pending, approved or running (or done since the
+// answer, which the next ask returns). Unavailable alone does not tell: a
+// request whose run failed Unavailable has ended.
 func waiting(ctx context.Context, ac sigilv1.ApprovalServiceClient, id string, err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.FailedPrecondition:
@@ -86,7 +87,7 @@ func waiting(ctx context.Context, ac sigilv1.ApprovalServiceClient, id string, e
 			return ctx.Err() != nil || status.Code(gerr) == codes.Unavailable
 		}
 		switch a.GetApproval().GetState() {
-		case "pending", "approved", "running":
+		case "pending", "approved", "running", "done": // done: the run ended since the answer; ask again
 			return true
 		}
 	}
