@@ -10,8 +10,10 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -19,10 +21,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/devmode"
 	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -42,13 +46,18 @@ type Options struct {
 	// Retries is how many times a read or a plain signature is retried
 	// after Unavailable; 2 if zero, none if negative.
 	Retries int
+	// Namespace is the namespace every call is made in: its keys, JWK
+	// Sets and approvals are the ones named. Root if empty (or the one a
+	// DataDir's client.json names).
+	Namespace string
 }
 
 // FromEnv returns the Options the SIGIL_ADDR, SIGIL_TLS_CERT,
-// SIGIL_TLS_KEY and SIGIL_TLS_CA variables give (the CLI's too).
+// SIGIL_TLS_KEY, SIGIL_TLS_CA and SIGIL_NAMESPACE variables give (the
+// CLI's too).
 func FromEnv() Options {
 	return Options{Addr: os.Getenv("SIGIL_ADDR"), CertFile: os.Getenv("SIGIL_TLS_CERT"),
-		KeyFile: os.Getenv("SIGIL_TLS_KEY"), CAFile: os.Getenv("SIGIL_TLS_CA")}
+		KeyFile: os.Getenv("SIGIL_TLS_KEY"), CAFile: os.Getenv("SIGIL_TLS_CA"), Namespace: os.Getenv("SIGIL_NAMESPACE")}
 }
 
 // Client is a connection to Sigil and its services.
@@ -59,6 +68,8 @@ type Client struct {
 	JWT     sigilv1.JWTServiceClient
 	Eth     sigilv1.EthereumServiceClient
 	Audit   sigilv1.AuditServiceClient
+	// Namespaces manages namespaces (whatever namespace the client is in).
+	Namespaces sigilv1.NamespaceServiceClient
 }
 
 // Dial connects to Sigil over mTLS. The connection is made lazily; the
@@ -70,6 +81,12 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 			return nil, err
 		}
 		o.Addr, o.CertFile, o.KeyFile, o.CAFile = dc.Addr, dc.Cert, dc.Key, dc.CA
+		o.Namespace = cmp.Or(o.Namespace, dc.Namespace)
+	}
+	if o.Namespace != "" {
+		if err := namespace.Validate(o.Namespace); err != nil {
+			return nil, fmt.Errorf("sigil client: namespace %q: %w", o.Namespace, err)
+		}
 	}
 	switch {
 	case o.Addr == "":
@@ -90,12 +107,13 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	conn, err := grpc.NewClient(o.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-		grpc.WithChainUnaryInterceptor(deadline(o.Timeout), retry(o.Retries)))
+		grpc.WithChainUnaryInterceptor(inNamespace(o.Namespace), deadline(o.Timeout), retry(o.Retries)))
 	if err != nil {
 		return nil, err
 	}
 	return &Client{conn: conn, Keys: sigilv1.NewKeyServiceClient(conn), Signing: sigilv1.NewSigningServiceClient(conn),
-		JWT: sigilv1.NewJWTServiceClient(conn), Eth: sigilv1.NewEthereumServiceClient(conn), Audit: sigilv1.NewAuditServiceClient(conn)}, nil
+		JWT: sigilv1.NewJWTServiceClient(conn), Eth: sigilv1.NewEthereumServiceClient(conn), Audit: sigilv1.NewAuditServiceClient(conn),
+		Namespaces: sigilv1.NewNamespaceServiceClient(conn)}, nil
 }
 
 // Conn is the underlying connection, for services this package does not
@@ -104,6 +122,16 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// inNamespace makes every call in namespace ns (none: root).
+func inNamespace(ns string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if ns != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, namespace.Header, ns)
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
 
 // deadline gives a call without one the default timeout.
 func deadline(d time.Duration) grpc.UnaryClientInterceptor {

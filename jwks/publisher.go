@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -81,9 +82,7 @@ func (p *Publisher) Update(entries []Entry, sets []jwt.Set) error {
 		}
 		docs.byKey[e.ID] = d
 	}
-	if !slices.ContainsFunc(sets, func(s jwt.Set) bool { return s.Name == jwt.DefaultSet }) {
-		sets = append(sets, jwt.Set{Name: jwt.DefaultSet, KeyPatterns: []string{"*"}})
-	}
+	sets = withDefaults(entries, sets)
 	for _, set := range sets {
 		var keys []JWK
 		age := time.Duration(0)
@@ -104,6 +103,23 @@ func (p *Publisher) Update(entries []Entry, sets []jwt.Set) error {
 	}
 	p.cur.Store(docs)
 	return nil
+}
+
+// withDefaults adds to sets the default set of root and of every other
+// namespace a key of entries lives in.
+func withDefaults(entries []Entry, sets []jwt.Set) []jwt.Set {
+	sets = slices.Clone(sets)
+	need := []string{namespace.Root}
+	for _, e := range entries {
+		need = append(need, namespace.Of(e.ID))
+	}
+	for _, ns := range need {
+		name := jwt.DefaultSetIn(ns)
+		if !slices.ContainsFunc(sets, func(s jwt.Set) bool { return s.Name == name }) {
+			sets = append(sets, jwt.Set{Name: name, KeyPatterns: []string{namespace.Qualify(ns, "*")}})
+		}
+	}
+	return sets
 }
 
 func build(keys []JWK, maxAge time.Duration) (*Document, error) {
@@ -138,30 +154,52 @@ func (p *Publisher) Key(id string) (*Document, bool) {
 	return d, ok
 }
 
-// Register adds the JWKS routes to mux: the default set at
-// /.well-known/jwks.json and /jwks/default.json, every set at
-// /jwks/{name}.json, every key's own document at /keys/{id}/jwks.json.
+// Register adds the JWKS routes to mux: root's default set at
+// /.well-known/jwks.json and /jwks/default.json, every set of root at
+// /jwks/{name}.json and of namespace NS at /jwks/NS/{name}.json (its
+// default set at /jwks/NS/default.json), every key's own document at
+// /keys/{id}/jwks.json, or /keys/NS/{id}/jwks.json.
 func (p *Publisher) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		p.serve(w, r, jwt.DefaultSet, p.Default())
 	})
 	mux.HandleFunc("GET /jwks/{file}", func(w http.ResponseWriter, r *http.Request) {
-		name, ok := strings.CutSuffix(r.PathValue("file"), ".json")
-		d, found := p.Set(name)
-		if !ok || !found {
-			http.Error(w, "no such JWK Set", http.StatusNotFound)
-			return
-		}
-		p.serve(w, r, name, d)
+		p.serveSet(w, r, namespace.Root, r.PathValue("file"))
+	})
+	mux.HandleFunc("GET /jwks/{ns}/{file}", func(w http.ResponseWriter, r *http.Request) {
+		p.serveSet(w, r, r.PathValue("ns"), r.PathValue("file"))
 	})
 	mux.HandleFunc("GET /keys/{id}/jwks.json", func(w http.ResponseWriter, r *http.Request) {
-		d, ok := p.Key(r.PathValue("id"))
-		if !ok {
-			http.Error(w, "no such JWT key", http.StatusNotFound)
-			return
-		}
-		p.serve(w, r, "", d)
+		p.serveKey(w, r, namespace.Root, r.PathValue("id"))
 	})
+	mux.HandleFunc("GET /keys/{ns}/{id}/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+		p.serveKey(w, r, r.PathValue("ns"), r.PathValue("id"))
+	})
+}
+
+// serveSet serves set file (NAME.json) of namespace ns. A namespace named
+// "root" in the path is refused: root's sets have one address each.
+func (p *Publisher) serveSet(w http.ResponseWriter, r *http.Request, ns, file string) {
+	name, ok := strings.CutSuffix(file, ".json")
+	if r.PathValue("ns") == namespace.Root || strings.Contains(name, "/") {
+		ok = false
+	}
+	d, found := p.Set(namespace.Qualify(ns, name))
+	if !ok || !found {
+		http.Error(w, "no such JWK Set", http.StatusNotFound)
+		return
+	}
+	p.serve(w, r, namespace.Qualify(ns, name), d)
+}
+
+// serveKey serves the document of key id of namespace ns.
+func (p *Publisher) serveKey(w http.ResponseWriter, r *http.Request, ns, id string) {
+	d, ok := p.Key(namespace.Qualify(ns, id))
+	if !ok || r.PathValue("ns") == namespace.Root || strings.Contains(id, "/") {
+		http.Error(w, "no such JWT key", http.StatusNotFound)
+		return
+	}
+	p.serve(w, r, "", d)
 }
 
 // serve writes d and reports the request to OnServe.

@@ -40,7 +40,7 @@ type CreateSpec struct {
 // validate checks s and completes it: the policy its purpose makes of the
 // requested one, the default RSA size and backend.
 func (r *Keyring) validate(ctx context.Context, s *CreateSpec) error {
-	if err := ValidateID(s.ID); err != nil {
+	if err := ValidateName(s.ID); err != nil {
 		return err
 	}
 	if len(s.RequestID) > 128 || strings.ContainsFunc(s.RequestID, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
@@ -79,7 +79,7 @@ func (r *Keyring) validate(ctx context.Context, s *CreateSpec) error {
 	if err := CheckLabels(s.Labels); err != nil {
 		return err
 	}
-	if err := checkInventory(s.Owner, s.Description); err != nil {
+	if err := CheckInventory(s.Owner, s.Description); err != nil {
 		return err
 	}
 	if s.Backend == "" {

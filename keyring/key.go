@@ -6,9 +6,11 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -313,6 +315,18 @@ func (k *Key) clone() *Key {
 }
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ValidateName checks the name a key is kept under: its ID in the root
+// namespace, NS/ID in namespace NS (see package namespace).
+func ValidateName(name string) error {
+	ns, id := namespace.Split(name)
+	if ns != namespace.Root || strings.Contains(name, "/") {
+		if ns == namespace.Root || namespace.Validate(ns) != nil {
+			return errs.New(errs.InvalidArgument, "key name %q: want ID or NS/ID", name)
+		}
+	}
+	return ValidateID(id)
+}
 
 // ValidateID checks a key ID: [a-z0-9][a-z0-9._-]{0,63}.
 func ValidateID(id string) error {

@@ -58,6 +58,7 @@ type Keyring struct {
 	watchers []func()
 
 	repairs sync.Map // RepairKind -> *atomic.Uint64
+	gate    atomic.Pointer[func(ctx context.Context, id string) error]
 
 	ticking   sync.Mutex // one Tick at a time in this process; guards the sweep state
 	lastSweep time.Time
@@ -390,7 +391,7 @@ func (r *Keyring) current(id string) (*Key, error) {
 
 // Get returns a copy of key id.
 func (r *Keyring) Get(_ context.Context, id string) (*Key, error) {
-	if err := ValidateID(id); err != nil {
+	if err := ValidateName(id); err != nil {
 		return nil, err
 	}
 	k, err := r.current(id)
@@ -508,6 +509,11 @@ func (r *Keyring) ForSigning(ctx context.Context, id string, p string) (Signing,
 	if err := usable(k); err != nil {
 		return Signing{}, err
 	}
+	if gate := r.gate.Load(); gate != nil {
+		if err := (*gate)(ctx, id); err != nil {
+			return Signing{}, err
+		}
+	}
 	g, ok := k.Active()
 	if !ok {
 		return Signing{}, errs.New(errs.FailedPrecondition, "key %q has no active generation", id)
@@ -518,6 +524,10 @@ func (r *Keyring) ForSigning(ctx context.Context, id string, p string) (Signing,
 	}
 	return Signing{Key: k, Generation: g, Backend: b}, nil
 }
+
+// SetGate makes every signature ask gate first, with the key's ID: an
+// error refuses it (a frozen namespace's keys sign nothing).
+func (r *Keyring) SetGate(gate func(ctx context.Context, id string) error) { r.gate.Store(&gate) }
 
 // SetDisabled disables key id (it refuses to sign) or enables it again.
 // The audit key is Sigil's and is never disabled.

@@ -46,8 +46,8 @@ func CheckLabels(labels map[string]string) error {
 	return nil
 }
 
-// checkInventory refuses an owner or description a key cannot carry.
-func checkInventory(owner, description string) error {
+// CheckInventory refuses an owner or description a key cannot carry.
+func CheckInventory(owner, description string) error {
 	if len(owner) > MaxOwnerBytes || strings.ContainsFunc(owner, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
 		return errs.New(errs.InvalidArgument, "owner: at most %d printable ASCII bytes", MaxOwnerBytes)
 	}
@@ -89,7 +89,7 @@ func (r *Keyring) SetMetadata(ctx context.Context, id string, m Metadata) (*Key,
 		if err := CheckLabels(labels); err != nil {
 			return err
 		}
-		if err := checkInventory(owner, description); err != nil {
+		if err := CheckInventory(owner, description); err != nil {
 			return err
 		}
 		if len(labels) == 0 {

@@ -64,6 +64,9 @@ type Keyless interface{ KeylessMethods() []string }
 // handler. A purpose that speaks a second protocol (Ethereum JSON-RPC)
 // translates to its gRPC requests and invokes them, so every rule of the
 // first holds for the second.
+//
+// Key IDs are those of the namespace of the call ctx describes (see
+// HTTPContext), as a gRPC client names them.
 type Invoker interface {
 	// Invoke runs req as a call of fullMethod from the caller ctx
 	// describes and fills resp.
@@ -243,4 +246,11 @@ func All() []Purpose {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
 	return out
+}
+
+// NamespaceHolder is the ability of a purpose to keep things of its own
+// in a namespace (jwt: its JWK Sets): a namespace is deleted only when
+// Empty answers nil for it.
+type NamespaceHolder interface {
+	Empty(ctx context.Context, d Deps, ns string) error
 }

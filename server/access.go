@@ -24,6 +24,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -47,6 +48,13 @@ var baseOperations = map[string]authz.Op{
 	sigilv1.KeyService_ListKeys_FullMethodName:            authz.KeysRead,
 	sigilv1.KeyService_GetPublicKey_FullMethodName:        authz.KeysRead,
 	sigilv1.AuditService_GetAuditHead_FullMethodName:      authz.KeysRead, // on the audit key, sigil.audit
+	// The namespace methods are decided on the namespace they name.
+	sigilv1.NamespaceService_CreateNamespace_FullMethodName:   authz.NamespacesAdmin,
+	sigilv1.NamespaceService_DeleteNamespace_FullMethodName:   authz.NamespacesAdmin,
+	sigilv1.NamespaceService_FreezeNamespace_FullMethodName:   authz.NamespacesAdmin,
+	sigilv1.NamespaceService_UnfreezeNamespace_FullMethodName: authz.NamespacesAdmin,
+	sigilv1.NamespaceService_GetNamespace_FullMethodName:      authz.NamespacesRead,
+	sigilv1.NamespaceService_ListNamespaces_FullMethodName:    authz.NamespacesRead,
 	// The approval methods name a held request, not a key: each
 	// authorizes against the request it reads (selfAuthorized).
 	sigilv1.ApprovalService_ListApprovals_FullMethodName:     authz.ApprovalsApprove,
@@ -133,6 +141,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	var resp any
 	outcome, err := s.admit(ctx, rec, req, info.FullMethod, op, named)
 	rec.Outcome = outcome
+	ctx = namespace.NewContext(ctx, rec.Namespace)
 	if err == nil {
 		if ctx, err = s.hold(ctx, rec, info.FullMethod, op, req); err != nil && rec.Outcome != "held" {
 			rec.Outcome = "failed"
@@ -143,6 +152,9 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 		if err != nil {
 			rec.Outcome = "failed"
 		}
+	}
+	if m, ok := resp.(proto.Message); ok {
+		namespace.Unscope(m, rec.Namespace)
 	}
 	return resp, s.record(rec, err, start)
 }
@@ -175,6 +187,11 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 	if !named {
 		return "denied", errDenied
 	}
+	ns, err := requestNamespace(ctx)
+	if err != nil {
+		return "failed", err
+	}
+	rec.Namespace = recorded(ns)
 	if err := checkRequest(req, decodeErr); err != nil {
 		// An impossible key ID is recorded as its length and SHA-256,
 		// never its bytes.
@@ -183,23 +200,29 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 		}
 		return "failed", err
 	}
-	rec.KeyID = keyIDOf(req)
+	target, err := s.scope(req, method, rec)
+	if err != nil {
+		return "failed", err
+	}
 	if _, names := keyIDField(req); !names && !s.routes.keyless[method] {
 		return "failed", errs.New(errs.InvalidArgument, "the request names no key")
 	}
-	if s.opts.Authz == nil {
-		return "allowed", nil
-	}
-	d := s.decide(ids, op, rec.KeyID, method)
-	switch {
-	case d.RetryAfter > 0:
+	if s.opts.Authz != nil {
+		d := s.decide(ids, op, target, method)
+		switch {
+		case d.RetryAfter > 0:
+			rec.Identity = d.Who.String()
+			s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
+			return "throttled", throttled(d.RetryAfter)
+		case !d.OK:
+			return "denied", errDenied
+		}
 		rec.Identity = d.Who.String()
-		s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
-		return "throttled", throttled(d.RetryAfter)
-	case !d.OK:
-		return "denied", errDenied
 	}
-	rec.Identity = d.Who.String()
+	// Only a caller the namespace's rules let in learns whether it exists.
+	if err := s.inNamespace(ctx, method, ns); err != nil {
+		return "failed", err
+	}
 	return "allowed", nil
 }
 

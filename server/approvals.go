@@ -20,6 +20,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/failpoint"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -39,6 +40,7 @@ var _ sigilv1.ApprovalServiceServer = (*approvalService)(nil)
 
 // selfAuthorized are the methods that authorize in their handler.
 var selfAuthorized = map[string]bool{
+	sigilv1.NamespaceService_ListNamespaces_FullMethodName:   true,
 	sigilv1.ApprovalService_ListApprovals_FullMethodName:     true,
 	sigilv1.ApprovalService_GetApproval_FullMethodName:       true,
 	sigilv1.ApprovalService_Approve_FullMethodName:           true,
@@ -86,6 +88,9 @@ func (a *approvalService) read(ctx context.Context, id string, requesterOnly boo
 // mayRead reports whether the caller made r, or (unless requesterOnly)
 // may decide it.
 func (s *Server) mayRead(ctx context.Context, r *approval.Request, requesterOnly bool) bool {
+	if r.InNamespace() != namespace.FromContext(ctx) {
+		return false // asked in another namespace: as if it were not there
+	}
 	ids := identities(ctx)
 	if r.MadeBy(ids) {
 		return true
@@ -97,7 +102,7 @@ func (s *Server) mayRead(ctx context.Context, r *approval.Request, requesterOnly
 // rules in force allow approvals.approve on r's key.
 func (s *Server) mayDecide(ids []identity.ID, r *approval.Request) bool {
 	_, named := r.Approver(ids)
-	_, allowed := s.authorize(ids, authz.ApprovalsApprove, r.KeyID)
+	_, allowed := s.authorize(ids, authz.ApprovalsApprove, r.Target())
 	return named && allowed
 }
 
@@ -283,13 +288,14 @@ func (s *Server) run(id string) (*approval.Request, error) {
 func (s *Server) execute(r *approval.Request, payload []byte) ([]byte, string, string) {
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: r.Requester, Operation: r.Operation, Method: r.Method,
-		KeyID: r.KeyID, ApprovalID: r.ID, RequestSHA256: r.PayloadSHA256, Outcome: "allowed"}
+		KeyID: r.KeyID, Namespace: recorded(r.InNamespace()), ApprovalID: r.ID, RequestSHA256: r.PayloadSHA256, Outcome: "allowed"}
 	for _, v := range r.Approvals {
 		rec.ApprovedBy = append(rec.ApprovedBy, v.Identity)
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), recordKey{}, rec), s.opts.ApprovalLease/2)
 	defer cancel()
-	out, err := s.dispatch(ctx, r, payload, rec)
+	out, err := s.dispatch(namespace.NewContext(ctx, r.InNamespace()), r, payload, rec)
+	namespace.Unscope(out, r.InNamespace())
 	step := "ran"
 	if err != nil {
 		rec.Outcome, step = "failed", "failed"
@@ -329,7 +335,7 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 	if err != nil {
 		return nil, errs.New(errs.PermissionDenied, "the requester %q is no identity", r.Requester)
 	}
-	if _, ok := s.authorize([]identity.ID{who}, authz.Op(r.Operation), r.KeyID); !ok {
+	if _, ok := s.authorize([]identity.ID{who}, authz.Op(r.Operation), r.Target()); !ok {
 		return nil, errs.New(errs.PermissionDenied, "the access rules no longer allow %s %s on %s", r.Requester, r.Operation, r.KeyID)
 	}
 	// The review and the handler see the requester as the caller: a check
@@ -362,12 +368,16 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 // facts changed (a transaction that now replaces another, a policy
 // change that now loosens), or rights withdrawn stop the run.
 func (s *Server) quorumNow(ctx context.Context, r *approval.Request, req proto.Message) error {
-	facts, _, err := s.review(ctx, r.Method, authz.Op(r.Operation), req, s.testedOn(authz.Op(r.Operation), r.KeyID))
+	facts, _, err := s.review(ctx, r.Method, authz.Op(r.Operation), req, s.testedOn(authz.Op(r.Operation), r.Target()))
 	if err != nil {
 		return err
 	}
 	need, named := r.Quorum, func(id identity.ID) bool { _, ok := r.Approver([]identity.ID{id}); return ok }
-	if rule := s.opts.Authz.Approval(authz.Op(r.Operation), r.KeyID, facts); rule != nil && rule.QuorumSize() >= need {
+	rule, err := s.approvalRule(r.Method, authz.Op(r.Operation), r.Target(), facts)
+	if err != nil {
+		return err
+	}
+	if rule != nil && rule.QuorumSize() >= need {
 		need, named = rule.QuorumSize(), rule.IsApprover
 	}
 	n := 0
@@ -376,7 +386,7 @@ func (s *Server) quorumNow(ctx context.Context, r *approval.Request, req proto.M
 		if err != nil || !named(id) {
 			continue
 		}
-		if _, ok := s.authorize([]identity.ID{id}, authz.ApprovalsApprove, r.KeyID); ok {
+		if _, ok := s.authorize([]identity.ID{id}, authz.ApprovalsApprove, r.Target()); ok {
 			n++
 		}
 	}
@@ -444,7 +454,7 @@ func codeNamed(name string) codes.Code {
 }
 
 func approvalProto(r *approval.Request, now time.Time) *sigilv1.Approval {
-	out := &sigilv1.Approval{ApprovalId: r.ID, State: string(r.StateAt(now)), KeyId: r.KeyID, Operation: r.Operation, Method: r.Method,
+	out := &sigilv1.Approval{ApprovalId: r.ID, State: string(r.StateAt(now)), KeyId: r.KeyID, Namespace: r.InNamespace(), Operation: r.Operation, Method: r.Method,
 		Requester: r.Requester, PayloadSha256: r.PayloadSHA256, Approvers: r.Approvers, Quorum: int32(r.Quorum), DeniedBy: r.DeniedBy,
 		Reason: r.Reason, CreatedAt: timestamppb.New(r.Created), ExpiresAt: timestamppb.New(r.Expires), FinishedAt: timeOrNil(r.Finished),
 		ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage}

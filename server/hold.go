@@ -21,6 +21,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -34,17 +35,18 @@ import (
 // held. It returns the context a request that may run now runs with (see
 // guardLoosening).
 func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op authz.Op, req any) (context.Context, error) {
-	if s.opts.Authz == nil || !s.opts.Authz.MayHold(op, rec.KeyID) {
+	target := targetOf(rec)
+	if s.opts.Authz == nil || !s.opts.Authz.MayHold(op, target) && !alwaysHeld[method] {
 		return ctx, nil
 	}
-	facts, _, err := s.review(ctx, method, op, req, s.testedOn(op, rec.KeyID))
+	facts, _, err := s.review(ctx, method, op, req, s.testedOn(op, target))
 	if err != nil {
 		return ctx, err
 	}
 	ctx = s.guardLoosening(ctx, method, rec.KeyID, facts.Actions)
-	rule := s.opts.Authz.Approval(op, rec.KeyID, facts)
-	if rule == nil {
-		return ctx, nil
+	rule, err := s.approvalRule(method, op, target, facts)
+	if err != nil || rule == nil {
+		return ctx, err
 	}
 	_, summary, err := s.review(ctx, method, op, req, everyCondition) // held: approvers read all there is
 	if err != nil {
@@ -59,7 +61,7 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	}
 	sum := sha256.Sum256(payload)
 	now := s.opts.Now()
-	r := &approval.Request{ID: approval.NewID(), Method: method, Operation: string(op), KeyID: rec.KeyID, Requester: rec.Identity,
+	r := &approval.Request{ID: approval.NewID(), Method: method, Operation: string(op), KeyID: rec.KeyID, Namespace: rec.Namespace, Requester: rec.Identity,
 		Requesters: identity.Strings(identities(ctx)), Idempotent: idempotent[method], Actions: facts.Actions,
 		Payload: payload, PayloadSHA256: hex.EncodeToString(sum[:]), Summary: approval.Clip(summary),
 		Approvers: rule.ApproverPatterns(), Quorum: rule.QuorumSize(), Created: now, Expires: now.Add(rule.Lifetime()), State: approval.Pending}
@@ -127,7 +129,7 @@ func heldError(r *approval.Request) error {
 // that names a key that does not exist (or is of another purpose) is
 // answered, not held.
 func (s *Server) review(ctx context.Context, method string, op authz.Op, req any, tested func(string) bool) (authz.Facts, []approval.Field, error) {
-	head := []approval.Field{{Name: "key", Value: keyIDOf(req)}, {Name: "operation", Value: string(op)}}
+	head := []approval.Field{{Name: "namespace", Value: namespace.FromContext(ctx)}, {Name: "key", Value: namespace.Local(keyIDOf(req))}, {Name: "operation", Value: string(op)}}
 	if err := s.mustExist(ctx, method, req); err != nil {
 		return authz.Facts{}, nil, err
 	}
@@ -141,6 +143,9 @@ func (s *Server) review(ctx context.Context, method string, op authz.Op, req any
 			}
 		}
 		return f, append(head, sum...), nil
+	}
+	if op == authz.NamespacesAdmin {
+		return authz.Facts{Actions: []string{namespaceActions[method]}}, append(head, approval.Field{Name: "action", Value: namespaceActions[method]}), nil
 	}
 	if op != authz.KeysAdmin {
 		return authz.Facts{}, head, nil

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose"
 )
@@ -53,7 +55,7 @@ func (s *Server) Allowed(ctx context.Context, op authz.Op, id string) error {
 	if err := s.authenticate(ctx); err != nil {
 		return err
 	}
-	if _, ok := s.authorize(identities(ctx), op, id); !ok {
+	if _, ok := s.authorize(identities(ctx), op, inContext(ctx, id)); !ok {
 		return errDenied
 	}
 	return nil
@@ -69,7 +71,7 @@ func (s *Server) Charge(ctx context.Context, op authz.Op, id string) error {
 	if s.opts.Authz == nil {
 		return nil
 	}
-	d := s.opts.Authz.Decide(identities(ctx), op, id, s.opts.Now())
+	d := s.opts.Authz.Decide(identities(ctx), op, inContext(ctx, id), s.opts.Now())
 	switch {
 	case d.RetryAfter > 0:
 		s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
@@ -92,9 +94,9 @@ func (s *Server) Status(err error) error { return toStatus(err) }
 func (s *Server) Record(ctx context.Context, operation, keyID string, err error) error {
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: operation, Peer: peerAddr(ctx),
-		Identities: identity.Brief(identities(ctx)), Outcome: "allowed"}
+		Identities: identity.Brief(identities(ctx)), Namespace: recorded(namespace.FromContext(ctx)), Outcome: "allowed"}
 	if keyring.ValidateID(keyID) == nil {
-		rec.KeyID = keyID
+		rec.KeyID = inContext(ctx, keyID)
 	}
 	switch {
 	case errs.Is(err, errs.PermissionDenied) || errs.Is(err, errs.Unauthenticated):
@@ -106,13 +108,31 @@ func (s *Server) Record(ctx context.Context, operation, keyID string, err error)
 }
 
 // HTTPContext describes an HTTP request's TLS connection as a gRPC peer,
-// so Invoke and Allowed see the client certificate as the gRPC path does.
+// so Invoke and Allowed see the client certificate as the gRPC path does,
+// and places it in a namespace: the one its Sigil-Namespace header
+// names, else the one the access rules bind its identity to (see
+// authz.Policy.Bound), else root, where such a caller is refused.
 func (s *Server) HTTPContext(r *http.Request) context.Context {
 	p := &peer.Peer{Addr: httpAddr(r.RemoteAddr)}
 	if r.TLS != nil {
 		p.AuthInfo = credentials.TLSInfo{State: *r.TLS}
 	}
-	return peer.NewContext(r.Context(), p)
+	ctx := peer.NewContext(r.Context(), p)
+	ns := r.Header.Get(namespace.Header)
+	if ns == "" && s.opts.Authz != nil {
+		ns, _ = s.opts.Authz.Bound(identities(ctx))
+	}
+	if ns == "" {
+		ns = namespace.Root
+	}
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, ns))
+	return namespace.NewContext(ctx, ns) // a name that is none: Invoke refuses it, and no key lives there
+}
+
+// inContext is key id of the namespace of the call ctx belongs to, as a
+// target of the policy; "" (a listing) is the namespace itself.
+func inContext(ctx context.Context, id string) string {
+	return namespace.Qualify(namespace.FromContext(ctx), id)
 }
 
 type httpAddr string

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -161,9 +162,9 @@ func (s *keyService) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest)
 	if err != nil {
 		return nil, err
 	}
-	resp := &sigilv1.ListKeysResponse{}
+	resp, ns := &sigilv1.ListKeysResponse{}, namespace.FromContext(ctx)
 	for _, k := range s.keys.List(ctx) { // in ID order
-		if k.ID <= after || !match(k) || !s.visible(ctx, k.ID) {
+		if k.ID <= after || namespace.Of(k.ID) != ns || !match(k) || !s.visible(ctx, k.ID) {
 			continue
 		}
 		if len(resp.Keys) == size {
@@ -213,7 +214,7 @@ func page(req *sigilv1.ListKeysRequest) (int, string, error) {
 		return 0, "", errs.New(errs.InvalidArgument, "page_size: 1 to %d", maxPageSize)
 	}
 	after, err := base64.RawURLEncoding.DecodeString(req.GetPageToken())
-	if err != nil || (len(after) > 0 && keyring.ValidateID(string(after)) != nil) {
+	if err != nil || (len(after) > 0 && keyring.ValidateName(string(after)) != nil) {
 		return 0, "", errs.New(errs.InvalidArgument, "page_token: not one ListKeys gave")
 	}
 	return size, string(after), nil
@@ -354,7 +355,7 @@ func timeOrNil(t time.Time) *timestamppb.Timestamp {
 // keyToProto describes k; its purpose adds its policy and attributes.
 func (s *keyService) keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
-		Id: k.ID, Algorithm: string(k.Algorithm), Purpose: k.Purpose, Backend: k.Backend,
+		Id: k.ID, Namespace: namespace.Of(k.ID), Algorithm: string(k.Algorithm), Purpose: k.Purpose, Backend: k.Backend,
 		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), Disabled: k.Disabled,
 		DeleteTime: timeOrNil(k.DeleteAt), Deleted: k.Deleted, Labels: k.Labels, Owner: k.Owner, Description: k.Description,
 	}

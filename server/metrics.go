@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -39,7 +40,7 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		reg: prometheus.NewRegistry(),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_sign_operations_total", Help: "Signing operations by key, algorithm, backend and outcome (gRPC code).",
-		}, []string{"key", "algorithm", "backend", "outcome"}),
+		}, []string{"namespace", "key", "algorithm", "backend", "outcome"}),
 		opTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sigil_sign_duration_seconds", Help: "Time in the backend's Sign call.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
@@ -56,7 +57,7 @@ func newMetrics(backends map[string]signer.Backend) *metrics {
 		}, []string{"backend"}),
 		jwks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_jwks_requests_total", Help: "JWK Set requests by set (per-key for a key's own document) and answer: 200, or 304 for a client whose copy was current.",
-		}, []string{"set", "code"}),
+		}, []string{"namespace", "set", "code"}),
 		auditTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sigil_audit_write_duration_seconds", Help: "Time to write an audit record, its fsync included; every response waits for it.",
 			Buckets: prometheus.ExponentialBuckets(20e-6, 2, 16),
@@ -121,7 +122,7 @@ func (m *metrics) observeJWKS(set string, notModified bool) {
 	if notModified {
 		code = "304"
 	}
-	m.jwks.WithLabelValues(set, code).Inc()
+	m.jwks.WithLabelValues(namespace.Of(set), namespace.Local(set), code).Inc()
 }
 
 // registerKeys exposes each key's lifecycle: generations by state, when
@@ -131,9 +132,9 @@ func (m *metrics) registerKeys(kr *keyring.Keyring) {
 }
 
 var (
-	generationsDesc = prometheus.NewDesc("sigil_key_generations", "Generations of a key by state.", []string{"key", "purpose", "state"}, nil)
-	activationDesc  = prometheus.NewDesc("sigil_key_next_activation_timestamp_seconds", "When a key's pending generation begins to sign (Unix time).", []string{"key"}, nil)
-	deletionDesc    = prometheus.NewDesc("sigil_key_deletion_timestamp_seconds", "When a key's scheduled deletion destroys its objects (Unix time).", []string{"key"}, nil)
+	generationsDesc = prometheus.NewDesc("sigil_key_generations", "Generations of a key by state.", []string{"namespace", "key", "purpose", "state"}, nil)
+	activationDesc  = prometheus.NewDesc("sigil_key_next_activation_timestamp_seconds", "When a key's pending generation begins to sign (Unix time).", []string{"namespace", "key"}, nil)
+	deletionDesc    = prometheus.NewDesc("sigil_key_deletion_timestamp_seconds", "When a key's scheduled deletion destroys its objects (Unix time).", []string{"namespace", "key"}, nil)
 )
 
 type keyCollector struct{ kr *keyring.Keyring }
@@ -158,13 +159,13 @@ func (c keyCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		for _, state := range keyring.States {
-			ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(counts[state]), k.ID, k.Purpose, string(state))
+			ch <- prometheus.MustNewConstMetric(generationsDesc, prometheus.GaugeValue, float64(counts[state]), namespace.Of(k.ID), namespace.Local(k.ID), k.Purpose, string(state))
 		}
 		if !next.IsZero() {
-			ch <- prometheus.MustNewConstMetric(activationDesc, prometheus.GaugeValue, float64(next.Unix()), k.ID)
+			ch <- prometheus.MustNewConstMetric(activationDesc, prometheus.GaugeValue, float64(next.Unix()), namespace.Of(k.ID), namespace.Local(k.ID))
 		}
 		if !k.DeleteAt.IsZero() && !k.Deleted {
-			ch <- prometheus.MustNewConstMetric(deletionDesc, prometheus.GaugeValue, float64(k.DeleteAt.Unix()), k.ID)
+			ch <- prometheus.MustNewConstMetric(deletionDesc, prometheus.GaugeValue, float64(k.DeleteAt.Unix()), namespace.Of(k.ID), namespace.Local(k.ID))
 		}
 	}
 }
@@ -228,7 +229,7 @@ func (m *metrics) observeSign(sg keyring.Signing, err error, took time.Duration)
 	if errors.Is(err, signer.ErrKeyMissing) {
 		m.missing.WithLabelValues(k.Backend).Inc()
 	}
-	m.ops.WithLabelValues(k.ID, string(k.Algorithm), k.Backend, status.Code(toStatus(err)).String()).Inc()
+	m.ops.WithLabelValues(namespace.Of(k.ID), namespace.Local(k.ID), string(k.Algorithm), k.Backend, status.Code(toStatus(err)).String()).Inc()
 	m.opTime.WithLabelValues(string(k.Algorithm), k.Backend).Observe(took.Seconds())
 }
 

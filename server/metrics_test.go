@@ -70,15 +70,15 @@ func TestMetricsAnOperatorWants(t *testing.T) {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 	for _, want := range []string{
-		`sigil_key_generations{key="auth-jwt",purpose="jwt",state="pending"} 1`,
-		`sigil_key_generations{key="auth-jwt",purpose="jwt",state="active"} 1`,
-		`sigil_key_next_activation_timestamp_seconds{key="auth-jwt"}`,
-		`sigil_key_deletion_timestamp_seconds{key="raw-old"}`,
-		`sigil_jwks_requests_total{code="200",set="default"} 1`,
-		`sigil_jwks_requests_total{code="304",set="default"} 1`,
+		`sigil_key_generations{key="auth-jwt",namespace="root",purpose="jwt",state="pending"} 1`,
+		`sigil_key_generations{key="auth-jwt",namespace="root",purpose="jwt",state="active"} 1`,
+		`sigil_key_next_activation_timestamp_seconds{key="auth-jwt",namespace="root"}`,
+		`sigil_key_deletion_timestamp_seconds{key="raw-old",namespace="root"}`,
+		`sigil_jwks_requests_total{code="200",namespace="root",set="default"} 1`,
+		`sigil_jwks_requests_total{code="304",namespace="root",set="default"} 1`,
 		`sigil_authz_denials_total{operation="sign.raw"} 1`,
-		`sigil_eth_daily_limit_wei{key="treasury-1"} 1000`,
-		`sigil_eth_daily_spent_wei{key="treasury-1"} 1`,
+		`sigil_eth_daily_limit_wei{key="treasury-1",namespace="root"} 1000`,
+		`sigil_eth_daily_spent_wei{key="treasury-1",namespace="root"} 1`,
 		`sigil_audit_write_duration_seconds_count`,
 	} {
 		if !strings.Contains(string(body), want) {

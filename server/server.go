@@ -27,6 +27,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -45,6 +46,9 @@ const (
 	MaxStreams     = 128
 	// DefaultDeadline applies to requests that arrive without a deadline.
 	DefaultDeadline = 30 * time.Second
+	// NamespaceRefresh is how often a replica re-reads the namespaces:
+	// another replica's freeze stops this one's signatures within it.
+	NamespaceRefresh = time.Second
 	// shutdownGrace is how long in-flight requests get to finish.
 	shutdownGrace = 10 * time.Second
 )
@@ -69,6 +73,9 @@ type Options struct {
 	Audit *audit.Log
 	// Anchors holds the audit checkpoints (the keyring store).
 	Anchors keyring.Anchors
+	// Namespaces are the namespaces (kept in Anchors); one over Anchors
+	// is made if nil. Its freezes stop the Keyring's signatures.
+	Namespaces *namespace.Registry
 	// Store reports the keyring store's health for readiness, as each
 	// backend's monitor does; not checked if nil.
 	Store signer.HealthReporter
@@ -105,6 +112,8 @@ type Server struct {
 	// keeps no anchors); runner names this replica when it runs one.
 	approvals *approval.Store
 	runner    string
+	// namespaces are the namespaces calls are made in.
+	namespaces *namespace.Registry
 }
 
 // New builds the gRPC server and its services.
@@ -123,6 +132,17 @@ func New(o Options) *Server {
 	}
 	s := &Server{opts: o, log: o.Logger, health: health.NewServer(), metrics: newMetrics(o.Backends), purposes: purpose.All(), methods: map[string]method{}}
 	s.routes = routing(s.purposes)
+	s.namespaces = o.Namespaces
+	if s.namespaces == nil {
+		var store namespace.Store
+		if o.Anchors != nil {
+			store = o.Anchors
+		}
+		s.namespaces = namespace.NewRegistry(store)
+	}
+	if o.Keyring != nil {
+		o.Keyring.SetGate(s.namespaces.Frozen)
+	}
 	if o.Store != nil {
 		s.metrics.registerStore(o.Store)
 	}
@@ -167,6 +187,7 @@ func New(o Options) *Server {
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
 	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})
+	s.register(&sigilv1.NamespaceService_ServiceDesc, &namespaceService{s: s})
 	for _, p := range s.purposes {
 		s.register(p.Service(s.deps))
 		if pm, ok := p.(purpose.Metrics); ok {
@@ -393,6 +414,8 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	if s.approvals != nil {
 		watchers.Go(func() { s.sweepApprovals(watchCtx, s.opts.ApprovalSweep) })
 	}
+	s.namespaces.Refresh(ctx) // a store down now is reported by its guard; the loop catches up
+	watchers.Go(func() { s.namespaces.Run(watchCtx, NamespaceRefresh) })
 	select {
 	case <-ctx.Done():
 	case err = <-errc:

@@ -259,7 +259,7 @@ func TestHealthReflectionAndHTTPEndpoints(t *testing.T) {
 	for path, want := range map[string]string{
 		"/healthz": "ok",
 		"/readyz":  `"ready":true`,
-		"/metrics": `sigil_sign_operations_total{algorithm="ES256",backend="hsm-a",key="observed",outcome="OK"} 1`,
+		"/metrics": `sigil_sign_operations_total{algorithm="ES256",backend="hsm-a",key="observed",namespace="root",outcome="OK"} 1`,
 	} {
 		resp, err := http.Get(h.AdminURL + path)
 		if err != nil {

@@ -14,8 +14,8 @@ import (
 
 // clientFlags are the connection flags every client command takes.
 type clientFlags struct {
-	addr, cert, key, ca, dataDir string
-	json                         bool
+	addr, cert, key, ca, dataDir, namespace string
+	json                                    bool
 }
 
 func addClientFlags(cmd *cobra.Command) *clientFlags {
@@ -26,6 +26,7 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 	f.StringVar(&c.key, "tls-key", env.KeyFile, "client key (env SIGIL_TLS_KEY)")
 	f.StringVar(&c.ca, "tls-ca", env.CAFile, "CA that signed the server certificate (env SIGIL_TLS_CA)")
 	f.StringVar(&c.dataDir, "data-dir", "", "read address and credentials from a dev data dir")
+	f.StringVarP(&c.namespace, "namespace", "n", env.Namespace, "namespace to call in; root if none (env SIGIL_NAMESPACE; client.json \"namespace\")")
 	f.BoolVar(&c.json, "json", false, "print machine-readable JSON")
 	return c
 }
@@ -33,7 +34,7 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 // dial connects to the server the flags name, over mTLS (package
 // client, as any Go program would).
 func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
-	return client.Dial(ctx, client.Options{Addr: c.addr, CertFile: c.cert, KeyFile: c.key, CAFile: c.ca, DataDir: c.dataDir})
+	return client.Dial(ctx, client.Options{Addr: c.addr, CertFile: c.cert, KeyFile: c.key, CAFile: c.ca, DataDir: c.dataDir, Namespace: c.namespace})
 }
 
 // call dials, runs fn with the connection, and closes it.

@@ -58,7 +58,7 @@ func newJWTSign(c *clientFlags) *cobra.Command {
 func newJWKSSet() *cobra.Command {
 	cmd := &cobra.Command{Use: "jwks-set", Short: "Manage the JWK Sets jwt keys are published in (one per issuer)"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newJWKSSetCreate(c), newJWKSSetList(c))
+	cmd.AddCommand(newJWKSSetCreate(c), newJWKSSetList(c), newJWKSSetUpdate(c), newJWKSSetDelete(c))
 	return cmd
 }
 
@@ -82,6 +82,43 @@ func newJWKSSetCreate(c *clientFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&allowES256K, "allow-es256k", false, "let ES256K (secp256k1) keys join; many relying-party libraries then reject the whole set")
 	cmd.Flags().StringArrayVar(&patterns, "keys", nil, "the key IDs that may join, a * and ? glob, repeatable (default: NAME-*)")
 	return cmd
+}
+
+func newJWKSSetUpdate(c *clientFlags) *cobra.Command {
+	var patterns []string
+	cmd := &cobra.Command{
+		Use:   "update NAME --keys PATTERN…",
+		Short: "Replace a JWK Set's key patterns (every key in it must still match)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewJWTServiceClient(conn).UpdateJWKSet(ctx, &sigilv1.UpdateJWKSetRequest{Name: args[0], KeyPatterns: patterns})
+				if err != nil {
+					return err
+				}
+				return printSets(cmd, c, []*sigilv1.JWKSet{resp.GetSet()}, false)
+			})
+		},
+	}
+	cmd.Flags().StringArrayVar(&patterns, "keys", nil, "the key IDs that may join, a * and ? glob, repeatable")
+	cmd.MarkFlagRequired("keys")
+	return cmd
+}
+
+func newJWKSSetDelete(c *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a JWK Set no key is in",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				if _, err := sigilv1.NewJWTServiceClient(conn).DeleteJWKSet(ctx, &sigilv1.DeleteJWKSetRequest{Name: args[0]}); err != nil {
+					return err
+				}
+				return c.emit(cmd, map[string]string{"deleted": args[0]}, "deleted JWK Set "+args[0])
+			})
+		},
+	}
 }
 
 func newJWKSSetList(c *clientFlags) *cobra.Command {

@@ -387,6 +387,7 @@ func parseDays(s string) (time.Duration, error) {
 // keyJSON is the `--json` shape of a key (CLI.md).
 type keyJSON struct {
 	ID          string            `json:"id"`
+	Namespace   string            `json:"namespace"`
 	Alg         string            `json:"alg"`
 	Purpose     string            `json:"purpose"`
 	Backend     string            `json:"backend"`
@@ -434,7 +435,7 @@ type generationJSON struct {
 }
 
 func toKeyJSON(k *sigilv1.Key) keyJSON {
-	out := keyJSON{ID: k.GetId(), Alg: k.GetAlgorithm(), Purpose: k.GetPurpose(), Backend: k.GetBackend(), RSABits: k.GetRsaBits(), Generations: []generationJSON{}}
+	out := keyJSON{ID: k.GetId(), Namespace: k.GetNamespace(), Alg: k.GetAlgorithm(), Purpose: k.GetPurpose(), Backend: k.GetBackend(), RSABits: k.GetRsaBits(), Generations: []generationJSON{}}
 	if p := k.GetJwtPolicy(); p != nil {
 		out.JWTPolicy = &policyJSON{p.GetRotateEvery().AsDuration().String(), p.GetPublishAhead().AsDuration().String(),
 			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String(), p.GetJwksSets()}

@@ -41,6 +41,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 )
 
 // State is where a request is in its life.
@@ -111,12 +112,32 @@ type Vote struct {
 	PayloadSHA256 string    `json:"payload_sha256"`
 }
 
+// InNamespace is the namespace r was made in.
+func (r *Request) InNamespace() string {
+	if r.Namespace == "" {
+		return namespace.Root
+	}
+	return r.Namespace
+}
+
+// Target is what r's rules are decided on: its key (qualified), or for a
+// request naming none, its namespace (see authz.Policy.Allowed).
+func (r *Request) Target() string {
+	if r.KeyID != "" {
+		return r.KeyID
+	}
+	return namespace.Qualify(r.InNamespace(), "")
+}
+
 // Request is a held request, as the store keeps it.
 type Request struct {
 	ID        string `json:"id"`
 	Method    string `json:"method"` // the gRPC method asked for
 	Operation string `json:"operation"`
-	KeyID     string `json:"key_id"`
+	KeyID     string `json:"key_id"` // qualified (NS/ID) outside root
+	// Namespace is the namespace the request was made in; a record held
+	// before namespaces existed has none, and is root's.
+	Namespace string `json:"namespace,omitempty"`
 	Requester string `json:"requester"` // the typed identity the access rule allowed
 	// Requesters are every identity of the requester's certificate: none
 	// of them may decide the request.

@@ -28,6 +28,9 @@ type Record struct {
 	// keys.admin say, covers several).
 	Method string `json:"method,omitempty"`
 	KeyID  string `json:"key_id,omitempty"`
+	// Namespace is the namespace the call was made in, none for root;
+	// KeyID is qualified (NS/ID) outside root.
+	Namespace string `json:"namespace,omitempty"`
 	// InvalidKeyID stands for a key ID the request carried that is not a
 	// valid one: its length and SHA-256, never its bytes.
 	InvalidKeyID  *Digest `json:"invalid_key_id,omitempty"`

@@ -32,6 +32,10 @@ const ApprovalsApprove Op = "approvals.approve"
 var AdminActions = []string{"create", "update-policy", "loosen-policy", "rotate", "rotate-now", "revoke",
 	"disable", "enable", "schedule-deletion", "cancel-deletion", "update-metadata"}
 
+// NamespaceActions are the actions of ns.admin an approval rule can name:
+// what each NamespaceService method changing a namespace does.
+var NamespaceActions = []string{"create", "delete", "freeze", "unfreeze"}
+
 // Conditions an approval rule's `when:` can set, each offered by the
 // purposes whose requests carry what it tests (RegisterConditions).
 const (
@@ -72,8 +76,10 @@ type Facts struct {
 type ApprovalRule struct {
 	Operation Op       `yaml:"operation"`
 	Keys      []string `yaml:"keys"` // key ID patterns; every key if none
-	Actions   []string `yaml:"actions"`
-	When      struct {
+	// Namespaces the rule applies in (* and ? globs); root only if none.
+	Namespaces []string `yaml:"namespaces"`
+	Actions    []string `yaml:"actions"`
+	When       struct {
 		ValueGTE    string   `yaml:"value_gte"`
 		ToNotIn     []string `yaml:"to_not_in"`
 		Replacement bool     `yaml:"replacement"`
@@ -123,6 +129,9 @@ func parseApprovalRule(n *yaml.Node) (ApprovalRule, error) {
 	if err := checkPatterns(r.Keys); err != nil {
 		return r, err
 	}
+	if err := checkNamespaces(r.Namespaces); err != nil {
+		return r, err
+	}
 	r.expires = DefaultExpires
 	if r.Expires != "" {
 		d, err := time.ParseDuration(r.Expires)
@@ -138,15 +147,40 @@ func parseApprovalRule(n *yaml.Node) (ApprovalRule, error) {
 }
 
 func (r *ApprovalRule) checkActions() error {
-	if len(r.Actions) > 0 && r.Operation != KeysAdmin {
-		return fmt.Errorf("actions: only for %s", KeysAdmin)
+	known := map[Op][]string{KeysAdmin: AdminActions, NamespacesAdmin: NamespaceActions}[r.Operation]
+	if len(r.Actions) > 0 && known == nil {
+		return fmt.Errorf("actions: only for %s and %s", KeysAdmin, NamespacesAdmin)
 	}
 	for _, a := range r.Actions {
-		if !slices.Contains(AdminActions, a) {
-			return fmt.Errorf("actions: unknown %q (known: %v)", a, AdminActions)
+		if !slices.Contains(known, a) {
+			return fmt.Errorf("actions: unknown %q (known: %v)", a, known)
 		}
 	}
 	return nil
+}
+
+// DefaultApproval is the approval rule a request no configured rule holds must
+// still be approved under (lifting a namespace's freeze): one approval,
+// by another identity that rules in force allow op on target, within
+// DefaultExpires.
+func (p *Policy) DefaultApproval(op Op, target string) *ApprovalRule {
+	r := &ApprovalRule{Operation: op, Quorum: 1, expires: DefaultExpires}
+	for i := range p.rules {
+		rule := &p.rules[i]
+		if slices.Contains(rule.Allow, op) && rule.coversKey(target) && !slices.Contains(r.Approvers, rule.Identity) {
+			r.Approvers = append(r.Approvers, rule.Identity)
+			r.approvers = append(r.approvers, rule.who)
+		}
+	}
+	if len(r.approvers) == 0 {
+		return nil
+	}
+	return r
+}
+
+// DefaultApproval applies the policy in force.
+func (a *Authorizer) DefaultApproval(op Op, target string) *ApprovalRule {
+	return a.cur.Load().DefaultApproval(op, target)
 }
 
 func (r *ApprovalRule) checkWhen() error {
@@ -187,10 +221,14 @@ func (r *ApprovalRule) IsApprover(id identity.ID) bool {
 	return slices.ContainsFunc(r.approvers, func(p identity.Pattern) bool { return p.Match(id) })
 }
 
-// covers reports whether the rule is about op on keyID, whatever the
-// request.
+// covers reports whether the rule is about op on keyID (qualified),
+// whatever the request.
 func (r *ApprovalRule) covers(op Op, keyID string) bool {
-	return r.Operation == op && (len(r.Keys) == 0 || (&Rule{Keys: r.Keys}).coversKey(keyID))
+	keys := r.Keys
+	if len(keys) == 0 {
+		keys = []string{"*"}
+	}
+	return r.Operation == op && (&Rule{Keys: keys, Namespaces: r.Namespaces}).coversKey(keyID)
 }
 
 // holds reports whether a request with facts f needs the rule's

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 )
 
 // Op is an operation a rule can allow.
@@ -34,12 +36,17 @@ type Op string
 const (
 	KeysRead  Op = "keys.read"
 	KeysAdmin Op = "keys.admin"
+	// NamespacesRead and NamespacesAdmin are about a namespace itself
+	// (reading it; creating, deleting, freezing, unfreezing it), decided
+	// on the namespace the request names.
+	NamespacesRead  Op = "ns.read"
+	NamespacesAdmin Op = "ns.admin"
 )
 
 var known = struct {
 	sync.RWMutex
 	ops []Op
-}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead}}
+}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead, NamespacesAdmin, NamespacesRead}}
 
 // RegisterOps makes operations known, so policy rules may name them; a
 // rule naming an operation nobody registered is refused at load.
@@ -66,6 +73,9 @@ type Rule struct {
 	Identity string   `yaml:"identity"` // one typed identity: scheme://…, dns:NAME or cn:NAME
 	Keys     []string `yaml:"keys"`     // key ID patterns: * and ? globs
 	Allow    []Op     `yaml:"allow"`
+	// Namespaces are the namespaces the rule reaches (* and ? globs);
+	// root only if none. Key patterns apply inside each of them.
+	Namespaces []string `yaml:"namespaces"`
 	// Rate and Burst are the quota of each identity the rule allows, per
 	// operation (see quota.go); none if Rate is empty.
 	Rate  string `yaml:"rate"`
@@ -158,6 +168,9 @@ func parseRule(n *yaml.Node) (Rule, error) {
 	if err := checkPatterns(r.Keys); err != nil {
 		return r, err
 	}
+	if err := checkNamespaces(r.Namespaces); err != nil {
+		return r, err
+	}
 	ops := Ops()
 	for _, op := range r.Allow {
 		if !slices.Contains(ops, op) {
@@ -177,16 +190,46 @@ func checkPatterns(keys []string) error {
 	return nil
 }
 
+var namespacePattern = regexp.MustCompile(`^[a-z0-9*?][a-z0-9*?-]{0,63}$`)
+
+// checkNamespaces refuses a namespace pattern that could match no
+// namespace name or that path.Match cannot use.
+func checkNamespaces(patterns []string) error {
+	for _, n := range patterns {
+		if _, err := path.Match(n, ""); err != nil || !namespacePattern.MatchString(n) {
+			return fmt.Errorf("namespaces: bad pattern %q (namespace names: [a-z0-9][a-z0-9-]{0,31}, with * and ? globs)", n)
+		}
+	}
+	return nil
+}
+
+// reaches reports whether namespace patterns (root only if none) match
+// namespace ns.
+func reaches(patterns []string, ns string) bool {
+	if len(patterns) == 0 {
+		return ns == namespace.Root
+	}
+	for _, n := range patterns {
+		if ok, _ := path.Match(n, ns); ok {
+			return true
+		}
+	}
+	return false
+}
+
 // AllowAll is a policy letting the client with the typed identity id (a
-// constant, such as the dev client's) do everything, for --dev.
+// constant, such as the dev client's) do everything in every namespace,
+// for --dev.
 func AllowAll(id string) *Policy {
-	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Allow: Ops(), who: identity.MustParsePattern(id)}},
+	return &Policy{rules: []Rule{{Identity: id, Keys: []string{"*"}, Namespaces: []string{"*"}, Allow: Ops(), who: identity.MustParsePattern(id)}},
 		quotas: &quotas{share: 1, lims: map[string]*rate.Limiter{}}}
 }
 
 // Allowed reports whether a client with the typed identities ids may do
-// op on key keyID, and which of its identities a rule allowed. An empty
-// keyID (listing) asks whether op is allowed on any key.
+// op on key keyID (qualified: see package namespace), and which of its
+// identities a rule allowed. A keyID with no local part ("" in root,
+// "NS/" in NS: a listing) asks whether op is allowed on any key of the
+// namespace.
 func (p *Policy) Allowed(ids []identity.ID, op Op, keyID string) (identity.ID, bool) {
 	who, r := p.allowing(ids, op, keyID)
 	return who, r != nil
@@ -272,17 +315,56 @@ func (p *Policy) Covering(ids []identity.ID, op Op, patterns []string) (identity
 	return identity.ID{}, false
 }
 
+// Bound is the one namespace the rules naming any of ids bind it to
+// (root for a rule naming none; a glob binds nothing): the namespace a
+// protocol that cannot name one (Ethereum JSON-RPC) calls in. ok is false
+// when the rules name several.
+func (p *Policy) Bound(ids []identity.ID) (string, bool) {
+	found := map[string]bool{}
+	for i := range p.rules {
+		r := &p.rules[i]
+		if !slices.ContainsFunc(ids, r.who.Match) {
+			continue
+		}
+		if len(r.Namespaces) == 0 {
+			found[namespace.Root] = true
+		}
+		for _, n := range r.Namespaces {
+			if !strings.ContainsAny(n, "*?") {
+				found[n] = true
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return namespace.Root, true
+	case 1:
+		for n := range found {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// Bound is Policy.Bound under the policy in force.
+func (a *Authorizer) Bound(ids []identity.ID) (string, bool) { return a.cur.Load().Bound(ids) }
+
 // Covering is Policy.Covering under the policy in force.
 func (a *Authorizer) Covering(ids []identity.ID, op Op, patterns []string) (identity.ID, bool) {
 	return a.cur.Load().Covering(ids, op, patterns)
 }
 
-// containsPattern reports whether every key ID glob q can match is
-// matched by one of r's patterns. It is conservative: it says yes for a
-// rule pattern "*", an equal pattern, a literal ID the rule matches, and a
-// glob whose literal start extends a rule pattern of the form PREFIX*;
+// containsPattern reports whether every key ID glob q (qualified: its
+// namespace is literal) can match is matched by one of r's patterns. It
+// is conservative: it says yes, in a namespace the rule reaches, for a
+// rule pattern "*", an equal pattern, a literal ID the rule matches, and
+// a glob whose literal start extends a rule pattern of the form PREFIX*;
 // no otherwise, so a pattern it cannot judge is refused.
 func (r *Rule) containsPattern(q string) bool {
+	ns, q := namespace.Split(q)
+	if !reaches(r.Namespaces, ns) {
+		return false
+	}
 	for _, k := range r.Keys {
 		lit := q
 		if i := strings.IndexAny(q, "*?[\\"); i >= 0 {
@@ -302,9 +384,14 @@ func (r *Rule) containsPattern(q string) bool {
 	return false
 }
 
-// coversKey reports whether one of r's key patterns matches keyID; any
-// pattern covers the empty keyID of a listing.
+// coversKey reports whether r reaches the namespace of keyID (qualified)
+// and one of its key patterns matches the local ID; any pattern covers
+// the empty local ID of a listing.
 func (r *Rule) coversKey(keyID string) bool {
+	ns, keyID := namespace.Split(keyID)
+	if !reaches(r.Namespaces, ns) {
+		return false
+	}
 	if keyID == "" {
 		return true
 	}

@@ -35,8 +35,11 @@ const clientFile = "client.json"
 // Client is what a client command needs to reach a dev server.
 type Client struct {
 	Addr      string `json:"addr"`
-	HTTPAddr  string `json:"http_addr"`   // the public listener: JWK Sets, the audit key
-	AdminAddr string `json:"admin_addr"`  // health, readiness, metrics
+	HTTPAddr  string `json:"http_addr"`  // the public listener: JWK Sets, the audit key
+	AdminAddr string `json:"admin_addr"` // health, readiness, metrics
+	// Namespace, if set, is the namespace clients reading this file call
+	// in unless they name another.
+	Namespace string `json:"namespace,omitempty"`
 	EthRPC    string `json:"ethrpc_addr"` // Ethereum JSON-RPC (mTLS)
 	CA        string `json:"ca"`
 	Cert      string `json:"cert"`

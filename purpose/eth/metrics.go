@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose"
 )
@@ -21,8 +22,8 @@ func (Purpose) Collectors(d purpose.Deps) []prometheus.Collector {
 }
 
 var (
-	spentDesc = prometheus.NewDesc("sigil_eth_daily_spent_wei", "Value an eth key signed for in the last 24 hours (its daily window), in wei.", []string{"key"}, nil)
-	limitDesc = prometheus.NewDesc("sigil_eth_daily_limit_wei", "An eth key's daily limit, in wei.", []string{"key"}, nil)
+	spentDesc = prometheus.NewDesc("sigil_eth_daily_spent_wei", "Value an eth key signed for in the last 24 hours (its daily window), in wei.", []string{"namespace", "key"}, nil)
+	limitDesc = prometheus.NewDesc("sigil_eth_daily_limit_wei", "An eth key's daily limit, in wei.", []string{"namespace", "key"}, nil)
 )
 
 type spendCollector struct{ d purpose.Deps }
@@ -40,12 +41,12 @@ func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 		if k.Purpose != Name || limit == nil || k.Deleted {
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, weiFloat(&limit.Int), k.ID)
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, weiFloat(&limit.Int), namespace.Of(k.ID), namespace.Local(k.ID))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second) // each key its own time
 		rec, err := c.d.Ledger.ReadLedger(ctx, k.ID)
 		cancel()
 		if err == nil {
-			ch <- prometheus.MustNewConstMetric(spentDesc, prometheus.GaugeValue, weiFloat(keyring.Spent(rec.Spends, c.d.Clock(), DailyWindow)), k.ID)
+			ch <- prometheus.MustNewConstMetric(spentDesc, prometheus.GaugeValue, weiFloat(keyring.Spent(rec.Spends, c.d.Clock(), DailyWindow)), namespace.Of(k.ID), namespace.Local(k.ID))
 		}
 	}
 }

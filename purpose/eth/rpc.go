@@ -22,6 +22,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/internal/strictjson"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -284,9 +285,11 @@ func (h *rpcHandler) accounts(ctx context.Context) ([]common.Address, error) {
 	if err := h.chargeAny(ctx); err != nil {
 		return nil, err
 	}
-	out := []common.Address{}
-	for _, k := range h.keys.Select(ctx, func(k *keyring.Key) bool { return k.Purpose == Name && !k.Deleted && Address(k) != "" }) {
-		if h.mayUse(ctx, k.ID) {
+	out, ns := []common.Address{}, namespace.FromContext(ctx)
+	for _, k := range h.keys.Select(ctx, func(k *keyring.Key) bool {
+		return k.Purpose == Name && !k.Deleted && Address(k) != "" && namespace.Of(k.ID) == ns
+	}) {
+		if h.mayUse(ctx, namespace.Local(k.ID)) {
 			out = append(out, common.HexToAddress(Address(k)))
 		}
 	}
@@ -304,14 +307,14 @@ func (h *rpcHandler) keyOf(ctx context.Context, raw json.RawMessage) (string, er
 	if err := h.mayUseAny(ctx); err != nil {
 		return "", err
 	}
-	addr := common.HexToAddress(s).Hex()
+	addr, ns := common.HexToAddress(s).Hex(), namespace.FromContext(ctx)
 	found := h.keys.Select(ctx, func(k *keyring.Key) bool {
-		return k.Purpose == Name && !k.Deleted && strings.EqualFold(Address(k), addr)
+		return k.Purpose == Name && !k.Deleted && strings.EqualFold(Address(k), addr) && namespace.Of(k.ID) == ns
 	})
 	if len(found) == 0 {
 		return "", errs.New(errs.PermissionDenied, "permission denied")
 	}
-	return found[0].ID, nil
+	return namespace.Local(found[0].ID), nil
 }
 
 // invoke runs a gRPC request for the call c.

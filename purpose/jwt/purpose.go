@@ -13,6 +13,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -147,8 +148,8 @@ func (Purpose) CheckScope(ctx context.Context, d purpose.Deps, id string, alg si
 	if !joinsDefault(alg, cur, next) {
 		return nil
 	}
-	if _, all := d.Covers(ctx, authz.KeysAdmin, []string{"*"}); !all {
-		return errs.New(errs.PermissionDenied, "key %q: only an admin of every key may publish a key in the %q JWK Set; name a set of your own (--jwks-set)", id, DefaultSet)
+	if _, all := d.Covers(ctx, authz.KeysAdmin, []string{namespace.Qualify(namespace.Of(id), "*")}); !all {
+		return errs.New(errs.PermissionDenied, "key %q: only an admin of every key of the namespace may publish a key in its %q JWK Set; name a set of your own (--jwks-set)", namespace.Local(id), DefaultSet)
 	}
 	return nil
 }
@@ -161,14 +162,14 @@ func joinsDefault(alg signer.Algorithm, cur, next any) bool {
 		if !ok || len(p.Sets) == 0 {
 			return ok && alg != signer.ES256K
 		}
-		return slices.Contains(p.Sets, DefaultSet)
+		return slices.ContainsFunc(p.Sets, IsDefault)
 	}
 	return in(next) && (cur == nil || !in(cur))
 }
 
-// SetsOf returns the JWK Sets key k is published in: those its policy
-// names, else DefaultSet (none for an ES256K key, which joins only sets
-// that opted in to them).
+// SetsOf returns the JWK Sets key k is published in (qualified): those
+// its policy names, else its namespace's DefaultSet (none for an ES256K
+// key, which joins only sets that opted in to them).
 func SetsOf(k *keyring.Key) []string {
 	if p := PolicyOf(k); len(p.Sets) > 0 {
 		return p.Sets
@@ -176,7 +177,7 @@ func SetsOf(k *keyring.Key) []string {
 	if k.Algorithm == signer.ES256K {
 		return nil
 	}
-	return []string{DefaultSet}
+	return []string{DefaultSetIn(namespace.Of(k.ID))}
 }
 
 // Attributes: a JWT key is known by its ID and its generations' kids.
@@ -195,13 +196,29 @@ func (Purpose) Operations() map[string]authz.Op {
 	return map[string]authz.Op{
 		sigilv1.JWTService_SignJWT_FullMethodName:      OpSign,
 		sigilv1.JWTService_CreateJWKSet_FullMethodName: OpSetsAdmin,
+		sigilv1.JWTService_UpdateJWKSet_FullMethodName: OpSetsAdmin,
+		sigilv1.JWTService_DeleteJWKSet_FullMethodName: OpSetsAdmin,
 		sigilv1.JWTService_ListJWKSets_FullMethodName:  authz.KeysRead,
 	}
 }
 
 // KeylessMethods are the JWK Set methods, which name sets, not keys.
 func (Purpose) KeylessMethods() []string {
-	return []string{sigilv1.JWTService_CreateJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName}
+	return []string{sigilv1.JWTService_CreateJWKSet_FullMethodName, sigilv1.JWTService_UpdateJWKSet_FullMethodName,
+		sigilv1.JWTService_DeleteJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName}
+}
+
+// Empty implements purpose.NamespaceHolder: a namespace holding a JWK Set
+// is not empty.
+func (Purpose) Empty(ctx context.Context, d purpose.Deps, ns string) error {
+	sets, err := Sets{d.Anchors}.ListIn(ctx, ns)
+	if err != nil {
+		return err
+	}
+	if len(sets) > 1 {
+		return errs.New(errs.FailedPrecondition, "namespace %q holds JWK Sets (%s first); delete them first", ns, namespace.Local(sets[1].Name))
+	}
+	return nil
 }
 
 // Payload is the claims to sign.
@@ -274,7 +291,7 @@ func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetReq
 		return nil, err
 	}
 	who, _ := s.d.Covers(ctx, OpSetsAdmin, append([]string{req.GetName()}, patterns...))
-	_, everything := s.d.Covers(ctx, OpSetsAdmin, []string{"*"})
+	_, everything := s.d.Covers(ctx, OpSetsAdmin, []string{namespace.Qualify(namespace.Of(req.GetName()), "*")})
 	set, err := Sets{s.d.Anchors}.Create(ctx, req.GetName(), req.GetAllowEs256K(), patterns, Creator{Identity: who, Scoped: !everything}, s.d.Clock())
 	if err != nil {
 		return nil, err
@@ -286,15 +303,60 @@ func (s *service) CreateJWKSet(ctx context.Context, req *sigilv1.CreateJWKSetReq
 // mayCreateSet refuses a set whose name or key patterns reach beyond the
 // keys the caller's jwks.admin rule names.
 func mayCreateSet(ctx context.Context, d purpose.Deps, name string, patterns []string) error {
+	if err := checkSetNames([]string{name}); err != nil {
+		return err
+	}
 	if _, ok := d.Covers(ctx, OpSetsAdmin, append([]string{name}, patterns...)); !ok {
 		return errs.New(errs.PermissionDenied, "permission denied: the set's name and every key pattern it admits must be within the keys your jwks.admin rule names")
 	}
 	return nil
 }
 
-// ListJWKSets lists every set with its members.
+// UpdateJWKSet replaces a set's key patterns: the caller's jwks.admin
+// rule must cover the set's name, its old and its new patterns, and every
+// key in the set must stay admitted.
+func (s *service) UpdateJWKSet(ctx context.Context, req *sigilv1.UpdateJWKSetRequest) (*sigilv1.UpdateJWKSetResponse, error) {
+	name := req.GetName()
+	if err := mayCreateSet(ctx, s.d, name, req.GetKeyPatterns()); err != nil {
+		return nil, err
+	}
+	set, err := Sets{s.d.Anchors}.Update(ctx, name, req.GetKeyPatterns(), func(old []string) error { return mayCreateSet(ctx, s.d, name, old) },
+		func() []string { return s.members(ctx, name) })
+	if err != nil {
+		return nil, err
+	}
+	s.d.Keys.Changed()
+	return &sigilv1.UpdateJWKSetResponse{Set: s.describeSet(ctx, set)}, nil
+}
+
+// DeleteJWKSet deletes a set no key is in; the caller's jwks.admin rule
+// must cover its name and patterns.
+func (s *service) DeleteJWKSet(ctx context.Context, req *sigilv1.DeleteJWKSetRequest) (*sigilv1.DeleteJWKSetResponse, error) {
+	name := req.GetName()
+	err := Sets{s.d.Anchors}.Delete(ctx, name, func(patterns []string) error { return mayCreateSet(ctx, s.d, name, patterns) },
+		func() []string { return s.members(ctx, name) })
+	if err != nil {
+		return nil, err
+	}
+	s.d.Keys.Changed()
+	return &sigilv1.DeleteJWKSetResponse{}, nil
+}
+
+// members are the keys (not deleted) whose policy puts them in set name.
+func (s *service) members(ctx context.Context, name string) []string {
+	var ids []string
+	for _, k := range s.d.Keys.List(ctx) {
+		if k.Purpose == Name && !k.Deleted && slices.Contains(SetsOf(k), name) {
+			ids = append(ids, k.ID)
+		}
+	}
+	return ids
+}
+
+// ListJWKSets lists the sets of the namespace the call is made in, with
+// their members.
 func (s *service) ListJWKSets(ctx context.Context, _ *sigilv1.ListJWKSetsRequest) (*sigilv1.ListJWKSetsResponse, error) {
-	sets, err := Sets{s.d.Anchors}.List(ctx)
+	sets, err := Sets{s.d.Anchors}.ListIn(ctx, namespace.FromContext(ctx))
 	if sets == nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
 )
@@ -25,7 +26,23 @@ func (Purpose) Review(ctx context.Context, d purpose.Deps, _ string, req any, _ 
 		if err := mayCreateSet(ctx, d, r.GetName(), patterns); err != nil {
 			return authz.Facts{}, nil, err
 		}
-		return authz.Facts{}, []approval.Field{{Name: "set", Value: r.GetName()}, {Name: "key patterns", Value: strings.Join(patterns, ", ")}}, nil
+		return authz.Facts{}, []approval.Field{{Name: "set", Value: namespace.Local(r.GetName())}, {Name: "key patterns", Value: localNames(patterns)}}, nil
+	case *sigilv1.UpdateJWKSetRequest:
+		if err := mayCreateSet(ctx, d, r.GetName(), r.GetKeyPatterns()); err != nil {
+			return authz.Facts{}, nil, err
+		}
+		return authz.Facts{}, []approval.Field{{Name: "set", Value: namespace.Local(r.GetName())}, {Name: "new key patterns", Value: localNames(r.GetKeyPatterns())}}, nil
+	case *sigilv1.DeleteJWKSetRequest:
+		return authz.Facts{}, []approval.Field{{Name: "delete set", Value: namespace.Local(r.GetName())}}, nil
 	}
 	return authz.Facts{}, nil, nil
+}
+
+// localNames lists qualified names as their namespace's members read them.
+func localNames(names []string) string {
+	local := make([]string, len(names))
+	for i, n := range names {
+		local[i] = namespace.Local(n)
+	}
+	return strings.Join(local, ", ")
 }

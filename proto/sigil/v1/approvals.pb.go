@@ -51,8 +51,10 @@ type Approval struct {
 	ExpiresAt  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// A failed request's error: its gRPC code name and message.
-	ErrorCode     string `protobuf:"bytes,17,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	ErrorMessage  string `protobuf:"bytes,18,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorCode    string `protobuf:"bytes,17,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage string `protobuf:"bytes,18,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// The namespace the request was made in; key_id is relative to it.
+	Namespace     string `protobuf:"bytes,19,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -209,6 +211,13 @@ func (x *Approval) GetErrorCode() string {
 func (x *Approval) GetErrorMessage() string {
 	if x != nil {
 		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *Approval) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
 	}
 	return ""
 }
@@ -804,12 +813,12 @@ var File_sigil_v1_approvals_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_approvals_proto_rawDesc = "" +
 	"\n" +
-	"\x18sigil/v1/approvals.proto\x12\bsigil.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x05\n" +
+	"\x18sigil/v1/approvals.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x05\n" +
 	"\bApproval\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
 	"approvalId\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\tR\x05state\x12\x15\n" +
-	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x1c\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
+	"\x06key_id\x18\x03 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12\x1c\n" +
 	"\toperation\x18\x04 \x01(\tR\toperation\x12\x16\n" +
 	"\x06method\x18\x05 \x01(\tR\x06method\x12\x1c\n" +
 	"\trequester\x18\x06 \x01(\tR\trequester\x12%\n" +
@@ -829,7 +838,8 @@ const file_sigil_v1_approvals_proto_rawDesc = "" +
 	"finishedAt\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x11 \x01(\tR\terrorCode\x12#\n" +
-	"\rerror_message\x18\x12 \x01(\tR\ferrorMessage\"9\n" +
+	"\rerror_message\x18\x12 \x01(\tR\ferrorMessage\x12\x1c\n" +
+	"\tnamespace\x18\x13 \x01(\tR\tnamespace\"9\n" +
 	"\rApprovalField\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"V\n" +
@@ -937,6 +947,7 @@ func file_sigil_v1_approvals_proto_init() {
 	if File_sigil_v1_approvals_proto != nil {
 		return
 	}
+	file_sigil_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

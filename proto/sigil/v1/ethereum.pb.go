@@ -499,13 +499,13 @@ var File_sigil_v1_ethereum_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_ethereum_proto_rawDesc = "" +
 	"\n" +
-	"\x17sigil/v1/ethereum.proto\x12\bsigil.v1\"*\n" +
-	"\x11GetAddressRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\".\n" +
+	"\x17sigil/v1/ethereum.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\"0\n" +
+	"\x11GetAddressRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\".\n" +
 	"\x12GetAddressResponse\x12\x18\n" +
-	"\aaddress\x18\x01 \x01(\tR\aaddress\"\xab\x01\n" +
-	"\x16SignTransactionRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12+\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"\xb1\x01\n" +
+	"\x16SignTransactionRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12+\n" +
 	"\x10transaction_json\x18\x02 \x01(\fH\x00R\x0ftransactionJson\x12#\n" +
 	"\funsigned_rlp\x18\x03 \x01(\fH\x00R\vunsignedRlp\x12\x19\n" +
 	"\bchain_id\x18\x04 \x01(\x04R\achainIdB\r\n" +
@@ -513,15 +513,15 @@ const file_sigil_v1_ethereum_proto_rawDesc = "" +
 	"\x17SignTransactionResponse\x12'\n" +
 	"\x0fraw_transaction\x18\x01 \x01(\fR\x0erawTransaction\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"E\n" +
-	"\x12SignMessageRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"K\n" +
+	"\x12SignMessageRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\"M\n" +
 	"\x13SignMessageResponse\x12\x1c\n" +
 	"\tsignature\x18\x01 \x01(\fR\tsignature\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"U\n" +
-	"\x14SignTypedDataRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12&\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"[\n" +
+	"\x14SignTypedDataRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12&\n" +
 	"\x0ftyped_data_json\x18\x02 \x01(\fR\rtypedDataJson\"c\n" +
 	"\x15SignTypedDataResponse\x12\x1c\n" +
 	"\tsignature\x18\x01 \x01(\fR\tsignature\x12\x12\n" +
@@ -579,6 +579,7 @@ func file_sigil_v1_ethereum_proto_init() {
 	if File_sigil_v1_ethereum_proto != nil {
 		return
 	}
+	file_sigil_v1_options_proto_init()
 	file_sigil_v1_ethereum_proto_msgTypes[2].OneofWrappers = []any{
 		(*SignTransactionRequest_TransactionJson)(nil),
 		(*SignTransactionRequest_UnsignedRlp)(nil),

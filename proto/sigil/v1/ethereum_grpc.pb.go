@@ -28,11 +28,6 @@ const (
 // EthereumServiceClient is the client API for EthereumService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
-//
-// EthereumService signs with secp256k1 keys of purpose eth. Every
-// signature is checked to recover to the key's address before it is
-// returned, and transactions are checked against the key's spending policy
-// before the HSM is called.
 type EthereumServiceClient interface {
 	// GetAddress returns the key's EIP-55 address.
 	GetAddress(ctx context.Context, in *GetAddressRequest, opts ...grpc.CallOption) (*GetAddressResponse, error)
@@ -96,11 +91,6 @@ func (c *ethereumServiceClient) SignTypedData(ctx context.Context, in *SignTyped
 // EthereumServiceServer is the server API for EthereumService service.
 // All implementations must embed UnimplementedEthereumServiceServer
 // for forward compatibility.
-//
-// EthereumService signs with secp256k1 keys of purpose eth. Every
-// signature is checked to recover to the key's address before it is
-// returned, and transactions are checked against the key's spending policy
-// before the HSM is called.
 type EthereumServiceServer interface {
 	// GetAddress returns the key's EIP-55 address.
 	GetAddress(context.Context, *GetAddressRequest) (*GetAddressResponse, error)

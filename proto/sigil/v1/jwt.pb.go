@@ -212,6 +212,183 @@ func (x *CreateJWKSetResponse) GetSet() *JWKSet {
 	return nil
 }
 
+type UpdateJWKSetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new patterns: * and ? globs, at most 16, at least one.
+	KeyPatterns   []string `protobuf:"bytes,2,rep,name=key_patterns,json=keyPatterns,proto3" json:"key_patterns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateJWKSetRequest) Reset() {
+	*x = UpdateJWKSetRequest{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateJWKSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateJWKSetRequest) ProtoMessage() {}
+
+func (x *UpdateJWKSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateJWKSetRequest.ProtoReflect.Descriptor instead.
+func (*UpdateJWKSetRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpdateJWKSetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateJWKSetRequest) GetKeyPatterns() []string {
+	if x != nil {
+		return x.KeyPatterns
+	}
+	return nil
+}
+
+type UpdateJWKSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Set           *JWKSet                `protobuf:"bytes,1,opt,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateJWKSetResponse) Reset() {
+	*x = UpdateJWKSetResponse{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateJWKSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateJWKSetResponse) ProtoMessage() {}
+
+func (x *UpdateJWKSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateJWKSetResponse.ProtoReflect.Descriptor instead.
+func (*UpdateJWKSetResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpdateJWKSetResponse) GetSet() *JWKSet {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+type DeleteJWKSetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJWKSetRequest) Reset() {
+	*x = DeleteJWKSetRequest{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJWKSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJWKSetRequest) ProtoMessage() {}
+
+func (x *DeleteJWKSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJWKSetRequest.ProtoReflect.Descriptor instead.
+func (*DeleteJWKSetRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteJWKSetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteJWKSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJWKSetResponse) Reset() {
+	*x = DeleteJWKSetResponse{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJWKSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJWKSetResponse) ProtoMessage() {}
+
+func (x *DeleteJWKSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJWKSetResponse.ProtoReflect.Descriptor instead.
+func (*DeleteJWKSetResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{6}
+}
+
 type ListJWKSetsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -220,7 +397,7 @@ type ListJWKSetsRequest struct {
 
 func (x *ListJWKSetsRequest) Reset() {
 	*x = ListJWKSetsRequest{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[3]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +409,7 @@ func (x *ListJWKSetsRequest) String() string {
 func (*ListJWKSetsRequest) ProtoMessage() {}
 
 func (x *ListJWKSetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[3]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +422,7 @@ func (x *ListJWKSetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJWKSetsRequest.ProtoReflect.Descriptor instead.
 func (*ListJWKSetsRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{3}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{7}
 }
 
 type ListJWKSetsResponse struct {
@@ -257,7 +434,7 @@ type ListJWKSetsResponse struct {
 
 func (x *ListJWKSetsResponse) Reset() {
 	*x = ListJWKSetsResponse{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[4]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +446,7 @@ func (x *ListJWKSetsResponse) String() string {
 func (*ListJWKSetsResponse) ProtoMessage() {}
 
 func (x *ListJWKSetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[4]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +459,7 @@ func (x *ListJWKSetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJWKSetsResponse.ProtoReflect.Descriptor instead.
 func (*ListJWKSetsResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{4}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListJWKSetsResponse) GetSets() []*JWKSet {
@@ -310,7 +487,7 @@ type SignJWTRequest struct {
 
 func (x *SignJWTRequest) Reset() {
 	*x = SignJWTRequest{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[5]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +499,7 @@ func (x *SignJWTRequest) String() string {
 func (*SignJWTRequest) ProtoMessage() {}
 
 func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[5]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +512,7 @@ func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTRequest.ProtoReflect.Descriptor instead.
 func (*SignJWTRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{5}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SignJWTRequest) GetKeyId() string {
@@ -380,7 +557,7 @@ type SignJWTResponse struct {
 
 func (x *SignJWTResponse) Reset() {
 	*x = SignJWTResponse{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[6]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +569,7 @@ func (x *SignJWTResponse) String() string {
 func (*SignJWTResponse) ProtoMessage() {}
 
 func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[6]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +582,7 @@ func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{6}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SignJWTResponse) GetToken() string {
@@ -447,24 +624,32 @@ var File_sigil_v1_jwt_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
-	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n" +
-	"\x06JWKSet\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12\x17\n" +
-	"\akey_ids\x18\x03 \x03(\tR\x06keyIds\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\x12!\n" +
-	"\fkey_patterns\x18\x05 \x03(\tR\vkeyPatterns\"o\n" +
-	"\x13CreateJWKSetRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12!\n" +
-	"\fkey_patterns\x18\x03 \x03(\tR\vkeyPatterns\":\n" +
+	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n" +
+	"\x06JWKSet\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12!\n" +
+	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12\x1d\n" +
+	"\akey_ids\x18\x03 \x03(\tB\x04\xa0\xbb\x18\x01R\x06keyIds\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12'\n" +
+	"\fkey_patterns\x18\x05 \x03(\tB\x04\xa0\xbb\x18\x01R\vkeyPatterns\"{\n" +
+	"\x13CreateJWKSetRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12!\n" +
+	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12'\n" +
+	"\fkey_patterns\x18\x03 \x03(\tB\x04\xa0\xbb\x18\x01R\vkeyPatterns\":\n" +
 	"\x14CreateJWKSetResponse\x12\"\n" +
-	"\x03set\x18\x01 \x01(\v2\x10.sigil.v1.JWKSetR\x03set\"\x14\n" +
+	"\x03set\x18\x01 \x01(\v2\x10.sigil.v1.JWKSetR\x03set\"X\n" +
+	"\x13UpdateJWKSetRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12'\n" +
+	"\fkey_patterns\x18\x02 \x03(\tB\x04\xa0\xbb\x18\x01R\vkeyPatterns\":\n" +
+	"\x14UpdateJWKSetResponse\x12\"\n" +
+	"\x03set\x18\x01 \x01(\v2\x10.sigil.v1.JWKSetR\x03set\"/\n" +
+	"\x13DeleteJWKSetRequest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\"\x16\n" +
+	"\x14DeleteJWKSetResponse\"\x14\n" +
 	"\x12ListJWKSetsRequest\";\n" +
 	"\x13ListJWKSetsResponse\x12$\n" +
-	"\x04sets\x18\x01 \x03(\v2\x10.sigil.v1.JWKSetR\x04sets\"\x98\x01\n" +
-	"\x0eSignJWTRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1f\n" +
+	"\x04sets\x18\x01 \x03(\v2\x10.sigil.v1.JWKSetR\x04sets\"\x9e\x01\n" +
+	"\x0eSignJWTRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12\x1f\n" +
 	"\vclaims_json\x18\x02 \x01(\fR\n" +
 	"claimsJson\x12!\n" +
 	"\fheaders_json\x18\x03 \x01(\fR\vheadersJson\x12+\n" +
@@ -478,12 +663,14 @@ const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
 	"issue_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime2\xe7\x01\n" +
+	"expireTime2\x85\x03\n" +
 	"\n" +
 	"JWTService\x12>\n" +
 	"\aSignJWT\x12\x18.sigil.v1.SignJWTRequest\x1a\x19.sigil.v1.SignJWTResponse\x12M\n" +
 	"\fCreateJWKSet\x12\x1d.sigil.v1.CreateJWKSetRequest\x1a\x1e.sigil.v1.CreateJWKSetResponse\x12J\n" +
-	"\vListJWKSets\x12\x1c.sigil.v1.ListJWKSetsRequest\x1a\x1d.sigil.v1.ListJWKSetsResponseB\x8c\x01\n" +
+	"\vListJWKSets\x12\x1c.sigil.v1.ListJWKSetsRequest\x1a\x1d.sigil.v1.ListJWKSetsResponse\x12M\n" +
+	"\fUpdateJWKSet\x12\x1d.sigil.v1.UpdateJWKSetRequest\x1a\x1e.sigil.v1.UpdateJWKSetResponse\x12M\n" +
+	"\fDeleteJWKSet\x12\x1d.sigil.v1.DeleteJWKSetRequest\x1a\x1e.sigil.v1.DeleteJWKSetResponseB\x8c\x01\n" +
 	"\fcom.sigil.v1B\bJwtProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -498,35 +685,44 @@ func file_sigil_v1_jwt_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_jwt_proto_rawDescData
 }
 
-var file_sigil_v1_jwt_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sigil_v1_jwt_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_sigil_v1_jwt_proto_goTypes = []any{
 	(*JWKSet)(nil),                // 0: sigil.v1.JWKSet
 	(*CreateJWKSetRequest)(nil),   // 1: sigil.v1.CreateJWKSetRequest
 	(*CreateJWKSetResponse)(nil),  // 2: sigil.v1.CreateJWKSetResponse
-	(*ListJWKSetsRequest)(nil),    // 3: sigil.v1.ListJWKSetsRequest
-	(*ListJWKSetsResponse)(nil),   // 4: sigil.v1.ListJWKSetsResponse
-	(*SignJWTRequest)(nil),        // 5: sigil.v1.SignJWTRequest
-	(*SignJWTResponse)(nil),       // 6: sigil.v1.SignJWTResponse
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*UpdateJWKSetRequest)(nil),   // 3: sigil.v1.UpdateJWKSetRequest
+	(*UpdateJWKSetResponse)(nil),  // 4: sigil.v1.UpdateJWKSetResponse
+	(*DeleteJWKSetRequest)(nil),   // 5: sigil.v1.DeleteJWKSetRequest
+	(*DeleteJWKSetResponse)(nil),  // 6: sigil.v1.DeleteJWKSetResponse
+	(*ListJWKSetsRequest)(nil),    // 7: sigil.v1.ListJWKSetsRequest
+	(*ListJWKSetsResponse)(nil),   // 8: sigil.v1.ListJWKSetsResponse
+	(*SignJWTRequest)(nil),        // 9: sigil.v1.SignJWTRequest
+	(*SignJWTResponse)(nil),       // 10: sigil.v1.SignJWTResponse
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_sigil_v1_jwt_proto_depIdxs = []int32{
-	0, // 0: sigil.v1.CreateJWKSetResponse.set:type_name -> sigil.v1.JWKSet
-	0, // 1: sigil.v1.ListJWKSetsResponse.sets:type_name -> sigil.v1.JWKSet
-	7, // 2: sigil.v1.SignJWTRequest.ttl:type_name -> google.protobuf.Duration
-	8, // 3: sigil.v1.SignJWTResponse.issue_time:type_name -> google.protobuf.Timestamp
-	8, // 4: sigil.v1.SignJWTResponse.expire_time:type_name -> google.protobuf.Timestamp
-	5, // 5: sigil.v1.JWTService.SignJWT:input_type -> sigil.v1.SignJWTRequest
-	1, // 6: sigil.v1.JWTService.CreateJWKSet:input_type -> sigil.v1.CreateJWKSetRequest
-	3, // 7: sigil.v1.JWTService.ListJWKSets:input_type -> sigil.v1.ListJWKSetsRequest
-	6, // 8: sigil.v1.JWTService.SignJWT:output_type -> sigil.v1.SignJWTResponse
-	2, // 9: sigil.v1.JWTService.CreateJWKSet:output_type -> sigil.v1.CreateJWKSetResponse
-	4, // 10: sigil.v1.JWTService.ListJWKSets:output_type -> sigil.v1.ListJWKSetsResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: sigil.v1.CreateJWKSetResponse.set:type_name -> sigil.v1.JWKSet
+	0,  // 1: sigil.v1.UpdateJWKSetResponse.set:type_name -> sigil.v1.JWKSet
+	0,  // 2: sigil.v1.ListJWKSetsResponse.sets:type_name -> sigil.v1.JWKSet
+	11, // 3: sigil.v1.SignJWTRequest.ttl:type_name -> google.protobuf.Duration
+	12, // 4: sigil.v1.SignJWTResponse.issue_time:type_name -> google.protobuf.Timestamp
+	12, // 5: sigil.v1.SignJWTResponse.expire_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: sigil.v1.JWTService.SignJWT:input_type -> sigil.v1.SignJWTRequest
+	1,  // 7: sigil.v1.JWTService.CreateJWKSet:input_type -> sigil.v1.CreateJWKSetRequest
+	7,  // 8: sigil.v1.JWTService.ListJWKSets:input_type -> sigil.v1.ListJWKSetsRequest
+	3,  // 9: sigil.v1.JWTService.UpdateJWKSet:input_type -> sigil.v1.UpdateJWKSetRequest
+	5,  // 10: sigil.v1.JWTService.DeleteJWKSet:input_type -> sigil.v1.DeleteJWKSetRequest
+	10, // 11: sigil.v1.JWTService.SignJWT:output_type -> sigil.v1.SignJWTResponse
+	2,  // 12: sigil.v1.JWTService.CreateJWKSet:output_type -> sigil.v1.CreateJWKSetResponse
+	8,  // 13: sigil.v1.JWTService.ListJWKSets:output_type -> sigil.v1.ListJWKSetsResponse
+	4,  // 14: sigil.v1.JWTService.UpdateJWKSet:output_type -> sigil.v1.UpdateJWKSetResponse
+	6,  // 15: sigil.v1.JWTService.DeleteJWKSet:output_type -> sigil.v1.DeleteJWKSetResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_jwt_proto_init() }
@@ -534,13 +730,14 @@ func file_sigil_v1_jwt_proto_init() {
 	if File_sigil_v1_jwt_proto != nil {
 		return
 	}
+	file_sigil_v1_options_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_jwt_proto_rawDesc), len(file_sigil_v1_jwt_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,8 @@ const (
 	JWTService_SignJWT_FullMethodName      = "/sigil.v1.JWTService/SignJWT"
 	JWTService_CreateJWKSet_FullMethodName = "/sigil.v1.JWTService/CreateJWKSet"
 	JWTService_ListJWKSets_FullMethodName  = "/sigil.v1.JWTService/ListJWKSets"
+	JWTService_UpdateJWKSet_FullMethodName = "/sigil.v1.JWTService/UpdateJWKSet"
+	JWTService_DeleteJWKSet_FullMethodName = "/sigil.v1.JWTService/DeleteJWKSet"
 )
 
 // JWTServiceClient is the client API for JWTService service.
@@ -39,6 +41,12 @@ type JWTServiceClient interface {
 	CreateJWKSet(ctx context.Context, in *CreateJWKSetRequest, opts ...grpc.CallOption) (*CreateJWKSetResponse, error)
 	// ListJWKSets lists the JWK Sets, "default" first, with their members.
 	ListJWKSets(ctx context.Context, in *ListJWKSetsRequest, opts ...grpc.CallOption) (*ListJWKSetsResponse, error)
+	// UpdateJWKSet replaces a set's key patterns; it needs jwks.admin
+	// covering both the old and the new patterns, and every key already in
+	// the set must still be admitted (narrow by removing keys first).
+	UpdateJWKSet(ctx context.Context, in *UpdateJWKSetRequest, opts ...grpc.CallOption) (*UpdateJWKSetResponse, error)
+	// DeleteJWKSet deletes a set no key names; "default" cannot be deleted.
+	DeleteJWKSet(ctx context.Context, in *DeleteJWKSetRequest, opts ...grpc.CallOption) (*DeleteJWKSetResponse, error)
 }
 
 type jWTServiceClient struct {
@@ -79,6 +87,26 @@ func (c *jWTServiceClient) ListJWKSets(ctx context.Context, in *ListJWKSetsReque
 	return out, nil
 }
 
+func (c *jWTServiceClient) UpdateJWKSet(ctx context.Context, in *UpdateJWKSetRequest, opts ...grpc.CallOption) (*UpdateJWKSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateJWKSetResponse)
+	err := c.cc.Invoke(ctx, JWTService_UpdateJWKSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jWTServiceClient) DeleteJWKSet(ctx context.Context, in *DeleteJWKSetRequest, opts ...grpc.CallOption) (*DeleteJWKSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteJWKSetResponse)
+	err := c.cc.Invoke(ctx, JWTService_DeleteJWKSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JWTServiceServer is the server API for JWTService service.
 // All implementations must embed UnimplementedJWTServiceServer
 // for forward compatibility.
@@ -94,6 +122,12 @@ type JWTServiceServer interface {
 	CreateJWKSet(context.Context, *CreateJWKSetRequest) (*CreateJWKSetResponse, error)
 	// ListJWKSets lists the JWK Sets, "default" first, with their members.
 	ListJWKSets(context.Context, *ListJWKSetsRequest) (*ListJWKSetsResponse, error)
+	// UpdateJWKSet replaces a set's key patterns; it needs jwks.admin
+	// covering both the old and the new patterns, and every key already in
+	// the set must still be admitted (narrow by removing keys first).
+	UpdateJWKSet(context.Context, *UpdateJWKSetRequest) (*UpdateJWKSetResponse, error)
+	// DeleteJWKSet deletes a set no key names; "default" cannot be deleted.
+	DeleteJWKSet(context.Context, *DeleteJWKSetRequest) (*DeleteJWKSetResponse, error)
 	mustEmbedUnimplementedJWTServiceServer()
 }
 
@@ -112,6 +146,12 @@ func (UnimplementedJWTServiceServer) CreateJWKSet(context.Context, *CreateJWKSet
 }
 func (UnimplementedJWTServiceServer) ListJWKSets(context.Context, *ListJWKSetsRequest) (*ListJWKSetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListJWKSets not implemented")
+}
+func (UnimplementedJWTServiceServer) UpdateJWKSet(context.Context, *UpdateJWKSetRequest) (*UpdateJWKSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateJWKSet not implemented")
+}
+func (UnimplementedJWTServiceServer) DeleteJWKSet(context.Context, *DeleteJWKSetRequest) (*DeleteJWKSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteJWKSet not implemented")
 }
 func (UnimplementedJWTServiceServer) mustEmbedUnimplementedJWTServiceServer() {}
 func (UnimplementedJWTServiceServer) testEmbeddedByValue()                    {}
@@ -188,6 +228,42 @@ func _JWTService_ListJWKSets_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JWTService_UpdateJWKSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateJWKSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JWTServiceServer).UpdateJWKSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JWTService_UpdateJWKSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JWTServiceServer).UpdateJWKSet(ctx, req.(*UpdateJWKSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JWTService_DeleteJWKSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteJWKSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JWTServiceServer).DeleteJWKSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JWTService_DeleteJWKSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JWTServiceServer).DeleteJWKSet(ctx, req.(*DeleteJWKSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JWTService_ServiceDesc is the grpc.ServiceDesc for JWTService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +282,14 @@ var JWTService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListJWKSets",
 			Handler:    _JWTService_ListJWKSets_Handler,
+		},
+		{
+			MethodName: "UpdateJWKSet",
+			Handler:    _JWTService_UpdateJWKSet_Handler,
+		},
+		{
+			MethodName: "DeleteJWKSet",
+			Handler:    _JWTService_DeleteJWKSet_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

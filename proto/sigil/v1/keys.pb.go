@@ -147,9 +147,12 @@ type Key struct {
 	// The deletion has happened: every generation is destroyed.
 	Deleted bool `protobuf:"varint,14,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// Inventory: labels (K=V), the owner and a description.
-	Labels        map[string]string `protobuf:"bytes,15,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Owner         string            `protobuf:"bytes,16,opt,name=owner,proto3" json:"owner,omitempty"`
-	Description   string            `protobuf:"bytes,17,opt,name=description,proto3" json:"description,omitempty"`
+	Labels      map[string]string `protobuf:"bytes,15,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Owner       string            `protobuf:"bytes,16,opt,name=owner,proto3" json:"owner,omitempty"`
+	Description string            `protobuf:"bytes,17,opt,name=description,proto3" json:"description,omitempty"`
+	// Output only: the namespace the key lives in ("root" when none was
+	// named); id is relative to it.
+	Namespace     string `protobuf:"bytes,18,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,6 +302,13 @@ func (x *Key) GetOwner() string {
 func (x *Key) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *Key) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
 	}
 	return ""
 }
@@ -1853,17 +1863,17 @@ var File_sigil_v1_keys_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\n" +
-	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n" +
+	"\x13sigil/v1/keys.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x02\n" +
 	"\tJWTPolicy\x12<\n" +
 	"\frotate_every\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vrotateEvery\x12>\n" +
 	"\rpublish_ahead\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fpublishAhead\x12=\n" +
 	"\rmax_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vmaxTokenTtl\x12-\n" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"jwksMaxAge\x12\x1b\n" +
-	"\tjwks_sets\x18\x06 \x03(\tR\bjwksSets\"\xc0\x05\n" +
-	"\x03Key\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"jwksMaxAge\x12!\n" +
+	"\tjwks_sets\x18\x06 \x03(\tB\x04\xa0\xbb\x18\x01R\bjwksSets\"\xe4\x05\n" +
+	"\x03Key\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
 	"\apurpose\x18\x03 \x01(\tR\apurpose\x12\x18\n" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12\x19\n" +
@@ -1884,7 +1894,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\adeleted\x18\x0e \x01(\bR\adeleted\x121\n" +
 	"\x06labels\x18\x0f \x03(\v2\x19.sigil.v1.Key.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05owner\x18\x10 \x01(\tR\x05owner\x12 \n" +
-	"\vdescription\x18\x11 \x01(\tR\vdescription\x1a9\n" +
+	"\vdescription\x18\x11 \x01(\tR\vdescription\x12\x1c\n" +
+	"\tnamespace\x18\x12 \x01(\tR\tnamespace\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x01\n" +
@@ -1911,9 +1922,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xf7\x03\n" +
-	"\x10CreateKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xfd\x03\n" +
+	"\x10CreateKeyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
 	"\apurpose\x18\x03 \x01(\tR\apurpose\x12\x18\n" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12\x19\n" +
@@ -1933,9 +1944,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x1f\n" +
-	"\rGetKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"%\n" +
+	"\rGetKeyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\"1\n" +
 	"\x0eGetKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x95\x01\n" +
 	"\x0fListKeysRequest\x12\x18\n" +
@@ -1947,9 +1958,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\tR\x06labels\"]\n" +
 	"\x10ListKeysResponse\x12!\n" +
 	"\x04keys\x18\x01 \x03(\v2\r.sigil.v1.KeyR\x04keys\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"W\n" +
-	"\x13GetPublicKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"]\n" +
+	"\x13GetPublicKeyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x05R\n" +
 	"generation\x12\x10\n" +
@@ -1960,47 +1971,47 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"generation\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12$\n" +
 	"\x0epublic_key_pem\x18\x03 \x01(\tR\fpublicKeyPem\x12$\n" +
-	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\xbe\x01\n" +
-	"\x16UpdateKeyPolicyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
+	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\"\xc4\x01\n" +
+	"\x16UpdateKeyPolicyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x122\n" +
 	"\n" +
 	"jwt_policy\x18\x02 \x01(\v2\x13.sigil.v1.JWTPolicyR\tjwtPolicy\x122\n" +
 	"\n" +
 	"eth_policy\x18\x03 \x01(\v2\x13.sigil.v1.EthPolicyR\tethPolicy\x12,\n" +
 	"\x06policy\x18\x04 \x01(\v2\x14.google.protobuf.AnyR\x06policy\":\n" +
 	"\x17UpdateKeyPolicyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"@\n" +
-	"\x10RotateKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"F\n" +
+	"\x10RotateKeyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\timmediate\x18\x02 \x01(\bR\timmediate\"4\n" +
 	"\x11RotateKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"I\n" +
-	"\x17RevokeGenerationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"O\n" +
+	"\x17RevokeGenerationRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x05R\n" +
 	"generation\";\n" +
 	"\x18RevokeGenerationResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"#\n" +
-	"\x11DisableKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\")\n" +
+	"\x11DisableKeyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\"5\n" +
 	"\x12DisableKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\"\n" +
-	"\x10EnableKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"(\n" +
+	"\x10EnableKeyRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\"4\n" +
 	"\x11EnableKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"_\n" +
-	"\x1aScheduleKeyDeletionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"e\n" +
+	"\x1aScheduleKeyDeletionRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x121\n" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\">\n" +
 	"\x1bScheduleKeyDeletionResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"*\n" +
-	"\x18CancelKeyDeletionRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"0\n" +
+	"\x18CancelKeyDeletionRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\"<\n" +
 	"\x19CancelKeyDeletionResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\xbb\x02\n" +
-	"\x18UpdateKeyMetadataRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12P\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\xc1\x02\n" +
+	"\x18UpdateKeyMetadataRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12P\n" +
 	"\n" +
 	"set_labels\x18\x02 \x03(\v21.sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntryR\tsetLabels\x12#\n" +
 	"\rremove_labels\x18\x03 \x03(\tR\fremoveLabels\x12\x19\n" +
@@ -2151,6 +2162,7 @@ func file_sigil_v1_keys_proto_init() {
 	if File_sigil_v1_keys_proto != nil {
 		return
 	}
+	file_sigil_v1_options_proto_init()
 	file_sigil_v1_keys_proto_msgTypes[2].OneofWrappers = []any{}
 	file_sigil_v1_keys_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}

@@ -439,9 +439,9 @@ var File_sigil_v1_signing_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_signing_proto_rawDesc = "" +
 	"\n" +
-	"\x16sigil/v1/signing.proto\x12\bsigil.v1\"\xb6\x01\n" +
-	"\vSignRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\x16sigil/v1/signing.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\"\xbc\x01\n" +
+	"\vSignRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12\x18\n" +
 	"\x06digest\x18\x02 \x01(\fH\x00R\x06digest\x12\x1a\n" +
 	"\amessage\x18\x03 \x01(\fH\x00R\amessage\x121\n" +
 	"\x06format\x18\x04 \x01(\x0e2\x19.sigil.v1.SignatureFormatR\x06format\x12\x1e\n" +
@@ -455,9 +455,9 @@ const file_sigil_v1_signing_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x05R\n" +
 	"generation\x12\x10\n" +
-	"\x03kid\x18\x04 \x01(\tR\x03kid\"\xb5\x01\n" +
-	"\rVerifyRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\x03kid\x18\x04 \x01(\tR\x03kid\"\xbb\x01\n" +
+	"\rVerifyRequest\x12\x1b\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12\x18\n" +
 	"\x06digest\x18\x02 \x01(\fH\x00R\x06digest\x12\x1a\n" +
 	"\amessage\x18\x03 \x01(\fH\x00R\amessage\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x1e\n" +
@@ -519,6 +519,7 @@ func file_sigil_v1_signing_proto_init() {
 	if File_sigil_v1_signing_proto != nil {
 		return
 	}
+	file_sigil_v1_options_proto_init()
 	file_sigil_v1_signing_proto_msgTypes[0].OneofWrappers = []any{
 		(*SignRequest_Digest)(nil),
 		(*SignRequest_Message)(nil),

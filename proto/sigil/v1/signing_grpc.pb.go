@@ -26,8 +26,6 @@ const (
 // SigningServiceClient is the client API for SigningService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
-//
-// SigningService signs with keys of purpose raw.
 type SigningServiceClient interface {
 	// Sign signs a digest (or, for EdDSA, a message) with the active
 	// generation of a key.
@@ -69,8 +67,6 @@ func (c *signingServiceClient) Verify(ctx context.Context, in *VerifyRequest, op
 // SigningServiceServer is the server API for SigningService service.
 // All implementations must embed UnimplementedSigningServiceServer
 // for forward compatibility.
-//
-// SigningService signs with keys of purpose raw.
 type SigningServiceServer interface {
 	// Sign signs a digest (or, for EdDSA, a message) with the active
 	// generation of a key.
