@@ -156,7 +156,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	if m, ok := resp.(proto.Message); ok {
 		namespace.Unscope(m, rec.Namespace)
 	}
-	return resp, s.record(rec, err, start)
+	return resp, unscopeError(s.record(rec, err, start), rec.Namespace)
 }
 
 // errDenied is every authorization refusal: it says nothing of whether

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -249,4 +251,20 @@ func namespaceProto(rec namespace.Record) *sigilv1.Namespace {
 		out.FreezeTime = timestamppb.New(rec.FrozenAt)
 	}
 	return out
+}
+
+// unscopeError is err as a caller in namespace ns reads it: the names it
+// quotes ("NS/ID") without their namespace, as the caller gave them.
+func unscopeError(err error, ns string) error {
+	if err == nil || ns == "" || ns == namespace.Root {
+		return err
+	}
+	st := status.Convert(toStatus(err))
+	msg := strings.ReplaceAll(st.Message(), `"`+ns+`/`, `"`)
+	if msg == st.Message() {
+		return st.Err()
+	}
+	p := st.Proto()
+	p.Message = msg
+	return status.FromProto(p).Err()
 }
