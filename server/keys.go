@@ -42,6 +42,9 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	if err := s.checkScope(ctx, name, req.GetId(), signer.Algorithm(req.GetAlgorithm()), nil, policy); err != nil {
 		return nil, err
 	}
+	if err := s.withinNamespace(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
 	k, err := s.keys.Create(ctx, keyring.CreateSpec{
 		ID: req.GetId(), Purpose: name, Algorithm: signer.Algorithm(req.GetAlgorithm()), Policy: policy,
 		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(), RequestID: req.GetRequestId(),
@@ -52,6 +55,22 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	}
 	pk, err := s.keyToProto(k)
 	return &sigilv1.CreateKeyResponse{Key: pk}, err
+}
+
+// withinNamespace refuses a key beyond namespace.MaxKeys in a namespace
+// other than root, so one tenant cannot fill the keyring every tenant
+// shares. Counted before the creation: racing creations may pass it by
+// as many as race.
+func (s *keyService) withinNamespace(ctx context.Context, id string) error {
+	ns := namespace.Of(id)
+	if ns == namespace.Root {
+		return nil
+	}
+	n := len(s.keys.Select(ctx, func(k *keyring.Key) bool { return namespace.Of(k.ID) == ns && k.ID != id }))
+	if n >= namespace.MaxKeys {
+		return errs.New(errs.ResourceExhausted, "namespace %q holds %d keys, the most a namespace may hold", ns, n)
+	}
+	return nil
 }
 
 // createPolicy is the purpose a CreateKey request names and the policy it

@@ -271,3 +271,28 @@ func TestOutagesLeaveIdempotentRequestsApproved(t *testing.T) {
 		}
 	}
 }
+
+// One tenant's requests cannot fill the store another needs: a namespace
+// holds at most PerNamespace, however many identities ask.
+func TestNamespaceHoldsItsShareOnly(t *testing.T) {
+	s, ctx := openStore(t), context.Background()
+	for i := range PerNamespace {
+		r := held()
+		r.Namespace, r.Requester, r.PayloadSHA256 = "tenant-a", fmt.Sprintf("spiffe://example.org/tenant-a/%d", i), fmt.Sprint(i)
+		if _, err := s.Hold(ctx, r, t0); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	over := held()
+	over.Namespace, over.Requester = "tenant-a", "spiffe://example.org/tenant-a/new"
+	_, err := s.Hold(ctx, over, t0)
+	kind(t, "tenant A past its share", err, errs.ResourceExhausted)
+	other := held()
+	other.Namespace, other.Requester = "tenant-b", "spiffe://example.org/tenant-b/x"
+	if _, err := s.Hold(ctx, other, t0); err != nil {
+		t.Errorf("tenant B, after A took its share: %v", err)
+	}
+	if _, err := s.Hold(ctx, held(), t0); err != nil {
+		t.Errorf("root, after A took its share: %v", err)
+	}
+}

@@ -8,17 +8,21 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 )
 
 // Bounds on what held requests can make the store keep. A client allowed
 // an operation an approval rule holds can hold requests, but no more
-// than PerRequester at once, none larger than MaxPayload, and all of them
-// together at most MaxRecords; requests that ended are kept Retention
-// (for their result and for inspection), then pruned.
+// than PerRequester at once, none larger than MaxPayload, those of a
+// namespace other than root at most PerNamespace (so one tenant cannot
+// take what another needs), and all of them together at most MaxRecords;
+// requests that ended are kept Retention (for their result and for
+// inspection), then pruned, and count until then.
 const (
 	MaxPayload   = 64 << 10
 	PerRequester = 16
+	PerNamespace = 512
 	MaxRecords   = 4096
 	Retention    = 24 * time.Hour
 )
@@ -47,8 +51,11 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	if err != nil {
 		return nil, err
 	}
-	mine := 0
+	mine, here := 0, 0
 	for _, o := range all {
+		if o.InNamespace() == r.InNamespace() {
+			here++
+		}
 		if o.Requester != r.Requester || !o.Live(now) {
 			continue
 		}
@@ -60,6 +67,8 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	switch {
 	case mine >= PerRequester:
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %s holds %d requests awaiting approval already", r.Requester, mine)
+	case r.InNamespace() != namespace.Root && here >= PerNamespace:
+		return nil, errs.New(errs.ResourceExhausted, "approvals: namespace %s holds %d requests already", r.InNamespace(), here)
 	case len(all) >= MaxRecords:
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
 	}

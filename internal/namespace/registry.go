@@ -39,8 +39,12 @@ type Record struct {
 // prefix names the anchors of namespace records.
 const prefix = "namespace/"
 
-// MaxNamespaces bounds how many namespaces there are.
-const MaxNamespaces = 1024
+// MaxNamespaces bounds how many namespaces there are, MaxKeys how many
+// keys one other than root holds (deleted ones included, until purged).
+const (
+	MaxNamespaces = 1024
+	MaxKeys       = 4096
+)
 
 // Registry is the namespaces: read through a copy in memory that Refresh
 // renews (replicas learn of others' changes within the refresh interval;
