@@ -227,11 +227,16 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 }
 
 // decide applies the policy to a request: a method that authorizes in
-// its handler (selfAuthorized) needs only a rule naming the caller, and
-// spends that rule's quota; any other needs a rule allowing op on keyID.
+// its handler (selfAuthorized) needs only a rule naming the caller in the
+// namespace it is called in, and spends that rule's quota; any other
+// needs a rule allowing op on keyID (qualified).
 func (s *Server) decide(ids []identity.ID, op authz.Op, keyID, method string) authz.Decision {
 	if selfAuthorized[method] {
-		return s.opts.Authz.DecideAny(ids, op, s.opts.Now())
+		ns := namespace.Of(keyID)
+		if method == sigilv1.NamespaceService_ListNamespaces_FullMethodName {
+			ns = "" // about every namespace: each is decided as it is listed
+		}
+		return s.opts.Authz.DecideAny(ids, op, ns, s.opts.Now())
 	}
 	return s.opts.Authz.Decide(ids, op, keyID, s.opts.Now())
 }

@@ -273,14 +273,15 @@ func (p *Policy) Decide(ids []identity.ID, op Op, keyID string, now time.Time) D
 }
 
 // DecideAny authorizes a call that each handler authorizes for itself
-// (the approval service's, op): a rule must name one of ids, and the call
+// (the approval service's, op) made in namespace ns ("" for a call about
+// every namespace): a rule reaching ns must name one of ids, and the call
 // spends one of that rule's quota under op — the first rule allowing op
-// on any key, else the first naming the caller at all.
-func (p *Policy) DecideAny(ids []identity.ID, op Op, now time.Time) Decision {
+// there, else the first naming the caller there at all.
+func (p *Policy) DecideAny(ids []identity.ID, op Op, ns string, now time.Time) Decision {
 	for _, wantOp := range []bool{true, false} {
 		for i := range p.rules {
 			r := &p.rules[i]
-			if wantOp && !slices.Contains(r.Allow, op) {
+			if wantOp && !slices.Contains(r.Allow, op) || ns != "" && !reaches(r.Namespaces, ns) {
 				continue
 			}
 			for _, id := range ids {
@@ -445,8 +446,8 @@ func (a *Authorizer) Decide(ids []identity.ID, op Op, keyID string, now time.Tim
 }
 
 // DecideAny applies the policy in force.
-func (a *Authorizer) DecideAny(ids []identity.ID, op Op, now time.Time) Decision {
-	return a.cur.Load().DecideAny(ids, op, now)
+func (a *Authorizer) DecideAny(ids []identity.ID, op Op, ns string, now time.Time) Decision {
+	return a.cur.Load().DecideAny(ids, op, ns, now)
 }
 
 // Allowed applies the policy in force.
