@@ -21,8 +21,20 @@ var shBlock = regexp.MustCompile("(?s)```sh\n(.*?)```")
 // drill, which has its own test) are left out; curl goes to the server's
 // real port and fails on an HTTP error.
 func TestREADMEExamplesRun(t *testing.T) {
+	runExamples(t, "README.md", 6)
+}
+
+// The shell examples of docs/namespaces.md run the same way.
+func TestNamespaceGuideExamplesRun(t *testing.T) {
+	runExamples(t, filepath.Join("docs", "namespaces.md"), 4)
+}
+
+// runExamples runs every ```sh block of the Markdown file doc (a path
+// from the module root) against a fresh dev server, and wants at least
+// min of them.
+func runExamples(t *testing.T, doc string, min int) {
 	framework.RequireTools(t, "openssl", "curl")
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	readme, err := os.ReadFile(filepath.Join("..", "..", doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +64,11 @@ func TestREADMEExamplesRun(t *testing.T) {
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dir, "bin")+":"+os.Getenv("PATH"))
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("README example failed: %v\n%s\n--- output:\n%s", err, script, out)
+			t.Errorf("%s example failed: %v\n%s\n--- output:\n%s", doc, err, script, out)
 		}
 		ran++
 	}
-	if ran < 6 {
-		t.Fatalf("only %d README examples ran; did the README lose its sh blocks?", ran)
+	if ran < min {
+		t.Fatalf("only %d examples of %s ran; did it lose its sh blocks?", ran, doc)
 	}
 }
