@@ -43,10 +43,12 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
@@ -186,6 +188,9 @@ func run(out string, dur time.Duration) error {
 		return err
 	}
 	if rep.ethRPC, err = b.ethRPCTable(secured); err != nil {
+		return err
+	}
+	if rep.namespaced, err = b.namespaceTable(secured); err != nil {
 		return err
 	}
 	if rep.reviewed, err = b.reviewedTable(secured); err != nil {
@@ -418,6 +423,7 @@ func securedPolicy() []byte {
 	return []byte(fmt.Sprintf(`rules:
   - identity: %[1]s
     keys: ["*"]
+    namespaces: ["*"]
     allow: [%[2]s]
 approvals:
   - operation: eth.sign_tx
@@ -487,6 +493,29 @@ func (b *bench) securedTable(secured *grpc.ClientConn) ([]row, error) {
 		return err
 	}, func(ctx context.Context) error {
 		_, err := sec.Sign(ctx, req)
+		return err
+	}, []int{1, 16})
+}
+
+// namespaceTable: ES256 Sign in root against the same in a namespace,
+// both on the secured server: the namespace costs scoping the request,
+// checking the namespace and unscoping the answer.
+func (b *bench) namespaceTable(secured *grpc.ClientConn) ([]row, error) {
+	const ns = "bench-ns"
+	if _, err := sigilv1.NewNamespaceServiceClient(secured).CreateNamespace(b.ctx, &sigilv1.CreateNamespaceRequest{Namespace: ns}); err != nil {
+		return nil, err
+	}
+	inNS := metadata.AppendToOutgoingContext(b.ctx, namespace.Header, ns)
+	if _, err := sigilv1.NewKeyServiceClient(secured).CreateKey(inNS, &sigilv1.CreateKeyRequest{Id: "bench-es256", Algorithm: "ES256"}); err != nil {
+		return nil, err
+	}
+	req := &sigilv1.SignRequest{KeyId: "bench-es256", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
+	client := sigilv1.NewSigningServiceClient(secured)
+	return b.pair("Sign in a namespace", func(ctx context.Context) error {
+		_, err := client.Sign(ctx, req)
+		return err
+	}, func(ctx context.Context) error {
+		_, err := client.Sign(metadata.AppendToOutgoingContext(ctx, namespace.Header, ns), req)
 		return err
 	}, []int{1, 16})
 }
