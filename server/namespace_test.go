@@ -317,6 +317,20 @@ func TestFreezeStopsEverySignatureAndNeedsAQuorumToLift(t *testing.T) {
 	if _, err := sigilv1.NewApprovalServiceClient(e.ops2).GetApproval(in("tenant-b"), &sigilv1.GetApprovalRequest{ApprovalId: unfreezeID}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("an approval read from another namespace: %v", err)
 	}
+	// A freeze pulled again after the unfreeze was asked is not lifted
+	// by its approval.
+	if _, err := sigilv1.NewNamespaceServiceClient(e.root).FreezeNamespace(context.Background(), &sigilv1.FreezeNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := approvals.Approve(in("tenant-a"), &sigilv1.ApproveRequest{ApprovalId: unfreezeID, PayloadSha256: payloadOf(t, e.ops2, unfreezeID)})
+	if err != nil || stale.GetApproval().GetState() != "failed" || !strings.Contains(stale.GetApproval().GetErrorMessage(), "frozen again") {
+		t.Fatalf("approving an unfreeze asked before the latest freeze: %v %v", stale, err)
+	}
+	if err := sign(e.a, "tenant-a", "a-raw"); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("signing after a stale unfreeze ran: %v", err)
+	}
+	_, err = sigilv1.NewNamespaceServiceClient(e.a).UnfreezeNamespace(context.Background(), &sigilv1.UnfreezeNamespaceRequest{Namespace: "tenant-a"})
+	unfreezeID = approvalIDOf(t, err)
 	if _, err := approvals.Approve(in("tenant-a"), &sigilv1.ApproveRequest{ApprovalId: unfreezeID, PayloadSha256: payloadOf(t, e.ops2, unfreezeID)}); err != nil {
 		t.Fatalf("a second admin approving the unfreeze: %v", err)
 	}

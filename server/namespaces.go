@@ -209,9 +209,9 @@ func (n *namespaceService) DeleteNamespace(ctx context.Context, req *sigilv1.Del
 func (n *namespaceService) FreezeNamespace(ctx context.Context, req *sigilv1.FreezeNamespaceRequest) (*sigilv1.FreezeNamespaceResponse, error) {
 	now, by := n.s.opts.Now().UTC(), callerOf(ctx)
 	rec, err := n.s.namespaces.Update(ctx, req.GetNamespace(), func(rec *namespace.Record) error {
-		if !rec.Frozen {
-			rec.Frozen, rec.FrozenBy, rec.FrozenAt = true, by, now
-		}
+		// Frozen again, it is stamped again: an unfreeze asked before
+		// this freeze no longer lifts it (see UnfreezeNamespace).
+		rec.Frozen, rec.FrozenBy, rec.FrozenAt = true, by, now
 		return nil
 	})
 	if err != nil {
@@ -221,9 +221,15 @@ func (n *namespaceService) FreezeNamespace(ctx context.Context, req *sigilv1.Fre
 }
 
 // UnfreezeNamespace lifts a freeze; the access path holds it for
-// approval first (alwaysHeld), so it runs only approved.
+// approval first (alwaysHeld), so it runs only approved, and only if the
+// namespace was not frozen (again) after the unfreeze was asked: the
+// approvers judged the freeze in force then, not a later one.
 func (n *namespaceService) UnfreezeNamespace(ctx context.Context, req *sigilv1.UnfreezeNamespaceRequest) (*sigilv1.UnfreezeNamespaceResponse, error) {
+	asked, _ := ctx.Value(heldAtKey{}).(time.Time)
 	rec, err := n.s.namespaces.Update(ctx, req.GetNamespace(), func(rec *namespace.Record) error {
+		if rec.Frozen && !asked.IsZero() && rec.FrozenAt.After(asked) {
+			return errs.New(errs.FailedPrecondition, "namespace %q was frozen again at %s, after this unfreeze was asked; ask again", rec.Name, rec.FrozenAt.Format(time.RFC3339))
+		}
 		rec.Frozen, rec.FrozenBy, rec.FrozenAt = false, "", time.Time{}
 		return nil
 	})
@@ -232,6 +238,9 @@ func (n *namespaceService) UnfreezeNamespace(ctx context.Context, req *sigilv1.U
 	}
 	return &sigilv1.UnfreezeNamespaceResponse{Namespace: namespaceProto(rec)}, nil
 }
+
+// heldAtKey carries, in an approved request's run, when it was held.
+type heldAtKey struct{}
 
 // callerOf is the identity the access rule allowed the call ctx
 // belongs to, as its audit record names it.
