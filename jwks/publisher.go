@@ -184,17 +184,27 @@ func (p *Publisher) serveSet(w http.ResponseWriter, r *http.Request, ns, file st
 	if r.PathValue("ns") == namespace.Root || strings.Contains(name, "/") {
 		ok = false
 	}
-	d, found := p.Set(namespace.Qualify(ns, name))
+	name = inPath(ns, name)
+	d, found := p.Set(name)
 	if !ok || !found {
 		http.Error(w, "no such JWK Set", http.StatusNotFound)
 		return
 	}
-	p.serve(w, r, namespace.Qualify(ns, name), d)
+	p.serve(w, r, name, d)
+}
+
+// inPath is the qualified name a path's namespace and name stand for:
+// NS/NAME, whatever NAME (a "sigil." one is no root key here).
+func inPath(ns, name string) string {
+	if ns == namespace.Root {
+		return name
+	}
+	return ns + "/" + name
 }
 
 // serveKey serves the document of key id of namespace ns.
 func (p *Publisher) serveKey(w http.ResponseWriter, r *http.Request, ns, id string) {
-	d, ok := p.Key(namespace.Qualify(ns, id))
+	d, ok := p.Key(inPath(ns, id))
 	if !ok || r.PathValue("ns") == namespace.Root || strings.Contains(id, "/") {
 		http.Error(w, "no such JWT key", http.StatusNotFound)
 		return

@@ -69,6 +69,10 @@ func (a *approvalService) get(ctx context.Context, id string) (*approval.Request
 	if err != nil {
 		return nil, err
 	}
+	if r.InNamespace() != namespace.FromContext(ctx) {
+		// Asked in another namespace: as if there were no such request.
+		return nil, errs.New(errs.NotFound, "approval %s: no such request", id)
+	}
 	noteApproval(ctx, r)
 	return r, nil
 }
@@ -89,7 +93,7 @@ func (a *approvalService) read(ctx context.Context, id string, requesterOnly boo
 // may decide it.
 func (s *Server) mayRead(ctx context.Context, r *approval.Request, requesterOnly bool) bool {
 	if r.InNamespace() != namespace.FromContext(ctx) {
-		return false // asked in another namespace: as if it were not there
+		return false // listed in another namespace (get refuses such a request outright)
 	}
 	ids := identities(ctx)
 	if r.MadeBy(ids) {
@@ -185,7 +189,7 @@ func (a *approvalService) decide(ctx context.Context, id string, fn func(*approv
 		return nil, err
 	}
 	ids := identities(ctx)
-	if _, ok := a.s.authorize(ids, authz.ApprovalsApprove, r.KeyID); !ok && !r.MadeBy(ids) {
+	if _, ok := a.s.authorize(ids, authz.ApprovalsApprove, r.Target()); !ok && !r.MadeBy(ids) {
 		return nil, errDenied
 	}
 	if r, err = a.s.approvals.Update(ctx, id, func(r *approval.Request) error { return fn(r, ids, a.s.opts.Now()) }); err != nil {
@@ -330,6 +334,11 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 	m, ok := s.methods[r.Method]
 	if !ok {
 		return nil, errs.New(errs.FailedPrecondition, "method %s is not served", r.Method)
+	}
+	// Its namespace must still be there (and not being deleted, for a
+	// creation), as for a call made now.
+	if err := s.inNamespace(ctx, r.Method, r.InNamespace()); err != nil {
+		return nil, err
 	}
 	who, err := identity.Parse(r.Requester)
 	if err != nil {

@@ -125,8 +125,13 @@ func (s *Server) HTTPContext(r *http.Request) context.Context {
 	if ns == "" {
 		ns = namespace.Root
 	}
-	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, ns))
-	return namespace.NewContext(ctx, ns) // a name that is none: Invoke refuses it, and no key lives there
+	if namespace.Validate(ns) != nil {
+		// A header that names no namespace is never recorded or decided
+		// on: Invoke refuses it, and Allowed and Record see Invalid,
+		// which no rule reaches and no key lives in.
+		return namespace.NewContext(metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, namespace.Invalid)), namespace.Invalid)
+	}
+	return namespace.NewContext(metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, ns)), ns)
 }
 
 // inContext is key id of the namespace of the call ctx belongs to, as a

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/namespace"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
+	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
 // The namespace attack suite: tenant A's admin, bound to tenant-a,
@@ -182,4 +184,148 @@ func TestJSONRPCIsBoundToTheIdentitysNamespace(t *testing.T) {
 // metadataPairs is a context sending the metadata kv.
 func metadataPairs(kv ...string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), kv...)
+}
+
+// A JSON-RPC caller's namespace header that names no namespace is never
+// recorded nor decided on: no certificate can poison the audit log (an
+// oversized line failing a whole batch) with it.
+func TestJSONRPCNamespaceHeaderIsChecked(t *testing.T) {
+	e := newNSEnv(t)
+	mustCreate(t, e.root, "root", &sigilv1.CreateKeyRequest{Id: "r1", Algorithm: "ES256"})
+	cert := e.CA.Issue(t, "spiffe://example.org/nobody", false, time.Now().Add(time.Hour))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CA.Pool, Certificates: []tls.Certificate{cert}}}}
+	call := func(header string) {
+		req, _ := http.NewRequest("POST", "https://"+e.EthRPC, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_accounts","params":[]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(namespace.Header, header)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	call("../tenant-b")
+	stop := make(chan struct{})
+	withheld := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				withheld <- n
+				return
+			default:
+			}
+			_, err := sigilv1.NewSigningServiceClient(e.root).Sign(context.Background(), &sigilv1.SignRequest{KeyId: "r1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}})
+			if status.Code(err) == codes.Unavailable {
+				n++
+			}
+		}
+	}()
+	big := strings.Repeat("a", 20000)
+	for range 50 {
+		call(big)
+	}
+	close(stop)
+	if n := <-withheld; n > 0 {
+		t.Errorf("%d of root's signatures withheld while a caller sent oversized namespace headers", n)
+	}
+	log, _ := os.ReadFile(e.AuditLog)
+	if strings.Contains(string(log), "../tenant-b") || strings.Contains(string(log), big[:100]) {
+		t.Error("the audit log records a namespace header that names no namespace")
+	}
+}
+
+// Approvers bound to the namespace alone may approve a held request
+// that names no key there (lifting a freeze).
+func TestNamespaceApproversApproveItsUnfreeze(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/root-admin
+    keys: ["*"]
+    namespaces: ["*"]
+    allow: [ns.admin, ns.read]
+  - identity: spiffe://example.org/tenant-a/*
+    keys: ["*"]
+    namespaces: [tenant-a]
+    allow: [keys.admin, keys.read, sign.raw, approvals.approve, ns.read, ns.admin]
+`)
+	root, alice, bob := e.Client(t, "spiffe://example.org/root-admin"), e.Client(t, "spiffe://example.org/tenant-a/alice"), e.Client(t, "spiffe://example.org/tenant-a/bob")
+	if _, err := sigilv1.NewNamespaceServiceClient(root).CreateNamespace(context.Background(), &sigilv1.CreateNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	nsA := sigilv1.NewNamespaceServiceClient(alice)
+	if _, err := nsA.FreezeNamespace(context.Background(), &sigilv1.FreezeNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := nsA.UnfreezeNamespace(context.Background(), &sigilv1.UnfreezeNamespaceRequest{Namespace: "tenant-a"})
+	id := approvalIDOf(t, err)
+	got, err := sigilv1.NewApprovalServiceClient(bob).GetApproval(in("tenant-a"), &sigilv1.GetApprovalRequest{ApprovalId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran, err := sigilv1.NewApprovalServiceClient(bob).Approve(in("tenant-a"), &sigilv1.ApproveRequest{ApprovalId: id, PayloadSha256: got.GetApproval().GetPayloadSha256()})
+	if err != nil || ran.GetApproval().GetState() != "done" {
+		t.Fatalf("bob approving alice's unfreeze: %v %v", ran, err)
+	}
+	if ns, err := nsA.GetNamespace(context.Background(), &sigilv1.GetNamespaceRequest{Namespace: "tenant-a"}); err != nil || ns.GetNamespace().GetFrozen() {
+		t.Errorf("after the approved unfreeze: %v %v", ns, err)
+	}
+}
+
+// A namespace holding a request awaiting approval is not deleted, and a
+// request approved after its namespace went does not run there (nor in
+// one made later under the same name).
+func TestHeldRequestsDoNotOutliveTheirNamespace(t *testing.T) {
+	e := &nsEnv{MTLS: servertest.NewMTLS(t, nsPolicy+`
+  - operation: keys.admin
+    actions: [create]
+    namespaces: [tenant-a]
+    approvers: [spiffe://example.org/ops-2]
+    quorum: 1
+`)}
+	e.root, e.ops2, e.a = e.Client(t, "spiffe://example.org/root-admin"), e.Client(t, "spiffe://example.org/ops-2"), e.Client(t, "spiffe://example.org/tenant-a/admin")
+	nsc := sigilv1.NewNamespaceServiceClient(e.root)
+	if _, err := nsc.CreateNamespace(context.Background(), &sigilv1.CreateNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := sigilv1.NewKeyServiceClient(e.a).CreateKey(in("tenant-a"), &sigilv1.CreateKeyRequest{Id: "planted", Algorithm: "ES256"})
+	id := approvalIDOf(t, err)
+	if _, err := nsc.DeleteNamespace(context.Background(), &sigilv1.DeleteNamespaceRequest{Namespace: "tenant-a"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("deleting a namespace holding request %s: %v", id, err)
+	}
+	// Denied, it no longer holds the namespace.
+	if _, err := sigilv1.NewApprovalServiceClient(e.ops2).Deny(in("tenant-a"), &sigilv1.DenyRequest{ApprovalId: id, Reason: "no"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nsc.DeleteNamespace(context.Background(), &sigilv1.DeleteNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatalf("deleting it once the request was denied: %v", err)
+	}
+}
+
+// Set names starting "sigil." are refused, and a set admits keys of its
+// own namespace only, whatever glob its patterns use.
+func TestSetsStayInTheirNamespace(t *testing.T) {
+	e := newNSEnv(t)
+	if _, err := sigilv1.NewJWTServiceClient(e.root).CreateJWKSet(context.Background(), &sigilv1.CreateJWKSetRequest{Name: "sigil.x"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a set named sigil.x: %v", err)
+	}
+	_, e1 := sigilv1.NewKeyServiceClient(e.a).CreateKey(in("tenant-a"), &sigilv1.CreateKeyRequest{Id: "k1", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{JwksSets: []string{"sigil.x"}}})
+	if status.Code(e1) != codes.InvalidArgument {
+		t.Errorf("a tenant key naming a set sigil.x: %v", e1)
+	}
+	if _, err := sigilv1.NewJWTServiceClient(e.root).CreateJWKSet(context.Background(), &sigilv1.CreateJWKSetRequest{Name: "wide", KeyPatterns: []string{"tenant-a[^x]*"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fmt.Sprint(jwt.Set{Name: "wide", KeyPatterns: []string{"tenant-a[^x]*"}}.Admits("tenant-a/k")), "false") {
+		t.Error("a root set's character class admits a tenant's key")
+	}
+	resp, err := http.Get(e.PublicURL + "/jwks/tenant-a/wide.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("root's set served under tenant-a's path: %d", resp.StatusCode)
+	}
 }

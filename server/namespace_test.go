@@ -314,8 +314,18 @@ func TestFreezeStopsEverySignatureAndNeedsAQuorumToLift(t *testing.T) {
 		t.Errorf("signing before the unfreeze is approved: %v", err)
 	}
 	// Approvals of tenant A's requests are not seen from B's namespace.
-	if _, err := sigilv1.NewApprovalServiceClient(e.ops2).GetApproval(in("tenant-b"), &sigilv1.GetApprovalRequest{ApprovalId: unfreezeID}); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("an approval read from another namespace: %v", err)
+	// Approvals of tenant A's requests are not there in B's namespace, nor
+	// in root: answered as an ID nobody has, and not approvable.
+	unknownID := strings.Repeat("0", 32)
+	for _, ns := range []string{"tenant-b", "root"} {
+		_, foreign := sigilv1.NewApprovalServiceClient(e.ops2).GetApproval(in(ns), &sigilv1.GetApprovalRequest{ApprovalId: unfreezeID})
+		_, unknown := sigilv1.NewApprovalServiceClient(e.ops2).GetApproval(in(ns), &sigilv1.GetApprovalRequest{ApprovalId: unknownID})
+		if status.Code(foreign) != codes.NotFound || strings.ReplaceAll(foreign.Error(), unfreezeID, "ID") != strings.ReplaceAll(unknown.Error(), unknownID, "ID") {
+			t.Errorf("an approval read from %s: %v; an unknown one: %v", ns, foreign, unknown)
+		}
+		if _, err := approvals.Approve(in(ns), &sigilv1.ApproveRequest{ApprovalId: unfreezeID, PayloadSha256: payloadOf(t, e.ops2, unfreezeID)}); status.Code(err) != codes.NotFound {
+			t.Errorf("an approval approved from %s: %v", ns, err)
+		}
 	}
 	// A freeze pulled again after the unfreeze was asked is not lifted
 	// by its approval.

@@ -180,13 +180,26 @@ func (n *namespaceService) ListNamespaces(ctx context.Context, _ *sigilv1.ListNa
 }
 
 // DeleteNamespace deletes an empty namespace: no key (deleted ones
-// included: their IDs stay reserved) and nothing a purpose keeps in it.
+// included: their IDs stay reserved), no request awaiting approval or
+// running, and nothing a purpose keeps in it.
 func (n *namespaceService) DeleteNamespace(ctx context.Context, req *sigilv1.DeleteNamespaceRequest) (*sigilv1.DeleteNamespaceResponse, error) {
 	ns := req.GetNamespace()
 	err := n.s.namespaces.Delete(ctx, ns, func(ctx context.Context) error {
 		for _, k := range n.s.opts.Keyring.List(ctx) {
 			if namespace.Of(k.ID) == ns {
 				return errs.New(errs.FailedPrecondition, "namespace %q holds keys (%s first); delete them first", ns, namespace.Local(k.ID))
+			}
+		}
+		if n.s.approvals != nil {
+			held, err := n.s.approvals.List(ctx)
+			if err != nil {
+				return err
+			}
+			now := n.s.opts.Now()
+			for _, r := range held {
+				if r.InNamespace() == ns && r.Live(now) {
+					return errs.New(errs.FailedPrecondition, "namespace %q holds request %s awaiting approval; deny it or let it expire first", ns, r.ID)
+				}
 			}
 		}
 		for _, p := range n.s.purposes {

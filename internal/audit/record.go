@@ -137,7 +137,7 @@ const zeroHash = "00000000000000000000000000000000000000000000000000000000000000
 // valid UTF-8 by its digest, in place, and keeps the first maxIdentities
 // identities with their exact total.
 func bound(r *Record) {
-	for _, f := range []*string{&r.RequestID, &r.Identity, &r.Operation, &r.Outcome, &r.Code, &r.Reason, &r.PayloadSHA256, &r.Peer} {
+	for _, f := range []*string{&r.RequestID, &r.Identity, &r.Operation, &r.Outcome, &r.Code, &r.Reason, &r.PayloadSHA256, &r.Peer, &r.Namespace} {
 		boundString(f)
 	}
 	boundIdentities(r)

@@ -206,6 +206,9 @@ func checkNamespaces(patterns []string) error {
 // reaches reports whether namespace patterns (root only if none) match
 // namespace ns.
 func reaches(patterns []string, ns string) bool {
+	if ns == namespace.Invalid {
+		return false
+	}
 	if len(patterns) == 0 {
 		return ns == namespace.Root
 	}

@@ -16,6 +16,11 @@ const Header = "sigil-namespace"
 // object made before namespaces existed.
 const Root = "root"
 
+// Invalid stands for a namespace a caller named that is no valid name
+// (an HTTP header): no rule reaches it, no key lives in it, and a call
+// made in it is refused.
+const Invalid = "-invalid-"
+
 // reservedPrefix starts the IDs of Sigil's own keys (sigil.audit): they
 // belong to no tenant and stay global, that is, in root.
 const reservedPrefix = "sigil."

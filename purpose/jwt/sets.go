@@ -45,8 +45,13 @@ type Creator struct {
 	Scoped   bool // its rule does not cover every key
 }
 
-// Admits reports whether key id may be in the set.
+// Admits reports whether key id (qualified) may be in the set: it lives
+// in the set's namespace (a glob's character class could match "/") and
+// matches one of its patterns.
 func (s Set) Admits(id string) bool {
+	if namespace.Of(id) != namespace.Of(s.Name) {
+		return false
+	}
 	for _, p := range s.KeyPatterns {
 		if ok, _ := path.Match(p, id); ok {
 			return true
@@ -107,8 +112,8 @@ func checkSetNames(names []string) error {
 	}
 	for _, n := range names {
 		ns, local := namespace.Split(n)
-		if !setName.MatchString(local) || namespace.Validate(ns) != nil {
-			return errs.New(errs.InvalidArgument, "jwks-set %q: must match [a-z0-9][a-z0-9._-]{0,63}", local)
+		if !setName.MatchString(local) || namespace.Validate(ns) != nil || strings.HasPrefix(local, "sigil.") {
+			return errs.New(errs.InvalidArgument, "jwks-set %q: must match [a-z0-9][a-z0-9._-]{0,63} and not start with \"sigil.\"", local)
 		}
 	}
 	return nil
