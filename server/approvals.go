@@ -350,7 +350,7 @@ func (s *Server) dispatch(ctx context.Context, r *approval.Request, payload []by
 	// The review and the handler see the requester as the caller: a check
 	// they make of the caller's rules (a JWK Set's patterns) is the
 	// requester's.
-	ctx = context.WithValue(context.WithValue(ctx, runAsKey{}, []identity.ID{who}), heldAtKey{}, r.Created)
+	ctx = context.WithValue(ctx, runAsKey{}, []identity.ID{who})
 	req, err := approval.DecodeRequest(r.Method, payload, r.PayloadSHA256)
 	if err != nil {
 		return nil, err

@@ -39,6 +39,9 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	if s.opts.Authz == nil || !s.opts.Authz.MayHold(op, target) && !alwaysHeld[method] {
 		return ctx, nil
 	}
+	if err := s.nameFreeze(ctx, req); err != nil {
+		return ctx, err
+	}
 	facts, _, err := s.review(ctx, method, op, req, s.testedOn(op, target))
 	if err != nil {
 		return ctx, err

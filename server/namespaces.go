@@ -222,9 +222,10 @@ func (n *namespaceService) DeleteNamespace(ctx context.Context, req *sigilv1.Del
 func (n *namespaceService) FreezeNamespace(ctx context.Context, req *sigilv1.FreezeNamespaceRequest) (*sigilv1.FreezeNamespaceResponse, error) {
 	now, by := n.s.opts.Now().UTC(), callerOf(ctx)
 	rec, err := n.s.namespaces.Update(ctx, req.GetNamespace(), func(rec *namespace.Record) error {
-		// Frozen again, it is stamped again: an unfreeze asked before
+		// Frozen again, it is counted again: an unfreeze asked before
 		// this freeze no longer lifts it (see UnfreezeNamespace).
 		rec.Frozen, rec.FrozenBy, rec.FrozenAt = true, by, now
+		rec.Freezes++
 		return nil
 	})
 	if err != nil {
@@ -234,14 +235,13 @@ func (n *namespaceService) FreezeNamespace(ctx context.Context, req *sigilv1.Fre
 }
 
 // UnfreezeNamespace lifts a freeze; the access path holds it for
-// approval first (alwaysHeld), so it runs only approved, and only if the
-// namespace was not frozen (again) after the unfreeze was asked: the
-// approvers judged the freeze in force then, not a later one.
+// approval first (alwaysHeld, with the freeze it lifts named: see
+// nameFreeze), so it runs only approved, and only if that freeze is still
+// the one in force: the approvers judged it, not a later one.
 func (n *namespaceService) UnfreezeNamespace(ctx context.Context, req *sigilv1.UnfreezeNamespaceRequest) (*sigilv1.UnfreezeNamespaceResponse, error) {
-	asked, _ := ctx.Value(heldAtKey{}).(time.Time)
 	rec, err := n.s.namespaces.Update(ctx, req.GetNamespace(), func(rec *namespace.Record) error {
-		if rec.Frozen && !asked.IsZero() && rec.FrozenAt.After(asked) {
-			return errs.New(errs.FailedPrecondition, "namespace %q was frozen again at %s, after this unfreeze was asked; ask again", rec.Name, rec.FrozenAt.Format(time.RFC3339))
+		if rec.Frozen && req.GetFreezes() != 0 && rec.Freezes != req.GetFreezes() {
+			return errs.New(errs.FailedPrecondition, "namespace %q was frozen again (freeze %d) after this unfreeze of freeze %d was asked; ask again", rec.Name, rec.Freezes, req.GetFreezes())
 		}
 		rec.Frozen, rec.FrozenBy, rec.FrozenAt = false, "", time.Time{}
 		return nil
@@ -252,8 +252,20 @@ func (n *namespaceService) UnfreezeNamespace(ctx context.Context, req *sigilv1.U
 	return &sigilv1.UnfreezeNamespaceResponse{Namespace: namespaceProto(rec)}, nil
 }
 
-// heldAtKey carries, in an approved request's run, when it was held.
-type heldAtKey struct{}
+// nameFreeze makes an unfreeze about to be held name the freeze it
+// lifts, if it names none: the one in force now.
+func (s *Server) nameFreeze(ctx context.Context, req any) error {
+	r, ok := req.(*sigilv1.UnfreezeNamespaceRequest)
+	if !ok || r.GetFreezes() != 0 {
+		return nil
+	}
+	rec, err := s.namespaces.Get(ctx, r.GetNamespace())
+	if err != nil {
+		return err
+	}
+	r.Freezes = rec.Freezes
+	return nil
+}
 
 // callerOf is the identity the access rule allowed the call ctx
 // belongs to, as its audit record names it.
@@ -265,7 +277,7 @@ func callerOf(ctx context.Context) string {
 }
 
 func namespaceProto(rec namespace.Record) *sigilv1.Namespace {
-	out := &sigilv1.Namespace{Name: rec.Name, Labels: rec.Labels, Owner: rec.Owner, Frozen: rec.Frozen, FrozenBy: rec.FrozenBy}
+	out := &sigilv1.Namespace{Name: rec.Name, Labels: rec.Labels, Owner: rec.Owner, Frozen: rec.Frozen, FrozenBy: rec.FrozenBy, Freezes: rec.Freezes}
 	if !rec.CreatedAt.IsZero() {
 		out.CreateTime = timestamppb.New(rec.CreatedAt)
 	}

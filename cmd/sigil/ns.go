@@ -122,10 +122,11 @@ type nsJSON struct {
 	Frozen     bool              `json:"frozen"`
 	FrozenBy   string            `json:"frozen_by,omitempty"`
 	FreezeTime string            `json:"freeze_time,omitempty"`
+	Freezes    uint64            `json:"freezes"`
 }
 
 func toNSJSON(n *sigilv1.Namespace) nsJSON {
-	out := nsJSON{Name: n.GetName(), Labels: n.GetLabels(), Owner: n.GetOwner(), Frozen: n.GetFrozen(), FrozenBy: n.GetFrozenBy()}
+	out := nsJSON{Name: n.GetName(), Labels: n.GetLabels(), Owner: n.GetOwner(), Frozen: n.GetFrozen(), FrozenBy: n.GetFrozenBy(), Freezes: n.GetFreezes()}
 	if n.GetCreateTime() != nil {
 		out.CreateTime = n.GetCreateTime().AsTime().Format(time.RFC3339)
 	}

@@ -2,12 +2,15 @@ package namespace
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -33,6 +36,11 @@ type Record struct {
 	FrozenAt   time.Time         `json:"frozen_at,omitzero"`
 	CreatedBy  string            `json:"created_by,omitempty"`
 	Deleting   bool              `json:"deleting,omitempty"`
+	// Incarnation tells a namespace from one deleted before it under the
+	// same name (whose Generation may have been higher); Freezes counts
+	// the freezes pulled, so an unfreeze names the one it lifts.
+	Incarnation string `json:"incarnation,omitempty"`
+	Freezes     uint64 `json:"freezes,omitempty"`
 	Generation int64             `json:"generation"` // counts changes, so a cached copy knows it is older
 }
 
@@ -53,7 +61,15 @@ type Registry struct {
 	store Store
 	mu    sync.RWMutex
 	known map[string]Record
+	// read is when the store was last listed (zero: never); a copy older
+	// than StaleAfter may miss a freeze, so signing fails closed.
+	read atomic.Int64
 }
+
+// StaleAfter is how old this replica's copy of the namespaces may grow
+// (the store unreachable) before signatures in a namespace with a record
+// are refused: a freeze pulled on another replica might be missed.
+const StaleAfter = 10 * time.Second
 
 // NewRegistry returns the registry kept in store; nil store keeps only
 // root.
@@ -117,13 +133,20 @@ func decode(ns string, body []byte) (Record, error) {
 	return rec, nil
 }
 
-// keep remembers rec unless memory holds a newer copy.
+// keep remembers rec unless memory holds a newer copy of the same
+// incarnation.
 func (r *Registry) keep(rec Record) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cur, ok := r.known[rec.Name]; !ok || cur.Generation <= rec.Generation {
+	if cur, ok := r.known[rec.Name]; !ok || !newer(cur, rec) {
 		r.known[rec.Name] = rec
 	}
+}
+
+// newer reports whether a is a later copy of the namespace than b: the
+// same incarnation, changed more often.
+func newer(a, b Record) bool {
+	return a.Incarnation == b.Incarnation && a.Generation > b.Generation
 }
 
 // List is every namespace, root first, then by name.
@@ -166,12 +189,13 @@ func (r *Registry) Refresh(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	for name, rec := range fresh {
-		if cur, ok := r.known[name]; ok && cur.Generation > rec.Generation {
+		if cur, ok := r.known[name]; ok && newer(cur, rec) {
 			fresh[name] = cur
 		}
 	}
 	r.known = fresh
 	r.mu.Unlock()
+	r.read.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -207,7 +231,7 @@ func (r *Registry) Create(ctx context.Context, rec Record) (Record, error) {
 	if len(all) >= MaxNamespaces {
 		return Record{}, errs.New(errs.ResourceExhausted, "there are %d namespaces, the most there may be", MaxNamespaces)
 	}
-	rec.Generation = 1
+	rec.Generation, rec.Incarnation = 1, newIncarnation()
 	body, _ := json.Marshal(rec)
 	if err := r.store.CreateAnchor(ctx, prefix+rec.Name, body); err != nil {
 		if errs.Is(err, errs.AlreadyExists) {
@@ -306,8 +330,18 @@ func (r *Registry) Frozen(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if _, stored := r.cached(ns); stored && r.store != nil && time.Since(time.Unix(0, r.read.Load())) > StaleAfter {
+		return errs.New(errs.Unavailable, "namespace %q: the namespaces were not read from the store for over %v, so a freeze could go unseen", ns, StaleAfter)
+	}
 	if rec.Frozen {
 		return errs.New(errs.FailedPrecondition, "namespace %q is frozen: it signs nothing until a quorum unfreezes it", ns)
 	}
 	return nil
+}
+
+// newIncarnation is a random name for a namespace's incarnation.
+func newIncarnation() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -33,8 +33,10 @@ type Namespace struct {
 	// A frozen namespace signs nothing.
 	Frozen bool `protobuf:"varint,5,opt,name=frozen,proto3" json:"frozen,omitempty"`
 	// Who froze it and when.
-	FrozenBy      string                 `protobuf:"bytes,6,opt,name=frozen_by,json=frozenBy,proto3" json:"frozen_by,omitempty"`
-	FreezeTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=freeze_time,json=freezeTime,proto3" json:"freeze_time,omitempty"`
+	FrozenBy   string                 `protobuf:"bytes,6,opt,name=frozen_by,json=frozenBy,proto3" json:"frozen_by,omitempty"`
+	FreezeTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=freeze_time,json=freezeTime,proto3" json:"freeze_time,omitempty"`
+	// How many freezes were ever pulled: an unfreeze names the one it lifts.
+	Freezes       uint64 `protobuf:"varint,8,opt,name=freezes,proto3" json:"freezes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +118,13 @@ func (x *Namespace) GetFreezeTime() *timestamppb.Timestamp {
 		return x.FreezeTime
 	}
 	return nil
+}
+
+func (x *Namespace) GetFreezes() uint64 {
+	if x != nil {
+		return x.Freezes
+	}
+	return 0
 }
 
 type CreateNamespaceRequest struct {
@@ -560,8 +569,12 @@ func (x *FreezeNamespaceResponse) GetNamespace() *Namespace {
 }
 
 type UnfreezeNamespaceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The freeze this lifts (Namespace.freezes); if 0, the server names the
+	// one in force when it holds the request. Frozen again since, the
+	// approved unfreeze fails: approvers judged that freeze, not a later one.
+	Freezes       uint64 `protobuf:"varint,2,opt,name=freezes,proto3" json:"freezes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +614,13 @@ func (x *UnfreezeNamespaceRequest) GetNamespace() string {
 		return x.Namespace
 	}
 	return ""
+}
+
+func (x *UnfreezeNamespaceRequest) GetFreezes() uint64 {
+	if x != nil {
+		return x.Freezes
+	}
+	return 0
 }
 
 type UnfreezeNamespaceResponse struct {
@@ -651,7 +671,7 @@ var File_sigil_v1_namespaces_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_namespaces_proto_rawDesc = "" +
 	"\n" +
-	"\x19sigil/v1/namespaces.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x02\n" +
+	"\x19sigil/v1/namespaces.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x02\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1f.sigil.v1.Namespace.LabelsEntryR\x06labels\x12\x14\n" +
@@ -661,7 +681,8 @@ const file_sigil_v1_namespaces_proto_rawDesc = "" +
 	"\x06frozen\x18\x05 \x01(\bR\x06frozen\x12\x1b\n" +
 	"\tfrozen_by\x18\x06 \x01(\tR\bfrozenBy\x12;\n" +
 	"\vfreeze_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"freezeTime\x1a9\n" +
+	"freezeTime\x12\x18\n" +
+	"\afreezes\x18\b \x01(\x04R\afreezes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x01\n" +
@@ -689,9 +710,10 @@ const file_sigil_v1_namespaces_proto_rawDesc = "" +
 	"\x16FreezeNamespaceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"L\n" +
 	"\x17FreezeNamespaceResponse\x121\n" +
-	"\tnamespace\x18\x01 \x01(\v2\x13.sigil.v1.NamespaceR\tnamespace\"8\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x13.sigil.v1.NamespaceR\tnamespace\"R\n" +
 	"\x18UnfreezeNamespaceRequest\x12\x1c\n" +
-	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"N\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\afreezes\x18\x02 \x01(\x04R\afreezes\"N\n" +
 	"\x19UnfreezeNamespaceResponse\x121\n" +
 	"\tnamespace\x18\x01 \x01(\v2\x13.sigil.v1.NamespaceR\tnamespace2\x9c\x04\n" +
 	"\x10NamespaceService\x12V\n" +
