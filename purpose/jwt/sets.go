@@ -281,8 +281,41 @@ func (s Sets) Update(ctx context.Context, name string, patterns []string, check 
 	if err := checkPatterns(namespace.Of(name), patterns); err != nil {
 		return Set{}, err
 	}
+	return s.change(ctx, name, func(set *Set) (bool, error) {
+		if err := check(set.KeyPatterns); err != nil {
+			return false, err
+		}
+		set.KeyPatterns = slices.Clone(patterns)
+		for _, id := range members() {
+			if !set.Admits(id) {
+				return false, errs.New(errs.FailedPrecondition, "key %q is in JWK Set %q and the new patterns do not admit it; take it out of the set first", namespace.Local(id), namespace.Local(name))
+			}
+		}
+		return true, nil
+	})
+}
+
+// Delete deletes set name if members finds no key in it, decided inside
+// the set's atomic update.
+func (s Sets) Delete(ctx context.Context, name string, check func(patterns []string) error, members func() []string) error {
+	_, err := s.change(ctx, name, func(set *Set) (bool, error) {
+		if err := check(set.KeyPatterns); err != nil {
+			return false, err
+		}
+		if ids := members(); len(ids) > 0 {
+			return false, errs.New(errs.FailedPrecondition, "JWK Set %q holds %d key(s) (%s first); take them out first", namespace.Local(name), len(ids), namespace.Local(ids[0]))
+		}
+		return false, nil
+	})
+	return err
+}
+
+// change applies fn to stored set name inside its atomic update, so fn
+// decides on the set as it is, never on a copy read before; the set is
+// kept as fn leaves it, or deleted if fn says not to keep it.
+func (s Sets) change(ctx context.Context, name string, fn func(set *Set) (keep bool, err error)) (Set, error) {
 	if IsDefault(name) {
-		return Set{}, errs.New(errs.FailedPrecondition, "JWK Set %q takes every key of its namespace; it cannot be changed", DefaultSet)
+		return Set{}, errs.New(errs.FailedPrecondition, "JWK Set %q takes every key of its namespace; it cannot be changed or deleted", DefaultSet)
 	}
 	if s.Anchors == nil {
 		return Set{}, errs.New(errs.FailedPrecondition, "this keyring store keeps no JWK Sets")
@@ -296,46 +329,14 @@ func (s Sets) Update(ctx context.Context, name string, patterns []string, check 
 		if err != nil {
 			return nil, err
 		}
-		if err := check(set.KeyPatterns); err != nil {
+		keep, err := fn(&set)
+		if err != nil || !keep {
 			return nil, err
-		}
-		set.KeyPatterns = slices.Clone(patterns)
-		for _, id := range members() {
-			if !set.Admits(id) {
-				return nil, errs.New(errs.FailedPrecondition, "key %q is in JWK Set %q and the new patterns do not admit it; take it out of the set first", namespace.Local(id), namespace.Local(name))
-			}
 		}
 		out = set
 		return json.Marshal(set)
 	})
 	return out, err
-}
-
-// Delete deletes set name if members finds no key in it, decided inside
-// the set's atomic update.
-func (s Sets) Delete(ctx context.Context, name string, check func(patterns []string) error, members func() []string) error {
-	if IsDefault(name) {
-		return errs.New(errs.FailedPrecondition, "JWK Set %q exists always", DefaultSet)
-	}
-	if s.Anchors == nil {
-		return errs.New(errs.FailedPrecondition, "this keyring store keeps no JWK Sets")
-	}
-	return s.Anchors.UpdateAnchor(ctx, setPrefix+name, func(old []byte) ([]byte, error) {
-		if old == nil {
-			return nil, errs.New(errs.NotFound, "JWK Set %q does not exist", namespace.Local(name))
-		}
-		set, err := decodeSet(name, old)
-		if err != nil {
-			return nil, err
-		}
-		if err := check(set.KeyPatterns); err != nil {
-			return nil, err
-		}
-		if ids := members(); len(ids) > 0 {
-			return nil, errs.New(errs.FailedPrecondition, "JWK Set %q holds %d key(s) (%s first); take them out first", namespace.Local(name), len(ids), namespace.Local(ids[0]))
-		}
-		return nil, nil
-	})
 }
 
 func decodeSet(name string, body []byte) (Set, error) {
