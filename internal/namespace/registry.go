@@ -27,21 +27,21 @@ type Store interface {
 
 // Record is a namespace as stored.
 type Record struct {
-	Name       string            `json:"-"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	Owner      string            `json:"owner,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	Frozen     bool              `json:"frozen,omitempty"`
-	FrozenBy   string            `json:"frozen_by,omitempty"`
-	FrozenAt   time.Time         `json:"frozen_at,omitzero"`
-	CreatedBy  string            `json:"created_by,omitempty"`
-	Deleting   bool              `json:"deleting,omitempty"`
+	Name      string            `json:"-"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Owner     string            `json:"owner,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	Frozen    bool              `json:"frozen,omitempty"`
+	FrozenBy  string            `json:"frozen_by,omitempty"`
+	FrozenAt  time.Time         `json:"frozen_at,omitzero"`
+	CreatedBy string            `json:"created_by,omitempty"`
+	Deleting  bool              `json:"deleting,omitempty"`
 	// Incarnation tells a namespace from one deleted before it under the
 	// same name (whose Generation may have been higher); Freezes counts
 	// the freezes pulled, so an unfreeze names the one it lifts.
 	Incarnation string `json:"incarnation,omitempty"`
 	Freezes     uint64 `json:"freezes,omitempty"`
-	Generation int64             `json:"generation"` // counts changes, so a cached copy knows it is older
+	Generation  int64  `json:"generation"` // counts changes, so a cached copy knows it is older
 }
 
 // prefix names the anchors of namespace records.
