@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build run deps sys-deps crosscheck-deps kms-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
+.PHONY: all build run deps sys-deps crosscheck-deps kms-deps eth-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -15,7 +15,7 @@ build:
 	$(GO) build -o bin/sigil ./cmd/sigil
 
 ## deps: install the system packages the server and tests need, when missing.
-deps: sys-deps crosscheck-deps kms-deps
+deps: sys-deps crosscheck-deps kms-deps eth-deps
 
 sys-deps:
 	@missing=""; \
@@ -39,6 +39,11 @@ crosscheck-deps: sys-deps
 ## kms-deps: the AWS KMS emulator the awskms tests run against (pinned in tools/localkms).
 kms-deps:
 	@[ -x bin/local-kms ] || $(GO) build -modfile=tools/localkms/go.mod -o bin/local-kms github.com/nsmithuk/local-kms
+
+## eth-deps: a real Ethereum execution client for the tests, geth (--dev), built once into
+## bin/ from the go-ethereum module pinned in tools/geth.
+eth-deps:
+	@[ -x bin/geth ] || $(GO) build -modfile=tools/geth/go.mod -o bin/geth github.com/ethereum/go-ethereum/cmd/geth
 
 ## run: the embedded default, `sigil serve --dev`, in ./.sigil-dev.
 run: sys-deps build

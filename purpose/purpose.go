@@ -92,7 +92,7 @@ type Invoker interface {
 // (Ethereum JSON-RPC) on a listener of its own, every call made through
 // inv.
 type HTTPAPI interface {
-	HTTPHandler(inv Invoker, keys *keyring.Keyring) http.Handler
+	HTTPHandler(inv Invoker, d Deps) http.Handler
 }
 
 // Reviewer is the ability of a purpose to describe its requests for
@@ -170,6 +170,9 @@ type Deps struct {
 	// every key ID each of patterns can match: a keyless admin call that
 	// admits keys by pattern needs it. Nil allows everything, as "*".
 	Covering func(ctx context.Context, op authz.Op, patterns []string) (string, bool)
+	// Settings are each purpose's own settings from the configuration,
+	// by purpose name (eth: its upstream node); a purpose reads its own.
+	Settings map[string]any
 }
 
 // Covers is Covering, or everything allowed when it is nil.

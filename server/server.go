@@ -84,6 +84,9 @@ type Options struct {
 	// ApprovalSweep is how often the replica looks for approved requests
 	// nobody runs (10s if zero).
 	ApprovalLease, ApprovalSweep time.Duration
+	// Settings are the purposes' own settings, by purpose name (see
+	// purpose.Deps.Settings).
+	Settings map[string]any
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
@@ -182,7 +185,7 @@ func New(o Options) *Server {
 	if o.Anchors != nil {
 		s.approvals, s.runner = approval.NewStore(o.Anchors), approval.NewID()[:12]
 	}
-	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey, Covering: s.covering}
+	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey, Covering: s.covering, Settings: o.Settings}
 	s.keySvc = &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey, deps: s.deps}
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
@@ -379,7 +382,7 @@ func (s *Server) purposeServers(ls map[string]net.Listener) (map[string]*http.Se
 		case s.opts.TLS == nil:
 			return nil, errs.New(errs.InvalidArgument, "the %s endpoint needs TLS with client certificates", name)
 		}
-		srv := newHTTPServer(api.HTTPHandler(s, s.opts.Keyring))
+		srv := newHTTPServer(api.HTTPHandler(s, s.deps))
 		srv.TLSConfig = s.opts.TLS
 		out[name] = srv
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -20,12 +21,14 @@ import (
 	"github.com/sigil-hsm/sigil/internal/config"
 	"github.com/sigil-hsm/sigil/internal/devmode"
 	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	"github.com/sigil-hsm/sigil/keyring/storehealth"
 	_ "github.com/sigil-hsm/sigil/purpose/all" // the signing purposes Sigil serves
+	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/signer"
@@ -94,6 +97,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&addrs.HTTP, "http-addr", "127.0.0.1:7080", "--dev: public HTTP listen address: JWK Sets, the audit key (loopback)")
 	f.StringVar(&addrs.Admin, "admin-addr", "127.0.0.1:7081", "--dev: admin HTTP listen address: health, readiness, metrics (loopback)")
 	f.StringVar(&addrs.EthRPC, "ethrpc-addr", "127.0.0.1:7545", "--dev: Ethereum JSON-RPC listen address, mTLS (loopback)")
+	f.StringVar(&addrs.EthUpstream, "ethrpc-upstream", "", "--dev: an execution client's JSON-RPC URL behind the Ethereum endpoint (ethrpc.upstream.url)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: log.level of the configuration, else info)")
 	return cmd
 }
@@ -154,8 +158,12 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	if err := jwks.Follow(ctx, kr, jwt.Sets{Anchors: store}, pub, log); err != nil {
 		return err
 	}
+	node, err := upstream(cfg.EthRPC.Upstream)
+	if err != nil {
+		return err
+	}
 	opts := server.Options{Keyring: kr, Backends: backends, Logger: log, JWKS: pub, Ledger: store, TLS: tlsConfig, Authz: az, Audit: auditLog, Anchors: store, Store: store,
-		ApprovalLease: cfg.Approvals.RunLease, ApprovalSweep: cfg.Approvals.SweepInterval}
+		ApprovalLease: cfg.Approvals.RunLease, ApprovalSweep: cfg.Approvals.SweepInterval, Settings: map[string]any{eth.Name: &eth.Settings{Upstream: node}}}
 	lis, addrs, err := listen(cfg)
 	if err != nil {
 		return err
@@ -210,6 +218,40 @@ func listen(cfg *config.Config) (listeners, devmode.Addrs, error) {
 		l.Purposes, bound.EthRPC = map[string]net.Listener{"eth": eth}, eth.Addr().String()
 	}
 	return l, bound, nil
+}
+
+// upstream is the execution client ethrpc.upstream configures, with its
+// secrets read now (none if c is nil).
+func upstream(c *config.Upstream) (*eth.Upstream, error) {
+	if c == nil {
+		return nil, nil
+	}
+	u := &eth.Upstream{URL: c.URL, Header: http.Header{}, Timeout: c.Timeout}
+	if secret.IsRef(c.URL) {
+		v, err := secret.Ref(c.URL).Resolve("ethrpc.upstream.url")
+		if err != nil {
+			return nil, err
+		}
+		u.URL = string(v)
+	}
+	for name, v := range c.Headers {
+		if secret.IsRef(v) {
+			b, err := secret.Ref(v).Resolve("ethrpc.upstream.headers." + name)
+			if err != nil {
+				return nil, err
+			}
+			v = string(b)
+		}
+		u.Header.Set(name, v)
+	}
+	if c.TLS != nil {
+		tc, err := mtls.ClientConfig(c.TLS.Cert, c.TLS.Key, c.TLS.CA)
+		if err != nil {
+			return nil, fmt.Errorf("ethrpc.upstream.tls: %w", err)
+		}
+		u.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 16}}
+	}
+	return u, nil
 }
 
 // openAudit opens the audit log, its checkpoints signed with the audit

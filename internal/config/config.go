@@ -13,13 +13,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/secret"
 )
 
 // Config is the whole configuration file.
@@ -82,6 +85,22 @@ type HTTP struct {
 // server certificate, client CA, identities and policy.
 type EthRPC struct {
 	Addr string `yaml:"addr"` // off if empty
+	// Upstream is an execution client behind the endpoint; none if nil.
+	Upstream *Upstream `yaml:"upstream"`
+}
+
+// Upstream is the execution client the Ethereum JSON-RPC endpoint
+// forwards the node's methods to and submits transactions through.
+type Upstream struct {
+	// URL is http(s)://…, or an env:/file: reference when it carries a
+	// hosted provider's key.
+	URL string `yaml:"url"`
+	// Headers are sent with every call; a value that is a credential
+	// (Authorization, or a name holding key, token or secret) must be an
+	// env:/file: reference.
+	Headers map[string]string `yaml:"headers"`
+	Timeout time.Duration     `yaml:"timeout"` // 10s if zero
+	TLS     *EtcdTLS          `yaml:"tls"`     // client certificate and CA, optional
 }
 
 // TLS holds the paths of the server's certificate, key and client CA.
@@ -213,6 +232,11 @@ func (c *Config) validate(dev bool) error {
 			return err
 		}
 	}
+	if u := c.EthRPC.Upstream; u != nil {
+		if err := u.check(); err != nil {
+			return err
+		}
+	}
 	switch c.Store.Type {
 	case "", "bbolt":
 		if c.Store.Path == "" {
@@ -281,3 +305,35 @@ func checkAddr(field, addr string) error {
 
 // Files returns the TLS file paths.
 func (t *TLS) Files() mtls.Files { return mtls.Files{Cert: t.Cert, Key: t.Key, ClientCA: t.ClientCA} }
+
+// check validates the upstream's settings without reading its secrets.
+func (u *Upstream) check() error {
+	if secret.IsRef(u.URL) {
+		if err := secret.Ref(u.URL).Validate("ethrpc.upstream.url"); err != nil {
+			return err
+		}
+	} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return errors.New("ethrpc.upstream.url: want http(s)://HOST[:PORT][/PATH], or env:NAME / file:PATH")
+	}
+	if u.Timeout < 0 || u.Timeout > 5*time.Minute {
+		return errors.New("ethrpc.upstream.timeout: 0 (10s) to 5m")
+	}
+	for name, v := range u.Headers {
+		if !secret.IsRef(v) && credentialHeader(name) {
+			return fmt.Errorf("ethrpc.upstream.headers.%s: a credential must be a reference env:NAME or file:PATH, never a literal", name)
+		}
+		if secret.IsRef(v) {
+			if err := secret.Ref(v).Validate("ethrpc.upstream.headers." + name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// credentialHeader reports whether a header named name carries a
+// credential.
+func credentialHeader(name string) bool {
+	n := strings.ToLower(name)
+	return n == "authorization" || strings.Contains(n, "key") || strings.Contains(n, "token") || strings.Contains(n, "secret")
+}

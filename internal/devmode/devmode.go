@@ -47,7 +47,12 @@ type Client struct {
 }
 
 // Addrs are where the dev server listens; all on loopback.
-type Addrs struct{ GRPC, HTTP, Admin, EthRPC string }
+type Addrs struct {
+	GRPC, HTTP, Admin, EthRPC string
+	// EthUpstream, if set, is the execution client behind the Ethereum
+	// JSON-RPC endpoint (a local geth --dev, say).
+	EthUpstream string
+}
 
 // Prepare creates or reuses dir and returns the configuration the dev
 // server runs with. Every address must be on loopback.
@@ -85,14 +90,22 @@ func Prepare(dir string, a Addrs) (*config.Config, error) {
 	}
 	yaml := fmt.Sprintf(`grpc: {addr: %q, tls: {cert: %q, key: %q, client_ca: %q}}
 http: {public_addr: %q, admin_addr: %q}
-ethrpc: {addr: %q}
+ethrpc: {addr: %q%s}
 store: {type: bbolt, path: %q}
 audit: {path: %q}
 backends:
   %s: {type: pkcs11, module: %q, token: %q, pin: %q, sessions: 8}
-`, a.GRPC, pki.ServerCert, pki.ServerKey, pki.CA, a.HTTP, a.Admin, a.EthRPC, filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
+`, a.GRPC, pki.ServerCert, pki.ServerKey, pki.CA, a.HTTP, a.Admin, a.EthRPC, upstreamYAML(a.EthUpstream), filepath.Join(dir, "keyring.db"), filepath.Join(dir, "audit.jsonl"),
 		BackendName, softhsm.Module, TokenLabel, "file:"+pinFile)
 	return config.Parse(strings.NewReader(yaml), true)
+}
+
+// upstreamYAML is the ethrpc.upstream setting for url, or none.
+func upstreamYAML(url string) string {
+	if url == "" {
+		return ""
+	}
+	return fmt.Sprintf(", upstream: {url: %q}", url)
 }
 
 // ClientFor is what the dev client needs to reach a dev server at the

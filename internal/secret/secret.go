@@ -18,6 +18,9 @@ import (
 // Ref is a reference to a secret: "env:NAME" or "file:PATH".
 type Ref string
 
+// IsRef reports whether s is written as a reference (env: or file:).
+func IsRef(s string) bool { return strings.HasPrefix(s, "env:") || strings.HasPrefix(s, "file:") }
+
 // Validate checks the form of r without reading the secret. Its error
 // names field and never repeats r's value, which may be a pasted secret.
 func (r Ref) Validate(field string) error {

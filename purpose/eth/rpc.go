@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,8 +54,8 @@ const ClefAPIVersion = "6.1.0"
 // certificate, the policy file, the request checks, the spending policy
 // and the audit record apply exactly as over gRPC. A refusal is a JSON-RPC
 // error whose message says which rule refused.
-func RPC(inv purpose.Invoker, keys *keyring.Keyring) http.Handler {
-	h := &rpcHandler{inv: inv, keys: keys}
+func RPC(inv purpose.Invoker, d purpose.Deps) http.Handler {
+	h := &rpcHandler{inv: inv, keys: d.Keys, ledger: d.Ledger, node: settingsOf(d).Upstream}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /upcheck", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "OK") })
 	mux.HandleFunc("POST /", h.serve)
@@ -64,13 +65,16 @@ func RPC(inv purpose.Invoker, keys *keyring.Keyring) http.Handler {
 var _ purpose.HTTPAPI = Purpose{}
 
 // HTTPHandler is the Ethereum JSON-RPC endpoint (RPC).
-func (Purpose) HTTPHandler(inv purpose.Invoker, keys *keyring.Keyring) http.Handler {
-	return RPC(inv, keys)
+func (Purpose) HTTPHandler(inv purpose.Invoker, d purpose.Deps) http.Handler {
+	return RPC(inv, d)
 }
 
 type rpcHandler struct {
-	inv  purpose.Invoker
-	keys *keyring.Keyring
+	inv     purpose.Invoker
+	keys    *keyring.Keyring
+	ledger  keyring.Ledger
+	node    *Upstream // nil: no execution client behind the endpoint
+	sending sender
 }
 
 type rpcRequest struct {
@@ -93,17 +97,17 @@ type rpcResponse struct {
 	Error   *rpcError       `json:"error,omitempty"`
 }
 
-// The JSON-RPC 2.0 error codes, and Sigil's for refusals (-32000 on).
+// The JSON-RPC 2.0 error codes, and those of EIP-1193 and EIP-1474 that
+// wallets' libraries name (docs/ethereum.md has the table).
 const (
 	rpcParse          = -32700
 	rpcInvalidRequest = -32600
 	rpcNoMethod       = -32601
 	rpcInvalidParams  = -32602
 	rpcInternal       = -32603
-	rpcDenied         = -32001
-	rpcPrecondition   = -32002
-	rpcUnavailable    = -32003
-	rpcLimit          = -32004
+	rpcUnauthorized   = 4100   // EIP-1193: a refusal by the policy or the access rules
+	rpcHeld           = -32002 // EIP-1474 resource unavailable: held for approval, data.approval_id
+	rpcLimit          = -32005 // EIP-1474 limit exceeded: a quota or a size
 )
 
 // rpcDeadline bounds a whole request, a batch included, under the HTTP
@@ -134,7 +138,7 @@ func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
 			writeRPC(w, http.StatusOK, rpcResponse{JSONRPC: "2.0", ID: json.RawMessage("null"), Error: &rpcError{Code: rpcInvalidRequest, Message: "a batch holds 1 to 32 requests"}})
 			return
 		}
-		out := make([]rpcResponse, 0, len(batch))
+		out := make([]any, 0, len(batch))
 		for _, one := range batch {
 			out = append(out, h.call(ctx, one))
 		}
@@ -150,8 +154,9 @@ func writeRPC(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// call answers one JSON-RPC request.
-func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) rpcResponse {
+// call answers one JSON-RPC request: Sigil's own methods here, the
+// node's forwarded verbatim to the upstream (as the node answers them).
+func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) any {
 	var req rpcRequest
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -160,6 +165,13 @@ func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) rpcResponse 
 	}
 	if req.ID == nil {
 		req.ID = json.RawMessage("null")
+	}
+	if h.node != nil && Forwardable(req.Method) {
+		out, err := h.forward(ctx, raw)
+		if err != nil {
+			return rpcResponse{JSONRPC: "2.0", ID: req.ID, Error: h.toRPCError(err)}
+		}
+		return out
 	}
 	c := &rpcCall{}
 	result, err := h.dispatch(ctx, c, req.Method, req.Params)
@@ -176,6 +188,24 @@ func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) rpcResponse 
 	return rpcResponse{JSONRPC: "2.0", ID: req.ID, Result: result}
 }
 
+// forward sends one request to the node verbatim, for a caller that may
+// sign with some eth key (the node is no open proxy), and returns the
+// node's answer as it gave it. Forwarded calls use no key and are not
+// audited.
+func (h *rpcHandler) forward(ctx context.Context, raw json.RawMessage) (json.RawMessage, error) {
+	if err := h.mayUseAny(ctx); err != nil {
+		return nil, err
+	}
+	out, err := h.node.Forward(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(out) {
+		return nil, errs.New(errs.Unavailable, "the node's answer is not JSON")
+	}
+	return out, nil
+}
+
 // rpcCall is what a call did: whether it reached Invoke (which audits),
 // and the key it named.
 type rpcCall struct {
@@ -189,8 +219,8 @@ func rpcOperation(method string) string {
 	switch method {
 	case "eth_accounts", "account_list":
 		return "eth.accounts"
-	case "eth_sign", "personal_sign", "account_signData", "eth_signTypedData", "eth_signTypedData_v4", "account_signTypedData",
-		"eth_signTransaction", "account_signTransaction":
+	case "eth_sign", "personal_sign", "account_signData", "eth_signTypedData", "eth_signTypedData_v3", "eth_signTypedData_v4", "account_signTypedData",
+		"eth_signTransaction", "account_signTransaction", "eth_sendTransaction":
 		return "eth.rpc." + method
 	}
 	return "eth.rpc.unknown"
@@ -207,7 +237,10 @@ func (h *rpcHandler) dispatch(ctx context.Context, c *rpcCall, method string, pa
 		return h.accounts(ctx)
 	case "eth_sign": // [address, data]
 		return h.signMessage(ctx, c, params, 0, 1)
-	case "personal_sign": // [data, address], as ethers' JsonRpcSigner sends it
+	case "personal_sign": // [data, address] as ethers sends it, or [data, address, password] as web3.js does
+		if len(params) == 3 {
+			params = params[:2] // the password unlocks nothing here; never read, never logged
+		}
 		return h.signMessage(ctx, c, params, 1, 0)
 	case "account_signData": // [content type, address, data]
 		var mime string
@@ -218,7 +251,7 @@ func (h *rpcHandler) dispatch(ctx context.Context, c *rpcCall, method string, pa
 			return nil, errs.New(errs.InvalidArgument, "content type %q: Sigil signs text/plain (EIP-191) data; typed data through account_signTypedData", mime)
 		}
 		return h.signMessage(ctx, c, params[1:], 0, 1)
-	case "eth_signTypedData", "eth_signTypedData_v4", "account_signTypedData": // [address, document]
+	case "eth_signTypedData", "eth_signTypedData_v3", "eth_signTypedData_v4", "account_signTypedData": // [address, document]
 		return h.signTypedData(ctx, c, params)
 	case "eth_signTransaction": // [transaction]
 		out, err := h.signTransaction(ctx, c, params)
@@ -236,8 +269,41 @@ func (h *rpcHandler) dispatch(ctx context.Context, c *rpcCall, method string, pa
 			return nil, errs.New(errs.Internal, "the signed transaction: %w", err)
 		}
 		return map[string]any{"raw": hexutil.Bytes(out.GetRawTransaction()), "tx": tx}, nil
+	case "eth_sendTransaction": // [transaction]
+		return h.sendTransaction(ctx, c, params)
+	case "eth_chainId", "net_version":
+		if h.node == nil {
+			return h.chainID(ctx, method)
+		}
 	}
 	return nil, errNoMethod
+}
+
+// chainID answers eth_chainId (hex) or net_version (decimal) with no node
+// behind the endpoint: the one chain the caller's eth keys allow.
+func (h *rpcHandler) chainID(ctx context.Context, method string) (any, error) {
+	if err := h.chargeAny(ctx); err != nil {
+		return nil, err
+	}
+	chains := map[uint64]bool{}
+	ns := namespace.FromContext(ctx)
+	for _, k := range h.keys.Select(ctx, func(k *keyring.Key) bool { return k.Purpose == Name && !k.Deleted && namespace.Of(k.ID) == ns }) {
+		if h.mayUse(ctx, namespace.Local(k.ID)) {
+			for _, id := range PolicyOf(k).ChainIDs {
+				chains[id] = true
+			}
+		}
+	}
+	if len(chains) != 1 {
+		return nil, errs.New(errs.FailedPrecondition, "%s: your eth keys allow %d chains, so the endpoint cannot say which is meant; set ethrpc.upstream (the node answers), or keep your keys to one chain (chain_ids)", method, len(chains))
+	}
+	for id := range chains {
+		if method == "net_version" {
+			return strconv.FormatUint(id, 10), nil
+		}
+		return hexutil.Uint64(id), nil
+	}
+	return nil, nil
 }
 
 // signOps are the operations an eth account is used for.
@@ -394,17 +460,20 @@ func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []j
 	return &out, nil
 }
 
-// toRPCError turns a refusal into a JSON-RPC error that says which rule
-// refused: the message of the gRPC status the server's one mapping gives.
+// toRPCError turns an error into the JSON-RPC error wallets expect,
+// whose message says which rule refused: the message of the gRPC status
+// the server's one mapping gives. The node's own errors pass through.
 func (h *rpcHandler) toRPCError(err error) *rpcError {
 	if errors.Is(err, errNoMethod) {
 		return &rpcError{Code: rpcNoMethod, Message: "method not found"}
 	}
+	if ne := (*NodeError)(nil); errors.As(err, &ne) {
+		return &rpcError{Code: ne.Code, Message: ne.Message, Data: ne.Data}
+	}
 	st, _ := status.FromError(h.inv.Status(err))
 	code := map[codes.Code]int{
-		codes.InvalidArgument: rpcInvalidParams, codes.PermissionDenied: rpcDenied, codes.Unauthenticated: rpcDenied,
-		codes.FailedPrecondition: rpcPrecondition, codes.NotFound: rpcDenied, codes.Unavailable: rpcUnavailable,
-		codes.DeadlineExceeded: rpcUnavailable, codes.ResourceExhausted: rpcLimit,
+		codes.InvalidArgument: rpcInvalidParams, codes.PermissionDenied: rpcUnauthorized, codes.Unauthenticated: rpcUnauthorized,
+		codes.FailedPrecondition: rpcUnauthorized, codes.NotFound: rpcUnauthorized, codes.ResourceExhausted: rpcLimit,
 	}[st.Code()]
 	if code == 0 {
 		code = rpcInternal
@@ -415,7 +484,7 @@ func (h *rpcHandler) toRPCError(err error) *rpcError {
 		case *errdetails.RetryInfo:
 			out.Data = map[string]int64{"retry_after_ms": d.GetRetryDelay().AsDuration().Milliseconds()}
 		case *errdetails.ErrorInfo: // held for approval
-			out.Data = map[string]string{"approval_id": d.GetMetadata()["approval_id"]}
+			out.Code, out.Data = rpcHeld, map[string]string{"approval_id": d.GetMetadata()["approval_id"]}
 		}
 	}
 	return out

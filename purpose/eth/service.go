@@ -2,6 +2,8 @@ package eth
 
 import (
 	"context"
+	"errors"
+	"strings"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 
@@ -31,6 +33,10 @@ func (s *service) GetAddress(ctx context.Context, req *sigilv1.GetAddressRequest
 }
 
 func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransactionRequest) (*sigilv1.SignTransactionResponse, error) {
+	node := settingsOf(s.d).Upstream
+	if req.GetSubmit() && node == nil {
+		return nil, errs.New(errs.FailedPrecondition, "submit: this server has no execution client behind it (ethrpc.upstream)")
+	}
 	sg, err := s.d.Keys.ForSigning(ctx, req.GetKeyId(), Name)
 	if err != nil {
 		return nil, err
@@ -44,7 +50,35 @@ func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransact
 	if err != nil {
 		return nil, err
 	}
-	return &sigilv1.SignTransactionResponse{RawTransaction: out.Raw, Hash: out.Hash.Hex(), From: out.From.Hex()}, nil
+	resp := &sigilv1.SignTransactionResponse{RawTransaction: out.Raw, Hash: out.Hash.Hex(), From: out.From.Hex()}
+	if req.GetSubmit() {
+		submit(ctx, node, resp)
+	}
+	return resp, nil
+}
+
+// submit sends a signed transaction to the node and notes in resp what
+// the node said. A node that knew it already took it before (a retry of
+// the same request resubmits the same bytes).
+func submit(ctx context.Context, node *Upstream, resp *sigilv1.SignTransactionResponse) {
+	var hash string
+	err := node.Call(ctx, &hash, "eth_sendRawTransaction", hexutil.Bytes(resp.GetRawTransaction()))
+	var ne *NodeError
+	switch {
+	case err == nil, errors.As(err, &ne) && alreadyKnown(ne.Message):
+		resp.Submitted = true
+	case errors.As(err, &ne):
+		resp.SubmitErrorCode, resp.SubmitError = int32(ne.Code), ne.Message
+	default:
+		resp.SubmitErrorCode, resp.SubmitError = rpcInternal, err.Error()
+	}
+}
+
+// alreadyKnown reports whether a node's refusal of a raw transaction says
+// it has it already (geth, Nethermind, Besu and Erigon word it so).
+func alreadyKnown(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.Contains(m, "already known") || strings.Contains(m, "alreadyknown") || strings.Contains(m, "known transaction")
 }
 
 func (s *service) SignMessage(ctx context.Context, req *sigilv1.SignMessageRequest) (*sigilv1.SignMessageResponse, error) {

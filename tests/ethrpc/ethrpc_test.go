@@ -34,7 +34,7 @@ import (
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 8) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
 
 const policy = `
 rules:
@@ -202,7 +202,10 @@ func TestWeb3SignerMethods(t *testing.T) {
 	if err := c.Call(&sig, "account_signData", "application/x-clique-header", addr, "0x01"); err == nil {
 		t.Error("a clique header was signed")
 	}
-	if err := c.Call(&sig, "eth_sendTransaction", txObj); err == nil || !strings.Contains(err.Error(), "not found") {
+	if err := c.Call(&sig, "eth_sendTransaction", txObj); err == nil || !strings.Contains(err.Error(), "ethrpc.upstream") {
+		t.Errorf("eth_sendTransaction with no node behind the endpoint: %v", err)
+	}
+	if err := c.Call(&sig, "admin_peers"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("a method the endpoint lacks: %v", err)
 	}
 
@@ -236,7 +239,7 @@ func TestWeb3SignerMethods(t *testing.T) {
 	// An address no key has is answered exactly as another's account is.
 	_, unknown := post(`{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["0x0000000000000000000000000000000000000001","0x01"]}`)
 	_, foreign := post(`{"jsonrpc":"2.0","id":1,"method":"eth_sign","params":["` + e.addr["other-1"].Hex() + `","0x01"]}`)
-	if unknown != foreign || !strings.Contains(unknown, "-32001") {
+	if unknown != foreign || !strings.Contains(unknown, "4100") {
 		t.Errorf("an unknown address %s, another's %s", unknown, foreign)
 	}
 	// Not JSON: refused before it is read (a browser's cross-site form).
@@ -317,7 +320,7 @@ rules:
 		resp.Body.Close()
 		last = string(b)
 	}
-	if !strings.Contains(last, `"code":-32004`) || !strings.Contains(last, `"retry_after_ms":`) {
+	if !strings.Contains(last, `"code":-32005`) || !strings.Contains(last, `"retry_after_ms":`) {
 		t.Fatalf("the sixth call in a row at 2/s: %s", last)
 	}
 	// Listing accounts scans the keyring: it spends the same quota, that
@@ -333,7 +336,7 @@ rules:
 		resp.Body.Close()
 		answers += string(b)
 	}
-	if !strings.Contains(answers, strings.ToLower(addr[2:])) && !strings.Contains(answers, addr) || !strings.Contains(answers, `"code":-32004`) {
+	if !strings.Contains(answers, strings.ToLower(addr[2:])) && !strings.Contains(answers, addr) || !strings.Contains(answers, `"code":-32005`) {
 		t.Fatalf("six account listings in a row at 2/s: %s", answers)
 	}
 }

@@ -118,7 +118,12 @@ type SignTransactionRequest struct {
 	//	*SignTransactionRequest_UnsignedRlp
 	Transaction isSignTransactionRequest_Transaction `protobuf_oneof:"transaction"`
 	// If set, the transaction's chain ID must equal it.
-	ChainId       uint64 `protobuf:"varint,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	ChainId uint64 `protobuf:"varint,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	// Submit the signed transaction to the execution client behind the
+	// server (ethrpc.upstream) with eth_sendRawTransaction; an approved
+	// request is submitted by the replica that runs it. FailedPrecondition
+	// if the server has no upstream.
+	Submit        bool `protobuf:"varint,5,opt,name=submit,proto3" json:"submit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -192,6 +197,13 @@ func (x *SignTransactionRequest) GetChainId() uint64 {
 	return 0
 }
 
+func (x *SignTransactionRequest) GetSubmit() bool {
+	if x != nil {
+		return x.Submit
+	}
+	return false
+}
+
 type isSignTransactionRequest_Transaction interface {
 	isSignTransactionRequest_Transaction()
 }
@@ -218,9 +230,15 @@ type SignTransactionResponse struct {
 	// Its hash, 0x hex.
 	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
 	// The sender recovered from it: the key's address.
-	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	From string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	// With submit: whether the node took it (or knew it already), and if
+	// not, the node's error. The signature stands either way; the same
+	// request again submits the same bytes.
+	Submitted       bool   `protobuf:"varint,4,opt,name=submitted,proto3" json:"submitted,omitempty"`
+	SubmitErrorCode int32  `protobuf:"varint,5,opt,name=submit_error_code,json=submitErrorCode,proto3" json:"submit_error_code,omitempty"`
+	SubmitError     string `protobuf:"bytes,6,opt,name=submit_error,json=submitError,proto3" json:"submit_error,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SignTransactionResponse) Reset() {
@@ -270,6 +288,27 @@ func (x *SignTransactionResponse) GetHash() string {
 func (x *SignTransactionResponse) GetFrom() string {
 	if x != nil {
 		return x.From
+	}
+	return ""
+}
+
+func (x *SignTransactionResponse) GetSubmitted() bool {
+	if x != nil {
+		return x.Submitted
+	}
+	return false
+}
+
+func (x *SignTransactionResponse) GetSubmitErrorCode() int32 {
+	if x != nil {
+		return x.SubmitErrorCode
+	}
+	return 0
+}
+
+func (x *SignTransactionResponse) GetSubmitError() string {
+	if x != nil {
+		return x.SubmitError
 	}
 	return ""
 }
@@ -503,17 +542,21 @@ const file_sigil_v1_ethereum_proto_rawDesc = "" +
 	"\x11GetAddressRequest\x12\x1b\n" +
 	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\".\n" +
 	"\x12GetAddressResponse\x12\x18\n" +
-	"\aaddress\x18\x01 \x01(\tR\aaddress\"\xb1\x01\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"\xc9\x01\n" +
 	"\x16SignTransactionRequest\x12\x1b\n" +
 	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12+\n" +
 	"\x10transaction_json\x18\x02 \x01(\fH\x00R\x0ftransactionJson\x12#\n" +
 	"\funsigned_rlp\x18\x03 \x01(\fH\x00R\vunsignedRlp\x12\x19\n" +
-	"\bchain_id\x18\x04 \x01(\x04R\achainIdB\r\n" +
-	"\vtransaction\"j\n" +
+	"\bchain_id\x18\x04 \x01(\x04R\achainId\x12\x16\n" +
+	"\x06submit\x18\x05 \x01(\bR\x06submitB\r\n" +
+	"\vtransaction\"\xd7\x01\n" +
 	"\x17SignTransactionResponse\x12'\n" +
 	"\x0fraw_transaction\x18\x01 \x01(\fR\x0erawTransaction\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"K\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12\x1c\n" +
+	"\tsubmitted\x18\x04 \x01(\bR\tsubmitted\x12*\n" +
+	"\x11submit_error_code\x18\x05 \x01(\x05R\x0fsubmitErrorCode\x12!\n" +
+	"\fsubmit_error\x18\x06 \x01(\tR\vsubmitError\"K\n" +
 	"\x12SignMessageRequest\x12\x1b\n" +
 	"\x06key_id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x05keyId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\"M\n" +

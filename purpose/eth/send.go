@@ -1,0 +1,202 @@
+package eth
+
+import (
+	"context"
+	"encoding/json"
+	"math/big"
+	"strings"
+	"sync"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
+	"github.com/sigil-hsm/sigil/internal/strictjson"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+// maxNonceTries bounds how many nonces eth_sendTransaction tries when the
+// one it chose was taken meanwhile (by another replica).
+const maxNonceTries = 16
+
+// sender serializes the eth_sendTransaction calls of one key in this
+// process, so concurrent sends take consecutive nonces instead of racing
+// for one; other replicas' sends are caught by the nonce guard, and
+// answered by trying the next nonce.
+type sender struct{ locks sync.Map } // qualified key ID → *sync.Mutex
+
+func (s *sender) lock(id string) func() {
+	m, _ := s.locks.LoadOrStore(id, &sync.Mutex{})
+	m.(*sync.Mutex).Lock()
+	return m.(*sync.Mutex).Unlock
+}
+
+// sendTransaction is eth_sendTransaction, as Web3Signer answers it in
+// front of a node: what the transaction lacks is filled from the node
+// (chainId, checked against a given one; gas; fees; the nonce, past both
+// the node's pending count and every nonce the key signed), it is signed
+// through the one access path (policy, limits, approvals, quotas, audit)
+// and submitted; the answer is its hash. Held for approval, it is
+// submitted by the replica that runs it once approved.
+func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []json.RawMessage) (any, error) {
+	if h.node == nil {
+		return nil, errs.New(errs.FailedPrecondition, "eth_sendTransaction: this endpoint has no execution client behind it (ethrpc.upstream); sign with eth_signTransaction and send it yourself")
+	}
+	if len(params) != 1 {
+		return nil, errs.New(errs.InvalidArgument, "params: [transaction]")
+	}
+	obj, err := strictjson.Object("transaction", params[0], MaxTxBytes)
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range obj {
+		if string(v) == "null" {
+			delete(obj, name)
+		}
+	}
+	from, ok := obj["from"]
+	if !ok {
+		return nil, errs.New(errs.InvalidArgument, "transaction: from names the account")
+	}
+	id, err := h.keyOf(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	c.keyID = id
+	chain, err := h.fill(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	_, given := obj["nonce"]
+	if !given {
+		defer h.sending.lock(namespace.Qualify(namespace.FromContext(ctx), id))()
+	}
+	var out sigilv1.SignTransactionResponse
+	for try := 0; ; try++ {
+		if !given {
+			n, err := h.nextNonce(ctx, id, from, chain, try)
+			if err != nil {
+				return nil, err
+			}
+			obj["nonce"] = json.RawMessage(`"` + hexutil.EncodeUint64(n) + `"`)
+		}
+		req := &sigilv1.SignTransactionRequest{KeyId: id, Submit: true, Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: strictjson.Encode(obj)}}
+		out.Reset()
+		err = h.invoke(ctx, c, sigilv1.EthereumService_SignTransaction_FullMethodName, req, &out)
+		if err == nil || given || !nonceTaken(err) || try+1 == maxNonceTries {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !out.GetSubmitted() {
+		return nil, &NodeError{Code: int(out.GetSubmitErrorCode()), Message: out.GetSubmitError()}
+	}
+	return out.GetHash(), nil
+}
+
+// nonceTaken reports whether a signature was refused because its nonce
+// was taken meanwhile: signed for another transaction, or being signed.
+func nonceTaken(err error) bool {
+	st := status.Convert(err)
+	return st.Code() == codes.Aborted || st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "was signed for transaction")
+}
+
+// nextNonce is the nonce a send from key id (address from) on chain
+// takes: the node's pending count or one past the highest the key signed
+// there, whichever is larger, plus skip (nonces found taken already).
+func (h *rpcHandler) nextNonce(ctx context.Context, id string, from json.RawMessage, chain *big.Int, skip int) (uint64, error) {
+	var pending hexutil.Uint64
+	if err := h.node.Call(ctx, &pending, "eth_getTransactionCount", from, "pending"); err != nil {
+		return 0, err
+	}
+	n := uint64(pending)
+	if h.ledger != nil {
+		rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
+		if err != nil {
+			return 0, err
+		}
+		t, err := readNonces(rec)
+		if err != nil {
+			return 0, err
+		}
+		if c, ok := t.Chains[chain.String()]; ok && c.History {
+			n = max(n, c.Highest+1)
+		}
+	}
+	return n + uint64(skip), nil
+}
+
+// fill completes a transaction from the node: its chain ID (a given one
+// must be the node's), gas (eth_estimateGas) and fees (EIP-1559 from the
+// latest base fee and eth_maxPriorityFeePerGas; eth_gasPrice on a chain
+// without base fees). It returns the chain ID.
+func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage) (*big.Int, error) {
+	var chain hexutil.Big
+	if err := h.node.Call(ctx, &chain, "eth_chainId"); err != nil {
+		return nil, err
+	}
+	if raw, ok := obj["chainId"]; ok {
+		var given hexutil.Big
+		if json.Unmarshal(raw, &given) != nil || given.ToInt().Cmp(chain.ToInt()) != 0 {
+			return nil, errs.New(errs.InvalidArgument, "transaction: chainId %s is not the node's (%s)", raw, chain.ToInt())
+		}
+	}
+	obj["chainId"] = quantity(chain.ToInt())
+	if err := h.fillFees(ctx, obj); err != nil {
+		return nil, err
+	}
+	if _, ok := obj["gas"]; !ok {
+		var gas hexutil.Uint64
+		if err := h.node.Call(ctx, &gas, "eth_estimateGas", obj); err != nil {
+			return nil, err
+		}
+		obj["gas"] = json.RawMessage(`"` + gas.String() + `"`)
+	}
+	return chain.ToInt(), nil
+}
+
+// fillFees sets the fees a transaction leaves out.
+func (h *rpcHandler) fillFees(ctx context.Context, obj map[string]json.RawMessage) error {
+	_, price := obj["gasPrice"]
+	_, feeCap := obj["maxFeePerGas"]
+	_, tipCap := obj["maxPriorityFeePerGas"]
+	if price || feeCap && tipCap {
+		return nil
+	}
+	var head struct {
+		BaseFee *hexutil.Big `json:"baseFeePerGas"`
+	}
+	if err := h.node.Call(ctx, &head, "eth_getBlockByNumber", "latest", false); err != nil {
+		return err
+	}
+	if head.BaseFee == nil { // no EIP-1559 on this chain
+		var gp hexutil.Big
+		if err := h.node.Call(ctx, &gp, "eth_gasPrice"); err != nil {
+			return err
+		}
+		obj["gasPrice"] = quantity(gp.ToInt())
+		return nil
+	}
+	if !tipCap {
+		var tip hexutil.Big
+		if err := h.node.Call(ctx, &tip, "eth_maxPriorityFeePerGas"); err != nil {
+			return err
+		}
+		obj["maxPriorityFeePerGas"] = quantity(tip.ToInt())
+	}
+	if !feeCap {
+		var tip hexutil.Big
+		json.Unmarshal(obj["maxPriorityFeePerGas"], &tip)
+		fee := new(big.Int).Add(new(big.Int).Mul(head.BaseFee.ToInt(), big.NewInt(2)), tip.ToInt())
+		obj["maxFeePerGas"] = quantity(fee)
+	}
+	return nil
+}
+
+func quantity(n *big.Int) json.RawMessage {
+	return json.RawMessage(`"` + hexutil.EncodeBig(n) + `"`)
+}

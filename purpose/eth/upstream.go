@@ -1,0 +1,162 @@
+package eth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/purpose"
+)
+
+// Upstream is an Ethereum execution client behind the JSON-RPC endpoint,
+// as Web3Signer runs in front of one: the methods Sigil does not answer
+// and the node may (Forwardable) go to it verbatim, and
+// eth_sendTransaction fills a transaction from it and submits the signed
+// bytes to it.
+type Upstream struct {
+	URL string
+	// Header is sent with every call (a hosted provider's API key).
+	Header http.Header
+	// Client carries the TLS client files, if any; http.DefaultClient's
+	// transport if nil.
+	Client *http.Client
+	// Timeout bounds each call; DefaultUpstreamTimeout if zero.
+	Timeout time.Duration
+}
+
+// Bounds of a call to the upstream: its deadline, and how large an
+// answer is read (a node answering more is refused, not buffered).
+const (
+	DefaultUpstreamTimeout = 10 * time.Second
+	MaxUpstreamBytes       = 8 << 20
+)
+
+// Settings are the eth purpose's own settings (purpose.Deps.Settings
+// under Name).
+type Settings struct {
+	// Upstream is the execution client behind the JSON-RPC endpoint;
+	// none if nil.
+	Upstream *Upstream
+}
+
+// settingsOf is the eth settings d carries, or none.
+func settingsOf(d purpose.Deps) Settings {
+	if s, ok := d.Settings[Name].(*Settings); ok && s != nil {
+		return *s
+	}
+	return Settings{}
+}
+
+// forwarded are the methods a caller may send through to the node: its
+// reads, filters, gas and fee estimates and eth_sendRawTransaction. The
+// node's own accounts and admin (personal_*, admin_*, debug_*, miner_*,
+// eth_sign* with its keys, eth_coinbase) are never forwarded.
+var forwarded = []string{
+	"eth_blobBaseFee", "eth_blockNumber", "eth_call", "eth_chainId", "eth_createAccessList", "eth_estimateGas", "eth_feeHistory",
+	"eth_gasPrice", "eth_getBalance", "eth_getBlockByHash", "eth_getBlockByNumber", "eth_getBlockReceipts",
+	"eth_getBlockTransactionCountByHash", "eth_getBlockTransactionCountByNumber", "eth_getCode", "eth_getFilterChanges",
+	"eth_getFilterLogs", "eth_getLogs", "eth_getProof", "eth_getStorageAt", "eth_getTransactionByBlockHashAndIndex",
+	"eth_getTransactionByBlockNumberAndIndex", "eth_getTransactionByHash", "eth_getTransactionCount", "eth_getTransactionReceipt",
+	"eth_getUncleByBlockHashAndIndex", "eth_getUncleByBlockNumberAndIndex", "eth_getUncleCountByBlockHash",
+	"eth_getUncleCountByBlockNumber", "eth_maxPriorityFeePerGas", "eth_newBlockFilter", "eth_newFilter",
+	"eth_newPendingTransactionFilter", "eth_protocolVersion", "eth_sendRawTransaction", "eth_syncing", "eth_uninstallFilter",
+	"net_listening", "net_peerCount", "net_version", "web3_clientVersion", "web3_sha3",
+}
+
+// Forwardable reports whether method goes through to the node.
+func Forwardable(method string) bool { return slices.Contains(forwarded, method) }
+
+// NodeError is an error the node answered: passed through to the caller
+// as the node gave it.
+type NodeError struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+func (e *NodeError) Error() string { return fmt.Sprintf("the node answered %d: %s", e.Code, e.Message) }
+
+// Call runs method on the node with params and decodes its result into
+// out (nil to drop it). The node's own error is a *NodeError; a node that
+// cannot be reached, does not answer within the timeout or answers more
+// than MaxUpstreamBytes is Unavailable.
+func (u *Upstream) Call(ctx context.Context, out any, method string, params ...any) error {
+	if params == nil {
+		params = []any{}
+	}
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+	if err != nil {
+		return errs.New(errs.InvalidArgument, "%s: %v", method, err)
+	}
+	raw, err := u.Forward(ctx, body)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Result json.RawMessage `json:"result"`
+		Error  *NodeError      `json:"error"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return errs.New(errs.Unavailable, "the node's answer to %s is not JSON-RPC: %v", method, err)
+	}
+	if resp.Error != nil {
+		return resp.Error
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(resp.Result, out); err != nil {
+		return errs.New(errs.Unavailable, "the node's answer to %s: %v", method, err)
+	}
+	return nil
+}
+
+// Forward sends body, one JSON-RPC request or batch, to the node and
+// returns its answer.
+func (u *Upstream) Forward(ctx context.Context, body []byte) (json.RawMessage, error) {
+	timeout := u.Timeout
+	if timeout == 0 {
+		timeout = DefaultUpstreamTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, errs.New(errs.Internal, "upstream request: %v", err)
+	}
+	for name, vals := range u.Header {
+		req.Header[name] = vals
+	}
+	req.Header.Set("Content-Type", "application/json")
+	client := u.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, errs.New(errs.Unavailable, "the node did not answer: %v", redact(err, u.URL))
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxUpstreamBytes+1))
+	switch {
+	case err != nil:
+		return nil, errs.New(errs.Unavailable, "reading the node's answer: %v", redact(err, u.URL))
+	case len(raw) > MaxUpstreamBytes:
+		return nil, errs.New(errs.Unavailable, "the node answered more than %d bytes", MaxUpstreamBytes)
+	case resp.StatusCode != http.StatusOK:
+		return nil, errs.New(errs.Unavailable, "the node answered HTTP %d", resp.StatusCode)
+	}
+	return raw, nil
+}
+
+// redact is err without the upstream's URL, which may carry a provider's
+// API key in its path or query.
+func redact(err error, url string) string {
+	return string(bytes.ReplaceAll([]byte(err.Error()), []byte(url), []byte("the upstream")))
+}
