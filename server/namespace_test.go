@@ -55,7 +55,7 @@ type nsEnv struct {
 	root, ops2, a, b *grpc.ClientConn
 }
 
-func newNSEnv(t *testing.T) *nsEnv {
+func newNSEnv(t testing.TB) *nsEnv {
 	e := &nsEnv{MTLS: servertest.NewMTLS(t, nsPolicy)}
 	e.root, e.ops2 = e.Client(t, "spiffe://example.org/root-admin"), e.Client(t, "spiffe://example.org/ops-2")
 	e.a, e.b = e.Client(t, "spiffe://example.org/tenant-a/admin"), e.Client(t, "spiffe://example.org/tenant-b/admin")
