@@ -530,14 +530,13 @@ func (b *bench) pair(name string, base, subject func(context.Context) error, cs 
 	var rows []row
 	for _, c := range cs {
 		var xs, ys []result
-		for range rounds {
-			x, err := measure(b.ctx, base, c, b.dur)
+		for round := range rounds {
+			// Odd rounds measure the subject first: a side that always ran
+			// second would carry whatever the first left (a growing audit
+			// file, a collection).
+			x, y, err := b.round(name, base, subject, c, round%2 == 1)
 			if err != nil {
-				return nil, fmt.Errorf("%s baseline: %w", name, err)
-			}
-			y, err := measure(b.ctx, subject, c, b.dur)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
+				return nil, err
 			}
 			xs, ys = append(xs, x), append(ys, y)
 		}
@@ -546,6 +545,25 @@ func (b *bench) pair(name string, base, subject func(context.Context) error, cs 
 		fmt.Fprintf(os.Stderr, "%-14s %2d callers: baseline %8.0f ops/s  sigil %8.0f ops/s  ratio %.2f\n", name, c, x.opsPerSec, y.opsPerSec, y.opsPerSec/x.opsPerSec)
 	}
 	return rows, nil
+}
+
+// round measures base and subject once each at c callers, the subject
+// first if subjectFirst.
+func (b *bench) round(name string, base, subject func(context.Context) error, c int, subjectFirst bool) (x, y result, err error) {
+	if subjectFirst {
+		if y, err = measure(b.ctx, subject, c, b.dur); err != nil {
+			return x, y, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if x, err = measure(b.ctx, base, c, b.dur); err != nil {
+		return x, y, fmt.Errorf("%s baseline: %w", name, err)
+	}
+	if !subjectFirst {
+		if y, err = measure(b.ctx, subject, c, b.dur); err != nil {
+			return x, y, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return x, y, nil
 }
 
 // floor is a gRPC call that does no work, on the same connection.
