@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/client"
+	clienteth "github.com/sigil-hsm/sigil/client/eth"
 	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/softhsmtest"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -266,7 +267,7 @@ func TestRetriesOnlyWhatIsSafe(t *testing.T) {
 	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Nonce: 1, GasTipCap: big.NewInt(1), GasFeeCap: big.NewInt(2), Gas: 21000,
 		To: &common.Address{0x35}, Value: big.NewInt(1)})
 	start := time.Now()
-	if _, err := c.SignTx(ctx, "wallet", tx, big.NewInt(1)); status.Code(err) != codes.Unavailable || time.Since(start) > 150*time.Millisecond {
+	if _, err := clienteth.New(c).SignTx(ctx, "wallet", tx, big.NewInt(1)); status.Code(err) != codes.Unavailable || time.Since(start) > 150*time.Millisecond {
 		t.Fatalf("a transaction during an outage: %v after %v (want Unavailable at once)", err, time.Since(start))
 	}
 }
@@ -298,20 +299,20 @@ func TestJWTAndEthereumHelpers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	addr, err := c.Address(ctx, "wallet")
+	addr, err := clienteth.New(c).Address(ctx, "wallet")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Nonce: 7, GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(2e9), Gas: 21000,
 		To: &common.Address{0x35}, Value: big.NewInt(1e15)})
-	signed, err := c.SignTx(ctx, "wallet", tx, big.NewInt(1))
+	signed, err := clienteth.New(c).SignTx(ctx, "wallet", tx, big.NewInt(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if from, err := types.Sender(types.LatestSignerForChainID(big.NewInt(1)), signed); err != nil || from != addr || signed.Nonce() != 7 {
 		t.Fatalf("sender %s (%v), want %s", from, err, addr)
 	}
-	sig, err := c.SignMessage(ctx, "wallet", []byte("hello"))
+	sig, err := clienteth.New(c).SignMessage(ctx, "wallet", []byte("hello"))
 	if err != nil || recovered(t, accounts.TextHash([]byte("hello")), sig) != addr {
 		t.Fatalf("message: %v", err)
 	}
@@ -319,7 +320,7 @@ func TestJWTAndEthereumHelpers(t *testing.T) {
 	if err := json.Unmarshal([]byte(backendtest.MailTypedData), &td); err != nil {
 		t.Fatal(err)
 	}
-	sig, err = c.SignTypedData(ctx, "wallet", td)
+	sig, err = clienteth.New(c).SignTypedData(ctx, "wallet", td)
 	hash, _, _ := apitypes.TypedDataAndHash(td)
 	if err != nil || recovered(t, hash, sig) != addr {
 		t.Fatalf("typed data: %v", err)
@@ -355,7 +356,7 @@ approvals:
 	ctx := context.Background()
 	create(t, app, &sigilv1.CreateKeyRequest{Id: "wallet", Algorithm: "ES256K", Purpose: "eth", EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1}}})
 	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Nonce: 0, To: &common.Address{1}, Value: big.NewInt(1), Gas: 21000, GasFeeCap: big.NewInt(2), GasTipCap: big.NewInt(1)})
-	_, err := app.SignTx(ctx, "wallet", tx, big.NewInt(1))
+	_, err := clienteth.New(app).SignTx(ctx, "wallet", tx, big.NewInt(1))
 	id, held := client.HeldFor(err)
 	if !held || len(id) != 32 {
 		t.Fatalf("SignTx of a held transaction: %v", err)

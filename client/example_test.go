@@ -10,9 +10,6 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/core/types"
-
 	"github.com/sigil-hsm/sigil/client"
 )
 
@@ -63,24 +60,4 @@ func ExampleClient_MintJWT() {
 		log.Fatal(err)
 	}
 	fmt.Println(token)
-}
-
-// A treasury service signs an EIP-1559 transaction under the key's
-// spending policy.
-func ExampleClient_SignTx() {
-	ctx := context.Background()
-	c, err := client.Dial(ctx, client.FromEnv())
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-	to := common.HexToAddress("0x3535353535353535353535353535353535353535")
-	tx := types.NewTx(&types.DynamicFeeTx{ChainID: big.NewInt(1), Nonce: 0, GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(30e9),
-		Gas: 21000, To: &to, Value: big.NewInt(1e16)})
-	signed, err := c.SignTx(ctx, "treasury-1", tx, big.NewInt(1))
-	if err != nil {
-		log.Fatal(err)
-	}
-	raw, _ := signed.MarshalBinary()
-	fmt.Printf("0x%x\n", raw)
 }

@@ -7,8 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 
-	ethcrypto "github.com/ethereum/go-ethereum/crypto"
-
 	"github.com/sigil-hsm/sigil/internal/errs"
 )
 
@@ -108,9 +106,4 @@ func (a Algorithm) CheckPublic(pub crypto.PublicKey) error {
 		return errs.New(errs.FailedPrecondition, "public key of type %T does not fit algorithm %s", pub, a)
 	}
 	return nil
-}
-
-// IsSecp256k1 reports whether pub is on the secp256k1 curve.
-func IsSecp256k1(pub *ecdsa.PublicKey) bool {
-	return pub.Curve == ethcrypto.S256()
 }

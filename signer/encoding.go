@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"math/big"
 
-	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
@@ -73,9 +72,7 @@ func Verify(pub crypto.PublicKey, alg Algorithm, input, sig []byte) error {
 
 func verifyECDSA(k *ecdsa.PublicKey, digest, sig []byte) bool {
 	if IsSecp256k1(k) {
-		// go-ethereum verifies only low-S signatures (EIP-2); ECDSA itself
-		// accepts s and n−s alike, so normalise first.
-		return len(sig) == 64 && ethcrypto.VerifySignature(ethcrypto.FromECDSAPub(k), digest, LowS(sig))
+		return verifySecp256k1(k, digest, sig)
 	}
 	der, err := RawToDER(sig)
 	return err == nil && ecdsa.VerifyASN1(k, digest, der)
@@ -100,7 +97,7 @@ func MarshalPublicKey(pub crypto.PublicKey) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		point := ethcrypto.FromECDSAPub(k)
+		point := uncompressed(k)
 		return asn1.Marshal(spki{
 			Algorithm: pkix.AlgorithmIdentifier{Algorithm: oidECPublicKey, Parameters: asn1.RawValue{FullBytes: params}},
 			PublicKey: asn1.BitString{Bytes: point, BitLength: 8 * len(point)},
@@ -116,7 +113,7 @@ func ParsePublicKey(der []byte) (crypto.PublicKey, error) {
 		info.Algorithm.Algorithm.Equal(oidECPublicKey) {
 		var curve asn1.ObjectIdentifier
 		if _, err := asn1.Unmarshal(info.Algorithm.Parameters.FullBytes, &curve); err == nil && curve.Equal(oidSecp256k1) {
-			return ethcrypto.UnmarshalPubkey(info.PublicKey.Bytes)
+			return parseSecp256k1(info.PublicKey.Bytes)
 		}
 	}
 	return x509.ParsePKIXPublicKey(der)
@@ -143,9 +140,6 @@ func ParsePublicKeyPEM(text string) (crypto.PublicKey, error) {
 // CurveSize is the byte size of an ECDSA key's field, the size of each
 // half of an r‖s signature.
 func CurveSize(c elliptic.Curve) int { return (c.Params().BitSize + 7) / 8 }
-
-// secp256k1N is the order of the secp256k1 group.
-var secp256k1N = ethcrypto.S256().Params().N
 
 // LowS returns a copy of a secp256k1 r‖s signature with s in the lower half
 // of the group order (EIP-2), as Ethereum requires.

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"fmt"
 
-	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -38,7 +37,7 @@ func secp256k1Thumbprint(k *ecdsa.PublicKey) []byte {
 // bytes and base64url-encoded, as its RFC 8812 JWK holds them.
 func Secp256k1Coordinates(pub *ecdsa.PublicKey) (string, string) {
 	b64 := base64.RawURLEncoding.EncodeToString
-	point := ethcrypto.FromECDSAPub(pub) // 04 ‖ x ‖ y, each padded to 32 bytes
+	point := uncompressed(pub)
 	return b64(point[1:33]), b64(point[33:65])
 }
 

@@ -27,6 +27,7 @@ var forbidden = []struct {
 	{"internal/audit", []string{"keyring", "signer", "server", "cmd"}, "the audit log is told what to write, by interfaces"},
 	{"server", []string{"purpose/raw", "purpose/jwt", "purpose/eth", "purpose/all", "cmd"},
 		"the server knows purposes only through package purpose; the binary chooses them"},
+	{"internal/approval", []string{"keyring", "server", "purpose", "cmd"}, "held requests are kept through a small interface, below the keyring"},
 	{"client", []string{"server", "keyring", "purpose", "jwks", "cmd", "internal/audit", "internal/authz"},
 		"the client speaks the API and nothing of the server's insides"},
 }
@@ -97,6 +98,20 @@ func TestLayers(t *testing.T) {
 				under(pkg, "keyring"):
 				t.Errorf("%s imports %s: Ethereum logic belongs to purpose/eth", pkg, dep)
 			}
+		}
+	}
+}
+
+// A program that only mints JWTs or signs through the Go client does not
+// link go-ethereum: the client's Ethereum side is client/eth.
+func TestClientLinksNoGoEthereum(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../client").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "github.com/ethereum/go-ethereum") {
+			t.Errorf("package client links %s (through the imports of one of its dependencies)", pkg)
 		}
 	}
 }

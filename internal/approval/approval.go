@@ -11,7 +11,7 @@
 // listing reads, stay small.
 //
 // Each step is one atomic rewrite of the request's record
-// (keyring.Anchors.UpdateAnchor), so of replicas racing to approve, deny
+// (Anchors.UpdateAnchor), so of replicas racing to approve, deny
 // or run a request exactly one wins and the others see what it did. A
 // claim is a lease: a replica that dies while running a request leaves it
 // to be claimed again when the lease lapses (the operations held are

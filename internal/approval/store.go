@@ -9,7 +9,6 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/namespace"
-	"github.com/sigil-hsm/sigil/keyring"
 )
 
 // Bounds on what held requests can make the store keep. A client allowed
@@ -34,10 +33,19 @@ const (
 )
 
 // Store keeps held requests in the keyring store's anchors.
-type Store struct{ a keyring.Anchors }
+type Store struct{ a Anchors }
+
+// Anchors is what the store keeps requests in: small named values with
+// atomic updates (the keyring store's anchors satisfy it).
+type Anchors interface {
+	CreateAnchor(ctx context.Context, name string, value []byte) error
+	GetAnchor(ctx context.Context, name string) ([]byte, error)
+	ListAnchors(ctx context.Context, prefix string) (map[string][]byte, error)
+	UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error
+}
 
 // NewStore keeps requests in a.
-func NewStore(a keyring.Anchors) *Store { return &Store{a: a} }
+func NewStore(a Anchors) *Store { return &Store{a: a} }
 
 // Hold records r, or if the same requester already holds a live request
 // for the same method and payload, returns that one instead (a client's

@@ -35,7 +35,7 @@ rules:
     allow: [keys.admin, keys.read, approvals.approve]
   - identity: spiffe://example.org/treasury
     keys: ["treasury-*"]
-    allow: [eth.sign_tx, eth.sign_message, eth.sign_typed_data]
+    allow: [eth.sign_tx, eth.sign_message, eth.sign_typed_data, keys.read]
 approvals:
   - operation: eth.sign_tx
     keys: ["treasury-held"]

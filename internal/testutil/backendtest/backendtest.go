@@ -20,7 +20,7 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	ethcrypto "github.com/ethereum/go-ethereum/crypto"
 
-	"github.com/sigil-hsm/sigil/client"
+	clienteth "github.com/sigil-hsm/sigil/client/eth"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/relyingparty"
 	"github.com/sigil-hsm/sigil/internal/testutil/keyringtest"
@@ -285,8 +285,8 @@ func recovers(t *testing.T, hash, sig []byte, address string) {
 	}
 }
 
-// UnsignedRLP is u's signing encoding (client.UnsignedRLP).
+// UnsignedRLP is u's signing encoding (clienteth.UnsignedRLP).
 func UnsignedRLP(u eth.Unsigned) []byte {
-	b, _ := client.UnsignedRLP(u.Tx, u.ChainID)
+	b, _ := clienteth.UnsignedRLP(u.Tx, u.ChainID)
 	return b
 }
