@@ -31,9 +31,12 @@ sys-deps:
 	fi
 
 ## crosscheck-deps: the independent implementations the tests check Sigil's JWTs and signatures with
-## (npm jose 5 and 6, ethers; Debian's PyJWT above; jwx and keyfunc in the tests/rpcheck module).
+## (npm jose 5 and 6, ethers, viem, web3.js, undici for their client certificates; Debian's PyJWT
+## above; jwx and keyfunc in the tests/rpcheck module).
 crosscheck-deps: sys-deps
-	@[ -d testdata/crosscheck/node_modules/jose ] && [ -d testdata/crosscheck/node_modules/jose6 ] && [ -d testdata/crosscheck/node_modules/ethers ] || npm ci --prefix testdata/crosscheck --no-audit --no-fund
+	@[ -d testdata/crosscheck/node_modules/jose ] && [ -d testdata/crosscheck/node_modules/jose6 ] && [ -d testdata/crosscheck/node_modules/ethers ] && \
+		[ -d testdata/crosscheck/node_modules/viem ] && [ -d testdata/crosscheck/node_modules/web3 ] && [ -d testdata/crosscheck/node_modules/undici ] || \
+		npm ci --prefix testdata/crosscheck --no-audit --no-fund
 	@cd tests/rpcheck && $(GO) mod download
 
 ## kms-deps: the AWS KMS emulator the awskms tests run against (pinned in tools/localkms).

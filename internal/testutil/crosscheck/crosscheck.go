@@ -24,7 +24,7 @@ func dir() string {
 func Require(tb testing.TB) {
 	tb.Helper()
 	_, err := exec.LookPath("node")
-	for _, pkg := range []string{"ethers", "jose", "jose6"} {
+	for _, pkg := range []string{"ethers", "jose", "jose6", "viem", "web3", "undici"} {
 		if err == nil {
 			_, err = os.Stat(filepath.Join(dir(), "node_modules", pkg))
 		}
