@@ -52,6 +52,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/gethtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
@@ -160,7 +161,18 @@ func run(out string, dur time.Duration) error {
 	}
 	defer stop()
 	b.conn, b.httpAddr = conn, httpAddr
-	secured, stopSecured, err := b.startSecured(dir)
+	var node *gethtest.Node
+	if gethtest.Available() == nil {
+		n, stopNode, err := gethtest.Run(filepath.Join(dir, "geth"))
+		if err != nil {
+			return err
+		}
+		defer stopNode()
+		node = n
+	} else {
+		fmt.Fprintln(os.Stderr, "geth not built (make eth-deps): the eth_sendTransaction table is skipped")
+	}
+	secured, stopSecured, err := b.startSecured(dir, node)
 	if err != nil {
 		return err
 	}
@@ -192,6 +204,11 @@ func run(out string, dur time.Duration) error {
 	}
 	if rep.namespaced, err = b.namespaceTable(secured); err != nil {
 		return err
+	}
+	if node != nil {
+		if rep.send, err = b.sendTable(secured, node); err != nil {
+			return err
+		}
 	}
 	if rep.reviewed, err = b.reviewedTable(secured); err != nil {
 		return err
@@ -367,7 +384,7 @@ func (b *bench) startServer(kr *keyring.Keyring, opts server.Options, creds cred
 
 // startSecured runs a second server as production runs: mTLS (the dev
 // PKI), an authorization policy and the audit log, fsynced per batch.
-func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
+func (b *bench) startSecured(dir string, node *gethtest.Node) (*grpc.ClientConn, func(), error) {
 	pki, err := mtls.EnsureDevPKI(filepath.Join(dir, "tls"))
 	if err != nil {
 		return nil, nil, err
@@ -388,7 +405,7 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	eth, err := net.Listen("tcp", "127.0.0.1:0")
+	ethL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -397,13 +414,17 @@ func (b *bench) startSecured(dir string) (*grpc.ClientConn, func(), error) {
 		al.Close()
 		return nil, nil, err
 	}
-	conn, _, stop, err := b.startServer(b.kr, server.Options{TLS: serverTLS, Authz: authz.Fixed(policy), Audit: al},
-		credentials.NewTLS(clientTLS), map[string]net.Listener{"eth": eth})
+	opts := server.Options{TLS: serverTLS, Authz: authz.Fixed(policy), Audit: al}
+	if node != nil {
+		opts.Settings = map[string]any{eth.Name: &eth.Settings{Upstream: &eth.Upstream{URL: node.URL}}}
+	}
+	conn, _, stop, err := b.startServer(b.kr, opts,
+		credentials.NewTLS(clientTLS), map[string]net.Listener{"eth": ethL})
 	if err != nil {
 		al.Close()
 		return nil, nil, err
 	}
-	b.ethRPC = "https://" + eth.Addr().String()
+	b.ethRPC = "https://" + ethL.Addr().String()
 	b.ethRPCClient = &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: 64}}
 	return conn, func() { stop(); al.Close() }, nil
 }

@@ -55,29 +55,35 @@ func Start(tb testing.TB) *Node {
 		}
 		tb.Skipf("geth missing (make eth-deps): %v", err)
 	}
-	cmd := exec.Command(binary(), "--dev", "--datadir", tb.TempDir(), "--ipcdisable", "--nodiscover", "--maxpeers", "0",
+	n, stop, err := Run(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return n
+}
+
+// Run runs geth --dev with its data in dir, for the benchmark driver;
+// stop kills it.
+func Run(dir string) (*Node, func(), error) {
+	cmd := exec.Command(binary(), "--dev", "--datadir", dir, "--ipcdisable", "--nodiscover", "--maxpeers", "0",
 		"--http", "--http.addr", "127.0.0.1", "--http.port", "0", "--http.api", "eth,net,web3", "--authrpc.port", "0",
 		"--port", "0", "--verbosity", "3")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	tb.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	stop := func() { cmd.Process.Kill(); <-exited }
 	found := make(chan string, 1)
-	var logs bytes.Buffer
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			line := sc.Text()
-			if logs.Len() < 64<<10 {
-				logs.WriteString(line + "\n")
-			}
-			if m := endpoint.FindStringSubmatch(line); m != nil {
+			if m := endpoint.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m[1]:
 				default:
@@ -89,25 +95,31 @@ func Start(tb testing.TB) *Node {
 	select {
 	case addr = <-found:
 	case <-exited:
-		tb.Fatalf("geth exited while starting")
+		return nil, nil, fmt.Errorf("geth exited while starting")
 	case <-time.After(60 * time.Second):
-		tb.Fatalf("geth did not start in 60 s")
+		stop()
+		return nil, nil, fmt.Errorf("geth did not start in 60 s")
 	}
 	n := &Node{URL: "http://" + strings.TrimPrefix(addr, "http://")}
 	var accounts []string
 	for end := time.Now().Add(30 * time.Second); len(accounts) == 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		n.Call(tb, &accounts, "eth_accounts")
+		n.call(&accounts, "eth_accounts")
 	}
 	if len(accounts) == 0 {
-		tb.Fatalf("geth --dev has no developer account")
+		stop()
+		return nil, nil, fmt.Errorf("geth --dev has no developer account")
 	}
 	n.Dev = accounts[0]
-	return n
+	return n, stop, nil
 }
 
 // Call runs method on the node and decodes its result into out.
 func (n *Node) Call(tb testing.TB, out any, method string, params ...any) error {
 	tb.Helper()
+	return n.call(out, method, params...)
+}
+
+func (n *Node) call(out any, method string, params ...any) error {
 	if params == nil {
 		params = []any{}
 	}
@@ -144,11 +156,24 @@ func (n *Node) Call(tb testing.TB, out any, method string, params ...any) error 
 // is mined.
 func (n *Node) Fund(tb testing.TB, addr string, wei *big.Int) {
 	tb.Helper()
-	var hash string
-	if err := n.Call(tb, &hash, "eth_sendTransaction", map[string]any{"from": n.Dev, "to": addr, "value": hexutil.EncodeBig(wei)}); err != nil {
-		tb.Fatalf("funding %s: %v", addr, err)
+	if err := n.FundErr(addr, wei); err != nil {
+		tb.Fatal(err)
 	}
-	n.Receipt(tb, hash)
+}
+
+// FundErr is Fund for the benchmark driver.
+func (n *Node) FundErr(addr string, wei *big.Int) error {
+	var hash string
+	if err := n.call(&hash, "eth_sendTransaction", map[string]any{"from": n.Dev, "to": addr, "value": hexutil.EncodeBig(wei)}); err != nil {
+		return fmt.Errorf("funding %s: %v", addr, err)
+	}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		var r map[string]any
+		if err := n.call(&r, "eth_getTransactionReceipt", hash); err == nil && r != nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("funding %s: not mined in 30 s", addr)
 }
 
 // Receipt waits for transaction hash to be mined and returns its receipt.
