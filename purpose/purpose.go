@@ -160,6 +160,9 @@ type Deps struct {
 	// OnGeneration learns which generation served a request (for its
 	// audit record).
 	OnGeneration func(ctx context.Context, generation int)
+	// OnNote adds what came of a request beyond its signature (a signed
+	// transaction the node refused) to its audit record.
+	OnNote func(ctx context.Context, note string)
 	// OnSign learns of every signature made or tried with sg (for the
 	// metrics).
 	OnSign func(sg keyring.Signing, err error, took time.Duration)
@@ -186,6 +189,13 @@ func (d Deps) Covers(ctx context.Context, op authz.Op, patterns []string) (strin
 // Visible reports whether the caller may read key id.
 func (d Deps) Visible(ctx context.Context, id string) bool {
 	return d.CanRead == nil || d.CanRead(ctx, id)
+}
+
+// Note adds note to the audit record of the request ctx belongs to.
+func (d Deps) Note(ctx context.Context, note string) {
+	if d.OnNote != nil {
+		d.OnNote(ctx, note)
+	}
 }
 
 // Clock returns the time now, by Now if set.

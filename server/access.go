@@ -346,6 +346,13 @@ func (s *Server) covering(ctx context.Context, op authz.Op, patterns []string) (
 	return who.String(), ok
 }
 
+// noteReason records what came of the request beyond its outcome.
+func noteReason(ctx context.Context, note string) {
+	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
+		rec.Reason = note
+	}
+}
+
 // noteGeneration records which generation served the request.
 func noteGeneration(ctx context.Context, n int) {
 	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {

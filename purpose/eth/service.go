@@ -53,6 +53,11 @@ func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransact
 	resp := &sigilv1.SignTransactionResponse{RawTransaction: out.Raw, Hash: out.Hash.Hex(), From: out.From.Hex()}
 	if req.GetSubmit() {
 		submit(ctx, node, resp)
+		if resp.GetSubmitted() {
+			s.d.Note(ctx, "submitted to the node")
+		} else {
+			s.d.Note(ctx, "signed; the node refused it: "+resp.GetSubmitError())
+		}
 	}
 	return resp, nil
 }

@@ -407,3 +407,29 @@ func treasuryKey(t *testing.T, e *servertest.MTLS, id string) (string, *http.Cli
 	cert := e.CA.Issue(t, "spiffe://example.org/treasury", false, farFuture())
 	return a.GetAddress(), &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CA.Pool, Certificates: []tls.Certificate{cert}}}}
 }
+
+// Without a node behind it, the endpoint answers eth_chainId and
+// net_version itself from the one chain the caller's keys allow, so
+// libraries that ask first (viem, ethers) work; eth_signTypedData_v3 is
+// the v4 method under the name MetaMask's callers use.
+func TestChainIDWithoutANode(t *testing.T) {
+	e := newEnv(t)
+	c, err := rpc.DialOptions(context.Background(), e.url, rpc.WithHTTPClient(e.client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var id hexutil.Uint64
+	if err := c.Call(&id, "eth_chainId"); err != nil || id != 1 {
+		t.Fatalf("eth_chainId: %v %v", id, err)
+	}
+	var version string
+	if err := c.Call(&version, "net_version"); err != nil || version != "1" {
+		t.Fatalf("net_version: %q %v", version, err)
+	}
+	var sig hexutil.Bytes
+	doc := json.RawMessage(backendtest.MailTypedData)
+	if err := c.Call(&sig, "eth_signTypedData_v3", e.addr["treasury-1"], doc); err != nil || len(sig) != 65 {
+		t.Fatalf("eth_signTypedData_v3: %x %v", sig, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -147,6 +148,10 @@ func TestSendTransactionThroughARealNode(t *testing.T) {
 	r := e.node.Receipt(t, hash)
 	if r["from"] != e.addr["treasury-1"] || r["status"] != "0x1" {
 		t.Fatalf("receipt: %v", r)
+	}
+	log, _ := os.ReadFile(e.AuditLog)
+	if !strings.Contains(string(log), `"reason":"submitted to the node"`) {
+		t.Error("the audit record of the send does not say it was submitted")
 	}
 	// personal_sign with web3.js's password parameter.
 	if a := e.rpc(t, "personal_sign", "0x6869", e.addr["treasury-1"], "ignored password"); a.Error != nil || len(a.Result) < 130 {
