@@ -160,9 +160,6 @@ type Deps struct {
 	// OnGeneration learns which generation served a request (for its
 	// audit record).
 	OnGeneration func(ctx context.Context, generation int)
-	// OnNote adds what came of a request beyond its signature (a signed
-	// transaction the node refused) to its audit record.
-	OnNote func(ctx context.Context, note string)
 	// OnSign learns of every signature made or tried with sg (for the
 	// metrics).
 	OnSign func(sg keyring.Signing, err error, took time.Duration)
@@ -189,13 +186,6 @@ func (d Deps) Covers(ctx context.Context, op authz.Op, patterns []string) (strin
 // Visible reports whether the caller may read key id.
 func (d Deps) Visible(ctx context.Context, id string) bool {
 	return d.CanRead == nil || d.CanRead(ctx, id)
-}
-
-// Note adds note to the audit record of the request ctx belongs to.
-func (d Deps) Note(ctx context.Context, note string) {
-	if d.OnNote != nil {
-		d.OnNote(ctx, note)
-	}
 }
 
 // Clock returns the time now, by Now if set.
@@ -266,4 +256,13 @@ func All() []Purpose {
 // Empty answers nil for it.
 type NamespaceHolder interface {
 	Empty(ctx context.Context, d Deps, ns string) error
+}
+
+// Committer is the ability of a purpose to act on a request's answer
+// only once its audit record is written (eth: submitting a signed
+// transaction to the node, which cannot be withheld once it is out). The
+// server calls Committed after writing the record and before answering;
+// a note it returns is written as a second record of the same request.
+type Committer interface {
+	Committed(ctx context.Context, d Deps, method string, req, resp any) (note string)
 }

@@ -153,10 +153,30 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 			rec.Outcome = "failed"
 		}
 	}
+	if err = s.record(rec, err, start); err == nil {
+		s.committed(ctx, rec, info.FullMethod, req, resp)
+	}
 	if m, ok := resp.(proto.Message); ok {
 		namespace.Unscope(m, rec.Namespace)
 	}
-	return resp, unscopeError(s.record(rec, err, start), rec.Namespace)
+	return resp, unscopeError(err, rec.Namespace)
+}
+
+// committed lets the purpose serving method act on a request whose audit
+// record is written (see purpose.Committer), and records what it notes.
+func (s *Server) committed(ctx context.Context, rec *audit.Record, method string, req, resp any) {
+	c, ok := s.routes.servedBy[method].(purpose.Committer)
+	if !ok || resp == nil {
+		return
+	}
+	if note := c.Committed(ctx, s.deps, method, req, resp); note != "" {
+		after := *rec
+		after.Time, after.Reason, after.LatencyMS = s.opts.Now().UTC(), note, 0
+		after.Operation = rec.Operation + ".committed"
+		if err := s.record(&after, nil, time.Now()); err != nil {
+			s.log.Error("the record of what followed a request could not be written", "request_id", rec.RequestID, "err", err)
+		}
+	}
 }
 
 // errDenied is every authorization refusal: it says nothing of whether
@@ -344,13 +364,6 @@ func (s *Server) covering(ctx context.Context, op authz.Op, patterns []string) (
 	}
 	who, ok := s.opts.Authz.Covering(identities(ctx), op, patterns)
 	return who.String(), ok
-}
-
-// noteReason records what came of the request beyond its outcome.
-func noteReason(ctx context.Context, note string) {
-	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
-		rec.Reason = note
-	}
 }
 
 // noteGeneration records which generation served the request.

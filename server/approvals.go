@@ -305,7 +305,14 @@ func (s *Server) execute(r *approval.Request, payload []byte) ([]byte, string, s
 		rec.Outcome, step = "failed", "failed"
 	}
 	s.metrics.approvals.WithLabelValues(r.Operation, step).Inc()
-	if err = toStatus(s.record(rec, err, start)); err != nil {
+	if err = toStatus(s.record(rec, err, start)); err == nil {
+		var req proto.Message
+		if req, err = approval.DecodeRequest(r.Method, payload, r.PayloadSHA256); err == nil {
+			s.committed(ctx, rec, r.Method, req, out)
+		}
+		err = nil
+	}
+	if err != nil {
 		st := status.Convert(err)
 		return nil, st.Code().String(), st.Message()
 	}

@@ -27,7 +27,7 @@ func (b *bench) sendTable(secured *grpc.ClientConn, node *gethtest.Node) ([]row,
 	addr := map[string]string{}
 	for _, id := range []string{"bench-send-own", "bench-send-sigil"} {
 		if _, err := sigilv1.NewKeyServiceClient(secured).CreateKey(b.ctx, &sigilv1.CreateKeyRequest{Id: id, Algorithm: "ES256K", Purpose: "eth",
-			EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1337}}}); err != nil {
+			EthPolicy: &sigilv1.EthPolicy{ChainIds: []uint64{1337}, MaxFee: "1000000000000000000"}}); err != nil {
 			return nil, err
 		}
 		a, err := sigilv1.NewEthereumServiceClient(secured).GetAddress(b.ctx, &sigilv1.GetAddressRequest{KeyId: id})

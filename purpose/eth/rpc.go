@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -139,8 +140,19 @@ func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		out := make([]any, 0, len(batch))
+		size := 0
 		for _, one := range batch {
-			out = append(out, h.call(ctx, one))
+			answer := h.call(ctx, one)
+			// A batch's answers together are bounded as one node answer is.
+			if r, ok := answer.(rpcResponse); ok {
+				if res, ok := r.Result.(json.RawMessage); ok {
+					if size += len(res); size > MaxUpstreamBytes {
+						r.Result, r.Error = nil, &rpcError{Code: rpcLimit, Message: fmt.Sprintf("the batch's answers are over %d bytes together; ask for less at a time", MaxUpstreamBytes)}
+						answer = r
+					}
+				}
+			}
+			out = append(out, answer)
 		}
 		writeRPC(w, http.StatusOK, out)
 		return
@@ -171,6 +183,9 @@ func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) any {
 		if err != nil {
 			return rpcResponse{JSONRPC: "2.0", ID: req.ID, Error: h.toRPCError(err)}
 		}
+		// The node's answer under the caller's ID: a node does not decide
+		// which request an answer belongs to, nor add members.
+		out.JSONRPC, out.ID = "2.0", req.ID
 		return out
 	}
 	c := &rpcCall{}
@@ -189,21 +204,31 @@ func (h *rpcHandler) call(ctx context.Context, raw json.RawMessage) any {
 }
 
 // forward sends one request to the node verbatim, for a caller that may
-// sign with some eth key (the node is no open proxy), and returns the
-// node's answer as it gave it. Forwarded calls use no key and are not
-// audited.
-func (h *rpcHandler) forward(ctx context.Context, raw json.RawMessage) (json.RawMessage, error) {
-	if err := h.mayUseAny(ctx); err != nil {
-		return nil, err
+// sign with some eth key, spending its quota as a listing does (the node
+// is no open proxy, nor a free one), and returns the node's answer.
+// Forwarded calls use no key and are not audited.
+func (h *rpcHandler) forward(ctx context.Context, raw json.RawMessage) (rpcResponse, error) {
+	if err := h.chargeAny(ctx); err != nil {
+		return rpcResponse{}, err
 	}
 	out, err := h.node.Forward(ctx, raw)
 	if err != nil {
-		return nil, err
+		return rpcResponse{}, err
 	}
-	if !json.Valid(out) {
-		return nil, errs.New(errs.Unavailable, "the node's answer is not JSON")
+	var answer struct {
+		Result json.RawMessage `json:"result"`
+		Error  *NodeError      `json:"error"`
 	}
-	return out, nil
+	if err := json.Unmarshal(out, &answer); err != nil {
+		return rpcResponse{}, errs.New(errs.Unavailable, "the node's answer is not a JSON-RPC response")
+	}
+	if answer.Error != nil {
+		return rpcResponse{Error: &rpcError{Code: answer.Error.Code, Message: answer.Error.Message, Data: answer.Error.Data}}, nil
+	}
+	if answer.Result == nil {
+		answer.Result = json.RawMessage("null")
+	}
+	return rpcResponse{Result: answer.Result}, nil
 }
 
 // rpcCall is what a call did: whether it reached Invoke (which audits),

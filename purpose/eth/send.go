@@ -65,6 +65,14 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	c.keyID = id
+	// Decided before the node is asked anything: a key the caller may
+	// not sign with is refused as an address no key has.
+	if h.inv.Allowed(ctx, OpSignTx, id) != nil {
+		return nil, errs.New(errs.PermissionDenied, "permission denied")
+	}
+	if err := h.mayFillFees(ctx, id, obj); err != nil {
+		return nil, err
+	}
 	chain, err := h.fill(ctx, obj)
 	if err != nil {
 		return nil, err
@@ -93,9 +101,32 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	if !out.GetSubmitted() {
-		return nil, &NodeError{Code: int(out.GetSubmitErrorCode()), Message: out.GetSubmitError()}
+		// Signed, and in the audit log, but not taken (or not known to be:
+		// a node that timed out may have it): the caller gets the hash and
+		// the bytes, to look for or resubmit before sending again.
+		data, _ := json.Marshal(map[string]any{"hash": out.GetHash(), "raw": hexutil.Bytes(out.GetRawTransaction())})
+		return nil, &NodeError{Code: int(out.GetSubmitErrorCode()), Message: out.GetSubmitError(), Data: data}
 	}
 	return out.GetHash(), nil
+}
+
+// mayFillFees refuses to take fees from the node for a key without a
+// max_fee: the node would set them, and a daily limit counts value, not
+// fees. Fees the caller gives are its own.
+func (h *rpcHandler) mayFillFees(ctx context.Context, id string, obj map[string]json.RawMessage) error {
+	_, price := obj["gasPrice"]
+	_, feeCap := obj["maxFeePerGas"]
+	if price || feeCap {
+		return nil
+	}
+	k, err := h.keys.Get(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
+	if err != nil {
+		return err
+	}
+	if PolicyOf(k).MaxFee == nil {
+		return errs.New(errs.FailedPrecondition, "eth_sendTransaction: key %q has no max_fee, so its fees are not taken from the node (which could set any, and the daily limit counts value only); give maxFeePerGas or gasPrice, or set --max-fee on the key", id)
+	}
+	return nil
 }
 
 // nonceTaken reports whether a signature was refused because its nonce
@@ -113,7 +144,7 @@ func (h *rpcHandler) nextNonce(ctx context.Context, id string, from json.RawMess
 	if err := h.node.Call(ctx, &pending, "eth_getTransactionCount", from, "pending"); err != nil {
 		return 0, err
 	}
-	n := uint64(pending)
+	n, next := uint64(pending), uint64(0)
 	if h.ledger != nil {
 		rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
 		if err != nil {
@@ -124,10 +155,15 @@ func (h *rpcHandler) nextNonce(ctx context.Context, id string, from json.RawMess
 			return 0, err
 		}
 		if c, ok := t.Chains[chain.String()]; ok && c.History {
-			n = max(n, c.Highest+1)
+			next = c.Highest + 1
 		}
 	}
-	return n + uint64(skip), nil
+	// A node's count far past what the key ever signed is not taken: it
+	// would leave the key's real next nonce out of reach for good.
+	if n > next && n-next > NonceWindow {
+		return 0, errs.New(errs.FailedPrecondition, "the node says nonce %d is next, %d past the %d this key would sign next; give the nonce yourself if that is right", n, n-next, next)
+	}
+	return max(n, next) + uint64(skip), nil
 }
 
 // fill completes a transaction from the node: its chain ID (a given one

@@ -50,16 +50,28 @@ func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransact
 	if err != nil {
 		return nil, err
 	}
-	resp := &sigilv1.SignTransactionResponse{RawTransaction: out.Raw, Hash: out.Hash.Hex(), From: out.From.Hex()}
-	if req.GetSubmit() {
-		submit(ctx, node, resp)
-		if resp.GetSubmitted() {
-			s.d.Note(ctx, "submitted to the node")
-		} else {
-			s.d.Note(ctx, "signed; the node refused it: "+resp.GetSubmitError())
-		}
+	// With submit, the transaction goes to the node in Committed, once
+	// the signature's audit record is written: what is broadcast cannot
+	// be withheld, so it must be on the record first.
+	return &sigilv1.SignTransactionResponse{RawTransaction: out.Raw, Hash: out.Hash.Hex(), From: out.From.Hex()}, nil
+}
+
+var _ purpose.Committer = Purpose{}
+
+// Committed submits a transaction signed with submit set, and says what
+// the node answered (written as a second audit record of the request).
+func (Purpose) Committed(ctx context.Context, d purpose.Deps, _ string, req, resp any) string {
+	r, ok := req.(*sigilv1.SignTransactionRequest)
+	out, signed := resp.(*sigilv1.SignTransactionResponse)
+	node := settingsOf(d).Upstream
+	if !ok || !signed || !r.GetSubmit() || node == nil {
+		return ""
 	}
-	return resp, nil
+	submit(ctx, node, out)
+	if out.GetSubmitted() {
+		return "submitted to the node: " + out.GetHash()
+	}
+	return "signed, and the node refused it: " + out.GetSubmitError()
 }
 
 // submit sends a signed transaction to the node and notes in resp what

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -128,25 +130,21 @@ func (u *Upstream) Forward(ctx context.Context, body []byte) (json.RawMessage, e
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.URL, bytes.NewReader(body))
 	if err != nil {
-		return nil, errs.New(errs.Internal, "upstream request: %v", err)
+		return nil, errs.New(errs.Internal, "the upstream's URL is not usable") // never quoted: it may carry a key
 	}
 	for name, vals := range u.Header {
 		req.Header[name] = vals
 	}
 	req.Header.Set("Content-Type", "application/json")
-	client := u.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
+	resp, err := u.client().Do(req)
 	if err != nil {
-		return nil, errs.New(errs.Unavailable, "the node did not answer: %v", redact(err, u.URL))
+		return nil, errs.New(errs.Unavailable, "the node did not answer: %v", bare(err))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxUpstreamBytes+1))
 	switch {
 	case err != nil:
-		return nil, errs.New(errs.Unavailable, "reading the node's answer: %v", redact(err, u.URL))
+		return nil, errs.New(errs.Unavailable, "reading the node's answer: %v", bare(err))
 	case len(raw) > MaxUpstreamBytes:
 		return nil, errs.New(errs.Unavailable, "the node answered more than %d bytes", MaxUpstreamBytes)
 	case resp.StatusCode != http.StatusOK:
@@ -155,8 +153,25 @@ func (u *Upstream) Forward(ctx context.Context, body []byte) (json.RawMessage, e
 	return raw, nil
 }
 
-// redact is err without the upstream's URL, which may carry a provider's
-// API key in its path or query.
-func redact(err error, url string) string {
-	return string(bytes.ReplaceAll([]byte(err.Error()), []byte(url), []byte("the upstream")))
+// client is the HTTP client calls go out with: u.Client's (or the
+// default) transport, never following a redirect, which would carry the
+// upstream's headers (its credentials) to wherever the node points.
+func (u *Upstream) client() *http.Client {
+	c := http.Client{}
+	if u.Client != nil {
+		c = *u.Client
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
+}
+
+// bare is a transport error without the URL it names, which may carry a
+// provider's key (user:password@, a path or a query): only what went
+// wrong (refused, timed out).
+func bare(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

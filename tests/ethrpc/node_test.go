@@ -26,8 +26,12 @@ import (
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
-// devChain is geth --dev's chain ID.
-const devChain = 1337
+// devChain is geth --dev's chain ID; oneETH the keys' max_fee (eth_sendTransaction takes
+// fees from the node only for a key with one).
+const (
+	devChain = 1337
+	oneETH   = "1000000000000000000"
+)
 
 const nodePolicy = `
 rules:
@@ -66,9 +70,11 @@ func newNodeEnv(t *testing.T, upstream *eth.Upstream) *nodeEnv {
 	e.rpcURL = "https://" + e.EthRPC
 	ops := e.Client(t, "spiffe://example.org/ops")
 	for id, p := range map[string]*sigilv1.EthPolicy{
-		"treasury-1":      {ChainIds: []uint64{devChain}},
-		"treasury-capped": {ChainIds: []uint64{devChain}, DailyLimit: "2000000000000000000"},
-		"treasury-held":   {ChainIds: []uint64{devChain}},
+		"treasury-1":      {ChainIds: []uint64{devChain}, MaxFee: oneETH},
+		"treasury-capped": {ChainIds: []uint64{devChain}, DailyLimit: "2000000000000000000", MaxFee: oneETH},
+		"treasury-held":   {ChainIds: []uint64{devChain}, MaxFee: oneETH},
+		"treasury-nofee":  {ChainIds: []uint64{devChain}},
+		"other-1":         {ChainIds: []uint64{devChain}, MaxFee: oneETH},
 	} {
 		if _, err := sigilv1.NewKeyServiceClient(ops).CreateKey(context.Background(), &sigilv1.CreateKeyRequest{Id: id, Algorithm: "ES256K", Purpose: "eth", EthPolicy: p}); err != nil {
 			t.Fatal(err)
@@ -150,7 +156,7 @@ func TestSendTransactionThroughARealNode(t *testing.T) {
 		t.Fatalf("receipt: %v", r)
 	}
 	log, _ := os.ReadFile(e.AuditLog)
-	if !strings.Contains(string(log), `"reason":"submitted to the node"`) {
+	if !strings.Contains(string(log), `"reason":"submitted to the node: 0x`) {
 		t.Error("the audit record of the send does not say it was submitted")
 	}
 	// personal_sign with web3.js's password parameter.
