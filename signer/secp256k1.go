@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 secp256k1 is no curve crypto/ecdsa encodes (PublicKey.Bytes refuses it): its X and Y are the key
+
 package signer
 
 import (
