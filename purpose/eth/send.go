@@ -3,11 +3,13 @@ package eth
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"math/big"
 	"strings"
 	"sync"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -73,18 +75,18 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 	if err := h.mayFillFees(ctx, id, obj); err != nil {
 		return nil, err
 	}
-	chain, err := h.fill(ctx, obj)
+	_, given := obj["nonce"]
+	chain, pending, err := h.fill(ctx, obj, from, !given)
 	if err != nil {
 		return nil, err
 	}
-	_, given := obj["nonce"]
 	if !given {
 		defer h.sending.lock(namespace.Qualify(namespace.FromContext(ctx), id))()
 	}
 	var out sigilv1.SignTransactionResponse
 	for try := 0; ; try++ {
 		if !given {
-			n, err := h.nextNonce(ctx, id, from, chain, try)
+			n, err := h.nextNonce(ctx, id, pending, chain, try)
 			if err != nil {
 				return nil, err
 			}
@@ -136,15 +138,12 @@ func nonceTaken(err error) bool {
 	return st.Code() == codes.Aborted || st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "was signed for transaction")
 }
 
-// nextNonce is the nonce a send from key id (address from) on chain
-// takes: the node's pending count or one past the highest the key signed
-// there, whichever is larger, plus skip (nonces found taken already).
-func (h *rpcHandler) nextNonce(ctx context.Context, id string, from json.RawMessage, chain *big.Int, skip int) (uint64, error) {
-	var pending hexutil.Uint64
-	if err := h.node.Call(ctx, &pending, "eth_getTransactionCount", from, "pending"); err != nil {
-		return 0, err
-	}
-	n, next := uint64(pending), uint64(0)
+// nextNonce is the nonce a send from key id on chain takes: the node's
+// pending count or one past the highest the key signed there (read now,
+// under the key's lock), whichever is larger, plus skip (nonces found
+// taken already).
+func (h *rpcHandler) nextNonce(ctx context.Context, id string, pending uint64, chain *big.Int, skip int) (uint64, error) {
+	n, next := pending, uint64(0)
 	if h.ledger != nil {
 		rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
 		if err != nil {
@@ -169,68 +168,71 @@ func (h *rpcHandler) nextNonce(ctx context.Context, id string, from json.RawMess
 // fill completes a transaction from the node: its chain ID (a given one
 // must be the node's), gas (eth_estimateGas) and fees (EIP-1559 from the
 // latest base fee and eth_maxPriorityFeePerGas; eth_gasPrice on a chain
-// without base fees). It returns the chain ID.
-func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage) (*big.Int, error) {
-	var chain hexutil.Big
-	if err := h.node.Call(ctx, &chain, "eth_chainId"); err != nil {
-		return nil, err
-	}
-	if raw, ok := obj["chainId"]; ok {
-		var given hexutil.Big
-		if json.Unmarshal(raw, &given) != nil || given.ToInt().Cmp(chain.ToInt()) != 0 {
-			return nil, errs.New(errs.InvalidArgument, "transaction: chainId %s is not the node's (%s)", raw, chain.ToInt())
-		}
-	}
-	obj["chainId"] = quantity(chain.ToInt())
-	if err := h.fillFees(ctx, obj); err != nil {
-		return nil, err
-	}
-	if _, ok := obj["gas"]; !ok {
-		var gas hexutil.Uint64
-		if err := h.node.Call(ctx, &gas, "eth_estimateGas", obj); err != nil {
-			return nil, err
-		}
-		obj["gas"] = json.RawMessage(`"` + gas.String() + `"`)
-	}
-	return chain.ToInt(), nil
-}
-
-// fillFees sets the fees a transaction leaves out.
-func (h *rpcHandler) fillFees(ctx context.Context, obj map[string]json.RawMessage) error {
+// without base fees). The node is asked all it needs at once; each query
+// writes its own result, and all are done before fill returns. It returns
+// the chain ID and, if wantNonce, the node's pending count for from.
+func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage, from json.RawMessage, wantNonce bool) (*big.Int, uint64, error) {
 	_, price := obj["gasPrice"]
 	_, feeCap := obj["maxFeePerGas"]
 	_, tipCap := obj["maxPriorityFeePerGas"]
-	if price || feeCap && tipCap {
-		return nil
+	_, hasGas := obj["gas"]
+	needFees := !price && !(feeCap && tipCap)
+	var (
+		chain *big.Int
+		head  struct {
+			BaseFee *hexutil.Big `json:"baseFeePerGas"`
+		}
+		tip, gp hexutil.Big
+		gas     hexutil.Uint64
+		pending hexutil.Uint64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	if wantNonce {
+		g.Go(func() error { return h.node.Call(gctx, &pending, "eth_getTransactionCount", from, "pending") })
 	}
-	var head struct {
-		BaseFee *hexutil.Big `json:"baseFeePerGas"`
+	g.Go(func() (err error) { chain, err = h.node.chainID(gctx); return err })
+	if needFees {
+		g.Go(func() error { return h.node.Call(gctx, &head, "eth_getBlockByNumber", "latest", false) })
+		if !tipCap {
+			g.Go(func() error { return h.node.Call(gctx, &tip, "eth_maxPriorityFeePerGas") })
+		}
 	}
-	if err := h.node.Call(ctx, &head, "eth_getBlockByNumber", "latest", false); err != nil {
-		return err
+	if !hasGas { // estimated as given: the fees a call pays do not change its gas
+		estimate := maps.Clone(obj)
+		g.Go(func() error { return h.node.Call(gctx, &gas, "eth_estimateGas", estimate) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+	if raw, ok := obj["chainId"]; ok {
+		var given hexutil.Big
+		if json.Unmarshal(raw, &given) != nil || given.ToInt().Cmp(chain) != 0 {
+			return nil, 0, errs.New(errs.InvalidArgument, "transaction: chainId %s is not the node's (%s)", raw, chain)
+		}
+	}
+	obj["chainId"] = quantity(chain)
+	if !hasGas {
+		obj["gas"] = json.RawMessage(`"` + gas.String() + `"`)
+	}
+	if !needFees {
+		return chain, uint64(pending), nil
 	}
 	if head.BaseFee == nil { // no EIP-1559 on this chain
-		var gp hexutil.Big
 		if err := h.node.Call(ctx, &gp, "eth_gasPrice"); err != nil {
-			return err
+			return nil, 0, err
 		}
 		obj["gasPrice"] = quantity(gp.ToInt())
-		return nil
+		return chain, uint64(pending), nil
 	}
 	if !tipCap {
-		var tip hexutil.Big
-		if err := h.node.Call(ctx, &tip, "eth_maxPriorityFeePerGas"); err != nil {
-			return err
-		}
 		obj["maxPriorityFeePerGas"] = quantity(tip.ToInt())
 	}
 	if !feeCap {
-		var tip hexutil.Big
-		json.Unmarshal(obj["maxPriorityFeePerGas"], &tip)
-		fee := new(big.Int).Add(new(big.Int).Mul(head.BaseFee.ToInt(), big.NewInt(2)), tip.ToInt())
-		obj["maxFeePerGas"] = quantity(fee)
+		var t hexutil.Big
+		json.Unmarshal(obj["maxPriorityFeePerGas"], &t)
+		obj["maxFeePerGas"] = quantity(new(big.Int).Add(new(big.Int).Mul(head.BaseFee.ToInt(), big.NewInt(2)), t.ToInt()))
 	}
-	return nil
+	return chain, uint64(pending), nil
 }
 
 func quantity(n *big.Int) json.RawMessage {

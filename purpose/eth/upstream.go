@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
 	"slices"
+	"sync/atomic"
 	"time"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -30,6 +34,21 @@ type Upstream struct {
 	Client *http.Client
 	// Timeout bounds each call; DefaultUpstreamTimeout if zero.
 	Timeout time.Duration
+
+	chain atomic.Pointer[big.Int] // the node's chain ID, once known: a node's chain does not change
+}
+
+// chainID is the node's chain ID (eth_chainId), asked once.
+func (u *Upstream) chainID(ctx context.Context) (*big.Int, error) {
+	if c := u.chain.Load(); c != nil {
+		return c, nil
+	}
+	var id hexutil.Big
+	if err := u.Call(ctx, &id, "eth_chainId"); err != nil {
+		return nil, err
+	}
+	u.chain.Store(id.ToInt())
+	return id.ToInt(), nil
 }
 
 // Bounds of a call to the upstream: its deadline, and how large an
