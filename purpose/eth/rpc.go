@@ -453,16 +453,16 @@ func (h *rpcHandler) signTypedData(ctx context.Context, c *rpcCall, params []jso
 	return hexutil.Bytes(out.GetSignature()), nil
 }
 
-// signTransaction signs an eth_signTransaction object whose from names
-// the account; null members (as clef's callers send for what they leave
-// out) are dropped first.
-func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []json.RawMessage) (*sigilv1.SignTransactionResponse, error) {
+// txParams reads the params of a transaction method, [transaction]: the
+// object, with null members (as clef's callers send for what they leave
+// out) dropped, and the key its from names.
+func (h *rpcHandler) txParams(ctx context.Context, params []json.RawMessage) (map[string]json.RawMessage, string, error) {
 	if len(params) != 1 {
-		return nil, errs.New(errs.InvalidArgument, "params: [transaction]")
+		return nil, "", errs.New(errs.InvalidArgument, "params: [transaction]")
 	}
 	obj, err := strictjson.Object("transaction", params[0], MaxTxBytes)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for name, v := range obj {
 		if string(v) == "null" {
@@ -471,9 +471,17 @@ func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []j
 	}
 	from, ok := obj["from"]
 	if !ok {
-		return nil, errs.New(errs.InvalidArgument, "transaction: from names the account")
+		return nil, "", errs.New(errs.InvalidArgument, "transaction: from names the account")
 	}
 	id, err := h.keyOf(ctx, from)
+	return obj, id, err
+}
+
+// signTransaction signs an eth_signTransaction object whose from names
+// the account; null members (as clef's callers send for what they leave
+// out) are dropped first.
+func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []json.RawMessage) (*sigilv1.SignTransactionResponse, error) {
+	obj, id, err := h.txParams(ctx, params)
 	if err != nil {
 		return nil, err
 	}

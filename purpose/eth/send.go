@@ -46,23 +46,7 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 	if h.node == nil {
 		return nil, errs.New(errs.FailedPrecondition, "eth_sendTransaction: this endpoint has no execution client behind it (ethrpc.upstream); sign with eth_signTransaction and send it yourself")
 	}
-	if len(params) != 1 {
-		return nil, errs.New(errs.InvalidArgument, "params: [transaction]")
-	}
-	obj, err := strictjson.Object("transaction", params[0], MaxTxBytes)
-	if err != nil {
-		return nil, err
-	}
-	for name, v := range obj {
-		if string(v) == "null" {
-			delete(obj, name)
-		}
-	}
-	from, ok := obj["from"]
-	if !ok {
-		return nil, errs.New(errs.InvalidArgument, "transaction: from names the account")
-	}
-	id, err := h.keyOf(ctx, from)
+	obj, id, err := h.txParams(ctx, params)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +60,7 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	_, given := obj["nonce"]
-	chain, pending, err := h.fill(ctx, obj, from, !given)
+	chain, pending, err := h.fill(ctx, obj, obj["from"], !given)
 	if err != nil {
 		return nil, err
 	}
