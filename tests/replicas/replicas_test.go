@@ -50,7 +50,11 @@ func newReplica(t *testing.T, name string, c *etcdtest.Cluster, hsm signer.Backe
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := keyring.New(ctx, keyring.Options{Store: s, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm", Logger: quiet})
+	// A scheduler stopped while its generation is being made leaves the
+	// creating record for creating_grace (the HSM may still finish it);
+	// a short grace lets the next leader roll it back within the
+	// failover test's window, as the default 2 min would in production.
+	kr, err := keyring.New(ctx, keyring.Options{Store: s, Backends: map[string]signer.Backend{"hsm": hsm}, DefaultBackend: "hsm", Logger: quiet, CreatingGrace: 8 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
