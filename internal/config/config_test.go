@@ -101,3 +101,27 @@ func TestServerTLSRefusesAReadableKey(t *testing.T) {
 		t.Fatalf("group/world-readable key: %v", err)
 	}
 }
+
+func TestEthUpstreamSettings(t *testing.T) {
+	ok := strings.Replace(base, "PIN_LINE", "env:SIGIL_HSM_PIN", 1) + "ethrpc:\n  addr: 127.0.0.1:7545\n  upstream:\n"
+	good := []string{
+		"    url: https://node.internal:8545\n    headers: {Authorization: env:RPC_AUTH, X-Client: sigil}\n    timeout: 5s\n",
+		"    url: env:RPC_URL\n",
+	}
+	for _, u := range good {
+		if _, err := parse(t, ok+u, true); err != nil {
+			t.Errorf("%q: %v", u, err)
+		}
+	}
+	for u, want := range map[string]string{
+		"    url: ftp://node\n": "ethrpc.upstream.url",
+		"    url: https://node\n    headers: {Authorization: Bearer abc}\n": "headers.Authorization",
+		"    url: https://node\n    headers: {X-Api-Key: abc}\n":            "headers.X-Api-Key",
+		"    url: https://node\n    timeout: 1h\n":                          "timeout",
+	} {
+		_, err := parse(t, ok+u, true)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "abc") {
+			t.Errorf("%q: got %v, want an error naming %q and quoting no value", u, err, want)
+		}
+	}
+}
