@@ -317,7 +317,7 @@ func TestSetsStayInTheirNamespace(t *testing.T) {
 	if _, err := sigilv1.NewJWTServiceClient(e.root).CreateJWKSet(context.Background(), &sigilv1.CreateJWKSetRequest{Name: "wide", KeyPatterns: []string{"tenant-a[^x]*"}}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(fmt.Sprint(jwt.Set{Name: "wide", KeyPatterns: []string{"tenant-a[^x]*"}}.Admits("tenant-a/k")), "false") {
+	if (jwt.Set{Name: "wide", KeyPatterns: []string{"tenant-a[^x]*"}}).Admits("tenant-a/k") {
 		t.Error("a root set's character class admits a tenant's key")
 	}
 	resp, err := http.Get(e.PublicURL + "/jwks/tenant-a/wide.json")

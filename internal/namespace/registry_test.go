@@ -111,3 +111,53 @@ func TestCutOffReplicaFailsClosedAfterStaleAfter(t *testing.T) {
 		t.Errorf("after the store came back: %v", err)
 	}
 }
+
+// failDelete is a store whose next deletion of a record fails, as a
+// store going away between ns delete's two steps would.
+type failDelete struct {
+	*boltstore.Store
+	armed atomic.Bool
+}
+
+func (f *failDelete) UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error {
+	return f.Store.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
+		out, err := fn(old)
+		if err == nil && out == nil && f.armed.CompareAndSwap(true, false) {
+			return nil, errs.New(errs.Unavailable, "store gone")
+		}
+		return out, err
+	})
+}
+
+// Deleting a namespace marks it, checks it is empty, then deletes it. A
+// check that fails lifts the mark; a deletion that fails leaves the mark,
+// so nothing is made in the namespace, and deleting again completes.
+func TestNamespaceDeleteSurvivesAFailureBetweenItsSteps(t *testing.T) {
+	ctx := context.Background()
+	store := &failDelete{Store: openStore(t)}
+	r := namespace.NewRegistry(store)
+	if _, err := r.Create(ctx, namespace.Record{Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	notEmpty := errs.New(errs.FailedPrecondition, "holds keys")
+	if err := r.Delete(ctx, "t", func(context.Context) error { return notEmpty }); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("deleting a namespace that is not empty: %v", err)
+	}
+	if err := r.Usable(ctx, "t"); err != nil {
+		t.Fatalf("the mark stayed after a refused deletion: %v", err)
+	}
+	store.armed.Store(true)
+	if err := r.Delete(ctx, "t", func(context.Context) error { return nil }); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("a deletion the store failed: %v", err)
+	}
+	fresh := namespace.NewRegistry(store) // as another replica, or this one restarted
+	if err := fresh.Usable(ctx, "t"); !errs.Is(err, errs.FailedPrecondition) {
+		t.Errorf("a namespace half-deleted takes creations: %v", err)
+	}
+	if err := fresh.Delete(ctx, "t", func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("deleting it again: %v", err)
+	}
+	if _, err := fresh.Get(ctx, "t"); !errs.Is(err, errs.NotFound) {
+		t.Errorf("after the second deletion: %v", err)
+	}
+}
