@@ -72,6 +72,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
+	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,ethrpc,namespaced,send,reviewed,kms,replicas,audit); the report then holds only them")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
 	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
@@ -93,10 +94,22 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	if *tables != "" {
+		want = map[string]bool{}
+		for _, t := range strings.Split(*tables, ",") {
+			want[strings.TrimSpace(t)] = true
+		}
+	}
 	if err := run(*out, *dur); err != nil {
 		log.Fatal(err)
 	}
 }
+
+// want names the tables to measure; nil is all of them.
+var want map[string]bool
+
+// measure reports whether table is to be measured.
+func measured(table string) bool { return want == nil || want[table] }
 
 var (
 	algs    = []signer.Algorithm{signer.ES256, signer.ES256K, signer.EdDSA, signer.RS256}
@@ -181,48 +194,70 @@ func run(out string, dur time.Duration) error {
 	if rep.floor, err = b.floor(); err != nil {
 		return err
 	}
-	if rep.sign, err = b.signTable(); err != nil {
-		return err
+	if measured("sign") {
+		if rep.sign, err = b.signTable(); err != nil {
+			return err
+		}
 	}
-	if rep.cpu, err = b.cpuTable(); err != nil {
-		return err
+	if measured("cpu") {
+		if rep.cpu, err = b.cpuTable(); err != nil {
+			return err
+		}
 	}
-	if rep.jwt, err = b.jwtTable(); err != nil {
-		return err
+	if measured("jwt") {
+		if rep.jwt, err = b.jwtTable(); err != nil {
+			return err
+		}
 	}
-	if rep.jwks, err = b.jwksTable(); err != nil {
-		return err
+	if measured("jwks") {
+		if rep.jwks, err = b.jwksTable(); err != nil {
+			return err
+		}
 	}
-	if rep.eth, err = b.ethTable(); err != nil {
-		return err
+	if measured("eth") {
+		if rep.eth, err = b.ethTable(); err != nil {
+			return err
+		}
 	}
-	if rep.secured, err = b.securedTable(secured); err != nil {
-		return err
+	if measured("secured") {
+		if rep.secured, err = b.securedTable(secured); err != nil {
+			return err
+		}
 	}
-	if rep.ethRPC, err = b.ethRPCTable(secured); err != nil {
-		return err
+	if measured("ethrpc") {
+		if rep.ethRPC, err = b.ethRPCTable(secured); err != nil {
+			return err
+		}
 	}
-	if rep.namespaced, err = b.namespaceTable(secured); err != nil {
-		return err
+	if measured("namespaced") {
+		if rep.namespaced, err = b.namespaceTable(secured); err != nil {
+			return err
+		}
 	}
-	if node != nil {
+	if node != nil && measured("send") {
 		if rep.send, err = b.sendTable(secured, node); err != nil {
 			return err
 		}
 	}
-	if rep.reviewed, err = b.reviewedTable(secured); err != nil {
-		return err
+	if measured("reviewed") {
+		if rep.reviewed, err = b.reviewedTable(secured); err != nil {
+			return err
+		}
 	}
-	if kmsEndpoint != "" {
+	if kmsEndpoint != "" && measured("kms") {
 		if rep.kms, err = b.kmsTable(kmsEndpoint); err != nil {
 			return err
 		}
 	}
-	if rep.replicas, err = b.replicaTable(dir); err != nil {
-		return err
+	if measured("replicas") {
+		if rep.replicas, err = b.replicaTable(dir); err != nil {
+			return err
+		}
 	}
-	if rep.audit, err = b.auditTable(dir); err != nil {
-		return err
+	if measured("audit") {
+		if rep.audit, err = b.auditTable(dir); err != nil {
+			return err
+		}
 	}
 	return rep.write(out, dur)
 }

@@ -107,6 +107,7 @@ const (
 	rpcInvalidParams  = -32602
 	rpcInternal       = -32603
 	rpcUnauthorized   = 4100   // EIP-1193: a refusal by the policy or the access rules
+	rpcUnsupported    = 4200   // EIP-1193: a method this endpoint does not offer as configured
 	rpcHeld           = -32002 // EIP-1474 resource unavailable: held for approval, data.approval_id
 	rpcLimit          = -32005 // EIP-1474 limit exceeded: a quota or a size
 )
@@ -253,6 +254,10 @@ func rpcOperation(method string) string {
 
 // errNoMethod is a method neither protocol has.
 var errNoMethod = errors.New("no such method")
+
+// errNoUpstream is eth_sendTransaction on an endpoint with no node
+// behind it: a method not offered as configured, not a refusal.
+var errNoUpstream = errors.New("eth_sendTransaction: this endpoint has no execution client behind it (ethrpc.upstream); sign with eth_signTransaction and send it yourself")
 
 func (h *rpcHandler) dispatch(ctx context.Context, c *rpcCall, method string, params []json.RawMessage) (any, error) {
 	switch method {
@@ -499,6 +504,9 @@ func (h *rpcHandler) signTransaction(ctx context.Context, c *rpcCall, params []j
 func (h *rpcHandler) toRPCError(err error) *rpcError {
 	if errors.Is(err, errNoMethod) {
 		return &rpcError{Code: rpcNoMethod, Message: "method not found"}
+	}
+	if errors.Is(err, errNoUpstream) {
+		return &rpcError{Code: rpcUnsupported, Message: err.Error()}
 	}
 	if ne := (*NodeError)(nil); errors.As(err, &ne) {
 		return &rpcError{Code: ne.Code, Message: ne.Message, Data: ne.Data}

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"golang.org/x/sync/errgroup"
@@ -44,7 +45,7 @@ func (s *sender) lock(id string) func() {
 // submitted by the replica that runs it once approved.
 func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []json.RawMessage) (any, error) {
 	if h.node == nil {
-		return nil, errs.New(errs.FailedPrecondition, "eth_sendTransaction: this endpoint has no execution client behind it (ethrpc.upstream); sign with eth_signTransaction and send it yourself")
+		return nil, errNoUpstream
 	}
 	obj, id, err := h.txParams(ctx, params)
 	if err != nil {
@@ -60,17 +61,28 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	_, given := obj["nonce"]
-	chain, pending, err := h.fill(ctx, obj, obj["from"], !given)
-	if err != nil {
-		return nil, err
-	}
 	if !given {
 		defer h.sending.lock(namespace.Qualify(namespace.FromContext(ctx), id))()
+	}
+	// The node and the ledger are read at once, under the key's lock so
+	// both see this key's previous send.
+	var (
+		chain   *big.Int
+		pending uint64
+		signed  map[string]uint64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { chain, pending, err = h.fill(gctx, obj, obj["from"], !given); return err })
+	if !given {
+		g.Go(func() (err error) { signed, err = h.highestSigned(gctx, id); return err })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	var out sigilv1.SignTransactionResponse
 	for try := 0; ; try++ {
 		if !given {
-			n, err := h.nextNonce(ctx, id, pending, chain, try)
+			n, err := nextNonce(pending, signed, chain, try)
 			if err != nil {
 				return nil, err
 			}
@@ -122,24 +134,43 @@ func nonceTaken(err error) bool {
 	return st.Code() == codes.Aborted || st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "was signed for transaction")
 }
 
-// nextNonce is the nonce a send from key id on chain takes: the node's
-// pending count or one past the highest the key signed there (read now,
-// under the key's lock), whichever is larger, plus skip (nonces found
-// taken already).
-func (h *rpcHandler) nextNonce(ctx context.Context, id string, pending uint64, chain *big.Int, skip int) (uint64, error) {
+// highestSigned is the highest nonce key id signed on each chain it
+// signed on, from its ledger (none without one).
+func (h *rpcHandler) highestSigned(ctx context.Context, id string) (map[string]uint64, error) {
+	if h.ledger == nil {
+		return nil, nil
+	}
+	rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
+	if err != nil || len(rec.Extra) == 0 {
+		return nil, err
+	}
+	// Only each chain's highest is decoded: the window of nonces and
+	// their transactions is most of the record and most of the time.
+	var t struct {
+		Chains map[string]struct {
+			Highest uint64 `json:"highest"`
+			History bool   `json:"history"`
+		} `json:"chains"`
+	}
+	if err := json.Unmarshal(rec.Extra, &t); err != nil {
+		return nil, errs.New(errs.Internal, "the nonce record: %w", err)
+	}
+	out := map[string]uint64{}
+	for chain, c := range t.Chains {
+		if c.History {
+			out[chain] = c.Highest
+		}
+	}
+	return out, nil
+}
+
+// nextNonce is the nonce a send on chain takes: the node's pending count
+// or one past the highest the key signed there, whichever is larger,
+// plus skip (nonces found taken since).
+func nextNonce(pending uint64, signed map[string]uint64, chain *big.Int, skip int) (uint64, error) {
 	n, next := pending, uint64(0)
-	if h.ledger != nil {
-		rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
-		if err != nil {
-			return 0, err
-		}
-		t, err := readNonces(rec)
-		if err != nil {
-			return 0, err
-		}
-		if c, ok := t.Chains[chain.String()]; ok && c.History {
-			next = c.Highest + 1
-		}
+	if h, ok := signed[chain.String()]; ok {
+		next = h + 1
 	}
 	// A node's count far past what the key ever signed is not taken: it
 	// would leave the key's real next nonce out of reach for good.
@@ -152,41 +183,48 @@ func (h *rpcHandler) nextNonce(ctx context.Context, id string, pending uint64, c
 // fill completes a transaction from the node: its chain ID (a given one
 // must be the node's), gas (eth_estimateGas) and fees (EIP-1559 from the
 // latest base fee and eth_maxPriorityFeePerGas; eth_gasPrice on a chain
-// without base fees). The node is asked all it needs at once; each query
-// writes its own result, and all are done before fill returns. It returns
-// the chain ID and, if wantNonce, the node's pending count for from.
+// without base fees; a suggestion reused for FeeMaxAge). The node is asked
+// all it needs at once, each answer decoded into its own variable, all
+// done before fill returns. It returns the chain ID
+// and, if wantNonce, the node's pending count for from.
 func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage, from json.RawMessage, wantNonce bool) (*big.Int, uint64, error) {
 	_, price := obj["gasPrice"]
 	_, feeCap := obj["maxFeePerGas"]
 	_, tipCap := obj["maxPriorityFeePerGas"]
 	_, hasGas := obj["gas"]
-	needFees := !price && !(feeCap && tipCap)
 	var (
-		chain *big.Int
-		head  struct {
-			BaseFee *hexutil.Big `json:"baseFeePerGas"`
-		}
-		tip, gp hexutil.Big
+		calls   []func(context.Context) error
+		id      hexutil.Big
 		gas     hexutil.Uint64
 		pending hexutil.Uint64
+		fee     *fees
 	)
-	g, gctx := errgroup.WithContext(ctx)
 	if wantNonce {
-		g.Go(func() error { return h.node.Call(gctx, &pending, "eth_getTransactionCount", from, "pending") })
+		calls = append(calls, h.node.call(&pending, "eth_getTransactionCount", from, "pending"))
 	}
-	g.Go(func() (err error) { chain, err = h.node.chainID(gctx); return err })
-	if needFees {
-		g.Go(func() error { return h.node.Call(gctx, &head, "eth_getBlockByNumber", "latest", false) })
-		if !tipCap {
-			g.Go(func() error { return h.node.Call(gctx, &tip, "eth_maxPriorityFeePerGas") })
-		}
+	chain := h.node.chain.Load()
+	if chain == nil {
+		calls = append(calls, h.node.call(&id, "eth_chainId"))
 	}
 	if !hasGas { // estimated as given: the fees a call pays do not change its gas
-		estimate := maps.Clone(obj)
-		g.Go(func() error { return h.node.Call(gctx, &gas, "eth_estimateGas", estimate) })
+		calls = append(calls, h.node.call(&gas, "eth_estimateGas", maps.Clone(obj)))
+	}
+	if !price && !(feeCap && tipCap) {
+		if fee = h.node.suggestion(time.Now()); fee == nil {
+			fee = &fees{at: time.Now()}
+			calls = append(calls, h.node.call((*headOf)(fee), "eth_getBlockByNumber", "latest", false), h.node.call((*tipOf)(fee), "eth_maxPriorityFeePerGas"))
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, call := range calls {
+		g.Go(func() error { return call(gctx) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, 0, err
+	}
+	if chain == nil {
+		chain = id.ToInt()
+		h.node.chain.Store(chain)
 	}
 	if raw, ok := obj["chainId"]; ok {
 		var given hexutil.Big
@@ -198,25 +236,67 @@ func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage, f
 	if !hasGas {
 		obj["gas"] = json.RawMessage(`"` + gas.String() + `"`)
 	}
-	if !needFees {
-		return chain, uint64(pending), nil
-	}
-	if head.BaseFee == nil { // no EIP-1559 on this chain
-		if err := h.node.Call(ctx, &gp, "eth_gasPrice"); err != nil {
+	if fee != nil {
+		if err := h.setFees(ctx, obj, fee); err != nil {
 			return nil, 0, err
 		}
-		obj["gasPrice"] = quantity(gp.ToInt())
-		return chain, uint64(pending), nil
-	}
-	if !tipCap {
-		obj["maxPriorityFeePerGas"] = quantity(tip.ToInt())
-	}
-	if !feeCap {
-		var t hexutil.Big
-		json.Unmarshal(obj["maxPriorityFeePerGas"], &t)
-		obj["maxFeePerGas"] = quantity(new(big.Int).Add(new(big.Int).Mul(head.BaseFee.ToInt(), big.NewInt(2)), t.ToInt()))
 	}
 	return chain, uint64(pending), nil
+}
+
+// headOf decodes a block's base fee into a fees.
+type headOf fees
+
+func (f *headOf) UnmarshalJSON(b []byte) error {
+	var head struct {
+		BaseFee *hexutil.Big `json:"baseFeePerGas"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return err
+	}
+	if head.BaseFee != nil {
+		f.baseFee = head.BaseFee.ToInt()
+	}
+	return nil
+}
+
+// tipOf decodes eth_maxPriorityFeePerGas into a fees.
+type tipOf fees
+
+func (f *tipOf) UnmarshalJSON(b []byte) error {
+	var tip hexutil.Big
+	if err := json.Unmarshal(b, &tip); err != nil {
+		return err
+	}
+	f.tip = tip.ToInt()
+	return nil
+}
+
+// setFees sets the fees obj lacks from the node's suggestion f, asking
+// eth_gasPrice on a chain without base fees, and keeps f for reuse.
+func (h *rpcHandler) setFees(ctx context.Context, obj map[string]json.RawMessage, f *fees) error {
+	if f.baseFee == nil { // no EIP-1559 on this chain
+		if f.gasPrice == nil {
+			var gp hexutil.Big
+			if err := h.node.Call(ctx, &gp, "eth_gasPrice"); err != nil {
+				return err
+			}
+			f.gasPrice = gp.ToInt()
+		}
+		h.node.fees.Store(f)
+		obj["gasPrice"] = quantity(f.gasPrice)
+		return nil
+	}
+	h.node.fees.Store(f)
+	if _, ok := obj["maxPriorityFeePerGas"]; !ok {
+		obj["maxPriorityFeePerGas"] = quantity(f.tip)
+	}
+	if _, ok := obj["maxFeePerGas"]; !ok {
+		var t hexutil.Big
+		json.Unmarshal(obj["maxPriorityFeePerGas"], &t)
+		obj["maxFeePerGas"] = quantity(new(big.Int).Add(new(big.Int).Mul(f.baseFee, big.NewInt(2)), t.ToInt()))
+	}
+	return nil
 }
 
 func quantity(n *big.Int) json.RawMessage {

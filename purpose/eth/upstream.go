@@ -29,13 +29,38 @@ type Upstream struct {
 	URL string
 	// Header is sent with every call (a hosted provider's API key).
 	Header http.Header
-	// Client carries the TLS client files, if any; http.DefaultClient's
-	// transport if nil.
+	// Client carries the TLS client files, if any; a transport of the
+	// package's own (http.DefaultTransport's settings, more idle
+	// connections) if nil.
 	Client *http.Client
 	// Timeout bounds each call; DefaultUpstreamTimeout if zero.
 	Timeout time.Duration
 
 	chain atomic.Pointer[big.Int] // the node's chain ID, once known: a node's chain does not change
+	fees  atomic.Pointer[fees]    // the node's last fee suggestion
+}
+
+// fees is a node's fee suggestion: the latest block's base fee (nil on a
+// chain without EIP-1559) with eth_maxPriorityFeePerGas, or eth_gasPrice.
+type fees struct {
+	at       time.Time
+	baseFee  *big.Int
+	tip      *big.Int
+	gasPrice *big.Int
+}
+
+// FeeMaxAge is how long a fee suggestion of the node is reused. A block
+// is 12 s on mainnet and a base fee moves at most 12.5 % a block, which
+// the 2× base fee in a filled fee cap covers; asking for every send
+// cost a busy endpoint a tenth of its sends.
+const FeeMaxAge = 2 * time.Second
+
+// suggestion is the node's fee suggestion if one is fresh, else nil.
+func (u *Upstream) suggestion(now time.Time) *fees {
+	if f := u.fees.Load(); f != nil && now.Sub(f.at) < FeeMaxAge && !now.Before(f.at) {
+		return f
+	}
+	return nil
 }
 
 // chainID is the node's chain ID (eth_chainId), asked once.
@@ -176,13 +201,22 @@ func (u *Upstream) Forward(ctx context.Context, body []byte) (json.RawMessage, e
 // default) transport, never following a redirect, which would carry the
 // upstream's headers (its credentials) to wherever the node points.
 func (u *Upstream) client() *http.Client {
-	c := http.Client{}
+	c := http.Client{Transport: transport}
 	if u.Client != nil {
 		c = *u.Client
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &c
 }
+
+// transport is http.DefaultTransport keeping 16 idle connections to a
+// node, not 2: eth_sendTransaction asks the node four things at once,
+// and with 2 kept a busy endpoint opened a new connection for most calls.
+var transport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 16
+	return t
+}()
 
 // bare is a transport error without the URL it names, which may carry a
 // provider's key (user:password@, a path or a query): only what went
@@ -193,4 +227,9 @@ func bare(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// call is a Call to run later, as fill runs several at once.
+func (u *Upstream) call(out any, method string, params ...any) func(context.Context) error {
+	return func(ctx context.Context) error { return u.Call(ctx, out, method, params...) }
 }

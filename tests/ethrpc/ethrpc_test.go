@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -431,5 +432,13 @@ func TestChainIDWithoutANode(t *testing.T) {
 	doc := json.RawMessage(backendtest.MailTypedData)
 	if err := c.Call(&sig, "eth_signTypedData_v3", e.addr["treasury-1"], doc); err != nil || len(sig) != 65 {
 		t.Fatalf("eth_signTypedData_v3: %x %v", sig, err)
+	}
+	// eth_sendTransaction is a method this endpoint does not offer
+	// without a node (EIP-1193 4200), not a refusal (4100).
+	var hash string
+	err = c.Call(&hash, "eth_sendTransaction", map[string]string{"from": e.addr["treasury-1"].Hex(), "to": "0x3535353535353535353535353535353535353535", "value": "0x1"})
+	var re rpc.Error
+	if !errors.As(err, &re) || re.ErrorCode() != 4200 || !strings.Contains(err.Error(), "ethrpc.upstream") {
+		t.Fatalf("eth_sendTransaction without a node: %v", err)
 	}
 }
