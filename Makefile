@@ -11,8 +11,15 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 all: build
 
+# The version, commit and commit time stamped into the binary (sigil version): the git tag
+# (git describe), else the commit; GOFLAGS here may hold -buildvcs=false, so they are explicit.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+COMMIT      := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+COMMIT_DATE := $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
+LDFLAGS     := -X github.com/sigil-hsm/sigil/server.version=$(VERSION) -X github.com/sigil-hsm/sigil/server.commit=$(COMMIT) -X github.com/sigil-hsm/sigil/server.date=$(COMMIT_DATE)
+
 build:
-	$(GO) build -o bin/sigil ./cmd/sigil
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/sigil ./cmd/sigil
 
 ## deps: install the system packages the server and tests need, when missing.
 deps: sys-deps crosscheck-deps kms-deps eth-deps

@@ -36,7 +36,22 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServe(), newKeys(), newSign(), newVerify(), newJWT(), newJWKSSet(), newNS(), newEth(), newApprovals(), newDrill(), newAudit(), newVersion())
+	refuseUnknown(root)
 	return root
+}
+
+// refuseUnknown makes every command that only groups others fail on a
+// word that names none of them (cobra prints the group's help and exits
+// 0, so a script's typo looked like success). Bare, the group prints its
+// help.
+func refuseUnknown(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		refuseUnknown(c)
+	}
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = cobra.NoArgs
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
 }
 
 // oneLine renders err for stderr: a gRPC status as "Code: message".

@@ -90,7 +90,7 @@ func newServe() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", "", "configuration file (CONFIG.md)")
+	f.StringVar(&configPath, "config", "", "configuration file (docs/configuration.md)")
 	f.BoolVar(&dev, "dev", false, "run the embedded development server: SoftHSM token and keyring in --data-dir, loopback only")
 	f.StringVar(&dataDir, "data-dir", ".sigil-dev", "--dev: where the token, keyring and client settings live")
 	f.StringVar(&addrs.GRPC, "grpc-addr", "127.0.0.1:7443", "--dev: gRPC listen address (loopback)")
