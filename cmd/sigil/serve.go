@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,7 +32,6 @@ import (
 	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
 	"github.com/sigil-hsm/sigil/server"
-	"github.com/sigil-hsm/sigil/signer"
 )
 
 func newServe() *cobra.Command {
@@ -119,21 +119,11 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		return err
 	}
 	go reloadOnHangup(ctx, az, log)
-	backends := map[string]signer.Backend{}
-	defer func() {
-		for name, b := range backends {
-			if err := b.Close(); err != nil {
-				log.Error("closing backend", "backend", name, "err", err)
-			}
-		}
-	}()
-	for name, bc := range cfg.Backends {
-		b, err := signer.Open(ctx, bc.Type, name, bc.Decode)
-		if err != nil {
-			return err
-		}
-		backends[name] = b
+	backends, closeBackends, err := openBackends(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
+	defer closeBackends()
 	raw, schedule, err := openStore(ctx, cfg.Store, log)
 	if err != nil {
 		return err
@@ -232,7 +222,10 @@ func upstream(c *config.Upstream) (*eth.Upstream, error) {
 		if err != nil {
 			return nil, err
 		}
-		u.URL = string(v)
+		u.URL = strings.TrimSpace(string(v))
+		if err := config.CheckUpstreamURL(u.URL); err != nil {
+			return nil, err
+		}
 	}
 	for name, v := range c.Headers {
 		if secret.IsRef(v) {
@@ -249,7 +242,9 @@ func upstream(c *config.Upstream) (*eth.Upstream, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ethrpc.upstream.tls: %w", err)
 		}
-		u.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 16}}
+		t := http.DefaultTransport.(*http.Transport).Clone() // its proxy from the environment, its timeouts
+		t.TLSClientConfig, t.MaxIdleConnsPerHost = tc, 16
+		u.Client = &http.Client{Transport: t}
 	}
 	return u, nil
 }

@@ -312,8 +312,10 @@ func (u *Upstream) check() error {
 		if err := secret.Ref(u.URL).Validate("ethrpc.upstream.url"); err != nil {
 			return err
 		}
-	} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-		return errors.New("ethrpc.upstream.url: want http(s)://HOST[:PORT][/PATH], or env:NAME / file:PATH")
+	} else if err := CheckUpstreamURL(u.URL); err != nil {
+		return err
+	} else if p, _ := url.Parse(u.URL); p.User != nil || p.RawQuery != "" {
+		return errors.New("ethrpc.upstream.url: a URL with a user, password or query (a provider's key) must be a reference env:NAME or file:PATH, never a literal")
 	}
 	if u.Timeout < 0 || u.Timeout > 5*time.Minute {
 		return errors.New("ethrpc.upstream.timeout: 0 (10s) to 5m")
@@ -331,9 +333,19 @@ func (u *Upstream) check() error {
 	return nil
 }
 
+// CheckUpstreamURL checks an upstream URL, literal or read from its
+// reference at start; its errors never quote it (it may carry a key).
+func CheckUpstreamURL(raw string) error {
+	if p, err := url.Parse(raw); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return errors.New("ethrpc.upstream.url: want http(s)://HOST[:PORT][/PATH], or env:NAME / file:PATH")
+	}
+	return nil
+}
+
 // credentialHeader reports whether a header named name carries a
 // credential.
 func credentialHeader(name string) bool {
 	n := strings.ToLower(name)
-	return n == "authorization" || strings.Contains(n, "key") || strings.Contains(n, "token") || strings.Contains(n, "secret")
+	return n == "authorization" || n == "proxy-authorization" || n == "cookie" || strings.Contains(n, "key") || strings.Contains(n, "token") ||
+		strings.Contains(n, "secret") || strings.Contains(n, "auth") || strings.Contains(n, "pass")
 }

@@ -118,6 +118,10 @@ func TestEthUpstreamSettings(t *testing.T) {
 		"    url: https://node\n    headers: {Authorization: Bearer abc}\n": "headers.Authorization",
 		"    url: https://node\n    headers: {X-Api-Key: abc}\n":            "headers.X-Api-Key",
 		"    url: https://node\n    timeout: 1h\n":                          "timeout",
+		"    url: https://user:abc@node\n":                                  "ethrpc.upstream.url",
+		"    url: https://node/?apikey=abc\n":                               "ethrpc.upstream.url",
+		"    url: https://node\n    headers: {Proxy-Authorization: abc}\n":  "headers.Proxy-Authorization",
+		"    url: https://node\n    headers: {Cookie: abc}\n":               "headers.Cookie",
 	} {
 		_, err := parse(t, ok+u, true)
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "abc") {

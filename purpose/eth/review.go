@@ -94,6 +94,9 @@ func reviewTx(ctx context.Context, d purpose.Deps, r *sigilv1.SignTransactionReq
 	if call := erc20Call(tx); call != "" {
 		sum = append(sum, approval.Field{Name: "erc-20", Value: call})
 	}
+	if r.GetSubmit() {
+		sum = append(sum, approval.Field{Name: "on approval", Value: "signed and broadcast to the node (eth_sendTransaction)"})
+	}
 	if !replacement {
 		return f, sum, nil
 	}

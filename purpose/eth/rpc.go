@@ -110,6 +110,7 @@ const (
 	rpcUnsupported    = 4200   // EIP-1193: a method this endpoint does not offer as configured
 	rpcHeld           = -32002 // EIP-1474 resource unavailable: held for approval, data.approval_id
 	rpcLimit          = -32005 // EIP-1474 limit exceeded: a quota or a size
+	rpcServerError    = -32000 // a node's error under a code Sigil keeps for its own answers
 )
 
 // rpcDeadline bounds a whole request, a batch included, under the HTTP
@@ -145,12 +146,18 @@ func (h *rpcHandler) serve(w http.ResponseWriter, r *http.Request) {
 		for _, one := range batch {
 			answer := h.call(ctx, one)
 			// A batch's answers together are bounded as one node answer is.
+			// Error data counts as results do: a node's revert data can be
+			// as large.
 			if r, ok := answer.(rpcResponse); ok {
 				if res, ok := r.Result.(json.RawMessage); ok {
-					if size += len(res); size > MaxUpstreamBytes {
-						r.Result, r.Error = nil, &rpcError{Code: rpcLimit, Message: fmt.Sprintf("the batch's answers are over %d bytes together; ask for less at a time", MaxUpstreamBytes)}
-						answer = r
-					}
+					size += len(res)
+				}
+				if r.Error != nil {
+					size += len(r.Error.Message) + rawLen(r.Error.Data)
+				}
+				if size > MaxUpstreamBytes {
+					r.Result, r.Error = nil, &rpcError{Code: rpcLimit, Message: fmt.Sprintf("the batch's answers are over %d bytes together; ask for less at a time", MaxUpstreamBytes)}
+					answer = r
 				}
 			}
 			out = append(out, answer)
@@ -224,7 +231,8 @@ func (h *rpcHandler) forward(ctx context.Context, raw json.RawMessage) (rpcRespo
 		return rpcResponse{}, errs.New(errs.Unavailable, "the node's answer is not a JSON-RPC response")
 	}
 	if answer.Error != nil {
-		return rpcResponse{Error: &rpcError{Code: answer.Error.Code, Message: answer.Error.Message, Data: answer.Error.Data}}, nil
+		e := nodeRPCError(answer.Error)
+		return rpcResponse{Error: &e}, nil
 	}
 	if answer.Result == nil {
 		answer.Result = json.RawMessage("null")
@@ -250,6 +258,31 @@ func rpcOperation(method string) string {
 		return "eth.rpc." + method
 	}
 	return "eth.rpc.unknown"
+}
+
+// nodeRPCError is a node's error as the caller gets it: as the node gave
+// it, but for a code Sigil answers with itself (a refusal, a hold, a
+// quota), which a node cannot be let to forge (a held request's
+// approval ID, say): that becomes -32000, its message and data kept.
+func nodeRPCError(ne *NodeError) rpcError {
+	e := rpcError{Code: ne.Code, Message: ne.Message, Data: ne.Data}
+	switch e.Code {
+	case rpcUnauthorized, rpcUnsupported, rpcHeld, rpcLimit:
+		e.Code = rpcServerError
+	}
+	return e
+}
+
+// rawLen is the length of an error's data as it will be written.
+func rawLen(v any) int {
+	switch d := v.(type) {
+	case nil:
+		return 0
+	case json.RawMessage:
+		return len(d)
+	}
+	b, _ := json.Marshal(v)
+	return len(b)
 }
 
 // errNoMethod is a method neither protocol has.
@@ -509,7 +542,8 @@ func (h *rpcHandler) toRPCError(err error) *rpcError {
 		return &rpcError{Code: rpcUnsupported, Message: err.Error()}
 	}
 	if ne := (*NodeError)(nil); errors.As(err, &ne) {
-		return &rpcError{Code: ne.Code, Message: ne.Message, Data: ne.Data}
+		e := nodeRPCError(ne)
+		return &e
 	}
 	st, _ := status.FromError(h.inv.Status(err))
 	code := map[codes.Code]int{

@@ -3,13 +3,16 @@ package eth
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"math/big"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/crypto"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,12 +31,18 @@ const maxNonceTries = 16
 // process, so concurrent sends take consecutive nonces instead of racing
 // for one; other replicas' sends are caught by the nonce guard, and
 // answered by trying the next nonce.
-type sender struct{ locks sync.Map } // qualified key ID → *sync.Mutex
+type sender struct{ locks sync.Map } // qualified key ID → chan struct{} (a lock a waiter can give up on)
 
-func (s *sender) lock(id string) func() {
-	m, _ := s.locks.LoadOrStore(id, &sync.Mutex{})
-	m.(*sync.Mutex).Lock()
-	return m.(*sync.Mutex).Unlock
+// lock takes key id's lock, or gives up when ctx ends.
+func (s *sender) lock(ctx context.Context, id string) (func(), error) {
+	m, _ := s.locks.LoadOrStore(id, make(chan struct{}, 1))
+	ch := m.(chan struct{})
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, errs.FromContext(ctx, "waiting for this key's previous send")
+	}
 }
 
 // sendTransaction is eth_sendTransaction, as Web3Signer answers it in
@@ -52,17 +61,23 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	c.keyID = id
-	// Decided before the node is asked anything: a key the caller may
-	// not sign with is refused as an address no key has.
-	if h.inv.Allowed(ctx, OpSignTx, id) != nil {
-		return nil, errs.New(errs.PermissionDenied, "permission denied")
+	// Decided, and a request of the caller's quota spent, before the node
+	// is asked anything: a key the caller may not sign with is refused as
+	// an address no key has, and a caller past its quota costs the node
+	// nothing. (The signature spends a second request.)
+	if err := h.inv.Charge(ctx, OpSignTx, id); err != nil {
+		return nil, err
 	}
 	if err := h.mayFillFees(ctx, id, obj); err != nil {
 		return nil, err
 	}
 	_, given := obj["nonce"]
 	if !given {
-		defer h.sending.lock(namespace.Qualify(namespace.FromContext(ctx), id))()
+		unlock, err := h.sending.lock(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
 	}
 	// The node and the ledger are read at once, under the key's lock so
 	// both see this key's previous send.
@@ -78,6 +93,11 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if !given {
+		if err := h.noHole(ctx, id, pending, signed, chain); err != nil {
+			return nil, err
+		}
 	}
 	var out sigilv1.SignTransactionResponse
 	for try := 0; ; try++ {
@@ -108,13 +128,15 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 	return out.GetHash(), nil
 }
 
-// mayFillFees refuses to take fees from the node for a key without a
-// max_fee: the node would set them, and a daily limit counts value, not
-// fees. Fees the caller gives are its own.
+// mayFillFees refuses to take fees or gas from the node for a key
+// without a max_fee: the node would set them (what a transaction may burn
+// is gas × fee cap), and a daily limit counts value, not fees. Fees and
+// gas the caller gives are its own.
 func (h *rpcHandler) mayFillFees(ctx context.Context, id string, obj map[string]json.RawMessage) error {
 	_, price := obj["gasPrice"]
 	_, feeCap := obj["maxFeePerGas"]
-	if price || feeCap {
+	_, gas := obj["gas"]
+	if (price || feeCap) && gas {
 		return nil
 	}
 	k, err := h.keys.Get(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
@@ -122,16 +144,50 @@ func (h *rpcHandler) mayFillFees(ctx context.Context, id string, obj map[string]
 		return err
 	}
 	if PolicyOf(k).MaxFee == nil {
-		return errs.New(errs.FailedPrecondition, "eth_sendTransaction: key %q has no max_fee, so its fees are not taken from the node (which could set any, and the daily limit counts value only); give maxFeePerGas or gasPrice, or set --max-fee on the key", id)
+		return errs.New(errs.FailedPrecondition, "eth_sendTransaction: key %q has no max_fee, so its fees and gas are not taken from the node (which could set any, and the daily limit counts value only); give gas and maxFeePerGas or gasPrice, or set --max-fee on the key", id)
 	}
 	return nil
 }
 
 // nonceTaken reports whether a signature was refused because its nonce
-// was taken meanwhile: signed for another transaction, or being signed.
+// was signed meanwhile for another transaction (by another replica). A
+// signature of it still in progress (Aborted) is not taken: it may yet
+// fail, and stepping past it would leave a gap.
 func nonceTaken(err error) bool {
 	st := status.Convert(err)
-	return st.Code() == codes.Aborted || st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "was signed for transaction")
+	return st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "was signed for transaction")
+}
+
+// noHole refuses a send while the node lacks a nonce the key signed on
+// chain (its pending count is at or below the highest signed): a
+// transaction stacked past it would wait behind the missing one, and
+// every retry "succeed" unmined, until the missing one lands and all of
+// them execute. The caller gets the missing transaction's bytes, kept by
+// the nonce guard, to resubmit (or replace) first. A transaction of
+// another replica between its signature and its submission is refused
+// too, for as long as that takes.
+func (h *rpcHandler) noHole(ctx context.Context, id string, pending uint64, signed map[string]uint64, chain *big.Int) error {
+	highest, ok := signed[chain.String()]
+	if !ok || pending > highest {
+		return nil
+	}
+	rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
+	if err != nil {
+		return err
+	}
+	t, err := readNonces(rec)
+	if err != nil {
+		return err
+	}
+	data := map[string]any{"nonce": hexutil.EncodeUint64(pending)}
+	if e := t.chain(chain).Nonces[strconv.FormatUint(pending, 10)]; e != nil && len(e.Signed) > 0 {
+		last := e.Signed[len(e.Signed)-1]
+		if len(last.Raw) > 0 {
+			data["raw"], data["hash"] = last.Raw, crypto.Keccak256Hash(last.Raw).Hex()
+		}
+	}
+	b, _ := json.Marshal(data)
+	return &NodeError{Code: rpcServerError, Data: b, Message: fmt.Sprintf("nonce %d was signed for this key but the node does not have it (its next nonce is %d, this key signed up to %d): a send now would wait behind it unmined; resubmit it (data.raw, if kept) or replace it, then send again", pending, pending, highest)}
 }
 
 // highestSigned is the highest nonce key id signed on each chain it
@@ -164,20 +220,23 @@ func (h *rpcHandler) highestSigned(ctx context.Context, id string) (map[string]u
 	return out, nil
 }
 
-// nextNonce is the nonce a send on chain takes: the node's pending count
-// or one past the highest the key signed there, whichever is larger,
-// plus skip (nonces found taken since).
+// nextNonce is the nonce a send on chain takes: one past the highest the
+// key signed there or, for a key that never signed there, the node's
+// pending count (0: a key made in the HSM sent nothing before), plus
+// skip (nonces found taken since). A node counting past what the key
+// signed is not believed: nonces it made up would leave the key's real
+// ones out of reach for good.
 func nextNonce(pending uint64, signed map[string]uint64, chain *big.Int, skip int) (uint64, error) {
-	n, next := pending, uint64(0)
-	if h, ok := signed[chain.String()]; ok {
-		next = h + 1
+	h, ok := signed[chain.String()]
+	switch {
+	case ok && pending > h+1:
+		return 0, errs.New(errs.FailedPrecondition, "the node says nonce %d is next, but this key signed only up to %d on chain %s: a node that counts transactions this key never signed is not believed; give the nonce yourself if that is right", pending, h, chain)
+	case ok:
+		return h + 1 + uint64(skip), nil
+	case pending > 0: // a key made in the HSM has sent nothing anywhere else
+		return 0, errs.New(errs.FailedPrecondition, "the node says nonce %d is next for a key that never signed on chain %s; give the nonce yourself if that is right", pending, chain)
 	}
-	// A node's count far past what the key ever signed is not taken: it
-	// would leave the key's real next nonce out of reach for good.
-	if n > next && n-next > NonceWindow {
-		return 0, errs.New(errs.FailedPrecondition, "the node says nonce %d is next, %d past the %d this key would sign next; give the nonce yourself if that is right", n, n-next, next)
-	}
-	return max(n, next) + uint64(skip), nil
+	return pending + uint64(skip), nil
 }
 
 // fill completes a transaction from the node: its chain ID (a given one
@@ -202,7 +261,7 @@ func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage, f
 	if wantNonce {
 		calls = append(calls, h.node.call(&pending, "eth_getTransactionCount", from, "pending"))
 	}
-	chain := h.node.chain.Load()
+	chain := h.node.knownChain(time.Now())
 	if chain == nil {
 		calls = append(calls, h.node.call(&id, "eth_chainId"))
 	}
@@ -224,7 +283,7 @@ func (h *rpcHandler) fill(ctx context.Context, obj map[string]json.RawMessage, f
 	}
 	if chain == nil {
 		chain = id.ToInt()
-		h.node.chain.Store(chain)
+		h.node.chain.Store(&chainID{id: chain, at: time.Now()})
 	}
 	if raw, ok := obj["chainId"]; ok {
 		var given hexutil.Big

@@ -67,17 +67,24 @@ func (Purpose) Committed(ctx context.Context, d purpose.Deps, _ string, req, res
 	if !ok || !signed || !r.GetSubmit() || node == nil {
 		return ""
 	}
-	submit(ctx, node, out)
-	if out.GetSubmitted() {
+	// The caller going away does not take the submission with it: the
+	// transaction is signed and recorded, and a submission cut short would
+	// leave its nonce a hole only the caller's bytes could fill.
+	answered := submit(context.WithoutCancel(ctx), node, out)
+	switch {
+	case out.GetSubmitted():
 		return "submitted to the node: " + out.GetHash()
+	case !answered:
+		return "signed; the node did not answer, so whether it has it is unknown: " + out.GetSubmitError()
 	}
 	return "signed, and the node refused it: " + out.GetSubmitError()
 }
 
 // submit sends a signed transaction to the node and notes in resp what
-// the node said. A node that knew it already took it before (a retry of
-// the same request resubmits the same bytes).
-func submit(ctx context.Context, node *Upstream, resp *sigilv1.SignTransactionResponse) {
+// the node said; it reports whether the node answered at all. A node that
+// knew it already took it before (a retry of the same request resubmits
+// the same bytes).
+func submit(ctx context.Context, node *Upstream, resp *sigilv1.SignTransactionResponse) bool {
 	var hash string
 	err := node.Call(ctx, &hash, "eth_sendRawTransaction", hexutil.Bytes(resp.GetRawTransaction()))
 	var ne *NodeError
@@ -88,7 +95,9 @@ func submit(ctx context.Context, node *Upstream, resp *sigilv1.SignTransactionRe
 		resp.SubmitErrorCode, resp.SubmitError = int32(ne.Code), ne.Message
 	default:
 		resp.SubmitErrorCode, resp.SubmitError = rpcInternal, err.Error()
+		return false
 	}
+	return true
 }
 
 // alreadyKnown reports whether a node's refusal of a raw transaction says

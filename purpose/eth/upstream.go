@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common/hexutil"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -36,7 +35,7 @@ type Upstream struct {
 	// Timeout bounds each call; DefaultUpstreamTimeout if zero.
 	Timeout time.Duration
 
-	chain atomic.Pointer[big.Int] // the node's chain ID, once known: a node's chain does not change
+	chain atomic.Pointer[chainID] // the node's chain ID, asked again after ChainMaxAge
 	fees  atomic.Pointer[fees]    // the node's last fee suggestion
 }
 
@@ -47,6 +46,25 @@ type fees struct {
 	baseFee  *big.Int
 	tip      *big.Int
 	gasPrice *big.Int
+}
+
+// chainID is the node's chain ID as it last said.
+type chainID struct {
+	id *big.Int
+	at time.Time
+}
+
+// ChainMaxAge is how long the node's chain ID is reused: a node's chain
+// does not change, but one wrong answer (a misrouted request behind a
+// provider's load balancer) must not be believed for long.
+const ChainMaxAge = 2 * time.Second
+
+// knownChain is the node's chain ID if it was asked for recently, else nil.
+func (u *Upstream) knownChain(now time.Time) *big.Int {
+	if c := u.chain.Load(); c != nil && now.Sub(c.at) < ChainMaxAge && !now.Before(c.at) {
+		return c.id
+	}
+	return nil
 }
 
 // FeeMaxAge is how long a fee suggestion of the node is reused. A block
@@ -61,19 +79,6 @@ func (u *Upstream) suggestion(now time.Time) *fees {
 		return f
 	}
 	return nil
-}
-
-// chainID is the node's chain ID (eth_chainId), asked once.
-func (u *Upstream) chainID(ctx context.Context) (*big.Int, error) {
-	if c := u.chain.Load(); c != nil {
-		return c, nil
-	}
-	var id hexutil.Big
-	if err := u.Call(ctx, &id, "eth_chainId"); err != nil {
-		return nil, err
-	}
-	u.chain.Store(id.ToInt())
-	return id.ToInt(), nil
 }
 
 // Bounds of a call to the upstream: its deadline, and how large an

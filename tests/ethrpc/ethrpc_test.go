@@ -35,7 +35,7 @@ import (
 	"github.com/sigil-hsm/sigil/server/servertest"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 16) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 24) }
 
 const policy = `
 rules:

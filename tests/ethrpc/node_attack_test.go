@@ -135,8 +135,13 @@ func TestNodeAttackSuite(t *testing.T) {
 		if a := send(e.addr["treasury-nofee"], nil); a.Error == nil || !strings.Contains(a.Error.Message, "max_fee") {
 			t.Errorf("a key without max_fee: %s %+v", a.Result, a.Error)
 		}
-		if a := send(e.addr["treasury-nofee"], map[string]any{"maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00"}); a.Error != nil {
-			t.Errorf("the same key, fees given: %+v", a.Error)
+		// What a transaction may burn is gas × fee cap: the gas is the
+		// caller's to give too.
+		if a := send(e.addr["treasury-nofee"], map[string]any{"maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00"}); a.Error == nil || !strings.Contains(a.Error.Message, "give gas") {
+			t.Errorf("the same key, fees given but no gas: %s %+v", a.Result, a.Error)
+		}
+		if a := send(e.addr["treasury-nofee"], map[string]any{"gas": "0x5208", "maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00"}); a.Error != nil {
+			t.Errorf("the same key, fees and gas given: %+v", a.Error)
 		}
 	})
 	t.Run("a key the caller may not use answers as an address no key has", func(t *testing.T) {
