@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -107,7 +108,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	conn, err := grpc.NewClient(o.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-		grpc.WithChainUnaryInterceptor(inNamespace(o.Namespace), deadline(o.Timeout), retry(o.Retries)))
+		grpc.WithChainUnaryInterceptor(explainTLS, inNamespace(o.Namespace), deadline(o.Timeout), retry(o.Retries)))
 	if err != nil {
 		return nil, err
 	}
@@ -182,4 +183,31 @@ func retry(n int) grpc.UnaryClientInterceptor {
 		}
 		return err
 	}
+}
+
+// tlsExplained are TLS failures as grpc-go words them, and what they mean
+// to whoever runs the client: gRPC shows a refused client certificate as a
+// connection error ("broken pipe", "server preface").
+var tlsExplained = []struct{ says, means string }{
+	{"tls: certificate required", "the server refused the client certificate: it is not signed by a CA the server trusts (its grpc.tls.client_ca), or none was given"},
+	{"tls: unknown certificate authority", "the server refused the client certificate: unknown authority (not signed by the server's grpc.tls.client_ca)"},
+	{"tls: bad certificate", "the server refused the client certificate (not signed by a CA it trusts, or not for client authentication)"},
+	{"tls: expired certificate", "the server refused the client certificate: it has expired"},
+	{"tls: revoked certificate", "the server refused the client certificate: revoked"},
+	{"certificate signed by unknown authority", "the server's certificate is not signed by the CA the client trusts (--tls-ca, SIGIL_TLS_CA)"},
+	{"certificate is valid for", "the server's certificate does not name the address dialled"},
+	{"certificate has expired or is not yet valid", "the server's certificate has expired or is not yet valid"},
+}
+
+// explainTLS makes a TLS failure's error say which side refused what.
+func explainTLS(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		for _, e := range tlsExplained {
+			if strings.Contains(st.Message(), e.says) {
+				return status.Error(codes.Unavailable, e.means+" ("+st.Message()+")")
+			}
+		}
+	}
+	return err
 }
