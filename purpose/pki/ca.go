@@ -338,4 +338,3 @@ func PEM(certs ...*x509.Certificate) []byte {
 	}
 	return out
 }
-

@@ -171,7 +171,9 @@ rules:
     keys: ["treasury-*"]
     allow: [eth.sign_tx]
     rate: 1/m
-`, func(o *server.Options) { o.Settings = map[string]any{eth.Name: &eth.Settings{Upstream: &eth.Upstream{URL: proxy.URL}}} })
+`, func(o *server.Options) {
+		o.Settings = map[string]any{eth.Name: &eth.Settings{Upstream: &eth.Upstream{URL: proxy.URL}}}
+	})
 	e.rpcURL = "https://" + e.EthRPC
 	from := e.newFundedKey(t, "treasury-q")
 	cert := e.CA.Issue(t, "spiffe://example.org/treasury", false, time.Now().Add(time.Hour))
