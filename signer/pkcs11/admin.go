@@ -79,15 +79,12 @@ func InitToken(module, label string, soPIN, userPIN []byte) (uint, error) {
 	return slot, nil
 }
 
-// openModule loads and initialises the module at path for one command.
+// openModule loads and initialises the module at path for one command;
+// done finalises and unloads it.
 func openModule(path string) (*pkcs11.Ctx, func(), error) {
-	ctx := pkcs11.New(path)
-	if ctx == nil {
-		return nil, nil, errs.New(errs.FailedPrecondition, "cannot load PKCS#11 module %s", path)
-	}
-	if err := ctx.Initialize(); err != nil && !isCKR(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		ctx.Destroy()
-		return nil, nil, errs.New(errs.Unavailable, "initialising PKCS#11 module %s: %w", path, err)
+	ctx, err := initModule(path)
+	if err != nil {
+		return nil, nil, err
 	}
 	return ctx, func() { ctx.Finalize(); ctx.Destroy() }, nil
 }

@@ -63,6 +63,19 @@ var loaded = struct {
 	m map[string]*library
 }{m: map[string]*library{}}
 
+// initModule loads the library at path and initialises it.
+func initModule(path string) (*pkcs11.Ctx, error) {
+	ctx := pkcs11.New(path)
+	if ctx == nil {
+		return nil, errs.New(errs.FailedPrecondition, "cannot load PKCS#11 module %s", path)
+	}
+	if err := ctx.Initialize(); err != nil && !isCKR(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		ctx.Destroy()
+		return nil, errs.New(errs.Unavailable, "initialising PKCS#11 module %s: %w", path, err)
+	}
+	return ctx, nil
+}
+
 // loadModule loads and initialises the library at path, or shares the one
 // already loaded. release must be called once when the caller is done.
 func loadModule(path string) (*library, func(), error) {
@@ -70,13 +83,9 @@ func loadModule(path string) (*library, func(), error) {
 	defer loaded.Unlock()
 	lib, ok := loaded.m[path]
 	if !ok {
-		ctx := pkcs11.New(path)
-		if ctx == nil {
-			return nil, nil, errs.New(errs.FailedPrecondition, "cannot load PKCS#11 module %s", path)
-		}
-		if err := ctx.Initialize(); err != nil && !isCKR(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-			ctx.Destroy()
-			return nil, nil, errs.New(errs.Unavailable, "initialising PKCS#11 module %s: %w", path, err)
+		ctx, err := initModule(path)
+		if err != nil {
+			return nil, nil, err
 		}
 		lib = &library{mod: ctx, path: path, destroy: ctx.Destroy}
 		loaded.m[path] = lib
