@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build run deps sys-deps crosscheck-deps kms-deps eth-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
+.PHONY: all build release release-deps nfpm run deps sys-deps crosscheck-deps kms-deps eth-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -21,6 +21,41 @@ LDFLAGS     := -X github.com/sigil-hsm/sigil/server.version=$(VERSION) -X github
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/sigil ./cmd/sigil
 
+## release: binaries for linux/amd64 and arm64 (cgo, for PKCS#11), their .deb packages (nfpm),
+## man pages and SHA256SUMS in $(DIST), stamped with $(VERSION) (git describe). Reproducible:
+## -trimpath, no build ID, file times from the commit (SOURCE_DATE_EPOCH).
+DIST        ?= dist
+ARCHES      ?= amd64 arm64
+DEB_VERSION := $(shell packaging/deb-version.sh '$(VERSION)')
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+release: release-deps nfpm
+	rm -rf $(DIST) && mkdir -p $(DIST)/man
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(DIST)/sigil-host ./cmd/sigil
+	$(DIST)/sigil-host man --dir $(DIST)/man && rm $(DIST)/sigil-host
+	touch -d @$(SOURCE_DATE_EPOCH) $(DIST)/man/*.1 && gzip -9n $(DIST)/man/*.1
+	@set -e; for arch in $(ARCHES); do \
+		cc=gcc; [ $$arch = amd64 ] || cc=aarch64-linux-gnu-gcc; \
+		bin=$(DIST)/sigil-$(VERSION)-linux-$$arch; \
+		echo "building $$bin"; \
+		CC=$$cc GOOS=linux GOARCH=$$arch CGO_ENABLED=1 $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS) -s -w -buildid=' -o $$bin ./cmd/sigil; \
+		sed -e "s|@ARCH@|$$arch|" -e "s|@VERSION@|$(DEB_VERSION)|" -e "s|@BINARY@|$$bin|" -e "s|@MANDIR@|$(DIST)/man|" packaging/nfpm.yaml > $(DIST)/nfpm-$$arch.yaml; \
+		bin/nfpm package --config $(DIST)/nfpm-$$arch.yaml --packager deb --target $(DIST)/ >/dev/null; \
+		rm $(DIST)/nfpm-$$arch.yaml; \
+		echo "$$bin needs glibc $$(objdump -T $$bin | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1 | cut -d_ -f2) or later"; \
+	done
+	cd $(DIST) && sha256sum sigil-* *.deb > SHA256SUMS && cat SHA256SUMS
+
+## release-deps: the arm64 cross compiler (Debian's gcc-aarch64-linux-gnu), when an arm64 build is asked.
+release-deps:
+	@case " $(ARCHES) " in *" arm64 "*) command -v aarch64-linux-gnu-gcc >/dev/null || { echo "installing: gcc-aarch64-linux-gnu"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null; };; esac
+
+## nfpm: the Go packager that makes the .deb, built once into bin/ from the module pinned in tools/nfpm.
+nfpm:
+	@[ -x bin/nfpm ] || $(GO) build -modfile=tools/nfpm/go.mod -o bin/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+
 ## deps: install the system packages the server and tests need, when missing.
 deps: sys-deps crosscheck-deps kms-deps eth-deps
 
@@ -29,6 +64,8 @@ sys-deps:
 	[ -f /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
 	command -v pkcsslotd >/dev/null || missing="$$missing opencryptoki"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v objdump >/dev/null || missing="$$missing binutils"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \

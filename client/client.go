@@ -12,8 +12,10 @@ package client
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -108,7 +110,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	conn, err := grpc.NewClient(o.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-		grpc.WithChainUnaryInterceptor(explainTLS, inNamespace(o.Namespace), deadline(o.Timeout), retry(o.Retries)))
+		grpc.WithChainUnaryInterceptor(explainTLS(o.Addr, tlsConfig), inNamespace(o.Namespace), deadline(o.Timeout), retry(o.Retries)))
 	if err != nil {
 		return nil, err
 	}
@@ -200,14 +202,47 @@ var tlsExplained = []struct{ says, means string }{
 }
 
 // explainTLS makes a TLS failure's error say which side refused what.
-func explainTLS(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	err := invoker(ctx, method, req, reply, cc, opts...)
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+// In TLS 1.3 a server refuses a client certificate after the client
+// thinks the handshake done, so the client often sees only its next
+// write fail ("broken pipe", "connection reset"): then one handshake is
+// made aside, and the server's alert read from it.
+func explainTLS(addr string, tc *tls.Config) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		st, ok := status.FromError(err)
+		if !ok || st.Code() != codes.Unavailable {
+			return err
+		}
+		msg := st.Message()
+		if !strings.Contains(msg, "tls:") && !strings.Contains(msg, "x509:") {
+			msg += "; " + probeTLS(addr, tc)
+		}
 		for _, e := range tlsExplained {
-			if strings.Contains(st.Message(), e.says) {
+			if strings.Contains(msg, e.says) {
 				return status.Error(codes.Unavailable, e.means+" ("+st.Message()+")")
 			}
 		}
+		return err
 	}
-	return err
+}
+
+// probeTLS makes one TLS connection to addr and reads what the server
+// says after the handshake: its alert, if it refused the client's
+// certificate. Bounded by two seconds; "" if nothing came of it.
+func probeTLS(addr string, tc *tls.Config) string {
+	c := tc.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	c.NextProtos = []string{"h2"}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, c)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != nil {
+		return err.Error()
+	}
+	return ""
 }

@@ -35,7 +35,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newKeys(), newSign(), newVerify(), newJWT(), newJWKSSet(), newNS(), newEth(), newApprovals(), newDrill(), newAudit(), newHSM(), newPKI(), newVersion())
+	root.AddCommand(newServe(), newKeys(), newSign(), newVerify(), newJWT(), newJWKSSet(), newNS(), newEth(), newApprovals(), newDrill(), newAudit(), newHSM(), newPKI(), newVersion(), newMan())
 	refuseUnknown(root)
 	return root
 }

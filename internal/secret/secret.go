@@ -50,7 +50,10 @@ func (r Ref) Resolve(field string) ([]byte, error) {
 		}
 		val = []byte(v)
 	} else {
-		path := strings.TrimPrefix(string(r), "file:")
+		path, err := credentialPath(strings.TrimPrefix(string(r), "file:"), field)
+		if err != nil {
+			return nil, err
+		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, errs.New(errs.InvalidArgument, "%s: reading %s: %w", field, path, err)
@@ -61,4 +64,24 @@ func (r Ref) Resolve(field string) ([]byte, error) {
 		return nil, errs.New(errs.InvalidArgument, "%s: %s is empty", field, r)
 	}
 	return val, nil
+}
+
+// CredentialsDir is the variable systemd sets to the folder holding the
+// unit's LoadCredential= files (root-only files handed to a service that
+// runs as another user).
+const CredentialsDir = "CREDENTIALS_DIRECTORY"
+
+// credentialPath expands a file reference's leading $CREDENTIALS_DIRECTORY/,
+// the one variable a path may name, so a packaged configuration can say
+// file:$CREDENTIALS_DIRECTORY/pin.
+func credentialPath(path, field string) (string, error) {
+	rest, ok := strings.CutPrefix(path, "$"+CredentialsDir+"/")
+	if !ok {
+		return path, nil
+	}
+	dir := os.Getenv(CredentialsDir)
+	if dir == "" {
+		return "", errs.New(errs.InvalidArgument, "%s: %s is not set (systemd sets it for a unit with LoadCredential=; by hand, export it as the folder holding %s)", field, CredentialsDir, rest)
+	}
+	return dir + "/" + rest, nil
 }

@@ -34,3 +34,21 @@ func TestRefusalsNeverRepeatTheValue(t *testing.T) {
 		}
 	}
 }
+
+// A file reference may start with $CREDENTIALS_DIRECTORY/ (systemd's
+// LoadCredential=), and says so clearly when it is not set.
+func TestCredentialsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/pin", []byte("throwaway-pin\n"), 0o600)
+	t.Setenv(CredentialsDir, dir)
+	if v, err := Ref("file:$CREDENTIALS_DIRECTORY/pin").Resolve("pin"); err != nil || string(v) != "throwaway-pin" {
+		t.Fatalf("with the variable set: %q %v", v, err)
+	}
+	t.Setenv(CredentialsDir, "")
+	if _, err := Ref("file:$CREDENTIALS_DIRECTORY/pin").Resolve("pin"); err == nil || !strings.Contains(err.Error(), "CREDENTIALS_DIRECTORY is not set") {
+		t.Fatalf("unset: %v", err)
+	}
+	if _, err := Ref("file:/nonexistent/$HOME/pin").Resolve("pin"); err == nil || !strings.Contains(err.Error(), "/nonexistent/$HOME/pin") {
+		t.Fatalf("another variable is not expanded: %v", err)
+	}
+}
