@@ -119,7 +119,10 @@ func TestDebInstallsServesAndSigns(t *testing.T) {
 	}
 
 	rootfs := debianRoot(t, dir)
-	chroot := func(args ...string) string { t.Helper(); return run(t, dir, "chroot", append([]string{rootfs}, args...)...) }
+	chroot := func(args ...string) string {
+		t.Helper()
+		return run(t, dir, "chroot", append([]string{rootfs}, args...)...)
+	}
 	run(t, dir, "cp", debs[0], filepath.Join(rootfs, "tmp", "sigil.deb"))
 	chroot("dpkg", "-i", "/tmp/sigil.deb")
 	if id := chroot("id", "-u", "sigil"); strings.TrimSpace(id) == "0" {
