@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sigil-hsm/sigil/internal/testutil/backendtest"
 	"github.com/sigil-hsm/sigil/tests/framework"
 )
 
@@ -41,7 +40,12 @@ func runExamples(t *testing.T, doc string, min int) {
 	bin := framework.Build(t)
 	dir := t.TempDir()
 	srv := framework.ServeDev(t, bin, filepath.Join(dir, ".sigil-dev"))
-	os.WriteFile(filepath.Join(dir, "permit.json"), []byte(backendtest.MailTypedData), 0o600)
+	os.MkdirAll(filepath.Join(dir, "docs", "examples"), 0o755) // the files the docs ship for their examples
+	examples, _ := filepath.Glob(filepath.Join("..", "..", "docs", "examples", "*"))
+	for _, f := range examples {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(filepath.Join(dir, "docs", "examples", filepath.Base(f)), b, 0o600)
+	}
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
 	os.Symlink(bin, filepath.Join(dir, "bin", "sigil"))
 	blocks := shBlock.FindAllStringSubmatch(string(readme), -1)
