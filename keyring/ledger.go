@@ -50,7 +50,12 @@ type Ledger interface {
 type LedgerRecord struct {
 	Spends []Spend         `json:"spends,omitempty"`
 	Extra  json.RawMessage `json:"extra,omitempty"`
+	// Fence, if set, refuses every claim until reconciled (a restore).
+	Fence *Fence `json:"fence,omitempty"`
 }
+
+// EncodeLedger is the stored form of rec.
+func EncodeLedger(rec *LedgerRecord) ([]byte, error) { return json.Marshal(rec) }
 
 // DecodeLedger reads a stored record, including the first form, a bare
 // list of spends.

@@ -17,3 +17,15 @@ func TestCompareAndSwap(t *testing.T) {
 	storetest.Anchors(t, s)
 	storetest.UpdateAnchor(t, s)
 }
+
+func TestSnapshots(t *testing.T) {
+	open := func(name string) *Store {
+		s, err := Open(filepath.Join(t.TempDir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storetest.Snapshots(t, open("from.db"), open("into.db"))
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
+	"github.com/sigil-hsm/sigil/keyring/boltstore"
 	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	"github.com/sigil-hsm/sigil/keyring/storetest"
 )
@@ -84,4 +85,25 @@ func TestUnreachableAtStartNamesTheEndpoints(t *testing.T) {
 	if !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("%v", err)
 	}
+}
+
+// A snapshot of one prefix restores under another, and across stores: a
+// bbolt backup restores into etcd (the key records are the same JSON).
+func TestSnapshots(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	open := func(prefix string) *etcdstore.Store {
+		s, err := etcdstore.Open(context.Background(), etcdstore.Config{Endpoints: c.Endpoints, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storetest.Snapshots(t, open("/from/"), open("/into/"))
+	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	storetest.Snapshots(t, bolt, open("/frombolt/"))
 }

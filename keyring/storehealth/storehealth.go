@@ -221,3 +221,15 @@ func (g *Guarded) ListAnchors(ctx context.Context, prefix string) (map[string][]
 func (g *Guarded) UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error {
 	return do(ctx, g, func(ctx context.Context) error { return g.inner.UpdateAnchor(ctx, name, fn) })
 }
+
+// Snapshot reads the whole store, if it can be snapshotted, within
+// snapshotTimeout (a whole store takes longer than one record).
+func (g *Guarded) Snapshot(ctx context.Context) (*keyring.Snapshot, error) {
+	s, ok := g.inner.(keyring.Snapshotter)
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "this keyring store cannot be backed up")
+	}
+	return call(ctx, g, snapshotTimeout, func(ctx context.Context) (*keyring.Snapshot, error) { return s.Snapshot(ctx) })
+}
+
+const snapshotTimeout = time.Minute

@@ -128,3 +128,61 @@ func UpdateAnchor(t *testing.T, s keyring.Anchors) {
 		t.Fatalf("a nil result leaves %v", err)
 	}
 }
+
+// SnapshotStore is a store that keeps keys, ledgers and anchors and can
+// be snapshotted.
+type SnapshotStore interface {
+	keyring.Store
+	keyring.Ledger
+	keyring.Anchors
+	keyring.Snapshotter
+}
+
+// Snapshots checks that what a snapshot of from holds restores into
+// into (empty) whole: the keys (readable, and writable at their
+// revision), ledgers and anchors; that a second restore into the
+// non-empty store is refused unless replacing, and that replacing drops
+// what the snapshot does not hold.
+func Snapshots(t *testing.T, from, into SnapshotStore) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := from.Put(ctx, &keyring.Key{ID: "snap-k", Purpose: "raw", Labels: map[string]string{"team": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := from.UpdateLedger(ctx, "snap-k", func(r *keyring.LedgerRecord) error { r.Extra = []byte(`{"n":1}`); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := from.PutAnchor(ctx, "snap/a", []byte("anchored")); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := from.Snapshot(ctx)
+	if err != nil || len(snap.Keys) != 1 || len(snap.Ledgers) != 1 || len(snap.Anchors) != 1 || snap.Revision == 0 {
+		t.Fatalf("snapshot: %+v %v", snap, err)
+	}
+	if err := into.Restore(ctx, snap, false); err != nil {
+		t.Fatal(err)
+	}
+	k, err := into.Get(ctx, "snap-k")
+	if err != nil || k.Labels["team"] != "a" {
+		t.Fatalf("the restored key: %+v %v", k, err)
+	}
+	if _, err := into.Put(ctx, k); err != nil { // writable at the revision it was read at
+		t.Fatalf("writing the restored key: %v", err)
+	}
+	if rec, err := into.ReadLedger(ctx, "snap-k"); err != nil || string(rec.Extra) != `{"n":1}` {
+		t.Fatalf("the restored ledger: %+v %v", rec, err)
+	}
+	if v, err := into.GetAnchor(ctx, "snap/a"); err != nil || string(v) != "anchored" {
+		t.Fatalf("the restored anchor: %q %v", v, err)
+	}
+	if err := into.Restore(ctx, snap, false); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("a restore into a store that is not empty: %v", err)
+	}
+	into.PutAnchor(ctx, "snap/extra", []byte("x"))
+	if err := into.Restore(ctx, snap, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := into.GetAnchor(ctx, "snap/extra"); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("replacing kept what the snapshot does not hold: %v", err)
+	}
+}

@@ -1,0 +1,90 @@
+package etcdstore
+
+import (
+	"context"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+)
+
+var _ keyring.Snapshotter = (*Store)(nil)
+
+// parts maps each folder under the prefix to the snapshot's part of it;
+// the scheduler's election is not part of a backup.
+func parts(s *keyring.Snapshot) map[string]*map[string][]byte {
+	return map[string]*map[string][]byte{"keys/": &s.Keys, "spend/": &s.Ledgers, "anchors/": &s.Anchors}
+}
+
+// Snapshot reads the prefix in one Get: one revision.
+func (s *Store) Snapshot(ctx context.Context) (*keyring.Snapshot, error) {
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	snap := &keyring.Snapshot{Revision: resp.Header.Revision}
+	ps := parts(snap)
+	for _, p := range ps {
+		*p = map[string][]byte{}
+	}
+	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), s.prefix)
+		for folder, p := range ps {
+			if name, ok := strings.CutPrefix(rest, folder); ok {
+				(*p)[name] = kv.Value
+			}
+		}
+	}
+	return snap, nil
+}
+
+// restoreBatch is how many writes one restore transaction holds (etcd's
+// --max-txn-ops is 128 by default).
+const restoreBatch = 100
+
+// Restore writes snap under the prefix, in transactions of restoreBatch
+// writes: restore with no server running against this cluster. The
+// prefix must be empty (but for the scheduler's election) unless
+// replace, which deletes it first.
+func (s *Store) Restore(ctx context.Context, snap *keyring.Snapshot, replace bool) error {
+	for folder := range parts(snap) {
+		resp, err := s.cli.Get(ctx, s.prefix+folder, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return classify(ctx, err)
+		}
+		if resp.Count == 0 {
+			continue
+		}
+		if !replace {
+			return errs.New(errs.FailedPrecondition, "the keyring is not empty (it holds %s): restore into an empty store, or --force to replace it", strings.TrimSuffix(folder, "/"))
+		}
+		if _, err := s.cli.Delete(ctx, s.prefix+folder, clientv3.WithPrefix()); err != nil {
+			return classify(ctx, err)
+		}
+	}
+	var ops []clientv3.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		ops = ops[:0]
+		if err != nil {
+			return classify(ctx, err)
+		}
+		return nil
+	}
+	for folder, p := range parts(snap) {
+		for name, v := range *p {
+			ops = append(ops, clientv3.OpPut(s.prefix+folder+name, string(v)))
+			if len(ops) == restoreBatch {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
