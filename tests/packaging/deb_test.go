@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -155,8 +156,8 @@ func TestDebInstallsServesAndSigns(t *testing.T) {
 	chroot("install", "-m", "0400", "-o", "sigil", "-g", "sigil", "/etc/sigil/credentials/pin", "/run/credentials/sigil.service/pin")
 	srv := exec.Command("chroot", "--userspec=sigil:sigil", rootfs, "env", "SOFTHSM2_CONF=/etc/sigil/softhsm2.conf",
 		"CREDENTIALS_DIRECTORY=/run/credentials/sigil.service", "/usr/bin/sigil", "serve", "--config", "/etc/sigil/sigil.yaml")
-	var logs strings.Builder
-	srv.Stdout, srv.Stderr = &logs, &logs
+	logs := &lockedBuffer{}
+	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -199,4 +200,23 @@ func TestDebInstallsServesAndSigns(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(rootfs, "var", "lib", "sigil", "keyring.db")); err != nil {
 		t.Errorf("purging the package removed the keyring: %v", err)
 	}
+}
+
+// lockedBuffer is the server's output, written by exec's copying
+// goroutine while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
