@@ -210,12 +210,14 @@ func explainTLS(addr string, tc *tls.Config) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		st, ok := status.FromError(err)
-		if !ok || st.Code() != codes.Unavailable {
+		// Only the transport's failures: a status the server sent (a
+		// backend's own x509 error, say) is the server's to word.
+		if !ok || st.Code() != codes.Unavailable || !transportFailure(st.Message()) {
 			return err
 		}
 		msg := st.Message()
 		if !strings.Contains(msg, "tls:") && !strings.Contains(msg, "x509:") {
-			msg += "; " + probeTLS(addr, tc)
+			msg += "; " + probeTLS(ctx, addr, tc)
 		}
 		for _, e := range tlsExplained {
 			if strings.Contains(msg, e.says) {
@@ -226,21 +228,39 @@ func explainTLS(addr string, tc *tls.Config) grpc.UnaryClientInterceptor {
 	}
 }
 
+// transportFailure reports whether an Unavailable message is grpc-go's
+// own about the connection, not a status the server sent.
+func transportFailure(msg string) bool {
+	for _, s := range []string{"connection error", "broken pipe", "connection reset", "server preface", "EOF"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // probeTLS makes one TLS connection to addr and reads what the server
 // says after the handshake: its alert, if it refused the client's
-// certificate. Bounded by two seconds; "" if nothing came of it.
-func probeTLS(addr string, tc *tls.Config) string {
+// certificate. Bounded by two seconds and by the call's deadline; "" if
+// nothing came of it.
+func probeTLS(ctx context.Context, addr string, tc *tls.Config) string {
 	c := tc.Clone()
 	if c.ServerName == "" {
 		c.ServerName, _, _ = net.SplitHostPort(addr)
 	}
 	c.NextProtos = []string{"h2"}
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, c)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // and within the call's own deadline
+	defer cancel()
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= 0 {
+		return ""
+	}
+	conn, err := (&tls.Dialer{Config: c}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err.Error()
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
 	if _, err := conn.Read(make([]byte, 1)); err != nil {
 		return err.Error()
 	}

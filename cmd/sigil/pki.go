@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -71,15 +72,20 @@ self-signs its certificate, valid for --ttl, then writes the CA bundle
 					return err
 				}
 				g, _ := k.Active()
-				cert, err := ca.Certify(ctx, f.key, ttl)
-				if rerr := l.record("pki.certify", f.key, g.Number, err, "the CA certificate of generation "+fmt.Sprint(g.Number)); err == nil {
-					err = rerr
+				cert, made, err := ca.Certify(ctx, f.key, ttl)
+				if made || err != nil {
+					if rerr := l.record("pki.certify", f.key, g.Number, err, "the CA certificate of generation "+fmt.Sprint(g.Number)); err == nil {
+						err = rerr
+					}
 				}
 				if err != nil {
 					return err
 				}
 				if err := writeBundle(ctx, ca, f.key, out); err != nil {
 					return err
+				}
+				if left := time.Until(cert.NotAfter); left < 90*24*time.Hour {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: the CA certificate expires %s (in %v): sigil pki rotate, then deploy the bundle\n", cert.NotAfter.Format(time.RFC3339), left.Round(time.Hour))
 				}
 				_, err = fmt.Fprintf(cmd.OutOrStdout(), "CA %q (generation %d, %s, valid until %s) written to %s\n", cert.Subject.CommonName, g.Number, k.Algorithm, cert.NotAfter.Format(time.DateOnly), out)
 				return err
@@ -192,7 +198,7 @@ clients' --tls-ca) before re-issuing, then revoke the old generation
 				if err != nil {
 					return err
 				}
-				cert, err := ca.Certify(ctx, f.key, 0)
+				cert, _, err := ca.Certify(ctx, f.key, 0)
 				if rerr := l.record("pki.certify", f.key, gen, err, fmt.Sprintf("the CA certificate of generation %d", gen)); err == nil {
 					err = rerr
 				}
@@ -246,26 +252,43 @@ func writeBundle(ctx context.Context, ca pki.CA, id, path string) error {
 	return writeFile(path, pki.PEM(certs...), 0o644)
 }
 
-// writeFile writes b to path with mode, replacing it whole (a reader,
-// the server reloading its TLS files, never sees half of it).
+// writeFile writes b to path with mode, replacing it whole and durably
+// (a reader, the server reloading its TLS files, never sees half of it;
+// a crash leaves the old file or the new). A file replaced keeps its
+// owner: root renewing the service's server.key leaves it the service's.
 func writeFile(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".sigil-*")
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".sigil-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
+	err = tmp.Chmod(mode)
+	if st, serr := os.Stat(path); err == nil && serr == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+			err = tmp.Chown(int(sys.Uid), int(sys.Gid))
+		}
+	}
+	if err == nil {
+		_, err = tmp.Write(b)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
 		return err
 	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }
 
 // leafKey is the key to certify: a CSR's (checked signature), or a new

@@ -72,10 +72,12 @@ type head struct {
 
 // Log appends records to a hash-chained file.
 type Log struct {
-	opts  Options
-	log   *slog.Logger
-	queue chan pending
-	done  chan struct{}
+	unlock     func() // releases the chain's lock (lockChain)
+	unlockOnce sync.Once
+	opts       Options
+	log        *slog.Logger
+	queue      chan pending
+	done       chan struct{}
 
 	closeMu sync.RWMutex // held to send on queue (read) or close it (write)
 	closed  bool
@@ -156,17 +158,25 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 		signed: make(chan Checkpoint, 1), signDone: make(chan struct{}), healWait: healMin,
 		anchorWake: make(chan struct{}, 1), anchorStop: make(chan struct{}), anchorDone: make(chan struct{})}
 	l.detail.Store(new(string))
-	expected, err := l.anchored(ctx)
+	unlock, err := lockChain(o.Path)
 	if err != nil {
 		return nil, err
 	}
+	l.unlock = unlock
+	expected, err := l.anchored(ctx)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
 	if err := l.openFile(expected, starting); err != nil {
+		unlock()
 		return nil, err
 	}
 	l.up.Store(true)
 	if l.checkpointing() {
 		if err := l.checkpointNow(ctx, true); err != nil {
 			l.f.Close()
+			unlock()
 			return nil, errs.New(errs.Unavailable, "audit log: the start checkpoint: %w", err)
 		}
 	}
@@ -1014,7 +1024,25 @@ func (l *Log) Close() error {
 	}
 	l.closeMu.Unlock()
 	<-l.done
+	l.unlockOnce.Do(l.unlock)
 	return nil
+}
+
+// lockChain takes the lock of the chain written at path (an flock on
+// .NAME.lock beside it, out of the way of audit.jsonl* globs; released
+// when the process ends, however it ends): two
+// processes appending to one file would interleave and break the chain,
+// so the second is refused.
+func lockChain(path string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, errs.New(errs.Unavailable, "audit log: its lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, errs.New(errs.FailedPrecondition, "the audit log %s is being written by another process (a running server?): one process writes a chain; stop it first", path)
+	}
+	return func() { f.Close() }, nil
 }
 
 // Health reports whether records can be written now and, if not, why.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -49,25 +50,29 @@ func (c CA) now() time.Time {
 func anchor(id string, n int) string { return fmt.Sprintf("pki/%s/%d", id, n) }
 
 // Certify returns the certificate of key id's active generation, making
-// it (self-signed, valid for ttl) if the generation has none yet. Two
-// racing calls keep the first certificate stored.
-func (c CA) Certify(ctx context.Context, id string, ttl time.Duration) (*x509.Certificate, error) {
+// it (self-signed, valid for ttl) if the generation has none yet, which
+// made says. Two racing calls keep the first certificate stored.
+func (c CA) Certify(ctx context.Context, id string, ttl time.Duration) (cert *x509.Certificate, made bool, err error) {
 	sg, err := c.Keys.ForSigning(ctx, id, Name)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	return c.certify(ctx, sg, ttl)
 }
 
-func (c CA) certify(ctx context.Context, sg keyring.Signing, ttl time.Duration) (*x509.Certificate, error) {
+func (c CA) certify(ctx context.Context, sg keyring.Signing, ttl time.Duration) (*x509.Certificate, bool, error) {
 	name := anchor(sg.Key.ID, sg.Generation.Number)
 	if der, err := c.Anchors.GetAnchor(ctx, name); err == nil {
-		return x509.ParseCertificate(der)
+		cert, err := x509.ParseCertificate(der)
+		return cert, false, err
 	} else if !errs.Is(err, errs.NotFound) {
-		return nil, err
+		return nil, false, err
 	}
-	if ttl <= 0 {
+	if ttl == 0 {
 		ttl = DefaultCATTL
+	}
+	if ttl < time.Hour || ttl > 30*365*24*time.Hour {
+		return nil, false, errs.New(errs.InvalidArgument, "the CA's ttl %v: between 1h and 30 years", ttl)
 	}
 	now := c.now()
 	tmpl := &x509.Certificate{
@@ -83,14 +88,15 @@ func (c CA) certify(ctx context.Context, sg keyring.Signing, ttl time.Duration) 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, sg.Generation.Public(), keySigner{ctx, sg})
 	if err != nil {
-		return nil, errs.New(errs.Internal, "self-signing the CA certificate of %q: %w", sg.Key.ID, err)
+		return nil, false, errs.New(errs.Internal, "self-signing the CA certificate of %q: %w", sg.Key.ID, err)
 	}
 	if err := c.Anchors.CreateAnchor(ctx, name, der); errs.Is(err, errs.AlreadyExists) {
 		return c.certify(ctx, sg, ttl) // another made it first: theirs stands
 	} else if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return x509.ParseCertificate(der)
+	cert, err := x509.ParseCertificate(der)
+	return cert, true, err
 }
 
 // subject names a CA generation: the key and the generation, so a bundle
@@ -165,22 +171,65 @@ func (c CA) Issue(ctx context.Context, id string, l Leaf) (leaf, ca *x509.Certif
 	if err != nil {
 		return nil, nil, err
 	}
-	ca, err = c.certify(ctx, sg, 0)
+	// Only a generation certified by init or rotate issues: one made
+	// otherwise (keys rotate) is in no bundle anyone deployed.
+	der, err := c.Anchors.GetAnchor(ctx, anchor(sg.Key.ID, sg.Generation.Number))
+	if errs.Is(err, errs.NotFound) {
+		return nil, nil, errs.New(errs.FailedPrecondition, "generation %d of CA key %q has no CA certificate (it was rotated outside sigil pki): run sigil pki init to certify it, and deploy the bundle it writes", sg.Generation.Number, id)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
+	if ca, err = x509.ParseCertificate(der); err != nil {
+		return nil, nil, errs.New(errs.Internal, "the stored CA certificate: %w", err)
+	}
 	now := c.now()
+	if !now.Before(ca.NotAfter.Add(-time.Minute)) {
+		return nil, nil, errs.New(errs.FailedPrecondition, "the CA certificate of %q generation %d expired at %s: run sigil pki rotate", id, sg.Generation.Number, ca.NotAfter.UTC().Format(time.RFC3339))
+	}
 	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Minute), now.Add(l.TTL)
 	if tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}
 	tmpl.SignatureAlgorithm = sigAlg(sg.Key.Algorithm)
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, l.Public, keySigner{ctx, sg})
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, ca, l.Public, keySigner{ctx, sg})
 	if err != nil {
 		return nil, nil, errs.New(errs.Internal, "issuing: %w", err)
 	}
-	leaf, err = x509.ParseCertificate(der)
-	return leaf, ca, err
+	if leaf, err = x509.ParseCertificate(der); err != nil {
+		return nil, nil, err
+	}
+	if err := l.checkIdentities(leaf); err != nil {
+		return nil, nil, err
+	}
+	return leaf, ca, nil
+}
+
+// checkIdentities makes sure a client certificate gives the server
+// exactly the identities asked for, as its policy spells them: a name the
+// server would not read (spiffe://Example.org/…, a port, a "..") is no
+// certificate to hand out.
+func (l *Leaf) checkIdentities(c *x509.Certificate) error {
+	if l.Usage != Client {
+		return nil
+	}
+	got := map[string]bool{}
+	for _, id := range identity.Of(c) {
+		got[id.String()] = true
+	}
+	for _, n := range l.Names {
+		want := n
+		if !strings.Contains(n, "://") {
+			want = identity.DNSPrefix + strings.ToLower(n)
+		}
+		if !got[want] {
+			return errs.New(errs.Internal, "the certificate does not give the identity %q", n)
+		}
+	}
+	if len(got) != len(l.Names) {
+		return errs.New(errs.Internal, "the certificate would give %d identities, not the %d asked", len(got), len(l.Names))
+	}
+	return nil
 }
 
 // template checks l and makes its certificate template.
@@ -211,10 +260,8 @@ func (l *Leaf) template() (*x509.Certificate, error) {
 			return nil, err
 		}
 	}
-	t.Subject.CommonName = l.Names[0]
-	if len(t.Subject.CommonName) > 64 { // the X.520 ceiling; the SANs are what is checked
-		t.Subject.CommonName = t.Subject.CommonName[:64]
-	}
+	// No subject CN: the names are the SANs (critical, with an empty
+	// subject), and a CN would be one more identity, cn:…, to the server.
 	if l.Usage == Server {
 		t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	} else {
@@ -241,6 +288,9 @@ func addName(t *x509.Certificate, u Usage, n string) error {
 		}
 		if u != Client {
 			return errs.New(errs.InvalidArgument, "%q: a server is named by DNS names and IP addresses", n)
+		}
+		if id, err := identity.Parse(n); err != nil || id.String() != n {
+			return errs.New(errs.InvalidArgument, "%q is not an identity Sigil reads from a certificate as written (a SPIFFE ID is spiffe://trust-domain/path: lower-case domain, no port, no . or .. segments)", n)
 		}
 		t.URIs = append(t.URIs, p)
 		return nil

@@ -22,8 +22,8 @@ import (
 // with soPIN for the security officer, and sets userPIN as its user PIN.
 // A token already labelled label is refused: initialising erases a token.
 func InitToken(module, label string, soPIN, userPIN []byte) (uint, error) {
-	if label == "" || len(label) > 32 {
-		return 0, errs.New(errs.InvalidArgument, "token label must be 1 to 32 bytes")
+	if label == "" || len(label) > 32 || strings.TrimSpace(label) != label {
+		return 0, errs.New(errs.InvalidArgument, "token label must be 1 to 32 bytes, without leading or trailing spaces (tokens pad labels with spaces)")
 	}
 	if len(soPIN) == 0 || len(userPIN) == 0 {
 		return 0, errs.New(errs.InvalidArgument, "the SO PIN and the user PIN must not be empty")
@@ -95,12 +95,19 @@ func slotOf(ctx *pkcs11.Ctx, label string) (uint, error) {
 	if err != nil {
 		return 0, errs.New(errs.Unavailable, "listing slots: %w", err)
 	}
+	var found []uint
 	for _, s := range slots {
 		if ti, err := ctx.GetTokenInfo(s); err == nil && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 && strings.TrimRight(ti.Label, " ") == label {
-			return s, nil
+			found = append(found, s)
 		}
 	}
-	return 0, errs.New(errs.NotFound, "no initialised token labelled %q", label)
+	switch len(found) {
+	case 0:
+		return 0, errs.New(errs.NotFound, "no initialised token labelled %q", label)
+	case 1:
+		return found[0], nil
+	}
+	return 0, errs.New(errs.FailedPrecondition, "%d tokens are labelled %q; labels must be unique", len(found), label)
 }
 
 // Check decodes a backend's configuration, loads its module, finds its
@@ -141,7 +148,7 @@ func Check(_ context.Context, decode func(any) error) (Token, []Capability, erro
 		return tok, nil, errs.New(errs.Unavailable, "opening a session: %w", err)
 	}
 	defer ctx.CloseSession(h)
-	if err := ctx.Login(h, pkcs11.CKU_USER, strings.TrimSpace(string(pin))); err != nil && !isCKR(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+	if err := ctx.Login(h, pkcs11.CKU_USER, string(pin)); err != nil && !isCKR(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		return tok, nil, errs.New(errs.Unauthenticated, "logging in to token %q with the configured PIN: %w", cfg.Token, err)
 	}
 	mechs, err := ctx.GetMechanismList(slot)

@@ -71,6 +71,9 @@ func TestHSMInitAndCheckSoftHSM(t *testing.T) {
 	if out, err := run("hsm", "init", "--module", module, "--label", "prod", "--pin", "file:"+pin); err == nil || !strings.Contains(out, "exists already") {
 		t.Fatalf("a second init of the label: %v %s", err, out)
 	}
+	if out, err := run("hsm", "init", "--module", module, "--label", "prod ", "--pin", "file:"+pin); err == nil || !strings.Contains(out, "trailing spaces") {
+		t.Fatalf("a label padded to pass for another: %v %s", err, out)
+	}
 	if out, err := run("hsm", "init", "--module", module, "--label", "other", "--pin", "1234"); err == nil || !strings.Contains(out, "file:PATH or env:NAME") {
 		t.Fatalf("a literal PIN: %v %s", err, out)
 	}

@@ -83,6 +83,10 @@ func TestPKIEdges(t *testing.T) {
 	refused("DNS names and IP addresses", "pki", "issue", "--config", cfg, "--server", "spiffe://example.org/s", "--out-dir", "x")
 	refused("not a DNS name", "pki", "issue", "--config", cfg, "--server", "*.example.org", "--out-dir", "x")
 	refused("between 1m and", "pki", "issue", "--config", cfg, "--client", "spiffe://example.org/a", "--ttl", "10000h", "--out-dir", "x")
+	// Names the server would not read as written are not certified.
+	for _, bad := range []string{"spiffe://Example.org/admin", "spiffe://example.org:8443/admin", "spiffe://example.org/admin/", "spiffe://example.org/a/../admin", "spiffe://example.org//admin"} {
+		refused("not an identity Sigil reads", "pki", "issue", "--config", cfg, "--client", bad, "--out-dir", "x")
+	}
 
 	// A CSR's key is certified; its subject is not.
 	if out, err := exec.Command("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -91,7 +95,7 @@ func TestPKIEdges(t *testing.T) {
 	}
 	must("pki", "issue", "--config", cfg, "--client", "spiffe://example.org/auth", "--csr", "req.csr", "--out-dir", "fromcsr")
 	leaf := certs(t, filepath.Join(dir, "fromcsr", "client.crt"))[0]
-	if leaf.Subject.CommonName != "spiffe://example.org/auth" || len(leaf.Subject.Organization) != 0 || len(leaf.URIs) != 1 {
+	if leaf.Subject.String() != "" || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/auth" {
 		t.Errorf("the certificate from a CSR: subject %v, URIs %v", leaf.Subject, leaf.URIs)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "fromcsr", "client.key")); err == nil {
@@ -123,6 +127,13 @@ func TestPKIEdges(t *testing.T) {
 		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
 			t.Errorf("a client certificate verifies as a server's")
 		}
+	}
+	// A generation made outside sigil pki (keys rotate) issues nothing
+	// until pki init certifies it; a CA certificate past its end issues
+	// nothing.
+	must("pki", "init", "--config", cfg, "--key", "short-ca", "--ttl", "1h", "--out", "short.crt")
+	if out, _ := sigil("pki", "init", "--config", cfg, "--key", "short-ca", "--out", "short.crt"); !strings.Contains(out, "warning: the CA certificate expires") {
+		t.Errorf("init of a CA expiring within the hour does not warn:\n%s", out)
 	}
 	audit, _ := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
 	if n := strings.Count(string(audit), `"operation":"pki.issue"`); n < 4 {

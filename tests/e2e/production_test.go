@@ -70,7 +70,8 @@ func TestProductionGuideRuns(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		serveLog, _ := os.ReadFile(filepath.Join(dir, "serve.log"))
-		t.Fatalf("docs/production.md failed: %v\n--- output:\n%s\n--- serve.log:\n%s", err, out, serveLog)
+		refused, _ := os.ReadFile(filepath.Join(dir, "refused.txt"))
+		t.Fatalf("docs/production.md failed: %v\n--- output:\n%s\n--- serve.log:\n%s\n--- refused.txt:\n%s", err, out, serveLog, refused)
 	}
 	for _, want := range []string{`token "sigil" initialised`, "ES256      yes         yes", "auth/client.crt: OK", "alice", "refused the client certificate"} {
 		if !strings.Contains(string(out), want) {

@@ -136,6 +136,16 @@ func TestDebInstallsServesAndSigns(t *testing.T) {
 		}
 	}
 
+	// Installing again (an upgrade) replaces no PIN, certificate or key.
+	sum := func() string {
+		return chroot("sha256sum", "/etc/sigil/credentials/pin", "/etc/sigil/tls/server.crt", "/etc/sigil/tls/server.key", "/etc/sigil/tls/ca.crt", "/etc/sigil/admin/client.crt")
+	}
+	before := sum()
+	chroot("dpkg", "-i", "/tmp/sigil.deb")
+	if after := sum(); after != before {
+		t.Errorf("a second install changed the PIN or the PKI:\n%s\n%s", before, after)
+	}
+
 	// The unit as systemd reads it, and how exposed it leaves the service.
 	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+rootfs, "/lib/systemd/system/sigil.service").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
