@@ -194,6 +194,12 @@ func (r *Keyring) EnsureAuditKey(ctx context.Context) (*Key, error) {
 		if !errs.Is(err, errs.AlreadyExists) {
 			return k, err
 		}
+		// A replica creating it records it before it makes the key pair;
+		// with no record, the objects are in the backend from a store
+		// that is gone.
+		if err := r.refresh(ctx, AuditKeyID); errs.Is(err, errs.NotFound) {
+			return nil, errs.New(errs.FailedPrecondition, "the backend holds the objects of Sigil's audit key but this keyring store has no record of them: the store is new, or was lost; restore it from a backup (sigil restore) or recover its records from the HSM (sigil keys recover)")
+		}
 		select { // another replica is creating it
 		case <-ctx.Done():
 			return nil, errs.FromContext(ctx, "waiting for another replica to create the audit key")

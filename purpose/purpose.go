@@ -160,6 +160,9 @@ type Deps struct {
 	// OnGeneration learns which generation served a request (for its
 	// audit record).
 	OnGeneration func(ctx context.Context, generation int)
+	// OnDetail notes a detail of a request's use of a key in its audit
+	// record (never a payload or a secret).
+	OnDetail func(ctx context.Context, name, value string)
 	// OnSign learns of every signature made or tried with sg (for the
 	// metrics).
 	OnSign func(sg keyring.Signing, err error, took time.Duration)
@@ -194,6 +197,13 @@ func (d Deps) Clock() time.Time {
 		return d.Now()
 	}
 	return time.Now()
+}
+
+// Note notes a detail of the request in its audit record.
+func (d Deps) Note(ctx context.Context, name, value string) {
+	if d.OnDetail != nil {
+		d.OnDetail(ctx, name, value)
+	}
 }
 
 // Served reports that generation n served the request.
@@ -256,6 +266,15 @@ func All() []Purpose {
 // Empty answers nil for it.
 type NamespaceHolder interface {
 	Empty(ctx context.Context, d Deps, ns string) error
+}
+
+// Fenced is the ability of a purpose whose keys keep a ledger that a
+// restore from a backup leaves behind the present (eth: the nonces and
+// spends signed since the backup): a restore fences each of its keys'
+// ledgers (keyring.Fence), and its signing refuses until the ledger is
+// reconciled. Reconcile names the command that does it for key id.
+type Fenced interface {
+	Reconcile(id string) string
 }
 
 // Committer is the ability of a purpose to act on a request's answer

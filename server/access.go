@@ -47,7 +47,8 @@ var baseOperations = map[string]authz.Op{
 	sigilv1.KeyService_GetKey_FullMethodName:              authz.KeysRead,
 	sigilv1.KeyService_ListKeys_FullMethodName:            authz.KeysRead,
 	sigilv1.KeyService_GetPublicKey_FullMethodName:        authz.KeysRead,
-	sigilv1.AuditService_GetAuditHead_FullMethodName:      authz.KeysRead, // on the audit key, sigil.audit
+	sigilv1.AuditService_GetAuditHead_FullMethodName:      authz.KeysRead,    // on the audit key, sigil.audit
+	sigilv1.BackupService_Backup_FullMethodName:           authz.StoreBackup, // on the audit key, which signs it
 	// The namespace methods are decided on the namespace they name.
 	sigilv1.NamespaceService_CreateNamespace_FullMethodName:   authz.NamespacesAdmin,
 	sigilv1.NamespaceService_DeleteNamespace_FullMethodName:   authz.NamespacesAdmin,
@@ -373,6 +374,16 @@ func noteGeneration(ctx context.Context, n int) {
 	}
 }
 
+// noteDetail writes a purpose's detail into the request's audit record.
+func noteDetail(ctx context.Context, name, value string) {
+	if rec, ok := ctx.Value(recordKey{}).(*audit.Record); ok {
+		if rec.Details == nil {
+			rec.Details = map[string]string{}
+		}
+		rec.Details[name] = value
+	}
+}
+
 // allowedKey reports whether the caller may read key id (for listings).
 func (s *Server) allowedKey(ctx context.Context, id string) bool {
 	_, ok := s.authorize(identities(ctx), authz.KeysRead, id)
@@ -408,6 +419,8 @@ func peerAddr(ctx context.Context) string {
 func keyIDField(req any) (string, bool) {
 	switch r := req.(type) {
 	case *sigilv1.GetAuditHeadRequest: // reading the audit trail's head reads the audit key
+		return keyring.AuditKeyID, true
+	case *sigilv1.BackupRequest: // a backup is signed with the audit key
 		return keyring.AuditKeyID, true
 	case interface{ GetKeyId() string }:
 		return r.GetKeyId(), true

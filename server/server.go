@@ -185,10 +185,11 @@ func New(o Options) *Server {
 	if o.Anchors != nil {
 		s.approvals, s.runner = approval.NewStore(o.Anchors), approval.NewID()[:12]
 	}
-	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnSign: s.metrics.observeSign, CanRead: s.allowedKey, Covering: s.covering, Settings: o.Settings}
+	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnDetail: noteDetail, OnSign: s.metrics.observeSign, CanRead: s.allowedKey, Covering: s.covering, Settings: o.Settings}
 	s.keySvc = &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey, deps: s.deps}
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
+	s.register(&sigilv1.BackupService_ServiceDesc, &backupService{s: s})
 	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})
 	s.register(&sigilv1.NamespaceService_ServiceDesc, &namespaceService{s: s})
 	for _, p := range s.purposes {

@@ -16,7 +16,7 @@ import (
 func newEth() *cobra.Command {
 	cmd := &cobra.Command{Use: "eth", Short: "Sign Ethereum transactions, messages and typed data"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newEthAddress(c), newEthSignTx(c), newEthSendTx(c), newEthSignMessage(c), newEthSignTypedData(c))
+	cmd.AddCommand(newEthAddress(c), newEthSignTx(c), newEthSendTx(c), newEthReconcile(c), newEthSignMessage(c), newEthSignTypedData(c))
 	return cmd
 }
 

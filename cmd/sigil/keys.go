@@ -21,7 +21,7 @@ import (
 func newKeys() *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create and inspect keys"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
+	cmd.AddCommand(newKeysRecover(), newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
 		newKeysSwitch(c, "disable", "Refuse every signature with the key until it is enabled again", true),
 		newKeysSwitch(c, "enable", "Let a disabled key sign again", false),
 		newKeysScheduleDeletion(c), newKeysCancelDeletion(c), newKeysLabel(c), newKeysUnlabel(c))

@@ -54,7 +54,7 @@ func openLocal(ctx context.Context, path string) (*local, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := quietLog()
 	backends, closeBackends, err := openBackends(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -62,10 +62,7 @@ func openLocal(ctx context.Context, path string) (*local, error) {
 	store, _, err := openStore(ctx, cfg.Store, log)
 	if err != nil {
 		closeBackends()
-		if cfg.Store.Type != "etcd" {
-			return nil, fmt.Errorf("%w (is the server running? stop it first: a bbolt store is one process's)", err)
-		}
-		return nil, err
+		return nil, storeInUse(cfg, err)
 	}
 	kr, err := keyring.New(ctx, keyring.Options{Store: store, Backends: backends, DefaultBackend: cfg.DefaultBackend, Logger: log,
 		SoleWriter: cfg.Store.Type != "etcd", Retention: cfg.Keyring.Retention, CreatingGrace: cfg.Keyring.CreatingGrace,
@@ -81,12 +78,29 @@ func openLocal(ctx context.Context, path string) (*local, error) {
 	return nil, err
 }
 
+// quietLog is the log of a command on the host: warnings and errors, as
+// JSON on stderr.
+func quietLog() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// storeInUse says why a bbolt store may not open: a running server holds it.
+func storeInUse(cfg *config.Config, err error) error {
+	if cfg.Store.Type != "etcd" {
+		return fmt.Errorf("%w (is the server running? stop it first: a bbolt store is one process's)", err)
+	}
+	return err
+}
+
 // operator names who runs a command on the host, for its audit records:
 // local:USER@HOST.
 func operator() string {
 	name := "unknown"
 	if u, err := user.Current(); err == nil {
 		name = u.Username
+	}
+	if sudo := os.Getenv("SUDO_USER"); sudo != "" && name == "root" {
+		name = sudo + " (sudo)"
 	}
 	host, _ := os.Hostname()
 	return "local:" + name + "@" + strings.ToLower(host)

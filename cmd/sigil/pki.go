@@ -258,6 +258,9 @@ func writeBundle(ctx context.Context, ca pki.CA, id, path string) error {
 // owner: root renewing the service's server.key leaves it the service's.
 func writeFile(path string, b []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	tmp, err := os.CreateTemp(dir, ".sigil-*")
 	if err != nil {
 		return err

@@ -308,6 +308,8 @@ type ledgerStore interface {
 	keyring.Store
 	keyring.Ledger
 	keyring.Anchors
+	keyring.Snapshotter
+	Close() error
 }
 
 // openStore opens the configured keyring store and says how to run the

@@ -216,3 +216,34 @@ func decode(b []byte) (*Request, error) {
 	}
 	return r, nil
 }
+
+// ExpireRestored marks every request of anchors (a restored snapshot's)
+// that had not ended as expired at now: a backup is older than the
+// present, so a request approved in it may have run since, and one
+// pending may have been decided; none may run from the restored copy.
+// It returns how many it expired.
+func ExpireRestored(anchors map[string][]byte, now time.Time) (int, error) {
+	n := 0
+	for name, v := range anchors {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		var r Request
+		if err := json.Unmarshal(v, &r); err != nil {
+			return n, errs.New(errs.InvalidArgument, "the held request %s: %v", strings.TrimPrefix(name, prefix), err)
+		}
+		switch r.State {
+		case Pending, Approved, Running:
+		default:
+			continue
+		}
+		r.State, r.Reason, r.DecidedAt = Expired, "restored from a backup: it may have been decided or run since", now
+		b, err := json.Marshal(&r)
+		if err != nil {
+			return n, err
+		}
+		anchors[name] = b
+		n++
+	}
+	return n, nil
+}

@@ -55,6 +55,10 @@ type Record struct {
 	// Left 0, the log fills it in from Identities (a trailing "(N more)",
 	// as identity.Brief writes, counts N).
 	IdentitiesTotal int `json:"identities_total,omitempty"`
+	// Details are what a purpose notes of the use (eth: a signed
+	// transaction's chain, nonce and hash, which a restore's
+	// reconciliation reads back); never a payload, a claim or a secret.
+	Details map[string]string `json:"details,omitempty"`
 }
 
 // Digest describes bytes that are not recorded themselves.

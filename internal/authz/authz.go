@@ -41,12 +41,15 @@ const (
 	// on the namespace the request names.
 	NamespacesRead  Op = "ns.read"
 	NamespacesAdmin Op = "ns.admin"
+	// StoreBackup reads the whole keyring store (sigil backup), decided on
+	// the audit key, sigil.audit, whose signature a backup carries.
+	StoreBackup Op = "store.backup"
 )
 
 var known = struct {
 	sync.RWMutex
 	ops []Op
-}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead, NamespacesAdmin, NamespacesRead}}
+}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead, NamespacesAdmin, NamespacesRead, StoreBackup}}
 
 // RegisterOps makes operations known, so policy rules may name them; a
 // rule naming an operation nobody registered is refused at load.

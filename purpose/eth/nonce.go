@@ -146,6 +146,10 @@ func (c *chainNonces) inWindow(n uint64, gap *uint64, chain *big.Int) error {
 // progress, is refused.
 func claim(rec *keyring.LedgerRecord, u Unsigned, hash common.Hash, self common.Address, p *Policy, token string, now time.Time,
 	spend func([]keyring.Spend) ([]keyring.Spend, string, error)) ([]byte, error) {
+	if f := rec.Fence; f != nil {
+		return nil, errs.New(errs.FailedPrecondition, "this key's ledger is fenced: %s; transactions it signed after %s may be missing from it, so it signs none until reconciled (sigil eth reconcile)",
+			f.Reason, f.Since.UTC().Format(time.RFC3339))
+	}
 	t, err := readNonces(rec)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package eth
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -50,13 +51,24 @@ func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransact
 	if err != nil {
 		return nil, err
 	}
+	// The audit record says which nonce of which chain this is: what a
+	// restore's reconciliation reads back.
+	s.d.Note(ctx, "chain", u.ChainID.String())
+	s.d.Note(ctx, "nonce", strconv.FormatUint(u.Tx.Nonce(), 10))
+	s.d.Note(ctx, "tx_hash", out.Hash.Hex())
 	// With submit, the transaction goes to the node in Committed, once
 	// the signature's audit record is written: what is broadcast cannot
 	// be withheld, so it must be on the record first.
 	return &sigilv1.SignTransactionResponse{RawTransaction: out.Raw, Hash: out.Hash.Hex(), From: out.From.Hex()}, nil
 }
 
-var _ purpose.Committer = Purpose{}
+var (
+	_ purpose.Committer = Purpose{}
+	_ purpose.Fenced    = Purpose{}
+)
+
+// Reconcile names what lifts a restored key's fence.
+func (Purpose) Reconcile(id string) string { return "sigil eth reconcile --key " + id }
 
 // Committed submits a transaction signed with submit set, and says what
 // the node answered (written as a second audit record of the request).

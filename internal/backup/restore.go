@@ -1,0 +1,151 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/sigil-hsm/sigil/internal/approval"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/keyring"
+	"github.com/sigil-hsm/sigil/signer"
+)
+
+// RestoreOptions are what a restore writes into and checks against.
+type RestoreOptions struct {
+	Store    keyring.Snapshotter
+	Backends map[string]signer.Backend
+	// Replace restores over a store that is not empty.
+	Replace bool
+	// Fenced says, for a key's purpose, whether its ledger is fenced on
+	// restore, and the command that reconciles key id.
+	Fenced func(purpose, id string) (reconcile string, ok bool)
+	Now    time.Time
+}
+
+// Report is what a restore did.
+type Report struct {
+	Manifest          Manifest
+	Keys, Generations int               // key records, and generations checked against their backends
+	Fenced            map[string]string // key ID → the command that reconciles it
+	ApprovalsExpired  int
+}
+
+// Restore verifies a backup and writes it into an empty store: its
+// signature against the audit key's public key as its backend holds it
+// (a backup altered, or made by another Sigil, is refused before
+// anything is written); every generation that can sign or verify
+// against its backend (present, same public key); then the snapshot,
+// with the ledgers of keys whose purpose fences them fenced and the
+// requests held for approval that had not ended expired.
+func Restore(ctx context.Context, file []byte, o RestoreOptions) (*Report, error) {
+	sealed, err := Parse(file)
+	if err != nil {
+		return nil, err
+	}
+	backendName, ref, recorded, err := sealed.AuditKey()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := publicOf(ctx, o.Backends, backendName, ref, recorded)
+	if err != nil {
+		return nil, fmt.Errorf("the audit key that signed the backup: %w", err)
+	}
+	snap, err := sealed.Verify(pub)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Manifest: sealed.Manifest, Fenced: map[string]string{}}
+	if err := checkGenerations(ctx, snap, o.Backends, rep); err != nil {
+		return nil, err
+	}
+	if err := fence(snap, sealed.Manifest.Created, o.Fenced, rep); err != nil {
+		return nil, err
+	}
+	if rep.ApprovalsExpired, err = approval.ExpireRestored(snap.Anchors, o.Now); err != nil {
+		return nil, err
+	}
+	if err := o.Store.Restore(ctx, snap, o.Replace); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// publicOf reads a generation's public key from its backend and checks
+// it is the one its record holds.
+func publicOf(ctx context.Context, backends map[string]signer.Backend, name, ref string, recorded []byte) (any, error) {
+	b, ok := backends[name]
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "backend %q is not configured", name)
+	}
+	pub, err := b.Public(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	der, err := signer.MarshalPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(der, recorded) {
+		return nil, errs.New(errs.FailedPrecondition, "the object %s in backend %q has another public key than the record", ref, name)
+	}
+	return pub, nil
+}
+
+// checkGenerations reads every trusted generation's public key from its
+// backend; any missing or different is a refusal naming them all.
+func checkGenerations(ctx context.Context, snap *keyring.Snapshot, backends map[string]signer.Backend, rep *Report) error {
+	var bad []string
+	for id, v := range snap.Keys {
+		var k keyring.Key
+		if err := json.Unmarshal(v, &k); err != nil {
+			return errs.New(errs.InvalidArgument, "the backup's record of %q: %v", id, err)
+		}
+		rep.Keys++
+		for _, g := range k.Generations {
+			if !g.Trusted() || g.Ref == "" {
+				continue
+			}
+			rep.Generations++
+			if _, err := publicOf(ctx, backends, k.Backend, g.Ref, g.PublicKey); err != nil {
+				bad = append(bad, fmt.Sprintf("%s generation %d: %v", id, g.Number, err))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return errs.New(errs.FailedPrecondition, "%d generation(s) of the backup do not match their backends, nothing was restored: %v", len(bad), bad)
+	}
+	return nil
+}
+
+// fence fences the ledger of every key whose purpose asks it, creating
+// the record of a key that had none (it may have signed since).
+func fence(snap *keyring.Snapshot, since time.Time, fenced func(purpose, id string) (string, bool), rep *Report) error {
+	if fenced == nil {
+		return nil
+	}
+	for id, v := range snap.Keys {
+		var k keyring.Key
+		if err := json.Unmarshal(v, &k); err != nil {
+			return err
+		}
+		cmd, ok := fenced(k.Purpose, id)
+		if !ok || k.Deleted {
+			continue
+		}
+		rec, err := keyring.DecodeLedger(snap.Ledgers[id])
+		if err != nil {
+			return errs.New(errs.InvalidArgument, "the backup's ledger of %q: %v", id, err)
+		}
+		rec.Fence = &keyring.Fence{Since: since, Reason: "restored from a backup taken " + since.UTC().Format(time.RFC3339)}
+		if snap.Ledgers[id], err = keyring.EncodeLedger(rec); err != nil {
+			return err
+		}
+		rep.Fenced[id] = cmd
+	}
+	return nil
+}

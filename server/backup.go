@@ -1,0 +1,65 @@
+package server
+
+import (
+	"context"
+	"strings"
+
+	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/backup"
+	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
+	"github.com/sigil-hsm/sigil/keyring"
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+// backupService implements sigil.v1.BackupService.
+type backupService struct {
+	sigilv1.UnimplementedBackupServiceServer
+	s *Server
+}
+
+var _ sigilv1.BackupServiceServer = (*backupService)(nil)
+
+// Backup snapshots the store, notes the audit chains' heads, and seals
+// both with the audit key.
+func (b *backupService) Backup(ctx context.Context, _ *sigilv1.BackupRequest) (*sigilv1.BackupResponse, error) {
+	if namespace.FromContext(ctx) != namespace.Root {
+		return nil, errs.New(errs.PermissionDenied, "a backup holds every namespace: ask it in the root namespace")
+	}
+	snapper, ok := b.s.opts.Store.(interface {
+		Snapshot(context.Context) (*keyring.Snapshot, error)
+	})
+	if !ok || b.s.opts.Store == nil {
+		return nil, errs.New(errs.FailedPrecondition, "this server's keyring store cannot be backed up")
+	}
+	snap, err := snapper.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := backup.Manifest{Created: b.s.opts.Now().UTC()}
+	for name, v := range snap.Anchors {
+		if strings.HasPrefix(name, audit.AnchorName("")) {
+			if a, err := audit.ParseAnchor(v); err == nil {
+				m.AuditHeads = append(m.AuditHeads, backup.Head{Replica: a.Replica, Seq: a.Seq, Hash: a.Hash})
+			}
+		}
+	}
+	k, err := b.s.opts.Keyring.Get(ctx, keyring.AuditKeyID)
+	if err != nil {
+		return nil, err
+	}
+	g, ok := k.Active()
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "the audit key has no active generation to sign the backup")
+	}
+	m.SignedBy = backup.SignedBy{Key: keyring.AuditKeyID, Generation: g.Number}
+	file, err := backup.Seal(ctx, m, snap, keyring.AuditSigner{Keyring: b.s.opts.Keyring}.Sign)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := backup.Parse(file)
+	if err != nil {
+		return nil, err
+	}
+	return &sigilv1.BackupResponse{Backup: file, ManifestJson: sealed.ManifestJSON()}, nil
+}

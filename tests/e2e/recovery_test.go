@@ -1,0 +1,290 @@
+package e2e_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sigil-hsm/sigil/internal/softhsm"
+	"github.com/sigil-hsm/sigil/internal/testutil/gethtest"
+	"github.com/sigil-hsm/sigil/tests/framework"
+)
+
+// recoveryEnv is a production-shaped server (its PKI from sigil pki, a
+// SoftHSM token, bbolt, geth --dev behind its JSON-RPC endpoint) whose
+// store a test destroys and brings back.
+type recoveryEnv struct {
+	t        *testing.T
+	bin, dir string
+	cfg      string
+	conf     string // SOFTHSM2_CONF
+	node     *gethtest.Node
+	srv      *framework.Proc
+}
+
+func newRecoveryEnv(t *testing.T) *recoveryEnv {
+	framework.RequireTools(t, "openssl")
+	e := &recoveryEnv{t: t, bin: framework.Build(t), dir: t.TempDir(), node: gethtest.Start(t)}
+	var err error
+	if e.conf, err = softhsm.WriteConf(e.dir); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := softhsm.InitToken(e.conf, e.dir, "dr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte(`rules:
+  - identity: spiffe://example.org/admin
+    keys: ["*"]
+    allow: [keys.admin, keys.read, sign.raw, sign.jwt, eth.sign_tx, store.backup]
+`), 0o600)
+	e.cfg = filepath.Join(e.dir, "sigil.yaml")
+	os.WriteFile(e.cfg, []byte(fmt.Sprintf(`grpc:
+  addr: 127.0.0.1:0
+  tls: {cert: %[1]s/tls/server.crt, key: %[1]s/tls/server.key, client_ca: %[1]s/tls/ca.crt}
+http: {public_addr: 127.0.0.1:0, admin_addr: 127.0.0.1:0}
+ethrpc:
+  addr: 127.0.0.1:0
+  upstream: {url: %[2]s}
+store: {type: bbolt, path: %[1]s/keyring.db}
+backends:
+  hsm: {type: pkcs11, module: %[3]s, token: dr, pin: file:%[4]s}
+policy: %[1]s/policy.yaml
+audit: {path: %[1]s/audit.jsonl}
+`, e.dir, e.node.URL, softhsm.Module, tok.PINFile)), 0o600)
+	e.must("pki", "init", "--config", e.cfg, "--out", filepath.Join(e.dir, "tls", "ca.crt"))
+	e.must("pki", "issue", "--config", e.cfg, "--server", "127.0.0.1", "--out-dir", filepath.Join(e.dir, "tls"))
+	e.must("pki", "issue", "--config", e.cfg, "--client", "spiffe://example.org/admin", "--out-dir", filepath.Join(e.dir, "admin"))
+	return e
+}
+
+func (e *recoveryEnv) run(args ...string) (string, error) {
+	cmd := exec.Command(e.bin, args...)
+	cmd.Dir = e.dir
+	cmd.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (e *recoveryEnv) must(args ...string) string {
+	e.t.Helper()
+	out, err := e.run(args...)
+	if err != nil {
+		e.t.Fatalf("sigil %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *recoveryEnv) start() {
+	e.srv = framework.Serve(e.t, e.bin, []string{"--config", e.cfg}, []string{softhsm.ConfEnv + "=" + e.conf})
+}
+
+func (e *recoveryEnv) stop() { e.srv.Stop(e.t) }
+
+// client runs a client command against the running server.
+func (e *recoveryEnv) client(args ...string) (string, error) {
+	return e.run(append(args, "--addr", e.srv.GRPCAddr, "--tls-ca", filepath.Join(e.dir, "tls", "ca.crt"),
+		"--tls-cert", filepath.Join(e.dir, "admin", "client.crt"), "--tls-key", filepath.Join(e.dir, "admin", "client.key"))...)
+}
+
+func (e *recoveryEnv) mustClient(args ...string) string {
+	e.t.Helper()
+	out, err := e.client(args...)
+	if err != nil {
+		e.t.Fatalf("sigil %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// publicKeys is each key's public keys and attributes, as keys get says.
+func (e *recoveryEnv) publicKeys(ids []string) map[string]string {
+	out := map[string]string{}
+	for _, id := range ids {
+		var k struct {
+			Attributes  map[string]string `json:"attributes"`
+			Generations []struct {
+				KID          string `json:"kid"`
+				PublicKeyPEM string `json:"public_key_pem"`
+			} `json:"generations"`
+		}
+		if err := json.Unmarshal([]byte(e.mustClient("keys", "get", id, "--json")), &k); err != nil {
+			e.t.Fatal(err)
+		}
+		b, _ := json.Marshal(k)
+		out[id] = string(b)
+	}
+	return out
+}
+
+// tx is an eth_signTransaction object of key from's at nonce n.
+func tx(to string, value, nonce int) string {
+	return fmt.Sprintf(`{"to":%q,"value":"0x%x","nonce":"0x%x","gas":"0x5208","maxFeePerGas":"0x174876e800","maxPriorityFeePerGas":"0x3b9aca00","chainId":"0x539"}`, to, value, nonce)
+}
+
+// The disaster-recovery drill: keys of six algorithms and three eth keys
+// sign; a backup is taken; five more transactions are signed; the store
+// is destroyed. A server on the empty store refuses to start, saying why.
+// A tampered backup is refused before anything is written; the real one
+// restores, every key with its public keys, kids and addresses. The eth
+// keys come back fenced; one reconciled from the audit log and one from
+// the node refuse every nonce signed after the backup for another
+// transaction, and their daily limits are not re-opened; the third,
+// reconciled from nothing, stays fenced.
+func TestDisasterRecoveryDrill(t *testing.T) {
+	e := newRecoveryEnv(t)
+	e.start()
+	raw := []string{"dr-es256", "dr-es384", "dr-es256k", "dr-eddsa", "dr-rs256", "dr-ps256"}
+	for i, alg := range []string{"ES256", "ES384", "ES256K", "EdDSA", "RS256", "PS256"} {
+		e.mustClient("keys", "create", raw[i], "--alg", alg)
+	}
+	os.WriteFile(filepath.Join(e.dir, "msg.txt"), []byte("before the disaster\n"), 0o600)
+	for _, id := range raw {
+		e.mustClient("sign", "--key", id, "--message-file", "msg.txt")
+	}
+	eth := []string{"dr-eth-audit", "dr-eth-node", "dr-eth-none"}
+	addr := map[string]string{}
+	for _, id := range eth {
+		e.mustClient("keys", "create", id, "--alg", "ES256K", "--purpose", "eth", "--chain-ids", "1337", "--daily-limit", "3000000000000000000", "--max-fee", "1000000000000000000")
+		addr[id] = strings.TrimSpace(e.mustClient("eth", "address", "--key", id))
+		e.node.Fund(t, addr[id], new(big.Int).Mul(big.NewInt(10), big.NewInt(1e18)))
+	}
+	to := "0x3535353535353535353535353535353535353535"
+	for _, id := range eth { // nonce 0 of each, before the backup
+		e.mustClient("eth", "sign-tx", "--key", id, "--tx", tx(to, 1, 0))
+	}
+	before := e.publicKeys(append(raw, eth...))
+	e.mustClient("backup", "--out", "sigil.backup")
+	// After the backup: nonces 1-4 of one key, 1 of another.
+	for n := 1; n <= 4; n++ {
+		e.mustClient("eth", "sign-tx", "--key", "dr-eth-audit", "--tx", tx(to, 1, n))
+	}
+	signed, _ := json.Marshal(map[string]string{"raw": ""})
+	_ = signed
+	rawTx := strings.TrimSpace(e.mustClient("eth", "sign-tx", "--key", "dr-eth-node", "--tx", tx(to, 1, 1)))
+	var hash string
+	if err := e.node.Call(t, &hash, "eth_sendRawTransaction", rawTx); err != nil { // the node has it: its count is 1
+		t.Fatal(err)
+	}
+	if err := e.node.Call(t, &hash, "eth_sendRawTransaction", strings.TrimSpace(e.mustClient("eth", "sign-tx", "--key", "dr-eth-node", "--tx", tx(to, 1, 0)))); err != nil && !strings.Contains(err.Error(), "known") {
+		t.Fatal(err)
+	}
+	e.stop()
+
+	// The disaster.
+	os.Remove(filepath.Join(e.dir, "keyring.db"))
+	srv := exec.Command(e.bin, "serve", "--config", e.cfg)
+	srv.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
+	if out, err := srv.CombinedOutput(); err == nil || !strings.Contains(string(out), "sigil restore") {
+		t.Fatalf("a server on an empty store over a token with its keys: %v\n%s", err, out)
+	}
+	os.Remove(filepath.Join(e.dir, "keyring.db"))
+
+	// A tampered backup is refused and writes nothing.
+	good, _ := os.ReadFile(filepath.Join(e.dir, "sigil.backup"))
+	bad := bytes.Replace(good, []byte(`"revision":`), []byte(`"revision":1`), 1) // the manifest claims another revision
+	if bytes.Equal(bad, good) {
+		t.Fatal("the test did not alter the backup")
+	}
+	os.WriteFile(filepath.Join(e.dir, "tampered.backup"), bad, 0o600)
+	if out, err := e.run("restore", "tampered.backup", "--config", e.cfg); err == nil || !strings.Contains(out, "signature does not verify") {
+		t.Fatalf("a tampered backup: %v\n%s", err, out)
+	}
+	out := e.must("restore", "sigil.backup", "--config", e.cfg)
+	for _, id := range eth {
+		if !strings.Contains(out, "sigil eth reconcile --key "+id) {
+			t.Errorf("restore does not say %s is fenced:\n%s", id, out)
+		}
+	}
+	if again, err := e.run("restore", "sigil.backup", "--config", e.cfg); err == nil || !strings.Contains(again, "not empty") {
+		t.Errorf("a restore over a store that is not empty: %v\n%s", err, again)
+	}
+	if out, err := e.run("eth", "reconcile", "--key", "dr-eth-none", "--config", e.cfg); err == nil || !strings.Contains(out, "no evidence") {
+		t.Errorf("reconciling from nothing: %v\n%s", err, out)
+	}
+	out = e.must("eth", "reconcile", "--key", "dr-eth-audit", "--audit", "audit.jsonl", "--config", e.cfg)
+	if !strings.Contains(out, "4 more from the audit log") {
+		t.Errorf("reconcile from the audit log:\n%s", out)
+	}
+	out = e.must("eth", "reconcile", "--key", "dr-eth-node", "--upstream", e.node.URL, "--config", e.cfg)
+	if !strings.Contains(out, "1 more from the node") {
+		t.Errorf("reconcile from the node:\n%s", out)
+	}
+
+	e.start()
+	if after := e.publicKeys(append(raw, eth...)); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("keys changed across the restore:\nbefore %v\nafter  %v", before, after)
+	}
+	for _, id := range raw {
+		e.mustClient("sign", "--key", id, "--message-file", "msg.txt")
+	}
+	// Every nonce signed after the backup refuses another transaction.
+	for n := 1; n <= 4; n++ {
+		if out, err := e.client("eth", "sign-tx", "--key", "dr-eth-audit", "--tx", tx(to, 7, n)); err == nil {
+			t.Errorf("nonce %d of dr-eth-audit, signed after the backup, signed again for another transaction:\n%s", n, out)
+		}
+	}
+	if out, err := e.client("eth", "sign-tx", "--key", "dr-eth-node", "--tx", tx(to, 7, 1)); err == nil {
+		t.Errorf("nonce 1 of dr-eth-node, signed after the backup, signed again:\n%s", out)
+	}
+	// The daily limit's window counts as spent: value is refused, none is not.
+	if out, err := e.client("eth", "sign-tx", "--key", "dr-eth-audit", "--tx", tx(to, 1, 5)); err == nil || !strings.Contains(out, "daily") {
+		t.Errorf("a transfer after reconciling: %v\n%s", err, out)
+	}
+	e.mustClient("eth", "sign-tx", "--key", "dr-eth-audit", "--tx", tx(to, 0, 5))
+	if out, err := e.client("eth", "sign-tx", "--key", "dr-eth-none", "--tx", tx(to, 0, 1)); err == nil || !strings.Contains(out, "fenced") {
+		t.Errorf("the key nobody reconciled: %v\n%s", err, out)
+	}
+	e.stop()
+}
+
+// With the store lost and no backup, keys recover rebuilds the records
+// from the token: a dry run writes nothing; applied per purpose, JWT kids
+// and the eth address are unchanged, the JWK Set serves the same kids,
+// and the eth key is fenced and allows no chain until its policy is set.
+func TestRecoverFromTheHSM(t *testing.T) {
+	e := newRecoveryEnv(t)
+	e.start()
+	e.mustClient("keys", "create", "rec-jwt", "--alg", "ES256", "--purpose", "jwt")
+	e.mustClient("keys", "rotate", "rec-jwt", "--now")
+	e.mustClient("keys", "create", "rec-eth", "--alg", "ES256K", "--purpose", "eth", "--chain-ids", "1337")
+	e.mustClient("keys", "create", "rec-raw", "--alg", "EdDSA")
+	before := e.publicKeys([]string{"rec-jwt", "rec-eth", "rec-raw"})
+	e.stop()
+	os.Remove(filepath.Join(e.dir, "keyring.db"))
+
+	plan := e.must("keys", "recover", "--backend", "hsm", "--purpose", "jwt", "--keys", "rec-jwt", "--config", e.cfg)
+	if !strings.Contains(plan, "rec-jwt: purpose jwt, ES256, g1 retired, g2 active") || !strings.Contains(plan, "dry run") {
+		t.Fatalf("the dry run's plan:\n%s", plan)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "keyring.db")); err == nil {
+		t.Fatal("a dry run wrote the store")
+	}
+	e.must("keys", "recover", "--backend", "hsm", "--purpose", "jwt", "--keys", "rec-jwt", "--apply", "--config", e.cfg)
+	out := e.must("keys", "recover", "--backend", "hsm", "--purpose", "eth", "--keys", "rec-e*", "--apply", "--config", e.cfg)
+	if !strings.Contains(out, "rec-eth is fenced") {
+		t.Errorf("the recovered eth key is not fenced:\n%s", out)
+	}
+	if out, err := e.run("keys", "recover", "--backend", "hsm", "--purpose", "raw", "--keys", "rec-*", "--apply", "--config", e.cfg); err == nil || !strings.Contains(out, "already holds") {
+		t.Errorf("recovering keys the store holds: %v\n%s", err, out)
+	}
+	e.must("keys", "recover", "--backend", "hsm", "--purpose", "raw", "--keys", "rec-raw", "--apply", "--config", e.cfg)
+
+	e.start()
+	after := e.publicKeys([]string{"rec-jwt", "rec-eth", "rec-raw"})
+	for id, b := range before {
+		if after[id] != b {
+			t.Errorf("%s changed across the recovery:\nbefore %s\nafter  %s", id, b, after[id])
+		}
+	}
+	e.mustClient("jwt", "sign", "--key", "rec-jwt", "--claims", `{"sub":"a"}`)
+	if out, err := e.client("eth", "sign-tx", "--key", "rec-eth", "--tx", tx("0x3535353535353535353535353535353535353535", 0, 0)); err == nil {
+		t.Errorf("the recovered eth key signed before its policy was set and it was reconciled:\n%s", out)
+	}
+	e.stop()
+}
