@@ -83,6 +83,19 @@ func PlanRecovery(ctx context.Context, b signer.Backend, spec RecoverSpec, now t
 		if k.Algorithm != alg {
 			return nil, errs.New(errs.FailedPrecondition, "%s: generations of %q have different algorithms (%s, %s)", l.Name, id, k.Algorithm, alg)
 		}
+		for _, g := range k.Generations {
+			if g.Number == n {
+				return nil, errs.New(errs.FailedPrecondition, "%s: the token holds two key pairs of that name (another Sigil's keyring shares the token?): nothing is recovered; recover from a backup, or remove the other's objects", l.Name)
+			}
+		}
+		// A secp256k1 key recovered as anything but eth would sign any
+		// digest, past the nonce guard and the spending policy.
+		if alg == signer.ES256K && p != "eth" {
+			return nil, errs.New(errs.InvalidArgument, "%s is a secp256k1 key: recover it with --purpose eth, which fences it until reconciled", l.Name)
+		}
+		if pp, ok := purposes.m[p]; !ok || pp.CheckAlgorithm(alg) != nil {
+			return nil, errs.New(errs.InvalidArgument, "%s: purpose %s does not sign with %s", l.Name, p, alg)
+		}
 		k.Generations = append(k.Generations, Generation{Number: n, Name: l.Name, Ref: l.Ref, PublicKey: der, CreatedAt: now, UpdatedAt: now})
 	}
 	out := make([]*Key, 0, len(keys))

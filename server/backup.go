@@ -32,11 +32,14 @@ func (b *backupService) Backup(ctx context.Context, _ *sigilv1.BackupRequest) (*
 	if !ok || b.s.opts.Store == nil {
 		return nil, errs.New(errs.FailedPrecondition, "this server's keyring store cannot be backed up")
 	}
+	// The backup's time is taken before the snapshot: a reconciliation
+	// reads what was signed since, and a signature under way while the
+	// snapshot is read must count as after it.
+	m := backup.Manifest{Created: b.s.opts.Now().UTC()}
 	snap, err := snapper.Snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := backup.Manifest{Created: b.s.opts.Now().UTC()}
 	for name, v := range snap.Anchors {
 		if strings.HasPrefix(name, audit.AnchorName("")) {
 			if a, err := audit.ParseAnchor(v); err == nil {
@@ -52,7 +55,7 @@ func (b *backupService) Backup(ctx context.Context, _ *sigilv1.BackupRequest) (*
 	if !ok {
 		return nil, errs.New(errs.FailedPrecondition, "the audit key has no active generation to sign the backup")
 	}
-	m.SignedBy = backup.SignedBy{Key: keyring.AuditKeyID, Generation: g.Number}
+	m.SignedBy = backup.SignedBy{Key: keyring.AuditKeyID, Generation: g.Number, Backend: k.Backend, PublicSHA256: backup.Fingerprint(g.Public())}
 	file, err := backup.Seal(ctx, m, snap, keyring.AuditSigner{Keyring: b.s.opts.Keyring}.Sign)
 	if err != nil {
 		return nil, err

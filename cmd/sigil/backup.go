@@ -44,8 +44,8 @@ it; docs/disaster-recovery.md says when and how.`,
 			}
 			var m backup.Manifest
 			json.Unmarshal([]byte(resp.GetManifestJson()), &m)
-			return c.emit(cmd, m, fmt.Sprintf("backup of revision %d (%d keys, %d ledgers, %d anchors; %d audit chains) written to %s",
-				m.Revision, m.Counts["keys"], m.Counts["ledgers"], m.Counts["anchors"], len(m.AuditHeads), out))
+			return c.emit(cmd, m, fmt.Sprintf("backup of revision %d (%d keys, %d ledgers, %d anchors; %d audit chains) written to %s\nsigned by the audit key %s (restore --audit-key pins it)",
+				m.Revision, m.Counts["keys"], m.Counts["ledgers"], m.Counts["anchors"], len(m.AuditHeads), out, m.SignedBy.PublicSHA256))
 		})
 	}
 	cmd.Flags().StringVar(&out, "out", "", "where to write the backup")
@@ -54,13 +54,14 @@ it; docs/disaster-recovery.md says when and how.`,
 }
 
 func newRestore() *cobra.Command {
-	var path string
+	var path, auditKey string
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "restore FILE [--force]",
 		Short: "Restore a backup into an empty store, on the server's host with the server stopped",
-		Long: `restore verifies a backup (its signature, against the audit key's
-public key as the HSM holds it; every generation that can sign or verify,
+		Long: `restore verifies a backup (its signature, against the public key of
+the object the HSM holds under the audit key's own name, and the
+fingerprint --audit-key pins, if given; every generation that can sign or verify,
 present in its backend with the same public key) and only then writes it
 into the configuration's store, which must be empty unless --force
 (which replaces it). A backup is older than the present, so the keys
@@ -89,7 +90,7 @@ for approval that had not ended come back expired.`,
 				return storeInUse(cfg, err)
 			}
 			defer store.Close()
-			rep, err := backup.Restore(ctx, file, backup.RestoreOptions{Store: store, Backends: backends, Replace: force, Now: time.Now(), Fenced: fencedOnRestore})
+			rep, err := backup.Restore(ctx, file, backup.RestoreOptions{Store: store, Backends: backends, Replace: force, Now: time.Now(), Fenced: fencedOnRestore, AuditKeySHA256: auditKey})
 			if err != nil {
 				return err
 			}
@@ -98,6 +99,7 @@ for approval that had not ended come back expired.`,
 	}
 	cmd.Flags().StringVar(&path, "config", DefaultConfig, "the server's configuration file")
 	cmd.Flags().BoolVar(&force, "force", false, "replace what the store holds")
+	cmd.Flags().StringVar(&auditKey, "audit-key", "", "the audit key's SHA-256 fingerprint sigil backup printed: the backup must be signed by it (required for a backend that cannot find the audit key by its name)")
 	return cmd
 }
 

@@ -45,10 +45,14 @@ type Head struct {
 	Hash    string `json:"hash"`
 }
 
-// SignedBy names the key generation a backup is signed with.
+// SignedBy names the key generation a backup is signed with: Sigil's
+// audit key, in Backend, and its public key's fingerprint (the SHA-256
+// of its SubjectPublicKeyInfo) for an operator to pin.
 type SignedBy struct {
-	Key        string `json:"key"`
-	Generation int    `json:"generation"`
+	Key          string `json:"key"`
+	Generation   int    `json:"generation"`
+	Backend      string `json:"backend"`
+	PublicSHA256 string `json:"public_key_sha256"`
 }
 
 // envelope is the file: the manifest's exact bytes, the snapshot
@@ -141,26 +145,6 @@ func (s *Sealed) unpack() (*keyring.Snapshot, error) {
 		return nil, errs.New(errs.InvalidArgument, "the backup's snapshot: %v", err)
 	}
 	return &snap, nil
-}
-
-// AuditKey finds, in the snapshot not yet verified, the record of the
-// generation that signed it: the backend and reference its public key is
-// to be read from, and the public key the record says it has.
-func (s *Sealed) AuditKey() (backend, ref string, public []byte, err error) {
-	snap, err := s.unpack()
-	if err != nil {
-		return "", "", nil, err
-	}
-	var k keyring.Key
-	if err := json.Unmarshal(snap.Keys[s.Manifest.SignedBy.Key], &k); err != nil {
-		return "", "", nil, errs.New(errs.InvalidArgument, "the backup holds no record of %s", s.Manifest.SignedBy.Key)
-	}
-	for _, g := range k.Generations {
-		if g.Number == s.Manifest.SignedBy.Generation {
-			return k.Backend, g.Ref, g.PublicKey, nil
-		}
-	}
-	return "", "", nil, errs.New(errs.InvalidArgument, "the backup holds no generation %d of %s", s.Manifest.SignedBy.Generation, s.Manifest.SignedBy.Key)
 }
 
 // ManifestJSON is the manifest as the file holds it.

@@ -3,9 +3,14 @@ package backup
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/approval"
@@ -24,6 +29,10 @@ type RestoreOptions struct {
 	// restore, and the command that reconciles key id.
 	Fenced func(purpose, id string) (reconcile string, ok bool)
 	Now    time.Time
+	// AuditKeySHA256, if set, is the audit key's fingerprint the operator
+	// pins (from sigil backup's output): the backup must be signed by it.
+	// Required for a backend that cannot find the audit key by its name.
+	AuditKeySHA256 string
 }
 
 // Report is what a restore did.
@@ -46,16 +55,15 @@ func Restore(ctx context.Context, file []byte, o RestoreOptions) (*Report, error
 	if err != nil {
 		return nil, err
 	}
-	backendName, ref, recorded, err := sealed.AuditKey()
-	if err != nil {
-		return nil, err
-	}
-	pub, err := publicOf(ctx, o.Backends, backendName, ref, recorded)
+	pub, err := auditKey(ctx, sealed.Manifest.SignedBy, o)
 	if err != nil {
 		return nil, fmt.Errorf("the audit key that signed the backup: %w", err)
 	}
 	snap, err := sealed.Verify(pub)
 	if err != nil {
+		return nil, err
+	}
+	if err := sameAuditKey(snap, sealed.Manifest.SignedBy, pub); err != nil {
 		return nil, err
 	}
 	rep := &Report{Manifest: sealed.Manifest, Fenced: map[string]string{}}
@@ -72,6 +80,65 @@ func Restore(ctx context.Context, file []byte, o RestoreOptions) (*Report, error
 		return nil, err
 	}
 	return rep, nil
+}
+
+// auditKey is the public key the backup must be signed with: the object
+// the backend holds under the audit key's own name (sigil.audit.gN; a
+// reference the backup gives is not trusted, nor a key it names), and,
+// when the operator pins one, the key of that fingerprint.
+func auditKey(ctx context.Context, by SignedBy, o RestoreOptions) (crypto.PublicKey, error) {
+	if by.Key != keyring.AuditKeyID || by.Generation < 1 {
+		return nil, errs.New(errs.InvalidArgument, "the backup is signed by %q generation %d, not Sigil's audit key", by.Key, by.Generation)
+	}
+	b, ok := o.Backends[by.Backend]
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "backend %q (the audit key's) is not configured", by.Backend)
+	}
+	namer, ok := b.(interface{ NameRef(name string) string })
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "backend %q cannot find the audit key by its name: restore with --audit-key SHA256, the fingerprint sigil backup printed", by.Backend)
+	}
+	pub, err := b.Public(ctx, namer.NameRef(fmt.Sprintf("%s.g%d", keyring.AuditKeyID, by.Generation)))
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := pub.(*ecdsa.PublicKey); !ok || signer.ES256.CheckPublic(pub) != nil {
+		return nil, errs.New(errs.FailedPrecondition, "the object named as the audit key is no ES256 key")
+	}
+	if fp := Fingerprint(pub); o.AuditKeySHA256 != "" && !strings.EqualFold(fp, o.AuditKeySHA256) {
+		return nil, errs.New(errs.FailedPrecondition, "the audit key's fingerprint is %s, not the %s pinned", fp, o.AuditKeySHA256)
+	}
+	return pub, nil
+}
+
+// sameAuditKey checks that the verified snapshot's record of the audit
+// key holds the key that signed it.
+func sameAuditKey(snap *keyring.Snapshot, by SignedBy, pub crypto.PublicKey) error {
+	var k keyring.Key
+	if err := json.Unmarshal(snap.Keys[keyring.AuditKeyID], &k); err != nil || k.Purpose != keyring.PurposeAudit {
+		return errs.New(errs.InvalidArgument, "the backup holds no record of the audit key")
+	}
+	der, err := signer.MarshalPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	for _, g := range k.Generations {
+		if g.Number == by.Generation && bytes.Equal(g.PublicKey, der) && k.Backend == by.Backend {
+			return nil
+		}
+	}
+	return errs.New(errs.InvalidArgument, "the backup's record of the audit key does not hold the key that signed it")
+}
+
+// Fingerprint is a public key's SHA-256 fingerprint (of its DER
+// SubjectPublicKeyInfo), hex.
+func Fingerprint(pub crypto.PublicKey) string {
+	der, err := signer.MarshalPublicKey(pub)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }
 
 // publicOf reads a generation's public key from its backend and checks

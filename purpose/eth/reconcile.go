@@ -24,9 +24,15 @@ type Evidence struct {
 	NodeCount uint64
 }
 
+// ReconcileMargin is how far before the backup's time audit records are
+// read: a signature under way while the backup was taken (its record is
+// timed at its start; replicas' clocks differ) counts too. Marking a
+// nonce the ledger already has changes nothing.
+const ReconcileMargin = 10 * time.Minute
+
 // SignedSince reads the records of audit log r for key id (as the log
-// names it: NS/ID outside root) that signed a transaction at or after
-// since, into e.
+// names it: NS/ID outside root) that signed a transaction since the
+// backup taken at since (less ReconcileMargin), into e.
 func (e *Evidence) SignedSince(r io.Reader, id string, since time.Time) error {
 	if e.Signed == nil {
 		e.Signed = map[string]map[uint64]string{}
@@ -38,7 +44,7 @@ func (e *Evidence) SignedSince(r io.Reader, id string, since time.Time) error {
 		if json.Unmarshal(sc.Bytes(), &rec) != nil {
 			continue // a torn line
 		}
-		if rec.KeyID != id || rec.Operation != string(OpSignTx) || rec.Outcome != "allowed" || rec.Time.Before(since) {
+		if rec.KeyID != id || rec.Operation != string(OpSignTx) || rec.Outcome != "allowed" || rec.Time.Before(since.Add(-ReconcileMargin)) {
 			continue
 		}
 		chain, hash := rec.Details["chain"], rec.Details["tx_hash"]
@@ -81,6 +87,9 @@ func Reconcile(rec *keyring.LedgerRecord, e Evidence, limit *big.Int, now time.T
 	if err != nil {
 		return nil, err
 	}
+	if err := covered(t, e); err != nil {
+		return nil, err
+	}
 	chains := map[string]bool{e.NodeChain: e.NodeChain != ""}
 	for c := range e.Signed {
 		chains[c] = true
@@ -96,6 +105,13 @@ func Reconcile(rec *keyring.LedgerRecord, e Evidence, limit *big.Int, now time.T
 		}
 		c := t.chain(id)
 		f := ChainFound{Chain: chain, Before: c.Highest, HadHistory: c.History}
+		// A claim the backup caught in flight may have been signed since:
+		// its nonce is taken.
+		for _, en := range c.Nonces {
+			if en.Pending != nil {
+				en.Signed, en.Pending = append(en.Signed, &txFacts{Hash: "reconciled:in-flight-at-backup"}), nil
+			}
+		}
 		mark := func(n uint64, hash string) bool {
 			key := strconv.FormatUint(n, 10)
 			if e := c.Nonces[key]; e != nil && len(e.Signed) > 0 {
@@ -142,6 +158,28 @@ func Reconcile(rec *keyring.LedgerRecord, e Evidence, limit *big.Int, now time.T
 	}
 	rec.Fence = nil
 	return out, nil
+}
+
+// covered refuses evidence that leaves a chain the key signed on
+// unaccounted for: without the audit logs, the node must be on every
+// such chain (one node is on one), and count at least what the ledger
+// has (a node behind, syncing or on another network counts less).
+func covered(t *nonceTable, e Evidence) error {
+	if len(e.Signed) > 0 {
+		return nil // the audit logs name every chain's transactions
+	}
+	for chain, c := range t.Chains {
+		if !c.History {
+			continue
+		}
+		if chain != e.NodeChain {
+			return errs.New(errs.FailedPrecondition, "the key signed on chain %s and the node is on chain %s: give the audit logs, or reconcile with a node on each chain", chain, e.NodeChain)
+		}
+		if e.NodeCount < c.Highest+1 {
+			return errs.New(errs.FailedPrecondition, "the node counts %d transactions but the ledger has nonce %d on chain %s: a node behind, syncing or on another network; the key stays fenced", e.NodeCount, c.Highest, chain)
+		}
+	}
+	return nil
 }
 
 // String says what reconciling found on a chain.

@@ -270,8 +270,13 @@ func TestRecoverFromTheHSM(t *testing.T) {
 	if !strings.Contains(out, "rec-eth is fenced") {
 		t.Errorf("the recovered eth key is not fenced:\n%s", out)
 	}
-	if out, err := e.run("keys", "recover", "--backend", "hsm", "--purpose", "raw", "--keys", "rec-*", "--apply", "--config", e.cfg); err == nil || !strings.Contains(out, "already holds") {
+	if out, err := e.run("keys", "recover", "--backend", "hsm", "--purpose", "raw", "--keys", "rec-jwt", "--apply", "--config", e.cfg); err == nil || !strings.Contains(out, "already holds") {
 		t.Errorf("recovering keys the store holds: %v\n%s", err, out)
+	}
+	// A secp256k1 key as a raw one would sign any digest past the nonce
+	// guard and the spending policy.
+	if out, err := e.run("keys", "recover", "--backend", "hsm", "--purpose", "raw", "--keys", "rec-eth", "--config", e.cfg); err == nil || !strings.Contains(out, "--purpose eth") {
+		t.Errorf("recovering an eth key as raw: %v\n%s", err, out)
 	}
 	e.must("keys", "recover", "--backend", "hsm", "--purpose", "raw", "--keys", "rec-raw", "--apply", "--config", e.cfg)
 
