@@ -65,6 +65,7 @@ sys-deps:
 	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
 	command -v pkcsslotd >/dev/null || missing="$$missing opencryptoki"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v objdump >/dev/null || missing="$$missing binutils"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \

@@ -35,20 +35,23 @@ import (
 // are the whole list: a method missing is refused, so an RPC added
 // without an operation is shut, not open.
 var baseOperations = map[string]authz.Op{
-	sigilv1.KeyService_CreateKey_FullMethodName:           authz.KeysAdmin,
-	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:     authz.KeysAdmin,
-	sigilv1.KeyService_RotateKey_FullMethodName:           authz.KeysAdmin,
-	sigilv1.KeyService_RevokeGeneration_FullMethodName:    authz.KeysAdmin,
-	sigilv1.KeyService_DisableKey_FullMethodName:          authz.KeysAdmin,
-	sigilv1.KeyService_EnableKey_FullMethodName:           authz.KeysAdmin,
-	sigilv1.KeyService_ScheduleKeyDeletion_FullMethodName: authz.KeysAdmin,
-	sigilv1.KeyService_CancelKeyDeletion_FullMethodName:   authz.KeysAdmin,
-	sigilv1.KeyService_UpdateKeyMetadata_FullMethodName:   authz.KeysAdmin,
-	sigilv1.KeyService_GetKey_FullMethodName:              authz.KeysRead,
-	sigilv1.KeyService_ListKeys_FullMethodName:            authz.KeysRead,
-	sigilv1.KeyService_GetPublicKey_FullMethodName:        authz.KeysRead,
-	sigilv1.AuditService_GetAuditHead_FullMethodName:      authz.KeysRead,    // on the audit key, sigil.audit
-	sigilv1.BackupService_Backup_FullMethodName:           authz.StoreBackup, // on the audit key, which signs it
+	sigilv1.KeyService_CreateKey_FullMethodName:            authz.KeysAdmin,
+	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:      authz.KeysAdmin,
+	sigilv1.KeyService_RotateKey_FullMethodName:            authz.KeysAdmin,
+	sigilv1.KeyService_RevokeGeneration_FullMethodName:     authz.KeysAdmin,
+	sigilv1.KeyService_DisableKey_FullMethodName:           authz.KeysAdmin,
+	sigilv1.KeyService_EnableKey_FullMethodName:            authz.KeysAdmin,
+	sigilv1.KeyService_ScheduleKeyDeletion_FullMethodName:  authz.KeysAdmin,
+	sigilv1.KeyService_CancelKeyDeletion_FullMethodName:    authz.KeysAdmin,
+	sigilv1.KeyService_UpdateKeyMetadata_FullMethodName:    authz.KeysAdmin,
+	sigilv1.KeyService_GetKey_FullMethodName:               authz.KeysRead,
+	sigilv1.KeyService_ListKeys_FullMethodName:             authz.KeysRead,
+	sigilv1.KeyService_GetPublicKey_FullMethodName:         authz.KeysRead,
+	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead,     // on the audit key, sigil.audit
+	sigilv1.BackupService_Backup_FullMethodName:            authz.StoreBackup,  // on the audit key, which signs it
+	sigilv1.ConsoleService_Enroll_FullMethodName:           authz.ConsoleAdmin, // on sigil.console
+	sigilv1.ConsoleService_ListEnrollments_FullMethodName:  authz.ConsoleAdmin,
+	sigilv1.ConsoleService_RevokeEnrollment_FullMethodName: authz.ConsoleAdmin,
 	// The namespace methods are decided on the namespace they name.
 	sigilv1.NamespaceService_CreateNamespace_FullMethodName:   authz.NamespacesAdmin,
 	sigilv1.NamespaceService_DeleteNamespace_FullMethodName:   authz.NamespacesAdmin,
@@ -422,6 +425,8 @@ func keyIDField(req any) (string, bool) {
 		return keyring.AuditKeyID, true
 	case *sigilv1.BackupRequest: // a backup is signed with the audit key
 		return keyring.AuditKeyID, true
+	case *sigilv1.EnrollRequest, *sigilv1.ListEnrollmentsRequest, *sigilv1.RevokeEnrollmentRequest:
+		return ConsoleKeyID, true
 	case interface{ GetKeyId() string }:
 		return r.GetKeyId(), true
 	case interface{ GetId() string }:

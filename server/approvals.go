@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -148,6 +149,9 @@ func (a *approvalService) GetApproval(ctx context.Context, req *sigilv1.GetAppro
 // Approve counts the caller's approval; the one completing the quorum
 // runs the request before answering.
 func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveRequest) (*sigilv1.ApproveResponse, error) {
+	if err := notePasskey(ctx, req.GetPasskey()); err != nil {
+		return nil, err
+	}
 	r, err := a.decide(ctx, req.GetApprovalId(), func(r *approval.Request, ids []identity.ID, now time.Time) error {
 		_, err := r.Approve(ids, req.GetPayloadSha256(), now)
 		return err
@@ -168,6 +172,9 @@ func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveReque
 
 // Deny refuses the request for good.
 func (a *approvalService) Deny(ctx context.Context, req *sigilv1.DenyRequest) (*sigilv1.DenyResponse, error) {
+	if err := notePasskey(ctx, req.GetPasskey()); err != nil {
+		return nil, err
+	}
 	if len(req.GetReason()) > maxReason || strings.ContainsFunc(req.GetReason(), func(c rune) bool { return c < 0x20 }) {
 		return nil, errs.New(errs.InvalidArgument, "reason: at most %d bytes, one line", maxReason)
 	}
@@ -481,4 +488,22 @@ func approvalProto(r *approval.Request, now time.Time) *sigilv1.Approval {
 		out.Approvals = append(out.Approvals, &sigilv1.ApprovalVote{Identity: v.Identity, At: timestamppb.New(v.At)})
 	}
 	return out
+}
+
+// maxPasskey bounds a decision's passkey assertion.
+const maxPasskey = 4 << 10
+
+// notePasskey puts a decision's passkey assertion (the console's, made
+// over the approval, the decision and the request's hash) in the
+// decision's audit record, where it can be checked against the enrolled
+// public key later.
+func notePasskey(ctx context.Context, assertion []byte) error {
+	if len(assertion) == 0 {
+		return nil
+	}
+	if len(assertion) > maxPasskey || !json.Valid(assertion) {
+		return errs.New(errs.InvalidArgument, "passkey: at most %d bytes of JSON", maxPasskey)
+	}
+	noteDetail(ctx, "passkey_assertion", string(assertion))
+	return nil
 }

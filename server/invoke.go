@@ -159,3 +159,15 @@ func chainUnary(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInte
 		return next(ctx, req)
 	}
 }
+
+// As is the context of a call made in process by identity id from a
+// client at remote (the console's signed-in user): Invoke then decides,
+// quotas and audits it as that identity's, as if its certificate had
+// named it. Only code in the server's process can make one.
+func (s *Server) As(ctx context.Context, id identity.ID, remote string) context.Context {
+	ctx = context.WithValue(ctx, runAsKey{}, []identity.ID{id})
+	if addr, err := net.ResolveTCPAddr("tcp", remote); err == nil {
+		ctx = peer.NewContext(ctx, &peer.Peer{Addr: addr})
+	}
+	return ctx
+}

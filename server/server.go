@@ -90,6 +90,9 @@ type Options struct {
 	// TLS, when set, secures the gRPC listener (with client certificates
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
+	// ConsoleOrigin is the console's origin, when one is served: an
+	// enrollment's link starts with it.
+	ConsoleOrigin string
 }
 
 // Server is a configured Sigil server.
@@ -190,6 +193,7 @@ func New(o Options) *Server {
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})
 	s.register(&sigilv1.BackupService_ServiceDesc, &backupService{s: s})
+	s.register(&sigilv1.ConsoleService_ServiceDesc, &consoleService{s: s})
 	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})
 	s.register(&sigilv1.NamespaceService_ServiceDesc, &namespaceService{s: s})
 	for _, p := range s.purposes {

@@ -35,7 +35,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newKeys(), newSign(), newVerify(), newJWT(), newJWKSSet(), newNS(), newEth(), newApprovals(), newDrill(), newAudit(), newHSM(), newPKI(), newBackup(), newRestore(), newVersion(), newMan())
+	root.AddCommand(newServe(), newKeys(), newSign(), newVerify(), newJWT(), newJWKSSet(), newNS(), newEth(), newApprovals(), newDrill(), newAudit(), newHSM(), newPKI(), newBackup(), newRestore(), newConsole(), newVersion(), newMan())
 	refuseUnknown(root)
 	return root
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sigil-hsm/sigil/console"
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/config"
@@ -37,6 +39,7 @@ import (
 func newServe() *cobra.Command {
 	var (
 		configPath, dataDir, logLevel string
+		consoleAddr                   string
 		addrs                         devmode.Addrs
 		dev                           bool
 	)
@@ -51,7 +54,12 @@ func newServe() *cobra.Command {
 			case dev == (configPath != ""):
 				return errors.New("serve needs exactly one of --config FILE and --dev")
 			case dev:
-				cfg, err = devmode.Prepare(dataDir, addrs)
+				if cfg, err = devmode.Prepare(dataDir, addrs); err == nil && consoleAddr != "" {
+					if host, _, _ := net.SplitHostPort(consoleAddr); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+						return fmt.Errorf("--console-addr %s: --dev listens on loopback only", consoleAddr)
+					}
+					cfg.Console = &config.Console{Addr: consoleAddr}
+				}
 			default:
 				cfg, err = config.Load(configPath)
 			}
@@ -81,6 +89,9 @@ func newServe() *cobra.Command {
 				if bound.EthRPC != "" {
 					line += ", ethrpc " + bound.EthRPC
 				}
+				if bound.Console != "" {
+					line += ", console " + bound.Console
+				}
 				fmt.Fprintln(cmd.OutOrStdout(), line)
 				if dev {
 					fmt.Fprintf(cmd.OutOrStdout(), "connect with: sigil keys list --data-dir %s\n", dataDir)
@@ -98,6 +109,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&addrs.Admin, "admin-addr", "127.0.0.1:7081", "--dev: admin HTTP listen address: health, readiness, metrics (loopback)")
 	f.StringVar(&addrs.EthRPC, "ethrpc-addr", "127.0.0.1:7545", "--dev: Ethereum JSON-RPC listen address, mTLS (loopback)")
 	f.StringVar(&addrs.EthUpstream, "ethrpc-upstream", "", "--dev: an execution client's JSON-RPC URL behind the Ethereum endpoint (ethrpc.upstream.url)")
+	f.StringVar(&consoleAddr, "console-addr", "127.0.0.1:7444", "--dev: the console's HTTPS listen address (loopback; served as https://localhost:PORT); empty: no console")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default: log.level of the configuration, else info)")
 	return cmd
 }
@@ -168,16 +180,32 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	schedDone := make(chan struct{})
 	go func() { defer close(schedDone); schedule(schedCtx, kr) }()
 	defer func() { stopScheduler(); <-schedDone }()
-	err = server.New(opts).Serve(ctx, server.Listeners(lis))
+	if cfg.Console != nil {
+		opts.ConsoleOrigin = cfg.Console.Origin
+	}
+	srv := server.New(opts)
+	if lis.Console != nil {
+		stopConsole, err := serveConsole(ctx, cfg.Console, lis.Console, srv, tlsConfig, store, log)
+		if err != nil {
+			lis.close()
+			return err
+		}
+		defer stopConsole()
+	}
+	err = srv.Serve(ctx, server.Listeners(lis.Listeners))
 	log.Info("stopped")
 	return err
 }
 
-// listeners are the server's listeners, as serve opens them.
-type listeners server.Listeners
+// listeners are the server's listeners, as serve opens them, and the
+// console's.
+type listeners struct {
+	server.Listeners
+	Console net.Listener
+}
 
 func (l listeners) close() {
-	for _, c := range append([]net.Listener{l.GRPC, l.Public, l.Admin}, l.Purposes["eth"]) {
+	for _, c := range append([]net.Listener{l.GRPC, l.Public, l.Admin, l.Console}, l.Purposes["eth"]) {
 		if c != nil {
 			c.Close()
 		}
@@ -207,7 +235,45 @@ func listen(cfg *config.Config) (listeners, devmode.Addrs, error) {
 		}
 		l.Purposes, bound.EthRPC = map[string]net.Listener{"eth": eth}, eth.Addr().String()
 	}
+	if cfg.Console != nil {
+		if l.Console, err = net.Listen("tcp", cfg.Console.Addr); err != nil {
+			l.close()
+			return listeners{}, devmode.Addrs{}, err
+		}
+		if cfg.Console.Origin == "" { // --dev: a browser takes localhost as a WebAuthn origin, not an IP
+			_, port, _ := net.SplitHostPort(l.Console.Addr().String())
+			cfg.Console.Origin = "https://localhost:" + port
+		}
+		bound.Console = cfg.Console.Origin
+	}
 	return l, bound, nil
+}
+
+// serveConsole serves the console on l with the server's certificate and
+// no client certificate asked (people sign in with passkeys), until ctx
+// ends or the returned stop.
+func serveConsole(ctx context.Context, c *config.Console, l net.Listener, srv *server.Server, base *tls.Config, store keyring.Anchors, log *slog.Logger) (func(), error) {
+	con, err := console.New(console.Options{Access: srv, Store: console.Store{A: store}, Origin: c.Origin, RPID: c.RPID, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: con.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cfg, err := base.GetConfigForClient(h)
+			if err != nil || cfg == nil || len(cfg.Certificates) == 0 {
+				return nil, fmt.Errorf("no server certificate")
+			}
+			return &cfg.Certificates[0], nil
+		}}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hs.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("console stopped", "err", err)
+		}
+	}()
+	stopped := context.AfterFunc(ctx, func() { hs.Close() })
+	return func() { stopped(); hs.Close(); <-done }, nil
 }
 
 // upstream is the execution client ethrpc.upstream configures, with its

@@ -44,12 +44,16 @@ const (
 	// StoreBackup reads the whole keyring store (sigil backup), decided on
 	// the audit key, sigil.audit, whose signature a backup carries.
 	StoreBackup Op = "store.backup"
+	// ConsoleAdmin enrolls people for the console (and lists and revokes
+	// their passkeys), decided on sigil.console: an enrollment signs in
+	// as the identity it names.
+	ConsoleAdmin Op = "console.admin"
 )
 
 var known = struct {
 	sync.RWMutex
 	ops []Op
-}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead, NamespacesAdmin, NamespacesRead, StoreBackup}}
+}{ops: []Op{ApprovalsApprove, KeysAdmin, KeysRead, NamespacesAdmin, NamespacesRead, StoreBackup, ConsoleAdmin}}
 
 // RegisterOps makes operations known, so policy rules may name them; a
 // rule naming an operation nobody registered is refused at load.

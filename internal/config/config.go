@@ -38,6 +38,19 @@ type Config struct {
 	Keyring        Keyring            `yaml:"keyring"`
 	Approvals      Approvals          `yaml:"approvals"`
 	Log            Log                `yaml:"log"`
+	Console        *Console           `yaml:"console"`
+}
+
+// Console is the operator and approver console's listener: HTTPS with
+// grpc.tls's server certificate (no client certificate: people sign in
+// with passkeys). Off if absent.
+type Console struct {
+	Addr string `yaml:"addr"`
+	// Origin is the URL people open, https://HOST[:PORT]: WebAuthn's
+	// origin, which every state change must come from.
+	Origin string `yaml:"origin"`
+	// RPID is WebAuthn's relying party ID; Origin's host if empty.
+	RPID string `yaml:"rp_id"`
 }
 
 // Approvals tunes how approved requests (dual control, see the policy
@@ -236,6 +249,15 @@ func (c *Config) validate(dev bool) error {
 		if err := u.check(); err != nil {
 			return err
 		}
+	}
+	if con := c.Console; con != nil {
+		if _, _, err := net.SplitHostPort(con.Addr); err != nil {
+			return fmt.Errorf("console.addr: %q is not host:port", con.Addr)
+		}
+		if u, err := url.Parse(con.Origin); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return errors.New("console.origin: want https://HOST[:PORT], the URL people open (WebAuthn's origin)")
+		}
+		con.Origin = strings.TrimSuffix(con.Origin, "/")
 	}
 	switch c.Store.Type {
 	case "", "bbolt":

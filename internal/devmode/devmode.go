@@ -52,6 +52,8 @@ type Addrs struct {
 	// EthUpstream, if set, is the execution client behind the Ethereum
 	// JSON-RPC endpoint (a local geth --dev, say).
 	EthUpstream string
+	// Console is the console's origin once listening (https://localhost:PORT).
+	Console string
 }
 
 // Prepare creates or reuses dir and returns the configuration the dev

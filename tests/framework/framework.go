@@ -10,6 +10,7 @@ package framework
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,6 +120,17 @@ type Proc struct {
 // listens. The process is killed when the test ends.
 func Serve(t *testing.T, bin string, args, env []string) *Proc {
 	t.Helper()
+	p, err := TryServe(t, bin, args, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TryServe is Serve answering an error when the server exits or does not
+// listen within 30 s (a test that picked a port may try another).
+func TryServe(t *testing.T, bin string, args, env []string) (*Proc, error) {
+	t.Helper()
 	p := &Proc{Cmd: exec.Command(bin, append([]string{"serve"}, args...)...), Logs: &SyncBuffer{}, exited: make(chan struct{})}
 	p.Cmd.Env = append(os.Environ(), env...)
 	out, _ := p.Cmd.StdoutPipe()
@@ -147,11 +159,11 @@ func Serve(t *testing.T, bin string, args, env []string) *Proc {
 			}
 		}
 	case <-p.exited:
-		t.Fatalf("server exited while starting: %s", p.Logs.String())
+		return nil, fmt.Errorf("server exited while starting: %s", p.Logs.String())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("server did not start: %s", p.Logs.String())
+		return nil, fmt.Errorf("server did not start: %s", p.Logs.String())
 	}
-	return p
+	return p, nil
 }
 
 // ServeConfig runs `sigil serve --config cfg`.

@@ -522,6 +522,10 @@ type ApproveRequest struct {
 	// The payload hash the approver inspected; the approval counts only
 	// for that payload.
 	PayloadSha256 string `protobuf:"bytes,2,opt,name=payload_sha256,json=payloadSha256,proto3" json:"payload_sha256,omitempty"`
+	// The approver's passkey assertion over the decision (the console's:
+	// JSON of credential_id, authenticator_data, client_data_json and
+	// signature), kept in the audit record.
+	Passkey       []byte `protobuf:"bytes,3,opt,name=passkey,proto3" json:"passkey,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,6 +572,13 @@ func (x *ApproveRequest) GetPayloadSha256() string {
 		return x.PayloadSha256
 	}
 	return ""
+}
+
+func (x *ApproveRequest) GetPasskey() []byte {
+	if x != nil {
+		return x.Passkey
+	}
+	return nil
 }
 
 type ApproveResponse struct {
@@ -618,7 +629,9 @@ type DenyRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ApprovalId string                 `protobuf:"bytes,1,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
 	// Why, for the requester and the audit trail (at most 512 bytes).
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// As ApproveRequest.passkey.
+	Passkey       []byte `protobuf:"bytes,3,opt,name=passkey,proto3" json:"passkey,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +678,13 @@ func (x *DenyRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *DenyRequest) GetPasskey() []byte {
+	if x != nil {
+		return x.Passkey
+	}
+	return nil
 }
 
 type DenyResponse struct {
@@ -855,17 +875,19 @@ const file_sigil_v1_approvals_proto_rawDesc = "" +
 	"approvalId\"_\n" +
 	"\x13GetApprovalResponse\x12.\n" +
 	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\x12\x18\n" +
-	"\arequest\x18\x02 \x01(\fR\arequest\"X\n" +
+	"\arequest\x18\x02 \x01(\fR\arequest\"r\n" +
 	"\x0eApproveRequest\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
 	"approvalId\x12%\n" +
-	"\x0epayload_sha256\x18\x02 \x01(\tR\rpayloadSha256\"A\n" +
+	"\x0epayload_sha256\x18\x02 \x01(\tR\rpayloadSha256\x12\x18\n" +
+	"\apasskey\x18\x03 \x01(\fR\apasskey\"A\n" +
 	"\x0fApproveResponse\x12.\n" +
-	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\"F\n" +
+	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\"`\n" +
 	"\vDenyRequest\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
 	"approvalId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\">\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\apasskey\x18\x03 \x01(\fR\apasskey\">\n" +
 	"\fDenyResponse\x12.\n" +
 	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\";\n" +
 	"\x18GetApprovalResultRequest\x12\x1f\n" +

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+)
+
+func newConsole() *cobra.Command {
+	cmd := &cobra.Command{Use: "console", Short: "Enroll people for the browser console and manage their passkeys (console.admin on sigil.console)"}
+	c := addClientFlags(cmd)
+	var ttl time.Duration
+	enroll := &cobra.Command{
+		Use:   "enroll IDENTITY [--ttl 15m]",
+		Short: "Print a one-time link that registers a passkey signing in as IDENTITY",
+		Long: `enroll makes a one-time link, valid --ttl (15 minutes), that registers a
+passkey for IDENTITY, a typed identity the policy names
+(spiffe://example.org/treasury-officer/alice). Whoever opens it first
+gets the console as that identity: send it as you would a password.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewConsoleServiceClient(conn).Enroll(ctx, &sigilv1.EnrollRequest{Identity: args[0], Ttl: durationpb.New(ttl)})
+				if err != nil {
+					return err
+				}
+				link := resp.GetUrl()
+				if link == "" {
+					link = "(this server serves no console) token " + resp.GetToken()
+				}
+				return c.emit(cmd, map[string]string{"identity": args[0], "url": resp.GetUrl(), "token": resp.GetToken(), "expires": resp.GetExpires().AsTime().Format(time.RFC3339)}, link)
+			})
+		},
+	}
+	enroll.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the link is valid (at most 24h)")
+	list := &cobra.Command{
+		Use:   "enrollments",
+		Short: "List the registered passkeys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewConsoleServiceClient(conn).ListEnrollments(ctx, &sigilv1.ListEnrollmentsRequest{})
+				if err != nil {
+					return err
+				}
+				if c.json {
+					return printJSON(cmd.OutOrStdout(), resp.GetEnrollments())
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "CREDENTIAL\tIDENTITY\tCREATED\tREVOKED")
+				for _, e := range resp.GetEnrollments() {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", e.GetCredentialId(), e.GetIdentity(), e.GetCreated().AsTime().Format(time.RFC3339), e.GetRevoked())
+				}
+				return w.Flush()
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke CREDENTIAL-ID",
+		Short: "Revoke a passkey: it signs in and approves no more",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				if _, err := sigilv1.NewConsoleServiceClient(conn).RevokeEnrollment(ctx, &sigilv1.RevokeEnrollmentRequest{CredentialId: args[0]}); err != nil {
+					return err
+				}
+				return c.emit(cmd, map[string]string{"revoked": args[0]}, "revoked "+args[0])
+			})
+		},
+	}
+	cmd.AddCommand(enroll, list, revoke)
+	return cmd
+}
