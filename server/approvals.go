@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigil-hsm/sigil/console"
 	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/authz"
@@ -149,10 +149,10 @@ func (a *approvalService) GetApproval(ctx context.Context, req *sigilv1.GetAppro
 // Approve counts the caller's approval; the one completing the quorum
 // runs the request before answering.
 func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveRequest) (*sigilv1.ApproveResponse, error) {
-	if err := notePasskey(ctx, req.GetPasskey()); err != nil {
-		return nil, err
-	}
 	r, err := a.decide(ctx, req.GetApprovalId(), func(r *approval.Request, ids []identity.ID, now time.Time) error {
+		if err := a.s.checkPasskey(ctx, req.GetPasskey(), ids, r, "approve"); err != nil {
+			return err
+		}
 		_, err := r.Approve(ids, req.GetPayloadSha256(), now)
 		return err
 	})
@@ -172,13 +172,13 @@ func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveReque
 
 // Deny refuses the request for good.
 func (a *approvalService) Deny(ctx context.Context, req *sigilv1.DenyRequest) (*sigilv1.DenyResponse, error) {
-	if err := notePasskey(ctx, req.GetPasskey()); err != nil {
-		return nil, err
-	}
 	if len(req.GetReason()) > maxReason || strings.ContainsFunc(req.GetReason(), func(c rune) bool { return c < 0x20 }) {
 		return nil, errs.New(errs.InvalidArgument, "reason: at most %d bytes, one line", maxReason)
 	}
 	r, err := a.decide(ctx, req.GetApprovalId(), func(r *approval.Request, ids []identity.ID, now time.Time) error {
+		if err := a.s.checkPasskey(ctx, req.GetPasskey(), ids, r, "deny"); err != nil {
+			return err
+		}
 		return r.Deny(ids, req.GetReason(), now)
 	})
 	if err != nil {
@@ -493,17 +493,26 @@ func approvalProto(r *approval.Request, now time.Time) *sigilv1.Approval {
 // maxPasskey bounds a decision's passkey assertion.
 const maxPasskey = 4 << 10
 
-// notePasskey puts a decision's passkey assertion (the console's, made
-// over the approval, the decision and the request's hash) in the
-// decision's audit record, where it can be checked against the enrolled
-// public key later.
-func notePasskey(ctx context.Context, assertion []byte) error {
-	if len(assertion) == 0 {
+// checkPasskey verifies a decision's passkey assertion, if it carries
+// one (the console's; any gRPC client may send one, so none is taken on
+// trust): made by a passkey enrolled for one of the caller's identities,
+// on this server's console, over this approval, decision and request.
+// The verified assertion goes into the decision's audit record.
+func (s *Server) checkPasskey(ctx context.Context, raw []byte, ids []identity.ID, r *approval.Request, decision string) error {
+	if len(raw) == 0 {
 		return nil
 	}
-	if len(assertion) > maxPasskey || !json.Valid(assertion) {
-		return errs.New(errs.InvalidArgument, "passkey: at most %d bytes of JSON", maxPasskey)
+	if len(raw) > maxPasskey || s.opts.Anchors == nil || s.opts.ConsoleOrigin == "" {
+		return errs.New(errs.InvalidArgument, "passkey: at most %d bytes, and only to a server with a console", maxPasskey)
 	}
-	noteDetail(ctx, "passkey_assertion", string(assertion))
-	return nil
+	rp := console.Relying{Origin: s.opts.ConsoleOrigin, RPID: s.opts.ConsoleRPID}
+	challenge := console.Challenge(r.ID, decision, r.PayloadSHA256)
+	var err error
+	for _, id := range ids {
+		if _, err = (console.Store{A: s.opts.Anchors}).Verify(ctx, raw, id.String(), challenge, rp); err == nil {
+			noteDetail(ctx, "passkey_assertion", string(raw))
+			return nil
+		}
+	}
+	return err
 }

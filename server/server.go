@@ -91,8 +91,9 @@ type Options struct {
 	// if it asks for them). Nil serves plaintext, for loopback dev only.
 	TLS *tls.Config
 	// ConsoleOrigin is the console's origin, when one is served: an
-	// enrollment's link starts with it.
-	ConsoleOrigin string
+	// enrollment's link starts with it, and a decision's passkey
+	// assertion must be made on it; ConsoleRPID is its WebAuthn RP ID.
+	ConsoleOrigin, ConsoleRPID string
 }
 
 // Server is a configured Sigil server.

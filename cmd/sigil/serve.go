@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -181,7 +182,12 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 	go func() { defer close(schedDone); schedule(schedCtx, kr) }()
 	defer func() { stopScheduler(); <-schedDone }()
 	if cfg.Console != nil {
-		opts.ConsoleOrigin = cfg.Console.Origin
+		opts.ConsoleOrigin, opts.ConsoleRPID = cfg.Console.Origin, cfg.Console.RPID
+		if opts.ConsoleRPID == "" {
+			if u, err := url.Parse(cfg.Console.Origin); err == nil {
+				opts.ConsoleRPID = u.Hostname()
+			}
+		}
 	}
 	srv := server.New(opts)
 	if lis.Console != nil {

@@ -183,6 +183,27 @@ func text(ctx context.Context, sel string) string {
 	return s
 }
 
+// shows waits until the page's text holds want, through the reloads a
+// script makes.
+func shows(want string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got, err := chromedp.Evaluate[string]("document.body ? document.body.textContent : ''")(ctx, t)
+			if err == nil && strings.Contains(got, want) {
+				return nil
+			}
+			if err == nil && strings.Contains(got, "Refused") {
+				return fmt.Errorf("refused: %s", got)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the page never showed %q (%v)", want, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+}
+
 // at waits until the page is at path p, through the navigations a
 // script makes (an evaluation a navigation cuts short is asked again).
 func at(p string) chromedp.Action[chromedp.Void] {
@@ -260,15 +281,15 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 	os.MkdirAll(filepath.Join("testdata", "artefacts"), 0o755) // kept for a look (not committed)
 	os.WriteFile(filepath.Join("testdata", "artefacts", "approvals.png"), shot, 0o644)
 
-	approve := func(ctx context.Context) {
+	approve := func(ctx context.Context, want string) {
 		t.Helper()
 		sel := fmt.Sprintf(`button.decide[data-id=%q][data-decision="approve"]`, approvalID)
-		if err := chromedp.Do(ctx, chromedp.Navigate(e.origin+"/approvals"), chromedp.Click(chromedp.CSS(sel)), status("approved")); err != nil {
+		if err := chromedp.Do(ctx, chromedp.Navigate(e.origin+"/approvals"), chromedp.Click(chromedp.CSS(sel)), shows(want)); err != nil {
 			t.Fatalf("approving: %v (status %q)", err, text(ctx, "#status"))
 		}
 	}
-	approve(alice)
-	approve(bob)
+	approve(alice, "1 of 2")
+	approve(bob, "Nothing waits")
 	res, err := e.admin("approvals", "result", approvalID)
 	if err != nil || !strings.HasPrefix(strings.TrimSpace(res), "0x02") {
 		t.Fatalf("the approved transfer's result: %v %s", err, res)
