@@ -16,7 +16,7 @@ import (
 // Assertion is a passkey's signature over a decision, as the console
 // sends it with the decision and the audit record keeps it.
 type Assertion struct {
-	CredentialID      string                     `json:"credential_id"`
+	CredentialID      string                    `json:"credential_id"`
 	AuthenticatorData protocol.URLEncodedBase64 `json:"authenticator_data"`
 	ClientDataJSON    protocol.URLEncodedBase64 `json:"client_data_json"`
 	Signature         protocol.URLEncodedBase64 `json:"signature"`
