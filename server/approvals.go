@@ -500,6 +500,9 @@ const maxPasskey = 4 << 10
 // The verified assertion goes into the decision's audit record.
 func (s *Server) checkPasskey(ctx context.Context, raw []byte, ids []identity.ID, r *approval.Request, decision string) error {
 	if len(raw) == 0 {
+		if r.Passkey {
+			return errs.New(errs.PermissionDenied, "this request's approval rule requires a passkey: decide it in the console")
+		}
 		return nil
 	}
 	if len(raw) > maxPasskey || s.opts.Anchors == nil || s.opts.ConsoleOrigin == "" {

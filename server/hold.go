@@ -67,7 +67,7 @@ func (s *Server) hold(ctx context.Context, rec *audit.Record, method string, op 
 	r := &approval.Request{ID: approval.NewID(), Method: method, Operation: string(op), KeyID: rec.KeyID, Namespace: rec.Namespace, Requester: rec.Identity,
 		Requesters: identity.Strings(identities(ctx)), Idempotent: idempotent[method], Actions: facts.Actions,
 		Payload: payload, PayloadSHA256: hex.EncodeToString(sum[:]), Summary: approval.Clip(summary),
-		Approvers: rule.ApproverPatterns(), Quorum: rule.QuorumSize(), Created: now, Expires: now.Add(rule.Lifetime()), State: approval.Pending}
+		Approvers: rule.ApproverPatterns(), Quorum: rule.QuorumSize(), Passkey: rule.RequiresPasskey(), Created: now, Expires: now.Add(rule.Lifetime()), State: approval.Pending}
 	rec.RequestSHA256 = r.PayloadSHA256
 	held, err := s.approvals.Hold(ctx, r, now)
 	if err != nil {

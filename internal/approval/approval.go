@@ -158,10 +158,13 @@ type Request struct {
 	Summary       []Field `json:"summary,omitempty"`
 	// Approvers and Quorum are the holding rule's, fixed when the request
 	// is held.
-	Approvers []string  `json:"approvers"`
-	Quorum    int       `json:"quorum"`
-	Created   time.Time `json:"created"`
-	Expires   time.Time `json:"expires"`
+	Approvers []string `json:"approvers"`
+	Quorum    int      `json:"quorum"`
+	// Passkey: every decision must carry a verified passkey assertion
+	// (the holding rule's require: passkey).
+	Passkey bool      `json:"passkey,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
 
 	State     State     `json:"state"`
 	Approvals []Vote    `json:"approvals,omitempty"`

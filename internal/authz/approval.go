@@ -86,7 +86,11 @@ type ApprovalRule struct {
 	} `yaml:"when"`
 	Approvers []string `yaml:"approvers"`
 	Quorum    int      `yaml:"quorum"`
-	Expires   string   `yaml:"expires"` // a Go duration; 1h if unset
+	// Require: "passkey" makes every approval and denial carry an
+	// assertion of the approver's enrolled passkey over the decision (the
+	// console's): a stolen client certificate alone decides nothing.
+	Require string `yaml:"require"`
+	Expires string `yaml:"expires"` // a Go duration; 1h if unset
 
 	approvers []identity.Pattern
 	valueGTE  *big.Int
@@ -118,6 +122,9 @@ func parseApprovalRule(n *yaml.Node) (ApprovalRule, error) {
 	}
 	if len(r.Approvers) == 0 {
 		return r, fmt.Errorf("approvers: missing")
+	}
+	if r.Require != "" && r.Require != "passkey" {
+		return r, fmt.Errorf("require %q: passkey, or nothing", r.Require)
 	}
 	for _, a := range r.Approvers {
 		p, err := identity.ParsePattern(a)
@@ -297,3 +304,7 @@ func (a *Authorizer) MayHold(op Op, keyID string) bool { return a.cur.Load().May
 func (a *Authorizer) Approval(op Op, keyID string, f Facts) *ApprovalRule {
 	return a.cur.Load().Approval(op, keyID, f)
 }
+
+// RequiresPasskey reports whether the rule's decisions must carry a
+// passkey assertion.
+func (r *ApprovalRule) RequiresPasskey() bool { return r.Require == "passkey" }

@@ -80,6 +80,7 @@ func (e *env) start() {
 			e.sigil("pki", "init", "--config", e.cfg, "--out", filepath.Join(e.dir, "tls", "ca.crt"))
 			e.sigil("pki", "issue", "--config", e.cfg, "--server", "localhost,127.0.0.1", "--out-dir", filepath.Join(e.dir, "tls"))
 			e.sigil("pki", "issue", "--config", e.cfg, "--client", "spiffe://example.org/admin", "--out-dir", filepath.Join(e.dir, "admin"))
+			e.sigil("pki", "issue", "--config", e.cfg, "--client", "spiffe://example.org/treasury-officer/carol", "--out-dir", filepath.Join(e.dir, "carol"))
 		}
 		srv, err := framework.TryServe(t, e.bin, []string{"--config", e.cfg}, []string{softhsm.ConfEnv + "=" + e.conf})
 		if err == nil {
@@ -106,6 +107,7 @@ approvals:
     when: {value_gte: "10000000000000000000"}
     approvers: [spiffe://example.org/treasury-officer/*]
     quorum: 2
+    require: passkey
 `), 0o600)
 	e.cfg = filepath.Join(e.dir, "sigil.yaml")
 	os.WriteFile(e.cfg, []byte(fmt.Sprintf(`grpc:
@@ -260,6 +262,16 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 		t.Fatalf("a 12 ETH transfer was not held: %v %s", err, out)
 	}
 	approvalID := m[1]
+
+	// The rule requires passkeys: an officer's client certificate alone
+	// decides nothing.
+	carol := func(args ...string) (string, error) {
+		return e.run(append(args, "--addr", e.srv.GRPCAddr, "--tls-ca", filepath.Join(e.dir, "tls", "ca.crt"),
+			"--tls-cert", filepath.Join(e.dir, "carol", "client.crt"), "--tls-key", filepath.Join(e.dir, "carol", "client.key"))...)
+	}
+	if out, err := carol("approvals", "approve", approvalID); err == nil || !strings.Contains(out, "requires a passkey") {
+		t.Errorf("an approval without a passkey under require: passkey: %v %s", err, out)
+	}
 
 	alice, bob := e.browser(), e.browser()
 	e.enrollAndSignIn(alice, "spiffe://example.org/treasury-officer/alice")
