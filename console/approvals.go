@@ -93,7 +93,10 @@ func (c *Console) decisionBegin(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "starting the approval")
 	}
-	h := c.remember(&ceremony{data: *data, who: s.id.String(), action: b.Decision + " " + a.GetApprovalId() + " " + a.GetPayloadSha256()})
+	h, err := c.remember(&ceremony{data: *data, who: s.id.String(), action: b.Decision + " " + a.GetApprovalId() + " " + a.GetPayloadSha256()})
+	if err != nil {
+		return nil, err
+	}
 	return map[string]any{"handle": h, "options": opts}, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
 )
@@ -27,6 +28,9 @@ import (
 type Access interface {
 	Invoke(ctx context.Context, fullMethod string, req, resp proto.Message) error
 	As(ctx context.Context, id identity.ID, remote string) context.Context
+	// Record audits what the console does that no gRPC method stands for
+	// (a registration, a sign-in); on error the answer is withheld.
+	Record(ctx context.Context, operation, keyID string, err error) error
 }
 
 // Options configure a console.
@@ -53,7 +57,10 @@ const (
 //go:embed templates/*.html static/*
 var assets embed.FS
 
-var pages = template.Must(template.ParseFS(assets, "templates/*.html"))
+// pages are the templates; printable shows a value's control and bidi
+// characters escaped (an identity or a summary field cannot reorder what
+// an approver reads), as the CLI shows them.
+var pages = template.Must(template.New("").Funcs(template.FuncMap{"printable": approval.Printable}).ParseFS(assets, "templates/*.html"))
 
 // Console serves the console's pages and API.
 type Console struct {
@@ -67,8 +74,16 @@ type Console struct {
 
 type session struct {
 	id            identity.ID
+	credential    string // the passkey that signed in: revoked, the session ends
 	created, seen time.Time
 }
+
+// Bounds of what the console keeps in memory: an unauthenticated flood of
+// sign-in starts is refused past maxCeremonies, not stored.
+const (
+	maxCeremonies = 4096
+	maxSessions   = 4096
+)
 
 // ceremony is a WebAuthn challenge in flight, and what it is for.
 type ceremony struct {
@@ -130,6 +145,7 @@ func secure(h http.Handler) http.Handler {
 		w.Header().Set("Referrer-Policy", "no-referrer")
 		w.Header().Set("X-Frame-Options", "DENY")
 		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 		h.ServeHTTP(w, r)
 	})
 }
@@ -199,25 +215,45 @@ func (c *Console) session(r *http.Request) *session {
 	}
 	now := c.o.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := c.sessions[digest(ck.Value)]
 	if s == nil || now.Sub(s.seen) > SessionIdle || now.Sub(s.created) > SessionMax {
 		delete(c.sessions, digest(ck.Value))
+		c.mu.Unlock()
 		return nil
 	}
 	s.seen = now
+	c.mu.Unlock()
+	// A passkey revoked ends its sessions at their next request.
+	if p, err := c.o.Store.Passkey(r.Context(), s.credential); err != nil || p.Revoked {
+		c.mu.Lock()
+		delete(c.sessions, digest(ck.Value))
+		c.mu.Unlock()
+		return nil
+	}
 	return s
 }
 
 // startSession makes a new session for id (never one the browser
 // brought: no fixation) and sets its cookie.
-func (c *Console) startSession(w http.ResponseWriter, id identity.ID) {
+func (c *Console) startSession(w http.ResponseWriter, id identity.ID, credential string) error {
 	token := random()
 	now := c.o.Now()
 	c.mu.Lock()
-	c.sessions[digest(token)] = &session{id: id, created: now, seen: now}
+	if len(c.sessions) >= maxSessions {
+		for k, v := range c.sessions {
+			if now.Sub(v.seen) > SessionIdle || now.Sub(v.created) > SessionMax {
+				delete(c.sessions, k)
+			}
+		}
+	}
+	if len(c.sessions) >= maxSessions {
+		c.mu.Unlock()
+		return errs.New(errs.ResourceExhausted, "too many sessions: try again later")
+	}
+	c.sessions[digest(token)] = &session{id: id, credential: credential, created: now, seen: now}
 	c.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: int(SessionMax.Seconds())})
+	return nil
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -230,20 +266,27 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) (any, error) {
 	return map[string]string{"ok": "signed out"}, nil
 }
 
-// remember keeps a ceremony for Ceremony and returns its handle.
-func (c *Console) remember(cer *ceremony) string {
+// remember keeps a ceremony for Ceremony and returns its handle. The
+// expired are swept only when the map is full, and a full map of live
+// ones refuses: a flood of starts costs a bounded amount.
+func (c *Console) remember(cer *ceremony) (string, error) {
 	h := random()
 	now := c.o.Now()
 	cer.expires = now.Add(Ceremony)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, v := range c.ceremonies {
-		if now.After(v.expires) {
-			delete(c.ceremonies, k)
+	if len(c.ceremonies) >= maxCeremonies {
+		for k, v := range c.ceremonies {
+			if now.After(v.expires) {
+				delete(c.ceremonies, k)
+			}
 		}
 	}
+	if len(c.ceremonies) >= maxCeremonies {
+		return "", errs.New(errs.ResourceExhausted, "too many sign-ins under way: try again later")
+	}
 	c.ceremonies[h] = cer
-	return h
+	return h, nil
 }
 
 // take returns and forgets the ceremony h: a challenge answers once.
@@ -275,10 +318,18 @@ func httpStatus(err error) int {
 		return http.StatusNotFound
 	case errs.FailedPrecondition, errs.Aborted, errs.AlreadyExists:
 		return http.StatusConflict
+	case errs.ResourceExhausted:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
 
-// publicError is what the browser is told: the error's own words, which
-// name no secret.
-func publicError(err error) string { return err.Error() }
+// publicError is what the browser is told: a refusal's own words (they
+// name no secret), and nothing of an internal failure.
+func publicError(err error) string {
+	switch errs.KindOf(err) {
+	case errs.Internal, errs.Unavailable, errs.DeadlineExceeded, errs.Canceled:
+		return "the console could not do that now: try again"
+	}
+	return err.Error()
+}

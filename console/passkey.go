@@ -90,7 +90,11 @@ func (c *Console) enrollBegin(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "starting the registration")
 	}
-	return map[string]any{"handle": c.remember(&ceremony{data: *data, token: b.Token, who: id}), "options": opts}, nil
+	h, err := c.remember(&ceremony{data: *data, token: b.Token, who: id})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"handle": h, "options": opts}, nil
 }
 
 // enrollFinish checks the new credential, spends the link and stores the
@@ -118,7 +122,13 @@ func (c *Console) enrollFinish(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	p := &Passkey{Identity: id, Credential: *cred, Created: c.o.Now().UTC()}
-	if err := c.o.Store.AddPasskey(r.Context(), p); err != nil {
+	err = c.o.Store.AddPasskey(r.Context(), p)
+	if who, perr := identity.Parse(id); perr == nil {
+		if rerr := c.o.Access.Record(c.o.Access.As(r.Context(), who, r.RemoteAddr), "console.register", "", err); err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	c.o.Log.Info("console: passkey registered", "identity", id, "credential", p.ID())
@@ -132,7 +142,11 @@ func (c *Console) loginBegin(w http.ResponseWriter, r *http.Request) (any, error
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "starting the sign-in")
 	}
-	return map[string]any{"handle": c.remember(&ceremony{data: *data}), "options": opts}, nil
+	h, err := c.remember(&ceremony{data: *data})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"handle": h, "options": opts}, nil
 }
 
 // loginFinish checks the assertion against a passkey not revoked and
@@ -157,7 +171,9 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) (any, erro
 	}
 	cred, err := c.wa.FinishDiscoverableLogin(handler, cer.data, credentialRequest(r, b.Credential))
 	if err != nil || found == nil {
-		return nil, errs.New(errs.PermissionDenied, "sign-in refused")
+		refused := errs.New(errs.PermissionDenied, "sign-in refused")
+		c.o.Access.Record(r.Context(), "console.signin", "", refused) // no identity: the attempt, from its address
+		return nil, refused
 	}
 	if err := c.o.Store.touch(r.Context(), found.ID(), cred); err != nil {
 		return nil, err
@@ -166,7 +182,12 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, errs.New(errs.PermissionDenied, "sign-in refused")
 	}
-	c.startSession(w, who)
+	if err := c.o.Access.Record(c.o.Access.As(r.Context(), who, r.RemoteAddr), "console.signin", "", nil); err != nil {
+		return nil, err
+	}
+	if err := c.startSession(w, who, found.ID()); err != nil {
+		return nil, err
+	}
 	c.o.Log.Info("console: signed in", "identity", found.Identity, "credential", found.ID())
 	return map[string]string{"identity": found.Identity}, nil
 }

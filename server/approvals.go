@@ -154,6 +154,7 @@ func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveReque
 			return err
 		}
 		_, err := r.Approve(ids, req.GetPayloadSha256(), now)
+		notePasskey(ctx, req.GetPasskey(), err)
 		return err
 	})
 	if err != nil {
@@ -179,7 +180,9 @@ func (a *approvalService) Deny(ctx context.Context, req *sigilv1.DenyRequest) (*
 		if err := a.s.checkPasskey(ctx, req.GetPasskey(), ids, r, "deny"); err != nil {
 			return err
 		}
-		return r.Deny(ids, req.GetReason(), now)
+		err := r.Deny(ids, req.GetReason(), now)
+		notePasskey(ctx, req.GetPasskey(), err)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -497,7 +500,9 @@ const maxPasskey = 4 << 10
 // one (the console's; any gRPC client may send one, so none is taken on
 // trust): made by a passkey enrolled for one of the caller's identities,
 // on this server's console, over this approval, decision and request.
-// The verified assertion goes into the decision's audit record.
+// The verified assertion goes into the decision's audit record once the
+// decision is made (notePasskey): one that decided nothing is never
+// written where it could be read and replayed.
 func (s *Server) checkPasskey(ctx context.Context, raw []byte, ids []identity.ID, r *approval.Request, decision string) error {
 	if len(raw) == 0 {
 		if r.Passkey {
@@ -513,9 +518,16 @@ func (s *Server) checkPasskey(ctx context.Context, raw []byte, ids []identity.ID
 	var err error
 	for _, id := range ids {
 		if _, err = (console.Store{A: s.opts.Anchors}).Verify(ctx, raw, id.String(), challenge, rp); err == nil {
-			noteDetail(ctx, "passkey_assertion", string(raw))
 			return nil
 		}
 	}
 	return err
+}
+
+// notePasskey writes a decision's verified passkey assertion into its
+// audit record, if the decision was made.
+func notePasskey(ctx context.Context, raw []byte, err error) {
+	if err == nil && len(raw) > 0 {
+		noteDetail(ctx, "passkey_assertion", string(raw))
+	}
 }

@@ -39,6 +39,11 @@ func (c *consoleService) Enroll(ctx context.Context, req *sigilv1.EnrollRequest)
 	if err != nil {
 		return nil, err
 	}
+	// Only an identity the policy names itself: an enrollment is the power
+	// to act as it, and a pattern's every match is no identity anyone chose.
+	if !c.s.Named(req.GetIdentity()) {
+		return nil, errs.New(errs.FailedPrecondition, "identity %q is not named in the policy (as a rule's identity or an approver, not through a pattern): only those can be enrolled", req.GetIdentity())
+	}
 	token, expires, err := st.Enroll(ctx, req.GetIdentity(), req.GetTtl().AsDuration(), c.s.opts.Now())
 	if err != nil {
 		return nil, err

@@ -164,10 +164,26 @@ func chainUnary(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInte
 // client at remote (the console's signed-in user): Invoke then decides,
 // quotas and audits it as that identity's, as if its certificate had
 // named it. Only code in the server's process can make one.
+//
+// Its namespace is the one the identity's rules bind it to (as an HTTP
+// call's without a Sigil-Namespace header), else root.
 func (s *Server) As(ctx context.Context, id identity.ID, remote string) context.Context {
 	ctx = context.WithValue(ctx, runAsKey{}, []identity.ID{id})
 	if addr, err := net.ResolveTCPAddr("tcp", remote); err == nil {
 		ctx = peer.NewContext(ctx, &peer.Peer{Addr: addr})
 	}
-	return ctx
+	ns := namespace.Root
+	if s.opts.Authz != nil {
+		if bound, ok := s.opts.Authz.Bound([]identity.ID{id}); ok && bound != "" {
+			ns = bound
+		}
+	}
+	return namespace.NewContext(metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, ns)), ns)
+}
+
+// Named reports whether the policy names identity id literally (in a
+// rule or as an approver, not through a pattern): the identities the
+// console enrolls people as.
+func (s *Server) Named(id string) bool {
+	return s.opts.Authz == nil || s.opts.Authz.Names(id)
 }

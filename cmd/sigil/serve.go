@@ -264,7 +264,7 @@ func serveConsole(ctx context.Context, c *config.Console, l net.Listener, srv *s
 		return nil, err
 	}
 	hs := &http.Server{Handler: con.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			cfg, err := base.GetConfigForClient(h)
 			if err != nil || cfg == nil || len(cfg.Certificates) == 0 {
 				return nil, fmt.Errorf("no server certificate")

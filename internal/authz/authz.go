@@ -464,3 +464,23 @@ func (a *Authorizer) DecideAny(ids []identity.ID, op Op, ns string, now time.Tim
 func (a *Authorizer) Allowed(ids []identity.ID, op Op, keyID string) (identity.ID, bool) {
 	return a.cur.Load().Allowed(ids, op, keyID)
 }
+
+// Names reports whether the policy names identity id literally: as a
+// rule's identity or an approval rule's approver, not through a pattern
+// (the identities the console may enroll people as).
+func (p *Policy) Names(id string) bool {
+	for i := range p.rules {
+		if p.rules[i].Identity == id {
+			return true
+		}
+	}
+	for i := range p.approvals {
+		if slices.Contains(p.approvals[i].Approvers, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// Names is Policy.Names under the policy in force.
+func (a *Authorizer) Names(id string) bool { return a.cur.Load().Names(id) }

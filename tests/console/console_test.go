@@ -105,7 +105,7 @@ approvals:
   - operation: eth.sign_tx
     keys: ["treasury-*"]
     when: {value_gte: "10000000000000000000"}
-    approvers: [spiffe://example.org/treasury-officer/*]
+    approvers: [spiffe://example.org/treasury-officer/alice, spiffe://example.org/treasury-officer/bob, spiffe://example.org/treasury-officer/carol]
     quorum: 2
     require: passkey
 `), 0o600)
@@ -273,6 +273,12 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 		t.Errorf("an approval without a passkey under require: passkey: %v %s", err, out)
 	}
 
+	// Only identities the policy names can be enrolled: not one a
+	// pattern merely matches.
+	if out, err := e.admin("console", "enroll", "spiffe://example.org/treasury-officer/x1"); err == nil || !strings.Contains(out, "not named in the policy") {
+		t.Errorf("enrolling an identity the policy does not name: %v %s", err, out)
+	}
+
 	alice, bob := e.browser(), e.browser()
 	e.enrollAndSignIn(alice, "spiffe://example.org/treasury-officer/alice")
 	e.enrollAndSignIn(bob, "spiffe://example.org/treasury-officer/bob")
@@ -316,6 +322,13 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 	if err := chromedp.Do(eve, chromedp.Navigate(e.origin+"/login"), chromedp.Click(chromedp.ID("login")), status("Refused")); err != nil {
 		t.Fatalf("an unenrolled sign-in: %v %q", err, text(eve, "#status"))
 	}
+	audit, _ = os.ReadFile(filepath.Join(e.dir, "audit.jsonl"))
+	for op, want := range map[string]int{`"operation":"console.register","outcome":"allowed"`: 2, `"operation":"console.signin","outcome":"allowed"`: 2} {
+		if n := strings.Count(string(audit), op); n < want {
+			t.Errorf("%d audit records of %s, want %d", n, op, want)
+		}
+	}
+
 	if err := chromedp.Do(eve, chromedp.Navigate(e.origin+"/approvals"), at("/login")); err != nil {
 		t.Errorf("without a session /approvals does not lead to /login: %v", err)
 	}
