@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build release release-deps nfpm run deps sys-deps crosscheck-deps kms-deps eth-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
+.PHONY: all build release release-deps nfpm run deps test-sys-deps sys-deps crosscheck-deps kms-deps eth-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -57,20 +57,29 @@ nfpm:
 	@[ -x bin/nfpm ] || $(GO) build -modfile=tools/nfpm/go.mod -o bin/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 ## deps: install the system packages the server and tests need, when missing.
-deps: sys-deps crosscheck-deps kms-deps eth-deps
+deps: sys-deps test-sys-deps crosscheck-deps kms-deps eth-deps
 
 sys-deps:
 	@missing=""; \
 	[ -f /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	command -v pkcs11-tool >/dev/null || missing="$$missing opensc"; \
-	command -v pkcsslotd >/dev/null || missing="$$missing opencryptoki"; \
-	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
-	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
-	command -v objdump >/dev/null || missing="$$missing binutils"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	/usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || missing="$$missing python3-jwt python3-cryptography"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## test-sys-deps: what only the tests use: opencryptoki (a second PKCS#11 token), debootstrap and
+## binutils (the package test's Debian root and glibc floor), Chromium (the console's browser tests).
+test-sys-deps:
+	@missing=""; \
+	command -v pkcsslotd >/dev/null || missing="$$missing opencryptoki"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v objdump >/dev/null || missing="$$missing binutils"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
