@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"regexp"
 	"strings"
 	"time"
 
@@ -131,7 +132,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	start := time.Now()
 	op, named := s.routes.ops[info.FullMethod]
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: string(op), Peer: peerAddr(ctx)}
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestIDOf(ctx), Operation: string(op), Peer: peerAddr(ctx)}
 	if !named {
 		rec.Operation = info.FullMethod
 	} else {
@@ -454,4 +455,21 @@ func requestID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// requestIDPattern is a request ID a client may give (x-request-id): one
+// token of 8 to 64 letters, digits, dots, dashes and underscores, so it
+// is safe in logs and records as it is.
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
+
+// requestIDOf is the ID of the request ctx carries: the client's
+// x-request-id if it gives a valid one (its trace joins Sigil's audit
+// record and logs), else a new one.
+func requestIDOf(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("x-request-id"); len(v) == 1 && requestIDPattern.MatchString(v[0]) {
+			return v[0]
+		}
+	}
+	return requestID()
 }

@@ -93,7 +93,7 @@ func (s *Server) Status(err error) error { return toStatus(err) }
 // answer, and gets Unavailable.
 func (s *Server) Record(ctx context.Context, operation, keyID string, err error) error {
 	start := time.Now()
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Operation: operation, Peer: peerAddr(ctx),
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestIDOf(ctx), Operation: operation, Peer: peerAddr(ctx),
 		Identities: identity.Brief(identities(ctx)), Namespace: recorded(namespace.FromContext(ctx)), Outcome: "allowed"}
 	if keyring.ValidateID(keyID) == nil {
 		rec.KeyID = inContext(ctx, keyID)
@@ -125,13 +125,18 @@ func (s *Server) HTTPContext(r *http.Request) context.Context {
 	if ns == "" {
 		ns = namespace.Root
 	}
+	md := metadata.Pairs(namespace.Header, ns)
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		md.Set("x-request-id", id) // checked where the record is made
+	}
 	if namespace.Validate(ns) != nil {
 		// A header that names no namespace is never recorded or decided
 		// on: Invoke refuses it, and Allowed and Record see Invalid,
 		// which no rule reaches and no key lives in.
-		return namespace.NewContext(metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, namespace.Invalid)), namespace.Invalid)
+		md.Set(namespace.Header, namespace.Invalid)
+		return namespace.NewContext(metadata.NewIncomingContext(ctx, md), namespace.Invalid)
 	}
-	return namespace.NewContext(metadata.NewIncomingContext(ctx, metadata.Pairs(namespace.Header, ns)), ns)
+	return namespace.NewContext(metadata.NewIncomingContext(ctx, md), ns)
 }
 
 // inContext is key id of the namespace of the call ctx belongs to, as a

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -63,8 +66,62 @@ Exits 0 only for a complete, intact chain.`,
 		}
 		return err
 	}
-	cmd.AddCommand(verify)
+	cmd.AddCommand(verify, newAuditShow())
 	return cmd
+}
+
+func newAuditShow() *cobra.Command {
+	var id string
+	cmd := &cobra.Command{
+		Use:   "show --request-id ID FILE…",
+		Short: "Print the audit records of one request (its x-request-id), as they are in the files",
+		Long: `show prints, one JSON line each, every record of the given audit files
+whose request_id is ID: the decision, its second record (an eth
+transaction's submission), a held request's run. The ID is the one every
+response carries (x-request-id), the client's own if it sent a valid one.
+It exits non-zero when no record has it.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			found := 0
+			for _, path := range files {
+				n, err := showRequest(cmd.OutOrStdout(), path, id)
+				if err != nil {
+					return err
+				}
+				found += n
+			}
+			if found == 0 {
+				return fmt.Errorf("no record of request %q in %d file(s)", id, len(files))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&id, "request-id", "", "the request's ID")
+	cmd.MarkFlagRequired("request-id")
+	return cmd
+}
+
+// showRequest copies the lines of audit file path whose record has
+// request ID id to w, and counts them.
+func showRequest(w io.Writer, path, id string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		var rec struct {
+			RequestID string `json:"request_id"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.RequestID == id {
+			fmt.Fprintln(w, sc.Text())
+			n++
+		}
+	}
+	return n, sc.Err()
 }
 
 // auditTrust is the audit key, from --key or the server, and with client

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -41,5 +42,27 @@ func TestUnknownSubcommandsFail(t *testing.T) {
 		if err := root.Execute(); err != nil || !strings.Contains(help.String(), "Available Commands") {
 			t.Errorf("sigil%s bare: %v %q", g, err, help.String())
 		}
+	}
+}
+
+// audit show prints the records of one request, and fails for none.
+func TestAuditShowByRequestID(t *testing.T) {
+	path := t.TempDir() + "/audit.jsonl"
+	os.WriteFile(path, []byte(`{"seq":1,"request_id":"aaaaaaaa","operation":"sign.raw"}
+{"seq":2,"request_id":"bbbbbbbb","operation":"sign.raw"}
+{"seq":3,"request_id":"aaaaaaaa","operation":"eth.sign_tx.committed"}
+torn line
+`), 0o600)
+	var out strings.Builder
+	n, err := showRequest(&out, path, "aaaaaaaa")
+	if err != nil || n != 2 || strings.Contains(out.String(), "bbbbbbbb") {
+		t.Fatalf("show: %d %v\n%s", n, err, out.String())
+	}
+	root := newRoot()
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"audit", "show", "--request-id", "cccccccc", path})
+	if err := root.Execute(); err == nil {
+		t.Fatal("audit show of a request no record has succeeded")
 	}
 }
