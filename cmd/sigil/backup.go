@@ -118,6 +118,9 @@ func printRestore(cmd *cobra.Command, rep *backup.Report) error {
 	m := rep.Manifest
 	fmt.Fprintf(out, "restored the backup of %s (revision %d): %d keys, %d generations checked against their backends, %d held requests expired\n",
 		m.Created.Format(time.RFC3339), m.Revision, rep.Keys, rep.Generations, rep.ApprovalsExpired)
+	for _, line := range rep.Settled {
+		fmt.Fprintf(out, "being created at the backup: %s\n", line)
+	}
 	ids := make([]string, 0, len(rep.Fenced))
 	for id := range rep.Fenced {
 		ids = append(ids, id)

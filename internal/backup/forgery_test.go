@@ -83,3 +83,35 @@ func TestForgedBackupsAreRefused(t *testing.T) {
 		t.Errorf("the real backup with its pinned fingerprint: %v", err)
 	}
 }
+
+// A generation the backup caught being created is not rolled back (and
+// its pair destroyed) by the restored keyring: kept retired when the
+// backend holds the pair, dropped when it does not.
+func TestRestoreSettlesCreatingGenerations(t *testing.T) {
+	audit, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	made, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hsm := fakeHSM{"pkcs11:object=sigil.audit.g1": audit, "pkcs11:object=k.g2": made}
+	der, _ := signer.MarshalPublicKey(&audit.PublicKey)
+	auditRec, _ := json.Marshal(keyring.Key{ID: "sigil.audit", Purpose: "audit", Algorithm: signer.ES256, Backend: "hsm",
+		Generations: []keyring.Generation{{Number: 1, State: keyring.StateActive, Ref: "pkcs11:object=sigil.audit.g1", PublicKey: der}}})
+	k, _ := json.Marshal(keyring.Key{ID: "k", Purpose: "raw", Algorithm: signer.ES256, Backend: "hsm", Generations: []keyring.Generation{
+		{Number: 2, State: keyring.StateCreating, Ref: "pkcs11:object=k.g2"}, {Number: 3, State: keyring.StateCreating, Ref: "pkcs11:object=k.g3"}}})
+	snap := &keyring.Snapshot{Revision: 1, Keys: map[string][]byte{"sigil.audit": auditRec, "k": k}}
+	file, err := Seal(context.Background(), Manifest{Created: time.Now(), SignedBy: SignedBy{Key: "sigil.audit", Generation: 1, Backend: "hsm"}}, snap, signWith(audit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rep, err := Restore(context.Background(), file, RestoreOptions{Store: st, Backends: map[string]signer.Backend{"hsm": hsm}, Now: time.Now()})
+	if err != nil || len(rep.Settled) != 2 {
+		t.Fatalf("restore: %+v %v", rep, err)
+	}
+	got, err := st.Get(context.Background(), "k")
+	if err != nil || len(got.Generations) != 1 || got.Generations[0].Number != 2 || got.Generations[0].State != keyring.StateRetired || len(got.Generations[0].PublicKey) == 0 {
+		t.Fatalf("the settled record: %+v %v", got, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -41,6 +42,10 @@ type Report struct {
 	Keys, Generations int               // key records, and generations checked against their backends
 	Fenced            map[string]string // key ID → the command that reconciles it
 	ApprovalsExpired  int
+	// Settled are the generations the backup caught being created: kept
+	// as retired (they verify, never sign) when their backend holds the
+	// pair, dropped when it does not.
+	Settled []string
 }
 
 // Restore verifies a backup and writes it into an empty store: its
@@ -67,6 +72,9 @@ func Restore(ctx context.Context, file []byte, o RestoreOptions) (*Report, error
 		return nil, err
 	}
 	rep := &Report{Manifest: sealed.Manifest, Fenced: map[string]string{}}
+	if err := settleCreating(ctx, snap, o.Backends, o.Now, rep); err != nil {
+		return nil, err
+	}
 	if err := checkGenerations(ctx, snap, o.Backends, rep); err != nil {
 		return nil, err
 	}
@@ -160,6 +168,57 @@ func publicOf(ctx context.Context, backends map[string]signer.Backend, name, ref
 		return nil, errs.New(errs.FailedPrecondition, "the object %s in backend %q has another public key than the record", ref, name)
 	}
 	return pub, nil
+}
+
+// settleCreating decides the generations the backup caught being
+// created, which a keyring would otherwise roll back on its first start,
+// destroying a pair that may have been finished and used since: a pair
+// the backend holds is kept as retired (its public key read now), one it
+// does not is dropped from the record.
+func settleCreating(ctx context.Context, snap *keyring.Snapshot, backends map[string]signer.Backend, now time.Time, rep *Report) error {
+	for id, v := range snap.Keys {
+		var k keyring.Key
+		if err := json.Unmarshal(v, &k); err != nil {
+			return errs.New(errs.InvalidArgument, "the backup's record of %q: %v", id, err)
+		}
+		changed := false
+		kept := k.Generations[:0]
+		for _, g := range k.Generations {
+			if g.State != keyring.StateCreating {
+				kept = append(kept, g)
+				continue
+			}
+			changed = true
+			b, ok := backends[k.Backend]
+			if !ok {
+				return errs.New(errs.FailedPrecondition, "backend %q of %q is not configured", k.Backend, id)
+			}
+			pub, err := b.Public(ctx, g.Ref)
+			switch {
+			case errors.Is(err, signer.ErrKeyMissing) || errs.Is(err, errs.NotFound):
+				rep.Settled = append(rep.Settled, fmt.Sprintf("%s generation %d: never made, dropped", id, g.Number))
+				continue
+			case err != nil:
+				return fmt.Errorf("%s generation %d, being created at the backup: %w", id, g.Number, err)
+			}
+			if g.PublicKey, err = signer.MarshalPublicKey(pub); err != nil {
+				return err
+			}
+			g.State, g.RetiredAt, g.Abandoned = keyring.StateRetired, now, false
+			kept = append(kept, g)
+			rep.Settled = append(rep.Settled, fmt.Sprintf("%s generation %d: made after the backup, kept retired", id, g.Number))
+		}
+		if !changed {
+			continue
+		}
+		k.Generations = kept
+		b, err := json.Marshal(&k)
+		if err != nil {
+			return err
+		}
+		snap.Keys[id] = b
+	}
+	return nil
 }
 
 // checkGenerations reads every trusted generation's public key from its
