@@ -58,6 +58,11 @@ type Key struct {
 	// Attributes are what the purpose derived from the public key (an
 	// Ethereum key's "address").
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Origin is how the key's pair came to be: generated in its backend
+	// by Sigil (empty), or adopted, made by another tool in the backend
+	// (OriginAdopted). An adopted key was never "generated in the HSM by
+	// Sigil": whoever made it may have held it in clear.
+	Origin string `json:"origin,omitempty"`
 	// RequestID is the client's name for the request that created the key.
 	RequestID string `json:"request_id,omitempty"`
 	// Disabled keys refuse to sign until enabled again; their generations

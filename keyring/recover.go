@@ -107,9 +107,9 @@ func PlanRecovery(ctx context.Context, b signer.Backend, spec RecoverSpec, now t
 			if i == len(k.Generations)-1 {
 				g.State, g.RetiredAt, g.ActivatedAt, g.PublishedAt = StateActive, time.Time{}, now, now
 			}
-			if pub, ok := k.Generations[i].PublicKey, true; ok && k.Algorithm.IsRSA() {
-				if p, err := signer.ParsePublicKey(pub); err == nil {
-					k.RSABits = p.(*rsa.PublicKey).N.BitLen()
+			if k.Algorithm.IsRSA() {
+				if p, err := signer.ParsePublicKey(k.Generations[i].PublicKey); err == nil {
+					k.RSABits = rsaBits(p)
 				}
 			}
 		}
@@ -177,4 +177,12 @@ func matchesAny(patterns []string, id string) bool {
 		}
 	}
 	return false
+}
+
+// rsaBits is an RSA public key's size; 0 for another key.
+func rsaBits(pub any) int {
+	if k, ok := pub.(*rsa.PublicKey); ok {
+		return k.N.BitLen()
+	}
+	return 0
 }

@@ -45,11 +45,17 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	if err := s.withinNamespace(ctx, req.GetId()); err != nil {
 		return nil, err
 	}
-	k, err := s.keys.Create(ctx, keyring.CreateSpec{
+	spec := keyring.CreateSpec{
 		ID: req.GetId(), Purpose: name, Algorithm: signer.Algorithm(req.GetAlgorithm()), Policy: policy,
 		RSABits: int(req.GetRsaBits()), Backend: req.GetBackend(), RequestID: req.GetRequestId(),
 		Labels: req.GetLabels(), Owner: req.GetOwner(), Description: req.GetDescription(),
-	})
+	}
+	var k *keyring.Key
+	if req.GetAdoptUri() != "" {
+		k, err = s.keys.Adopt(ctx, spec, req.GetAdoptUri())
+	} else {
+		k, err = s.keys.Create(ctx, spec)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +380,7 @@ func timeOrNil(t time.Time) *timestamppb.Timestamp {
 // keyToProto describes k; its purpose adds its policy and attributes.
 func (s *keyService) keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 	pk := &sigilv1.Key{
-		Id: k.ID, Namespace: namespace.Of(k.ID), Algorithm: string(k.Algorithm), Purpose: k.Purpose, Backend: k.Backend,
+		Id: k.ID, Namespace: namespace.Of(k.ID), Algorithm: string(k.Algorithm), Purpose: k.Purpose, Backend: k.Backend, Origin: cmp.Or(k.Origin, keyring.OriginGenerated),
 		RsaBits: int32(k.RSABits), CreateTime: timestamppb.New(k.CreatedAt), Disabled: k.Disabled,
 		DeleteTime: timeOrNil(k.DeleteAt), Deleted: k.Deleted, Labels: k.Labels, Owner: k.Owner, Description: k.Description,
 	}

@@ -88,3 +88,11 @@ type KeyLister interface {
 type KeyDisabler interface {
 	DisableKey(ctx context.Context, ref string) error
 }
+
+// Adopter is the ability of a backend to take over a key pair that is in
+// it already, made by another tool: it checks the private key cannot
+// leave (sensitive, not extractable) and may sign, and returns the name
+// and reference the keyring records and the pair's public key.
+type Adopter interface {
+	Adopt(ctx context.Context, uri string) (name, ref string, pub crypto.PublicKey, err error)
+}

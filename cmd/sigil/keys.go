@@ -21,7 +21,7 @@ import (
 func newKeys() *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create and inspect keys"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newKeysRecover(), newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
+	cmd.AddCommand(newKeysRecover(), newKeysAdopt(c), newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
 		newKeysSwitch(c, "disable", "Refuse every signature with the key until it is enabled again", true),
 		newKeysSwitch(c, "enable", "Let a disabled key sign again", false),
 		newKeysScheduleDeletion(c), newKeysCancelDeletion(c), newKeysLabel(c), newKeysUnlabel(c))
@@ -184,6 +184,18 @@ func newKeysSwitch(c *clientFlags, name, short string, disable bool) *cobra.Comm
 }
 
 func newKeysCreate(c *clientFlags) *cobra.Command {
+	return keysCreateCommand(c, false)
+}
+
+// newKeysAdopt is keys adopt: keys create of a key pair already in the
+// backend.
+func newKeysAdopt(c *clientFlags) *cobra.Command {
+	return keysCreateCommand(c, true)
+}
+
+// keysCreateCommand is keys create, or with adopt, keys adopt: the same
+// request and flags, generating a pair or taking over one.
+func keysCreateCommand(c *clientFlags, adopt bool) *cobra.Command {
 	req := &sigilv1.CreateKeyRequest{}
 	var bits int
 	var labels []string
@@ -193,17 +205,27 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 		Use:   "create ID --alg ES256|ES384|ES256K|RS256|PS256|EdDSA",
 		Short: "Generate a key inside its backend",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req.Id, req.RsaBits, req.JwtPolicy, req.EthPolicy = args[0], int32(bits), j.policy(), e.policy()
-			var err error
-			if req.Labels, err = parseLabels(labels); err != nil {
-				return err
-			}
-			return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
-				resp, err := kc.CreateKey(ctx, req)
-				return resp.GetKey(), err
-			})
-		},
+	}
+	if adopt {
+		cmd.Use, cmd.Short = "adopt ID --uri PKCS11-URI --purpose P", "Take over a key pair another tool made in the backend (sensitive, not extractable, able to sign)"
+		cmd.Long = `adopt makes key ID of the key pair a PKCS#11 URI names in the backend
+(pkcs11:object=LABEL, and id=… if labels repeat), made by another tool:
+the private key must be sensitive, not extractable and able to sign; the
+algorithm is read from the public key. keys get shows its origin as
+adopted: Sigil did not generate it, and whoever made it may have held it.
+Its objects are the key's from then on (revoking or deleting it destroys
+them in time).`
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		req.Id, req.RsaBits, req.JwtPolicy, req.EthPolicy = args[0], int32(bits), j.policy(), e.policy()
+		var err error
+		if req.Labels, err = parseLabels(labels); err != nil {
+			return err
+		}
+		return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
+			resp, err := kc.CreateKey(ctx, req)
+			return resp.GetKey(), err
+		})
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Algorithm, "alg", "", "ES256, ES384, ES256K, RS256, PS256 or EdDSA")
@@ -215,6 +237,12 @@ func newKeysCreate(c *clientFlags) *cobra.Command {
 	f.StringVar(&req.Owner, "owner", "", "who answers for the key")
 	f.StringVar(&req.Description, "description", "", "what the key is for")
 	j, e = addJWTFlags(f), addEthFlags(f)
+	if adopt {
+		f.StringVar(&req.AdoptUri, "uri", "", "the key pair's PKCS#11 URI (pkcs11:object=LABEL[;id=…])")
+		cmd.MarkFlagRequired("uri")
+		f.Lookup("alg").Usage = "the algorithm, checked against the public key (read from it if unset; RS256 or PS256 for RSA)"
+		return cmd
+	}
 	cmd.MarkFlagRequired("alg")
 	return cmd
 }
@@ -391,6 +419,7 @@ type keyJSON struct {
 	Alg         string            `json:"alg"`
 	Purpose     string            `json:"purpose"`
 	Backend     string            `json:"backend"`
+	Origin      string            `json:"origin"` // generated or adopted
 	RSABits     int32             `json:"rsa_bits,omitempty"`
 	JWTPolicy   *policyJSON       `json:"jwt_policy,omitempty"`
 	EthPolicy   *ethPolicyJSON    `json:"eth_policy,omitempty"`
@@ -435,7 +464,7 @@ type generationJSON struct {
 }
 
 func toKeyJSON(k *sigilv1.Key) keyJSON {
-	out := keyJSON{ID: k.GetId(), Namespace: k.GetNamespace(), Alg: k.GetAlgorithm(), Purpose: k.GetPurpose(), Backend: k.GetBackend(), RSABits: k.GetRsaBits(), Generations: []generationJSON{}}
+	out := keyJSON{ID: k.GetId(), Namespace: k.GetNamespace(), Alg: k.GetAlgorithm(), Purpose: k.GetPurpose(), Backend: k.GetBackend(), Origin: k.GetOrigin(), RSABits: k.GetRsaBits(), Generations: []generationJSON{}}
 	if p := k.GetJwtPolicy(); p != nil {
 		out.JWTPolicy = &policyJSON{p.GetRotateEvery().AsDuration().String(), p.GetPublishAhead().AsDuration().String(),
 			p.GetMaxTokenTtl().AsDuration().String(), p.GetSkew().AsDuration().String(), p.GetJwksMaxAge().AsDuration().String(), p.GetJwksSets()}

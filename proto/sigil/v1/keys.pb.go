@@ -152,7 +152,10 @@ type Key struct {
 	Description string            `protobuf:"bytes,17,opt,name=description,proto3" json:"description,omitempty"`
 	// Output only: the namespace the key lives in ("root" when none was
 	// named); id is relative to it.
-	Namespace     string `protobuf:"bytes,18,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Namespace string `protobuf:"bytes,18,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// How the key's pair came to be: "generated" (in its backend, by
+	// Sigil) or "adopted" (made by another tool in the backend).
+	Origin        string `protobuf:"bytes,19,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +312,13 @@ func (x *Key) GetDescription() string {
 func (x *Key) GetNamespace() string {
 	if x != nil {
 		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Key) GetOrigin() string {
+	if x != nil {
+		return x.Origin
 	}
 	return ""
 }
@@ -549,7 +559,12 @@ type CreateKeyRequest struct {
 	// Who answers for the key: at most 128 printable ASCII bytes.
 	Owner string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
 	// What it is for: at most 1024 bytes of UTF-8 text.
-	Description   string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
+	Description string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
+	// adopt_uri, if set, makes the key of the key pair it names in the
+	// backend (a PKCS#11 URI: pkcs11:object=LABEL;id=…), made by another
+	// tool, instead of generating one: the private key must be sensitive,
+	// not extractable and able to sign. The key's origin is "adopted".
+	AdoptUri      string `protobuf:"bytes,13,opt,name=adopt_uri,json=adoptUri,proto3" json:"adopt_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,6 +679,13 @@ func (x *CreateKeyRequest) GetOwner() string {
 func (x *CreateKeyRequest) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetAdoptUri() string {
+	if x != nil {
+		return x.AdoptUri
 	}
 	return ""
 }
@@ -1871,7 +1893,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"jwksMaxAge\x12!\n" +
-	"\tjwks_sets\x18\x06 \x03(\tB\x04\xa0\xbb\x18\x01R\bjwksSets\"\xe4\x05\n" +
+	"\tjwks_sets\x18\x06 \x03(\tB\x04\xa0\xbb\x18\x01R\bjwksSets\"\xfc\x05\n" +
 	"\x03Key\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1895,7 +1917,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x06labels\x18\x0f \x03(\v2\x19.sigil.v1.Key.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05owner\x18\x10 \x01(\tR\x05owner\x12 \n" +
 	"\vdescription\x18\x11 \x01(\tR\vdescription\x12\x1c\n" +
-	"\tnamespace\x18\x12 \x01(\tR\tnamespace\x1a9\n" +
+	"\tnamespace\x18\x12 \x01(\tR\tnamespace\x12\x16\n" +
+	"\x06origin\x18\x13 \x01(\tR\x06origin\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x01\n" +
@@ -1922,7 +1945,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\xfd\x03\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\x9a\x04\n" +
 	"\x10CreateKeyRequest\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1939,7 +1962,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x06labels\x18\n" +
 	" \x03(\v2&.sigil.v1.CreateKeyRequest.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05owner\x18\v \x01(\tR\x05owner\x12 \n" +
-	"\vdescription\x18\f \x01(\tR\vdescription\x1a9\n" +
+	"\vdescription\x18\f \x01(\tR\vdescription\x12\x1b\n" +
+	"\tadopt_uri\x18\r \x01(\tR\badoptUri\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
