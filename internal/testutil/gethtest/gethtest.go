@@ -167,13 +167,24 @@ func (n *Node) FundErr(addr string, wei *big.Int) error {
 	if err := n.call(&hash, "eth_sendTransaction", map[string]any{"from": n.Dev, "to": addr, "value": hexutil.EncodeBig(wei)}); err != nil {
 		return fmt.Errorf("funding %s: %v", addr, err)
 	}
+	// Mined, and the balance there to see: a busy node answered a
+	// receipt before the state a send is checked against had the value.
+	var receipt map[string]any
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		var r map[string]any
-		if err := n.call(&r, "eth_getTransactionReceipt", hash); err == nil && r != nil {
+		if receipt == nil {
+			if err := n.call(&receipt, "eth_getTransactionReceipt", hash); err != nil || receipt == nil {
+				continue
+			}
+			if receipt["status"] != "0x1" {
+				return fmt.Errorf("funding %s: the transaction failed: %v", addr, receipt)
+			}
+		}
+		var balance hexutil.Big
+		if err := n.call(&balance, "eth_getBalance", addr, "pending"); err == nil && balance.ToInt().Cmp(wei) >= 0 {
 			return nil
 		}
 	}
-	return fmt.Errorf("funding %s: not mined in 30 s", addr)
+	return fmt.Errorf("funding %s: not mined, or the balance not seen, in 30 s (receipt %v)", addr, receipt)
 }
 
 // Receipt waits for transaction hash to be mined and returns its receipt.
