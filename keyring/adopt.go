@@ -2,6 +2,8 @@ package keyring
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/signer"
@@ -49,6 +51,9 @@ func (r *Keyring) Adopt(ctx context.Context, s CreateSpec, uri string) (*Key, er
 			}
 		}
 	}
+	if err := r.claimPair(ctx, ref, s.ID); err != nil {
+		return nil, err
+	}
 	der, err := signer.MarshalPublicKey(pub)
 	if err != nil {
 		return nil, err
@@ -76,4 +81,23 @@ func (r *Keyring) Adopt(ctx context.Context, s CreateSpec, uri string) (*Key, er
 		return nil, err
 	}
 	return r.current(k.ID)
+}
+
+// claimPair takes the pair at ref for key id in one atomic step, an
+// anchor naming the pair: of two adoptions of one pair racing under two
+// IDs, one wins (a check of the keys before writing would let both
+// through). A retry of the same ID finds its own claim; a claim left by
+// an adoption that never wrote its key stands until adopted under its ID.
+func (r *Keyring) claimPair(ctx context.Context, ref, id string) error {
+	a, ok := r.store.(Anchors)
+	if !ok {
+		return errs.New(errs.FailedPrecondition, "this keyring store cannot record an adoption")
+	}
+	sum := sha256.Sum256([]byte(ref))
+	return a.UpdateAnchor(ctx, "keyring/adopted/"+hex.EncodeToString(sum[:]), func(old []byte) ([]byte, error) {
+		if old != nil && string(old) != id {
+			return nil, errs.New(errs.AlreadyExists, "the key pair is claimed by key %q (if that adoption did not finish, adopt it as %q)", old, old)
+		}
+		return []byte(id), nil
+	})
 }

@@ -50,3 +50,40 @@ rules:
 		t.Errorf("a backup asked in a namespace: %v", err)
 	}
 }
+
+// Enrolling for the console is the power to sign in as an identity: it
+// takes console.admin on sigil.console (keys.admin on every key is not
+// it), in the root namespace, for an identity the policy names itself.
+func TestConsoleEnrollmentIsItsOwnOperation(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/admin
+    keys: ["*"]
+    allow: [keys.admin, keys.read]
+  - identity: spiffe://example.org/enroller
+    keys: ["sigil.console"]
+    allow: [console.admin]
+    namespaces: ["*"]
+  - identity: spiffe://example.org/officer
+    keys: ["x-*"]
+    allow: [keys.read]
+`)
+	enroll := func(who, id string, ctx context.Context) error {
+		_, err := sigilv1.NewConsoleServiceClient(e.Client(t, who)).Enroll(ctx, &sigilv1.EnrollRequest{Identity: id})
+		return err
+	}
+	ctx := context.Background()
+	if err := enroll("spiffe://example.org/admin", "spiffe://example.org/officer", ctx); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("keys.admin enrolling: %v", err)
+	}
+	if err := enroll("spiffe://example.org/enroller", "spiffe://example.org/officer", ctx); err != nil {
+		t.Errorf("console.admin enrolling a named identity: %v", err)
+	}
+	if err := enroll("spiffe://example.org/enroller", "spiffe://example.org/invented", ctx); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("enrolling an identity the policy does not name: %v", err)
+	}
+	nsCtx := metadata.AppendToOutgoingContext(ctx, namespace.Header, "team-a")
+	if err := enroll("spiffe://example.org/enroller", "spiffe://example.org/officer", nsCtx); status.Code(err) == codes.OK {
+		t.Error("an enrollment made in a namespace")
+	}
+}

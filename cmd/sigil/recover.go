@@ -92,16 +92,21 @@ must hold none of them.`,
 				}
 			}
 			for _, k := range keys {
-				if _, err := store.Put(ctx, k); err != nil {
-					return err
-				}
-				if cmdline, fenced := fencedOnRestore(k.Purpose, k.ID); fenced {
+				// The fence first: a crash between the two writes leaves a
+				// fenced ledger and no key, never a key that signs unfenced.
+				cmdline, fenced := fencedOnRestore(k.Purpose, k.ID)
+				if fenced {
 					if err := store.UpdateLedger(ctx, k.ID, func(r *keyring.LedgerRecord) error {
 						r.Fence = &keyring.Fence{Since: time.Time{}, Reason: "recovered from the HSM without a ledger"}
 						return nil
 					}); err != nil {
 						return err
 					}
+				}
+				if _, err := store.Put(ctx, k); err != nil {
+					return err
+				}
+				if fenced {
 					fmt.Fprintf(out, "  %s is fenced: %s --upstream URL\n", k.ID, cmdline)
 				}
 			}
