@@ -84,7 +84,14 @@ func waiting(ctx context.Context, ac sigilv1.ApprovalServiceClient, id string, e
 	case codes.Unavailable, codes.FailedPrecondition:
 		a, gerr := ac.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
 		if gerr != nil {
-			return ctx.Err() != nil || status.Code(gerr) == codes.Unavailable
+			// The call's deadline can end it on the server a moment
+			// before ctx reports it here: still waiting, and the loop
+			// then sees ctx end.
+			switch status.Code(gerr) {
+			case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+				return true
+			}
+			return ctx.Err() != nil
 		}
 		switch a.GetApproval().GetState() {
 		case "pending", "approved", "running", "done": // done: the run ended since the answer; ask again
