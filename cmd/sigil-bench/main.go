@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -176,7 +177,7 @@ func run(out string, dur time.Duration) error {
 	b.conn, b.httpAddr = conn, httpAddr
 	var node *gethtest.Node
 	if gethtest.Available() == nil {
-		n, stopNode, err := gethtest.Run(filepath.Join(dir, "geth"))
+		n, stopNode, err := gethtest.Run(filepath.Join(dir, "geth"), time.Second)
 		if err != nil {
 			return err
 		}
@@ -583,10 +584,18 @@ const rounds = 3
 
 // pair measures base and subject alternately at each number of callers.
 func (b *bench) pair(name string, base, subject func(context.Context) error, cs []int) ([]row, error) {
+	return b.pairRounds(name, base, subject, cs, rounds)
+}
+
+// pairRounds is pair with n rounds, for a cell whose rounds vary more.
+func (b *bench) pairRounds(name string, base, subject func(context.Context) error, cs []int, n int) ([]row, error) {
 	var rows []row
 	for _, c := range cs {
-		var xs, ys []result
-		for round := range rounds {
+		var (
+			xs, ys []result
+			ratios []float64
+		)
+		for round := range n {
 			// Odd rounds measure the subject first: a side that always ran
 			// second would carry whatever the first left (a growing audit
 			// file, a collection).
@@ -595,10 +604,12 @@ func (b *bench) pair(name string, base, subject func(context.Context) error, cs 
 				return nil, err
 			}
 			xs, ys = append(xs, x), append(ys, y)
+			ratios = append(ratios, y.opsPerSec/x.opsPerSec)
 		}
-		x, y := median(xs), median(ys)
-		rows = append(rows, row{name, c, x, y})
-		fmt.Fprintf(os.Stderr, "%-14s %2d callers: baseline %8.0f ops/s  sigil %8.0f ops/s  ratio %.2f\n", name, c, x.opsPerSec, y.opsPerSec, y.opsPerSec/x.opsPerSec)
+		slices.Sort(ratios)
+		r := row{name, c, median(xs), median(ys), ratios[len(ratios)/2]}
+		rows = append(rows, r)
+		fmt.Fprintf(os.Stderr, "%-14s %2d callers: baseline %8.0f ops/s  sigil %8.0f ops/s  ratio %.2f (rounds %.2f)\n", name, c, r.base.opsPerSec, r.measured.opsPerSec, r.ratio(), ratios)
 	}
 	return rows, nil
 }

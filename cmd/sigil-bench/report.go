@@ -17,9 +17,18 @@ type row struct {
 	callers  int
 	base     result
 	measured result
+	paired   float64 // the median of the rounds' own ratios; 0 if not measured in rounds
 }
 
-func (r row) ratio() float64          { return r.measured.opsPerSec / r.base.opsPerSec }
+// ratio is the row's throughput ratio: the median of its rounds' ratios
+// when it has them (a round measures both sides back to back, so a slow
+// spell of a shared machine falls on both), else one of the medians.
+func (r row) ratio() float64 {
+	if r.paired > 0 {
+		return r.paired
+	}
+	return r.measured.opsPerSec / r.base.opsPerSec
+}
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
@@ -32,7 +41,7 @@ func (rep report) write(path string, dur time.Duration) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (cmd/sigil-bench) on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Machine: %s; %d CPUs; %s %s/%s; SoftHSM %s. ", cpuModel(), runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, softhsmVersion())
-	fmt.Fprintf(&b, "Each cell alternates its baseline and Sigil %d times for %v each (after a warm-up) and reports each side's median round; the load driver, the server and SoftHSM share the same cores.\n", rounds, dur)
+	fmt.Fprintf(&b, "Each cell alternates its baseline and Sigil %d times for %v each (after a warm-up) and reports each side's median round and, as the throughput ratio, the median of the rounds' ratios; the load driver, the server and SoftHSM share the same cores.\n", rounds, dur)
 
 	b.WriteString("\n## Sign through gRPC against the PKCS#11 backend in-process\n\n")
 	fmt.Fprintf(&b, "One key per algorithm in one SoftHSM token with a %d-session pool, shared by both sides.\n\n", sessions)

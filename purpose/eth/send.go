@@ -31,17 +31,46 @@ const maxNonceTries = 16
 // process, so concurrent sends take consecutive nonces instead of racing
 // for one; other replicas' sends are caught by the nonce guard, and
 // answered by trying the next nonce.
-type sender struct{ locks sync.Map } // qualified key ID → chan struct{} (a lock a waiter can give up on)
+type sender struct{ keys sync.Map } // qualified key ID → *keySends
 
-// lock takes key id's lock, or gives up when ctx ends.
-func (s *sender) lock(ctx context.Context, id string) (func(), error) {
-	m, _ := s.locks.LoadOrStore(id, make(chan struct{}, 1))
-	ch := m.(chan struct{})
+// keySends is one key's send lock (a channel a waiter can give up on)
+// and what only its holder reads or writes: the key's last send the node
+// took.
+type keySends struct {
+	lock chan struct{}
+	last taken
+}
+
+// taken is a send the node accepted: its chain, nonce and when.
+type taken struct {
+	chain string
+	nonce uint64
+	at    time.Time
+}
+
+// TakenMaxAge is how long a send the node took stands in for the node's
+// pending count and the key's ledger: the next send of the key within it
+// takes the next nonce without reading either. The count lags what the
+// node took while it takes a block in, and behind a provider's load
+// balancer; asked again after this, it finds a transaction the node
+// dropped since.
+const TakenMaxAge = 2 * time.Second
+
+// fresh reports whether the send was taken within TakenMaxAge of now.
+func (t taken) fresh(now time.Time) bool {
+	return !t.at.IsZero() && now.Sub(t.at) < TakenMaxAge && !now.Before(t.at)
+}
+
+// lock takes key id's lock, or gives up when ctx ends; the keySends it
+// returns is the caller's until it calls unlock.
+func (s *sender) lock(ctx context.Context, id string) (*keySends, func(), error) {
+	m, _ := s.keys.LoadOrStore(id, &keySends{lock: make(chan struct{}, 1)})
+	k := m.(*keySends)
 	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, nil
+	case k.lock <- struct{}{}:
+		return k, func() { <-k.lock }, nil
 	case <-ctx.Done():
-		return nil, errs.FromContext(ctx, "waiting for this key's previous send")
+		return nil, nil, errs.FromContext(ctx, "waiting for this key's previous send")
 	}
 }
 
@@ -72,38 +101,24 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	_, given := obj["nonce"]
+	var mine *keySends
 	if !given {
-		unlock, err := h.sending.lock(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
+		k, unlock, err := h.sending.lock(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
 		if err != nil {
 			return nil, err
 		}
 		defer unlock()
+		mine = k
 	}
-	// The node and the ledger are read at once, under the key's lock so
-	// both see this key's previous send.
-	var (
-		chain   *big.Int
-		pending uint64
-		signed  map[string]uint64
-	)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { chain, pending, err = h.fill(gctx, obj, obj["from"], !given); return err })
-	if !given {
-		g.Go(func() (err error) { signed, err = h.highestSigned(gctx, id); return err })
-	}
-	if err := g.Wait(); err != nil {
+	chain, pending, signed, err := h.nextFrom(ctx, id, obj, mine)
+	if err != nil {
 		return nil, err
 	}
-	if !given {
-		if err := h.noHole(ctx, id, pending, signed, chain); err != nil {
-			return nil, err
-		}
-	}
+	var n uint64
 	var out sigilv1.SignTransactionResponse
 	for try := 0; ; try++ {
 		if !given {
-			n, err := nextNonce(pending, signed, chain, try)
-			if err != nil {
+			if n, err = nextNonce(pending, signed, chain, try); err != nil {
 				return nil, err
 			}
 			obj["nonce"] = json.RawMessage(`"` + hexutil.EncodeUint64(n) + `"`)
@@ -118,6 +133,9 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 	if err != nil {
 		return nil, err
 	}
+	if mine != nil && out.GetSubmitted() {
+		mine.last = taken{chain: chain.String(), nonce: n, at: time.Now()}
+	}
 	if !out.GetSubmitted() {
 		// Signed, and in the audit log, but not taken (or not known to be:
 		// a node that timed out may have it): the caller gets the hash and
@@ -126,6 +144,42 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, &NodeError{Code: int(out.GetSubmitErrorCode()), Message: out.GetSubmitError(), Data: data}
 	}
 	return out.GetHash(), nil
+}
+
+// nextFrom completes obj from the node (see fill) and, for a send whose
+// nonce Sigil chooses (mine: the key's sends, held by the caller), says
+// what that nonce is built on: the node's pending count and the highest
+// nonce the key signed on each chain. Right after a send of the key the
+// node took, that send stands in for both (see TakenMaxAge): a nonce
+// another path signed since is found taken by the nonce guard's claim
+// and the next one tried. Otherwise the node and the ledger are read at
+// once, under the key's lock so both see the key's previous send, and a
+// nonce the node lacks is refused (noHole).
+func (h *rpcHandler) nextFrom(ctx context.Context, id string, obj map[string]json.RawMessage, mine *keySends) (*big.Int, uint64, map[string]uint64, error) {
+	if mine != nil {
+		last := mine.last
+		mine.last = taken{} // set again once this send is taken
+		if last.fresh(time.Now()) {
+			chain, _, err := h.fill(ctx, obj, obj["from"], false)
+			if err != nil || chain.String() == last.chain {
+				return chain, last.nonce + 1, map[string]uint64{last.chain: last.nonce}, err
+			}
+		}
+	}
+	var (
+		chain   *big.Int
+		pending uint64
+		signed  map[string]uint64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { chain, pending, err = h.fill(gctx, obj, obj["from"], mine != nil); return err })
+	if mine != nil {
+		g.Go(func() (err error) { signed, err = h.highestSigned(gctx, id); return err })
+	}
+	if err := g.Wait(); err != nil || mine == nil {
+		return chain, 0, nil, err
+	}
+	return chain, pending, signed, h.noHole(ctx, id, pending, signed, chain)
 }
 
 // mayFillFees refuses to take fees or gas from the node for a key
@@ -181,6 +235,9 @@ func (h *rpcHandler) noHole(ctx context.Context, id string, pending uint64, sign
 	}
 	data := map[string]any{"nonce": hexutil.EncodeUint64(pending)}
 	if e := t.chain(chain).Nonces[strconv.FormatUint(pending, 10)]; e != nil && len(e.Signed) > 0 {
+		if known, err := h.nodeHasAny(ctx, e.Signed); err != nil || known {
+			return err
+		}
 		last := e.Signed[len(e.Signed)-1]
 		if len(last.Raw) > 0 {
 			data["raw"], data["hash"] = last.Raw, crypto.Keccak256Hash(last.Raw).Hex()
@@ -188,6 +245,27 @@ func (h *rpcHandler) noHole(ctx context.Context, id string, pending uint64, sign
 	}
 	b, _ := json.Marshal(data)
 	return &NodeError{Code: rpcServerError, Data: b, Message: fmt.Sprintf("nonce %d was signed for this key but the node does not have it (its next nonce is %d, this key signed up to %d): a send now would wait behind it unmined; resubmit it (data.raw, if kept) or replace it, then send again", pending, pending, highest)}
+}
+
+// nodeHasAny reports whether the node knows one of the transactions
+// signed for a nonce, pending or mined. Its pending count can lag what
+// it took: geth recounts an account's nonces while it takes a block in,
+// and a provider's load balancer may ask a node the transaction has not
+// reached; a hole is only a hole if the transaction itself is missing.
+func (h *rpcHandler) nodeHasAny(ctx context.Context, signed []*txFacts) (bool, error) {
+	for _, f := range signed {
+		if len(f.Raw) == 0 { // only the newest nonces keep their bytes, hence their hash
+			continue
+		}
+		var tx json.RawMessage
+		if err := h.node.Call(ctx, &tx, "eth_getTransactionByHash", crypto.Keccak256Hash(f.Raw).Hex()); err != nil {
+			return false, err
+		}
+		if len(tx) > 0 && string(tx) != "null" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // highestSigned is the highest nonce key id signed on each chain it

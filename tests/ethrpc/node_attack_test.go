@@ -101,6 +101,7 @@ func TestNodeAttackSuite(t *testing.T) {
 		}
 	})
 	t.Run("a node's pending count far past the key's refuses, and leaves the key usable", func(t *testing.T) {
+		pastTaken()
 		hn.set(func(m string, body []byte, w http.ResponseWriter) bool {
 			if m != "eth_getTransactionCount" {
 				return false

@@ -122,6 +122,7 @@ func TestLyingNodeCannotRatchetTheNonce(t *testing.T) {
 	if a := e.send(t, from, "0x1"); a.Error != nil {
 		t.Fatalf("the honest node: %+v", a.Error)
 	}
+	pastTaken() // else the send the node just took stands in for its count
 	lie(10)
 	if a := e.send(t, from, "0x1"); a.Error == nil || !strings.Contains(a.Error.Message, "signed only up to 0") {
 		t.Fatalf("a node counting past what the key signed: %+v", a)
@@ -129,6 +130,54 @@ func TestLyingNodeCannotRatchetTheNonce(t *testing.T) {
 	hn.set(passAll)
 	if a := e.send(t, from, "0x1"); a.Error != nil || e.pending(t, from) != 2 {
 		t.Fatalf("the honest node again: %+v, pending %d", a.Error, e.pending(t, from))
+	}
+}
+
+// pastTaken waits until the key's last send the node took no longer
+// stands in for the node's pending count, so the next send asks it.
+func pastTaken() { time.Sleep(eth.TakenMaxAge) }
+
+// The node's pending count lags what it took while it takes a block in
+// (geth recounts the account), and behind a provider's load balancer: a
+// send right after one the node took does not ask it; later, a count one
+// behind is believed only as far as the transaction it misses is
+// missing, and here the node has it.
+func TestLaggingCountIsNotAHole(t *testing.T) {
+	e, hn := newHookedEnv(t)
+	from := e.newFundedKey(t, "treasury-lag")
+	var asked atomic.Int32
+	lag := func(m string, _ []byte, w http.ResponseWriter) bool {
+		if m != "eth_getTransactionCount" {
+			return false
+		}
+		asked.Add(1)
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":1,"result":"%s"}`, hexutil.EncodeUint64(max(e.pending(t, from), 1)-1))
+		return true
+	}
+	if a := e.send(t, from, "0x1"); a.Error != nil {
+		t.Fatal(a.Error)
+	}
+	hn.set(lag)
+	took := time.Now()
+	if a := e.send(t, from, "0x2"); a.Error != nil {
+		t.Fatalf("a send right after one the node took: %+v", a.Error)
+	}
+	if n := asked.Load(); n != 0 && time.Since(took) < eth.TakenMaxAge {
+		t.Errorf("a send within TakenMaxAge of the last one the node took asked the node's count %d times", n)
+	}
+	pastTaken()
+	a := e.send(t, from, "0x3")
+	if a.Error != nil {
+		t.Fatalf("a send when the node's count lags one behind what it has: %+v", a.Error)
+	}
+	if asked.Load() == 0 {
+		t.Fatal("the node's count was not asked after TakenMaxAge")
+	}
+	hn.set(passAll)
+	var hash string
+	json.Unmarshal(a.Result, &hash)
+	if r := e.node.Receipt(t, hash); r["status"] != "0x1" || e.nonce(t, from) != 3 {
+		t.Fatalf("mined: receipt %v, nonce %d (want 3)", r, e.nonce(t, from))
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func Start(tb testing.TB) *Node {
 		}
 		tb.Skipf("geth missing (make eth-deps): %v", err)
 	}
-	n, stop, err := Run(tb.TempDir())
+	n, stop, err := Run(tb.TempDir(), 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -64,9 +65,11 @@ func Start(tb testing.TB) *Node {
 }
 
 // Run runs geth --dev with its data in dir, for the benchmark driver;
-// stop kills it.
-func Run(dir string) (*Node, func(), error) {
-	cmd := exec.Command(binary(), "--dev", "--datadir", dir, "--ipcdisable", "--nodiscover", "--maxpeers", "0",
+// stop kills it. It makes a block every blockEvery (whole seconds), or
+// with 0, one for each transaction as it comes (what tests waiting for
+// receipts want).
+func Run(dir string, blockEvery time.Duration) (*Node, func(), error) {
+	cmd := exec.Command(binary(), "--dev", "--dev.period", strconv.Itoa(int(blockEvery/time.Second)), "--datadir", dir, "--ipcdisable", "--nodiscover", "--maxpeers", "0",
 		"--http", "--http.addr", "127.0.0.1", "--http.port", "0", "--http.api", "eth,net,web3", "--authrpc.port", "0",
 		"--port", "0", "--verbosity", "3")
 	stderr, err := cmd.StderrPipe()
