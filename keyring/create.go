@@ -34,7 +34,8 @@ type CreateSpec struct {
 	Owner       string
 	Description string
 
-	own bool // one of Sigil's own keys, made by the keyring itself
+	own      bool           // one of Sigil's own keys, made by the keyring itself
+	imported *signer.Import // the pair is unwrapped from this (Import), not generated
 }
 
 // validate checks s and completes it: the policy its purpose makes of the
@@ -116,9 +117,12 @@ func (r *Keyring) Create(ctx context.Context, s CreateSpec) (*Key, error) {
 	// scheduler, finding it, leaves the key to this creation instead of
 	// giving a key with no active generation one of its own. The store's
 	// compare-and-swap, not timing, orders the two.
-	g, km, err := r.reserveGeneration(k, now)
+	g, km, err := r.reserveGeneration(k, now, s.imported)
 	if err != nil {
 		return nil, err
+	}
+	if s.imported != nil {
+		k.Origin = OriginImported
 	}
 	rev, err := r.store.Put(ctx, k)
 	if errs.Is(err, errs.AlreadyExists) {
@@ -228,7 +232,7 @@ func (s AuditSigner) Sign(ctx context.Context, digest []byte) ([]byte, error) {
 // backend, then lets place give it its first state, in the same write as
 // any other change place makes. On failure (place's included) the new
 // objects and the record of them are removed, and nothing else changed.
-func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Key, g *Generation, now time.Time) error) (*Key, error) {
+func (r *Keyring) addGeneration(ctx context.Context, id string, material *signer.Import, place func(k *Key, g *Generation, now time.Time) error) (*Key, error) {
 	if k, err := r.current(id); err == nil {
 		r.dropStale(ctx, k, r.creatingGrace) // an earlier failed creation, if its backend is back
 	}
@@ -245,7 +249,7 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 			return errs.New(errs.Aborted, "key %q: a generation is already being created", id)
 		}
 		var err error
-		g, km, err = r.reserveGeneration(k, now)
+		g, km, err = r.reserveGeneration(k, now, material)
 		return err
 	})
 	if err != nil {
@@ -258,8 +262,11 @@ func (r *Keyring) addGeneration(ctx context.Context, id string, place func(k *Ke
 // reference its key pair will have. The reference is recorded before the
 // key exists: a failed or interrupted creation is cleaned up by it, and it
 // finds nothing but this key (never another object under the same name).
-func (r *Keyring) reserveGeneration(k *Key, now time.Time) (Generation, signer.KeyManager, error) {
+func (r *Keyring) reserveGeneration(k *Key, now time.Time, material *signer.Import) (Generation, signer.KeyManager, error) {
 	km, err := r.keyManager(k)
+	if err == nil {
+		km, err = r.pairSource(km, k.Backend, material)
+	}
 	if err != nil {
 		return Generation{}, nil, err
 	}
@@ -271,6 +278,9 @@ func (r *Keyring) reserveGeneration(k *Key, now time.Time) (Generation, signer.K
 		return Generation{}, nil, err
 	}
 	g := Generation{Number: n, State: StateCreating, Name: name, Ref: ref, CreatedAt: now, UpdatedAt: now}
+	if material != nil {
+		g.Origin = OriginImported
+	}
 	k.Generations = append(k.Generations, g)
 	return g, km, nil
 }

@@ -185,6 +185,9 @@ type Generation struct {
 	// flight for it, so it is rolled back as soon as the backend answers,
 	// not after the grace an unfinished creation gets.
 	Abandoned bool `json:"abandoned,omitempty"`
+	// Origin is OriginImported for a pair imported as this generation,
+	// empty for one generated (a key's first: see Key.Origin).
+	Origin string `json:"origin,omitempty"`
 
 	// Lifecycle times; zero until they apply.
 	PublishedAt time.Time `json:"published_at,omitzero"` // entered pending (or active, for generation 1)

@@ -88,6 +88,9 @@ func (r *Keyring) Tick(ctx context.Context) error {
 		if err := r.sweep(ctx); err != nil {
 			failed = append(failed, err)
 		}
+		if err := r.sweepImports(ctx); err != nil {
+			failed = append(failed, err)
+		}
 	}
 	return errors.Join(failed...)
 }
@@ -161,7 +164,7 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 	case !active:
 		return true, r.restoreActive(ctx, id)
 	case !now.Before(a.ActivatedAt.Add(sched.RotateEvery - sched.PublishAhead)):
-		_, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { return publish(k, g, true, now) })
+		_, err := r.addGeneration(ctx, id, nil, func(k *Key, g *Generation, now time.Time) error { return publish(k, g, true, now) })
 		return true, err
 	}
 	return false, nil
@@ -170,7 +173,7 @@ func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 // restoreActive gives a scheduled key found without an active generation (a
 // crash, a store edited by hand) a new one that signs at once.
 func (r *Keyring) restoreActive(ctx context.Context, id string) error {
-	k, err := r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
+	k, err := r.addGeneration(ctx, id, nil, func(k *Key, g *Generation, now time.Time) error {
 		if _, ok := k.Active(); ok {
 			return errs.New(errs.Aborted, "key %q has an active generation again", id)
 		}
@@ -235,6 +238,12 @@ func (r *Keyring) destroy(ctx context.Context, id string, n int, from State) err
 // retires (it still verifies until it is destroyed). Keys whose public
 // key is their identity (Ethereum addresses) do not rotate.
 func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, error) {
+	return r.rotate(ctx, id, immediate, nil)
+}
+
+// rotate is Rotate, the new generation's pair unwrapped from material if
+// there is one (a pending generation is then not reused).
+func (r *Keyring) rotate(ctx context.Context, id string, immediate bool, material *signer.Import) (*Key, error) {
 	k, err := r.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -245,14 +254,14 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 	_, scheduled := k.schedule()
 	switch rotation(k) {
 	case RotateOnDemand:
-		return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
+		return r.addGeneration(ctx, id, material, func(k *Key, g *Generation, now time.Time) error { activate(k, g, now); return nil })
 	case RotateNever:
 		return nil, errs.New(errs.FailedPrecondition, "key %q has purpose %s, whose keys do not rotate (the public key is the key's identity)", id, k.Purpose)
 	}
 	if !scheduled {
 		return nil, errs.New(errs.Internal, "key %q rotates on a schedule but its policy has none", id)
 	}
-	if pending := k.inState(StatePending); len(pending) > 0 {
+	if pending := k.inState(StatePending); len(pending) > 0 && material == nil {
 		if !immediate {
 			return k, nil
 		}
@@ -261,7 +270,7 @@ func (r *Keyring) Rotate(ctx context.Context, id string, immediate bool) (*Key, 
 		}
 		return r.Get(ctx, id)
 	}
-	return r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
+	return r.addGeneration(ctx, id, material, func(k *Key, g *Generation, now time.Time) error {
 		if immediate {
 			activate(k, g, now)
 			return nil
@@ -307,7 +316,7 @@ func (r *Keyring) Revoke(ctx context.Context, id string, n int) (*Key, error) {
 		return g, nil
 	}
 	if g, ok := k.generation(n); ok && g.State == StateActive && scheduled && len(k.inState(StatePending)) == 0 {
-		k, err = r.addGeneration(ctx, id, func(k *Key, g *Generation, now time.Time) error {
+		k, err = r.addGeneration(ctx, id, nil, func(k *Key, g *Generation, now time.Time) error {
 			switch _, err := revoke(k, now); {
 			case errors.Is(err, errUnchanged):
 				return errs.New(errs.Aborted, "generation %d of key %q was revoked meanwhile", n, id)

@@ -37,6 +37,7 @@ import (
 // without an operation is shut, not open.
 var baseOperations = map[string]authz.Op{
 	sigilv1.KeyService_CreateKey_FullMethodName:            authz.KeysAdmin,
+	sigilv1.KeyService_GetImportParameters_FullMethodName:  authz.KeysAdmin,
 	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:      authz.KeysAdmin,
 	sigilv1.KeyService_RotateKey_FullMethodName:            authz.KeysAdmin,
 	sigilv1.KeyService_RevokeGeneration_FullMethodName:     authz.KeysAdmin,

@@ -3,6 +3,9 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
@@ -45,6 +48,20 @@ const (
 	treasury = "treasury.internal"
 	rssBound = 200 << 20
 )
+
+// p256SPKI is a P-256 public key, SubjectPublicKeyInfo DER.
+var p256SPKI = func() []byte {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return b
+}()
+
+func importParams(req *sigilv1.GetImportParametersRequest) func(context.Context, *grpc.ClientConn) error {
+	return func(ctx context.Context, c *grpc.ClientConn) error {
+		_, err := sigilv1.NewKeyServiceClient(c).GetImportParameters(ctx, req)
+		return err
+	}
+}
 
 // rawCodec sends a request's bytes as they are, so that a test can send
 // what no generated client would.
@@ -318,6 +335,15 @@ func attacks() []attack {
 		{"create an RSA key of an odd size", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "RS256", RsaBits: 4096}), codes.InvalidArgument},
 		{"create a jwt key whose schedule overflows", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{
 			RotateEvery: &durationpb.Duration{Seconds: 315576000000}, PublishAhead: &durationpb.Duration{Seconds: 315576000000}, Skew: &durationpb.Duration{Seconds: 1 << 62}}}), codes.InvalidArgument},
+		// Bringing one's own key.
+		{"import parameters, CN spoofing the admin", cnSpoofer, importParams(&sigilv1.GetImportParametersRequest{Id: "mine", Algorithm: "ES256"}), codes.PermissionDenied},
+		{"import parameters for Sigil's own key", nil, importParams(&sigilv1.GetImportParametersRequest{Id: "sigil.audit", Algorithm: "ES256"}), codes.InvalidArgument},
+		{"import parameters for an algorithm no one knows", nil, importParams(&sigilv1.GetImportParametersRequest{Id: "mine", Algorithm: "ES512"}), codes.InvalidArgument},
+		{"import parameters in a backend no one configured", nil, importParams(&sigilv1.GetImportParametersRequest{Id: "mine", Algorithm: "ES256", Backend: "nope"}), codes.FailedPrecondition},
+		{"import without parameters", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Imported: &sigilv1.ImportedKey{WrappedKey: make([]byte, 500), ImportToken: "t", PublicKey: p256SPKI}}), codes.FailedPrecondition},
+		{"import of a wrapped key over its limit", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Imported: &sigilv1.ImportedKey{WrappedKey: make([]byte, 17<<10), ImportToken: "t", PublicKey: p256SPKI}}), codes.InvalidArgument},
+		{"import with a public key that does not decode", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Imported: &sigilv1.ImportedKey{WrappedKey: make([]byte, 500), ImportToken: "t", PublicKey: []byte{0x30, 0x03, 0x02, 0x01}}}), codes.InvalidArgument},
+		{"import and adopt at once", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", AdoptUri: "pkcs11:object=x", Imported: &sigilv1.ImportedKey{WrappedKey: make([]byte, 500), ImportToken: "t", PublicKey: p256SPKI}}), codes.InvalidArgument},
 		// Deletion and inventory.
 		{"schedule a deletion, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewKeyServiceClient(c).ScheduleKeyDeletion(ctx, &sigilv1.ScheduleKeyDeletionRequest{Id: "raw-1", Window: durationpb.New(7 * 24 * time.Hour)})

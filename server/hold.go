@@ -188,6 +188,7 @@ func (s *Server) mustExist(ctx context.Context, method string, req any) error {
 // for approval rules' actions.
 var adminActions = map[string]string{
 	sigilv1.KeyService_CreateKey_FullMethodName:           "create",
+	sigilv1.KeyService_GetImportParameters_FullMethodName: "import-params",
 	sigilv1.KeyService_UpdateKeyPolicy_FullMethodName:     actionUpdatePolicy,
 	sigilv1.KeyService_RotateKey_FullMethodName:           "rotate",
 	sigilv1.KeyService_RevokeGeneration_FullMethodName:    "revoke",
@@ -215,7 +216,13 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 		if _, _, err := s.keySvc.createPolicy(r); err != nil { // refused, not held
 			return f, nil, err
 		}
-		request, err := compactJSON(r)
+		shown := r
+		if r.GetImported() != nil { // approvers see what is imported, never the token that imports it
+			shown = proto.Clone(r).(*sigilv1.CreateKeyRequest)
+			shown.Imported.ImportToken = "(withheld)"
+			sum = append(sum, approval.Field{Name: "origin", Value: keyring.OriginImported})
+		}
+		request, err := compactJSON(shown)
 		if err != nil {
 			return f, nil, err
 		}

@@ -51,9 +51,17 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 		Labels: req.GetLabels(), Owner: req.GetOwner(), Description: req.GetDescription(),
 	}
 	var k *keyring.Key
-	if req.GetAdoptUri() != "" {
+	switch {
+	case req.GetAdoptUri() != "" && req.GetImported() != nil:
+		return nil, errs.New(errs.InvalidArgument, "adopt_uri and imported: a key is adopted or imported, not both")
+	case req.GetAdoptUri() != "":
 		k, err = s.keys.Adopt(ctx, spec, req.GetAdoptUri())
-	} else {
+	case req.GetImported() != nil:
+		var in keyring.ImportSpec
+		if in, err = importSpec(req.GetImported()); err == nil {
+			k, err = s.keys.Import(ctx, spec, in)
+		}
+	default:
 		k, err = s.keys.Create(ctx, spec)
 	}
 	if err != nil {
@@ -61,6 +69,38 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	}
 	pk, err := s.keyToProto(k)
 	return &sigilv1.CreateKeyResponse{Key: pk}, err
+}
+
+// maxWrappedKey bounds an imported key's wrapped bytes: an RSA-3072
+// private key's PKCS#8, wrapped, is under 2 KiB.
+const maxWrappedKey = 16 << 10
+
+// importSpec reads an ImportedKey.
+func importSpec(in *sigilv1.ImportedKey) (keyring.ImportSpec, error) {
+	if n := len(in.GetWrappedKey()); n == 0 || n > maxWrappedKey {
+		return keyring.ImportSpec{}, errs.New(errs.InvalidArgument, "imported.wrapped_key: 1 to %d bytes, got %d", maxWrappedKey, n)
+	}
+	if t := in.GetImportToken(); t == "" || len(t) > 128 {
+		return keyring.ImportSpec{}, errs.New(errs.InvalidArgument, "imported.import_token: the token GetImportParameters answered")
+	}
+	pub, err := signer.ParsePublicKey(in.GetPublicKey())
+	if err != nil {
+		return keyring.ImportSpec{}, errs.New(errs.InvalidArgument, "imported.public_key: %v", err)
+	}
+	return keyring.ImportSpec{Token: in.GetImportToken(), Wrapped: in.GetWrappedKey(), Public: pub}, nil
+}
+
+func (s *keyService) GetImportParameters(ctx context.Context, req *sigilv1.GetImportParametersRequest) (*sigilv1.GetImportParametersResponse, error) {
+	p, err := s.keys.NewImportParams(ctx, req.GetId(), signer.Algorithm(req.GetAlgorithm()), int(req.GetRsaBits()), req.GetBackend())
+	if err != nil {
+		return nil, err
+	}
+	pem, err := signer.PublicKeyPEM(p.Public)
+	if err != nil {
+		return nil, err
+	}
+	return &sigilv1.GetImportParametersResponse{WrappingPublicKeyPem: pem, WrappingAlgorithm: p.Wrapping.Name(), OaepHash: cmp.Or(p.Wrapping.OAEPHash, "sha256"),
+		ImportToken: p.Token, ExpireTime: timestamppb.New(p.Expires)}, nil
 }
 
 // withinNamespace refuses a key beyond namespace.MaxKeys in a namespace
@@ -395,7 +435,7 @@ func (s *keyService) keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 			continue
 		}
 		pg := &sigilv1.Generation{Generation: int32(g.Number), State: string(g.State), Kid: g.KID(), BackendRef: g.Ref,
-			CreateTime: timestamppb.New(g.CreatedAt), UnpublishTime: timeOrNil(g.UnpublishAt)}
+			CreateTime: timestamppb.New(g.CreatedAt), UnpublishTime: timeOrNil(g.UnpublishAt), Origin: g.Origin}
 		if g.State == keyring.StatePending {
 			pg.ActivateTime = timeOrNil(g.ActivateAt)
 		}

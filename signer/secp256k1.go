@@ -39,6 +39,14 @@ func uncompressed(pub *ecdsa.PublicKey) []byte {
 	return out
 }
 
+// UncompressedPoint is pub as 04 ‖ x ‖ y, on any curve Sigil signs with.
+func UncompressedPoint(pub *ecdsa.PublicKey) ([]byte, error) {
+	if IsSecp256k1(pub) {
+		return uncompressed(pub), nil
+	}
+	return pub.Bytes()
+}
+
 // parseSecp256k1 decodes an uncompressed point on the curve.
 func parseSecp256k1(point []byte) (*ecdsa.PublicKey, error) {
 	if len(point) != 65 || point[0] != 4 {

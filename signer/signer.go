@@ -3,6 +3,7 @@ package signer
 import (
 	"context"
 	"crypto"
+	"crypto/rsa"
 )
 
 // Backend signs with keys that stay inside it.
@@ -87,6 +88,49 @@ type KeyLister interface {
 // scheduled later, with the generation's destruction).
 type KeyDisabler interface {
 	DisableKey(ctx context.Context, ref string) error
+}
+
+// Importer is the ability of a backend to take in a key pair made
+// outside it without the private key ever in clear on Sigil's side: the
+// backend makes a wrapping key pair that can only unwrap, the operator
+// wraps the private key to its public key offline, and the backend
+// unwraps it into a sensitive, never extractable key.
+type Importer interface {
+	// NewWrappingKey makes the wrapping key pair at ref (from NewRef) and
+	// returns its public key and the wrapping the backend unwraps (see
+	// Wrapping).
+	NewWrappingKey(ctx context.Context, ref string) (*rsa.PublicKey, Wrapping, error)
+	// ImportKey unwraps imp into the key pair req describes (as CreateKey
+	// would generate it), checked to be of req's algorithm and to be the
+	// private key of imp.Public, and makes its public key object.
+	// Nothing of it is left in the backend when it fails.
+	ImportKey(ctx context.Context, req CreateKeyRequest, imp Import) (KeyInfo, error)
+}
+
+// Wrapping names how a wrapped key is made: an ephemeral AES-256 key
+// encrypted with RSA-OAEP (hash OAEPHash, MGF1 with the same hash) to the
+// wrapping public key, followed by the private key's PKCS#8 DER wrapped
+// with that AES key (AES key wrap with padding, RFC 5649): what AWS KMS
+// calls RSA_AES_KEY_WRAP_SHA_256 (or _SHA_1) and PKCS#11
+// CKM_RSA_AES_KEY_WRAP.
+type Wrapping struct {
+	OAEPHash string // "sha256" or "sha1": what the backend can unwrap
+}
+
+// Name is the wrapping's name as AWS KMS spells it.
+func (w Wrapping) Name() string {
+	if w.OAEPHash == "sha1" {
+		return "RSA_AES_KEY_WRAP_SHA_1"
+	}
+	return "RSA_AES_KEY_WRAP_SHA_256"
+}
+
+// Import is what ImportKey unwraps: the wrapped key, the wrapping key
+// pair's reference, and the public key the private key must match.
+type Import struct {
+	WrappingRef string
+	Wrapped     []byte
+	Public      crypto.PublicKey
 }
 
 // Adopter is the ability of a backend to take over a key pair that is in

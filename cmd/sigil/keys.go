@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,12 +18,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/signer"
 )
 
 func newKeys() *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create and inspect keys"}
 	c := addClientFlags(cmd)
-	cmd.AddCommand(newKeysRecover(), newKeysAdopt(c), newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
+	cmd.AddCommand(newKeysRecover(), newKeysAdopt(c), newKeysImportParams(c), newKeysImport(c), newKeysCreate(c), newKeysList(c), newKeysGet(c), newKeysPolicy(c), newKeysRotate(c), newKeysRevoke(c),
 		newKeysSwitch(c, "disable", "Refuse every signature with the key until it is enabled again", true),
 		newKeysSwitch(c, "enable", "Let a disabled key sign again", false),
 		newKeysScheduleDeletion(c), newKeysCancelDeletion(c), newKeysLabel(c), newKeysUnlabel(c))
@@ -184,18 +187,24 @@ func newKeysSwitch(c *clientFlags, name, short string, disable bool) *cobra.Comm
 }
 
 func newKeysCreate(c *clientFlags) *cobra.Command {
-	return keysCreateCommand(c, false)
+	return keysCreateCommand(c, "create")
 }
 
 // newKeysAdopt is keys adopt: keys create of a key pair already in the
 // backend.
 func newKeysAdopt(c *clientFlags) *cobra.Command {
-	return keysCreateCommand(c, true)
+	return keysCreateCommand(c, "adopt")
 }
 
-// keysCreateCommand is keys create, or with adopt, keys adopt: the same
-// request and flags, generating a pair or taking over one.
-func keysCreateCommand(c *clientFlags, adopt bool) *cobra.Command {
+// newKeysImport is keys import: keys create of a private key wrapped to
+// the key's import parameters.
+func newKeysImport(c *clientFlags) *cobra.Command {
+	return keysCreateCommand(c, "import")
+}
+
+// keysCreateCommand is keys create, adopt or import (mode): the same
+// request and flags, generating a pair, taking over one or unwrapping one.
+func keysCreateCommand(c *clientFlags, mode string) *cobra.Command {
 	req := &sigilv1.CreateKeyRequest{}
 	var bits int
 	var labels []string
@@ -206,7 +215,20 @@ func keysCreateCommand(c *clientFlags, adopt bool) *cobra.Command {
 		Short: "Generate a key inside its backend",
 		Args:  cobra.ExactArgs(1),
 	}
-	if adopt {
+	var wrapped, publicKey string
+	imported := &sigilv1.ImportedKey{}
+	switch mode {
+	case "import":
+		cmd.Use, cmd.Short = "import ID --alg A --purpose P --wrapped FILE --import-token TOKEN --public-key FILE", "Import a private key wrapped to the key's import parameters (see keys import-params)"
+		cmd.Long = `import makes key ID of a private key made outside Sigil, wrapped to the
+import parameters keys import-params gave (docs/import.md has the openssl
+commands), or for a key that exists, its next generation, placed as keys
+rotate places one. The backend unwraps it as a sensitive, never
+extractable key, checks it is of --alg and the private key of
+--public-key (a signature), and the key's origin is imported: keys get
+shows it, and whoever held the key before may still hold it. The
+parameters serve one import, whatever its outcome.`
+	case "adopt":
 		cmd.Use, cmd.Short = "adopt ID --uri PKCS11-URI --purpose P", "Take over a key pair another tool made in the backend (sensitive, not extractable, able to sign)"
 		cmd.Long = `adopt makes key ID of the key pair a PKCS#11 URI names in the backend
 (pkcs11:object=LABEL, and id=… if labels repeat), made by another tool:
@@ -221,6 +243,11 @@ them in time).`
 		var err error
 		if req.Labels, err = parseLabels(labels); err != nil {
 			return err
+		}
+		if mode == "import" {
+			if req.Imported, err = readImported(imported, wrapped, publicKey); err != nil {
+				return err
+			}
 		}
 		return keyCall(c, cmd, func(ctx context.Context, kc sigilv1.KeyServiceClient) (*sigilv1.Key, error) {
 			resp, err := kc.CreateKey(ctx, req)
@@ -237,7 +264,16 @@ them in time).`
 	f.StringVar(&req.Owner, "owner", "", "who answers for the key")
 	f.StringVar(&req.Description, "description", "", "what the key is for")
 	j, e = addJWTFlags(f), addEthFlags(f)
-	if adopt {
+	switch mode {
+	case "import":
+		f.StringVar(&wrapped, "wrapped", "", "the wrapped private key (docs/import.md)")
+		f.StringVar(&imported.ImportToken, "import-token", "", "the token keys import-params gave")
+		f.StringVar(&publicKey, "public-key", "", "the private key's public key, PEM")
+		for _, name := range []string{"alg", "wrapped", "import-token", "public-key"} {
+			cmd.MarkFlagRequired(name)
+		}
+		return cmd
+	case "adopt":
 		f.StringVar(&req.AdoptUri, "uri", "", "the key pair's PKCS#11 URI (pkcs11:object=LABEL[;id=…])")
 		cmd.MarkFlagRequired("uri")
 		f.Lookup("alg").Usage = "the algorithm, checked against the public key (read from it if unset; RS256 or PS256 for RSA)"
@@ -245,6 +281,86 @@ them in time).`
 	}
 	cmd.MarkFlagRequired("alg")
 	return cmd
+}
+
+// readImported completes in with the wrapped key and public key files.
+func readImported(in *sigilv1.ImportedKey, wrapped, publicKey string) (*sigilv1.ImportedKey, error) {
+	var err error
+	if in.WrappedKey, err = os.ReadFile(wrapped); err != nil {
+		return nil, fmt.Errorf("--wrapped: %w", err)
+	}
+	text, err := os.ReadFile(publicKey)
+	if err != nil {
+		return nil, fmt.Errorf("--public-key: %w", err)
+	}
+	pub, err := signer.ParsePublicKeyPEM(string(text))
+	if err != nil {
+		return nil, fmt.Errorf("--public-key: %w", err)
+	}
+	if in.PublicKey, err = signer.MarshalPublicKey(pub); err != nil {
+		return nil, fmt.Errorf("--public-key: %w", err)
+	}
+	return in, nil
+}
+
+// newKeysImportParams is keys import-params: the wrapping key, hash and
+// token a private key is wrapped to for keys import.
+func newKeysImportParams(c *clientFlags) *cobra.Command {
+	req := &sigilv1.GetImportParametersRequest{}
+	var bits int
+	var outDir string
+	cmd := &cobra.Command{
+		Use:   "import-params ID --alg A",
+		Short: "Make import parameters for key ID: a wrapping public key (PEM), its OAEP hash and a one-time import token, valid 24 h",
+		Long: `import-params makes a wrapping key pair in the backend that can only
+unwrap, for importing key ID's private key with keys import, and prints
+its public key (PEM), the wrapping (RSA_AES_KEY_WRAP_SHA_256, or _SHA_1
+on a module without SHA-256 OAEP), the OAEP hash and a one-time import
+token, valid 24 hours. Asking again replaces them. With --out-dir, they
+are written to DIR/wrapping.pem, DIR/oaep-hash and DIR/token (mode 0600)
+for the openssl commands of docs/import.md.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Id, req.RsaBits = args[0], int32(bits)
+			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := sigilv1.NewKeyServiceClient(conn).GetImportParameters(ctx, req)
+				if err != nil {
+					return err
+				}
+				return printImportParams(cmd.OutOrStdout(), resp, outDir, c.json)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Algorithm, "alg", "", "the key's algorithm: ES256, ES384, ES256K, RS256 or PS256")
+	f.IntVar(&bits, "rsa-bits", 0, "RSA modulus size for RS256/PS256: 2048 (default) or 3072")
+	f.StringVar(&req.Backend, "backend", "", "backend name (the default backend if empty)")
+	f.StringVar(&outDir, "out-dir", "", "write wrapping.pem, oaep-hash and token into this folder")
+	cmd.MarkFlagRequired("alg")
+	return cmd
+}
+
+// printImportParams prints import parameters, or writes them to dir.
+func printImportParams(w io.Writer, p *sigilv1.GetImportParametersResponse, dir string, asJSON bool) error {
+	expires := p.GetExpireTime().AsTime().UTC().Format(time.RFC3339)
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		for name, v := range map[string]string{"wrapping.pem": p.GetWrappingPublicKeyPem(), "oaep-hash": p.GetOaepHash() + "\n", "token": p.GetImportToken() + "\n"} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(w, "import parameters in %s (%s), valid until %s\n", dir, p.GetWrappingAlgorithm(), expires)
+		return nil
+	}
+	if asJSON {
+		return printJSON(w, map[string]string{"wrapping_public_key_pem": p.GetWrappingPublicKeyPem(), "wrapping_algorithm": p.GetWrappingAlgorithm(),
+			"oaep_hash": p.GetOaepHash(), "import_token": p.GetImportToken(), "expire_time": expires})
+	}
+	fmt.Fprintf(w, "%swrapping: %s\noaep hash: %s\nimport token: %s\nvalid until: %s\n", p.GetWrappingPublicKeyPem(), p.GetWrappingAlgorithm(), p.GetOaepHash(), p.GetImportToken(), expires)
+	return nil
 }
 
 func newKeysGet(c *clientFlags) *cobra.Command {
@@ -419,7 +535,7 @@ type keyJSON struct {
 	Alg         string            `json:"alg"`
 	Purpose     string            `json:"purpose"`
 	Backend     string            `json:"backend"`
-	Origin      string            `json:"origin"` // generated or adopted
+	Origin      string            `json:"origin"` // generated, imported or adopted
 	RSABits     int32             `json:"rsa_bits,omitempty"`
 	JWTPolicy   *policyJSON       `json:"jwt_policy,omitempty"`
 	EthPolicy   *ethPolicyJSON    `json:"eth_policy,omitempty"`
@@ -461,6 +577,7 @@ type generationJSON struct {
 	ActivateAt   string `json:"activate_at,omitempty"`
 	UnpublishAt  string `json:"unpublish_at,omitempty"`
 	Address      string `json:"address,omitempty"`
+	Origin       string `json:"origin,omitempty"` // imported, for a generation imported into a key
 }
 
 func toKeyJSON(k *sigilv1.Key) keyJSON {
@@ -477,7 +594,7 @@ func toKeyJSON(k *sigilv1.Key) keyJSON {
 	out.Labels, out.Owner, out.Description = k.GetLabels(), k.GetOwner(), k.GetDescription()
 	for _, g := range k.GetGenerations() {
 		out.Generations = append(out.Generations, generationJSON{g.GetGeneration(), g.GetState(), g.GetKid(), g.GetPublicKeyPem(), g.GetBackendRef(),
-			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime()), k.GetAddress()})
+			timeString(g.GetActivateTime()), timeString(g.GetUnpublishTime()), k.GetAddress(), g.GetOrigin()})
 	}
 	return out
 }

@@ -8,10 +8,10 @@ import (
 	"testing"
 )
 
-// docsRun are the Markdown files whose ```sh blocks a test runs (README
-// and docs/namespaces.md by runExamples, docs/production.md by
+// docsRun are the Markdown files whose ```sh blocks a test runs (README,
+// docs/namespaces.md and docs/import.md by runExamples, docs/production.md by
 // TestProductionGuideRuns).
-var docsRun = map[string]bool{"README.md": true, "docs/namespaces.md": true, "docs/production.md": true}
+var docsRun = map[string]bool{"README.md": true, "docs/namespaces.md": true, "docs/production.md": true, "docs/import.md": true}
 
 // Every shell block of the README and docs/ runs in a test or says, in
 // a <!-- not run: REASON --> comment just above it, why it cannot; a

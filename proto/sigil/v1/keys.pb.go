@@ -443,6 +443,9 @@ type Generation struct {
 	ActivateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=activate_time,json=activateTime,proto3" json:"activate_time,omitempty"`
 	// When a retiring generation leaves the JWKS.
 	UnpublishTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=unpublish_time,json=unpublishTime,proto3" json:"unpublish_time,omitempty"`
+	// "imported" for a generation imported into an existing key; empty for
+	// one generated (a key's first: see Key.origin).
+	Origin        string `protobuf:"bytes,9,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +536,13 @@ func (x *Generation) GetUnpublishTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Generation) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
 type CreateKeyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -564,7 +574,12 @@ type CreateKeyRequest struct {
 	// backend (a PKCS#11 URI: pkcs11:object=LABEL;id=…), made by another
 	// tool, instead of generating one: the private key must be sensitive,
 	// not extractable and able to sign. The key's origin is "adopted".
-	AdoptUri      string `protobuf:"bytes,13,opt,name=adopt_uri,json=adoptUri,proto3" json:"adopt_uri,omitempty"`
+	AdoptUri string `protobuf:"bytes,13,opt,name=adopt_uri,json=adoptUri,proto3" json:"adopt_uri,omitempty"`
+	// imported, if set, makes the key (or, for a key that exists, its next
+	// generation, placed as RotateKey places one) of a private key wrapped
+	// to the key's import parameters, instead of generating one. The key's
+	// origin is "imported".
+	Imported      *ImportedKey `protobuf:"bytes,14,opt,name=imported,proto3" json:"imported,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,6 +705,229 @@ func (x *CreateKeyRequest) GetAdoptUri() string {
 	return ""
 }
 
+func (x *CreateKeyRequest) GetImported() *ImportedKey {
+	if x != nil {
+		return x.Imported
+	}
+	return nil
+}
+
+// ImportedKey is a private key wrapped to import parameters.
+type ImportedKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An AES-256 key encrypted with RSA-OAEP (the parameters' hash, MGF1
+	// with the same) to the wrapping public key, followed by the private
+	// key's PKCS#8 DER wrapped with it (RFC 5649): at most 16 KiB.
+	WrappedKey []byte `protobuf:"bytes,1,opt,name=wrapped_key,json=wrappedKey,proto3" json:"wrapped_key,omitempty"`
+	// The token GetImportParameters answered.
+	ImportToken string `protobuf:"bytes,2,opt,name=import_token,json=importToken,proto3" json:"import_token,omitempty"`
+	// The private key's public key, SubjectPublicKeyInfo DER: the import
+	// is refused unless the unwrapped key signs for it.
+	PublicKey     []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportedKey) Reset() {
+	*x = ImportedKey{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportedKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportedKey) ProtoMessage() {}
+
+func (x *ImportedKey) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportedKey.ProtoReflect.Descriptor instead.
+func (*ImportedKey) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ImportedKey) GetWrappedKey() []byte {
+	if x != nil {
+		return x.WrappedKey
+	}
+	return nil
+}
+
+func (x *ImportedKey) GetImportToken() string {
+	if x != nil {
+		return x.ImportToken
+	}
+	return ""
+}
+
+func (x *ImportedKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+type GetImportParametersRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Algorithm string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// 2048 or 3072 for RS256/PS256 (2048 if zero).
+	RsaBits int32 `protobuf:"varint,3,opt,name=rsa_bits,json=rsaBits,proto3" json:"rsa_bits,omitempty"`
+	// A configured backend name; the default backend if empty.
+	Backend       string `protobuf:"bytes,4,opt,name=backend,proto3" json:"backend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImportParametersRequest) Reset() {
+	*x = GetImportParametersRequest{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImportParametersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImportParametersRequest) ProtoMessage() {}
+
+func (x *GetImportParametersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImportParametersRequest.ProtoReflect.Descriptor instead.
+func (*GetImportParametersRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetImportParametersRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetImportParametersRequest) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *GetImportParametersRequest) GetRsaBits() int32 {
+	if x != nil {
+		return x.RsaBits
+	}
+	return 0
+}
+
+func (x *GetImportParametersRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+type GetImportParametersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The wrapping key pair's public key, SubjectPublicKeyInfo PEM.
+	WrappingPublicKeyPem string `protobuf:"bytes,1,opt,name=wrapping_public_key_pem,json=wrappingPublicKeyPem,proto3" json:"wrapping_public_key_pem,omitempty"`
+	// RSA_AES_KEY_WRAP_SHA_256 or RSA_AES_KEY_WRAP_SHA_1.
+	WrappingAlgorithm string `protobuf:"bytes,2,opt,name=wrapping_algorithm,json=wrappingAlgorithm,proto3" json:"wrapping_algorithm,omitempty"`
+	// sha256 or sha1: the OAEP hash of the wrapping.
+	OaepHash      string                 `protobuf:"bytes,3,opt,name=oaep_hash,json=oaepHash,proto3" json:"oaep_hash,omitempty"`
+	ImportToken   string                 `protobuf:"bytes,4,opt,name=import_token,json=importToken,proto3" json:"import_token,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImportParametersResponse) Reset() {
+	*x = GetImportParametersResponse{}
+	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImportParametersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImportParametersResponse) ProtoMessage() {}
+
+func (x *GetImportParametersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImportParametersResponse.ProtoReflect.Descriptor instead.
+func (*GetImportParametersResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetImportParametersResponse) GetWrappingPublicKeyPem() string {
+	if x != nil {
+		return x.WrappingPublicKeyPem
+	}
+	return ""
+}
+
+func (x *GetImportParametersResponse) GetWrappingAlgorithm() string {
+	if x != nil {
+		return x.WrappingAlgorithm
+	}
+	return ""
+}
+
+func (x *GetImportParametersResponse) GetOaepHash() string {
+	if x != nil {
+		return x.OaepHash
+	}
+	return ""
+}
+
+func (x *GetImportParametersResponse) GetImportToken() string {
+	if x != nil {
+		return x.ImportToken
+	}
+	return ""
+}
+
+func (x *GetImportParametersResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 type CreateKeyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -699,7 +937,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	mi := &file_sigil_v1_keys_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +949,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[5]
+	mi := &file_sigil_v1_keys_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +962,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{5}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateKeyResponse) GetKey() *Key {
@@ -743,7 +981,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	mi := &file_sigil_v1_keys_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +993,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[6]
+	mi := &file_sigil_v1_keys_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +1006,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{6}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetKeyRequest) GetId() string {
@@ -787,7 +1025,7 @@ type GetKeyResponse struct {
 
 func (x *GetKeyResponse) Reset() {
 	*x = GetKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	mi := &file_sigil_v1_keys_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +1037,7 @@ func (x *GetKeyResponse) String() string {
 func (*GetKeyResponse) ProtoMessage() {}
 
 func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[7]
+	mi := &file_sigil_v1_keys_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1050,7 @@ func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{7}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetKeyResponse) GetKey() *Key {
@@ -841,7 +1079,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[8]
+	mi := &file_sigil_v1_keys_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1091,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[8]
+	mi := &file_sigil_v1_keys_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1104,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{8}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListKeysRequest) GetPurpose() string {
@@ -915,7 +1153,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[9]
+	mi := &file_sigil_v1_keys_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1165,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[9]
+	mi := &file_sigil_v1_keys_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1178,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{9}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -970,7 +1208,7 @@ type GetPublicKeyRequest struct {
 
 func (x *GetPublicKeyRequest) Reset() {
 	*x = GetPublicKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[10]
+	mi := &file_sigil_v1_keys_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1220,7 @@ func (x *GetPublicKeyRequest) String() string {
 func (*GetPublicKeyRequest) ProtoMessage() {}
 
 func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[10]
+	mi := &file_sigil_v1_keys_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1233,7 @@ func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{10}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetPublicKeyRequest) GetId() string {
@@ -1032,7 +1270,7 @@ type GetPublicKeyResponse struct {
 
 func (x *GetPublicKeyResponse) Reset() {
 	*x = GetPublicKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[11]
+	mi := &file_sigil_v1_keys_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1282,7 @@ func (x *GetPublicKeyResponse) String() string {
 func (*GetPublicKeyResponse) ProtoMessage() {}
 
 func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[11]
+	mi := &file_sigil_v1_keys_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1295,7 @@ func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{11}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetPublicKeyResponse) GetGeneration() int32 {
@@ -1103,7 +1341,7 @@ type UpdateKeyPolicyRequest struct {
 
 func (x *UpdateKeyPolicyRequest) Reset() {
 	*x = UpdateKeyPolicyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[12]
+	mi := &file_sigil_v1_keys_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1353,7 @@ func (x *UpdateKeyPolicyRequest) String() string {
 func (*UpdateKeyPolicyRequest) ProtoMessage() {}
 
 func (x *UpdateKeyPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[12]
+	mi := &file_sigil_v1_keys_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1366,7 @@ func (x *UpdateKeyPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyPolicyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{12}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateKeyPolicyRequest) GetId() string {
@@ -1168,7 +1406,7 @@ type UpdateKeyPolicyResponse struct {
 
 func (x *UpdateKeyPolicyResponse) Reset() {
 	*x = UpdateKeyPolicyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[13]
+	mi := &file_sigil_v1_keys_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1418,7 @@ func (x *UpdateKeyPolicyResponse) String() string {
 func (*UpdateKeyPolicyResponse) ProtoMessage() {}
 
 func (x *UpdateKeyPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[13]
+	mi := &file_sigil_v1_keys_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1431,7 @@ func (x *UpdateKeyPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyPolicyResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{13}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateKeyPolicyResponse) GetKey() *Key {
@@ -1215,7 +1453,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[14]
+	mi := &file_sigil_v1_keys_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1465,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[14]
+	mi := &file_sigil_v1_keys_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1478,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{14}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RotateKeyRequest) GetId() string {
@@ -1266,7 +1504,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[15]
+	mi := &file_sigil_v1_keys_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1516,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[15]
+	mi := &file_sigil_v1_keys_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1529,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{15}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RotateKeyResponse) GetKey() *Key {
@@ -1311,7 +1549,7 @@ type RevokeGenerationRequest struct {
 
 func (x *RevokeGenerationRequest) Reset() {
 	*x = RevokeGenerationRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[16]
+	mi := &file_sigil_v1_keys_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1561,7 @@ func (x *RevokeGenerationRequest) String() string {
 func (*RevokeGenerationRequest) ProtoMessage() {}
 
 func (x *RevokeGenerationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[16]
+	mi := &file_sigil_v1_keys_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1574,7 @@ func (x *RevokeGenerationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGenerationRequest.ProtoReflect.Descriptor instead.
 func (*RevokeGenerationRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{16}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeGenerationRequest) GetId() string {
@@ -1362,7 +1600,7 @@ type RevokeGenerationResponse struct {
 
 func (x *RevokeGenerationResponse) Reset() {
 	*x = RevokeGenerationResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[17]
+	mi := &file_sigil_v1_keys_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1612,7 @@ func (x *RevokeGenerationResponse) String() string {
 func (*RevokeGenerationResponse) ProtoMessage() {}
 
 func (x *RevokeGenerationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[17]
+	mi := &file_sigil_v1_keys_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1625,7 @@ func (x *RevokeGenerationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGenerationResponse.ProtoReflect.Descriptor instead.
 func (*RevokeGenerationResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{17}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RevokeGenerationResponse) GetKey() *Key {
@@ -1406,7 +1644,7 @@ type DisableKeyRequest struct {
 
 func (x *DisableKeyRequest) Reset() {
 	*x = DisableKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[18]
+	mi := &file_sigil_v1_keys_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1656,7 @@ func (x *DisableKeyRequest) String() string {
 func (*DisableKeyRequest) ProtoMessage() {}
 
 func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[18]
+	mi := &file_sigil_v1_keys_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1669,7 @@ func (x *DisableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyRequest.ProtoReflect.Descriptor instead.
 func (*DisableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{18}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DisableKeyRequest) GetId() string {
@@ -1450,7 +1688,7 @@ type DisableKeyResponse struct {
 
 func (x *DisableKeyResponse) Reset() {
 	*x = DisableKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[19]
+	mi := &file_sigil_v1_keys_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1700,7 @@ func (x *DisableKeyResponse) String() string {
 func (*DisableKeyResponse) ProtoMessage() {}
 
 func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[19]
+	mi := &file_sigil_v1_keys_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1713,7 @@ func (x *DisableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKeyResponse.ProtoReflect.Descriptor instead.
 func (*DisableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{19}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DisableKeyResponse) GetKey() *Key {
@@ -1494,7 +1732,7 @@ type EnableKeyRequest struct {
 
 func (x *EnableKeyRequest) Reset() {
 	*x = EnableKeyRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[20]
+	mi := &file_sigil_v1_keys_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1744,7 @@ func (x *EnableKeyRequest) String() string {
 func (*EnableKeyRequest) ProtoMessage() {}
 
 func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[20]
+	mi := &file_sigil_v1_keys_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1757,7 @@ func (x *EnableKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyRequest.ProtoReflect.Descriptor instead.
 func (*EnableKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{20}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EnableKeyRequest) GetId() string {
@@ -1538,7 +1776,7 @@ type EnableKeyResponse struct {
 
 func (x *EnableKeyResponse) Reset() {
 	*x = EnableKeyResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[21]
+	mi := &file_sigil_v1_keys_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1788,7 @@ func (x *EnableKeyResponse) String() string {
 func (*EnableKeyResponse) ProtoMessage() {}
 
 func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[21]
+	mi := &file_sigil_v1_keys_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1801,7 @@ func (x *EnableKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKeyResponse.ProtoReflect.Descriptor instead.
 func (*EnableKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{21}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EnableKeyResponse) GetKey() *Key {
@@ -1584,7 +1822,7 @@ type ScheduleKeyDeletionRequest struct {
 
 func (x *ScheduleKeyDeletionRequest) Reset() {
 	*x = ScheduleKeyDeletionRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[22]
+	mi := &file_sigil_v1_keys_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1834,7 @@ func (x *ScheduleKeyDeletionRequest) String() string {
 func (*ScheduleKeyDeletionRequest) ProtoMessage() {}
 
 func (x *ScheduleKeyDeletionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[22]
+	mi := &file_sigil_v1_keys_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1847,7 @@ func (x *ScheduleKeyDeletionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDeletionRequest.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDeletionRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{22}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ScheduleKeyDeletionRequest) GetId() string {
@@ -1635,7 +1873,7 @@ type ScheduleKeyDeletionResponse struct {
 
 func (x *ScheduleKeyDeletionResponse) Reset() {
 	*x = ScheduleKeyDeletionResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[23]
+	mi := &file_sigil_v1_keys_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1885,7 @@ func (x *ScheduleKeyDeletionResponse) String() string {
 func (*ScheduleKeyDeletionResponse) ProtoMessage() {}
 
 func (x *ScheduleKeyDeletionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[23]
+	mi := &file_sigil_v1_keys_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1898,7 @@ func (x *ScheduleKeyDeletionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDeletionResponse.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDeletionResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{23}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ScheduleKeyDeletionResponse) GetKey() *Key {
@@ -1679,7 +1917,7 @@ type CancelKeyDeletionRequest struct {
 
 func (x *CancelKeyDeletionRequest) Reset() {
 	*x = CancelKeyDeletionRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[24]
+	mi := &file_sigil_v1_keys_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1929,7 @@ func (x *CancelKeyDeletionRequest) String() string {
 func (*CancelKeyDeletionRequest) ProtoMessage() {}
 
 func (x *CancelKeyDeletionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[24]
+	mi := &file_sigil_v1_keys_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1942,7 @@ func (x *CancelKeyDeletionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDeletionRequest.ProtoReflect.Descriptor instead.
 func (*CancelKeyDeletionRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{24}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CancelKeyDeletionRequest) GetId() string {
@@ -1723,7 +1961,7 @@ type CancelKeyDeletionResponse struct {
 
 func (x *CancelKeyDeletionResponse) Reset() {
 	*x = CancelKeyDeletionResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[25]
+	mi := &file_sigil_v1_keys_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1973,7 @@ func (x *CancelKeyDeletionResponse) String() string {
 func (*CancelKeyDeletionResponse) ProtoMessage() {}
 
 func (x *CancelKeyDeletionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[25]
+	mi := &file_sigil_v1_keys_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1986,7 @@ func (x *CancelKeyDeletionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDeletionResponse.ProtoReflect.Descriptor instead.
 func (*CancelKeyDeletionResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{25}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelKeyDeletionResponse) GetKey() *Key {
@@ -1774,7 +2012,7 @@ type UpdateKeyMetadataRequest struct {
 
 func (x *UpdateKeyMetadataRequest) Reset() {
 	*x = UpdateKeyMetadataRequest{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[26]
+	mi := &file_sigil_v1_keys_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +2024,7 @@ func (x *UpdateKeyMetadataRequest) String() string {
 func (*UpdateKeyMetadataRequest) ProtoMessage() {}
 
 func (x *UpdateKeyMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[26]
+	mi := &file_sigil_v1_keys_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2037,7 @@ func (x *UpdateKeyMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyMetadataRequest.ProtoReflect.Descriptor instead.
 func (*UpdateKeyMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{26}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateKeyMetadataRequest) GetId() string {
@@ -1846,7 +2084,7 @@ type UpdateKeyMetadataResponse struct {
 
 func (x *UpdateKeyMetadataResponse) Reset() {
 	*x = UpdateKeyMetadataResponse{}
-	mi := &file_sigil_v1_keys_proto_msgTypes[27]
+	mi := &file_sigil_v1_keys_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2096,7 @@ func (x *UpdateKeyMetadataResponse) String() string {
 func (*UpdateKeyMetadataResponse) ProtoMessage() {}
 
 func (x *UpdateKeyMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_keys_proto_msgTypes[27]
+	mi := &file_sigil_v1_keys_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2109,7 @@ func (x *UpdateKeyMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateKeyMetadataResponse.ProtoReflect.Descriptor instead.
 func (*UpdateKeyMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{27}
+	return file_sigil_v1_keys_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateKeyMetadataResponse) GetKey() *Key {
@@ -1931,7 +2169,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\ballow_to\x18\x05 \x03(\tR\aallowTo\x12'\n" +
 	"\x0fallow_selectors\x18\x06 \x03(\tR\x0eallowSelectors\x12'\n" +
 	"\rmax_nonce_gap\x18\a \x01(\x04H\x00R\vmaxNonceGap\x88\x01\x01B\x10\n" +
-	"\x0e_max_nonce_gap\"\xdc\x02\n" +
+	"\x0e_max_nonce_gap\"\xf4\x02\n" +
 	"\n" +
 	"Generation\x12\x1e\n" +
 	"\n" +
@@ -1945,7 +2183,8 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
-	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\"\x9a\x04\n" +
+	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\x12\x16\n" +
+	"\x06origin\x18\t \x01(\tR\x06origin\"\xcd\x04\n" +
 	"\x10CreateKeyRequest\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -1963,10 +2202,29 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	" \x03(\v2&.sigil.v1.CreateKeyRequest.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05owner\x18\v \x01(\tR\x05owner\x12 \n" +
 	"\vdescription\x18\f \x01(\tR\vdescription\x12\x1b\n" +
-	"\tadopt_uri\x18\r \x01(\tR\badoptUri\x1a9\n" +
+	"\tadopt_uri\x18\r \x01(\tR\badoptUri\x121\n" +
+	"\bimported\x18\x0e \x01(\v2\x15.sigil.v1.ImportedKeyR\bimported\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
+	"\vImportedKey\x12\x1f\n" +
+	"\vwrapped_key\x18\x01 \x01(\fR\n" +
+	"wrappedKey\x12!\n" +
+	"\fimport_token\x18\x02 \x01(\tR\vimportToken\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\"\x85\x01\n" +
+	"\x1aGetImportParametersRequest\x12\x14\n" +
+	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x19\n" +
+	"\brsa_bits\x18\x03 \x01(\x05R\arsaBits\x12\x18\n" +
+	"\abackend\x18\x04 \x01(\tR\abackend\"\x80\x02\n" +
+	"\x1bGetImportParametersResponse\x125\n" +
+	"\x17wrapping_public_key_pem\x18\x01 \x01(\tR\x14wrappingPublicKeyPem\x12-\n" +
+	"\x12wrapping_algorithm\x18\x02 \x01(\tR\x11wrappingAlgorithm\x12\x1b\n" +
+	"\toaep_hash\x18\x03 \x01(\tR\boaepHash\x12!\n" +
+	"\fimport_token\x18\x04 \x01(\tR\vimportToken\x12;\n" +
+	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"4\n" +
 	"\x11CreateKeyResponse\x12\x1f\n" +
 	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"%\n" +
 	"\rGetKeyRequest\x12\x14\n" +
@@ -2047,10 +2305,11 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x06_ownerB\x0e\n" +
 	"\f_description\"<\n" +
 	"\x19UpdateKeyMetadataResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\xc9\a\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key2\xad\b\n" +
 	"\n" +
 	"KeyService\x12D\n" +
-	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12;\n" +
+	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12b\n" +
+	"\x13GetImportParameters\x12$.sigil.v1.GetImportParametersRequest\x1a%.sigil.v1.GetImportParametersResponse\x12;\n" +
 	"\x06GetKey\x12\x17.sigil.v1.GetKeyRequest\x1a\x18.sigil.v1.GetKeyResponse\x12A\n" +
 	"\bListKeys\x12\x19.sigil.v1.ListKeysRequest\x1a\x1a.sigil.v1.ListKeysResponse\x12M\n" +
 	"\fGetPublicKey\x12\x1d.sigil.v1.GetPublicKeyRequest\x1a\x1e.sigil.v1.GetPublicKeyResponse\x12V\n" +
@@ -2077,108 +2336,115 @@ func file_sigil_v1_keys_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_keys_proto_rawDescData
 }
 
-var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_sigil_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_sigil_v1_keys_proto_goTypes = []any{
 	(*JWTPolicy)(nil),                   // 0: sigil.v1.JWTPolicy
 	(*Key)(nil),                         // 1: sigil.v1.Key
 	(*EthPolicy)(nil),                   // 2: sigil.v1.EthPolicy
 	(*Generation)(nil),                  // 3: sigil.v1.Generation
 	(*CreateKeyRequest)(nil),            // 4: sigil.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),           // 5: sigil.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),               // 6: sigil.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),              // 7: sigil.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),             // 8: sigil.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),            // 9: sigil.v1.ListKeysResponse
-	(*GetPublicKeyRequest)(nil),         // 10: sigil.v1.GetPublicKeyRequest
-	(*GetPublicKeyResponse)(nil),        // 11: sigil.v1.GetPublicKeyResponse
-	(*UpdateKeyPolicyRequest)(nil),      // 12: sigil.v1.UpdateKeyPolicyRequest
-	(*UpdateKeyPolicyResponse)(nil),     // 13: sigil.v1.UpdateKeyPolicyResponse
-	(*RotateKeyRequest)(nil),            // 14: sigil.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),           // 15: sigil.v1.RotateKeyResponse
-	(*RevokeGenerationRequest)(nil),     // 16: sigil.v1.RevokeGenerationRequest
-	(*RevokeGenerationResponse)(nil),    // 17: sigil.v1.RevokeGenerationResponse
-	(*DisableKeyRequest)(nil),           // 18: sigil.v1.DisableKeyRequest
-	(*DisableKeyResponse)(nil),          // 19: sigil.v1.DisableKeyResponse
-	(*EnableKeyRequest)(nil),            // 20: sigil.v1.EnableKeyRequest
-	(*EnableKeyResponse)(nil),           // 21: sigil.v1.EnableKeyResponse
-	(*ScheduleKeyDeletionRequest)(nil),  // 22: sigil.v1.ScheduleKeyDeletionRequest
-	(*ScheduleKeyDeletionResponse)(nil), // 23: sigil.v1.ScheduleKeyDeletionResponse
-	(*CancelKeyDeletionRequest)(nil),    // 24: sigil.v1.CancelKeyDeletionRequest
-	(*CancelKeyDeletionResponse)(nil),   // 25: sigil.v1.CancelKeyDeletionResponse
-	(*UpdateKeyMetadataRequest)(nil),    // 26: sigil.v1.UpdateKeyMetadataRequest
-	(*UpdateKeyMetadataResponse)(nil),   // 27: sigil.v1.UpdateKeyMetadataResponse
-	nil,                                 // 28: sigil.v1.Key.LabelsEntry
-	nil,                                 // 29: sigil.v1.CreateKeyRequest.LabelsEntry
-	nil,                                 // 30: sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
-	(*durationpb.Duration)(nil),         // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
-	(*anypb.Any)(nil),                   // 33: google.protobuf.Any
+	(*ImportedKey)(nil),                 // 5: sigil.v1.ImportedKey
+	(*GetImportParametersRequest)(nil),  // 6: sigil.v1.GetImportParametersRequest
+	(*GetImportParametersResponse)(nil), // 7: sigil.v1.GetImportParametersResponse
+	(*CreateKeyResponse)(nil),           // 8: sigil.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),               // 9: sigil.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),              // 10: sigil.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),             // 11: sigil.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),            // 12: sigil.v1.ListKeysResponse
+	(*GetPublicKeyRequest)(nil),         // 13: sigil.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),        // 14: sigil.v1.GetPublicKeyResponse
+	(*UpdateKeyPolicyRequest)(nil),      // 15: sigil.v1.UpdateKeyPolicyRequest
+	(*UpdateKeyPolicyResponse)(nil),     // 16: sigil.v1.UpdateKeyPolicyResponse
+	(*RotateKeyRequest)(nil),            // 17: sigil.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),           // 18: sigil.v1.RotateKeyResponse
+	(*RevokeGenerationRequest)(nil),     // 19: sigil.v1.RevokeGenerationRequest
+	(*RevokeGenerationResponse)(nil),    // 20: sigil.v1.RevokeGenerationResponse
+	(*DisableKeyRequest)(nil),           // 21: sigil.v1.DisableKeyRequest
+	(*DisableKeyResponse)(nil),          // 22: sigil.v1.DisableKeyResponse
+	(*EnableKeyRequest)(nil),            // 23: sigil.v1.EnableKeyRequest
+	(*EnableKeyResponse)(nil),           // 24: sigil.v1.EnableKeyResponse
+	(*ScheduleKeyDeletionRequest)(nil),  // 25: sigil.v1.ScheduleKeyDeletionRequest
+	(*ScheduleKeyDeletionResponse)(nil), // 26: sigil.v1.ScheduleKeyDeletionResponse
+	(*CancelKeyDeletionRequest)(nil),    // 27: sigil.v1.CancelKeyDeletionRequest
+	(*CancelKeyDeletionResponse)(nil),   // 28: sigil.v1.CancelKeyDeletionResponse
+	(*UpdateKeyMetadataRequest)(nil),    // 29: sigil.v1.UpdateKeyMetadataRequest
+	(*UpdateKeyMetadataResponse)(nil),   // 30: sigil.v1.UpdateKeyMetadataResponse
+	nil,                                 // 31: sigil.v1.Key.LabelsEntry
+	nil,                                 // 32: sigil.v1.CreateKeyRequest.LabelsEntry
+	nil,                                 // 33: sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
+	(*durationpb.Duration)(nil),         // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 35: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                   // 36: google.protobuf.Any
 }
 var file_sigil_v1_keys_proto_depIdxs = []int32{
-	31, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
-	31, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
-	31, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
-	31, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
-	31, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
+	34, // 0: sigil.v1.JWTPolicy.rotate_every:type_name -> google.protobuf.Duration
+	34, // 1: sigil.v1.JWTPolicy.publish_ahead:type_name -> google.protobuf.Duration
+	34, // 2: sigil.v1.JWTPolicy.max_token_ttl:type_name -> google.protobuf.Duration
+	34, // 3: sigil.v1.JWTPolicy.skew:type_name -> google.protobuf.Duration
+	34, // 4: sigil.v1.JWTPolicy.jwks_max_age:type_name -> google.protobuf.Duration
 	3,  // 5: sigil.v1.Key.generations:type_name -> sigil.v1.Generation
-	32, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	35, // 6: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 7: sigil.v1.Key.jwt_policy:type_name -> sigil.v1.JWTPolicy
 	2,  // 8: sigil.v1.Key.eth_policy:type_name -> sigil.v1.EthPolicy
-	33, // 9: sigil.v1.Key.policy:type_name -> google.protobuf.Any
-	32, // 10: sigil.v1.Key.delete_time:type_name -> google.protobuf.Timestamp
-	28, // 11: sigil.v1.Key.labels:type_name -> sigil.v1.Key.LabelsEntry
-	32, // 12: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	32, // 13: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
-	32, // 14: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	36, // 9: sigil.v1.Key.policy:type_name -> google.protobuf.Any
+	35, // 10: sigil.v1.Key.delete_time:type_name -> google.protobuf.Timestamp
+	31, // 11: sigil.v1.Key.labels:type_name -> sigil.v1.Key.LabelsEntry
+	35, // 12: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	35, // 13: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	35, // 14: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
 	0,  // 15: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
 	2,  // 16: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	33, // 17: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
-	29, // 18: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
-	1,  // 19: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 20: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 21: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	0,  // 22: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 23: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	33, // 24: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
-	1,  // 25: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
-	1,  // 26: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 27: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
-	1,  // 28: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 29: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
-	31, // 30: sigil.v1.ScheduleKeyDeletionRequest.window:type_name -> google.protobuf.Duration
-	1,  // 31: sigil.v1.ScheduleKeyDeletionResponse.key:type_name -> sigil.v1.Key
-	1,  // 32: sigil.v1.CancelKeyDeletionResponse.key:type_name -> sigil.v1.Key
-	30, // 33: sigil.v1.UpdateKeyMetadataRequest.set_labels:type_name -> sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
-	1,  // 34: sigil.v1.UpdateKeyMetadataResponse.key:type_name -> sigil.v1.Key
-	4,  // 35: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	6,  // 36: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	8,  // 37: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	10, // 38: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	12, // 39: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
-	14, // 40: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	16, // 41: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
-	18, // 42: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
-	20, // 43: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
-	22, // 44: sigil.v1.KeyService.ScheduleKeyDeletion:input_type -> sigil.v1.ScheduleKeyDeletionRequest
-	24, // 45: sigil.v1.KeyService.CancelKeyDeletion:input_type -> sigil.v1.CancelKeyDeletionRequest
-	26, // 46: sigil.v1.KeyService.UpdateKeyMetadata:input_type -> sigil.v1.UpdateKeyMetadataRequest
-	5,  // 47: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	7,  // 48: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	9,  // 49: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	11, // 50: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	13, // 51: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
-	15, // 52: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	17, // 53: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
-	19, // 54: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
-	21, // 55: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
-	23, // 56: sigil.v1.KeyService.ScheduleKeyDeletion:output_type -> sigil.v1.ScheduleKeyDeletionResponse
-	25, // 57: sigil.v1.KeyService.CancelKeyDeletion:output_type -> sigil.v1.CancelKeyDeletionResponse
-	27, // 58: sigil.v1.KeyService.UpdateKeyMetadata:output_type -> sigil.v1.UpdateKeyMetadataResponse
-	47, // [47:59] is the sub-list for method output_type
-	35, // [35:47] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	36, // 17: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
+	32, // 18: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
+	5,  // 19: sigil.v1.CreateKeyRequest.imported:type_name -> sigil.v1.ImportedKey
+	35, // 20: sigil.v1.GetImportParametersResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 21: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 22: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 23: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	0,  // 24: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 25: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	36, // 26: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
+	1,  // 27: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
+	1,  // 28: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 29: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
+	1,  // 30: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 31: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
+	34, // 32: sigil.v1.ScheduleKeyDeletionRequest.window:type_name -> google.protobuf.Duration
+	1,  // 33: sigil.v1.ScheduleKeyDeletionResponse.key:type_name -> sigil.v1.Key
+	1,  // 34: sigil.v1.CancelKeyDeletionResponse.key:type_name -> sigil.v1.Key
+	33, // 35: sigil.v1.UpdateKeyMetadataRequest.set_labels:type_name -> sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
+	1,  // 36: sigil.v1.UpdateKeyMetadataResponse.key:type_name -> sigil.v1.Key
+	4,  // 37: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	6,  // 38: sigil.v1.KeyService.GetImportParameters:input_type -> sigil.v1.GetImportParametersRequest
+	9,  // 39: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	11, // 40: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	13, // 41: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	15, // 42: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	17, // 43: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	19, // 44: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	21, // 45: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
+	23, // 46: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
+	25, // 47: sigil.v1.KeyService.ScheduleKeyDeletion:input_type -> sigil.v1.ScheduleKeyDeletionRequest
+	27, // 48: sigil.v1.KeyService.CancelKeyDeletion:input_type -> sigil.v1.CancelKeyDeletionRequest
+	29, // 49: sigil.v1.KeyService.UpdateKeyMetadata:input_type -> sigil.v1.UpdateKeyMetadataRequest
+	8,  // 50: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	7,  // 51: sigil.v1.KeyService.GetImportParameters:output_type -> sigil.v1.GetImportParametersResponse
+	10, // 52: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	12, // 53: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	14, // 54: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	16, // 55: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	18, // 56: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	20, // 57: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	22, // 58: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
+	24, // 59: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
+	26, // 60: sigil.v1.KeyService.ScheduleKeyDeletion:output_type -> sigil.v1.ScheduleKeyDeletionResponse
+	28, // 61: sigil.v1.KeyService.CancelKeyDeletion:output_type -> sigil.v1.CancelKeyDeletionResponse
+	30, // 62: sigil.v1.KeyService.UpdateKeyMetadata:output_type -> sigil.v1.UpdateKeyMetadataResponse
+	50, // [50:63] is the sub-list for method output_type
+	37, // [37:50] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }
@@ -2188,14 +2454,14 @@ func file_sigil_v1_keys_proto_init() {
 	}
 	file_sigil_v1_options_proto_init()
 	file_sigil_v1_keys_proto_msgTypes[2].OneofWrappers = []any{}
-	file_sigil_v1_keys_proto_msgTypes[26].OneofWrappers = []any{}
+	file_sigil_v1_keys_proto_msgTypes[29].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_keys_proto_rawDesc), len(file_sigil_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	KeyService_CreateKey_FullMethodName           = "/sigil.v1.KeyService/CreateKey"
+	KeyService_GetImportParameters_FullMethodName = "/sigil.v1.KeyService/GetImportParameters"
 	KeyService_GetKey_FullMethodName              = "/sigil.v1.KeyService/GetKey"
 	KeyService_ListKeys_FullMethodName            = "/sigil.v1.KeyService/ListKeys"
 	KeyService_GetPublicKey_FullMethodName        = "/sigil.v1.KeyService/GetPublicKey"
@@ -42,6 +43,11 @@ const (
 type KeyServiceClient interface {
 	// CreateKey generates generation 1 of a new key inside its backend.
 	CreateKey(ctx context.Context, in *CreateKeyRequest, opts ...grpc.CallOption) (*CreateKeyResponse, error)
+	// GetImportParameters makes a wrapping key pair in the backend for
+	// importing key id's private key (CreateKeyRequest.imported): its public
+	// key, the OAEP hash the backend unwraps with and a one-time import
+	// token, valid 24 hours; asking again replaces them.
+	GetImportParameters(ctx context.Context, in *GetImportParametersRequest, opts ...grpc.CallOption) (*GetImportParametersResponse, error)
 	// GetKey returns one key with its generations and public keys.
 	GetKey(ctx context.Context, in *GetKeyRequest, opts ...grpc.CallOption) (*GetKeyResponse, error)
 	// ListKeys returns every key.
@@ -85,6 +91,16 @@ func (c *keyServiceClient) CreateKey(ctx context.Context, in *CreateKeyRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateKeyResponse)
 	err := c.cc.Invoke(ctx, KeyService_CreateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) GetImportParameters(ctx context.Context, in *GetImportParametersRequest, opts ...grpc.CallOption) (*GetImportParametersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetImportParametersResponse)
+	err := c.cc.Invoke(ctx, KeyService_GetImportParameters_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +226,11 @@ func (c *keyServiceClient) UpdateKeyMetadata(ctx context.Context, in *UpdateKeyM
 type KeyServiceServer interface {
 	// CreateKey generates generation 1 of a new key inside its backend.
 	CreateKey(context.Context, *CreateKeyRequest) (*CreateKeyResponse, error)
+	// GetImportParameters makes a wrapping key pair in the backend for
+	// importing key id's private key (CreateKeyRequest.imported): its public
+	// key, the OAEP hash the backend unwraps with and a one-time import
+	// token, valid 24 hours; asking again replaces them.
+	GetImportParameters(context.Context, *GetImportParametersRequest) (*GetImportParametersResponse, error)
 	// GetKey returns one key with its generations and public keys.
 	GetKey(context.Context, *GetKeyRequest) (*GetKeyResponse, error)
 	// ListKeys returns every key.
@@ -251,6 +272,9 @@ type UnimplementedKeyServiceServer struct{}
 
 func (UnimplementedKeyServiceServer) CreateKey(context.Context, *CreateKeyRequest) (*CreateKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateKey not implemented")
+}
+func (UnimplementedKeyServiceServer) GetImportParameters(context.Context, *GetImportParametersRequest) (*GetImportParametersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetImportParameters not implemented")
 }
 func (UnimplementedKeyServiceServer) GetKey(context.Context, *GetKeyRequest) (*GetKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKey not implemented")
@@ -320,6 +344,24 @@ func _KeyService_CreateKey_Handler(srv interface{}, ctx context.Context, dec fun
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(KeyServiceServer).CreateKey(ctx, req.(*CreateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_GetImportParameters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetImportParametersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).GetImportParameters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_GetImportParameters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).GetImportParameters(ctx, req.(*GetImportParametersRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -532,6 +574,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateKey",
 			Handler:    _KeyService_CreateKey_Handler,
+		},
+		{
+			MethodName: "GetImportParameters",
+			Handler:    _KeyService_GetImportParameters_Handler,
 		},
 		{
 			MethodName: "GetKey",
