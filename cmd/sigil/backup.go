@@ -85,7 +85,7 @@ for approval that had not ended come back expired.`,
 				return err
 			}
 			defer closeBackends()
-			store, _, err := openStore(ctx, cfg.Store, log)
+			store, _, err := openRawStore(ctx, cfg.Store, log) // a restore cut short is finished by one with --force
 			if err != nil {
 				return storeInUse(cfg, err)
 			}

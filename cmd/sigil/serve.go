@@ -384,11 +384,28 @@ type ledgerStore interface {
 	Close() error
 }
 
-// openStore opens the configured keyring store and says how to run the
+// openStore is openRawStore, refusing a store a restore was cut short in
+// (etcd's restore is written in batches after a marker its last batch
+// removes): it holds part of a backup.
+func openStore(ctx context.Context, c config.Store, log *slog.Logger) (ledgerStore, func(context.Context, *keyring.Keyring), error) {
+	s, schedule, err := openRawStore(ctx, c, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r, ok := s.(interface{ CheckRestored(context.Context) error }); ok {
+		if err := r.CheckRestored(ctx); err != nil {
+			s.Close()
+			return nil, nil, err
+		}
+	}
+	return s, schedule, nil
+}
+
+// openRawStore opens the configured keyring store and says how to run the
 // rotation scheduler over it: directly for bbolt (one node), or for etcd
 // on the one replica that wins the election, every replica following the
 // store's changes.
-func openStore(ctx context.Context, c config.Store, log *slog.Logger) (ledgerStore, func(context.Context, *keyring.Keyring), error) {
+func openRawStore(ctx context.Context, c config.Store, log *slog.Logger) (ledgerStore, func(context.Context, *keyring.Keyring), error) {
 	if c.Type != "etcd" {
 		s, err := boltstore.Open(c.Path)
 		return s, func(ctx context.Context, kr *keyring.Keyring) { kr.Run(ctx, schedulerInterval) }, err

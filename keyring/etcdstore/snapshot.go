@@ -2,11 +2,13 @@ package etcdstore
 
 import (
 	"context"
+	"strconv"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/failpoint"
 	"github.com/sigil-hsm/sigil/keyring"
 )
 
@@ -44,11 +46,21 @@ func (s *Store) Snapshot(ctx context.Context) (*keyring.Snapshot, error) {
 // --max-txn-ops is 128 by default).
 const restoreBatch = 100
 
+// unfinished names the marker a restore writes before its first batch
+// and deletes in its last: a restore cut short between leaves it, and a
+// store holding it is refused (CheckRestored) until a restore finishes.
+const unfinished = "restore-unfinished"
+
 // Restore writes snap under the prefix, in transactions of restoreBatch
-// writes: restore with no server running against this cluster. The
-// prefix must be empty (but for the scheduler's election) unless
-// replace, which deletes it first.
+// writes, after a marker that only its last transaction removes: restore
+// with no server running against this cluster. The prefix must be empty
+// (but for the scheduler's election) unless replace, which deletes it
+// first.
 func (s *Store) Restore(ctx context.Context, snap *keyring.Snapshot, replace bool) error {
+	marker := s.prefix + unfinished
+	if err := s.CheckRestored(ctx); err != nil && !replace {
+		return err
+	}
 	for folder := range parts(snap) {
 		resp, err := s.cli.Get(ctx, s.prefix+folder, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
@@ -64,10 +76,14 @@ func (s *Store) Restore(ctx context.Context, snap *keyring.Snapshot, replace boo
 			return classify(ctx, err)
 		}
 	}
+	if _, err := s.cli.Put(ctx, marker, strconv.FormatInt(snap.Revision, 10)); err != nil {
+		return classify(ctx, err)
+	}
+	failpoint.Hit("restore.after-marker") // the state of any restore cut short: the marker and part of the backup
 	var ops []clientv3.Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
+	flush := func(last bool) error {
+		if last {
+			ops = append(ops, clientv3.OpDelete(marker))
 		}
 		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		ops = ops[:0]
@@ -80,11 +96,25 @@ func (s *Store) Restore(ctx context.Context, snap *keyring.Snapshot, replace boo
 		for name, v := range *p {
 			ops = append(ops, clientv3.OpPut(s.prefix+folder+name, string(v)))
 			if len(ops) == restoreBatch {
-				if err := flush(); err != nil {
+				if err := flush(false); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	return flush()
+	return flush(true)
+}
+
+// CheckRestored refuses a store a restore was cut short in: it holds
+// part of a backup, and a server on it would sign with part of the
+// state (a ledger without its fence, say).
+func (s *Store) CheckRestored(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, s.prefix+unfinished, clientv3.WithCountOnly())
+	if err != nil {
+		return classify(ctx, err)
+	}
+	if resp.Count > 0 {
+		return errs.New(errs.FailedPrecondition, "a restore into this store (etcd prefix %s) did not finish: it holds part of a backup; restore again with --force", s.prefix)
+	}
+	return nil
 }

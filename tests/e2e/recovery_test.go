@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -10,8 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sigil-hsm/sigil/internal/failpoint"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
+	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/gethtest"
 	"github.com/sigil-hsm/sigil/tests/framework"
 )
@@ -26,11 +32,23 @@ type recoveryEnv struct {
 	conf     string // SOFTHSM2_CONF
 	node     *gethtest.Node
 	srv      *framework.Proc
+	etcd     *etcdtest.Cluster // the store, if not bbolt
 }
 
-func newRecoveryEnv(t *testing.T) *recoveryEnv {
+// etcdPrefix is where an etcd recoveryEnv keeps its keyring.
+const etcdPrefix = "/dr/"
+
+// newRecoveryEnv makes the world with a bbolt store, or with etcd an
+// embedded etcd's.
+func newRecoveryEnv(t *testing.T, etcd bool) *recoveryEnv {
 	framework.RequireTools(t, "openssl")
 	e := &recoveryEnv{t: t, bin: framework.Build(t), dir: t.TempDir(), node: gethtest.Start(t)}
+	store := fmt.Sprintf("{type: bbolt, path: %s/keyring.db}", e.dir)
+	if etcd {
+		e.etcd = etcdtest.Start(t, 1)
+		store = fmt.Sprintf("{type: etcd, endpoints: [%s], prefix: %s}", e.etcd.Endpoints[0], etcdPrefix)
+	}
+	audit := fmt.Sprintf("{path: %s/audit.jsonl, replica: r1}", e.dir)
 	var err error
 	if e.conf, err = softhsm.WriteConf(e.dir); err != nil {
 		t.Fatal(err)
@@ -52,12 +70,12 @@ http: {public_addr: 127.0.0.1:0, admin_addr: 127.0.0.1:0}
 ethrpc:
   addr: 127.0.0.1:0
   upstream: {url: %[2]s}
-store: {type: bbolt, path: %[1]s/keyring.db}
+store: %[5]s
 backends:
   hsm: {type: pkcs11, module: %[3]s, token: dr, pin: file:%[4]s}
 policy: %[1]s/policy.yaml
-audit: {path: %[1]s/audit.jsonl}
-`, e.dir, e.node.URL, softhsm.Module, tok.PINFile)), 0o600)
+audit: %[6]s
+`, e.dir, e.node.URL, softhsm.Module, tok.PINFile, store, audit)), 0o600)
 	e.must("pki", "init", "--config", e.cfg, "--out", filepath.Join(e.dir, "tls", "ca.crt"))
 	e.must("pki", "issue", "--config", e.cfg, "--server", "127.0.0.1", "--out-dir", filepath.Join(e.dir, "tls"))
 	e.must("pki", "issue", "--config", e.cfg, "--client", "spiffe://example.org/admin", "--out-dir", filepath.Join(e.dir, "admin"))
@@ -65,11 +83,33 @@ audit: {path: %[1]s/audit.jsonl}
 }
 
 func (e *recoveryEnv) run(args ...string) (string, error) {
+	return e.runEnv(nil, args...)
+}
+
+// runEnv runs sigil with env added to its environment.
+func (e *recoveryEnv) runEnv(env []string, args ...string) (string, error) {
 	cmd := exec.Command(e.bin, args...)
 	cmd.Dir = e.dir
-	cmd.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
+	cmd.Env = append(append(os.Environ(), softhsm.ConfEnv+"="+e.conf), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// destroyStore is the disaster: the keyring store is gone.
+func (e *recoveryEnv) destroyStore() {
+	e.t.Helper()
+	if e.etcd == nil {
+		os.Remove(filepath.Join(e.dir, "keyring.db"))
+		return
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.etcd.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Delete(context.Background(), etcdPrefix, clientv3.WithPrefix()); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *recoveryEnv) must(args ...string) string {
@@ -127,17 +167,23 @@ func tx(to string, value, nonce int) string {
 	return fmt.Sprintf(`{"to":%q,"value":"0x%x","nonce":"0x%x","gas":"0x5208","maxFeePerGas":"0x174876e800","maxPriorityFeePerGas":"0x3b9aca00","chainId":"0x539"}`, to, value, nonce)
 }
 
-// The disaster-recovery drill: keys of six algorithms and three eth keys
-// sign; a backup is taken; five more transactions are signed; the store
-// is destroyed. A server on the empty store refuses to start, saying why.
-// A tampered backup is refused before anything is written; the real one
-// restores, every key with its public keys, kids and addresses. The eth
-// keys come back fenced; one reconciled from the audit log and one from
-// the node refuse every nonce signed after the backup for another
-// transaction, and their daily limits are not re-opened; the third,
-// reconciled from nothing, stays fenced.
+// The disaster-recovery drill, on bbolt and on etcd: keys of six
+// algorithms and three eth keys sign; a backup is taken; five more
+// transactions are signed; the store is destroyed. A server on the empty
+// store refuses to start, saying why. A tampered backup is refused before
+// anything is written; on etcd, a restore killed part-way leaves a store
+// every server and plain restore refuses until a restore --force
+// finishes. The real one restores, every key with its public keys, kids
+// and addresses. The eth keys come back fenced; one reconciled from the
+// audit log and one from the node refuse every nonce signed after the
+// backup for another transaction, and their daily limits are not
+// re-opened; the third, reconciled from nothing, stays fenced.
 func TestDisasterRecoveryDrill(t *testing.T) {
-	e := newRecoveryEnv(t)
+	t.Run("bbolt", func(t *testing.T) { drill(t, newRecoveryEnv(t, false)) })
+	t.Run("etcd", func(t *testing.T) { drill(t, newRecoveryEnv(t, true)) })
+}
+
+func drill(t *testing.T, e *recoveryEnv) {
 	e.start()
 	raw := []string{"dr-es256", "dr-es384", "dr-es256k", "dr-eddsa", "dr-rs256", "dr-ps256"}
 	for i, alg := range []string{"ES256", "ES384", "ES256K", "EdDSA", "RS256", "PS256"} {
@@ -164,8 +210,6 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	for n := 1; n <= 4; n++ {
 		e.mustClient("eth", "sign-tx", "--key", "dr-eth-audit", "--tx", tx(to, 1, n))
 	}
-	signed, _ := json.Marshal(map[string]string{"raw": ""})
-	_ = signed
 	rawTx := strings.TrimSpace(e.mustClient("eth", "sign-tx", "--key", "dr-eth-node", "--tx", tx(to, 1, 1)))
 	var hash string
 	if err := e.node.Call(t, &hash, "eth_sendRawTransaction", rawTx); err != nil { // the node has it: its count is 1
@@ -177,13 +221,11 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	e.stop()
 
 	// The disaster.
-	os.Remove(filepath.Join(e.dir, "keyring.db"))
-	srv := exec.Command(e.bin, "serve", "--config", e.cfg)
-	srv.Env = append(os.Environ(), softhsm.ConfEnv+"="+e.conf)
-	if out, err := srv.CombinedOutput(); err == nil || !strings.Contains(string(out), "sigil restore") {
+	e.destroyStore()
+	if out, err := e.run("serve", "--config", e.cfg); err == nil || !strings.Contains(out, "sigil restore") {
 		t.Fatalf("a server on an empty store over a token with its keys: %v\n%s", err, out)
 	}
-	os.Remove(filepath.Join(e.dir, "keyring.db"))
+	e.destroyStore()
 
 	// A tampered backup is refused and writes nothing.
 	good, _ := os.ReadFile(filepath.Join(e.dir, "sigil.backup"))
@@ -195,7 +237,20 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	if out, err := e.run("restore", "tampered.backup", "--config", e.cfg); err == nil || !strings.Contains(out, "signature does not verify") {
 		t.Fatalf("a tampered backup: %v\n%s", err, out)
 	}
-	out := e.must("restore", "sigil.backup", "--config", e.cfg)
+	restore := []string{"restore", "sigil.backup", "--config", e.cfg}
+	if e.etcd != nil { // etcd's restore is batches: one killed part-way is refused until finished
+		if out, err := e.runEnv([]string{failpoint.Env + "=restore.after-marker"}, restore...); err == nil || !strings.Contains(out, "failpoint") {
+			t.Fatalf("a restore killed part-way: %v\n%s", err, out)
+		}
+		if out, err := e.run("serve", "--config", e.cfg); err == nil || !strings.Contains(out, "did not finish") {
+			t.Fatalf("a server on a store a restore was cut short in: %v\n%s", err, out)
+		}
+		if out, err := e.run(restore...); err == nil || !strings.Contains(out, "did not finish") {
+			t.Fatalf("a restore without --force over one cut short: %v\n%s", err, out)
+		}
+		restore = append(restore, "--force")
+	}
+	out := e.must(restore...)
 	for _, id := range eth {
 		if !strings.Contains(out, "sigil eth reconcile --key "+id) {
 			t.Errorf("restore does not say %s is fenced:\n%s", id, out)
@@ -248,7 +303,7 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 // and the eth address are unchanged, the JWK Set serves the same kids,
 // and the eth key is fenced and allows no chain until its policy is set.
 func TestRecoverFromTheHSM(t *testing.T) {
-	e := newRecoveryEnv(t)
+	e := newRecoveryEnv(t, false)
 	e.start()
 	e.mustClient("keys", "create", "rec-jwt", "--alg", "ES256", "--purpose", "jwt")
 	e.mustClient("keys", "rotate", "rec-jwt", "--now")
