@@ -60,7 +60,7 @@ func PlanRecovery(ctx context.Context, b signer.Backend, spec RecoverSpec, now t
 		p := spec.Purpose
 		if id == AuditKeyID {
 			p = PurposeAudit
-		} else if !matchesAny(spec.Patterns, id) || ValidateID(id) != nil {
+		} else if !matchesAny(spec.Patterns, id) || ValidateName(id) != nil {
 			continue
 		}
 		pub, err := b.Public(ctx, l.Ref)
