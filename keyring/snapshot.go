@@ -34,4 +34,14 @@ type Snapshotter interface {
 type Fence struct {
 	Since  time.Time `json:"since"` // when the backup was taken
 	Reason string    `json:"reason"`
+	// Heads are the audit chains' heads at the backup: the records the
+	// audit logs given to a reconciliation must hold on from.
+	Heads []ChainHead `json:"heads,omitempty"`
+}
+
+// ChainHead is one replica's audit chain head: a record's seq and hash.
+type ChainHead struct {
+	Replica string `json:"replica"`
+	Seq     uint64 `json:"seq"`
+	Hash    string `json:"hash"`
 }

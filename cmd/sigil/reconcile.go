@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/spf13/cobra"
 
+	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/eth"
@@ -53,6 +55,9 @@ found. With neither source the key stays fenced.`,
 			}
 			if rec.Fence == nil {
 				_, err := fmt.Fprintf(cmd.OutOrStdout(), "key %s is not fenced: nothing to reconcile\n", keyID)
+				return err
+			}
+			if err := completeSince(audits, rec.Fence.Heads); err != nil {
 				return err
 			}
 			var e eth.Evidence
@@ -105,6 +110,28 @@ found. With neither source the key stays fenced.`,
 	cmd.Flags().StringVar(&path, "config", DefaultConfig, "the server's configuration file")
 	cmd.MarkFlagRequired("key")
 	return cmd
+}
+
+// completeSince refuses audit files that do not hold every replica's
+// chain from its head at the backup on, unbroken: a replica's records
+// left out would leave nonces it signed since open to another
+// transaction. No files, no check: the node alone is the evidence then.
+func completeSince(files []string, heads []keyring.ChainHead) error {
+	if len(files) == 0 {
+		return nil
+	}
+	hs := make([]audit.Head, 0, len(heads))
+	for _, h := range heads {
+		hs = append(hs, audit.Head(h))
+	}
+	problems, err := audit.Since(files, hs)
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("the audit files are not the whole trail since the backup, so nothing is reconciled: %s; give every replica's files from the backup on (or reconcile from a node alone)", strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // readAudit adds what audit file path says key id signed since to e.

@@ -43,7 +43,7 @@ func Verify(files []string, pub *ecdsa.PublicKey, live []Anchor) (*Report, error
 	r := &Report{}
 	chains := map[string][]placed{}
 	for _, name := range files {
-		entries, err := readFile(name, r)
+		entries, err := readFile(name, r, false)
 		if err != nil {
 			return nil, err
 		}
@@ -84,8 +84,10 @@ func cmpSeq(a, b uint64) int {
 	return 0
 }
 
-// readFile parses every line of a file; damaged lines are problems.
-func readFile(name string, r *Report) ([]placed, error) {
+// readFile parses every line of a file; damaged lines are problems, and
+// a partial last line too unless tornTail (then a note: a write cut by a
+// crash, whose request was never answered).
+func readFile(name string, r *Report, tornTail bool) ([]placed, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
@@ -101,6 +103,8 @@ func readFile(name string, r *Report) ([]placed, error) {
 		}
 		p, err := parse(b)
 		switch {
+		case !complete && tornTail:
+			r.Notes = append(r.Notes, fmt.Sprintf("%s:%d: partial last line (%d bytes), a write cut by a crash", name, n, size))
 		case !complete:
 			r.problem("%s:%d: partial last line (%d bytes)", name, n, size)
 		case err != nil:

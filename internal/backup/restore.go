@@ -78,7 +78,7 @@ func Restore(ctx context.Context, file []byte, o RestoreOptions) (*Report, error
 	if err := checkGenerations(ctx, snap, o.Backends, rep); err != nil {
 		return nil, err
 	}
-	if err := fence(snap, sealed.Manifest.Created, o.Fenced, rep); err != nil {
+	if err := fence(snap, sealed.Manifest, o.Fenced, rep); err != nil {
 		return nil, err
 	}
 	if rep.ApprovalsExpired, err = approval.ExpireRestored(snap.Anchors, o.Now); err != nil {
@@ -250,9 +250,14 @@ func checkGenerations(ctx context.Context, snap *keyring.Snapshot, backends map[
 
 // fence fences the ledger of every key whose purpose asks it, creating
 // the record of a key that had none (it may have signed since).
-func fence(snap *keyring.Snapshot, since time.Time, fenced func(purpose, id string) (string, bool), rep *Report) error {
+func fence(snap *keyring.Snapshot, m Manifest, fenced func(purpose, id string) (string, bool), rep *Report) error {
 	if fenced == nil {
 		return nil
+	}
+	since := m.Created
+	heads := make([]keyring.ChainHead, 0, len(m.AuditHeads))
+	for _, h := range m.AuditHeads {
+		heads = append(heads, keyring.ChainHead(h))
 	}
 	for id, v := range snap.Keys {
 		var k keyring.Key
@@ -267,7 +272,7 @@ func fence(snap *keyring.Snapshot, since time.Time, fenced func(purpose, id stri
 		if err != nil {
 			return errs.New(errs.InvalidArgument, "the backup's ledger of %q: %v", id, err)
 		}
-		rec.Fence = &keyring.Fence{Since: since, Reason: "restored from a backup taken " + since.UTC().Format(time.RFC3339)}
+		rec.Fence = &keyring.Fence{Since: since, Reason: "restored from a backup taken " + since.UTC().Format(time.RFC3339), Heads: heads}
 		if snap.Ledgers[id], err = keyring.EncodeLedger(rec); err != nil {
 			return err
 		}

@@ -266,6 +266,14 @@ func drill(t *testing.T, e *recoveryEnv) {
 	if out, err := e.run("eth", "reconcile", "--key", "dr-eth-none", "--config", e.cfg); err == nil || !strings.Contains(out, "no evidence") {
 		t.Errorf("reconciling from nothing: %v\n%s", err, out)
 	}
+	// Audit files that do not hold the chain from the backup's head on
+	// (here only its last lines) could miss a nonce: refused.
+	log, _ := os.ReadFile(filepath.Join(e.dir, "audit.jsonl"))
+	lines := strings.SplitAfter(string(log), "\n")
+	os.WriteFile(filepath.Join(e.dir, "tail.jsonl"), []byte(strings.Join(lines[len(lines)-4:], "")), 0o600)
+	if out, err := e.run("eth", "reconcile", "--key", "dr-eth-audit", "--audit", "tail.jsonl", "--config", e.cfg); err == nil || !strings.Contains(out, "not the whole trail") {
+		t.Errorf("reconciling from part of the audit trail: %v\n%s", err, out)
+	}
 	out = e.must("eth", "reconcile", "--key", "dr-eth-audit", "--audit", "audit.jsonl", "--config", e.cfg)
 	if !strings.Contains(out, "4 more from the audit log") {
 		t.Errorf("reconcile from the audit log:\n%s", out)
