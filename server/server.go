@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -94,6 +95,13 @@ type Options struct {
 	// enrollment's link starts with it, and a decision's passkey
 	// assertion must be made on it; ConsoleRPID is its WebAuthn RP ID.
 	ConsoleOrigin, ConsoleRPID string
+	// Events, when set, is told each change of a dependency's health
+	// (backend.down/up, store.down/up; subject, detail) and each tamper
+	// record the audit log writes (audit.tamper): the webhooks' events
+	// that belong to no request.
+	Events func(typ, subject, detail string)
+	// Collectors are served with the server's own metrics.
+	Collectors []prometheus.Collector
 }
 
 // Server is a configured Sigil server.
@@ -163,6 +171,7 @@ func New(o Options) *Server {
 	if o.Audit != nil {
 		s.metrics.registerAudit(o.Audit)
 	}
+	s.metrics.reg.MustRegister(o.Collectors...)
 	s.interceptors = []grpc.UnaryServerInterceptor{s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
@@ -304,7 +313,12 @@ func (s *Server) watchHealth(ctx context.Context) {
 	defer t.Stop()
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	var seen readiness
+	tampers := s.tampers()
 	for {
+		if n := s.tampers(); n > tampers {
+			s.event("audit.tamper", "audit log", fmt.Sprintf("%d tamper record(s) written: the log did not reach, or disagreed with, its anchored checkpoint", n-tampers))
+			tampers = n
+		}
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		r := s.readiness()
 		if r.Ready {
@@ -345,9 +359,26 @@ func (s *Server) logTransitions(before, now readiness) {
 func (s *Server) logChange(kind, name string, st backendState) {
 	if st.Up {
 		s.log.Info(kind+" up", kind, name)
+		s.event(kind+".up", name, "")
 		return
 	}
 	s.log.Warn(kind+" down", kind, name, "detail", st.Detail)
+	s.event(kind+".down", name, st.Detail)
+}
+
+// event tells Options.Events of an event of no request.
+func (s *Server) event(typ, subject, detail string) {
+	if s.opts.Events != nil {
+		s.opts.Events(typ, subject, detail)
+	}
+}
+
+// tampers is how many tamper records the audit log wrote.
+func (s *Server) tampers() uint64 {
+	if s.opts.Audit == nil {
+		return 0
+	}
+	return s.opts.Audit.Tampers()
 }
 
 // HTTP server timeouts: a slow or idle client cannot hold a connection

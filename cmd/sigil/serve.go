@@ -189,6 +189,19 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 			}
 		}
 	}
+	notifier, err := newNotifier(cfg, store, log)
+	if err != nil {
+		lis.close()
+		return err
+	}
+	if notifier != nil {
+		opts.Events, opts.Collectors = notifier.Raise, append(opts.Collectors, notifier)
+		// Delivery stops before the store closes under it.
+		notifyCtx, stopNotify := context.WithCancel(ctx)
+		notifyDone := make(chan struct{})
+		go func() { defer close(notifyDone); notifier.Run(notifyCtx) }()
+		defer func() { stopNotify(); <-notifyDone }()
+	}
 	srv := server.New(opts)
 	if lis.Console != nil {
 		stopConsole, err := serveConsole(ctx, cfg.Console, lis.Console, srv, tlsConfig, store, log)

@@ -182,6 +182,38 @@ type Request struct {
 	ErrorCode    string    `json:"error_code,omitempty"`
 	ErrorMessage string    `json:"error_message,omitempty"`
 	Finished     time.Time `json:"finished,omitzero"`
+
+	// Outbox is what the request's changes have to tell webhooks.
+	Outbox Outbox `json:"outbox,omitzero"`
+}
+
+// Events a request raises (its Outbox), by change.
+const (
+	EventHeld     = "approval.held"
+	EventApproved = "approval.approved"
+	EventDenied   = "approval.denied"
+	EventExpired  = "approval.expired"
+	EventRan      = "approval.ran"
+)
+
+// Outbox is a request's notifications: the events its changes raised,
+// each written in the same update as the change (so a crash cannot
+// lose one), and the deliveries made of them. A notifier owns the
+// delivery fields.
+type Outbox struct {
+	Events    []string  `json:"events,omitempty"`    // raised, in order
+	Delivered []string  `json:"delivered,omitempty"` // EVENT@HOOK, each delivered once at least
+	Attempts  int       `json:"attempts,omitempty"`  // failed delivery rounds in a row
+	Next      time.Time `json:"next,omitzero"`       // no delivery before
+	Holder    string    `json:"holder,omitempty"`    // the replica delivering, until Until
+	Until     time.Time `json:"until,omitzero"`
+}
+
+// Raise adds event ev, once.
+func (o *Outbox) Raise(ev string) {
+	if !slices.Contains(o.Events, ev) {
+		o.Events = append(o.Events, ev)
+	}
 }
 
 // States are every state, in the order of a request's life.
@@ -333,6 +365,7 @@ func (r *Request) Approve(ids []identity.ID, sum string, now time.Time) (bool, e
 		return false, nil
 	}
 	r.State, r.DecidedAt = Approved, now
+	r.Outbox.Raise(EventApproved)
 	return true, nil
 }
 
@@ -349,6 +382,7 @@ func (r *Request) Deny(ids []identity.ID, reason string, now time.Time) error {
 		return err
 	}
 	r.State, r.DeniedBy, r.Reason, r.DecidedAt = Denied, who, reason, now
+	r.Outbox.Raise(EventDenied)
 	return nil
 }
 
@@ -363,6 +397,7 @@ func (r *Request) Claim(runner string, now time.Time, lease time.Duration) (bool
 	case r.State == Running && now.After(r.LeaseUntil):
 		r.State, r.ErrorCode, r.Finished = Failed, "Aborted", now
 		r.ErrorMessage = "its run was interrupted (a replica died, or the store failed) and may have taken effect: it is not run twice; check, and send the request again if it did not"
+		r.Outbox.Raise(EventRan)
 		return false, nil
 	default:
 		return false, errs.New(errs.FailedPrecondition, "approval %s is %s: not to be run now", r.ID, r.StateAt(now))
@@ -392,5 +427,6 @@ func (r *Request) Finish(runner string, result []byte, code, msg string, now tim
 	if code != "" {
 		r.State = Failed
 	}
+	r.Outbox.Raise(EventRan)
 	return nil
 }

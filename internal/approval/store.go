@@ -80,6 +80,7 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	case len(all) >= MaxRecords:
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
 	}
+	r.Outbox.Raise(EventHeld)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
@@ -238,6 +239,7 @@ func ExpireRestored(anchors map[string][]byte, now time.Time) (int, error) {
 			continue
 		}
 		r.State, r.Reason, r.DecidedAt = Expired, "restored from a backup: it may have been decided or run since", now
+		r.Outbox.Raise(EventExpired)
 		b, err := json.Marshal(&r)
 		if err != nil {
 			return n, err

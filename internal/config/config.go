@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/mtls"
+	"github.com/sigil-hsm/sigil/internal/notify"
 	"github.com/sigil-hsm/sigil/internal/secret"
 )
 
@@ -39,6 +41,18 @@ type Config struct {
 	Approvals      Approvals          `yaml:"approvals"`
 	Log            Log                `yaml:"log"`
 	Console        *Console           `yaml:"console"`
+	Notify         []Notify           `yaml:"notify"`
+}
+
+// Notify is one webhook events are delivered to (see package notify).
+type Notify struct {
+	// URL is https://…; http:// only to a loopback address.
+	URL string `yaml:"url"`
+	// Secret is the HMAC-SHA256 key the body is signed with: an env: or
+	// file: reference, never a literal.
+	Secret string `yaml:"secret"`
+	// Events are the events it wants (notify.Events).
+	Events []string `yaml:"events"`
 }
 
 // Console is the operator and approver console's listener: HTTPS with
@@ -259,6 +273,11 @@ func (c *Config) validate(dev bool) error {
 		}
 		con.Origin = strings.TrimSuffix(con.Origin, "/")
 	}
+	for i, n := range c.Notify {
+		if err := n.check(fmt.Sprintf("notify[%d]", i)); err != nil {
+			return err
+		}
+	}
 	switch c.Store.Type {
 	case "", "bbolt":
 		if c.Store.Path == "" {
@@ -314,6 +333,35 @@ func (c *Config) validate(dev bool) error {
 	}
 	if a := c.Approvals; a.RunLease != 0 && a.RunLease < 2*time.Second || a.SweepInterval < 0 {
 		return errors.New("approvals: run_lease at least 2s, sweep_interval not negative")
+	}
+	return nil
+}
+
+// check refuses a webhook that would send events in clear over a
+// network, sign them with a literal secret, or name no or unknown events.
+func (n Notify) check(field string) error {
+	u, err := url.Parse(n.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("%s.url: want https://HOST/PATH", field)
+	}
+	if u.Scheme == "http" {
+		if ip := net.ParseIP(u.Hostname()); (ip == nil || !ip.IsLoopback()) && u.Hostname() != "localhost" {
+			return fmt.Errorf("%s.url: http only to a loopback address; https elsewhere (events name keys, requesters and amounts)", field)
+		}
+	}
+	if !secret.IsRef(n.Secret) {
+		return fmt.Errorf("%s.secret: required, as env:NAME or file:PATH (never a literal in the file)", field)
+	}
+	if err := secret.Ref(n.Secret).Validate(field + ".secret"); err != nil {
+		return err
+	}
+	if len(n.Events) == 0 {
+		return fmt.Errorf("%s.events: name at least one of %s", field, strings.Join(notify.Events, ", "))
+	}
+	for _, ev := range n.Events {
+		if !slices.Contains(notify.Events, ev) {
+			return fmt.Errorf("%s.events: %q is not one of %s", field, ev, strings.Join(notify.Events, ", "))
+		}
 	}
 	return nil
 }

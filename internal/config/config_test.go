@@ -45,6 +45,19 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+// A webhook over https, or http to loopback, with its secret a
+// reference, is taken.
+func TestNotifyWebhooks(t *testing.T) {
+	ok := strings.Replace(base, "PIN_LINE", "env:SIGIL_HSM_PIN", 1)
+	c, err := parse(t, ok+`notify:
+  - {url: https://hooks.example.org/sigil, secret: env:SIGIL_WEBHOOK_SECRET, events: [approval.held, audit.tamper]}
+  - {url: "http://127.0.0.1:9000/hook", secret: file:/run/secrets/hook, events: [backend.down]}
+`, true)
+	if err != nil || len(c.Notify) != 2 || c.Notify[0].Events[1] != "audit.tamper" {
+		t.Fatalf("%v %+v", err, c)
+	}
+}
+
 func TestParseRefusals(t *testing.T) {
 	ok := strings.Replace(base, "PIN_LINE", "env:SIGIL_HSM_PIN", 1)
 	cases := map[string]struct {
@@ -52,15 +65,19 @@ func TestParseRefusals(t *testing.T) {
 		dev  bool
 		want string // the field the error must name
 	}{
-		"unknown top-level field": {ok + "colour: blue\n", true, "colour"},
-		"no TLS":                  {strings.Replace(ok, "  tls: {cert: /c, key: /k, client_ca: /ca}\n", "", 1), true, "grpc.tls"},
-		"no policy outside dev":   {ok, false, "policy"},
-		"no audit":                {strings.Replace(ok, "audit: {path: /tmp/audit.jsonl}\n", "", 1), true, "audit"},
-		"bad address":             {strings.Replace(ok, "127.0.0.1:7443", "nowhere", 1), true, "grpc.addr"},
-		"store type":              {strings.Replace(ok, "type: bbolt", "type: zookeeper", 1), true, "store.type"},
-		"etcd without endpoints":  {strings.Replace(ok, "type: bbolt", "type: etcd", 1), true, "store.endpoints"},
-		"default backend":         {ok + "default_backend: aws-eu\n", true, "default_backend"},
-		"backend without type":    {strings.Replace(ok, "    type: pkcs11\n", "", 1), true, "type"},
+		"unknown top-level field":         {ok + "colour: blue\n", true, "colour"},
+		"no TLS":                          {strings.Replace(ok, "  tls: {cert: /c, key: /k, client_ca: /ca}\n", "", 1), true, "grpc.tls"},
+		"no policy outside dev":           {ok, false, "policy"},
+		"no audit":                        {strings.Replace(ok, "audit: {path: /tmp/audit.jsonl}\n", "", 1), true, "audit"},
+		"bad address":                     {strings.Replace(ok, "127.0.0.1:7443", "nowhere", 1), true, "grpc.addr"},
+		"store type":                      {strings.Replace(ok, "type: bbolt", "type: zookeeper", 1), true, "store.type"},
+		"etcd without endpoints":          {strings.Replace(ok, "type: bbolt", "type: etcd", 1), true, "store.endpoints"},
+		"default backend":                 {ok + "default_backend: aws-eu\n", true, "default_backend"},
+		"backend without type":            {strings.Replace(ok, "    type: pkcs11\n", "", 1), true, "type"},
+		"webhook with a literal secret":   {ok + "notify: [{url: https://h.example/x, secret: hunter2, events: [approval.held]}]\n", true, "notify[0].secret"},
+		"webhook in clear over a network": {ok + "notify: [{url: http://h.example/x, secret: env:S, events: [approval.held]}]\n", true, "notify[0].url"},
+		"webhook of no event":             {ok + "notify: [{url: https://h.example/x, secret: env:S}]\n", true, "notify[0].events"},
+		"webhook of an unknown event":     {ok + "notify: [{url: https://h.example/x, secret: env:S, events: [key.created]}]\n", true, "key.created"},
 	}
 	for name, c := range cases {
 		_, err := parse(t, c.yaml, c.dev)

@@ -69,12 +69,16 @@ type dualWorld struct {
 	procs    []*framework.Proc
 	hsmConf  string
 	creds    map[string][3]string // cert, key, CA
+	etcd     []string             // the store's endpoints
 }
 
-func newDualWorld(t *testing.T, replicas int) *dualWorld {
+// newDualWorld starts the replicas; extra is added to each one's
+// configuration.
+func newDualWorld(t *testing.T, replicas int, extra ...string) *dualWorld {
 	framework.RequireTools(t)
 	w := &dualWorld{t: t, bin: framework.Build(t), dir: t.TempDir(), creds: map[string][3]string{}}
 	cluster := etcdtest.Start(t, 1)
+	w.etcd = cluster.Endpoints
 	conf, err := softhsm.WriteConf(filepath.Join(w.dir, "hsm"))
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +108,7 @@ policy: %s
 approvals: {run_lease: 4s, sweep_interval: 300ms}
 backends:
   hsm: {type: pkcs11, module: %s, token: dual, pin: "file:%s"}
-`, files.Cert, files.Key, files.ClientCA, cluster.Endpoints[0], w.auditLog(i), i, policy, softhsm.Module, tok.PINFile)), 0o600)
+%s`, files.Cert, files.Key, files.ClientCA, cluster.Endpoints[0], w.auditLog(i), i, policy, softhsm.Module, tok.PINFile, strings.Join(extra, "\n"))), 0o600)
 		w.cfgs = append(w.cfgs, cfg)
 		w.procs = append(w.procs, nil)
 		w.start(i, "")
