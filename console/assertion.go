@@ -28,42 +28,54 @@ type Relying struct{ Origin, RPID string }
 
 // Verify checks an assertion anyone may have sent (a gRPC client can
 // attach one to a decision): made by a passkey enrolled for identity and
-// not revoked, on this console's origin and RP ID, with the user
-// verified, over exactly challenge, and signed by the passkey's key.
+// not revoked, and valid for it (CheckAssertion).
 func (s Store) Verify(ctx context.Context, raw []byte, identity string, challenge []byte, rp Relying) (*Assertion, error) {
 	var a Assertion
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return nil, errs.New(errs.InvalidArgument, "passkey: not an assertion: %v", err)
 	}
-	refuse := func(why string) (*Assertion, error) {
-		return nil, errs.New(errs.PermissionDenied, "passkey: the assertion does not verify: %s", why)
-	}
 	p, err := s.Passkey(ctx, a.CredentialID)
 	if err != nil || p.Revoked || p.Identity != identity {
-		return refuse("no passkey of this identity by that ID")
+		return nil, refused("no passkey of this identity by that ID")
 	}
+	if err := CheckAssertion(&a, p.Credential.PublicKey, challenge, rp); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+func refused(why string) error {
+	return errs.New(errs.PermissionDenied, "passkey: the assertion does not verify: %s", why)
+}
+
+// CheckAssertion checks that a was made on rp's origin and RP ID, with
+// the user present and verified, over exactly challenge, and signed by
+// the passkey whose COSE public key is pub: what a decision's assertion
+// must be, checked by the server when it is made and, from the audit
+// records alone, by AuditCheck.
+func CheckAssertion(a *Assertion, pub, challenge []byte, rp Relying) error {
 	var cd protocol.CollectedClientData
 	if err := json.Unmarshal(a.ClientDataJSON, &cd); err != nil {
-		return refuse("client data")
+		return refused("client data")
 	}
 	if cd.Type != protocol.AssertCeremony || cd.Origin != rp.Origin || cd.Challenge != base64.RawURLEncoding.EncodeToString(challenge) {
-		return refuse("another ceremony, origin or challenge (another approval, decision or request)")
+		return refused("another ceremony, origin or challenge (another approval, decision or request)")
 	}
 	var ad protocol.AuthenticatorData
 	if err := ad.Unmarshal(a.AuthenticatorData); err != nil {
-		return refuse("authenticator data")
+		return refused("authenticator data")
 	}
 	rpHash := sha256.Sum256([]byte(rp.RPID))
 	if !bytes.Equal(ad.RPIDHash, rpHash[:]) || !ad.Flags.UserPresent() || !ad.Flags.UserVerified() {
-		return refuse("another relying party, or the user not present and verified")
+		return refused("another relying party, or the user not present and verified")
 	}
-	key, err := webauthncose.ParsePublicKey(p.Credential.PublicKey)
+	key, err := webauthncose.ParsePublicKey(pub)
 	if err != nil {
-		return refuse("the enrolled public key")
+		return refused("the enrolled public key")
 	}
 	cdHash := sha256.Sum256(a.ClientDataJSON)
 	if ok, err := webauthncose.VerifySignature(key, append(bytes.Clone(a.AuthenticatorData), cdHash[:]...), a.Signature); err != nil || !ok {
-		return refuse("the signature")
+		return refused("the signature")
 	}
-	return &a, nil
+	return nil
 }

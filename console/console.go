@@ -30,7 +30,7 @@ type Access interface {
 	As(ctx context.Context, id identity.ID, remote string) context.Context
 	// Record audits what the console does that no gRPC method stands for
 	// (a registration, a sign-in); on error the answer is withheld.
-	Record(ctx context.Context, operation, keyID string, err error) error
+	Record(ctx context.Context, operation, keyID string, err error, details ...string) error
 }
 
 // Options configure a console.

@@ -124,7 +124,7 @@ func (c *Console) enrollFinish(w http.ResponseWriter, r *http.Request) (any, err
 	p := &Passkey{Identity: id, Credential: *cred, Created: c.o.Now().UTC()}
 	err = c.o.Store.AddPasskey(r.Context(), p)
 	if who, perr := identity.Parse(id); perr == nil {
-		if rerr := c.o.Access.Record(c.o.Access.As(r.Context(), who, r.RemoteAddr), "console.register", "", err); err == nil {
+		if rerr := c.o.Access.Record(c.o.Access.As(r.Context(), who, r.RemoteAddr), OpRegister, "", err, registration(p, c.o.Origin, c.o.RPID)...); err == nil {
 			err = rerr
 		}
 	}

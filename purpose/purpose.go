@@ -83,7 +83,7 @@ type Invoker interface {
 	// Record audits a call no gRPC method stands for (an account
 	// listing, a request refused before any); on error the answer is
 	// withheld.
-	Record(ctx context.Context, operation, keyID string, err error) error
+	Record(ctx context.Context, operation, keyID string, err error, details ...string) error
 	// Status maps err to the gRPC status it is answered with.
 	Status(err error) error
 }

@@ -89,12 +89,18 @@ func (s *Server) Status(err error) error { return toStatus(err) }
 // Record writes the audit record of a call of a purpose's second
 // protocol that no gRPC method stands for (an account listing, a request
 // refused before any): operation, the key it named if any, and its
-// outcome. If the record cannot be written, the caller must withhold its
-// answer, and gets Unavailable.
-func (s *Server) Record(ctx context.Context, operation, keyID string, err error) error {
+// outcome, and details (name, value pairs). If the record cannot be
+// written, the caller must withhold its answer, and gets Unavailable.
+func (s *Server) Record(ctx context.Context, operation, keyID string, err error, details ...string) error {
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestIDOf(ctx), Operation: operation, Peer: peerAddr(ctx),
 		Identities: identity.Brief(identities(ctx)), Namespace: recorded(namespace.FromContext(ctx)), Outcome: "allowed"}
+	for i := 0; i+1 < len(details); i += 2 {
+		if rec.Details == nil {
+			rec.Details = map[string]string{}
+		}
+		rec.Details[details[i]] = details[i+1]
+	}
 	if keyring.ValidateID(keyID) == nil {
 		rec.KeyID = inContext(ctx, keyID)
 	}

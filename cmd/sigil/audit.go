@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/sigil-hsm/sigil/console"
 	"github.com/sigil-hsm/sigil/internal/audit"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/signer"
@@ -30,7 +31,10 @@ flags), and with the client flags that the files reach the live anchored head
 (the last record the server had on disk, anchored in its store). A tamper_detected
 line in the files (a cut or rewrite a start found against that head, e.g. a tail
 erased after a kill -9) is named as a problem, with or without the client flags.
-Exits 0 only for a complete, intact chain.`,
+Every passkey assertion a decision record holds is checked against the
+registration record of its passkey in the files (its public key, identity,
+origin and RP ID) and the approval, decision and request it names.
+Exits 0 only for a complete, intact chain whose assertions all verify.`,
 		Args: cobra.MinimumNArgs(1),
 	}
 	c := addClientFlags(verify)
@@ -44,6 +48,9 @@ Exits 0 only for a complete, intact chain.`,
 		}
 		r, err := audit.Verify(files, pub, live)
 		if err != nil {
+			return err
+		}
+		if err := checkPasskeys(files, r); err != nil {
 			return err
 		}
 		if c.json {
@@ -68,6 +75,24 @@ Exits 0 only for a complete, intact chain.`,
 	}
 	cmd.AddCommand(verify, newAuditShow())
 	return cmd
+}
+
+// checkPasskeys checks every passkey assertion of the files' decision
+// records against its registration record in the files, and adds what
+// fails to r's problems and the count to its notes.
+func checkPasskeys(files []string, r *audit.Report) error {
+	recs, err := audit.Records(files)
+	if err != nil {
+		return err
+	}
+	verified, problems := console.AuditCheck(recs)
+	for _, p := range problems {
+		r.Problems = append(r.Problems, "passkey: "+p)
+	}
+	if verified > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d passkey decision(s) verified against their registrations", verified))
+	}
+	return nil
 }
 
 func newAuditShow() *cobra.Command {

@@ -110,6 +110,10 @@ type Vote struct {
 	Identities    []string  `json:"identities,omitempty"`
 	At            time.Time `json:"at"`
 	PayloadSHA256 string    `json:"payload_sha256"`
+	// Passkey is the passkey assertion the approval carried (the server
+	// verified it), as JSON: checkable offline against the passkey's
+	// registration record.
+	Passkey string `json:"passkey,omitempty"`
 }
 
 // InNamespace is the namespace r was made in.

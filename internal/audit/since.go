@@ -56,3 +56,21 @@ func Since(files []string, heads []Head) ([]string, error) {
 	}
 	return r.Problems, nil
 }
+
+// Records are every record of files, in the files' order; damaged lines
+// are skipped (Verify names them).
+func Records(files []string) ([]Record, error) {
+	var out []Record
+	for _, name := range files {
+		entries, err := readFile(name, &Report{}, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.Record != nil {
+				out = append(out, *e.Record)
+			}
+		}
+	}
+	return out, nil
+}

@@ -316,6 +316,11 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 	if n := strings.Count(string(audit), `"passkey_assertion"`); n != 2 {
 		t.Errorf("%d approvals carry a passkey assertion in the audit log, want 2", n)
 	}
+	// Offline, from the audit log alone: both assertions verify against
+	// the officers' registration records.
+	if out, err := e.admin("audit", "verify", filepath.Join(e.dir, "audit.jsonl")); err != nil || !strings.Contains(out, "2 passkey decision(s) verified") {
+		t.Errorf("sigil audit verify of the passkey decisions: %v\n%s", err, out)
+	}
 
 	// Someone with a passkey nobody enrolled gets nothing.
 	eve := e.browser()
