@@ -49,16 +49,56 @@ func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request, s *sessi
 	c.render(w, "approvals", data)
 }
 
-// keysPage lists the keys the identity may read.
+// keysPage lists the keys the identity may read, filtered by purpose,
+// a generation's state, a label and the owner, a page at a time.
 func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx := c.o.Access.As(r.Context(), s.id, r.RemoteAddr)
+	q := r.URL.Query()
+	req := &sigilv1.ListKeysRequest{PageSize: keysPerPage, PageToken: q.Get("page"), Purpose: q.Get("purpose"), State: q.Get("state"), Owner: q.Get("owner")}
+	if l := q.Get("label"); l != "" {
+		req.Labels = []string{l}
+	}
 	var resp sigilv1.ListKeysResponse
-	err := c.o.Access.Invoke(ctx, sigilv1.KeyService_ListKeys_FullMethodName, &sigilv1.ListKeysRequest{PageSize: 100, PageToken: r.URL.Query().Get("page")}, &resp)
-	data := map[string]any{"Identity": s.id.String(), "Keys": resp.GetKeys(), "Next": resp.GetNextPageToken()}
+	err := c.o.Access.Invoke(ctx, sigilv1.KeyService_ListKeys_FullMethodName, req, &resp)
+	data := map[string]any{"Identity": s.id.String(), "Keys": resp.GetKeys(), "Total": resp.GetTotalSize(), "Filter": req, "Label": q.Get("label"),
+		"Purposes": []string{"", "jwt", "eth", "raw"}, "States": []string{"", "pending", "active", "retiring", "retired", "revoked", "destroyed"}}
+	if t := resp.GetNextPageToken(); t != "" {
+		q.Set("page", t)
+		data["Next"] = "/keys?" + q.Encode()
+	}
 	if err != nil {
-		data["Error"] = err.Error()
+		w.WriteHeader(httpStatus(err))
+		data["Error"] = publicError(err)
 	}
 	c.render(w, "keys", data)
+}
+
+// keysPerPage is how many keys the keys page shows at once.
+const keysPerPage = 100
+
+// activeSince is when key k's active generation started signing.
+func activeSince(k *sigilv1.Key) string {
+	for _, g := range k.GetGenerations() {
+		if g.GetState() == "active" && g.GetActivatedTime().IsValid() {
+			return g.GetActivatedTime().AsTime().UTC().Format("2006-01-02 15:04")
+		}
+	}
+	return ""
+}
+
+// keyPage shows one key the identity may read: its facts, policy,
+// generations and rotation timeline.
+func (c *Console) keyPage(w http.ResponseWriter, r *http.Request, s *session) {
+	ctx := c.o.Access.As(r.Context(), s.id, r.RemoteAddr)
+	var resp sigilv1.GetKeyResponse
+	data := map[string]any{"Identity": s.id.String()}
+	if err := c.o.Access.Invoke(ctx, sigilv1.KeyService_GetKey_FullMethodName, &sigilv1.GetKeyRequest{Id: r.PathValue("id")}, &resp); err != nil {
+		w.WriteHeader(httpStatus(err))
+		data["Error"] = publicError(err)
+	} else {
+		data["Key"], data["Timeline"] = resp.GetKey(), timelineOf(resp.GetKey(), c.o.Now())
+	}
+	c.render(w, "key", data)
 }
 
 // decisionBegin reads the approval (as the identity: one it may not see

@@ -60,7 +60,7 @@ var assets embed.FS
 // pages are the templates; printable shows a value's control and bidi
 // characters escaped (an identity or a summary field cannot reorder what
 // an approver reads), as the CLI shows them.
-var pages = template.Must(template.New("").Funcs(template.FuncMap{"printable": approval.Printable}).ParseFS(assets, "templates/*.html"))
+var pages = template.Must(template.New("").Funcs(template.FuncMap{"printable": approval.Printable, "activeSince": activeSince}).ParseFS(assets, "templates/*.html"))
 
 // Console serves the console's pages and API.
 type Console struct {
@@ -131,6 +131,9 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("POST /api/logout", c.api(c.logout))
 	mux.HandleFunc("GET /approvals", c.signedIn(c.approvalsPage))
 	mux.HandleFunc("GET /keys", c.signedIn(c.keysPage))
+	mux.HandleFunc("GET /keys/{id}", c.signedIn(c.keyPage))
+	mux.HandleFunc("GET /jwks", c.signedIn(c.jwksPage))
+	mux.HandleFunc("GET /audit", c.signedIn(c.auditPage))
 	mux.HandleFunc("POST /api/approvals/begin", c.api(c.decisionBegin))
 	mux.HandleFunc("POST /api/approvals/finish", c.api(c.decisionFinish))
 	return secure(mux)

@@ -111,6 +111,25 @@ func (r *Keyring) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// NextRotation is, for a key that rotates on a schedule, when its next
+// generation is published (zero if one is pending already) and when it
+// starts signing, as step will make them.
+func (k *Key) NextRotation() (publish, activate time.Time, ok bool) {
+	sched, scheduled := k.schedule()
+	if !scheduled || rotation(k) != RotateScheduled || !k.DeleteAt.IsZero() || k.Deleted {
+		return time.Time{}, time.Time{}, false
+	}
+	if pending := k.inState(StatePending); len(pending) > 0 {
+		return time.Time{}, pending[len(pending)-1].ActivateAt, true
+	}
+	a, active := k.Active()
+	if !active {
+		return time.Time{}, time.Time{}, false
+	}
+	publish = a.ActivatedAt.Add(sched.RotateEvery - sched.PublishAhead)
+	return publish, publish.Add(sched.PublishAhead), true
+}
+
 // step performs the first step that is due for key id, if any.
 func (r *Keyring) step(ctx context.Context, id string) (bool, error) {
 	k, err := r.current(id)

@@ -229,12 +229,16 @@ func (s *keyService) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest)
 	}
 	resp, ns := &sigilv1.ListKeysResponse{}, namespace.FromContext(ctx)
 	for _, k := range s.keys.List(ctx) { // in ID order
-		if k.ID <= after || namespace.Of(k.ID) != ns || !match(k) || !s.visible(ctx, k.ID) {
+		if namespace.Of(k.ID) != ns || !match(k) || !s.visible(ctx, k.ID) {
 			continue
 		}
-		if len(resp.Keys) == size {
+		resp.TotalSize++
+		switch {
+		case k.ID <= after:
+			continue
+		case len(resp.Keys) == size:
 			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Keys[size-1].GetId()))
-			break
+			continue // counted, not sent
 		}
 		pk, err := s.keyToProto(k)
 		if err != nil {
@@ -263,8 +267,12 @@ func keyFilter(req *sigilv1.ListKeysRequest) (func(*keyring.Key) bool, error) {
 			return nil, errs.New(errs.InvalidArgument, "labels: %q is not K=V or K", l)
 		}
 	}
+	owner := req.GetOwner()
+	if len(owner) > 128 {
+		return nil, errs.New(errs.InvalidArgument, "owner: at most 128 bytes")
+	}
 	return func(k *keyring.Key) bool {
-		return (purpose == "" || k.Purpose == purpose) && k.HasLabels(req.GetLabels()) &&
+		return (purpose == "" || k.Purpose == purpose) && k.HasLabels(req.GetLabels()) && (owner == "" || k.Owner == owner) &&
 			(state == "" || slices.ContainsFunc(k.Generations, func(g keyring.Generation) bool { return g.State == state }))
 	}, nil
 }
@@ -429,13 +437,18 @@ func (s *keyService) keyToProto(k *keyring.Key) (*sigilv1.Key, error) {
 			p.Describe(k, pk)
 		}
 	}
+	if publish, activate, ok := k.NextRotation(); ok {
+		pk.NextPublishTime, pk.NextActivateTime = timeOrNil(publish), timestamppb.New(activate)
+	}
 	for i := range k.Generations {
 		g := &k.Generations[i]
 		if g.State == keyring.StateCreating {
 			continue
 		}
 		pg := &sigilv1.Generation{Generation: int32(g.Number), State: string(g.State), Kid: g.KID(), BackendRef: g.Ref,
-			CreateTime: timestamppb.New(g.CreatedAt), UnpublishTime: timeOrNil(g.UnpublishAt), Origin: g.Origin}
+			CreateTime: timestamppb.New(g.CreatedAt), UnpublishTime: timeOrNil(g.UnpublishAt), Origin: g.Origin,
+			PublishTime: timeOrNil(g.PublishedAt), ActivatedTime: timeOrNil(g.ActivatedAt), RetiringTime: timeOrNil(g.RetiringAt),
+			RetiredTime: timeOrNil(g.RetiredAt), RevokeTime: timeOrNil(g.RevokedAt), DestroyTime: timeOrNil(g.DestroyAt)}
 		if g.State == keyring.StatePending {
 			pg.ActivateTime = timeOrNil(g.ActivateAt)
 		}

@@ -412,6 +412,7 @@ func newKeysList(c *clientFlags) *cobra.Command {
 	f.StringVar(&req.Purpose, "purpose", "", "only keys of this purpose: jwt, eth, raw or audit")
 	f.StringVar(&req.State, "state", "", "only keys with a generation in this state")
 	f.StringArrayVar(&req.Labels, "label", nil, "only keys with this label: K=V, or K for any value; repeatable (all must match)")
+	f.StringVar(&req.Owner, "owner", "", "only keys of this owner")
 	f.Int32Var(&req.PageSize, "page-size", 0, "at most this many keys (1 to 1000; 100 by default)")
 	f.StringVar(&req.PageToken, "page-token", "", "the page after the one that printed this token")
 	return cmd

@@ -376,3 +376,72 @@ func TestConsoleEdge(t *testing.T) {
 		t.Errorf("/approvals without a session: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// The operator's pages in the browser: the keys list filtered by
+// purpose and owner; a JWT key's page with its rotation timeline (an SVG
+// with a span per generation state and the next rotation), its
+// screenshot kept and not blank; the JWK Sets page with the kids
+// published; the audit page with each checkpoint's signature verified.
+// A key label holding markup renders as text.
+func TestOperatorPagesInABrowser(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"keys", "create", "web-jwt", "--alg", "ES256", "--purpose", "jwt", "--rotate-every", "2h", "--publish-ahead", "30m", "--owner", "web team"},
+		{"keys", "create", "web-raw", "--alg", "ES256", "--owner", "web team", "--label", `note=<img src=x onerror=alert(1)>`},
+		{"keys", "create", "other-raw", "--alg", "ES256", "--owner", "someone else"},
+		{"keys", "rotate", "web-jwt"},
+	} {
+		if out, err := e.admin(args...); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	ops := e.browser()
+	e.enrollAndSignIn(ops, "spiffe://example.org/admin")
+
+	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/keys?owner=web+team&purpose=raw")); err != nil {
+		t.Fatal(err)
+	}
+	if page := text(ops, "main"); !strings.Contains(page, "1 keys match") || !strings.Contains(page, "web-raw") || strings.Contains(page, "other-raw") || strings.Contains(page, "web-jwt") {
+		t.Errorf("the keys page filtered by owner and purpose:\n%s", page)
+	}
+
+	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/keys/web-jwt")); err != nil {
+		t.Fatal(err)
+	}
+	for class, want := range map[string]int{"rect.span.active": 1, "rect.span.pending": 1, "rect.span.predicted": 1, "rect.window": 1, "line.mark": 1} {
+		n, err := chromedp.Run(ops, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, ".timeline svg "+class)))
+		if err != nil || n < want {
+			t.Errorf("the timeline has %d %s, want %d (%v)", n, class, want, err)
+		}
+	}
+	if page := text(ops, "main"); !strings.Contains(page, "Rotates every") || !strings.Contains(page, "2h0m0s") || !strings.Contains(page, "pending") {
+		t.Errorf("the key page:\n%s", page)
+	}
+	shot, err := chromedp.Run(ops, chromedp.FullScreenshot(100))
+	if err != nil || len(shot) < 5000 {
+		t.Errorf("a screenshot of the timeline: %d bytes, %v", len(shot), err)
+	}
+	os.MkdirAll(filepath.Join("testdata", "artefacts"), 0o755)
+	os.WriteFile(filepath.Join("testdata", "artefacts", "timeline.png"), shot, 0o644)
+
+	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/keys/web-raw")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := chromedp.Run(ops, chromedp.Evaluate[int](`document.querySelectorAll("main img").length`)); err != nil || n != 0 || !strings.Contains(text(ops, "main"), "<img src=x") {
+		t.Errorf("a label holding markup: %d img elements, %v\n%s", n, err, text(ops, "main"))
+	}
+
+	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/jwks")); err != nil {
+		t.Fatal(err)
+	}
+	if page := text(ops, "main"); !strings.Contains(page, "default") || !strings.Contains(page, "web-jwt") || strings.Count(page, "(active)")+strings.Count(page, "(pending)") < 2 {
+		t.Errorf("the JWK Sets page:\n%s", page)
+	}
+
+	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/audit")); err != nil {
+		t.Fatal(err)
+	}
+	if page := text(ops, "main"); !strings.Contains(page, "the signature verifies with the audit key") || strings.Contains(page, "NOT VERIFIED") {
+		t.Errorf("the audit page:\n%s", page)
+	}
+}

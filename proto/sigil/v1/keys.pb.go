@@ -154,10 +154,16 @@ type Key struct {
 	// named); id is relative to it.
 	Namespace string `protobuf:"bytes,18,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// How the key's pair came to be: "generated" (in its backend, by
-	// Sigil) or "adopted" (made by another tool in the backend).
-	Origin        string `protobuf:"bytes,19,opt,name=origin,proto3" json:"origin,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Sigil), "imported" (wrapped, from outside) or "adopted" (made by
+	// another tool in the backend).
+	Origin string `protobuf:"bytes,19,opt,name=origin,proto3" json:"origin,omitempty"`
+	// For a key that rotates on a schedule: when its next generation is
+	// published (made; unset if one is pending already) and when it starts
+	// signing.
+	NextPublishTime  *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=next_publish_time,json=nextPublishTime,proto3" json:"next_publish_time,omitempty"`
+	NextActivateTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=next_activate_time,json=nextActivateTime,proto3" json:"next_activate_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Key) Reset() {
@@ -323,6 +329,20 @@ func (x *Key) GetOrigin() string {
 	return ""
 }
 
+func (x *Key) GetNextPublishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextPublishTime
+	}
+	return nil
+}
+
+func (x *Key) GetNextActivateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextActivateTime
+	}
+	return nil
+}
+
 // EthPolicy is the spending policy of an Ethereum key, enforced before the
 // HSM is called. Amounts are decimal strings of wei; empty means no limit.
 type EthPolicy struct {
@@ -445,7 +465,16 @@ type Generation struct {
 	UnpublishTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=unpublish_time,json=unpublishTime,proto3" json:"unpublish_time,omitempty"`
 	// "imported" for a generation imported into an existing key; empty for
 	// one generated (a key's first: see Key.origin).
-	Origin        string `protobuf:"bytes,9,opt,name=origin,proto3" json:"origin,omitempty"`
+	Origin string `protobuf:"bytes,9,opt,name=origin,proto3" json:"origin,omitempty"`
+	// When it was published (entered pending, or active for a key's
+	// first), started signing, stopped signing, left the JWK Sets, was
+	// revoked; and when its objects are destroyed. Unset until they apply.
+	PublishTime   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
+	ActivatedTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=activated_time,json=activatedTime,proto3" json:"activated_time,omitempty"`
+	RetiringTime  *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=retiring_time,json=retiringTime,proto3" json:"retiring_time,omitempty"`
+	RetiredTime   *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=retired_time,json=retiredTime,proto3" json:"retired_time,omitempty"`
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	DestroyTime   *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=destroy_time,json=destroyTime,proto3" json:"destroy_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -541,6 +570,48 @@ func (x *Generation) GetOrigin() string {
 		return x.Origin
 	}
 	return ""
+}
+
+func (x *Generation) GetPublishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishTime
+	}
+	return nil
+}
+
+func (x *Generation) GetActivatedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatedTime
+	}
+	return nil
+}
+
+func (x *Generation) GetRetiringTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetiringTime
+	}
+	return nil
+}
+
+func (x *Generation) GetRetiredTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetiredTime
+	}
+	return nil
+}
+
+func (x *Generation) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *Generation) GetDestroyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DestroyTime
+	}
+	return nil
 }
 
 type CreateKeyRequest struct {
@@ -1072,7 +1143,9 @@ type ListKeysRequest struct {
 	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only keys with every one of these labels: "K=V", or "K" for any value.
-	Labels        []string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	Labels []string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Only keys of this owner (exact), if set.
+	Owner         string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1142,11 +1215,20 @@ func (x *ListKeysRequest) GetLabels() []string {
 	return nil
 }
 
+func (x *ListKeysRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 type ListKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Keys  []*Key                 `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
 	// Set when more keys follow: pass it as page_token.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many keys match the filters and may be read, across every page.
+	TotalSize     int32 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1193,6 +1275,13 @@ func (x *ListKeysResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListKeysResponse) GetTotalSize() int32 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 type GetPublicKeyRequest struct {
@@ -2131,7 +2220,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x04skew\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04skew\x12;\n" +
 	"\fjwks_max_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"jwksMaxAge\x12!\n" +
-	"\tjwks_sets\x18\x06 \x03(\tB\x04\xa0\xbb\x18\x01R\bjwksSets\"\xfc\x05\n" +
+	"\tjwks_sets\x18\x06 \x03(\tB\x04\xa0\xbb\x18\x01R\bjwksSets\"\x8e\a\n" +
 	"\x03Key\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -2156,7 +2245,9 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\x05owner\x18\x10 \x01(\tR\x05owner\x12 \n" +
 	"\vdescription\x18\x11 \x01(\tR\vdescription\x12\x1c\n" +
 	"\tnamespace\x18\x12 \x01(\tR\tnamespace\x12\x16\n" +
-	"\x06origin\x18\x13 \x01(\tR\x06origin\x1a9\n" +
+	"\x06origin\x18\x13 \x01(\tR\x06origin\x12F\n" +
+	"\x11next_publish_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextPublishTime\x12H\n" +
+	"\x12next_activate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x10nextActivateTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x01\n" +
@@ -2169,7 +2260,7 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\ballow_to\x18\x05 \x03(\tR\aallowTo\x12'\n" +
 	"\x0fallow_selectors\x18\x06 \x03(\tR\x0eallowSelectors\x12'\n" +
 	"\rmax_nonce_gap\x18\a \x01(\x04H\x00R\vmaxNonceGap\x88\x01\x01B\x10\n" +
-	"\x0e_max_nonce_gap\"\xf4\x02\n" +
+	"\x0e_max_nonce_gap\"\xf2\x05\n" +
 	"\n" +
 	"Generation\x12\x1e\n" +
 	"\n" +
@@ -2184,7 +2275,15 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"createTime\x12?\n" +
 	"\ractivate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12A\n" +
 	"\x0eunpublish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\runpublishTime\x12\x16\n" +
-	"\x06origin\x18\t \x01(\tR\x06origin\"\xcd\x04\n" +
+	"\x06origin\x18\t \x01(\tR\x06origin\x12=\n" +
+	"\fpublish_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12A\n" +
+	"\x0eactivated_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\ractivatedTime\x12?\n" +
+	"\rretiring_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\fretiringTime\x12=\n" +
+	"\fretired_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vretiredTime\x12;\n" +
+	"\vrevoke_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\x12=\n" +
+	"\fdestroy_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\vdestroyTime\"\xcd\x04\n" +
 	"\x10CreateKeyRequest\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12\x18\n" +
@@ -2230,17 +2329,20 @@ const file_sigil_v1_keys_proto_rawDesc = "" +
 	"\rGetKeyRequest\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\"1\n" +
 	"\x0eGetKeyResponse\x12\x1f\n" +
-	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\x95\x01\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"\xab\x01\n" +
 	"\x0fListKeysRequest\x12\x18\n" +
 	"\apurpose\x18\x01 \x01(\tR\apurpose\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x16\n" +
-	"\x06labels\x18\x05 \x03(\tR\x06labels\"]\n" +
+	"\x06labels\x18\x05 \x03(\tR\x06labels\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\"|\n" +
 	"\x10ListKeysResponse\x12!\n" +
 	"\x04keys\x18\x01 \x03(\v2\r.sigil.v1.KeyR\x04keys\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"]\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\"]\n" +
 	"\x13GetPublicKeyRequest\x12\x14\n" +
 	"\x02id\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x02id\x12\x1e\n" +
 	"\n" +
@@ -2389,62 +2491,70 @@ var file_sigil_v1_keys_proto_depIdxs = []int32{
 	36, // 9: sigil.v1.Key.policy:type_name -> google.protobuf.Any
 	35, // 10: sigil.v1.Key.delete_time:type_name -> google.protobuf.Timestamp
 	31, // 11: sigil.v1.Key.labels:type_name -> sigil.v1.Key.LabelsEntry
-	35, // 12: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
-	35, // 13: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
-	35, // 14: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
-	0,  // 15: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 16: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	36, // 17: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
-	32, // 18: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
-	5,  // 19: sigil.v1.CreateKeyRequest.imported:type_name -> sigil.v1.ImportedKey
-	35, // 20: sigil.v1.GetImportParametersResponse.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 21: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 22: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 23: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	0,  // 24: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
-	2,  // 25: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
-	36, // 26: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
-	1,  // 27: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
-	1,  // 28: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 29: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
-	1,  // 30: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
-	1,  // 31: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
-	34, // 32: sigil.v1.ScheduleKeyDeletionRequest.window:type_name -> google.protobuf.Duration
-	1,  // 33: sigil.v1.ScheduleKeyDeletionResponse.key:type_name -> sigil.v1.Key
-	1,  // 34: sigil.v1.CancelKeyDeletionResponse.key:type_name -> sigil.v1.Key
-	33, // 35: sigil.v1.UpdateKeyMetadataRequest.set_labels:type_name -> sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
-	1,  // 36: sigil.v1.UpdateKeyMetadataResponse.key:type_name -> sigil.v1.Key
-	4,  // 37: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	6,  // 38: sigil.v1.KeyService.GetImportParameters:input_type -> sigil.v1.GetImportParametersRequest
-	9,  // 39: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	11, // 40: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	13, // 41: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	15, // 42: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
-	17, // 43: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	19, // 44: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
-	21, // 45: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
-	23, // 46: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
-	25, // 47: sigil.v1.KeyService.ScheduleKeyDeletion:input_type -> sigil.v1.ScheduleKeyDeletionRequest
-	27, // 48: sigil.v1.KeyService.CancelKeyDeletion:input_type -> sigil.v1.CancelKeyDeletionRequest
-	29, // 49: sigil.v1.KeyService.UpdateKeyMetadata:input_type -> sigil.v1.UpdateKeyMetadataRequest
-	8,  // 50: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	7,  // 51: sigil.v1.KeyService.GetImportParameters:output_type -> sigil.v1.GetImportParametersResponse
-	10, // 52: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	12, // 53: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	14, // 54: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	16, // 55: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
-	18, // 56: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	20, // 57: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
-	22, // 58: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
-	24, // 59: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
-	26, // 60: sigil.v1.KeyService.ScheduleKeyDeletion:output_type -> sigil.v1.ScheduleKeyDeletionResponse
-	28, // 61: sigil.v1.KeyService.CancelKeyDeletion:output_type -> sigil.v1.CancelKeyDeletionResponse
-	30, // 62: sigil.v1.KeyService.UpdateKeyMetadata:output_type -> sigil.v1.UpdateKeyMetadataResponse
-	50, // [50:63] is the sub-list for method output_type
-	37, // [37:50] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	35, // 12: sigil.v1.Key.next_publish_time:type_name -> google.protobuf.Timestamp
+	35, // 13: sigil.v1.Key.next_activate_time:type_name -> google.protobuf.Timestamp
+	35, // 14: sigil.v1.Generation.create_time:type_name -> google.protobuf.Timestamp
+	35, // 15: sigil.v1.Generation.activate_time:type_name -> google.protobuf.Timestamp
+	35, // 16: sigil.v1.Generation.unpublish_time:type_name -> google.protobuf.Timestamp
+	35, // 17: sigil.v1.Generation.publish_time:type_name -> google.protobuf.Timestamp
+	35, // 18: sigil.v1.Generation.activated_time:type_name -> google.protobuf.Timestamp
+	35, // 19: sigil.v1.Generation.retiring_time:type_name -> google.protobuf.Timestamp
+	35, // 20: sigil.v1.Generation.retired_time:type_name -> google.protobuf.Timestamp
+	35, // 21: sigil.v1.Generation.revoke_time:type_name -> google.protobuf.Timestamp
+	35, // 22: sigil.v1.Generation.destroy_time:type_name -> google.protobuf.Timestamp
+	0,  // 23: sigil.v1.CreateKeyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 24: sigil.v1.CreateKeyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	36, // 25: sigil.v1.CreateKeyRequest.policy:type_name -> google.protobuf.Any
+	32, // 26: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
+	5,  // 27: sigil.v1.CreateKeyRequest.imported:type_name -> sigil.v1.ImportedKey
+	35, // 28: sigil.v1.GetImportParametersResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 29: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 30: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 31: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	0,  // 32: sigil.v1.UpdateKeyPolicyRequest.jwt_policy:type_name -> sigil.v1.JWTPolicy
+	2,  // 33: sigil.v1.UpdateKeyPolicyRequest.eth_policy:type_name -> sigil.v1.EthPolicy
+	36, // 34: sigil.v1.UpdateKeyPolicyRequest.policy:type_name -> google.protobuf.Any
+	1,  // 35: sigil.v1.UpdateKeyPolicyResponse.key:type_name -> sigil.v1.Key
+	1,  // 36: sigil.v1.RotateKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 37: sigil.v1.RevokeGenerationResponse.key:type_name -> sigil.v1.Key
+	1,  // 38: sigil.v1.DisableKeyResponse.key:type_name -> sigil.v1.Key
+	1,  // 39: sigil.v1.EnableKeyResponse.key:type_name -> sigil.v1.Key
+	34, // 40: sigil.v1.ScheduleKeyDeletionRequest.window:type_name -> google.protobuf.Duration
+	1,  // 41: sigil.v1.ScheduleKeyDeletionResponse.key:type_name -> sigil.v1.Key
+	1,  // 42: sigil.v1.CancelKeyDeletionResponse.key:type_name -> sigil.v1.Key
+	33, // 43: sigil.v1.UpdateKeyMetadataRequest.set_labels:type_name -> sigil.v1.UpdateKeyMetadataRequest.SetLabelsEntry
+	1,  // 44: sigil.v1.UpdateKeyMetadataResponse.key:type_name -> sigil.v1.Key
+	4,  // 45: sigil.v1.KeyService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	6,  // 46: sigil.v1.KeyService.GetImportParameters:input_type -> sigil.v1.GetImportParametersRequest
+	9,  // 47: sigil.v1.KeyService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	11, // 48: sigil.v1.KeyService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	13, // 49: sigil.v1.KeyService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	15, // 50: sigil.v1.KeyService.UpdateKeyPolicy:input_type -> sigil.v1.UpdateKeyPolicyRequest
+	17, // 51: sigil.v1.KeyService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	19, // 52: sigil.v1.KeyService.RevokeGeneration:input_type -> sigil.v1.RevokeGenerationRequest
+	21, // 53: sigil.v1.KeyService.DisableKey:input_type -> sigil.v1.DisableKeyRequest
+	23, // 54: sigil.v1.KeyService.EnableKey:input_type -> sigil.v1.EnableKeyRequest
+	25, // 55: sigil.v1.KeyService.ScheduleKeyDeletion:input_type -> sigil.v1.ScheduleKeyDeletionRequest
+	27, // 56: sigil.v1.KeyService.CancelKeyDeletion:input_type -> sigil.v1.CancelKeyDeletionRequest
+	29, // 57: sigil.v1.KeyService.UpdateKeyMetadata:input_type -> sigil.v1.UpdateKeyMetadataRequest
+	8,  // 58: sigil.v1.KeyService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	7,  // 59: sigil.v1.KeyService.GetImportParameters:output_type -> sigil.v1.GetImportParametersResponse
+	10, // 60: sigil.v1.KeyService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	12, // 61: sigil.v1.KeyService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	14, // 62: sigil.v1.KeyService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	16, // 63: sigil.v1.KeyService.UpdateKeyPolicy:output_type -> sigil.v1.UpdateKeyPolicyResponse
+	18, // 64: sigil.v1.KeyService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	20, // 65: sigil.v1.KeyService.RevokeGeneration:output_type -> sigil.v1.RevokeGenerationResponse
+	22, // 66: sigil.v1.KeyService.DisableKey:output_type -> sigil.v1.DisableKeyResponse
+	24, // 67: sigil.v1.KeyService.EnableKey:output_type -> sigil.v1.EnableKeyResponse
+	26, // 68: sigil.v1.KeyService.ScheduleKeyDeletion:output_type -> sigil.v1.ScheduleKeyDeletionResponse
+	28, // 69: sigil.v1.KeyService.CancelKeyDeletion:output_type -> sigil.v1.CancelKeyDeletionResponse
+	30, // 70: sigil.v1.KeyService.UpdateKeyMetadata:output_type -> sigil.v1.UpdateKeyMetadataResponse
+	58, // [58:71] is the sub-list for method output_type
+	45, // [45:58] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_keys_proto_init() }
