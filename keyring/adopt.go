@@ -54,6 +54,10 @@ func (r *Keyring) Adopt(ctx context.Context, s CreateSpec, uri string) (*Key, er
 	if err := r.claimPair(ctx, ref, s.ID); err != nil {
 		return nil, err
 	}
+	release, err := r.claimPublic(ctx, pub, s.ID)
+	if err != nil {
+		return nil, err
+	}
 	der, err := signer.MarshalPublicKey(pub)
 	if err != nil {
 		return nil, err
@@ -74,6 +78,7 @@ func (r *Keyring) Adopt(ctx context.Context, s CreateSpec, uri string) (*Key, er
 	}
 	rev, err := r.store.Put(ctx, k)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	k.Revision = rev

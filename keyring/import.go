@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -65,8 +66,15 @@ func (r *Keyring) NewImportParams(ctx context.Context, id string, alg signer.Alg
 	if err != nil {
 		return ImportParams{}, err
 	}
-	if err := r.discardImport(ctx, id); err != nil {
+	if err := r.withinImportLimit(ctx, a, id); err != nil {
 		return ImportParams{}, err
+	}
+	if cur, ok, err := r.importRecordOf(ctx, a, id); err != nil {
+		return ImportParams{}, err
+	} else if ok {
+		if err := r.discard(ctx, id, cur); err != nil {
+			return ImportParams{}, err
+		}
 	}
 	ref, err := km.NewRef(id+".import", r.owner)
 	if err != nil {
@@ -86,19 +94,59 @@ func (r *Keyring) NewImportParams(ctx context.Context, id string, alg signer.Alg
 	}
 	pub, w, err := imp.NewWrappingKey(ctx, ref)
 	if err != nil {
-		_ = r.discardImport(context.WithoutCancel(ctx), id)
+		_ = r.discard(context.WithoutCancel(ctx), id, rec)
 		return ImportParams{}, err
 	}
 	return ImportParams{Public: pub, Wrapping: w, Token: token, Expires: rec.Expires}, nil
 }
 
+// MaxImportParams bounds the import parameters outstanding in one
+// namespace: each is an RSA-3072 key pair in the HSM.
+const MaxImportParams = 16
+
+// withinImportLimit refuses import parameters for id past
+// MaxImportParams outstanding in its namespace (replacing id's own is
+// not one more).
+func (r *Keyring) withinImportLimit(ctx context.Context, a Anchors, id string) error {
+	all, err := a.ListAnchors(ctx, importPrefix)
+	if err != nil {
+		return err
+	}
+	ns, n := namespace.Of(id), 0
+	for name := range all {
+		if other := strings.TrimPrefix(name, importPrefix); other != id && namespace.Of(other) == ns {
+			n++
+		}
+	}
+	if n >= MaxImportParams {
+		return errs.New(errs.ResourceExhausted, "namespace %q has %d import parameters outstanding, the most it may: import with them, or let them expire", ns, n)
+	}
+	return nil
+}
+
+// importRecordOf is id's import parameters, if any.
+func (r *Keyring) importRecordOf(ctx context.Context, a Anchors, id string) (importRecord, bool, error) {
+	b, err := a.GetAnchor(ctx, importPrefix+id)
+	if errs.Is(err, errs.NotFound) {
+		return importRecord{}, false, nil
+	}
+	if err != nil {
+		return importRecord{}, false, err
+	}
+	var rec importRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return importRecord{Ref: "corrupt"}, true, nil // discarded as it is
+	}
+	return rec, true, nil
+}
+
 // checkImportSpec checks what import parameters are asked for and fills
 // in the defaults, as a creation would.
 func (r *Keyring) checkImportSpec(s *CreateSpec) error {
-	if err := ValidateID(s.ID); err != nil {
+	if err := ValidateName(s.ID); err != nil {
 		return err
 	}
-	if strings.HasPrefix(s.ID, "sigil.") {
+	if strings.HasPrefix(namespace.Local(s.ID), "sigil.") {
 		return errs.New(errs.InvalidArgument, "key %q: keys named sigil.* are Sigil's own and cannot be imported", s.ID)
 	}
 	if _, err := signer.ParseAlgorithm(string(s.Algorithm)); err != nil {
@@ -128,29 +176,27 @@ func (r *Keyring) importer(name string) (Anchors, signer.KeyManager, signer.Impo
 	return a, km, imp, nil
 }
 
-// discardImport destroys the wrapping key of id's import parameters, if
-// any, then their record.
-func (r *Keyring) discardImport(ctx context.Context, id string) error {
+// discard destroys the wrapping key of import parameters rec, then
+// removes id's record if it is still rec's, in one update: parameters
+// asked for again meanwhile are not touched. A crash between leaves a
+// record naming no key, which the sweep removes once it expires.
+func (r *Keyring) discard(ctx context.Context, id string, rec importRecord) error {
 	a, ok := r.store.(Anchors)
 	if !ok {
 		return nil
 	}
-	b, err := a.GetAnchor(ctx, importPrefix+id)
-	if errs.Is(err, errs.NotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var rec importRecord
-	if json.Unmarshal(b, &rec) == nil {
-		if km, ok := r.backends[rec.Backend].(signer.KeyManager); ok {
-			if err := km.DestroyKey(ctx, rec.Ref); err != nil && !errs.Is(err, errs.NotFound) {
-				return err
-			}
+	if km, ok := r.backends[rec.Backend].(signer.KeyManager); ok && rec.Ref != "corrupt" {
+		if err := km.DestroyKey(ctx, rec.Ref); err != nil && !errs.Is(err, errs.NotFound) {
+			return err
 		}
 	}
-	return a.UpdateAnchor(ctx, importPrefix+id, func([]byte) ([]byte, error) { return nil, nil })
+	return a.UpdateAnchor(ctx, importPrefix+id, func(old []byte) ([]byte, error) {
+		var cur importRecord
+		if old != nil && json.Unmarshal(old, &cur) == nil && cur.Ref != rec.Ref {
+			return old, nil
+		}
+		return nil, nil
+	})
 }
 
 // ImportSpec is what an import presents: the token of its parameters,
@@ -184,16 +230,27 @@ func (r *Keyring) Import(ctx context.Context, s CreateSpec, in ImportSpec) (*Key
 	case !errs.Is(err, errs.NotFound):
 		return nil, err
 	}
-	rec, err := r.takeImport(ctx, s, in.Token)
+	release, err := r.claimPublic(ctx, in.Public, s.ID)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = r.discardImport(context.WithoutCancel(ctx), s.ID) }()
-	s.Backend, s.imported = rec.Backend, &signer.Import{WrappingRef: rec.Ref, Wrapped: in.Wrapped, Public: in.Public}
-	if k != nil {
-		return r.rotate(ctx, s.ID, false, s.imported)
+	rec, err := r.takeImport(ctx, s, in.Token)
+	if err != nil {
+		release()
+		return nil, err
 	}
-	return r.Create(ctx, s)
+	defer func() { _ = r.discard(context.WithoutCancel(ctx), s.ID, rec) }()
+	s.Backend, s.imported = rec.Backend, &signer.Import{WrappingRef: rec.Ref, Wrapped: in.Wrapped, Public: in.Public}
+	var out *Key
+	if k != nil {
+		out, err = r.rotate(ctx, s.ID, false, s.imported)
+	} else {
+		out, err = r.Create(ctx, s)
+	}
+	if err != nil {
+		release()
+	}
+	return out, err
 }
 
 // takeImport checks token against s.ID's import parameters and marks
@@ -234,7 +291,7 @@ func (r *Keyring) takeImport(ctx context.Context, s CreateSpec, token string) (i
 		return importRecord{}, err
 	}
 	if refusal != nil {
-		_ = r.discardImport(context.WithoutCancel(ctx), s.ID)
+		_ = r.discard(context.WithoutCancel(ctx), s.ID, rec)
 		return importRecord{}, refusal
 	}
 	return rec, nil
@@ -262,14 +319,64 @@ func (r *Keyring) sweepImports(ctx context.Context) error {
 	}
 	for name, b := range all {
 		var rec importRecord
-		if json.Unmarshal(b, &rec) == nil && r.now().Before(rec.Expires) {
+		if json.Unmarshal(b, &rec) != nil {
+			rec.Ref = "corrupt"
+		} else if r.now().Before(rec.Expires) {
 			continue
 		}
-		if err := r.discardImport(ctx, strings.TrimPrefix(name, importPrefix)); err != nil {
+		// Expired parameters cannot be taken (takeImport checks the time
+		// in its update), and parameters asked for again since are not
+		// touched (discard removes only this record).
+		if err := r.discard(ctx, strings.TrimPrefix(name, importPrefix), rec); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// claimedPrefix names the claims on public keys made outside Sigil.
+const claimedPrefix = "keyring/claimed/"
+
+// claimPublic claims public key pub, imported or adopted, for key id in
+// one atomic step (id's own claim stands for a retry), and returns what
+// releases a claim it made if the import or adoption fails. A key pair made outside Sigil may exist more than once (the
+// same private key imported twice, or imported and adopted): under two
+// IDs it would have two ledgers, and one Ethereum address could sign
+// one nonce twice. A claim stays once its key exists, after the key is
+// deleted too: the ledger that guarded the pair is gone with it.
+func (r *Keyring) claimPublic(ctx context.Context, pub crypto.PublicKey, id string) (func(), error) {
+	a, ok := r.store.(Anchors)
+	if !ok {
+		return nil, errs.New(errs.FailedPrecondition, "this keyring store cannot record an import")
+	}
+	der, err := signer.MarshalPublicKey(pub)
+	if err != nil {
+		return nil, errs.New(errs.InvalidArgument, "the public key: %v", err)
+	}
+	sum := sha256.Sum256(der)
+	name := claimedPrefix + hex.EncodeToString(sum[:])
+	created := false
+	err = a.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
+		if old != nil && string(old) != id {
+			return nil, errs.New(errs.AlreadyExists, "this key pair was imported or adopted as key %q already: one pair, one key (two would keep two ledgers for one address)", old)
+		}
+		created = old == nil
+		return []byte(id), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !created { // the key's own claim, from before: a retry's
+		return func() {}, nil
+	}
+	return func() {
+		_ = a.UpdateAnchor(context.WithoutCancel(ctx), name, func(old []byte) ([]byte, error) {
+			if string(old) != id {
+				return old, nil
+			}
+			return nil, nil
+		})
+	}, nil
 }
 
 // importing is a backend whose CreateKey unwraps an imported key pair

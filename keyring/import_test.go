@@ -5,15 +5,19 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/testutil/wraptest"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose/raw"
 	"github.com/sigil-hsm/sigil/signer"
+	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
 // wrappingKeys counts the wrapping key pairs of id in the token.
@@ -120,5 +124,140 @@ func TestImportTokenServesOneImport(t *testing.T) {
 	}
 	if _, err := r.Get(ctx, "once"); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("the key after failed imports: %v", err)
+	}
+}
+
+// wrappedKey is k (a fresh P-256 key if nil) wrapped to p.
+func wrappedKey(t *testing.T, p keyring.ImportParams, k *ecdsa.PrivateKey) keyring.ImportSpec {
+	t.Helper()
+	if k == nil {
+		k, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	return keyring.ImportSpec{Token: p.Token, Wrapped: wraptest.Wrap(t, p.Public, p.Wrapping.OAEPHash, k), Public: &k.PublicKey}
+}
+
+// gatedHSM is the PKCS#11 backend with ImportKey and NewWrappingKey able to
+// wait at their start: the scheduling a slow HSM gives.
+type gatedHSM struct {
+	*pkcs11.Backend
+	importIn, importGo chan struct{}
+	wrapIn, wrapGo     chan struct{}
+}
+
+func (g *gatedHSM) ImportKey(ctx context.Context, req signer.CreateKeyRequest, imp signer.Import) (signer.KeyInfo, error) {
+	if g.importIn != nil {
+		g.importIn <- struct{}{}
+		<-g.importGo
+	}
+	return g.Backend.ImportKey(ctx, req, imp)
+}
+
+func (g *gatedHSM) NewWrappingKey(ctx context.Context, ref string) (*rsa.PublicKey, signer.Wrapping, error) {
+	if g.wrapIn != nil {
+		g.wrapIn <- struct{}{}
+		<-g.wrapGo
+	}
+	return g.Backend.NewWrappingKey(ctx, ref)
+}
+
+func (e *env) gatedHSMKeyring(t *testing.T, g *gatedHSM) *keyring.Keyring {
+	r, err := keyring.New(context.Background(), keyring.Options{
+		Store: e.store, Backends: map[string]signer.Backend{"hsm-a": g}, DefaultBackend: "hsm-a",
+		Now: func() time.Time { return e.now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// An import's cleanup destroys the parameters it took, not those asked
+// for again while it ran: the later token still imports, and no wrapping
+// key is left once everything expired (found by a hostile review).
+func TestImportCleanupSparesNewerParams(t *testing.T) {
+	e := newEnv(t)
+	g := &gatedHSM{Backend: e.hsm, importIn: make(chan struct{}), importGo: make(chan struct{})}
+	r := e.gatedHSMKeyring(t, g)
+	ctx := context.Background()
+	spec := keyring.CreateSpec{ID: "k", Purpose: raw.Name, Algorithm: signer.ES256}
+	p1, err := r.NewImportParams(ctx, "k", signer.ES256, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.Import(ctx, spec, wrappedKey(t, p1, nil)); done <- err }()
+	<-g.importIn // token 1 taken, the unwrap about to start
+	g.importIn = nil
+	g.wrapIn, g.wrapGo = make(chan struct{}), make(chan struct{})
+	got := make(chan keyring.ImportParams, 1)
+	go func() {
+		p, err := r.NewImportParams(ctx, "k", signer.ES256, 0, "") // the operator asks again
+		if err != nil {
+			t.Errorf("import-params again: %v", err)
+		}
+		got <- p
+	}()
+	<-g.wrapIn // parameters 2 recorded, their wrapping key not yet made
+	g.wrapIn = nil
+	close(g.importGo)
+	<-done // the first import ends (its wrapping key was replaced under it)
+	close(g.wrapGo)
+	p2 := <-got
+	if _, err := r.Import(ctx, spec, wrappedKey(t, p2, nil)); err != nil {
+		t.Fatalf("an import with the parameters asked for second: %v", err)
+	}
+	e.now = e.now.Add(keyring.ImportTTL + time.Hour)
+	if err := r.Tick(ctx); err != nil || e.wrappingKeys(t, "k") != 0 {
+		t.Fatalf("after the sweep: %v, %d wrapping keys", err, e.wrappingKeys(t, "k"))
+	}
+}
+
+// One key pair, one key: the same private key imported under a second ID
+// is refused (two ledgers for one address could sign one nonce twice),
+// and the refusal spends nothing of the second ID's parameters.
+func TestOneKeyPairImportsOnce(t *testing.T) {
+	e := newEnv(t)
+	r := e.keyring(t, nil)
+	ctx := context.Background()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for i, id := range []string{"twin-a", "twin-b"} {
+		p, err := r.NewImportParams(ctx, id, signer.ES256, 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.Import(ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: signer.ES256}, wrappedKey(t, p, k))
+		switch {
+		case i == 0 && err != nil:
+			t.Fatalf("the first import: %v", err)
+		case i == 1 && !errs.Is(err, errs.AlreadyExists):
+			t.Fatalf("the same key under a second ID: %v", err)
+		case i == 1 && e.wrappingKeys(t, id) != 1:
+			t.Fatalf("the refused import spent its parameters")
+		}
+	}
+}
+
+// A namespace's keys import like root's, and the parameters outstanding
+// in one namespace are bounded.
+func TestNamespacedImportParams(t *testing.T) {
+	e := newEnv(t)
+	r := e.keyring(t, nil)
+	ctx := context.Background()
+	for i := range keyring.MaxImportParams {
+		if _, err := r.NewImportParams(ctx, fmt.Sprintf("tenant/k%d", i), signer.ES256, 0, ""); err != nil {
+			t.Fatalf("parameters %d in a namespace: %v", i, err)
+		}
+	}
+	if _, err := r.NewImportParams(ctx, "tenant/one-more", signer.ES256, 0, ""); !errs.Is(err, errs.ResourceExhausted) {
+		t.Fatalf("parameters past the namespace's bound: %v", err)
+	}
+	if _, err := r.NewImportParams(ctx, "tenant/k0", signer.ES256, 0, ""); err != nil {
+		t.Fatalf("asking again for outstanding parameters: %v", err)
+	}
+	if _, err := r.NewImportParams(ctx, "other/k", signer.ES256, 0, ""); err != nil {
+		t.Fatalf("another namespace: %v", err)
+	}
+	if _, err := r.NewImportParams(ctx, "tenant/sigil.audit", signer.ES256, 0, ""); !errs.Is(err, errs.InvalidArgument) {
+		t.Fatalf("a reserved name in a namespace: %v", err)
 	}
 }

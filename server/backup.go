@@ -42,9 +42,11 @@ func (b *backupService) Backup(ctx context.Context, _ *sigilv1.BackupRequest) (*
 	}
 	for name, v := range snap.Anchors {
 		if strings.HasPrefix(name, audit.AnchorName("")) {
-			if a, err := audit.ParseAnchor(v); err == nil {
-				m.AuditHeads = append(m.AuditHeads, backup.Head{Replica: a.Replica, Seq: a.Seq, Hash: a.Hash})
+			a, err := audit.ParseAnchor(v)
+			if err != nil { // a chain the backup could not name: a reconciliation could not ask for its records
+				return nil, errs.New(errs.FailedPrecondition, "the audit anchor %s does not parse (%v): no backup is taken without every chain's head", name, err)
 			}
+			m.AuditHeads = append(m.AuditHeads, backup.Head{Replica: a.Replica, Seq: a.Seq, Hash: a.Hash})
 		}
 	}
 	k, err := b.s.opts.Keyring.Get(ctx, keyring.AuditKeyID)

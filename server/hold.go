@@ -171,8 +171,8 @@ func everyCondition(string) bool { return true }
 // name none.
 func (s *Server) mustExist(ctx context.Context, method string, req any) error {
 	id, names := keyIDField(req)
-	if !names || id == "" || method == sigilv1.KeyService_CreateKey_FullMethodName {
-		return nil
+	if !names || id == "" || method == sigilv1.KeyService_CreateKey_FullMethodName || method == sigilv1.KeyService_GetImportParameters_FullMethodName {
+		return nil // they name a key that need not exist yet
 	}
 	k, err := s.opts.Keyring.Get(ctx, id)
 	if err != nil {
@@ -216,13 +216,18 @@ func (s *Server) adminReview(ctx context.Context, method string, req any) (authz
 		if _, _, err := s.keySvc.createPolicy(r); err != nil { // refused, not held
 			return f, nil, err
 		}
-		shown := r
-		if r.GetImported() != nil { // approvers see what is imported, never the token that imports it
-			shown = proto.Clone(r).(*sigilv1.CreateKeyRequest)
-			shown.Imported.ImportToken = "(withheld)"
+		if r.GetImported() != nil && k != nil {
+			// An import into a key that exists is its next generation,
+			// placed as a rotation places one: judged as that rotation.
+			f.Actions = []string{"rotate"}
+			if !rotatesOnSchedule(k) {
+				f.Actions = []string{actionRotateNow}
+			}
+		}
+		if r.GetImported() != nil {
 			sum = append(sum, approval.Field{Name: "origin", Value: keyring.OriginImported})
 		}
-		request, err := compactJSON(shown)
+		request, err := compactJSON(r)
 		if err != nil {
 			return f, nil, err
 		}

@@ -59,7 +59,7 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	case req.GetImported() != nil:
 		var in keyring.ImportSpec
 		if in, err = importSpec(req.GetImported()); err == nil {
-			k, err = s.keys.Import(ctx, spec, in)
+			k, err = s.importKey(ctx, spec, in)
 		}
 	default:
 		k, err = s.keys.Create(ctx, spec)
@@ -69,6 +69,46 @@ func (s *keyService) CreateKey(ctx context.Context, req *sigilv1.CreateKeyReques
 	}
 	pk, err := s.keyToProto(k)
 	return &sigilv1.CreateKeyResponse{Key: pk}, err
+}
+
+// importKey imports a key. A new key of a purpose whose ledger a
+// restore fences (eth: nonces) is fenced the same way first: the pair
+// had a life elsewhere, and what it signed there (its nonces) is unknown
+// until reconciled from a node. The fence is written before the key,
+// so no crash leaves the key signing unfenced; a failed import lifts a
+// fence it wrote on a key that does not exist.
+func (s *keyService) importKey(ctx context.Context, spec keyring.CreateSpec, in keyring.ImportSpec) (*keyring.Key, error) {
+	p, err := s.purpose(spec.Purpose)
+	if err != nil {
+		return nil, err
+	}
+	f, fenced := p.(purpose.Fenced)
+	if _, err := s.keys.Get(ctx, spec.ID); err == nil || !fenced { // a generation of a key that exists, or nothing to fence
+		return s.keys.Import(ctx, spec, in)
+	}
+	if s.deps.Ledger == nil {
+		return nil, errs.New(errs.FailedPrecondition, "key %q: this keyring store keeps no ledger, so an imported %s key cannot be fenced", spec.ID, spec.Purpose)
+	}
+	wrote := false
+	err = s.deps.Ledger.UpdateLedger(ctx, spec.ID, func(r *keyring.LedgerRecord) error {
+		if r.Fence == nil {
+			r.Fence, wrote = &keyring.Fence{Reason: "imported: what the key signed before is unknown; " + f.Reconcile(namespace.Local(spec.ID)) + " --upstream URL"}, true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.keys.Import(ctx, spec, in)
+	if err != nil && wrote {
+		if _, gerr := s.keys.Get(ctx, spec.ID); errs.Is(gerr, errs.NotFound) {
+			_ = s.deps.Ledger.UpdateLedger(context.WithoutCancel(ctx), spec.ID, func(r *keyring.LedgerRecord) error {
+				r.Fence = nil
+				return nil
+			})
+		}
+	}
+	return k, err
 }
 
 // maxWrappedKey bounds an imported key's wrapped bytes: an RSA-3072

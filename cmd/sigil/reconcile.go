@@ -57,6 +57,9 @@ found. With neither source the key stays fenced.`,
 				_, err := fmt.Fprintf(cmd.OutOrStdout(), "key %s is not fenced: nothing to reconcile\n", keyID)
 				return err
 			}
+			if len(audits) > 0 && len(rec.Fence.Heads) == 0 && upstream == "" {
+				return fmt.Errorf("key %s's fence names no audit chain heads (it was recovered from the HSM or imported, not restored from a backup), so audit files cannot be shown complete: reconcile from a node (--upstream), with or without them", keyID)
+			}
 			if err := completeSince(audits, rec.Fence.Heads); err != nil {
 				return err
 			}

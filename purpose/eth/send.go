@@ -41,24 +41,38 @@ type keySends struct {
 	last taken
 }
 
-// taken is a send the node accepted: its chain, nonce and when.
+// taken is a send the node accepted: its chain and nonce, and when the
+// node's count it was built on was read (a send built on an earlier
+// send keeps that one's time).
 type taken struct {
-	chain string
-	nonce uint64
-	at    time.Time
+	chain   string
+	nonce   uint64
+	counted time.Time
 }
 
 // TakenMaxAge is how long a send the node took stands in for the node's
-// pending count and the key's ledger: the next send of the key within it
-// takes the next nonce without reading either. The count lags what the
-// node took while it takes a block in, and behind a provider's load
-// balancer; asked again after this, it finds a transaction the node
-// dropped since.
+// pending count and the key's ledger: the next sends of the key within
+// it of the last time the count was read take the next nonces without
+// reading either. The count lags what the node took while it takes a
+// block in, and behind a provider's load balancer; asked again
+// TakenMaxAge after it was last asked, however many sends passed, it
+// finds a transaction the node dropped since.
 const TakenMaxAge = 2 * time.Second
 
-// fresh reports whether the send was taken within TakenMaxAge of now.
+// fresh reports whether the count t was built on was read within
+// TakenMaxAge of now.
 func (t taken) fresh(now time.Time) bool {
-	return !t.at.IsZero() && now.Sub(t.at) < TakenMaxAge && !now.Before(t.at)
+	return !t.counted.IsZero() && now.Sub(t.counted) < TakenMaxAge && !now.Before(t.counted)
+}
+
+// basis is what a send's nonce is built on: the chain, the node's
+// pending count, the highest nonce the key signed on each chain, and
+// when the count was read.
+type basis struct {
+	chain   *big.Int
+	pending uint64
+	signed  map[string]uint64
+	counted time.Time
 }
 
 // lock takes key id's lock, or gives up when ctx ends; the keySends it
@@ -110,15 +124,16 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		defer unlock()
 		mine = k
 	}
-	chain, pending, signed, err := h.nextFrom(ctx, id, obj, mine)
+	b, err := h.nextFrom(ctx, id, obj, mine)
 	if err != nil {
 		return nil, err
 	}
+	chain := b.chain
 	var n uint64
 	var out sigilv1.SignTransactionResponse
 	for try := 0; ; try++ {
 		if !given {
-			if n, err = nextNonce(pending, signed, chain, try); err != nil {
+			if n, err = nextNonce(b.pending, b.signed, chain, try); err != nil {
 				return nil, err
 			}
 			obj["nonce"] = json.RawMessage(`"` + hexutil.EncodeUint64(n) + `"`)
@@ -134,7 +149,7 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 		return nil, err
 	}
 	if mine != nil && out.GetSubmitted() {
-		mine.last = taken{chain: chain.String(), nonce: n, at: time.Now()}
+		mine.last = taken{chain: chain.String(), nonce: n, counted: b.counted}
 	}
 	if !out.GetSubmitted() {
 		// Signed, and in the audit log, but not taken (or not known to be:
@@ -155,31 +170,27 @@ func (h *rpcHandler) sendTransaction(ctx context.Context, c *rpcCall, params []j
 // and the next one tried. Otherwise the node and the ledger are read at
 // once, under the key's lock so both see the key's previous send, and a
 // nonce the node lacks is refused (noHole).
-func (h *rpcHandler) nextFrom(ctx context.Context, id string, obj map[string]json.RawMessage, mine *keySends) (*big.Int, uint64, map[string]uint64, error) {
+func (h *rpcHandler) nextFrom(ctx context.Context, id string, obj map[string]json.RawMessage, mine *keySends) (basis, error) {
 	if mine != nil {
 		last := mine.last
 		mine.last = taken{} // set again once this send is taken
 		if last.fresh(time.Now()) {
 			chain, _, err := h.fill(ctx, obj, obj["from"], false)
 			if err != nil || chain.String() == last.chain {
-				return chain, last.nonce + 1, map[string]uint64{last.chain: last.nonce}, err
+				return basis{chain, last.nonce + 1, map[string]uint64{last.chain: last.nonce}, last.counted}, err
 			}
 		}
 	}
-	var (
-		chain   *big.Int
-		pending uint64
-		signed  map[string]uint64
-	)
+	b := basis{counted: time.Now()}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { chain, pending, err = h.fill(gctx, obj, obj["from"], mine != nil); return err })
+	g.Go(func() (err error) { b.chain, b.pending, err = h.fill(gctx, obj, obj["from"], mine != nil); return err })
 	if mine != nil {
-		g.Go(func() (err error) { signed, err = h.highestSigned(gctx, id); return err })
+		g.Go(func() (err error) { b.signed, err = h.highestSigned(gctx, id); return err })
 	}
 	if err := g.Wait(); err != nil || mine == nil {
-		return chain, 0, nil, err
+		return b, err
 	}
-	return chain, pending, signed, h.noHole(ctx, id, pending, signed, chain)
+	return b, h.noHole(ctx, id, b.pending, b.signed, b.chain)
 }
 
 // mayFillFees refuses to take fees or gas from the node for a key

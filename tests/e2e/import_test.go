@@ -202,6 +202,16 @@ func TestImportedKeysSignAsTheirOriginals(t *testing.T) {
 	if !strings.EqualFold(k.Address, want) || want == "" {
 		t.Errorf("the imported key's address %s, ethers derives %s from the original private key", k.Address, want)
 	}
+	// What the key signed before is unknown: fenced until reconciled.
+	tx := `{"to":"0x3535353535353535353535353535353535353535","value":"0x1","nonce":"0x0","gas":"0x5208","maxFeePerGas":"0x3b9aca00","maxPriorityFeePerGas":"0x1","chainId":"0x1"}`
+	if out, err := w.cli("eth", "sign-tx", "--key", "imp-eth", "--tx", tx); err == nil || !strings.Contains(out, "fenced") {
+		t.Errorf("an imported eth key signed before it was reconciled: %v %s", err, out)
+	}
+	// One pair, one key: the same private key under a second ID is refused.
+	params = w.params("imp-eth-twin", "ES256K")
+	if out, err := w.importKey("imp-eth-twin", "ES256K", params, w.wrapKey(key, params), pub, "--purpose", "eth", "--chain-ids", "1"); err == nil || !strings.Contains(out, `as key "imp-eth" already`) {
+		t.Errorf("the same key imported under a second ID: %v %s", err, out)
+	}
 }
 
 // secp256k1Scalar reads the private scalar of an openssl PKCS#8 secp256k1

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/sigil-hsm/sigil/internal/testutil/gethtest"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -178,6 +179,47 @@ func TestLaggingCountIsNotAHole(t *testing.T) {
 	json.Unmarshal(a.Result, &hash)
 	if r := e.node.Receipt(t, hash); r["status"] != "0x1" || e.nonce(t, from) != 3 {
 		t.Fatalf("mined: receipt %v, nonce %d (want 3)", r, e.nonce(t, from))
+	}
+}
+
+// A transaction the node said it took and then dropped is found within
+// TakenMaxAge of the last time the node's count was read, however often
+// the key sends (found by a hostile review: every send the node took
+// renewed the window, so a key sending faster than that never asked
+// again and stacked every send behind the hole).
+func TestDroppedTransactionFoundThoughTheKeySendsOften(t *testing.T) {
+	e, hn := newHookedEnv(t)
+	from := e.newFundedKey(t, "treasury-slide")
+	if a := e.send(t, from, "0x1"); a.Error != nil {
+		t.Fatal(a.Error)
+	}
+	hn.set(func(m string, body []byte, w http.ResponseWriter) bool { // says it took nonce 1, and drops it
+		if m != "eth_sendRawTransaction" {
+			return false
+		}
+		var req struct{ Params []string }
+		json.Unmarshal(body, &req)
+		raw, _ := hexutil.Decode(req.Params[0])
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":1,"result":"%s"}`, crypto.Keccak256Hash(raw).Hex())
+		return true
+	})
+	if a := e.send(t, from, "0x2"); a.Error != nil {
+		t.Fatal(a.Error)
+	}
+	hn.set(passAll)
+	start := time.Now()
+	for sent := 0; ; sent++ {
+		time.Sleep(eth.TakenMaxAge / 3)
+		a := e.send(t, from, "0x3")
+		if a.Error != nil && a.Error.Code == -32000 && strings.Contains(a.Error.Message, "does not have it") {
+			break // found
+		}
+		if a.Error != nil {
+			t.Fatalf("send %d: %+v", sent, a.Error)
+		}
+		if time.Since(start) > 5*eth.TakenMaxAge {
+			t.Fatalf("%d sends over %v stacked behind the dropped nonce 1; none was refused", sent+1, time.Since(start))
+		}
 	}
 }
 
