@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build release release-deps nfpm run deps test-sys-deps sys-deps crosscheck-deps kms-deps eth-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
+.PHONY: all build release release-deps nfpm run deps test-sys-deps sys-deps crosscheck-deps kms-deps eth-deps trace-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -57,7 +57,7 @@ nfpm:
 	@[ -x bin/nfpm ] || $(GO) build -modfile=tools/nfpm/go.mod -o bin/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 ## deps: install the system packages the server and tests need, when missing.
-deps: sys-deps test-sys-deps crosscheck-deps kms-deps eth-deps
+deps: sys-deps test-sys-deps crosscheck-deps kms-deps eth-deps trace-deps
 
 sys-deps:
 	@missing=""; \
@@ -102,6 +102,11 @@ kms-deps:
 ## bin/ from the go-ethereum module pinned in tools/geth.
 eth-deps:
 	@[ -x bin/geth ] || $(GO) build -modfile=tools/geth/go.mod -o bin/geth github.com/ethereum/go-ethereum/cmd/geth
+
+## trace-deps: a real trace collector for the tests, Jaeger (OTLP receiver, in-memory
+## storage, query API), built once into bin/ from the module pinned in tools/jaeger.
+trace-deps:
+	@[ -x bin/jaeger ] || $(GO) build -modfile=tools/jaeger/go.mod -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 ## run: the embedded default, `sigil serve --dev`, in ./.sigil-dev.
 run: sys-deps build

@@ -22,12 +22,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/authz"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/signer"
@@ -213,11 +217,18 @@ func (d Deps) Served(ctx context.Context, n int) {
 	}
 }
 
-// Sign runs call, the signing work of one request with sg, and reports it.
-func (d Deps) Sign(ctx context.Context, sg keyring.Signing, call func() error) error {
+// Sign runs call, the signing work of one request with sg, and reports
+// it: in a span naming the backend, algorithm, key and generation.
+func (d Deps) Sign(ctx context.Context, sg keyring.Signing, call func(ctx context.Context) error) error {
 	d.Served(ctx, sg.Generation.Number)
+	ctx, span := tracing.Tracer().Start(ctx, "sigil.backend_sign", trace.WithAttributes(attribute.String("sigil.backend", sg.Key.Backend),
+		attribute.String("sigil.algorithm", string(sg.Key.Algorithm)), attribute.String("sigil.key_id", sg.Key.ID), attribute.Int("sigil.generation", sg.Generation.Number)))
+	defer span.End()
 	start := time.Now()
-	err := call()
+	err := call(ctx)
+	if err != nil {
+		span.SetStatus(codes.Error, "signing failed")
+	}
 	if d.OnSign != nil {
 		d.OnSign(sg, err, time.Since(start))
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/internal/namespace"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose"
@@ -145,13 +146,15 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
-	outcome, err := s.admit(ctx, rec, req, info.FullMethod, op, named)
+	outcome, err := step(ctx, "sigil.authorize", func(ctx context.Context) (string, error) { return s.admit(ctx, rec, req, info.FullMethod, op, named) })
 	rec.Outcome = outcome
 	ctx = namespace.NewContext(ctx, rec.Namespace)
 	if err == nil {
+		_, span := tracing.Tracer().Start(ctx, "sigil.approval_review") // hold's context goes on, not its span
 		if ctx, err = s.hold(ctx, rec, info.FullMethod, op, req); err != nil && rec.Outcome != "held" {
 			rec.Outcome = "failed"
 		}
+		span.End()
 	}
 	if err == nil {
 		resp, err = h(context.WithValue(ctx, recordKey{}, rec), req)
@@ -159,7 +162,8 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 			rec.Outcome = "failed"
 		}
 	}
-	if err = s.record(rec, err, start); err == nil {
+	describe(ctx, rec)
+	if _, err = step(ctx, "sigil.audit_append", func(context.Context) (struct{}, error) { return struct{}{}, s.record(rec, err, start) }); err == nil {
 		s.committed(ctx, rec, info.FullMethod, req, resp)
 	}
 	if m, ok := resp.(proto.Message); ok {

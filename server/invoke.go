@@ -17,6 +17,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/internal/namespace"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/purpose"
 )
@@ -95,6 +96,7 @@ func (s *Server) Record(ctx context.Context, operation, keyID string, err error,
 	start := time.Now()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestIDOf(ctx), Operation: operation, Peer: peerAddr(ctx),
 		Identities: identity.Brief(identities(ctx)), Namespace: recorded(namespace.FromContext(ctx)), Outcome: "allowed"}
+	rec.TraceID = tracing.TraceID(ctx)
 	for i := 0; i+1 < len(details); i += 2 {
 		if rec.Details == nil {
 			rec.Details = map[string]string{}

@@ -29,6 +29,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/namespace"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -172,7 +173,7 @@ func New(o Options) *Server {
 		s.metrics.registerAudit(o.Audit)
 	}
 	s.metrics.reg.MustRegister(o.Collectors...)
-	s.interceptors = []grpc.UnaryServerInterceptor{s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline}
+	s.interceptors = []grpc.UnaryServerInterceptor{traced, s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {
 		creds = expiringCreds{credentials.NewTLS(o.TLS)}
@@ -419,7 +420,7 @@ func (s *Server) purposeServers(ls map[string]net.Listener) (map[string]*http.Se
 		case s.opts.TLS == nil:
 			return nil, errs.New(errs.InvalidArgument, "the %s endpoint needs TLS with client certificates", name)
 		}
-		srv := newHTTPServer(api.HTTPHandler(s, s.deps))
+		srv := newHTTPServer(tracing.HTTP("sigil."+name+".http", api.HTTPHandler(s, s.deps)))
 		srv.TLSConfig = s.opts.TLS
 		out[name] = srv
 	}

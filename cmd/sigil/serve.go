@@ -26,6 +26,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/devmode"
 	"github.com/sigil-hsm/sigil/internal/mtls"
 	"github.com/sigil-hsm/sigil/internal/secret"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
@@ -132,6 +133,15 @@ func serve(ctx context.Context, cfg *config.Config, access func() (*authz.Author
 		return err
 	}
 	go reloadOnHangup(ctx, az, log)
+	stopTracing, err := tracing.Setup(ctx, tracing.Config{Enabled: cfg.Tracing.Enabled, SampleRatio: cfg.Tracing.Ratio()}, server.Version().Version)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() { // the last spans go out before the process ends
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		stopTracing(sctx)
+	}()
 	backends, closeBackends, err := openBackends(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -276,7 +286,7 @@ func serveConsole(ctx context.Context, c *config.Console, l net.Listener, srv *s
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: con.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
+	hs := &http.Server{Handler: tracing.HTTP("sigil.console.http", con.Handler()), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			cfg, err := base.GetConfigForClient(h)
 			if err != nil || cfg == nil || len(cfg.Certificates) == 0 {

@@ -45,7 +45,10 @@ type Record struct {
 	// ApprovalID names the request held for approval the record is about
 	// (held, inspected, decided or run); ApprovedBy, when it runs, the
 	// identities whose approvals made its quorum.
-	ApprovalID string   `json:"approval_id,omitempty"`
+	ApprovalID string `json:"approval_id,omitempty"`
+	// TraceID is the W3C trace the request was in (the caller's, when it
+	// sent a traceparent), joining the record to the trace and the logs.
+	TraceID    string   `json:"trace_id,omitempty"`
 	ApprovedBy []string `json:"approved_by,omitempty"`
 	// RequestSHA256 is the SHA-256 of the held request's protobuf bytes:
 	// the hash its approvals name (PayloadSHA256 is what was signed).

@@ -42,6 +42,24 @@ type Config struct {
 	Log            Log                `yaml:"log"`
 	Console        *Console           `yaml:"console"`
 	Notify         []Notify           `yaml:"notify"`
+	Tracing        Tracing            `yaml:"tracing"`
+}
+
+// Tracing turns OpenTelemetry tracing on; where spans go is the standard
+// OTEL_* variables' (OTEL_EXPORTER_OTLP_ENDPOINT, …).
+type Tracing struct {
+	Enabled bool `yaml:"enabled"`
+	// SampleRatio is the share of traces started here that are exported
+	// (0.01 if unset); a caller's sampled trace is always continued.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+}
+
+// Ratio is the sample ratio, its default filled in.
+func (t Tracing) Ratio() float64 {
+	if t.SampleRatio == nil {
+		return 0.01
+	}
+	return *t.SampleRatio
 }
 
 // Notify is one webhook events are delivered to (see package notify).
@@ -272,6 +290,9 @@ func (c *Config) validate(dev bool) error {
 			return errors.New("console.origin: want https://HOST[:PORT], the URL people open (WebAuthn's origin)")
 		}
 		con.Origin = strings.TrimSuffix(con.Origin, "/")
+	}
+	if r := c.Tracing.Ratio(); r < 0 || r > 1 {
+		return fmt.Errorf("tracing.sample_ratio: %v is not between 0 and 1", r)
 	}
 	for i, n := range c.Notify {
 		if err := n.check(fmt.Sprintf("notify[%d]", i)); err != nil {

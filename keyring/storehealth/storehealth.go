@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -147,11 +148,13 @@ var ErrDown = errors.New("keyring store unreachable")
 
 // call runs fn within timeout (or the caller's deadline, if sooner),
 // failing at once while the store is known to be down.
-func call[T any](ctx context.Context, g *Guarded, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
+func call[T any](ctx context.Context, g *Guarded, op string, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
 	var zero T
 	if h := g.mon.Health(); !h.Up {
 		return zero, errs.New(errs.Unavailable, "%w: %s", ErrDown, h.Detail)
 	}
+	ctx, span := tracing.Tracer().Start(ctx, "sigil.store."+op)
+	defer span.End()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := cctx.Deadline()
@@ -171,55 +174,55 @@ func call[T any](ctx context.Context, g *Guarded, timeout time.Duration, fn func
 	return v, err
 }
 
-func do(ctx context.Context, g *Guarded, fn func(context.Context) error) error {
-	_, err := call(ctx, g, g.timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+func do(ctx context.Context, g *Guarded, op string, fn func(context.Context) error) error {
+	_, err := call(ctx, g, op, g.timeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
 	return err
 }
 
 func (g *Guarded) Get(ctx context.Context, id string) (*keyring.Key, error) {
-	return call(ctx, g, g.timeout, func(ctx context.Context) (*keyring.Key, error) { return g.inner.Get(ctx, id) })
+	return call(ctx, g, "get", g.timeout, func(ctx context.Context) (*keyring.Key, error) { return g.inner.Get(ctx, id) })
 }
 
 // List reads every key, at start and when a replica catches up, never on
 // a request's path: it gets four times a call's deadline.
 func (g *Guarded) List(ctx context.Context) ([]*keyring.Key, error) {
-	return call(ctx, g, 4*g.timeout, g.inner.List)
+	return call(ctx, g, "list", 4*g.timeout, g.inner.List)
 }
 
 func (g *Guarded) Put(ctx context.Context, k *keyring.Key) (int64, error) {
-	return call(ctx, g, g.timeout, func(ctx context.Context) (int64, error) { return g.inner.Put(ctx, k) })
+	return call(ctx, g, "put", g.timeout, func(ctx context.Context) (int64, error) { return g.inner.Put(ctx, k) })
 }
 
 func (g *Guarded) Delete(ctx context.Context, id string, rev int64) error {
-	return do(ctx, g, func(ctx context.Context) error { return g.inner.Delete(ctx, id, rev) })
+	return do(ctx, g, "delete", func(ctx context.Context) error { return g.inner.Delete(ctx, id, rev) })
 }
 
 func (g *Guarded) UpdateLedger(ctx context.Context, id string, fn func(*keyring.LedgerRecord) error) error {
-	return do(ctx, g, func(ctx context.Context) error { return g.inner.UpdateLedger(ctx, id, fn) })
+	return do(ctx, g, "update_ledger", func(ctx context.Context) error { return g.inner.UpdateLedger(ctx, id, fn) })
 }
 
 func (g *Guarded) ReadLedger(ctx context.Context, id string) (*keyring.LedgerRecord, error) {
-	return call(ctx, g, g.timeout, func(ctx context.Context) (*keyring.LedgerRecord, error) { return g.inner.ReadLedger(ctx, id) })
+	return call(ctx, g, "read_ledger", g.timeout, func(ctx context.Context) (*keyring.LedgerRecord, error) { return g.inner.ReadLedger(ctx, id) })
 }
 
 func (g *Guarded) PutAnchor(ctx context.Context, name string, value []byte) error {
-	return do(ctx, g, func(ctx context.Context) error { return g.inner.PutAnchor(ctx, name, value) })
+	return do(ctx, g, "put_anchor", func(ctx context.Context) error { return g.inner.PutAnchor(ctx, name, value) })
 }
 
 func (g *Guarded) CreateAnchor(ctx context.Context, name string, value []byte) error {
-	return do(ctx, g, func(ctx context.Context) error { return g.inner.CreateAnchor(ctx, name, value) })
+	return do(ctx, g, "create_anchor", func(ctx context.Context) error { return g.inner.CreateAnchor(ctx, name, value) })
 }
 
 func (g *Guarded) GetAnchor(ctx context.Context, name string) ([]byte, error) {
-	return call(ctx, g, g.timeout, func(ctx context.Context) ([]byte, error) { return g.inner.GetAnchor(ctx, name) })
+	return call(ctx, g, "get_anchor", g.timeout, func(ctx context.Context) ([]byte, error) { return g.inner.GetAnchor(ctx, name) })
 }
 
 func (g *Guarded) ListAnchors(ctx context.Context, prefix string) (map[string][]byte, error) {
-	return call(ctx, g, g.timeout, func(ctx context.Context) (map[string][]byte, error) { return g.inner.ListAnchors(ctx, prefix) })
+	return call(ctx, g, "list_anchors", g.timeout, func(ctx context.Context) (map[string][]byte, error) { return g.inner.ListAnchors(ctx, prefix) })
 }
 
 func (g *Guarded) UpdateAnchor(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) error {
-	return do(ctx, g, func(ctx context.Context) error { return g.inner.UpdateAnchor(ctx, name, fn) })
+	return do(ctx, g, "update_anchor", func(ctx context.Context) error { return g.inner.UpdateAnchor(ctx, name, fn) })
 }
 
 // Snapshot reads the whole store, if it can be snapshotted, within
@@ -229,7 +232,7 @@ func (g *Guarded) Snapshot(ctx context.Context) (*keyring.Snapshot, error) {
 	if !ok {
 		return nil, errs.New(errs.FailedPrecondition, "this keyring store cannot be backed up")
 	}
-	return call(ctx, g, snapshotTimeout, func(ctx context.Context) (*keyring.Snapshot, error) { return s.Snapshot(ctx) })
+	return call(ctx, g, "snapshot", snapshotTimeout, func(ctx context.Context) (*keyring.Snapshot, error) { return s.Snapshot(ctx) })
 }
 
 const snapshotTimeout = time.Minute

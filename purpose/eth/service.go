@@ -47,7 +47,7 @@ func (s *service) SignTransaction(ctx context.Context, req *sigilv1.SignTransact
 		return nil, err
 	}
 	var out Signed
-	err = s.d.Sign(ctx, sg, func() (err error) { out, err = s.eth.SignTx(ctx, sg, u); return err })
+	err = s.d.Sign(ctx, sg, func(ctx context.Context) (err error) { out, err = s.eth.SignTx(ctx, sg, u); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,10 @@ func (s *service) SignMessage(ctx context.Context, req *sigilv1.SignMessageReque
 		return nil, err
 	}
 	var sig []byte
-	err = s.d.Sign(ctx, sg, func() (err error) { sig, err = s.eth.SignMessage(ctx, sg, req.GetMessage()); return err })
+	err = s.d.Sign(ctx, sg, func(ctx context.Context) (err error) {
+		sig, err = s.eth.SignMessage(ctx, sg, req.GetMessage())
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +142,7 @@ func (s *service) SignTypedData(ctx context.Context, req *sigilv1.SignTypedDataR
 	}
 	var sig []byte
 	var hash []byte
-	err = s.d.Sign(ctx, sg, func() error {
+	err = s.d.Sign(ctx, sg, func(ctx context.Context) error {
 		out, h, err := s.eth.SignTypedData(ctx, sg, req.GetTypedDataJson())
 		sig, hash = out, h[:]
 		return err

@@ -271,7 +271,7 @@ func (s *service) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*si
 		return nil, err
 	}
 	var tok Token
-	if err := s.d.Sign(ctx, sg, func() (err error) { tok, err = Sign(ctx, sg, p); return err }); err != nil {
+	if err := s.d.Sign(ctx, sg, func(ctx context.Context) (err error) { tok, err = Sign(ctx, sg, p); return err }); err != nil {
 		return nil, err
 	}
 	return &sigilv1.SignJWTResponse{Token: tok.Compact, Kid: tok.KID, Generation: int32(tok.Generation),

@@ -38,7 +38,7 @@ func (s *service) Sign(ctx context.Context, req *sigilv1.SignRequest) (*sigilv1.
 		return nil, err
 	}
 	var sig []byte
-	if err := s.d.Sign(ctx, sg, func() (err error) { sig, err = sg.Sign(ctx, input); return err }); err != nil {
+	if err := s.d.Sign(ctx, sg, func(ctx context.Context) (err error) { sig, err = sg.Sign(ctx, input); return err }); err != nil {
 		return nil, err
 	}
 	if alg.IsECDSA() && req.GetFormat() != sigilv1.SignatureFormat_SIGNATURE_FORMAT_RAW {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/pkcs11"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/secret"
@@ -520,12 +522,19 @@ func sessionNow[T any](ctx context.Context, b *Backend, op string, fn func(pkcs1
 	}
 	defer b.exit()
 	b.syncEpoch()
+	span := trace.SpanFromContext(ctx)
 	for attempt := 0; ; attempt++ {
+		waited := time.Now()
 		s, err := b.pool.get(ctx)
 		if err != nil {
 			return zero, err
 		}
+		// The session pool's wait, and the module's own time after it, on
+		// the caller's span (the backend call's): a slow signature tells
+		// a saturated pool from a slow HSM.
+		span.AddEvent("pkcs11.session", trace.WithAttributes(attribute.String("pkcs11.op", op), attribute.Int64("wait_us", time.Since(waited).Microseconds())))
 		v, err := fn(s.h)
+		span.AddEvent("pkcs11.done", trace.WithAttributes(attribute.String("pkcs11.op", op)))
 		rec := recoveryFor(err)
 		switch rec {
 		case keep:

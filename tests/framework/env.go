@@ -31,6 +31,10 @@ type Env struct {
 	HSMDir  string // the token folder
 	PKI     mtls.DevPKI
 	Srv     *Proc // the running server, after Start
+	// Extra is added to the configuration Start writes; Env is added to
+	// the server's environment.
+	Extra string
+	Env   []string
 }
 
 // NewEnv makes the world; Start runs the server in it.
@@ -66,8 +70,8 @@ policy: %s
 keyring: {retention: 1s, sweep_interval: 300ms, orphan_grace: 1s}
 backends:
   hsm: {type: pkcs11, module: %s, token: crash, pin: "file:%s"}
-`, e.PKI.ServerCert, e.PKI.ServerKey, e.PKI.CA, filepath.Join(e.Dir, "keyring.db"), e.Audit, filepath.Join(e.Dir, "policy.yaml"), softhsm.Module, e.PINFile)), 0o600)
-	env := []string{softhsm.ConfEnv + "=" + e.Conf}
+%s`, e.PKI.ServerCert, e.PKI.ServerKey, e.PKI.CA, filepath.Join(e.Dir, "keyring.db"), e.Audit, filepath.Join(e.Dir, "policy.yaml"), softhsm.Module, e.PINFile, e.Extra)), 0o600)
+	env := append([]string{softhsm.ConfEnv + "=" + e.Conf}, e.Env...)
 	if fp != "" {
 		env = append(env, failpoint.Env+"="+fp)
 	}

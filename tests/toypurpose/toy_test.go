@@ -177,7 +177,7 @@ func (s *stampService) Stamp(ctx context.Context, req *sigilv1.SignMessageReques
 	}
 	var sig []byte
 	input := stampInput(sg.Key.Policy().(*stampPolicy).Prefix, text)
-	if err := s.d.Sign(ctx, sg, func() (err error) { sig, err = sg.Sign(ctx, input); return err }); err != nil {
+	if err := s.d.Sign(ctx, sg, func(ctx context.Context) (err error) { sig, err = sg.Sign(ctx, input); return err }); err != nil {
 		return nil, err
 	}
 	return &sigilv1.SignResponse{Signature: sig, Algorithm: string(sg.Key.Algorithm), Generation: int32(sg.Generation.Number), Kid: sg.Generation.KID()}, nil

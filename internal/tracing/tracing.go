@@ -1,0 +1,131 @@
+// Package tracing is Sigil's OpenTelemetry tracing: its set-up from the
+// configuration's tracing section and the standard OTEL_* variables, the
+// tracer every layer starts its spans with, and the continuation of a
+// caller's trace (W3C traceparent) from gRPC metadata and HTTP headers.
+//
+// Tracing wraps the one access path (server's interceptors, which every
+// gRPC call and every in-process Invoke of the JSON-RPC endpoint and the
+// console pass through) and the layers below it that take time: the
+// keyring store, the backend call and its session wait, the audit append.
+// Attributes name methods, keys, backends, generations, outcomes and
+// request IDs; never a payload, digest, claim, message or PIN.
+package tracing
+
+import (
+	"context"
+	"net/http"
+	"os"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
+)
+
+// Config is the configuration's tracing section.
+type Config struct {
+	Enabled bool
+	// SampleRatio is the share of traces started here that are sampled;
+	// a caller's sampled trace is always continued (parent-based).
+	SampleRatio float64
+}
+
+// propagator reads and writes W3C traceparent/tracestate: set whether
+// tracing exports or not, so a caller's trace ID reaches the audit
+// record and the logs even when Sigil records no spans.
+var propagator = propagation.TraceContext{}
+
+func init() { otel.SetTextMapPropagator(propagator) }
+
+// Tracer is what every layer starts its spans with.
+func Tracer() trace.Tracer { return otel.Tracer("github.com/sigil-hsm/sigil") }
+
+// Setup exports spans over OTLP/gRPC when c.Enabled, to where the
+// standard variables say (OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS,
+// _INSECURE, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME; OTEL_TRACES_SAMPLER
+// overrides the section's ratio). It returns what flushes and stops the
+// exporter. Off, spans are not recorded and cost a context lookup.
+func Setup(ctx context.Context, c Config, version string) (func(context.Context) error, error) {
+	if !c.Enabled {
+		return func(context.Context) error { return nil }, nil
+	}
+	exp, err := otlptracegrpc.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := resource.New(ctx, resource.WithFromEnv(), resource.WithTelemetrySDK(),
+		resource.WithAttributes(attribute.String("service.name", serviceName()), attribute.String("service.version", version)))
+	if err != nil {
+		return nil, err
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
+	if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.SampleRatio))))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	otel.SetTracerProvider(tp)
+	return tp.Shutdown, nil
+}
+
+func serviceName() string {
+	if n := os.Getenv("OTEL_SERVICE_NAME"); n != "" {
+		return n
+	}
+	return "sigil"
+}
+
+// FromGRPC continues the trace a gRPC caller's metadata names, unless
+// ctx is in a trace already (an in-process Invoke from a traced HTTP
+// request).
+func FromGRPC(ctx context.Context) context.Context {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx
+	}
+	return propagator.Extract(ctx, metadataCarrier(md))
+}
+
+// metadataCarrier reads gRPC metadata as a propagation carrier.
+type metadataCarrier metadata.MD
+
+func (m metadataCarrier) Get(key string) string {
+	if v := metadata.MD(m).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+func (m metadataCarrier) Set(key, value string) { metadata.MD(m).Set(key, value) }
+func (m metadataCarrier) Keys() []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// HTTP serves h in a span named name that continues the trace the
+// request's traceparent header names.
+func HTTP(name string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := Tracer().Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		defer span.End()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// TraceID is the trace ctx is in, in hex; "" outside one.
+func TraceID(ctx context.Context) string {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		return sc.TraceID().String()
+	}
+	return ""
+}
