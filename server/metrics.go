@@ -7,10 +7,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigil-hsm/sigil/internal/approval"
 	"github.com/sigil-hsm/sigil/internal/audit"
+	"github.com/sigil-hsm/sigil/internal/authz"
 	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/signer"
@@ -239,6 +242,37 @@ func (m *metrics) interceptor(ctx context.Context, req any, info *grpc.UnaryServ
 	start := time.Now()
 	resp, err := h(ctx, req)
 	m.requests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
-	m.reqTime.WithLabelValues(info.FullMethod).Observe(time.Since(start).Seconds())
+	observe(ctx, m.reqTime.WithLabelValues(info.FullMethod), time.Since(start).Seconds())
 	return resp, err
+}
+
+// observe records a latency, with the trace of a sampled request as its
+// exemplar: a slow bucket on a dashboard leads to a trace of it.
+func observe(ctx context.Context, o prometheus.Observer, v float64) {
+	sc := trace.SpanContextFromContext(ctx)
+	if e, ok := o.(prometheus.ExemplarObserver); ok && sc.IsSampled() {
+		e.ObserveWithExemplar(v, prometheus.Labels{"trace_id": sc.TraceID().String()})
+		return
+	}
+	o.Observe(v)
+}
+
+// preset makes the series an alert or a dashboard reads exist at zero
+// before their first event (a rate over an absent series is no alert):
+// each method's requests and latency, each operation's denials and
+// approval steps, each approval state.
+func (m *metrics) preset(methods []string) {
+	for _, method := range methods {
+		m.requests.WithLabelValues(method, "OK")
+		m.reqTime.WithLabelValues(method)
+	}
+	for _, op := range append(authz.Ops(), "unnamed") {
+		m.denials.WithLabelValues(string(op))
+		for _, step := range []string{"held", "approved", "denied", "ran", "failed"} {
+			m.approvals.WithLabelValues(string(op), step)
+		}
+	}
+	for _, st := range approval.States {
+		m.held.WithLabelValues(string(st))
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -84,5 +86,46 @@ func TestMetricsAnOperatorWants(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// The series an alert or a dashboard reads exist at zero before their
+// first event; a sampled request's latency carries its trace as an
+// exemplar (OpenMetrics).
+func TestSeriesExistBeforeTheirFirstEvent(t *testing.T) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev); tp.Shutdown(context.Background()) })
+	e := newMTLSEnv(t)
+	scrape := func(accept string) string {
+		req, _ := http.NewRequest("GET", e.AdminURL+"/metrics", nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	body := scrape("text/plain")
+	for _, want := range []string{
+		`sigil_authz_denials_total{operation="eth.sign_tx"} 0`,
+		`sigil_approval_steps_total{operation="eth.sign_tx",step="held"} 0`,
+		`sigil_approval_requests{state="pending"} 0`,
+		`sigil_grpc_requests_total{code="OK",method="/sigil.v1.SigningService/Sign"} 0`,
+		`sigil_grpc_request_duration_seconds_count{method="/sigil.v1.JWTService/SignJWT"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics before any request lacks %s", want)
+		}
+	}
+	keys := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/all/ops"))
+	if _, err := keys.ListKeys(context.Background(), &sigilv1.ListKeysRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if om := scrape("application/openmetrics-text; version=1.0.0"); !strings.Contains(om, `sigil_grpc_request_duration_seconds_bucket{method="/sigil.v1.KeyService/ListKeys"`) || !strings.Contains(om, `# {trace_id="`) {
+		t.Errorf("no exemplar with a trace ID on the request latency:\n%.2000s", om)
 	}
 }
