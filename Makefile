@@ -5,7 +5,7 @@ BUF         := $(GO) tool -modfile=tools/buf/go.mod buf
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CGO_ENABLED := 1
 
-.PHONY: all build release release-deps nfpm run deps test-sys-deps sys-deps crosscheck-deps kms-deps eth-deps trace-deps test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
+.PHONY: all build release release-deps nfpm run deps test-sys-deps sys-deps crosscheck-deps kms-deps eth-deps trace-deps promtool test test-under-load soak lint fmt-check vet staticcheck nocgo buf-lint proto proto-check docs gotest bench clean
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
@@ -57,7 +57,7 @@ nfpm:
 	@[ -x bin/nfpm ] || $(GO) build -modfile=tools/nfpm/go.mod -o bin/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 ## deps: install the system packages the server and tests need, when missing.
-deps: sys-deps test-sys-deps crosscheck-deps kms-deps eth-deps trace-deps
+deps: sys-deps test-sys-deps crosscheck-deps kms-deps eth-deps trace-deps promtool
 
 sys-deps:
 	@missing=""; \
@@ -102,6 +102,11 @@ kms-deps:
 ## bin/ from the go-ethereum module pinned in tools/geth.
 eth-deps:
 	@[ -x bin/geth ] || $(GO) build -modfile=tools/geth/go.mod -o bin/geth github.com/ethereum/go-ethereum/cmd/geth
+
+## promtool: Prometheus's rule checker, for the shipped alert rules: taken from Debian's
+## prometheus package (the binary alone, not the service) into bin/.
+promtool:
+	@[ -x bin/promtool ] || { tmp=$$(mktemp -d) && (cd $$tmp && apt-get download prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb x) && mkdir -p bin && cp $$tmp/x/usr/bin/promtool bin/promtool; rm -rf $$tmp; }
 
 ## trace-deps: a real trace collector for the tests, Jaeger (OTLP receiver, in-memory
 ## storage, query API), built once into bin/ from the module pinned in tools/jaeger.

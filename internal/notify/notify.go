@@ -106,7 +106,12 @@ func New(o Options) *Notifier {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Notifier{o: o, kick: make(chan struct{}, 1), metrics: newMetrics()}
+	n := &Notifier{o: o, kick: make(chan struct{}, 1), metrics: newMetrics()}
+	for _, ev := range Events { // at zero before the first event: an alert on the rate needs the series
+		n.metrics.delivered.WithLabelValues(ev)
+		n.metrics.failed.WithLabelValues(ev)
+	}
+	return n
 }
 
 // Body is what a webhook receives, as JSON.
