@@ -114,9 +114,15 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return FromConn(conn), nil
+}
+
+// FromConn is a Client over a connection made elsewhere (its own
+// credentials, interceptors and namespace metadata).
+func FromConn(conn *grpc.ClientConn) *Client {
 	return &Client{conn: conn, Keys: sigilv1.NewKeyServiceClient(conn), Signing: sigilv1.NewSigningServiceClient(conn),
 		JWT: sigilv1.NewJWTServiceClient(conn), Eth: sigilv1.NewEthereumServiceClient(conn), Audit: sigilv1.NewAuditServiceClient(conn),
-		Namespaces: sigilv1.NewNamespaceServiceClient(conn)}, nil
+		Namespaces: sigilv1.NewNamespaceServiceClient(conn)}
 }
 
 // Conn is the underlying connection, for services this package does not

@@ -335,6 +335,19 @@ func attacks() []attack {
 		{"create an RSA key of an odd size", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "RS256", RsaBits: 4096}), codes.InvalidArgument},
 		{"create a jwt key whose schedule overflows", nil, createWith(&sigilv1.CreateKeyRequest{Id: "mine", Algorithm: "ES256", Purpose: "jwt", JwtPolicy: &sigilv1.JWTPolicy{
 			RotateEvery: &durationpb.Duration{Seconds: 315576000000}, PublishAhead: &durationpb.Duration{Seconds: 315576000000}, Skew: &durationpb.Duration{Seconds: 1 << 62}}}), codes.InvalidArgument},
+		// Batches: each item is a Sign of its own; the batch is bounded.
+		{"a batch of 1001 items", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewSigningServiceClient(c).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: make([]*sigilv1.SignRequest, 1001)})
+			return err
+		}, codes.InvalidArgument},
+		{"a batch naming another namespace's key", nil, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewSigningServiceClient(c).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: []*sigilv1.SignRequest{{KeyId: "other/raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}}})
+			return err
+		}, codes.InvalidArgument},
+		{"a batch, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
+			_, err := sigilv1.NewSigningServiceClient(c).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: []*sigilv1.SignRequest{{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}}})
+			return err
+		}, codes.PermissionDenied},
 		// Bringing one's own key.
 		{"import parameters, CN spoofing the admin", cnSpoofer, importParams(&sigilv1.GetImportParametersRequest{Id: "mine", Algorithm: "ES256"}), codes.PermissionDenied},
 		{"import parameters for Sigil's own key", nil, importParams(&sigilv1.GetImportParametersRequest{Id: "sigil.audit", Algorithm: "ES256"}), codes.InvalidArgument},

@@ -201,7 +201,7 @@ func New(o Options) *Server {
 	if o.Anchors != nil {
 		s.approvals, s.runner = approval.NewStore(o.Anchors), approval.NewID()[:12]
 	}
-	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnDetail: noteDetail, OnSign: s.metrics.observeSign, CanRead: s.allowedKey, Covering: s.covering, Settings: o.Settings}
+	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnDetail: noteDetail, OnSign: s.metrics.observeSign, Each: s.each, CanRead: s.allowedKey, Covering: s.covering, Settings: o.Settings}
 	s.keySvc = &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey, deps: s.deps}
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
 	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors})

@@ -73,7 +73,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
-	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,ethrpc,namespaced,send,reviewed,kms,replicas,audit); the report then holds only them")
+	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,batch,ethrpc,namespaced,send,reviewed,kms,replicas,audit); the report then holds only them")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
 	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
@@ -222,6 +222,11 @@ func run(out string, dur time.Duration) error {
 	}
 	if measured("secured") {
 		if rep.secured, err = b.securedTable(secured); err != nil {
+			return err
+		}
+	}
+	if measured("batch") {
+		if rep.batch, err = b.batchTable(secured); err != nil {
 			return err
 		}
 	}
@@ -552,6 +557,41 @@ func (b *bench) securedTable(secured *grpc.ClientConn) ([]row, error) {
 		_, err := sec.Sign(ctx, req)
 		return err
 	}, []int{1, 16})
+}
+
+// batchTable: 100 ES256 signatures as one SignBatch call on the secured
+// server against 100 by the backend in-process, at 16 callers.
+func (b *bench) batchTable(secured *grpc.ClientConn) ([]row, error) {
+	const id, n = "bench-batch", 100
+	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
+		return nil, err
+	}
+	sg, err := b.kr.ForSigning(b.ctx, id, raw.Name)
+	if err != nil {
+		return nil, err
+	}
+	in := signer.ES256.Input([]byte("x"))
+	req := &sigilv1.SignBatchRequest{}
+	for range n {
+		req.Items = append(req.Items, &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: in}})
+	}
+	client := sigilv1.NewSigningServiceClient(secured)
+	return b.pair("SignBatch ×100", func(ctx context.Context) error {
+		for range n {
+			if _, err := b.hsm.Sign(ctx, sg.Generation.Ref, signer.ES256, in); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func(ctx context.Context) error {
+		resp, err := client.SignBatch(ctx, req)
+		for _, r := range resp.GetResults() {
+			if e := r.GetError(); e != nil && err == nil {
+				err = fmt.Errorf("%s: %s", e.GetCode(), e.GetMessage())
+			}
+		}
+		return err
+	}, []int{16})
 }
 
 // namespaceTable: ES256 Sign in root against the same in a namespace,

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,19 +15,35 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/sigil-hsm/sigil/client"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
 func newSign() *cobra.Command {
-	var keyID, digestHex, messageFile, format string
+	var keyID, digestHex, messageFile, format, batchFile string
 	cmd := &cobra.Command{
-		Use:   "sign --key ID (--digest HEX | --message-file FILE)",
-		Short: "Sign a digest, or a file, with a raw-purpose key",
-		Args:  cobra.NoArgs,
+		Use:   "sign --key ID (--digest HEX | --message-file FILE) | sign [--key ID] --batch FILE",
+		Short: "Sign a digest, or a file, with a raw-purpose key; or a batch of digests (JSON lines)",
+		Long: `sign signs one digest (--digest) or file (--message-file, hashed here
+with the key's hash; an EdDSA key signs the file itself).
+
+With --batch FILE ("-" for standard input), it reads one JSON object a
+line, {"key": ID, "digest": HEX} (or "message": BASE64 for EdDSA; "key"
+defaults to --key), signs them with SignBatch calls of up to 1000 items
+(each item decided, signed and audited as a sign of its own), and writes
+one JSON line per item in the same order: {"signature": BASE64} or
+{"error": "Code: message"}. It exits non-zero if any item failed.`,
+		Args: cobra.NoArgs,
 	}
 	c := addClientFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if batchFile != "" {
+			return signBatch(cmd, c, keyID, batchFile)
+		}
+		if keyID == "" {
+			return errors.New("sign needs --key (or --batch)")
+		}
 		if (digestHex == "") == (messageFile == "") {
 			return errors.New("sign needs exactly one of --digest and --message-file")
 		}
@@ -64,8 +83,78 @@ func newSign() *cobra.Command {
 	f.StringVar(&digestHex, "digest", "", "hex digest of the algorithm's hash")
 	f.StringVar(&messageFile, "message-file", "", "file to sign (hashed locally, except for EdDSA)")
 	f.StringVar(&format, "format", "der", "ECDSA signature encoding: der or raw (r‖s)")
-	cmd.MarkFlagRequired("key")
+	f.StringVar(&batchFile, "batch", "", `sign the JSON lines of FILE ("-": standard input): {"key": ID, "digest": HEX}`)
 	return cmd
+}
+
+// batchLine is one line of a batch file.
+type batchLine struct {
+	Key     string `json:"key"`
+	Digest  string `json:"digest"`
+	Message []byte `json:"message"`
+}
+
+// signBatch is sign --batch: every line read (a line that does not
+// parse is refused before anything is signed), signed by SignBatch, and
+// each result written as a line.
+func signBatch(cmd *cobra.Command, c *clientFlags, defaultKey, path string) error {
+	in := cmd.InOrStdin()
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	var items []client.BatchItem
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var l batchLine
+		dec := json.NewDecoder(strings.NewReader(sc.Text()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&l); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		it := client.BatchItem{KeyID: cmp.Or(l.Key, defaultKey), Message: l.Message}
+		if l.Message == nil {
+			d, err := hex.DecodeString(strings.TrimPrefix(l.Digest, "0x"))
+			if err != nil || len(d) == 0 {
+				return fmt.Errorf("%s:%d: digest: want hex", path, n)
+			}
+			it.Digest = d
+		}
+		if it.KeyID == "" {
+			return fmt.Errorf("%s:%d: no key (give \"key\", or --key)", path, n)
+		}
+		items = append(items, it)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+		results, err := client.FromConn(conn).SignBatch(ctx, items)
+		if err != nil {
+			return err
+		}
+		out, failed := json.NewEncoder(cmd.OutOrStdout()), 0
+		for _, r := range results {
+			if r.Err != nil {
+				failed++
+				out.Encode(map[string]string{"error": r.Err.Error()})
+				continue
+			}
+			out.Encode(map[string]string{"signature": base64.StdEncoding.EncodeToString(r.Signature)})
+		}
+		if failed > 0 {
+			return fmt.Errorf("%d of %d items failed", failed, len(results))
+		}
+		return nil
+	})
 }
 
 // signInput is the digest, or for an EdDSA key the message, to sign or

@@ -39,9 +39,18 @@ func (Purpose) Rotation() keyring.Rotation { return keyring.RotateOnDemand }
 // Operations implements purpose.Purpose.
 func (Purpose) Operations() map[string]authz.Op {
 	return map[string]authz.Op{
-		sigilv1.SigningService_Sign_FullMethodName:   OpSign,
-		sigilv1.SigningService_Verify_FullMethodName: authz.KeysRead, // public keys only
+		sigilv1.SigningService_Sign_FullMethodName:      OpSign,
+		sigilv1.SigningService_SignBatch_FullMethodName: OpSign,         // admitted on the namespace; each item decided as a Sign
+		sigilv1.SigningService_Verify_FullMethodName:    authz.KeysRead, // public keys only
 	}
+}
+
+var _ purpose.Keyless = Purpose{}
+
+// KeylessMethods: SignBatch names its keys in its items, each decided as
+// a Sign of its own.
+func (Purpose) KeylessMethods() []string {
+	return []string{sigilv1.SigningService_SignBatch_FullMethodName}
 }
 
 // Payload is the digest or message to sign or verify.

@@ -435,6 +435,232 @@ func (x *VerifyResponse) GetKid() string {
 	return ""
 }
 
+type SignBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1000 items, of one key or several (the request at most 4 MiB).
+	Items         []*SignRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignBatchRequest) Reset() {
+	*x = SignBatchRequest{}
+	mi := &file_sigil_v1_signing_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignBatchRequest) ProtoMessage() {}
+
+func (x *SignBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_signing_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignBatchRequest.ProtoReflect.Descriptor instead.
+func (*SignBatchRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_signing_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SignBatchRequest) GetItems() []*SignRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type SignBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per item, in the items' order.
+	Results       []*SignBatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignBatchResponse) Reset() {
+	*x = SignBatchResponse{}
+	mi := &file_sigil_v1_signing_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignBatchResponse) ProtoMessage() {}
+
+func (x *SignBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_signing_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignBatchResponse.ProtoReflect.Descriptor instead.
+func (*SignBatchResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_signing_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SignBatchResponse) GetResults() []*SignBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type SignBatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*SignBatchResult_Response
+	//	*SignBatchResult_Error
+	Result        isSignBatchResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignBatchResult) Reset() {
+	*x = SignBatchResult{}
+	mi := &file_sigil_v1_signing_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignBatchResult) ProtoMessage() {}
+
+func (x *SignBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_signing_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignBatchResult.ProtoReflect.Descriptor instead.
+func (*SignBatchResult) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_signing_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SignBatchResult) GetResult() isSignBatchResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SignBatchResult) GetResponse() *SignResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SignBatchResult_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
+func (x *SignBatchResult) GetError() *BatchError {
+	if x != nil {
+		if x, ok := x.Result.(*SignBatchResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isSignBatchResult_Result interface {
+	isSignBatchResult_Result()
+}
+
+type SignBatchResult_Response struct {
+	Response *SignResponse `protobuf:"bytes,1,opt,name=response,proto3,oneof"`
+}
+
+type SignBatchResult_Error struct {
+	Error *BatchError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*SignBatchResult_Response) isSignBatchResult_Result() {}
+
+func (*SignBatchResult_Error) isSignBatchResult_Result() {}
+
+// BatchError is an item's failure: the gRPC code (its name, e.g.
+// "PermissionDenied") and message a call of the item alone would get.
+type BatchError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchError) Reset() {
+	*x = BatchError{}
+	mi := &file_sigil_v1_signing_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchError) ProtoMessage() {}
+
+func (x *BatchError) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_signing_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
+func (*BatchError) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_signing_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BatchError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BatchError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_sigil_v1_signing_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_signing_proto_rawDesc = "" +
@@ -471,12 +697,25 @@ const file_sigil_v1_signing_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x02 \x01(\x05R\n" +
 	"generation\x12\x10\n" +
-	"\x03kid\x18\x03 \x01(\tR\x03kid*M\n" +
+	"\x03kid\x18\x03 \x01(\tR\x03kid\"?\n" +
+	"\x10SignBatchRequest\x12+\n" +
+	"\x05items\x18\x01 \x03(\v2\x15.sigil.v1.SignRequestR\x05items\"H\n" +
+	"\x11SignBatchResponse\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.sigil.v1.SignBatchResultR\aresults\"\x7f\n" +
+	"\x0fSignBatchResult\x124\n" +
+	"\bresponse\x18\x01 \x01(\v2\x16.sigil.v1.SignResponseH\x00R\bresponse\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x14.sigil.v1.BatchErrorH\x00R\x05errorB\b\n" +
+	"\x06result\":\n" +
+	"\n" +
+	"BatchError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*M\n" +
 	"\x0fSignatureFormat\x12 \n" +
 	"\x1cSIGNATURE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n" +
-	"\x14SIGNATURE_FORMAT_RAW\x10\x012\x84\x01\n" +
+	"\x14SIGNATURE_FORMAT_RAW\x10\x012\xca\x01\n" +
 	"\x0eSigningService\x125\n" +
-	"\x04Sign\x12\x15.sigil.v1.SignRequest\x1a\x16.sigil.v1.SignResponse\x12;\n" +
+	"\x04Sign\x12\x15.sigil.v1.SignRequest\x1a\x16.sigil.v1.SignResponse\x12D\n" +
+	"\tSignBatch\x12\x1a.sigil.v1.SignBatchRequest\x1a\x1b.sigil.v1.SignBatchResponse\x12;\n" +
 	"\x06Verify\x12\x17.sigil.v1.VerifyRequest\x1a\x18.sigil.v1.VerifyResponseB\x90\x01\n" +
 	"\fcom.sigil.v1B\fSigningProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
@@ -493,25 +732,35 @@ func file_sigil_v1_signing_proto_rawDescGZIP() []byte {
 }
 
 var file_sigil_v1_signing_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sigil_v1_signing_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_sigil_v1_signing_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_sigil_v1_signing_proto_goTypes = []any{
-	(SignatureFormat)(0),   // 0: sigil.v1.SignatureFormat
-	(*SignRequest)(nil),    // 1: sigil.v1.SignRequest
-	(*SignResponse)(nil),   // 2: sigil.v1.SignResponse
-	(*VerifyRequest)(nil),  // 3: sigil.v1.VerifyRequest
-	(*VerifyResponse)(nil), // 4: sigil.v1.VerifyResponse
+	(SignatureFormat)(0),      // 0: sigil.v1.SignatureFormat
+	(*SignRequest)(nil),       // 1: sigil.v1.SignRequest
+	(*SignResponse)(nil),      // 2: sigil.v1.SignResponse
+	(*VerifyRequest)(nil),     // 3: sigil.v1.VerifyRequest
+	(*VerifyResponse)(nil),    // 4: sigil.v1.VerifyResponse
+	(*SignBatchRequest)(nil),  // 5: sigil.v1.SignBatchRequest
+	(*SignBatchResponse)(nil), // 6: sigil.v1.SignBatchResponse
+	(*SignBatchResult)(nil),   // 7: sigil.v1.SignBatchResult
+	(*BatchError)(nil),        // 8: sigil.v1.BatchError
 }
 var file_sigil_v1_signing_proto_depIdxs = []int32{
 	0, // 0: sigil.v1.SignRequest.format:type_name -> sigil.v1.SignatureFormat
-	1, // 1: sigil.v1.SigningService.Sign:input_type -> sigil.v1.SignRequest
-	3, // 2: sigil.v1.SigningService.Verify:input_type -> sigil.v1.VerifyRequest
-	2, // 3: sigil.v1.SigningService.Sign:output_type -> sigil.v1.SignResponse
-	4, // 4: sigil.v1.SigningService.Verify:output_type -> sigil.v1.VerifyResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 1: sigil.v1.SignBatchRequest.items:type_name -> sigil.v1.SignRequest
+	7, // 2: sigil.v1.SignBatchResponse.results:type_name -> sigil.v1.SignBatchResult
+	2, // 3: sigil.v1.SignBatchResult.response:type_name -> sigil.v1.SignResponse
+	8, // 4: sigil.v1.SignBatchResult.error:type_name -> sigil.v1.BatchError
+	1, // 5: sigil.v1.SigningService.Sign:input_type -> sigil.v1.SignRequest
+	5, // 6: sigil.v1.SigningService.SignBatch:input_type -> sigil.v1.SignBatchRequest
+	3, // 7: sigil.v1.SigningService.Verify:input_type -> sigil.v1.VerifyRequest
+	2, // 8: sigil.v1.SigningService.Sign:output_type -> sigil.v1.SignResponse
+	6, // 9: sigil.v1.SigningService.SignBatch:output_type -> sigil.v1.SignBatchResponse
+	4, // 10: sigil.v1.SigningService.Verify:output_type -> sigil.v1.VerifyResponse
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_signing_proto_init() }
@@ -528,13 +777,17 @@ func file_sigil_v1_signing_proto_init() {
 		(*VerifyRequest_Digest)(nil),
 		(*VerifyRequest_Message)(nil),
 	}
+	file_sigil_v1_signing_proto_msgTypes[6].OneofWrappers = []any{
+		(*SignBatchResult_Response)(nil),
+		(*SignBatchResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_signing_proto_rawDesc), len(file_sigil_v1_signing_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SigningService_Sign_FullMethodName   = "/sigil.v1.SigningService/Sign"
-	SigningService_Verify_FullMethodName = "/sigil.v1.SigningService/Verify"
+	SigningService_Sign_FullMethodName      = "/sigil.v1.SigningService/Sign"
+	SigningService_SignBatch_FullMethodName = "/sigil.v1.SigningService/SignBatch"
+	SigningService_Verify_FullMethodName    = "/sigil.v1.SigningService/Verify"
 )
 
 // SigningServiceClient is the client API for SigningService service.
@@ -30,6 +31,10 @@ type SigningServiceClient interface {
 	// Sign signs a digest (or, for EdDSA, a message) with the active
 	// generation of a key.
 	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
+	// SignBatch signs many items in one call, each exactly as Sign would:
+	// its own authorization, quota, approval rules and audit record. Items
+	// are signed concurrently; one that fails fails alone, in its result.
+	SignBatch(ctx context.Context, in *SignBatchRequest, opts ...grpc.CallOption) (*SignBatchResponse, error)
 	// Verify checks a signature with a raw key's public key: any generation
 	// still trusted (pending, active, retiring, retired) verifies; revoked
 	// and destroyed ones never do.
@@ -54,6 +59,16 @@ func (c *signingServiceClient) Sign(ctx context.Context, in *SignRequest, opts .
 	return out, nil
 }
 
+func (c *signingServiceClient) SignBatch(ctx context.Context, in *SignBatchRequest, opts ...grpc.CallOption) (*SignBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignBatchResponse)
+	err := c.cc.Invoke(ctx, SigningService_SignBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *signingServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(VerifyResponse)
@@ -71,6 +86,10 @@ type SigningServiceServer interface {
 	// Sign signs a digest (or, for EdDSA, a message) with the active
 	// generation of a key.
 	Sign(context.Context, *SignRequest) (*SignResponse, error)
+	// SignBatch signs many items in one call, each exactly as Sign would:
+	// its own authorization, quota, approval rules and audit record. Items
+	// are signed concurrently; one that fails fails alone, in its result.
+	SignBatch(context.Context, *SignBatchRequest) (*SignBatchResponse, error)
 	// Verify checks a signature with a raw key's public key: any generation
 	// still trusted (pending, active, retiring, retired) verifies; revoked
 	// and destroyed ones never do.
@@ -87,6 +106,9 @@ type UnimplementedSigningServiceServer struct{}
 
 func (UnimplementedSigningServiceServer) Sign(context.Context, *SignRequest) (*SignResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sign not implemented")
+}
+func (UnimplementedSigningServiceServer) SignBatch(context.Context, *SignBatchRequest) (*SignBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignBatch not implemented")
 }
 func (UnimplementedSigningServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
@@ -130,6 +152,24 @@ func _SigningService_Sign_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SigningService_SignBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SigningServiceServer).SignBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SigningService_SignBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SigningServiceServer).SignBatch(ctx, req.(*SignBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _SigningService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(VerifyRequest)
 	if err := dec(in); err != nil {
@@ -158,6 +198,10 @@ var SigningService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sign",
 			Handler:    _SigningService_Sign_Handler,
+		},
+		{
+			MethodName: "SignBatch",
+			Handler:    _SigningService_SignBatch_Handler,
 		},
 		{
 			MethodName: "Verify",
