@@ -120,6 +120,19 @@ func isOpen(fullMethod string) bool {
 
 type recordKey struct{}
 
+// requestIDKey holds a call's request ID in its context, from the first
+// interceptor on: its log lines, span and audit record name the same one
+// (and the items of a batch, their batch's).
+type requestIDKey struct{}
+
+// withRequestID is ctx with its call's request ID fixed.
+func withRequestID(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return ctx
+	}
+	return context.WithValue(ctx, requestIDKey{}, requestIDOf(ctx))
+}
+
 // access admits each Sigil request before any key is looked up, and
 // writes every decision to the audit log before the response leaves. A
 // denial says nothing of whether the key exists. If the audit record
@@ -471,6 +484,9 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
 // x-request-id if it gives a valid one (its trace joins Sigil's audit
 // record and logs), else a new one.
 func requestIDOf(ctx context.Context) string {
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("x-request-id"); len(v) == 1 && requestIDPattern.MatchString(v[0]) {
 			return v[0]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/identity"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/signer"
 )
 
@@ -82,7 +83,8 @@ func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 			if status.Code(st) == codes.Internal || errors.Is(err, signer.ErrKeyMissing) {
 				level = slog.LevelError // a bug, or a key object gone from its backend: alarms
 			}
-			log.Log(ctx, level, "request failed", "method", info.FullMethod, "identities", identity.Brief(identities(ctx)), "code", status.Code(st).String(), "err", err)
+			log.Log(ctx, level, "request failed", "method", info.FullMethod, "request_id", requestIDOf(ctx), "trace_id", tracing.TraceID(ctx),
+				"identities", identity.Brief(identities(ctx)), "code", status.Code(st).String(), "err", err)
 			return nil, st
 		}
 		return resp, nil

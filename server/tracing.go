@@ -17,7 +17,7 @@ import (
 // a span that continues the caller's trace (its gRPC metadata, or the
 // HTTP request an in-process Invoke serves), ended with the call's code.
 func traced(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, span := tracing.Tracer().Start(tracing.FromGRPC(ctx), info.FullMethod, trace.WithSpanKind(trace.SpanKindServer),
+	ctx, span := tracing.Tracer().Start(tracing.FromGRPC(withRequestID(ctx)), info.FullMethod, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", info.FullMethod)))
 	defer span.End()
 	resp, err := h(ctx, req)

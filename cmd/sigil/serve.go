@@ -73,6 +73,7 @@ func newServe() *cobra.Command {
 				return fmt.Errorf("log level: %w", err)
 			}
 			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			captureLibraryLogs(log)
 			access := func() (*authz.Authorizer, error) { return authz.Load(cfg.Policy) }
 			if dev { // the dev client may do everything; nobody else anything
 				access = func() (*authz.Authorizer, error) { return authz.Fixed(authz.AllowAll(mtls.DevClientIdentity)), nil }

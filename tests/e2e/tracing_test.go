@@ -87,6 +87,29 @@ func TestTracesReachTheCollector(t *testing.T) {
 			t.Errorf("%s: no audit record carries trace %s", method, traceID)
 		}
 	}
+
+	// A failed request's log line names its request and trace; every
+	// line the server wrote is one JSON object.
+	traceID := randomHex(16)
+	_, err := sigilv1.NewJWTServiceClient(conn).SignJWT(metadata.AppendToOutgoingContext(ctx, "traceparent", fmt.Sprintf("00-%s-%s-01", traceID, randomHex(8)), "x-request-id", "req-logged-1"),
+		&sigilv1.SignJWTRequest{KeyId: "no-such-key", ClaimsJson: []byte(`{}`)})
+	if err == nil {
+		t.Fatal("a JWT from a key that does not exist")
+	}
+	found := false
+	for i, line := range strings.Split(strings.TrimSpace(e.Srv.Logs.String()), "\n") {
+		var l map[string]any
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Errorf("server log line %d is not JSON: %q", i+1, line)
+			continue
+		}
+		if l["msg"] == "request failed" && l["trace_id"] == traceID && l["request_id"] == "req-logged-1" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no log line of the failed request names its trace and request ID:\n%s", e.Srv.Logs.String())
+	}
 }
 
 func hasEvent(s jaegertest.Span, name string) bool {
