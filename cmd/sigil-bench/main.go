@@ -40,6 +40,9 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -54,7 +57,9 @@ import (
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/gethtest"
+	"github.com/sigil-hsm/sigil/internal/testutil/jaegertest"
 	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
@@ -73,7 +78,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
-	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,batch,ethrpc,namespaced,send,reviewed,kms,replicas,audit); the report then holds only them")
+	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit); the report then holds only them")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
 	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
@@ -227,6 +232,11 @@ func run(out string, dur time.Duration) error {
 	}
 	if measured("batch") {
 		if rep.batch, err = b.batchTable(secured); err != nil {
+			return err
+		}
+	}
+	if measured("tracing") {
+		if rep.tracing, err = b.tracingTable(dir, secured); err != nil {
 			return err
 		}
 	}
@@ -592,6 +602,50 @@ func (b *bench) batchTable(secured *grpc.ClientConn) ([]row, error) {
 		}
 		return err
 	}, []int{16})
+}
+
+// tracingTable: ES256 Sign on the secured server with tracing off
+// against tracing on, exporting over OTLP to a real collector (Jaeger,
+// bin/jaeger): sampling 1 %, then 100 %. The tracer provider is the
+// process's; each operation names the one its side runs with.
+func (b *bench) tracingTable(dir string, secured *grpc.ClientConn) ([]row, error) {
+	if jaegertest.Available() != nil {
+		fmt.Fprintln(os.Stderr, "jaeger not built (make trace-deps): the tracing table is skipped")
+		return nil, nil
+	}
+	j, stop, err := jaegertest.Run(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	os.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+j.OTLP)
+	os.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	off := noop.NewTracerProvider()
+	providers := map[float64]trace.TracerProvider{}
+	for _, ratio := range []float64{0.01, 1} {
+		shutdown, err := tracing.Setup(b.ctx, tracing.Config{Enabled: true, SampleRatio: ratio}, "bench")
+		if err != nil {
+			return nil, err
+		}
+		defer shutdown(context.Background())
+		providers[ratio] = otel.GetTracerProvider()
+	}
+	defer otel.SetTracerProvider(off)
+	req := &sigilv1.SignRequest{KeyId: "bench-es256", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
+	client := sigilv1.NewSigningServiceClient(secured)
+	with := func(tp trace.TracerProvider) func(context.Context) error {
+		return func(ctx context.Context) error {
+			otel.SetTracerProvider(tp)
+			_, err := client.Sign(ctx, req)
+			return err
+		}
+	}
+	rows, err := b.pair("Sign, tracing 1 %", with(off), with(providers[0.01]), []int{1, 16})
+	if err != nil {
+		return nil, err
+	}
+	all, err := b.pair("Sign, tracing 100 %", with(off), with(providers[1]), []int{16})
+	return append(rows, all...), err
 }
 
 // namespaceTable: ES256 Sign in root against the same in a namespace,

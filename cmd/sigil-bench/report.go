@@ -32,9 +32,9 @@ func (r row) ratio() float64 {
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
-	floor                                                                                          []result
-	sign, jwt, jwks, eth, secured, namespaced, ethRPC, send, reviewed, kms, replicas, audit, batch []row
-	cpu                                                                                            []cpuRow
+	floor                                                                                                   []result
+	sign, jwt, jwks, eth, secured, namespaced, ethRPC, send, reviewed, kms, replicas, audit, batch, tracing []row
+	cpu                                                                                                     []cpuRow
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -72,6 +72,9 @@ func (rep report) write(path string, dur time.Duration) error {
 	b.WriteString("\n## ES256 through SignBatch against in-process signing\n\n")
 	b.WriteString("An operation on each side is 100 ES256 signatures: one SignBatch call of 100 items on the secured server (each item authorized, charged and audited as a Sign of its own), against 100 signatures by the PKCS#11 backend called in-process.\n\n")
 	table(&b, "in-process ×100", "SignBatch ×100", rep.batch)
+	b.WriteString("\n## ES256 Sign with tracing on against off\n\n")
+	b.WriteString("On the secured server: tracing off (no span recorded) against spans exported over OTLP/gRPC to a real collector (Jaeger, in-memory), sampling 1 % and then 100 % of the traces the server starts.\n\n")
+	table(&b, "tracing off", "tracing on", rep.tracing)
 	b.WriteString("\n## ES256 Sign in a namespace against Sign in root\n\n")
 	b.WriteString("Both on the secured server, each with its own key in the one token; the namespaced call carries the sigil-namespace header, so the server scopes the request, looks the namespace up (and whether it is frozen) and unscopes the answer.\n\n")
 	table(&b, "root", "namespace", rep.namespaced)
@@ -112,6 +115,7 @@ func (rep report) write(path string, dur time.Duration) error {
 		}},
 		{"JWKS ≥ 0.80 of static bytes at 16 callers", rep.jwks, "JWKS GET", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.8 }},
 		{"ES256 via SignBatch (100 items a call) ≥ 0.90 of in-process signing at 16 callers", rep.batch, "SignBatch ×100", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.9 }},
+		{"Sign with tracing at 1 % ≥ 0.95 of tracing off at 16 callers", rep.tracing, "Sign, tracing 1 %", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.95 }},
 		{"secured Sign ≥ 0.90 of plain Sign at 16 callers", rep.secured, "Sign, secured", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.9 }},
 		{"namespaced Sign within 5% of Sign in root at 1 caller", rep.namespaced, "Sign in a namespace", 1, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.95 }},
 		{"namespaced Sign within 5% of Sign in root at 16 callers", rep.namespaced, "Sign in a namespace", 16, func(r row) (string, bool) { return fmt.Sprintf("%.2f", r.ratio()), r.ratio() >= 0.95 }},

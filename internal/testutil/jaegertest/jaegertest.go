@@ -33,16 +33,42 @@ func binary() string {
 // the test is skipped, or fails under CI=true.
 func Start(tb testing.TB) *Jaeger {
 	tb.Helper()
-	if _, err := os.Stat(binary()); err != nil {
+	if err := Available(); err != nil {
 		if os.Getenv("CI") == "true" {
 			tb.Fatalf("jaeger is required under CI=true (make trace-deps): %v", err)
 		}
 		tb.Skipf("jaeger missing (make trace-deps): %v", err)
 	}
-	j := &Jaeger{OTLP: freeAddr(tb)}
-	queryAddr, queryGRPC := freeAddr(tb), freeAddr(tb)
-	j.Query = "http://" + queryAddr
-	cfg := filepath.Join(tb.TempDir(), "jaeger.yaml")
+	j, stop, err := Run(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return j
+}
+
+// Available reports why Jaeger cannot run, or nil.
+func Available() error {
+	_, err := os.Stat(binary())
+	return err
+}
+
+// Run runs Jaeger with its files in dir, for the benchmark driver too;
+// stop kills it.
+func Run(dir string) (*Jaeger, func(), error) {
+	otlp, err := freeAddr()
+	var queryAddr, queryGRPC string
+	if err == nil {
+		queryAddr, err = freeAddr()
+	}
+	if err == nil {
+		queryGRPC, err = freeAddr()
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	j := &Jaeger{OTLP: otlp, Query: "http://" + queryAddr}
+	cfg := filepath.Join(dir, "jaeger.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -68,34 +94,38 @@ exporters:
   jaeger_storage_exporter: {trace_storage: mem}
 `, queryAddr, queryGRPC, j.OTLP)), 0o600)
 	cmd := exec.Command(binary(), "--config", cfg)
-	out, _ := os.Create(filepath.Join(tb.TempDir(), "jaeger.log"))
+	out, err := os.Create(filepath.Join(dir, "jaeger.log"))
+	if err != nil {
+		return nil, nil, err
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+	stop := func() { cmd.Process.Kill(); cmd.Wait(); out.Close() }
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if resp, err := http.Get(j.Query + "/api/services"); err == nil {
 			resp.Body.Close()
 			if c, err := net.Dial("tcp", j.OTLP); err == nil {
 				c.Close()
-				return j
+				return j, stop, nil
 			}
 		}
 		if time.Now().After(deadline) {
+			stop()
 			log, _ := os.ReadFile(out.Name())
-			tb.Fatalf("jaeger did not start:\n%s", log)
+			return nil, nil, fmt.Errorf("jaeger did not start:\n%s", log)
 		}
 	}
 }
 
-func freeAddr(tb testing.TB) string {
+func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		return "", err
 	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 // Span is a span as Jaeger's query API returns it.
