@@ -16,9 +16,10 @@ const OpRegister = "console.register"
 // Details of the audit records AuditCheck reads: a registration's, and a
 // decision's (which the server writes with the assertion it verified).
 const (
+	DetailIdentity   = "identity" // the enrolled identity, whole (a record's own list may cut a long one)
 	DetailCredential = "credential_id"
 	DetailPublicKey  = "public_key" // COSE, base64url
-	DetailOrigin     = "origin"
+	DetailOrigin     = "origin" // a registration's; a decision's is the origin the server checked
 	DetailRPID       = "rp_id"
 	DetailAssertion  = "passkey_assertion"
 	DetailDecision   = "decision"
@@ -27,7 +28,7 @@ const (
 
 // registration is the details of passkey p's registration record.
 func registration(p *Passkey, origin, rpID string) []string {
-	return []string{DetailCredential, p.ID(), DetailPublicKey, base64.RawURLEncoding.EncodeToString(p.Credential.PublicKey),
+	return []string{DetailIdentity, p.Identity, DetailCredential, p.ID(), DetailPublicKey, base64.RawURLEncoding.EncodeToString(p.Credential.PublicKey),
 		DetailOrigin, origin, DetailRPID, rpID}
 }
 
@@ -87,13 +88,20 @@ func checkDecision(r audit.Record, raw string, creds map[string]registered) erro
 	case r.ApprovalID == "" || r.Details[DetailDecision] == "" || r.Details[DetailPayload] == "":
 		return fmt.Errorf("the record does not name the approval, decision and request it decided")
 	}
-	return CheckAssertion(&a, reg.pub, Challenge(r.ApprovalID, r.Details[DetailDecision], r.Details[DetailPayload]), reg.rp)
+	rp := reg.rp
+	if o := r.Details[DetailOrigin]; o != "" { // the console moved since the registration: the origin the server checked
+		rp.Origin = o
+	}
+	return CheckAssertion(&a, reg.pub, Challenge(r.ApprovalID, r.Details[DetailDecision], r.Details[DetailPayload]), rp)
 }
 
 // recordedIdentity is the one identity a record was made for: the rule's,
 // or the only one the caller had (a registration is recorded as the
 // identity enrolled).
 func recordedIdentity(r audit.Record) string {
+	if id := r.Details[DetailIdentity]; id != "" {
+		return id
+	}
 	if r.Identity == "" && len(r.Identities) == 1 {
 		return r.Identities[0]
 	}

@@ -106,3 +106,21 @@ func TestAuditCheckFromTheRecordsAlone(t *testing.T) {
 func newSoftPasskeyAt(_ *testing.T, p *softPasskey, rp Relying) *softPasskey {
 	return &softPasskey{id: p.id, key: p.key, rp: rp}
 }
+
+// Genuine decisions verify offline though the record's own identity list
+// cuts a long identity, and though the console moved to another origin
+// after the registration (the decision names the origin the server
+// checked; the passkey is bound to the RP ID) — found by a review.
+func TestAuditCheckLongIdentityAndMovedConsole(t *testing.T) {
+	rp := Relying{Origin: "https://sigil.example.org:7444", RPID: "sigil.example.org"}
+	long := "spiffe://example.org/officer/" + strings.Repeat("a", 140)
+	p := newSoftPasskey(t, rp)
+	reg := audit.Record{Time: time.Now(), Operation: OpRegister, Outcome: "allowed", Identities: []string{long[:128] + "…"},
+		Details: map[string]string{DetailIdentity: long, DetailCredential: p.id, DetailPublicKey: base64.RawURLEncoding.EncodeToString(p.cose(t)), DetailOrigin: rp.Origin, DetailRPID: rp.RPID}}
+	moved := &softPasskey{id: p.id, key: p.key, rp: Relying{Origin: "https://sigil.example.org", RPID: rp.RPID}}
+	dec := audit.Record{Time: time.Now(), Operation: "approvals.approve", Outcome: "allowed", Identity: long, ApprovalID: "ap-1",
+		Details: map[string]string{DetailAssertion: moved.assert(t, Challenge("ap-1", "approve", "ab12")), DetailDecision: "approve", DetailPayload: "ab12", DetailOrigin: moved.rp.Origin}}
+	if n, problems := AuditCheck([]audit.Record{reg, dec}); n != 1 || len(problems) != 0 {
+		t.Fatalf("%d verified, %v", n, problems)
+	}
+}

@@ -157,7 +157,7 @@ func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveReque
 		if err == nil && len(req.GetPasskey()) > 0 {
 			r.Approvals[len(r.Approvals)-1].Passkey = string(req.GetPasskey())
 		}
-		notePasskey(ctx, req.GetPasskey(), "approve", r.PayloadSHA256, err)
+		a.s.notePasskey(ctx, req.GetPasskey(), "approve", r.PayloadSHA256, err)
 		return err
 	})
 	if err != nil {
@@ -184,7 +184,7 @@ func (a *approvalService) Deny(ctx context.Context, req *sigilv1.DenyRequest) (*
 			return err
 		}
 		err := r.Deny(ids, req.GetReason(), now)
-		notePasskey(ctx, req.GetPasskey(), "deny", r.PayloadSHA256, err)
+		a.s.notePasskey(ctx, req.GetPasskey(), "deny", r.PayloadSHA256, err)
 		return err
 	})
 	if err != nil {
@@ -531,8 +531,9 @@ func (s *Server) checkPasskey(ctx context.Context, raw []byte, ids []identity.ID
 // audit record, if the decision was made, with the decision and the
 // request's hash its challenge was made of (the record names the
 // approval): what console.AuditCheck needs to check it offline.
-func notePasskey(ctx context.Context, raw []byte, decision, payloadSHA256 string, err error) {
+func (s *Server) notePasskey(ctx context.Context, raw []byte, decision, payloadSHA256 string, err error) {
 	if err == nil && len(raw) > 0 {
+		noteDetail(ctx, console.DetailOrigin, s.opts.ConsoleOrigin)
 		noteDetail(ctx, console.DetailAssertion, string(raw))
 		noteDetail(ctx, console.DetailDecision, decision)
 		noteDetail(ctx, console.DetailPayload, payloadSHA256)

@@ -202,15 +202,21 @@ const (
 
 // Outbox is a request's notifications: the events its changes raised,
 // each written in the same update as the change (so a crash cannot
-// lose one), and the deliveries made of them. A notifier owns the
-// delivery fields.
+// lose one), the deliveries made of them, and each hook's delivery
+// state. A notifier owns the delivery fields.
 type Outbox struct {
-	Events    []string  `json:"events,omitempty"`    // raised, in order
-	Delivered []string  `json:"delivered,omitempty"` // EVENT@HOOK, each delivered once at least
-	Attempts  int       `json:"attempts,omitempty"`  // failed delivery rounds in a row
-	Next      time.Time `json:"next,omitzero"`       // no delivery before
-	Holder    string    `json:"holder,omitempty"`    // the replica delivering, until Until
-	Until     time.Time `json:"until,omitzero"`
+	Events    []string              `json:"events,omitempty"`    // raised, in order
+	Delivered []string              `json:"delivered,omitempty"` // EVENT@HOOK, each delivered once at least
+	Hooks     map[string]*HookState `json:"hooks,omitempty"`     // by hook
+}
+
+// HookState is one hook's deliveries of an outbox: the replica
+// delivering now (until Until) and the backoff after failed rounds.
+type HookState struct {
+	Attempts int       `json:"attempts,omitempty"` // failed rounds in a row
+	Next     time.Time `json:"next,omitzero"`      // no delivery before
+	Holder   string    `json:"holder,omitempty"`
+	Until    time.Time `json:"until,omitzero"`
 }
 
 // Raise adds event ev, once.

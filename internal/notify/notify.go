@@ -97,6 +97,10 @@ func New(o Options) *Notifier {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: 10 * time.Second}
 	}
+	// A hook's redirect is not followed: the signed event goes where the
+	// configuration says (https, or http to loopback), nowhere a hook's
+	// answer points to.
+	o.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -128,18 +132,18 @@ type Body struct {
 }
 
 // ApprovalEvent is a held request as an event shows it: what an approver
-// needs to decide whether to open the console, never the request's bytes.
+// needs to open the console, never what the request holds (its summary
+// may hold claims, digests, a wrapped key: those stay in the console).
 type ApprovalEvent struct {
-	ID        string           `json:"id"`
-	Operation string           `json:"operation"`
-	KeyID     string           `json:"key_id,omitempty"`
-	Namespace string           `json:"namespace,omitempty"`
-	Requester string           `json:"requester"`
-	State     string           `json:"state"`
-	Approvals int              `json:"approvals"`
-	Quorum    int              `json:"quorum"`
-	Expires   time.Time        `json:"expires"`
-	Summary   []approval.Field `json:"summary,omitempty"`
+	ID        string    `json:"id"`
+	Operation string    `json:"operation"`
+	KeyID     string    `json:"key_id,omitempty"`
+	Namespace string    `json:"namespace,omitempty"`
+	Requester string    `json:"requester"`
+	State     string    `json:"state"`
+	Approvals int       `json:"approvals"`
+	Quorum    int       `json:"quorum"`
+	Expires   time.Time `json:"expires"`
 }
 
 // Raise queues an event of no request (backend.down, store.up,
@@ -167,35 +171,45 @@ func (n *Notifier) Kick() {
 	}
 }
 
-// Run delivers until ctx ends: a pass every Interval, or when kicked.
+// Run delivers until ctx ends: each hook in a loop of its own (a hook
+// that hangs delays only itself), a pass every Interval; the events
+// raised here are written to the store as they come.
 func (n *Notifier) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, h := range n.o.Hooks {
+		wg.Go(func() { n.every(ctx, nil, func(ctx context.Context) { n.passFor(ctx, h) }) })
+	}
+	n.every(ctx, n.kick, n.persist)
+	wg.Wait()
+}
+
+// every runs fn now, then every Interval or when woken, until ctx ends.
+func (n *Notifier) every(ctx context.Context, wake <-chan struct{}, fn func(context.Context)) {
 	t := time.NewTicker(n.o.Interval)
 	defer t.Stop()
 	for {
-		n.pass(ctx)
+		fn(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-n.kick:
+		case <-wake:
 		}
 	}
 }
 
-// pass writes queued events to the outbox and delivers every entry due.
+// pass writes queued events to the outbox and delivers, hook after hook,
+// every delivery due (Run runs the hooks apart; tests step through).
 func (n *Notifier) pass(ctx context.Context) {
 	n.persist(ctx)
-	if n.o.Approvals != nil {
-		all, err := n.o.Approvals.List(ctx)
-		if err != nil {
-			n.o.Log.Warn("notify: listing held requests", "err", err)
-		}
-		for _, r := range all {
-			if n.owes(&r.Outbox, approvalEvents(r, n.o.Now())) {
-				n.deliverRequest(ctx, r.ID)
-			}
-		}
+	for _, h := range n.o.Hooks {
+		n.passFor(ctx, h)
 	}
+}
+
+// passFor delivers to hook h every event due: those of no request first
+// (a backend down is news), then each held request's.
+func (n *Notifier) passFor(ctx context.Context, h Hook) {
 	if n.o.Outbox != nil {
 		entries, err := n.o.Outbox.ListAnchors(ctx, outboxPrefix)
 		if err != nil {
@@ -204,8 +218,19 @@ func (n *Notifier) pass(ctx context.Context) {
 		n.metrics.waiting.Set(float64(len(entries)))
 		for name, b := range entries {
 			var e entry
-			if json.Unmarshal(b, &e) == nil && n.owes(&e.Outbox, []string{e.Body.Type}) {
-				n.deliverEntry(ctx, name)
+			if json.Unmarshal(b, &e) == nil && n.due(&e.Outbox, []string{e.Body.Type}, h, n.o.Now()) {
+				n.deliverEntry(ctx, name, h)
+			}
+		}
+	}
+	if n.o.Approvals != nil {
+		all, err := n.o.Approvals.List(ctx)
+		if err != nil {
+			n.o.Log.Warn("notify: listing held requests", "err", err)
+		}
+		for _, r := range all {
+			if n.due(&r.Outbox, approvalEvents(r, n.o.Now()), h, n.o.Now()) {
+				n.deliverRequest(ctx, r.ID, h)
 			}
 		}
 	}
@@ -221,111 +246,125 @@ func approvalEvents(r *approval.Request, now time.Time) []string {
 	return evs
 }
 
-// owes reports whether an outbox has a delivery due now: an event a
-// hook wants that has not reached it, past the backoff, unclaimed (or
-// claimed by this replica, or by one whose claim lapsed).
-func (n *Notifier) owes(o *approval.Outbox, events []string) bool {
-	return n.due(o, events, n.o.Now())
+// due reports whether outbox o has a delivery to hook h due now: an
+// event h wants that has not reached it, past h's backoff, and h's
+// deliveries of o not claimed by another replica (or that claim lapsed).
+func (n *Notifier) due(o *approval.Outbox, events []string, h Hook, now time.Time) bool {
+	if st := o.Hooks[h.id()]; st != nil {
+		if now.Before(st.Next) || st.Holder != "" && st.Holder != n.o.Replica && now.Before(st.Until) {
+			return false
+		}
+	}
+	return len(pending(o, events, h)) > 0
 }
 
-func (n *Notifier) due(o *approval.Outbox, events []string, now time.Time) bool {
-	claimed := o.Holder != "" && o.Holder != n.o.Replica && now.Before(o.Until)
-	return !now.Before(o.Next) && !claimed && len(n.pending(o, events)) > 0
-}
-
-// delivery is one event for one hook.
-type delivery struct {
-	event string
-	hook  Hook
-}
-
-func (d delivery) key() string { return d.event + "@" + d.hook.id() }
-
-// pending are the deliveries an outbox still owes.
-func (n *Notifier) pending(o *approval.Outbox, events []string) []delivery {
-	var out []delivery
+// pending are the events of an outbox hook h wants and has not had.
+func pending(o *approval.Outbox, events []string, h Hook) []string {
+	var out []string
 	for _, ev := range events {
-		for _, h := range n.o.Hooks {
-			if d := (delivery{ev, h}); h.wants(ev) && !slices.Contains(o.Delivered, d.key()) {
-				out = append(out, d)
-			}
+		if h.wants(ev) && !slices.Contains(o.Delivered, key(ev, h)) {
+			out = append(out, ev)
 		}
 	}
 	return out
 }
 
+// key names the delivery of event ev to hook h.
+func key(ev string, h Hook) string { return ev + "@" + h.id() }
+
 var errNotDue = errs.New(errs.FailedPrecondition, "not due")
 
-// deliverRequest claims request id's outbox (in one update, with the
-// expiry raised if it passed), delivers what it owes, and records what
-// reached its hooks.
-func (n *Notifier) deliverRequest(ctx context.Context, id string) {
+// claim makes this replica the one delivering outbox o to hook h for
+// holdFor, if a delivery is due.
+func (n *Notifier) claim(o *approval.Outbox, events []string, h Hook, now time.Time) error {
+	if !n.due(o, events, h, now) {
+		return errNotDue
+	}
+	if o.Hooks == nil {
+		o.Hooks = map[string]*approval.HookState{}
+	}
+	st := o.Hooks[h.id()]
+	if st == nil {
+		st = &approval.HookState{}
+		o.Hooks[h.id()] = st
+	}
+	st.Holder, st.Until = n.o.Replica, now.Add(holdFor)
+	return nil
+}
+
+// delivered records one delivery as made.
+func delivered(o *approval.Outbox, k string) {
+	if !slices.Contains(o.Delivered, k) {
+		o.Delivered = append(o.Delivered, k)
+	}
+}
+
+// release ends this replica's round of deliveries of o to h: a round
+// that failed backs off, doubling from backoffMin to backoffMax.
+func (n *Notifier) release(o *approval.Outbox, h Hook, failed bool) {
+	st := o.Hooks[h.id()]
+	if st == nil {
+		return
+	}
+	st.Next = time.Time{}
+	if failed {
+		st.Attempts++
+		st.Next = n.o.Now().Add(min(backoffMax, backoffMin<<min(st.Attempts-1, 8)))
+	} else {
+		st.Attempts = 0
+	}
+	if st.Holder == n.o.Replica {
+		st.Holder, st.Until = "", time.Time{}
+	}
+}
+
+// round delivers events to h one after another, each recorded by
+// record as it is made (a crash loses none made), while the claim taken
+// at start leaves time for one more call; it stops at the first failure
+// (the hook is failing: the rest wait for the backoff). It reports
+// whether a delivery failed.
+func (n *Notifier) round(ctx context.Context, h Hook, start time.Time, events []string, body func(ev string) Body, record func(k string) error) bool {
+	for _, ev := range events {
+		if n.o.Now().Add(n.o.Client.Timeout).After(start.Add(holdFor)) {
+			return false // the claim's time is up: the next pass goes on
+		}
+		if err := n.post(ctx, h, body(ev)); err != nil {
+			n.metrics.failed.WithLabelValues(ev).Inc()
+			n.o.Log.Warn("notify: delivery failed; retried with backoff", "event", ev, "hook", h.id(), "err", err)
+			return true
+		}
+		n.metrics.delivered.WithLabelValues(ev).Inc()
+		if err := record(key(ev, h)); err != nil {
+			n.o.Log.Warn("notify: recording a delivery (it will be made again)", "event", ev, "hook", h.id(), "err", err)
+			return true
+		}
+	}
+	return false
+}
+
+// deliverRequest claims the deliveries of request id's outbox to h (in
+// one update, with the expiry raised if it passed), makes them, and
+// releases the claim.
+func (n *Notifier) deliverRequest(ctx context.Context, id string, h Hook) {
 	now := n.o.Now()
 	r, err := n.o.Approvals.Update(ctx, id, func(r *approval.Request) error {
 		if r.StateAt(now) == approval.Expired {
 			r.Outbox.Raise(approval.EventExpired)
 		}
-		return n.claim(&r.Outbox, r.Outbox.Events, now)
+		return n.claim(&r.Outbox, r.Outbox.Events, h, now)
 	})
 	if err != nil {
 		return
 	}
-	done, failed := n.send(ctx, n.pending(&r.Outbox, r.Outbox.Events), func(ev string) Body { return n.requestBody(r, ev) })
-	_, err = n.o.Approvals.Update(ctx, id, func(r *approval.Request) error {
-		n.settle(&r.Outbox, done, failed)
-		return nil
-	})
-	if err != nil {
-		n.o.Log.Warn("notify: recording deliveries (they will be made again)", "approval", id, "err", err)
+	update := func(fn func(o *approval.Outbox)) error {
+		_, err := n.o.Approvals.Update(ctx, id, func(r *approval.Request) error { fn(&r.Outbox); return nil })
+		return err
 	}
-}
-
-// claim makes this replica the holder of outbox o for holdFor, if it owes
-// a delivery now.
-func (n *Notifier) claim(o *approval.Outbox, events []string, now time.Time) error {
-	if !n.due(o, events, now) {
-		return errNotDue
+	failed := n.round(ctx, h, now, pending(&r.Outbox, r.Outbox.Events, h), func(ev string) Body { return n.requestBody(r, ev) },
+		func(k string) error { return update(func(o *approval.Outbox) { delivered(o, k) }) })
+	if err := update(func(o *approval.Outbox) { n.release(o, h, failed) }); err != nil {
+		n.o.Log.Warn("notify: releasing a delivery claim (it lapses)", "approval", id, "err", err)
 	}
-	o.Holder, o.Until = n.o.Replica, now.Add(holdFor)
-	return nil
-}
-
-// settle records a round's deliveries and releases the claim; a round
-// with a failure backs off, doubling from backoffMin to backoffMax.
-func (n *Notifier) settle(o *approval.Outbox, done []string, failed bool) {
-	for _, k := range done {
-		if !slices.Contains(o.Delivered, k) {
-			o.Delivered = append(o.Delivered, k)
-		}
-	}
-	o.Next = time.Time{}
-	if failed {
-		o.Attempts++
-		o.Next = n.o.Now().Add(min(backoffMax, backoffMin<<min(o.Attempts-1, 8)))
-	} else {
-		o.Attempts = 0
-	}
-	if o.Holder == n.o.Replica {
-		o.Holder, o.Until = "", time.Time{}
-	}
-}
-
-// send makes each delivery, the body of its event from body, and
-// returns the keys of those the hook took and whether any failed.
-func (n *Notifier) send(ctx context.Context, ds []delivery, body func(ev string) Body) ([]string, bool) {
-	var done []string
-	failed := false
-	for _, d := range ds {
-		if err := n.post(ctx, d.hook, body(d.event)); err != nil {
-			n.metrics.failed.WithLabelValues(d.event).Inc()
-			n.o.Log.Warn("notify: delivery failed; retried with backoff", "event", d.event, "hook", d.hook.id(), "err", err)
-			failed = true
-			continue
-		}
-		n.metrics.delivered.WithLabelValues(d.event).Inc()
-		done = append(done, d.key())
-	}
-	return done, failed
 }
 
 // Headers of a delivery.
@@ -377,7 +416,7 @@ func Sign(secret []byte, ts string, body []byte) string {
 // requestBody is the body of request r's event ev.
 func (n *Notifier) requestBody(r *approval.Request, ev string) Body {
 	a := &ApprovalEvent{ID: r.ID, Operation: r.Operation, KeyID: r.KeyID, Namespace: r.Namespace, Requester: r.Requester,
-		State: string(r.StateAt(n.o.Now())), Approvals: len(r.Approvals), Quorum: r.Quorum, Expires: r.Expires, Summary: r.Summary}
+		State: string(r.StateAt(n.o.Now())), Approvals: len(r.Approvals), Quorum: r.Quorum, Expires: r.Expires}
 	b := Body{ID: r.ID + "." + ev, Type: ev, Time: n.o.Now().UTC(), Approval: a,
 		Text: fmt.Sprintf("Sigil %s: %s on %s by %s (%d of %d approvals)", ev, r.Operation, or(r.KeyID, "-"), r.Requester, len(r.Approvals), r.Quorum)}
 	if n.o.Console != "" {

@@ -25,6 +25,7 @@ func (n *Notifier) persist(ctx context.Context) {
 	if n.o.Outbox == nil {
 		return
 	}
+	defer n.prune(ctx)
 	n.mu.Lock()
 	queued := n.queued
 	n.queued = nil
@@ -75,10 +76,10 @@ func (n *Notifier) wanted(typ string) bool {
 	return false
 }
 
-// deliverEntry claims the outbox entry name, delivers it, and records
-// what reached its hooks; once it reached every hook that wants it, the
-// entry is deleted.
-func (n *Notifier) deliverEntry(ctx context.Context, name string) {
+// deliverEntry claims the deliveries of outbox entry name to h, makes
+// them, and releases the claim; an entry delivered to every hook that
+// wants it (or that no hook wants any more) is deleted.
+func (n *Notifier) deliverEntry(ctx context.Context, name string, h Hook) {
 	var e entry
 	now := n.o.Now()
 	err := n.o.Outbox.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
@@ -88,7 +89,7 @@ func (n *Notifier) deliverEntry(ctx context.Context, name string) {
 		if err := json.Unmarshal(old, &e); err != nil {
 			return nil, nil // not an entry of ours: dropped
 		}
-		if err := n.claim(&e.Outbox, []string{e.Body.Type}, now); err != nil {
+		if err := n.claim(&e.Outbox, []string{e.Body.Type}, h, now); err != nil {
 			return nil, err
 		}
 		return json.Marshal(e)
@@ -96,19 +97,54 @@ func (n *Notifier) deliverEntry(ctx context.Context, name string) {
 	if err != nil || e.Body.ID == "" {
 		return
 	}
-	done, failed := n.send(ctx, n.pending(&e.Outbox, []string{e.Body.Type}), func(string) Body { return e.Body })
-	err = n.o.Outbox.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
-		var cur entry
-		if old == nil || json.Unmarshal(old, &cur) != nil {
-			return nil, nil
+	update := func(fn func(o *approval.Outbox)) error {
+		return n.o.Outbox.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
+			var cur entry
+			if old == nil || json.Unmarshal(old, &cur) != nil {
+				return nil, nil
+			}
+			fn(&cur.Outbox)
+			if !n.owedAnywhere(&cur) {
+				return nil, nil // delivered to every hook that wants it: done
+			}
+			return json.Marshal(cur)
+		})
+	}
+	failed := n.round(ctx, h, now, pending(&e.Outbox, []string{e.Body.Type}, h), func(string) Body { return e.Body },
+		func(k string) error { return update(func(o *approval.Outbox) { delivered(o, k) }) })
+	if err := update(func(o *approval.Outbox) { n.release(o, h, failed) }); err != nil {
+		n.o.Log.Warn("notify: releasing a delivery claim (it lapses)", "event", strings.TrimPrefix(name, outboxPrefix), "err", err)
+	}
+}
+
+// owedAnywhere reports whether a hook still wants entry e and has not had it.
+func (n *Notifier) owedAnywhere(e *entry) bool {
+	for _, h := range n.o.Hooks {
+		if len(pending(&e.Outbox, []string{e.Body.Type}, h)) > 0 {
+			return true
 		}
-		n.settle(&cur.Outbox, done, failed)
-		if len(n.pending(&cur.Outbox, []string{cur.Body.Type})) == 0 {
-			return nil, nil // delivered everywhere: done
-		}
-		return json.Marshal(cur)
-	})
+	}
+	return false
+}
+
+// prune deletes the entries no configured hook is owed any more (the
+// hooks changed since they were raised): they would wait for good.
+func (n *Notifier) prune(ctx context.Context) {
+	entries, err := n.o.Outbox.ListAnchors(ctx, outboxPrefix)
 	if err != nil {
-		n.o.Log.Warn("notify: recording deliveries (they will be made again)", "event", strings.TrimPrefix(name, outboxPrefix), "err", err)
+		return
+	}
+	for name, b := range entries {
+		var e entry
+		if json.Unmarshal(b, &e) != nil || n.owedAnywhere(&e) {
+			continue
+		}
+		_ = n.o.Outbox.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) {
+			var cur entry
+			if old != nil && json.Unmarshal(old, &cur) == nil && n.owedAnywhere(&cur) {
+				return old, nil
+			}
+			return nil, nil
+		})
 	}
 }
