@@ -19,7 +19,7 @@ const (
 	DetailIdentity   = "identity" // the enrolled identity, whole (a record's own list may cut a long one)
 	DetailCredential = "credential_id"
 	DetailPublicKey  = "public_key" // COSE, base64url
-	DetailOrigin     = "origin" // a registration's; a decision's is the origin the server checked
+	DetailOrigin     = "origin"     // a registration's; a decision's is the origin the server checked
 	DetailRPID       = "rp_id"
 	DetailAssertion  = "passkey_assertion"
 	DetailDecision   = "decision"
