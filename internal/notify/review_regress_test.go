@@ -199,7 +199,7 @@ func TestRegressionRedirectFollowed(t *testing.T) {
 func TestRegressionOrphanEntriesStay(t *testing.T) {
 	ctx := context.Background()
 	c := newClock()
-	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 503) }))
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusServiceUnavailable) }))
 	defer down.Close()
 	_, st, rs := reviewWorld(t, c, []Hook{{URL: down.URL, Secret: []byte("s"), Events: []string{"backend.down"}}}, nil)
 	rs[0].Raise("backend.down", "hsm", "x")
