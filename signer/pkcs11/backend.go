@@ -5,6 +5,7 @@ package pkcs11
 import (
 	"context"
 	"crypto"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,6 +286,9 @@ func (b *Backend) recover(ctx context.Context) error {
 	if err := b.lib.reinit(b.closeWait); err != nil {
 		return err
 	}
+	// Once per re-initialisation (the health monitor's recovery step):
+	// the process's logger, which the server makes its JSON one.
+	slog.Info("PKCS#11 module re-initialised", "backend", b.name, "token", b.token)
 	return b.ensureCanary(ctx)
 }
 
