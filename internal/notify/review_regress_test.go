@@ -166,7 +166,7 @@ func TestRegressionBlackHoleHookDelaysHealthyHook(t *testing.T) {
 	for gotDown.Load() == 0 && time.Since(start) < 10*time.Second {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if took := time.Duration(gotDown.Load() - start.UnixNano()); gotDown.Load() == 0 || took > 4*timeout {
+	if took := time.Duration(gotDown.Load() - start.UnixNano()); gotDown.Load() == 0 || took > 10*timeout { // 3 s: the old sequential pass took 20 timeouts, 6 s
 		t.Errorf("a healthy hook's backend.down waited %v behind a black-holing hook (%d held requests, %v timeout)", took, n, timeout)
 	}
 }
