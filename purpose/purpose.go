@@ -24,7 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -226,9 +225,12 @@ func (d Deps) Served(ctx context.Context, n int) {
 // it: in a span naming the backend, algorithm, key and generation.
 func (d Deps) Sign(ctx context.Context, sg keyring.Signing, call func(ctx context.Context) error) error {
 	d.Served(ctx, sg.Generation.Number)
-	ctx, span := tracing.Tracer().Start(ctx, "sigil.backend_sign", trace.WithAttributes(attribute.String("sigil.backend", sg.Key.Backend),
-		attribute.String("sigil.algorithm", string(sg.Key.Algorithm)), attribute.String("sigil.key_id", sg.Key.ID), attribute.Int("sigil.generation", sg.Generation.Number)))
+	ctx, span := tracing.Tracer().Start(ctx, "sigil.backend_sign")
 	defer span.End()
+	if span.IsRecording() { // attributes cost allocations: only for a span that keeps them
+		span.SetAttributes(attribute.String("sigil.backend", sg.Key.Backend), attribute.String("sigil.algorithm", string(sg.Key.Algorithm)),
+			attribute.String("sigil.key_id", sg.Key.ID), attribute.Int("sigil.generation", sg.Generation.Number))
+	}
 	start := time.Now()
 	err := call(ctx)
 	if err != nil {

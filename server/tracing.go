@@ -17,14 +17,15 @@ import (
 // a span that continues the caller's trace (its gRPC metadata, or the
 // HTTP request an in-process Invoke serves), ended with the call's code.
 func traced(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, span := tracing.Tracer().Start(tracing.FromGRPC(withRequestID(ctx)), info.FullMethod, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", info.FullMethod)))
+	ctx, span := tracing.Tracer().Start(tracing.FromGRPC(withRequestID(ctx)), info.FullMethod, trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	resp, err := h(ctx, req)
-	code := status.Code(toStatus(err))
-	span.SetAttributes(attribute.String("rpc.grpc.status_code", code.String()))
-	if err != nil {
-		span.SetStatus(otelcodes.Error, code.String()) // the code only: a message may quote the request
+	if span.IsRecording() { // attributes cost allocations: only for a span that keeps them
+		code := status.Code(toStatus(err))
+		span.SetAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", info.FullMethod), attribute.String("rpc.grpc.status_code", code.String()))
+		if err != nil {
+			span.SetStatus(otelcodes.Error, code.String()) // the code only: a message may quote the request
+		}
 	}
 	return resp, err
 }
@@ -46,6 +47,9 @@ func step[T any](ctx context.Context, name string, fn func(context.Context) (T, 
 func describe(ctx context.Context, rec *audit.Record) {
 	rec.TraceID = tracing.TraceID(ctx)
 	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
 	span.SetAttributes(attribute.String("sigil.request_id", rec.RequestID), attribute.String("sigil.operation", rec.Operation),
 		attribute.String("sigil.outcome", rec.Outcome))
 	if rec.KeyID != "" {

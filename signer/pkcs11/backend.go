@@ -536,9 +536,14 @@ func sessionNow[T any](ctx context.Context, b *Backend, op string, fn func(pkcs1
 		// The session pool's wait, and the module's own time after it, on
 		// the caller's span (the backend call's): a slow signature tells
 		// a saturated pool from a slow HSM.
-		span.AddEvent("pkcs11.session", trace.WithAttributes(attribute.String("pkcs11.op", op), attribute.Int64("wait_us", time.Since(waited).Microseconds())))
+		recording := span.IsRecording()
+		if recording {
+			span.AddEvent("pkcs11.session", trace.WithAttributes(attribute.String("pkcs11.op", op), attribute.Int64("wait_us", time.Since(waited).Microseconds())))
+		}
 		v, err := fn(s.h)
-		span.AddEvent("pkcs11.done", trace.WithAttributes(attribute.String("pkcs11.op", op)))
+		if recording {
+			span.AddEvent("pkcs11.done", trace.WithAttributes(attribute.String("pkcs11.op", op)))
+		}
 		rec := recoveryFor(err)
 		switch rec {
 		case keep:
