@@ -678,11 +678,15 @@ const rounds = 3
 
 // pair measures base and subject alternately at each number of callers.
 func (b *bench) pair(name string, base, subject func(context.Context) error, cs []int) ([]row, error) {
-	return b.pairRounds(name, base, subject, cs, rounds)
+	return b.rounds(name, cs, rounds, func(c int, subjectFirst bool) (x, y result, err error) {
+		return b.round(name, base, subject, c, subjectFirst)
+	})
 }
 
-// pairRounds is pair with n rounds, for a cell whose rounds vary more.
-func (b *bench) pairRounds(name string, base, subject func(context.Context) error, cs []int, n int) ([]row, error) {
+// rounds measures each row n times with measure (its odd rounds asked to
+// measure the subject first) and reports the median of the rounds'
+// ratios.
+func (b *bench) rounds(name string, cs []int, n int, measure func(c int, subjectFirst bool) (x, y result, err error)) ([]row, error) {
 	var rows []row
 	for _, c := range cs {
 		var (
@@ -693,7 +697,7 @@ func (b *bench) pairRounds(name string, base, subject func(context.Context) erro
 			// Odd rounds measure the subject first: a side that always ran
 			// second would carry whatever the first left (a growing audit
 			// file, a collection).
-			x, y, err := b.round(name, base, subject, c, round%2 == 1)
+			x, y, err := measure(c, round%2 == 1)
 			if err != nil {
 				return nil, err
 			}

@@ -72,3 +72,55 @@ func median(rs []result) result {
 	slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.opsPerSec, b.opsPerSec) })
 	return rs[len(rs)/2]
 }
+
+// interleaved measures two single-caller operations call by call, base
+// and subject taking turns (which goes first alternates), for a short
+// warm-up and then dur. Where the time of a call is mostly a third
+// party's that changes by the millisecond (a node taking a block in),
+// back-to-back rounds of a second each hand that change to whichever
+// side runs then; taking turns hands it to both. A side's ops/s is its
+// calls over the time spent in them.
+func interleaved(ctx context.Context, base, subject func(context.Context) error, dur time.Duration) (x, y result, err error) {
+	if _, _, err = alternate(ctx, base, subject, dur/5); err != nil {
+		return x, y, err
+	}
+	xl, yl, err := alternate(ctx, base, subject, dur)
+	return summary(xl), summary(yl), err
+}
+
+// alternate runs base and subject in turns for dur and returns each
+// one's latencies.
+func alternate(ctx context.Context, base, subject func(context.Context) error, dur time.Duration) (xl, yl []time.Duration, err error) {
+	timed := func(op func(context.Context) error, into *[]time.Duration) error {
+		t0 := time.Now()
+		if err := op(ctx); err != nil {
+			return err
+		}
+		*into = append(*into, time.Since(t0))
+		return nil
+	}
+	for i, deadline := 0, time.Now().Add(dur); time.Now().Before(deadline); i++ {
+		first, second := func() error { return timed(base, &xl) }, func() error { return timed(subject, &yl) }
+		if i%2 == 1 {
+			first, second = second, first
+		}
+		if err = first(); err == nil {
+			err = second()
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return xl, yl, nil
+}
+
+// summary is a side's result from its latencies: ops/s over the time
+// spent in its calls.
+func summary(lat []time.Duration) result {
+	var total time.Duration
+	for _, l := range lat {
+		total += l
+	}
+	slices.Sort(lat)
+	return result{opsPerSec: float64(len(lat)) / total.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}
+}

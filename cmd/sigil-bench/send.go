@@ -27,7 +27,8 @@ import (
 // gas skips either way. geth makes a block a second, as a chain does, so
 // a send is done when the node's pool takes it, not once a block was
 // made for it alone. A key each, both funded; one caller (Sigil
-// serializes a key's sends).
+// serializes a key's sends), the two sides taking turns call by call so
+// that the node's block-by-block changes fall on both.
 func (b *bench) sendTable(secured *grpc.ClientConn, node *gethtest.Node) ([]row, error) {
 	addr := map[string]string{}
 	for _, id := range []string{"bench-send-own", "bench-send-sigil"} {
@@ -59,12 +60,15 @@ func (b *bench) sendTable(secured *grpc.ClientConn, node *gethtest.Node) ([]row,
 			map[string]string{"from": addr["bench-send-sigil"], "to": "0x3535353535353535353535353535353535353535", "value": "0x1",
 				"gas": "0x5208", "maxFeePerGas": "0x174876e800", "maxPriorityFeePerGas": "0x3b9aca00"})
 	}
-	return b.pairRounds("eth_sendTransaction", own, viaSigil, []int{1}, sendRounds)
+	return b.rounds("eth_sendTransaction", []int{1}, sendRounds, func(int, bool) (x, y result, err error) {
+		return interleaved(b.ctx, own, viaSigil, b.dur)
+	})
 }
 
-// sendRounds: a send's time is mostly the node's, which varies from
+// sendRounds: a send's time is mostly the node's, which varied from
 // round to round more than anything Sigil adds (round ratios of 0.79 to
-// 1.14 in one run); the median of more rounds steadies the cell.
+// 1.14 in one run, measured side after side); the median of more rounds
+// steadies the cell.
 const sendRounds = 9
 
 // rpcCall runs one JSON-RPC call at url and decodes its result into out.
