@@ -225,7 +225,7 @@ func (d Deps) Served(ctx context.Context, n int) {
 // it: in a span naming the backend, algorithm, key and generation.
 func (d Deps) Sign(ctx context.Context, sg keyring.Signing, call func(ctx context.Context) error) error {
 	d.Served(ctx, sg.Generation.Number)
-	ctx, span := tracing.Tracer().Start(ctx, "sigil.backend_sign")
+	ctx, span := tracing.Start(ctx, "sigil.backend_sign")
 	defer span.End()
 	if span.IsRecording() { // attributes cost allocations: only for a span that keeps them
 		span.SetAttributes(attribute.String("sigil.backend", sg.Key.Backend), attribute.String("sigil.algorithm", string(sg.Key.Algorithm)),

@@ -163,7 +163,7 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	rec.Outcome = outcome
 	ctx = namespace.NewContext(ctx, rec.Namespace)
 	if err == nil {
-		_, span := tracing.Tracer().Start(ctx, "sigil.approval_review") // hold's context goes on, not its span
+		_, span := tracing.Start(ctx, "sigil.approval_review") // hold's context goes on, not its span
 		if ctx, err = s.hold(ctx, rec, info.FullMethod, op, req); err != nil && rec.Outcome != "held" {
 			rec.Outcome = "failed"
 		}

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sigil-hsm/sigil/internal/notify"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/purpose/raw"
@@ -99,9 +99,8 @@ func TestMetricsAnOperatorWants(t *testing.T) {
 // exemplar (OpenMetrics).
 func TestSeriesExistBeforeTheirFirstEvent(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev); tp.Shutdown(context.Background()) })
+	tracing.Use(tp)
+	t.Cleanup(func() { tracing.Use(nil); tp.Shutdown(context.Background()) })
 	e := newMTLSEnv(t)
 	scrape := func(accept string) string {
 		req, _ := http.NewRequest("GET", e.AdminURL+"/metrics", nil)

@@ -17,7 +17,7 @@ import (
 // a span that continues the caller's trace (its gRPC metadata, or the
 // HTTP request an in-process Invoke serves), ended with the call's code.
 func traced(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx, span := tracing.Tracer().Start(tracing.FromGRPC(withRequestID(ctx)), info.FullMethod, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := tracing.Start(tracing.FromGRPC(withRequestID(ctx)), info.FullMethod, trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	resp, err := h(ctx, req)
 	if span.IsRecording() { // attributes cost allocations: only for a span that keeps them
@@ -32,7 +32,7 @@ func traced(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.Una
 
 // step runs fn in a child span named name: a stage of the access path.
 func step[T any](ctx context.Context, name string, fn func(context.Context) (T, error)) (T, error) {
-	ctx, span := tracing.Tracer().Start(ctx, name)
+	ctx, span := tracing.Start(ctx, name)
 	defer span.End()
 	out, err := fn(ctx)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -23,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -41,18 +43,70 @@ var propagator = propagation.TraceContext{}
 
 func init() { otel.SetTextMapPropagator(propagator) }
 
-// Tracer is what every layer starts its spans with.
-func Tracer() trace.Tracer { return otel.Tracer("github.com/sigil-hsm/sigil") }
+// tracer is what spans are started with; nil while tracing is off.
+var tracer atomic.Pointer[trace.Tracer]
 
-// Setup exports spans over OTLP/gRPC when c.Enabled, to where the
-// standard variables say (OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS,
-// _INSECURE, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME; OTEL_TRACES_SAMPLER
-// overrides the section's ratio). It returns what flushes and stops the
-// exporter. Off, spans are not recorded and cost a context lookup.
+// Use starts spans with tp from now on; nil turns tracing off. It is
+// also the process's global provider, for libraries that trace.
+func Use(tp trace.TracerProvider) {
+	if tp == nil {
+		tracer.Store(nil)
+		otel.SetTracerProvider(noop.NewTracerProvider())
+		return
+	}
+	t := tp.Tracer("github.com/sigil-hsm/sigil")
+	tracer.Store(&t)
+	otel.SetTracerProvider(tp)
+}
+
+// Start starts a span named name under ctx's. Where Starts says it
+// would not, it returns ctx and a span whose End does nothing.
+func Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	t := tracer.Load()
+	if t == nil || !starts(ctx) {
+		return ctx, noSpan
+	}
+	return (*t).Start(ctx, name, opts...)
+}
+
+// Starts reports whether Start would start a span under ctx: not while
+// tracing is off, nor under a trace not sampled (a span here that does
+// not record, or a caller's whose traceparent says not sampled):
+// sampling is parent-based, so no span under it would be. The
+// per-call cost of tracing off, or of the 99 % of requests 1 % sampling
+// leaves out, is then a context lookup, not a span and a context for
+// each stage; a caller whose span name or attributes cost allocations
+// asks first.
+func Starts(ctx context.Context) bool { return tracer.Load() != nil && starts(ctx) }
+
+func starts(ctx context.Context) bool {
+	parent := trace.SpanFromContext(ctx)
+	sc := parent.SpanContext()
+	return !sc.IsValid() || sc.IsSampled() || parent.IsRecording()
+}
+
+// noSpan is the span of no trace, whose methods do nothing.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// Setup exports spans over OTLP/gRPC when c.Enabled (see NewProvider)
+// and returns what flushes and stops the exporter.
 func Setup(ctx context.Context, c Config, version string) (func(context.Context) error, error) {
 	if !c.Enabled {
 		return func(context.Context) error { return nil }, nil
 	}
+	tp, err := NewProvider(ctx, c, version)
+	if err != nil {
+		return nil, err
+	}
+	Use(tp)
+	return tp.Shutdown, nil
+}
+
+// NewProvider is a provider that exports spans over OTLP/gRPC to where
+// the standard variables say (OTEL_EXPORTER_OTLP_ENDPOINT, _HEADERS,
+// _INSECURE, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME;
+// OTEL_TRACES_SAMPLER overrides the section's ratio).
+func NewProvider(ctx context.Context, c Config, version string) (*sdktrace.TracerProvider, error) {
 	exp, err := otlptracegrpc.New(ctx)
 	if err != nil {
 		return nil, err
@@ -66,9 +120,7 @@ func Setup(ctx context.Context, c Config, version string) (func(context.Context)
 	if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.SampleRatio))))
 	}
-	tp := sdktrace.NewTracerProvider(opts...)
-	otel.SetTracerProvider(tp)
-	return tp.Shutdown, nil
+	return sdktrace.NewTracerProvider(opts...), nil
 }
 
 func serviceName() string {
@@ -115,9 +167,12 @@ func (m metadataCarrier) Keys() []string {
 func HTTP(name string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := Tracer().Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
-		defer span.End()
+		if Starts(ctx) {
+			var span trace.Span
+			ctx, span = Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+			defer span.End()
+		}
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/internal/tracing"
 	"github.com/sigil-hsm/sigil/keyring"
@@ -153,8 +155,11 @@ func call[T any](ctx context.Context, g *Guarded, op string, timeout time.Durati
 	if h := g.mon.Health(); !h.Up {
 		return zero, errs.New(errs.Unavailable, "%w: %s", ErrDown, h.Detail)
 	}
-	ctx, span := tracing.Tracer().Start(ctx, "sigil.store."+op)
-	defer span.End()
+	if tracing.Starts(ctx) { // the name costs an allocation
+		var span trace.Span
+		ctx, span = tracing.Start(ctx, "sigil.store."+op)
+		defer span.End()
+	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := cctx.Deadline()

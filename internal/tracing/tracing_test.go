@@ -1,0 +1,88 @@
+package tracing_test
+
+import (
+	"context"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sigil-hsm/sigil/internal/tracing"
+)
+
+// Start records a stage's span under a sampled request, and none while
+// tracing is off or under a request the sampler left out; a background
+// call outside any request is a root the sampler decides.
+func TestStartSpansOnlyWhereTheyRecord(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	sampled := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+	t.Cleanup(func() { tracing.Use(nil) })
+
+	tracing.Use(nil)
+	ctx, span := tracing.Start(context.Background(), "off")
+	if tracing.Starts(ctx) || span.IsRecording() || trace.SpanContextFromContext(ctx).IsValid() {
+		t.Fatal("tracing off started a span")
+	}
+	span.End()
+
+	tracing.Use(sampled)
+	root, rs := tracing.Start(context.Background(), "request")
+	_, child := tracing.Start(root, "stage")
+	child.End()
+	rs.End()
+	ended := rec.Ended()
+	if len(ended) != 2 || ended[0].Name() != "stage" || ended[0].Parent().SpanID() != rs.SpanContext().SpanID() {
+		t.Fatalf("a sampled request's stage: %d spans ended", len(ended))
+	}
+
+	never := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	tracing.Use(never)
+	unsampled, us := tracing.Start(context.Background(), "request")
+	if !us.SpanContext().IsValid() || us.IsRecording() {
+		t.Fatal("the unsampled request should have a trace ID and record nothing")
+	}
+	if tracing.Starts(unsampled) {
+		t.Fatal("Starts under an unsampled request")
+	}
+	sctx, stage := tracing.Start(unsampled, "stage")
+	if sctx != unsampled || stage.IsRecording() {
+		t.Fatal("a stage under an unsampled request started a span")
+	}
+	stage.End()
+	us.End()
+	if n := len(rec.Ended()); n != 2 {
+		t.Fatalf("spans ended under the unsampled request: %d", n-2)
+	}
+}
+
+// Tracing off costs a stage no allocation.
+func TestStartOffAllocatesNothing(t *testing.T) {
+	tracing.Use(nil)
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() {
+		_, span := tracing.Start(ctx, "stage")
+		span.End()
+	}); n != 0 {
+		t.Fatalf("%v allocations per stage with tracing off", n)
+	}
+}
+
+// A caller's sampled trace continues here; its unsampled one does not.
+func TestStartFollowsTheCallersSampledFlag(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tracing.Use(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample()))))
+	t.Cleanup(func() { tracing.Use(nil) })
+	for _, flags := range []trace.TraceFlags{trace.FlagsSampled, 0} {
+		remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: flags, Remote: true})
+		ctx := trace.ContextWithRemoteSpanContext(context.Background(), remote)
+		_, span := tracing.Start(ctx, "rpc")
+		if span.IsRecording() != remote.IsSampled() || tracing.Starts(ctx) != remote.IsSampled() {
+			t.Errorf("caller's flags %v: recording %v", flags, span.IsRecording())
+		}
+		span.End()
+	}
+	if n := len(rec.Ended()); n != 1 {
+		t.Fatalf("%d spans recorded, want the sampled caller's one", n)
+	}
+}
