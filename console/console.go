@@ -134,6 +134,7 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /keys/{id}", c.signedIn(c.keyPage))
 	mux.HandleFunc("GET /jwks", c.signedIn(c.jwksPage))
 	mux.HandleFunc("GET /audit", c.signedIn(c.auditPage))
+	mux.HandleFunc("GET /health", c.signedIn(c.healthPage))
 	mux.HandleFunc("POST /api/approvals/begin", c.api(c.decisionBegin))
 	mux.HandleFunc("POST /api/approvals/finish", c.api(c.decisionFinish))
 	return secure(mux)

@@ -87,3 +87,18 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 	data["Checkpoints"], data["PublicKey"] = rows, head.GetPublicKeyPem()
 	c.render(w, "audit", data)
 }
+
+// healthPage shows the answering replica's backends, store and audit
+// log as their health monitors last saw them.
+func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, s *session) {
+	ctx := c.o.Access.As(r.Context(), s.id, r.RemoteAddr)
+	data := map[string]any{"Identity": s.id.String()}
+	var st sigilv1.GetStatusResponse
+	if err := c.o.Access.Invoke(ctx, sigilv1.StatusService_GetStatus_FullMethodName, &sigilv1.GetStatusRequest{}, &st); err != nil {
+		w.WriteHeader(httpStatus(err))
+		data["Error"] = publicError(err)
+	} else {
+		data["Status"] = &st
+	}
+	c.render(w, "health", data)
+}

@@ -51,6 +51,7 @@ var baseOperations = map[string]authz.Op{
 	sigilv1.KeyService_ListKeys_FullMethodName:             authz.KeysRead,
 	sigilv1.KeyService_GetPublicKey_FullMethodName:         authz.KeysRead,
 	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead,     // on the audit key, sigil.audit
+	sigilv1.StatusService_GetStatus_FullMethodName:         authz.KeysRead,     // on sigil.status
 	sigilv1.BackupService_Backup_FullMethodName:            authz.StoreBackup,  // on the audit key, which signs it
 	sigilv1.ConsoleService_Enroll_FullMethodName:           authz.ConsoleAdmin, // on sigil.console
 	sigilv1.ConsoleService_ListEnrollments_FullMethodName:  authz.ConsoleAdmin,
@@ -446,6 +447,8 @@ func keyIDField(req any) (string, bool) {
 		return keyring.AuditKeyID, true
 	case *sigilv1.EnrollRequest, *sigilv1.ListEnrollmentsRequest, *sigilv1.RevokeEnrollmentRequest:
 		return ConsoleKeyID, true
+	case *sigilv1.GetStatusRequest:
+		return StatusKeyID, true
 	case interface{ GetKeyId() string }:
 		return r.GetKeyId(), true
 	case interface{ GetId() string }:

@@ -209,6 +209,7 @@ func New(o Options) *Server {
 	s.register(&sigilv1.ConsoleService_ServiceDesc, &consoleService{s: s})
 	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})
 	s.register(&sigilv1.NamespaceService_ServiceDesc, &namespaceService{s: s})
+	s.register(&sigilv1.StatusService_ServiceDesc, &statusService{s: s})
 	for _, p := range s.purposes {
 		s.register(p.Service(s.deps))
 		if pm, ok := p.(purpose.Metrics); ok {

@@ -444,4 +444,11 @@ func TestOperatorPagesInABrowser(t *testing.T) {
 	if page := text(ops, "main"); !strings.Contains(page, "the signature verifies with the audit key") || strings.Contains(page, "NOT VERIFIED") {
 		t.Errorf("the audit page:\n%s", page)
 	}
+
+	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/health")); err != nil {
+		t.Fatal(err)
+	}
+	if page, _ := chromedp.Run(ops, chromedp.Evaluate[string](`document.querySelector("main").innerText`)); !strings.Contains(page, "Every dependency is up") || !strings.Contains(page, "backend\thsm\tup") || !strings.Contains(page, "store\tkeyring store\tup") || strings.Contains(page, "DOWN") {
+		t.Errorf("the health page:\n%q", page)
+	}
 }

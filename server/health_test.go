@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/server/servertest"
+)
+
+// GetStatus is decided like any read: an identity whose rules do not
+// reach sigil.status is refused, and so is one in a namespace, whatever
+// its rules there (the states name the installation's backends); a
+// refusal is audited like any other.
+func TestStatusIsForRootOperatorsOnly(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    namespaces: ["*"]
+    allow: [keys.read, ns.admin]
+  - identity: spiffe://example.org/auth-server
+    keys: ["auth-*"]
+    allow: [keys.read]
+`)
+	ctx := context.Background()
+	ops := e.Client(t, "spiffe://example.org/ops")
+	st, err := sigilv1.NewStatusServiceClient(ops).GetStatus(ctx, &sigilv1.GetStatusRequest{})
+	if err != nil || !st.GetReady() || st.GetVersion() == "" {
+		t.Fatalf("ops reading the status: %v %v", st, err)
+	}
+	kinds := map[string]bool{}
+	for _, c := range st.GetComponents() {
+		kinds[c.GetKind()] = c.GetUp()
+	}
+	if !kinds["backend"] || !kinds["audit"] {
+		t.Errorf("components: %v", st.GetComponents())
+	}
+	if _, err := sigilv1.NewStatusServiceClient(e.Client(t, "spiffe://example.org/auth-server")).GetStatus(ctx, &sigilv1.GetStatusRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("an identity whose keys do not reach sigil.status: %v", err)
+	}
+	if _, err := sigilv1.NewNamespaceServiceClient(ops).CreateNamespace(ctx, &sigilv1.CreateNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sigilv1.NewStatusServiceClient(ops).GetStatus(in("tenant-a"), &sigilv1.GetStatusRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the status read in a namespace: %v", err)
+	}
+}
+
+// While a backend is down, GetStatus names it, says why, and the server
+// not ready; it comes back with the backend.
+func TestStatusFollowsBackendHealth(t *testing.T) {
+	h := newHarness(t)
+	c := sigilv1.NewStatusServiceClient(h.Conn)
+	wait := func(ready bool, want string) {
+		t.Helper()
+		var last *sigilv1.GetStatusResponse
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			st, err := c.GetStatus(context.Background(), &sigilv1.GetStatusRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = st
+			for _, comp := range st.GetComponents() {
+				if comp.GetKind() == "backend" && comp.GetName() == "hsm-a" && comp.GetUp() == ready && strings.Contains(comp.GetDetail(), want) && st.GetReady() == ready {
+					return
+				}
+			}
+		}
+		t.Fatalf("want hsm-a up=%v with %q: %v", ready, want, last)
+	}
+	wait(true, "")
+	h.HSM.Down.Store(true)
+	wait(false, "injected: token unreachable")
+	h.HSM.Down.Store(false)
+	wait(true, "")
+}
