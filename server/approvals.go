@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -22,6 +23,7 @@ import (
 	"github.com/sigil-hsm/sigil/internal/failpoint"
 	"github.com/sigil-hsm/sigil/internal/identity"
 	"github.com/sigil-hsm/sigil/internal/namespace"
+	"github.com/sigil-hsm/sigil/internal/tracing"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -165,7 +167,7 @@ func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveReque
 	}
 	if r.State == approval.Approved {
 		failpoint.Hit("approval.after-quorum")
-		if ran, err := a.s.run(r.ID); err == nil {
+		if ran, err := a.s.run(ctx, r.ID); err == nil {
 			r = ran
 		} else {
 			a.s.log.Warn("running an approved request failed; it is retried", "approval_id", r.ID, "err", err)
@@ -232,7 +234,7 @@ func (a *approvalService) GetApprovalResult(ctx context.Context, req *sigilv1.Ge
 	}
 	now := a.s.opts.Now()
 	if runnable(r, now) {
-		if ran, err := a.s.run(r.ID); err == nil {
+		if ran, err := a.s.run(ctx, r.ID); err == nil {
 			r = ran
 		} else if !errs.Is(err, errs.FailedPrecondition) { // another replica claimed it: report its state
 			return nil, err
@@ -266,9 +268,12 @@ func runnable(r *approval.Request, now time.Time) bool {
 
 // run claims an approved request for this replica and runs it, then
 // records what it gave. Of replicas racing, one claims it; the others
-// get FailedPrecondition.
-func (s *Server) run(id string) (*approval.Request, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.ApprovalLease)
+// get FailedPrecondition. It runs in the trace of the call that set it
+// off (the approval completing the quorum, a result asked for, the
+// sweep), but not under that call's deadline or cancellation: a run
+// begun is a run finished and recorded.
+func (s *Server) run(caller context.Context, id string) (*approval.Request, error) {
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(caller)), s.opts.ApprovalLease)
 	defer cancel()
 	claimed := false
 	r, err := s.approvals.Update(ctx, id, func(r *approval.Request) (err error) {
@@ -283,7 +288,7 @@ func (s *Server) run(id string) (*approval.Request, error) {
 	if err != nil && !errs.Is(err, errs.FailedPrecondition) {
 		return nil, err // the store failed: the claim lapses and the request runs later
 	}
-	result, code, msg := s.execute(r, payload)
+	result, code, msg := s.execute(ctx, r, payload)
 	failpoint.Hit("approval.after-run")
 	if r, err = s.approvals.Update(ctx, id, func(r *approval.Request) error { return r.Finish(s.runner, result, code, msg, s.opts.Now()) }); err != nil {
 		return nil, err
@@ -299,17 +304,21 @@ func (s *Server) run(id string) (*approval.Request, error) {
 
 // execute runs an approved request's RPC as its requester, if the access
 // rules in force still allow the requester the operation, and audits
-// it. The run's deadline is half the claim's lease, so a live runner
+// it, in a span of its own under traced's (run's: no caller's deadline).
+// The run's deadline is half the claim's lease, so a live runner
 // never outlasts its claim; it returns the response (an Any, marshalled) or the error's code
 // and message.
-func (s *Server) execute(r *approval.Request, payload []byte) ([]byte, string, string) {
+func (s *Server) execute(traced context.Context, r *approval.Request, payload []byte) ([]byte, string, string) {
 	start := time.Now()
+	traced, span := tracing.Start(traced, "sigil.approval_run")
+	defer span.End()
 	rec := &audit.Record{Time: start.UTC(), RequestID: requestID(), Identity: r.Requester, Operation: r.Operation, Method: r.Method,
-		KeyID: r.KeyID, Namespace: recorded(r.InNamespace()), ApprovalID: r.ID, RequestSHA256: r.PayloadSHA256, Outcome: "allowed"}
+		KeyID: r.KeyID, Namespace: recorded(r.InNamespace()), ApprovalID: r.ID, RequestSHA256: r.PayloadSHA256, Outcome: "allowed",
+		TraceID: tracing.TraceID(traced)}
 	for _, v := range r.Approvals {
 		rec.ApprovedBy = append(rec.ApprovedBy, v.Identity)
 	}
-	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), recordKey{}, rec), s.opts.ApprovalLease/2)
+	ctx, cancel := context.WithTimeout(context.WithValue(traced, recordKey{}, rec), s.opts.ApprovalLease/2)
 	defer cancel()
 	out, err := s.dispatch(namespace.NewContext(ctx, r.InNamespace()), r, payload, rec)
 	namespace.Unscope(out, r.InNamespace())
@@ -445,7 +454,7 @@ func (s *Server) sweepApprovals(ctx context.Context, interval time.Duration) {
 		s.countHeld(all)
 		for _, r := range all {
 			if runnable(r, s.opts.Now()) {
-				if _, err := s.run(r.ID); err != nil && !errs.Is(err, errs.FailedPrecondition) {
+				if _, err := s.run(ctx, r.ID); err != nil && !errs.Is(err, errs.FailedPrecondition) {
 					s.log.Warn("running an approved request failed; it is retried", "approval_id", r.ID, "err", err)
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
@@ -44,7 +45,16 @@ var propagator = propagation.TraceContext{}
 func init() { otel.SetTextMapPropagator(propagator) }
 
 // tracer is what spans are started with; nil while tracing is off.
-var tracer atomic.Pointer[trace.Tracer]
+var tracer atomic.Pointer[tracerOf]
+
+// tracerOf is a provider's tracer, and whether its sampler follows the
+// parent's decision (the default; OTEL_TRACES_SAMPLER may name one that
+// does not, such as always_on to debug a caller whose traces are not
+// sampled).
+type tracerOf struct {
+	trace.Tracer
+	followsParent bool
+}
 
 // Use starts spans with tp from now on; nil turns tracing off. It is
 // also the process's global provider, for libraries that trace.
@@ -54,35 +64,36 @@ func Use(tp trace.TracerProvider) {
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		return
 	}
-	t := tp.Tracer("github.com/sigil-hsm/sigil")
-	tracer.Store(&t)
+	sampler := os.Getenv("OTEL_TRACES_SAMPLER")
+	tracer.Store(&tracerOf{tp.Tracer("github.com/sigil-hsm/sigil"), sampler == "" || strings.HasPrefix(sampler, "parentbased_")})
 	otel.SetTracerProvider(tp)
 }
 
 // Start starts a span named name under ctx's. Where Starts says it
 // would not, it returns ctx and a span whose End does nothing.
 func Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	t := tracer.Load()
-	if t == nil || !starts(ctx) {
+	if !Starts(ctx) {
 		return ctx, noSpan
 	}
-	return (*t).Start(ctx, name, opts...)
+	return tracer.Load().Start(ctx, name, opts...)
 }
 
 // Starts reports whether Start would start a span under ctx: not while
 // tracing is off, nor under a trace not sampled (a span here that does
-// not record, or a caller's whose traceparent says not sampled):
-// sampling is parent-based, so no span under it would be. The
+// not record, or a caller's whose traceparent says not sampled) when
+// sampling is parent-based, so that no span under it would be. The
 // per-call cost of tracing off, or of the 99 % of requests 1 % sampling
 // leaves out, is then a context lookup, not a span and a context for
 // each stage; a caller whose span name or attributes cost allocations
 // asks first.
-func Starts(ctx context.Context) bool { return tracer.Load() != nil && starts(ctx) }
-
-func starts(ctx context.Context) bool {
+func Starts(ctx context.Context) bool {
+	t := tracer.Load()
+	if t == nil {
+		return false
+	}
 	parent := trace.SpanFromContext(ctx)
 	sc := parent.SpanContext()
-	return !sc.IsValid() || sc.IsSampled() || parent.IsRecording()
+	return !t.followsParent || !sc.IsValid() || sc.IsSampled() || parent.IsRecording()
 }
 
 // noSpan is the span of no trace, whose methods do nothing.
@@ -169,8 +180,8 @@ func HTTP(name string, h http.Handler) http.Handler {
 		ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		if Starts(ctx) {
 			var span trace.Span
-			ctx, span = Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+			// The method only: a path may hold a token (an RPC URL's API key).
+			ctx, span = Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("http.request.method", r.Method)))
 			defer span.End()
 		}
 		h.ServeHTTP(w, r.WithContext(ctx))

@@ -86,3 +86,18 @@ func TestStartFollowsTheCallersSampledFlag(t *testing.T) {
 		t.Fatalf("%d spans recorded, want the sampled caller's one", n)
 	}
 }
+
+// A sampler that does not follow the parent (OTEL_TRACES_SAMPLER=always_on,
+// to debug) records under a caller whose trace is not sampled.
+func TestStartHonoursASamplerThatIgnoresTheParent(t *testing.T) {
+	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	rec := tracetest.NewSpanRecorder()
+	tracing.Use(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.AlwaysSample())))
+	t.Cleanup(func() { tracing.Use(nil) })
+	remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, Remote: true})
+	_, span := tracing.Start(trace.ContextWithRemoteSpanContext(context.Background(), remote), "rpc")
+	span.End()
+	if n := len(rec.Ended()); n != 1 {
+		t.Fatalf("%d spans recorded under an unsampled caller with always_on, want 1", n)
+	}
+}
