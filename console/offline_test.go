@@ -1,66 +1,14 @@
 package console
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-webauthn/webauthn/protocol/webauthncbor"
-	"github.com/go-webauthn/webauthn/protocol/webauthncose"
-
+	"github.com/sigil-hsm/sigil/console/consoletest"
 	"github.com/sigil-hsm/sigil/internal/audit"
 )
-
-// softPasskey is a passkey in software: a P-256 key that makes WebAuthn
-// assertions as an authenticator would (user present and verified).
-type softPasskey struct {
-	id  string
-	key *ecdsa.PrivateKey
-	rp  Relying
-}
-
-func newSoftPasskey(t *testing.T, rp Relying) *softPasskey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &softPasskey{id: base64.RawURLEncoding.EncodeToString([]byte("cred-" + t.Name())), key: k, rp: rp}
-}
-
-// cose is the passkey's public key as WebAuthn registers it.
-func (p *softPasskey) cose(t *testing.T) []byte {
-	b, err := p.key.PublicKey.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := webauthncbor.Marshal(webauthncose.EC2PublicKeyData{PublicKeyData: webauthncose.PublicKeyData{KeyType: int64(webauthncose.EllipticKey), Algorithm: int64(webauthncose.AlgES256)},
-		Curve: 1, XCoord: b[1:33], YCoord: b[33:]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// assert signs challenge as the browser and authenticator would.
-func (p *softPasskey) assert(t *testing.T, challenge []byte) string {
-	clientData, _ := json.Marshal(map[string]string{"type": "webauthn.get", "challenge": base64.RawURLEncoding.EncodeToString(challenge), "origin": p.rp.Origin})
-	rpHash := sha256.Sum256([]byte(p.rp.RPID))
-	authData := append(rpHash[:], 0x05, 0, 0, 0, 1) // flags UP|UV, counter 1
-	cdHash := sha256.Sum256(clientData)
-	digest := sha256.Sum256(append(append([]byte{}, authData...), cdHash[:]...))
-	sig, err := ecdsa.SignASN1(rand.Reader, p.key, digest[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(Assertion{CredentialID: p.id, AuthenticatorData: authData, ClientDataJSON: clientData, Signature: sig})
-	return string(b)
-}
 
 // From the audit records alone: a decision's assertion verifies against
 // its passkey's registration record; one moved to another approval or
@@ -68,13 +16,13 @@ func (p *softPasskey) assert(t *testing.T, challenge []byte) string {
 // signed by another passkey, does not.
 func TestAuditCheckFromTheRecordsAlone(t *testing.T) {
 	rp := Relying{Origin: "https://sigil.example.org:7444", RPID: "sigil.example.org"}
-	alice, mallory := newSoftPasskey(t, rp), newSoftPasskey(t, rp)
-	mallory.id = alice.id // a key that is not the registered one, under its ID
+	alice, mallory := consoletest.New(t, t.Name(), rp.Origin, rp.RPID), consoletest.New(t, t.Name(), rp.Origin, rp.RPID)
+	mallory.ID = alice.ID // a key that is not the registered one, under its ID
 	reg := audit.Record{Time: time.Now(), Operation: OpRegister, Outcome: "allowed", Identities: []string{"spiffe://example.org/officer/alice"},
-		Details: map[string]string{DetailCredential: alice.id, DetailPublicKey: base64.RawURLEncoding.EncodeToString(alice.cose(t)), DetailOrigin: rp.Origin, DetailRPID: rp.RPID}}
-	decision := func(who *softPasskey, identity, approvalID, decision, signedFor string) audit.Record {
+		Details: map[string]string{DetailCredential: alice.ID, DetailPublicKey: base64.RawURLEncoding.EncodeToString(alice.COSE(t)), DetailOrigin: rp.Origin, DetailRPID: rp.RPID}}
+	decision := func(who *consoletest.Passkey, identity, approvalID, decision, signedFor string) audit.Record {
 		return audit.Record{Time: time.Now(), Operation: "approvals.approve", Outcome: "allowed", Identity: identity, ApprovalID: approvalID,
-			Details: map[string]string{DetailAssertion: who.assert(t, Challenge(signedFor, decision, "ab12")), DetailDecision: decision, DetailPayload: "ab12"}}
+			Details: map[string]string{DetailAssertion: who.Assert(t, Challenge(signedFor, decision, "ab12")), DetailDecision: decision, DetailPayload: "ab12"}}
 	}
 	good := decision(alice, "spiffe://example.org/officer/alice", "ap-1", "approve", "ap-1")
 	if n, problems := AuditCheck([]audit.Record{reg, good}); n != 1 || len(problems) != 0 {
@@ -93,18 +41,13 @@ func TestAuditCheckFromTheRecordsAlone(t *testing.T) {
 		"by another identity":         {[]audit.Record{reg, decision(alice, "spiffe://example.org/mallory", "ap-1", "approve", "ap-1")}, "registered for"},
 		"no registration":             {[]audit.Record{good}, "no registration"},
 		"another key under the ID":    {[]audit.Record{reg, decision(mallory, "spiffe://example.org/officer/alice", "ap-1", "approve", "ap-1")}, "signature"},
-		"on another console's origin": {[]audit.Record{reg, decision(newSoftPasskeyAt(t, alice, Relying{Origin: "https://evil.example", RPID: rp.RPID}), "spiffe://example.org/officer/alice", "ap-1", "approve", "ap-1")}, "origin"},
+		"on another console's origin": {[]audit.Record{reg, decision(&consoletest.Passkey{ID: alice.ID, Key: alice.Key, Origin: "https://evil.example", RPID: rp.RPID, Counter: 1}, "spiffe://example.org/officer/alice", "ap-1", "approve", "ap-1")}, "origin"},
 	} {
 		n, problems := AuditCheck(c.recs)
 		if n != 0 || len(problems) != 1 || !strings.Contains(problems[0], c.want) {
 			t.Errorf("%s: %d verified, %v (want a problem saying %q)", name, n, problems, c.want)
 		}
 	}
-}
-
-// newSoftPasskeyAt is p making assertions on another relying party.
-func newSoftPasskeyAt(_ *testing.T, p *softPasskey, rp Relying) *softPasskey {
-	return &softPasskey{id: p.id, key: p.key, rp: rp}
 }
 
 // Genuine decisions verify offline though the record's own identity list
@@ -114,12 +57,12 @@ func newSoftPasskeyAt(_ *testing.T, p *softPasskey, rp Relying) *softPasskey {
 func TestAuditCheckLongIdentityAndMovedConsole(t *testing.T) {
 	rp := Relying{Origin: "https://sigil.example.org:7444", RPID: "sigil.example.org"}
 	long := "spiffe://example.org/officer/" + strings.Repeat("a", 140)
-	p := newSoftPasskey(t, rp)
+	p := consoletest.New(t, t.Name(), rp.Origin, rp.RPID)
 	reg := audit.Record{Time: time.Now(), Operation: OpRegister, Outcome: "allowed", Identities: []string{long[:128] + "…"},
-		Details: map[string]string{DetailIdentity: long, DetailCredential: p.id, DetailPublicKey: base64.RawURLEncoding.EncodeToString(p.cose(t)), DetailOrigin: rp.Origin, DetailRPID: rp.RPID}}
-	moved := &softPasskey{id: p.id, key: p.key, rp: Relying{Origin: "https://sigil.example.org", RPID: rp.RPID}}
+		Details: map[string]string{DetailIdentity: long, DetailCredential: p.ID, DetailPublicKey: base64.RawURLEncoding.EncodeToString(p.COSE(t)), DetailOrigin: rp.Origin, DetailRPID: rp.RPID}}
+	moved := &consoletest.Passkey{ID: p.ID, Key: p.Key, Origin: "https://sigil.example.org", RPID: rp.RPID, Counter: 1}
 	dec := audit.Record{Time: time.Now(), Operation: "approvals.approve", Outcome: "allowed", Identity: long, ApprovalID: "ap-1",
-		Details: map[string]string{DetailAssertion: moved.assert(t, Challenge("ap-1", "approve", "ab12")), DetailDecision: "approve", DetailPayload: "ab12", DetailOrigin: moved.rp.Origin}}
+		Details: map[string]string{DetailAssertion: moved.Assert(t, Challenge("ap-1", "approve", "ab12")), DetailDecision: "approve", DetailPayload: "ab12", DetailOrigin: moved.Origin}}
 	if n, problems := AuditCheck([]audit.Record{reg, dec}); n != 1 || len(problems) != 0 {
 		t.Fatalf("%d verified, %v", n, problems)
 	}

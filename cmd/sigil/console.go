@@ -65,7 +65,9 @@ gets the console as that identity: send it as you would a password.`,
 	revoke := &cobra.Command{
 		Use:   "revoke CREDENTIAL-ID",
 		Short: "Revoke a passkey: it signs in and approves no more",
-		Args:  cobra.ExactArgs(1),
+		Long: "Revoke a passkey: it signs in and approves no more, and its sessions end at their next page.\n\n" +
+			"A credential ID is base64url and may begin with '-': give it after --, as in sigil console revoke [flags] -- -KsP1wIng…",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
 				if _, err := sigilv1.NewConsoleServiceClient(conn).RevokeEnrollment(ctx, &sigilv1.RevokeEnrollmentRequest{CredentialId: args[0]}); err != nil {

@@ -6,6 +6,7 @@ package console_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -142,8 +143,13 @@ func (e *env) sigil(args ...string) string {
 
 // admin runs a client command as the admin.
 func (e *env) admin(args ...string) (string, error) {
-	return e.run(append(args, "--addr", e.srv.GRPCAddr, "--tls-ca", filepath.Join(e.dir, "tls", "ca.crt"),
-		"--tls-cert", filepath.Join(e.dir, "admin", "client.crt"), "--tls-key", filepath.Join(e.dir, "admin", "client.key"))...)
+	return e.run(append(args, e.adminFlags()...)...)
+}
+
+// adminFlags connect a command as the admin.
+func (e *env) adminFlags() []string {
+	return []string{"--addr", e.srv.GRPCAddr, "--tls-ca", filepath.Join(e.dir, "tls", "ca.crt"),
+		"--tls-cert", filepath.Join(e.dir, "admin", "client.crt"), "--tls-key", filepath.Join(e.dir, "admin", "client.key")}
 }
 
 // browser is one person's Chromium with a passkey authenticator of
@@ -336,6 +342,39 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 
 	if err := chromedp.Do(eve, chromedp.Navigate(e.origin+"/approvals"), at("/login")); err != nil {
 		t.Errorf("without a session /approvals does not lead to /login: %v", err)
+	}
+
+	// Bob's passkey revoked: his session ends at its next page, and his
+	// passkey signs in no more.
+	list, err := e.admin("console", "enrollments", "--json")
+	var enrolled []struct {
+		CredentialID string `json:"credential_id"`
+		Identity     string `json:"identity"`
+	}
+	if err != nil || json.Unmarshal([]byte(list), &enrolled) != nil {
+		t.Fatalf("console enrollments: %v %s", err, list)
+	}
+	revoked := 0
+	for _, en := range enrolled {
+		if en.Identity == "spiffe://example.org/treasury-officer/bob" {
+			args := append([]string{"console", "revoke"}, e.adminFlags()...)
+			if out, err := e.run(append(args, "--", en.CredentialID)...); err != nil { // an ID may begin with '-'
+				t.Fatalf("console revoke: %v %s", err, out)
+			}
+			revoked++
+		}
+	}
+	if revoked != 1 {
+		t.Fatalf("%d passkeys of bob's enrolled: %s", revoked, list)
+	}
+	if err := chromedp.Do(bob, chromedp.Navigate(e.origin+"/approvals"), at("/login")); err != nil {
+		t.Errorf("a revoked passkey's session still shows /approvals: %v", err)
+	}
+	if err := chromedp.Do(bob, chromedp.Click(chromedp.ID("login")), status("Refused")); err != nil {
+		t.Errorf("a revoked passkey signing in: %v %q", err, text(bob, "#status"))
+	}
+	if err := chromedp.Do(alice, chromedp.Navigate(e.origin+"/approvals"), at("/approvals")); err != nil {
+		t.Errorf("alice's session after bob's revocation: %v", err)
 	}
 }
 
