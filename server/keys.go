@@ -267,18 +267,37 @@ func (s *keyService) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest)
 	if err != nil {
 		return nil, err
 	}
-	resp, ns := &sigilv1.ListKeysResponse{}, namespace.FromContext(ctx)
-	for _, k := range s.keys.List(ctx) { // in ID order
-		if namespace.Of(k.ID) != ns || !match(k) || !s.visible(ctx, k.ID) {
+	// The filter runs over the keyring's own records (nothing copied), the
+	// policy over the IDs that pass it, and only the page's keys are
+	// copied and encoded: a page of ten thousand keys costs their IDs.
+	var ids []string
+	ns := namespace.FromContext(ctx)
+	s.keys.Select(ctx, func(k *keyring.Key) bool {
+		if namespace.Of(k.ID) == ns && match(k) {
+			ids = append(ids, k.ID)
+		}
+		return false
+	})
+	slices.Sort(ids)
+	resp := &sigilv1.ListKeysResponse{}
+	var page []string
+	for _, id := range ids {
+		if !s.visible(ctx, id) {
 			continue
 		}
 		resp.TotalSize++
 		switch {
-		case k.ID <= after:
-			continue
-		case len(resp.Keys) == size:
-			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Keys[size-1].GetId()))
-			continue // counted, not sent
+		case id <= after:
+		case len(page) == size:
+			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(page[size-1])) // counted, not sent
+		default:
+			page = append(page, id)
+		}
+	}
+	for _, id := range page {
+		k, err := s.keys.Get(ctx, id)
+		if err != nil {
+			continue // gone since it was counted
 		}
 		pk, err := s.keyToProto(k)
 		if err != nil {

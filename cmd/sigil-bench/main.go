@@ -76,7 +76,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
-	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit); the report then holds only them")
+	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit,console); the report then holds only them")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
 	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
@@ -270,6 +270,11 @@ func run(out string, dur time.Duration) error {
 	}
 	if measured("audit") {
 		if rep.audit, err = b.auditTable(dir); err != nil {
+			return err
+		}
+	}
+	if measured("console") {
+		if rep.console, err = b.consoleTable(dir); err != nil {
 			return err
 		}
 	}

@@ -345,11 +345,13 @@ func (s *service) DeleteJWKSet(ctx context.Context, req *sigilv1.DeleteJWKSetReq
 // members are the keys (not deleted) whose policy puts them in set name.
 func (s *service) members(ctx context.Context, name string) []string {
 	var ids []string
-	for _, k := range s.d.Keys.List(ctx) {
+	s.d.Keys.Select(ctx, func(k *keyring.Key) bool { // nothing copied
 		if k.Purpose == Name && !k.Deleted && slices.Contains(SetsOf(k), name) {
 			ids = append(ids, k.ID)
 		}
-	}
+		return false
+	})
+	slices.Sort(ids)
 	return ids
 }
 
@@ -369,9 +371,17 @@ func (s *service) ListJWKSets(ctx context.Context, _ *sigilv1.ListJWKSetsRequest
 
 func (s *service) describeSet(ctx context.Context, set Set) *sigilv1.JWKSet {
 	out := &sigilv1.JWKSet{Name: set.Name, AllowEs256K: set.AllowES256K, Path: SetPath(set.Name), KeyPatterns: set.KeyPatterns}
-	for _, k := range s.d.Keys.List(ctx) {
-		if k.Purpose == Name && slices.Contains(SetsOf(k), set.Name) && s.d.Visible(ctx, k.ID) {
-			out.KeyIds = append(out.KeyIds, k.ID)
+	var ids []string
+	s.d.Keys.Select(ctx, func(k *keyring.Key) bool { // nothing copied; the policy is asked outside the keyring's lock
+		if k.Purpose == Name && slices.Contains(SetsOf(k), set.Name) {
+			ids = append(ids, k.ID)
+		}
+		return false
+	})
+	slices.Sort(ids)
+	for _, id := range ids {
+		if s.d.Visible(ctx, id) {
+			out.KeyIds = append(out.KeyIds, id)
 		}
 	}
 	return out
