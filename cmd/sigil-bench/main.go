@@ -822,15 +822,37 @@ func (b *bench) ethTable() ([]row, error) {
 	if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: "bench-raw-k1", Purpose: raw.Name, Algorithm: signer.ES256K}); err != nil {
 		return nil, err
 	}
-	sign, eth := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewEthereumServiceClient(b.conn)
+	sign, txs := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewEthereumServiceClient(b.conn)
 	d := signer.ES256K.Input([]byte("about a transaction's signing hash"))
-	return b.pair("SignTransaction", func(ctx context.Context) error {
+	signK1 := func(ctx context.Context) error {
 		_, err := sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-raw-k1", Input: &sigilv1.SignRequest_Digest{Digest: d}})
 		return err
-	}, func(ctx context.Context) error {
-		_, err := eth.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
+	}
+	rows, err := b.pair("SignTransaction", signK1, func(ctx context.Context) error {
+		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
 		return err
 	}, []int{1, 16})
+	if err != nil {
+		return nil, err
+	}
+	// 16 keys, taken in turn: each key's ledger record is its own, so
+	// their claims and settles may share a store transaction.
+	const keys = 16
+	var turn atomic.Uint64
+	nonces := make([]atomic.Uint64, keys)
+	for i := range keys {
+		if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: fmt.Sprintf("bench-eth-%d", i), Purpose: eth.Name, Algorithm: signer.ES256K,
+			Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
+			return nil, err
+		}
+	}
+	many, err := b.pair("SignTransaction, 16 keys", signK1, func(ctx context.Context) error {
+		i := turn.Add(1) % keys
+		tx := fmt.Appendf(nil, `{"chainId":"0x1","nonce":"0x%x","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`, nonces[i].Add(1))
+		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: fmt.Sprintf("bench-eth-%d", i), Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: tx}})
+		return err
+	}, []int{16})
+	return append(rows, many...), err
 }
 
 // nextTx is an EIP-1559 transaction of bench-eth with a nonce no earlier

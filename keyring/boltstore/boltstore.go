@@ -19,7 +19,10 @@ import (
 var bucket = []byte("keys")
 
 // Store is a keyring.Store in a bbolt file.
-type Store struct{ db *bolt.DB }
+type Store struct {
+	db    *bolt.DB
+	group group // of concurrent ledger and anchor rewrites
+}
 
 var _ keyring.Store = (*Store)(nil)
 

@@ -32,26 +32,6 @@ func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.Le
 	})
 }
 
-// rewrite replaces the value under name in bucket by what fn makes of it
-// (nil: deletes it), in one bbolt transaction; bbolt runs those one at a
-// time, so concurrent rewrites serialise.
-func (s *Store) rewrite(bucket []byte, name string, fn func(old []byte) ([]byte, error)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
-		}
-		v, err := fn(b.Get([]byte(name)))
-		switch {
-		case err != nil:
-			return err
-		case v == nil:
-			return b.Delete([]byte(name))
-		}
-		return b.Put([]byte(name), v)
-	})
-}
-
 // ReadLedger returns key id's record.
 func (s *Store) ReadLedger(ctx context.Context, id string) (*keyring.LedgerRecord, error) {
 	if err := errs.FromContext(ctx, "reading the ledger"); err != nil {
