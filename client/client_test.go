@@ -298,6 +298,21 @@ func TestJWTAndEthereumHelpers(t *testing.T) {
 	if _, err := parsed.Verify(set.Key(parsed.Signatures[0].Header.KeyID)[0]); err != nil {
 		t.Fatal(err)
 	}
+	// A batch: each item minted alone; one on a missing key fails alone.
+	batch, err := c.MintJWTBatch(ctx, []client.JWTItem{{KeyID: "auth", Claims: map[string]any{"sub": "bob"}}, {KeyID: "missing", Claims: map[string]any{}}, {KeyID: "auth", Claims: map[string]any{"sub": "carol"}, TTL: time.Minute}})
+	if err != nil || len(batch) != 3 || batch[1].Err == nil || batch[0].Err != nil || batch[2].Err != nil {
+		t.Fatalf("MintJWTBatch: %v %+v", err, batch)
+	}
+	for i, want := range map[int]string{0: `"sub":"bob"`, 2: `"sub":"carol"`} {
+		tok, err := jose.ParseSignedCompact(batch[i].Token, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims, err := tok.Verify(set.Key(batch[i].KID)[0])
+		if err != nil || !strings.Contains(string(claims), want) {
+			t.Errorf("batch item %d: %v %s", i, err, claims)
+		}
+	}
 
 	addr, err := clienteth.New(c).Address(ctx, "wallet")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,9 +37,24 @@ const (
 // enrollment is a one-time token's promise: whoever shows it first
 // registers a passkey for Identity.
 type enrollment struct {
-	Identity string    `json:"identity"`
-	Expires  time.Time `json:"expires"`
-	Used     bool      `json:"used,omitempty"`
+	Identity  string    `json:"identity"`
+	Expires   time.Time `json:"expires"`
+	Used      bool      `json:"used,omitempty"`
+	Cancelled bool      `json:"cancelled,omitempty"`
+}
+
+// live reports whether the link can still register a passkey at now.
+func (e enrollment) live(now time.Time) bool { return !e.Used && !e.Cancelled && now.Before(e.Expires) }
+
+// errDeadLink is every refusal of a link that cannot register: it does
+// not say which of unknown, used, expired or cancelled.
+var errDeadLink = errs.New(errs.PermissionDenied, "this enrollment link is unknown, used, expired or cancelled: ask for another")
+
+// Pending is an enrollment link that can still register a passkey.
+type Pending struct {
+	LinkID   string
+	Identity string
+	Expires  time.Time
 }
 
 // Passkey is a registered credential and the identity it signs in as.
@@ -58,9 +74,13 @@ func encodeID(raw []byte) string { return base64.RawURLEncoding.EncodeToString(r
 // Store keeps enrollments and passkeys.
 type Store struct{ A Anchors }
 
-func tokenName(token string) string {
+func tokenName(token string) string { return enrollPrefix + LinkID(token) }
+
+// LinkID names an enrollment link without revealing it: the hex SHA-256
+// of its token.
+func LinkID(token string) string {
 	sum := sha256.Sum256([]byte(token))
-	return enrollPrefix + hex.EncodeToString(sum[:])
+	return hex.EncodeToString(sum[:])
 }
 
 // Enroll makes a one-time token for id, valid ttl.
@@ -94,8 +114,8 @@ func (s Store) redeem(ctx context.Context, token string, now time.Time) (string,
 	var id string
 	err := s.A.UpdateAnchor(ctx, tokenName(token), func(old []byte) ([]byte, error) {
 		var e enrollment
-		if old == nil || json.Unmarshal(old, &e) != nil || e.Used || !now.Before(e.Expires) {
-			return nil, errs.New(errs.PermissionDenied, "this enrollment link is unknown, used or expired: ask for another")
+		if old == nil || json.Unmarshal(old, &e) != nil || !e.live(now) {
+			return nil, errDeadLink
 		}
 		e.Used, id = true, e.Identity
 		return json.Marshal(e)
@@ -107,10 +127,50 @@ func (s Store) redeem(ctx context.Context, token string, now time.Time) (string,
 func (s Store) peek(ctx context.Context, token string, now time.Time) (string, error) {
 	v, err := s.A.GetAnchor(ctx, tokenName(token))
 	var e enrollment
-	if err != nil || json.Unmarshal(v, &e) != nil || e.Used || !now.Before(e.Expires) {
-		return "", errs.New(errs.PermissionDenied, "this enrollment link is unknown, used or expired: ask for another")
+	if err != nil || json.Unmarshal(v, &e) != nil || !e.live(now) {
+		return "", errDeadLink
 	}
 	return e.Identity, nil
+}
+
+// PendingLinks lists the enrollment links that can still register a
+// passkey at now, soonest to expire first.
+func (s Store) PendingLinks(ctx context.Context, now time.Time) ([]Pending, error) {
+	all, err := s.A.ListAnchors(ctx, enrollPrefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []Pending
+	for name, v := range all {
+		var e enrollment
+		if json.Unmarshal(v, &e) == nil && e.live(now) {
+			out = append(out, Pending{LinkID: strings.TrimPrefix(name, enrollPrefix), Identity: e.Identity, Expires: e.Expires})
+		}
+	}
+	slices.SortFunc(out, func(a, b Pending) int { return a.Expires.Compare(b.Expires) })
+	return out, nil
+}
+
+// Cancel cancels the pending link linkID, decided in the update that
+// cancels it: a link used meanwhile registered its passkey, which is
+// what to revoke then.
+func (s Store) Cancel(ctx context.Context, linkID string, now time.Time) error {
+	if b, err := hex.DecodeString(linkID); err != nil || len(b) != sha256.Size {
+		return errs.New(errs.InvalidArgument, "link_id: the 64 hex digits ListEnrollments gives")
+	}
+	return s.A.UpdateAnchor(ctx, enrollPrefix+linkID, func(old []byte) ([]byte, error) {
+		var e enrollment
+		switch {
+		case old == nil || json.Unmarshal(old, &e) != nil:
+			return nil, errs.New(errs.NotFound, "no enrollment link %s", linkID)
+		case e.Used:
+			return nil, errs.New(errs.FailedPrecondition, "enrollment link %s was used: revoke the passkey it registered", linkID)
+		case e.Cancelled || !now.Before(e.Expires):
+			return nil, errs.New(errs.FailedPrecondition, "enrollment link %s is cancelled or expired already", linkID)
+		}
+		e.Cancelled = true
+		return json.Marshal(e)
+	})
 }
 
 // AddPasskey stores a registered credential.

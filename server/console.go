@@ -49,7 +49,8 @@ func (c *consoleService) Enroll(ctx context.Context, req *sigilv1.EnrollRequest)
 		return nil, err
 	}
 	noteDetail(ctx, "enrolled_identity", req.GetIdentity())
-	out := &sigilv1.EnrollResponse{Token: token, Expires: timestamppb.New(expires)}
+	noteDetail(ctx, "link_id", console.LinkID(token))
+	out := &sigilv1.EnrollResponse{Token: token, Expires: timestamppb.New(expires), LinkId: console.LinkID(token)}
 	if c.s.opts.ConsoleOrigin != "" {
 		out.Url = c.s.opts.ConsoleOrigin + "/enroll#" + token
 	}
@@ -65,6 +66,10 @@ func (c *consoleService) ListEnrollments(ctx context.Context, _ *sigilv1.ListEnr
 	if err != nil {
 		return nil, err
 	}
+	pending, err := st.PendingLinks(ctx, c.s.opts.Now())
+	if err != nil {
+		return nil, err
+	}
 	out := &sigilv1.ListEnrollmentsResponse{}
 	for _, p := range all {
 		out.Enrollments = append(out.Enrollments, &sigilv1.Enrollment{CredentialId: p.ID(), Identity: p.Identity, Created: timestamppb.New(p.Created), Revoked: p.Revoked})
@@ -72,6 +77,9 @@ func (c *consoleService) ListEnrollments(ctx context.Context, _ *sigilv1.ListEnr
 	sort.Slice(out.Enrollments, func(i, j int) bool {
 		return out.Enrollments[i].GetCreated().AsTime().Before(out.Enrollments[j].GetCreated().AsTime())
 	})
+	for _, p := range pending {
+		out.Pending = append(out.Pending, &sigilv1.PendingEnrollment{LinkId: p.LinkID, Identity: p.Identity, Expires: timestamppb.New(p.Expires)})
+	}
 	return out, nil
 }
 
@@ -79,6 +87,13 @@ func (c *consoleService) RevokeEnrollment(ctx context.Context, req *sigilv1.Revo
 	st, err := c.store(ctx)
 	if err != nil {
 		return nil, err
+	}
+	switch cred, link := req.GetCredentialId(), req.GetLinkId(); {
+	case (cred == "") == (link == ""):
+		return nil, errs.New(errs.InvalidArgument, "name a passkey (credential_id) or a pending link (link_id): one of the two")
+	case link != "":
+		noteDetail(ctx, "link_id", link)
+		return &sigilv1.RevokeEnrollmentResponse{}, st.Cancel(ctx, link, c.s.opts.Now())
 	}
 	return &sigilv1.RevokeEnrollmentResponse{}, st.Revoke(ctx, req.GetCredentialId())
 }

@@ -35,14 +35,14 @@ gets the console as that identity: send it as you would a password.`,
 				if link == "" {
 					link = "(this server serves no console) token " + resp.GetToken()
 				}
-				return c.emit(cmd, map[string]string{"identity": args[0], "url": resp.GetUrl(), "token": resp.GetToken(), "expires": resp.GetExpires().AsTime().Format(time.RFC3339)}, link)
+				return c.emit(cmd, map[string]string{"identity": args[0], "url": resp.GetUrl(), "token": resp.GetToken(), "expires": resp.GetExpires().AsTime().Format(time.RFC3339), "link_id": resp.GetLinkId()}, link)
 			})
 		},
 	}
 	enroll.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "how long the link is valid (at most 24h)")
 	list := &cobra.Command{
 		Use:   "enrollments",
-		Short: "List the registered passkeys",
+		Short: "List the registered passkeys and the enrollment links not yet used",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -51,32 +51,50 @@ gets the console as that identity: send it as you would a password.`,
 					return err
 				}
 				if c.json {
-					return printJSON(cmd.OutOrStdout(), resp.GetEnrollments())
+					return printJSON(cmd.OutOrStdout(), resp)
 				}
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "CREDENTIAL\tIDENTITY\tCREATED\tREVOKED")
 				for _, e := range resp.GetEnrollments() {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", e.GetCredentialId(), e.GetIdentity(), e.GetCreated().AsTime().Format(time.RFC3339), e.GetRevoked())
 				}
+				if len(resp.GetPending()) > 0 {
+					fmt.Fprintln(w, "\nPENDING LINK\tIDENTITY\tEXPIRES")
+					for _, p := range resp.GetPending() {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", p.GetLinkId(), p.GetIdentity(), p.GetExpires().AsTime().Format(time.RFC3339))
+					}
+				}
 				return w.Flush()
 			})
 		},
 	}
+	var linkID string
 	revoke := &cobra.Command{
-		Use:   "revoke CREDENTIAL-ID",
-		Short: "Revoke a passkey: it signs in and approves no more",
-		Long: "Revoke a passkey: it signs in and approves no more, and its sessions end at their next page.\n\n" +
+		Use:   "revoke CREDENTIAL-ID | --link LINK-ID",
+		Short: "Revoke a passkey: it signs in and approves no more; or cancel a pending enrollment link",
+		Long: "Revoke a passkey: it signs in and approves no more, and its sessions end at their next page. " +
+			"With --link, cancel an enrollment link not yet used (its ID from sigil console enrollments).\n\n" +
 			"A credential ID is base64url and may begin with '-': give it after --, as in sigil console revoke [flags] -- -KsP1wIng…",
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == (linkID != "") || len(args) > 1 {
+				return fmt.Errorf("name a passkey (CREDENTIAL-ID) or a link (--link LINK-ID): one of the two")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			req, what := &sigilv1.RevokeEnrollmentRequest{LinkId: linkID}, "cancelled link "+linkID
+			if len(args) == 1 {
+				req, what = &sigilv1.RevokeEnrollmentRequest{CredentialId: args[0]}, "revoked "+args[0]
+			}
 			return c.call(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				if _, err := sigilv1.NewConsoleServiceClient(conn).RevokeEnrollment(ctx, &sigilv1.RevokeEnrollmentRequest{CredentialId: args[0]}); err != nil {
+				if _, err := sigilv1.NewConsoleServiceClient(conn).RevokeEnrollment(ctx, req); err != nil {
 					return err
 				}
-				return c.emit(cmd, map[string]string{"revoked": args[0]}, "revoked "+args[0])
+				return c.emit(cmd, map[string]string{"revoked": req.GetCredentialId(), "cancelled": req.GetLinkId()}, what)
 			})
 		},
 	}
+	revoke.Flags().StringVar(&linkID, "link", "", "cancel this pending enrollment link instead")
 	cmd.AddCommand(enroll, list, revoke)
 	return cmd
 }

@@ -195,6 +195,7 @@ func PolicyOf(k *keyring.Key) Policy {
 func (Purpose) Operations() map[string]authz.Op {
 	return map[string]authz.Op{
 		sigilv1.JWTService_SignJWT_FullMethodName:      OpSign,
+		sigilv1.JWTService_SignJWTBatch_FullMethodName: OpSign, // admitted on the namespace; each item decided as a SignJWT
 		sigilv1.JWTService_CreateJWKSet_FullMethodName: OpSetsAdmin,
 		sigilv1.JWTService_UpdateJWKSet_FullMethodName: OpSetsAdmin,
 		sigilv1.JWTService_DeleteJWKSet_FullMethodName: OpSetsAdmin,
@@ -202,10 +203,11 @@ func (Purpose) Operations() map[string]authz.Op {
 	}
 }
 
-// KeylessMethods are the JWK Set methods, which name sets, not keys.
+// KeylessMethods are the JWK Set methods, which name sets, not keys, and
+// SignJWTBatch, whose items name their keys, each decided as a SignJWT.
 func (Purpose) KeylessMethods() []string {
 	return []string{sigilv1.JWTService_CreateJWKSet_FullMethodName, sigilv1.JWTService_UpdateJWKSet_FullMethodName,
-		sigilv1.JWTService_DeleteJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName}
+		sigilv1.JWTService_DeleteJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName, sigilv1.JWTService_SignJWTBatch_FullMethodName}
 }
 
 // Empty implements purpose.NamespaceHolder: a namespace holding a JWK Set
@@ -261,6 +263,24 @@ type service struct {
 var _ sigilv1.JWTServiceServer = (*service)(nil)
 
 // SignJWT mints a token with the key's active generation.
+// SignJWTBatch signs each item as SignJWT would, through the batch layer,
+// and answers each item's token or error in its place.
+func (s *service) SignJWTBatch(ctx context.Context, req *sigilv1.SignJWTBatchRequest) (*sigilv1.SignJWTBatchResponse, error) {
+	resps, failed, err := purpose.Batch(ctx, s.d, sigilv1.JWTService_SignJWT_FullMethodName, req.GetItems(), func() *sigilv1.SignJWTResponse { return &sigilv1.SignJWTResponse{} })
+	if err != nil {
+		return nil, err
+	}
+	out := &sigilv1.SignJWTBatchResponse{Results: make([]*sigilv1.SignJWTBatchResult, len(resps))}
+	for i, r := range resps {
+		if failed[i] != nil {
+			out.Results[i] = &sigilv1.SignJWTBatchResult{Result: &sigilv1.SignJWTBatchResult_Error{Error: failed[i]}}
+			continue
+		}
+		out.Results[i] = &sigilv1.SignJWTBatchResult{Result: &sigilv1.SignJWTBatchResult_Response{Response: r}}
+	}
+	return out, nil
+}
+
 func (s *service) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*sigilv1.SignJWTResponse, error) {
 	sg, err := s.d.Keys.ForSigning(ctx, req.GetKeyId(), Name)
 	if err != nil {

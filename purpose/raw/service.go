@@ -5,9 +5,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -52,33 +49,21 @@ func (s *service) Sign(ctx context.Context, req *sigilv1.SignRequest) (*sigilv1.
 	return &sigilv1.SignResponse{Signature: sig, Algorithm: string(alg), Generation: int32(sg.Generation.Number), Kid: sg.Generation.KID()}, nil
 }
 
-// MaxBatch is the most items a SignBatch call may hold.
-const MaxBatch = 1000
-
 // SignBatch signs each item as Sign would, through the batch layer (each
 // item its own call of Sign through the access path), and answers each
 // item's signature or error in its place.
 func (s *service) SignBatch(ctx context.Context, req *sigilv1.SignBatchRequest) (*sigilv1.SignBatchResponse, error) {
-	items := req.GetItems()
-	if len(items) == 0 || len(items) > MaxBatch {
-		return nil, errs.New(errs.InvalidArgument, "items: 1 to %d, got %d", MaxBatch, len(items))
+	resps, failed, err := purpose.Batch(ctx, s.d, sigilv1.SigningService_Sign_FullMethodName, req.GetItems(), func() *sigilv1.SignResponse { return &sigilv1.SignResponse{} })
+	if err != nil {
+		return nil, err
 	}
-	if s.d.Each == nil {
-		return nil, errs.New(errs.FailedPrecondition, "this server signs no batches")
-	}
-	reqs := make([]proto.Message, len(items))
-	for i, it := range items {
-		reqs[i] = it
-	}
-	resps, errors := s.d.Each(ctx, sigilv1.SigningService_Sign_FullMethodName, reqs, func() proto.Message { return &sigilv1.SignResponse{} })
-	out := &sigilv1.SignBatchResponse{Results: make([]*sigilv1.SignBatchResult, len(items))}
-	for i := range items {
-		if errors[i] != nil {
-			st := status.Convert(errors[i])
-			out.Results[i] = &sigilv1.SignBatchResult{Result: &sigilv1.SignBatchResult_Error{Error: &sigilv1.BatchError{Code: st.Code().String(), Message: st.Message()}}}
+	out := &sigilv1.SignBatchResponse{Results: make([]*sigilv1.SignBatchResult, len(resps))}
+	for i, r := range resps {
+		if failed[i] != nil {
+			out.Results[i] = &sigilv1.SignBatchResult{Result: &sigilv1.SignBatchResult_Error{Error: failed[i]}}
 			continue
 		}
-		out.Results[i] = &sigilv1.SignBatchResult{Result: &sigilv1.SignBatchResult_Response{Response: resps[i].(*sigilv1.SignResponse)}}
+		out.Results[i] = &sigilv1.SignBatchResult{Result: &sigilv1.SignBatchResult_Response{Response: r}}
 	}
 	return out, nil
 }

@@ -248,7 +248,7 @@ func (e *env) enrollAndSignIn(ctx context.Context, id string) {
 		e.t.Fatalf("enrolling and signing in %s: %v (status %q)", id, err, text(ctx, "#status"))
 	}
 	// The link was for one registration.
-	if err := chromedp.Do(ctx, chromedp.Navigate(link), chromedp.Click(chromedp.ID("enroll")), status("Refused")); err != nil || !strings.Contains(text(ctx, "#status"), "used or expired") {
+	if err := chromedp.Do(ctx, chromedp.Navigate(link), chromedp.Click(chromedp.ID("enroll")), status("Refused")); err != nil || !strings.Contains(text(ctx, "#status"), "unknown, used, expired or cancelled") {
 		e.t.Errorf("the enrollment link used again: %v %q", err, text(ctx, "#status"))
 	}
 }
@@ -347,15 +347,17 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 	// Bob's passkey revoked: his session ends at its next page, and his
 	// passkey signs in no more.
 	list, err := e.admin("console", "enrollments", "--json")
-	var enrolled []struct {
-		CredentialID string `json:"credential_id"`
-		Identity     string `json:"identity"`
+	var enrolled struct {
+		Enrollments []struct {
+			CredentialID string `json:"credential_id"`
+			Identity     string `json:"identity"`
+		} `json:"enrollments"`
 	}
 	if err != nil || json.Unmarshal([]byte(list), &enrolled) != nil {
 		t.Fatalf("console enrollments: %v %s", err, list)
 	}
 	revoked := 0
-	for _, en := range enrolled {
+	for _, en := range enrolled.Enrollments {
 		if en.Identity == "spiffe://example.org/treasury-officer/bob" {
 			args := append([]string{"console", "revoke"}, e.adminFlags()...)
 			if out, err := e.run(append(args, "--", en.CredentialID)...); err != nil { // an ID may begin with '-'
@@ -375,6 +377,30 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 	}
 	if err := chromedp.Do(alice, chromedp.Navigate(e.origin+"/approvals"), at("/approvals")); err != nil {
 		t.Errorf("alice's session after bob's revocation: %v", err)
+	}
+
+	// A link not yet used is listed by its ID and cancelled: opened after,
+	// it registers nothing.
+	out, err = e.admin("console", "enroll", "spiffe://example.org/treasury-officer/carol", "--json")
+	var link struct {
+		URL    string `json:"url"`
+		LinkID string `json:"link_id"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &link) != nil || link.LinkID == "" {
+		t.Fatalf("console enroll --json: %v %s", err, out)
+	}
+	if out, err := e.admin("console", "enrollments"); err != nil || !strings.Contains(out, link.LinkID) || strings.Contains(out, strings.TrimPrefix(link.URL, e.origin+"/enroll#")) {
+		t.Errorf("the pending link in console enrollments (by ID, never the token): %v\n%s", err, out)
+	}
+	if out, err := e.admin("console", "revoke", "--link", link.LinkID); err != nil || !strings.Contains(out, "cancelled link") {
+		t.Fatalf("console revoke --link: %v %s", err, out)
+	}
+	if out, err := e.admin("console", "enrollments"); err != nil || strings.Contains(out, link.LinkID) {
+		t.Errorf("a cancelled link still listed: %v\n%s", err, out)
+	}
+	carolsBrowser := e.browser()
+	if err := chromedp.Do(carolsBrowser, chromedp.Navigate(link.URL), chromedp.Click(chromedp.ID("enroll")), status("Refused")); err != nil {
+		t.Errorf("a cancelled link opened: %v %q", err, text(carolsBrowser, "#status"))
 	}
 }
 

@@ -83,7 +83,9 @@ type EnrollResponse struct {
 	Token   string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	Expires *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires,proto3" json:"expires,omitempty"`
 	// The link to open, ORIGIN/enroll#TOKEN, when the server serves a console.
-	Url           string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// Names the link for ListEnrollments and for cancelling it.
+	LinkId        string `protobuf:"bytes,4,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +137,13 @@ func (x *EnrollResponse) GetExpires() *timestamppb.Timestamp {
 func (x *EnrollResponse) GetUrl() string {
 	if x != nil {
 		return x.Url
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetLinkId() string {
+	if x != nil {
+		return x.LinkId
 	}
 	return ""
 }
@@ -243,16 +252,83 @@ func (x *Enrollment) GetRevoked() bool {
 	return false
 }
 
+// PendingEnrollment is an enrollment link not yet used, not expired and
+// not cancelled.
+type PendingEnrollment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the link (hex SHA-256 of its token; the token is never
+	// stored): what RevokeEnrollment's link_id cancels.
+	LinkId        string                 `protobuf:"bytes,1,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingEnrollment) Reset() {
+	*x = PendingEnrollment{}
+	mi := &file_sigil_v1_console_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingEnrollment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingEnrollment) ProtoMessage() {}
+
+func (x *PendingEnrollment) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_console_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingEnrollment.ProtoReflect.Descriptor instead.
+func (*PendingEnrollment) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_console_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PendingEnrollment) GetLinkId() string {
+	if x != nil {
+		return x.LinkId
+	}
+	return ""
+}
+
+func (x *PendingEnrollment) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *PendingEnrollment) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
 type ListEnrollmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Enrollments   []*Enrollment          `protobuf:"bytes,1,rep,name=enrollments,proto3" json:"enrollments,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The registered passkeys, oldest first.
+	Enrollments []*Enrollment `protobuf:"bytes,1,rep,name=enrollments,proto3" json:"enrollments,omitempty"`
+	// The links that could still register one, soonest to expire first.
+	Pending       []*PendingEnrollment `protobuf:"bytes,2,rep,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListEnrollmentsResponse) Reset() {
 	*x = ListEnrollmentsResponse{}
-	mi := &file_sigil_v1_console_proto_msgTypes[4]
+	mi := &file_sigil_v1_console_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +340,7 @@ func (x *ListEnrollmentsResponse) String() string {
 func (*ListEnrollmentsResponse) ProtoMessage() {}
 
 func (x *ListEnrollmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_console_proto_msgTypes[4]
+	mi := &file_sigil_v1_console_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +353,7 @@ func (x *ListEnrollmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnrollmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnrollmentsResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_console_proto_rawDescGZIP(), []int{4}
+	return file_sigil_v1_console_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListEnrollmentsResponse) GetEnrollments() []*Enrollment {
@@ -287,16 +363,26 @@ func (x *ListEnrollmentsResponse) GetEnrollments() []*Enrollment {
 	return nil
 }
 
+func (x *ListEnrollmentsResponse) GetPending() []*PendingEnrollment {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+// RevokeEnrollmentRequest names a passkey to revoke or a pending link to
+// cancel: exactly one of the two.
 type RevokeEnrollmentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CredentialId  string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	LinkId        string                 `protobuf:"bytes,2,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevokeEnrollmentRequest) Reset() {
 	*x = RevokeEnrollmentRequest{}
-	mi := &file_sigil_v1_console_proto_msgTypes[5]
+	mi := &file_sigil_v1_console_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +394,7 @@ func (x *RevokeEnrollmentRequest) String() string {
 func (*RevokeEnrollmentRequest) ProtoMessage() {}
 
 func (x *RevokeEnrollmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_console_proto_msgTypes[5]
+	mi := &file_sigil_v1_console_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,12 +407,19 @@ func (x *RevokeEnrollmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeEnrollmentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeEnrollmentRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_console_proto_rawDescGZIP(), []int{5}
+	return file_sigil_v1_console_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RevokeEnrollmentRequest) GetCredentialId() string {
 	if x != nil {
 		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *RevokeEnrollmentRequest) GetLinkId() string {
+	if x != nil {
+		return x.LinkId
 	}
 	return ""
 }
@@ -339,7 +432,7 @@ type RevokeEnrollmentResponse struct {
 
 func (x *RevokeEnrollmentResponse) Reset() {
 	*x = RevokeEnrollmentResponse{}
-	mi := &file_sigil_v1_console_proto_msgTypes[6]
+	mi := &file_sigil_v1_console_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +444,7 @@ func (x *RevokeEnrollmentResponse) String() string {
 func (*RevokeEnrollmentResponse) ProtoMessage() {}
 
 func (x *RevokeEnrollmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_console_proto_msgTypes[6]
+	mi := &file_sigil_v1_console_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +457,7 @@ func (x *RevokeEnrollmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeEnrollmentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeEnrollmentResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_console_proto_rawDescGZIP(), []int{6}
+	return file_sigil_v1_console_proto_rawDescGZIP(), []int{7}
 }
 
 var File_sigil_v1_console_proto protoreflect.FileDescriptor
@@ -374,22 +467,29 @@ const file_sigil_v1_console_proto_rawDesc = "" +
 	"\x16sigil/v1/console.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n" +
 	"\rEnrollRequest\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12+\n" +
-	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"n\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x87\x01\n" +
 	"\x0eEnrollResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x124\n" +
 	"\aexpires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x10\n" +
-	"\x03url\x18\x03 \x01(\tR\x03url\"\x18\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x17\n" +
+	"\alink_id\x18\x04 \x01(\tR\x06linkId\"\x18\n" +
 	"\x16ListEnrollmentsRequest\"\x9d\x01\n" +
 	"\n" +
 	"Enrollment\x12#\n" +
 	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x124\n" +
 	"\acreated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x18\n" +
-	"\arevoked\x18\x04 \x01(\bR\arevoked\"Q\n" +
+	"\arevoked\x18\x04 \x01(\bR\arevoked\"~\n" +
+	"\x11PendingEnrollment\x12\x17\n" +
+	"\alink_id\x18\x01 \x01(\tR\x06linkId\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x124\n" +
+	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"\x88\x01\n" +
 	"\x17ListEnrollmentsResponse\x126\n" +
-	"\venrollments\x18\x01 \x03(\v2\x14.sigil.v1.EnrollmentR\venrollments\">\n" +
+	"\venrollments\x18\x01 \x03(\v2\x14.sigil.v1.EnrollmentR\venrollments\x125\n" +
+	"\apending\x18\x02 \x03(\v2\x1b.sigil.v1.PendingEnrollmentR\apending\"W\n" +
 	"\x17RevokeEnrollmentRequest\x12#\n" +
-	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\"\x1a\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x17\n" +
+	"\alink_id\x18\x02 \x01(\tR\x06linkId\"\x1a\n" +
 	"\x18RevokeEnrollmentResponse2\x80\x02\n" +
 	"\x0eConsoleService\x12;\n" +
 	"\x06Enroll\x12\x17.sigil.v1.EnrollRequest\x1a\x18.sigil.v1.EnrollResponse\x12V\n" +
@@ -409,34 +509,37 @@ func file_sigil_v1_console_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_console_proto_rawDescData
 }
 
-var file_sigil_v1_console_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sigil_v1_console_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_sigil_v1_console_proto_goTypes = []any{
 	(*EnrollRequest)(nil),            // 0: sigil.v1.EnrollRequest
 	(*EnrollResponse)(nil),           // 1: sigil.v1.EnrollResponse
 	(*ListEnrollmentsRequest)(nil),   // 2: sigil.v1.ListEnrollmentsRequest
 	(*Enrollment)(nil),               // 3: sigil.v1.Enrollment
-	(*ListEnrollmentsResponse)(nil),  // 4: sigil.v1.ListEnrollmentsResponse
-	(*RevokeEnrollmentRequest)(nil),  // 5: sigil.v1.RevokeEnrollmentRequest
-	(*RevokeEnrollmentResponse)(nil), // 6: sigil.v1.RevokeEnrollmentResponse
-	(*durationpb.Duration)(nil),      // 7: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
+	(*PendingEnrollment)(nil),        // 4: sigil.v1.PendingEnrollment
+	(*ListEnrollmentsResponse)(nil),  // 5: sigil.v1.ListEnrollmentsResponse
+	(*RevokeEnrollmentRequest)(nil),  // 6: sigil.v1.RevokeEnrollmentRequest
+	(*RevokeEnrollmentResponse)(nil), // 7: sigil.v1.RevokeEnrollmentResponse
+	(*durationpb.Duration)(nil),      // 8: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
 }
 var file_sigil_v1_console_proto_depIdxs = []int32{
-	7, // 0: sigil.v1.EnrollRequest.ttl:type_name -> google.protobuf.Duration
-	8, // 1: sigil.v1.EnrollResponse.expires:type_name -> google.protobuf.Timestamp
-	8, // 2: sigil.v1.Enrollment.created:type_name -> google.protobuf.Timestamp
-	3, // 3: sigil.v1.ListEnrollmentsResponse.enrollments:type_name -> sigil.v1.Enrollment
-	0, // 4: sigil.v1.ConsoleService.Enroll:input_type -> sigil.v1.EnrollRequest
-	2, // 5: sigil.v1.ConsoleService.ListEnrollments:input_type -> sigil.v1.ListEnrollmentsRequest
-	5, // 6: sigil.v1.ConsoleService.RevokeEnrollment:input_type -> sigil.v1.RevokeEnrollmentRequest
-	1, // 7: sigil.v1.ConsoleService.Enroll:output_type -> sigil.v1.EnrollResponse
-	4, // 8: sigil.v1.ConsoleService.ListEnrollments:output_type -> sigil.v1.ListEnrollmentsResponse
-	6, // 9: sigil.v1.ConsoleService.RevokeEnrollment:output_type -> sigil.v1.RevokeEnrollmentResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8, // 0: sigil.v1.EnrollRequest.ttl:type_name -> google.protobuf.Duration
+	9, // 1: sigil.v1.EnrollResponse.expires:type_name -> google.protobuf.Timestamp
+	9, // 2: sigil.v1.Enrollment.created:type_name -> google.protobuf.Timestamp
+	9, // 3: sigil.v1.PendingEnrollment.expires:type_name -> google.protobuf.Timestamp
+	3, // 4: sigil.v1.ListEnrollmentsResponse.enrollments:type_name -> sigil.v1.Enrollment
+	4, // 5: sigil.v1.ListEnrollmentsResponse.pending:type_name -> sigil.v1.PendingEnrollment
+	0, // 6: sigil.v1.ConsoleService.Enroll:input_type -> sigil.v1.EnrollRequest
+	2, // 7: sigil.v1.ConsoleService.ListEnrollments:input_type -> sigil.v1.ListEnrollmentsRequest
+	6, // 8: sigil.v1.ConsoleService.RevokeEnrollment:input_type -> sigil.v1.RevokeEnrollmentRequest
+	1, // 9: sigil.v1.ConsoleService.Enroll:output_type -> sigil.v1.EnrollResponse
+	5, // 10: sigil.v1.ConsoleService.ListEnrollments:output_type -> sigil.v1.ListEnrollmentsResponse
+	7, // 11: sigil.v1.ConsoleService.RevokeEnrollment:output_type -> sigil.v1.RevokeEnrollmentResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_console_proto_init() }
@@ -450,7 +553,7 @@ func file_sigil_v1_console_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_console_proto_rawDesc), len(file_sigil_v1_console_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,7 +37,8 @@ type ConsoleServiceClient interface {
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 	// ListEnrollments lists the registered passkeys.
 	ListEnrollments(ctx context.Context, in *ListEnrollmentsRequest, opts ...grpc.CallOption) (*ListEnrollmentsResponse, error)
-	// RevokeEnrollment revokes a passkey: it signs in and approves no more.
+	// RevokeEnrollment revokes a passkey (it signs in and approves no
+	// more) or cancels a pending enrollment link.
 	RevokeEnrollment(ctx context.Context, in *RevokeEnrollmentRequest, opts ...grpc.CallOption) (*RevokeEnrollmentResponse, error)
 }
 
@@ -92,7 +93,8 @@ type ConsoleServiceServer interface {
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	// ListEnrollments lists the registered passkeys.
 	ListEnrollments(context.Context, *ListEnrollmentsRequest) (*ListEnrollmentsResponse, error)
-	// RevokeEnrollment revokes a passkey: it signs in and approves no more.
+	// RevokeEnrollment revokes a passkey (it signs in and approves no
+	// more) or cancels a pending enrollment link.
 	RevokeEnrollment(context.Context, *RevokeEnrollmentRequest) (*RevokeEnrollmentResponse, error)
 	mustEmbedUnimplementedConsoleServiceServer()
 }

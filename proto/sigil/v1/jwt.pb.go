@@ -543,6 +543,178 @@ func (x *SignJWTRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+type SignJWTBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1000 items, of one key or several (the request at most 4 MiB).
+	Items         []*SignJWTRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTBatchRequest) Reset() {
+	*x = SignJWTBatchRequest{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTBatchRequest) ProtoMessage() {}
+
+func (x *SignJWTBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTBatchRequest.ProtoReflect.Descriptor instead.
+func (*SignJWTBatchRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SignJWTBatchRequest) GetItems() []*SignJWTRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type SignJWTBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per item, in the items' order.
+	Results       []*SignJWTBatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTBatchResponse) Reset() {
+	*x = SignJWTBatchResponse{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTBatchResponse) ProtoMessage() {}
+
+func (x *SignJWTBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTBatchResponse.ProtoReflect.Descriptor instead.
+func (*SignJWTBatchResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SignJWTBatchResponse) GetResults() []*SignJWTBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type SignJWTBatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*SignJWTBatchResult_Response
+	//	*SignJWTBatchResult_Error
+	Result        isSignJWTBatchResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTBatchResult) Reset() {
+	*x = SignJWTBatchResult{}
+	mi := &file_sigil_v1_jwt_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTBatchResult) ProtoMessage() {}
+
+func (x *SignJWTBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_jwt_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTBatchResult.ProtoReflect.Descriptor instead.
+func (*SignJWTBatchResult) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SignJWTBatchResult) GetResult() isSignJWTBatchResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SignJWTBatchResult) GetResponse() *SignJWTResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SignJWTBatchResult_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
+func (x *SignJWTBatchResult) GetError() *BatchError {
+	if x != nil {
+		if x, ok := x.Result.(*SignJWTBatchResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isSignJWTBatchResult_Result interface {
+	isSignJWTBatchResult_Result()
+}
+
+type SignJWTBatchResult_Response struct {
+	Response *SignJWTResponse `protobuf:"bytes,1,opt,name=response,proto3,oneof"`
+}
+
+type SignJWTBatchResult_Error struct {
+	Error *BatchError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*SignJWTBatchResult_Response) isSignJWTBatchResult_Result() {}
+
+func (*SignJWTBatchResult_Error) isSignJWTBatchResult_Result() {}
+
 type SignJWTResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The compact JWS.
@@ -557,7 +729,7 @@ type SignJWTResponse struct {
 
 func (x *SignJWTResponse) Reset() {
 	*x = SignJWTResponse{}
-	mi := &file_sigil_v1_jwt_proto_msgTypes[10]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +741,7 @@ func (x *SignJWTResponse) String() string {
 func (*SignJWTResponse) ProtoMessage() {}
 
 func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_jwt_proto_msgTypes[10]
+	mi := &file_sigil_v1_jwt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +754,7 @@ func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{10}
+	return file_sigil_v1_jwt_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SignJWTResponse) GetToken() string {
@@ -624,7 +796,7 @@ var File_sigil_v1_jwt_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
-	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n" +
+	"\x12sigil/v1/jwt.proto\x12\bsigil.v1\x1a\x16sigil/v1/options.proto\x1a\x16sigil/v1/signing.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n" +
 	"\x06JWKSet\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12!\n" +
 	"\fallow_es256k\x18\x02 \x01(\bR\vallowEs256k\x12\x1d\n" +
@@ -653,7 +825,15 @@ const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\vclaims_json\x18\x02 \x01(\fR\n" +
 	"claimsJson\x12!\n" +
 	"\fheaders_json\x18\x03 \x01(\fR\vheadersJson\x12+\n" +
-	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xd1\x01\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"E\n" +
+	"\x13SignJWTBatchRequest\x12.\n" +
+	"\x05items\x18\x01 \x03(\v2\x18.sigil.v1.SignJWTRequestR\x05items\"N\n" +
+	"\x14SignJWTBatchResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.sigil.v1.SignJWTBatchResultR\aresults\"\x85\x01\n" +
+	"\x12SignJWTBatchResult\x127\n" +
+	"\bresponse\x18\x01 \x01(\v2\x19.sigil.v1.SignJWTResponseH\x00R\bresponse\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x14.sigil.v1.BatchErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"\xd1\x01\n" +
 	"\x0fSignJWTResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x1e\n" +
@@ -663,10 +843,11 @@ const file_sigil_v1_jwt_proto_rawDesc = "" +
 	"\n" +
 	"issue_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime2\x85\x03\n" +
+	"expireTime2\xd4\x03\n" +
 	"\n" +
 	"JWTService\x12>\n" +
 	"\aSignJWT\x12\x18.sigil.v1.SignJWTRequest\x1a\x19.sigil.v1.SignJWTResponse\x12M\n" +
+	"\fSignJWTBatch\x12\x1d.sigil.v1.SignJWTBatchRequest\x1a\x1e.sigil.v1.SignJWTBatchResponse\x12M\n" +
 	"\fCreateJWKSet\x12\x1d.sigil.v1.CreateJWKSetRequest\x1a\x1e.sigil.v1.CreateJWKSetResponse\x12J\n" +
 	"\vListJWKSets\x12\x1c.sigil.v1.ListJWKSetsRequest\x1a\x1d.sigil.v1.ListJWKSetsResponse\x12M\n" +
 	"\fUpdateJWKSet\x12\x1d.sigil.v1.UpdateJWKSetRequest\x1a\x1e.sigil.v1.UpdateJWKSetResponse\x12M\n" +
@@ -685,7 +866,7 @@ func file_sigil_v1_jwt_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_jwt_proto_rawDescData
 }
 
-var file_sigil_v1_jwt_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sigil_v1_jwt_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sigil_v1_jwt_proto_goTypes = []any{
 	(*JWKSet)(nil),                // 0: sigil.v1.JWKSet
 	(*CreateJWKSetRequest)(nil),   // 1: sigil.v1.CreateJWKSetRequest
@@ -697,32 +878,42 @@ var file_sigil_v1_jwt_proto_goTypes = []any{
 	(*ListJWKSetsRequest)(nil),    // 7: sigil.v1.ListJWKSetsRequest
 	(*ListJWKSetsResponse)(nil),   // 8: sigil.v1.ListJWKSetsResponse
 	(*SignJWTRequest)(nil),        // 9: sigil.v1.SignJWTRequest
-	(*SignJWTResponse)(nil),       // 10: sigil.v1.SignJWTResponse
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*SignJWTBatchRequest)(nil),   // 10: sigil.v1.SignJWTBatchRequest
+	(*SignJWTBatchResponse)(nil),  // 11: sigil.v1.SignJWTBatchResponse
+	(*SignJWTBatchResult)(nil),    // 12: sigil.v1.SignJWTBatchResult
+	(*SignJWTResponse)(nil),       // 13: sigil.v1.SignJWTResponse
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*BatchError)(nil),            // 15: sigil.v1.BatchError
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_sigil_v1_jwt_proto_depIdxs = []int32{
 	0,  // 0: sigil.v1.CreateJWKSetResponse.set:type_name -> sigil.v1.JWKSet
 	0,  // 1: sigil.v1.UpdateJWKSetResponse.set:type_name -> sigil.v1.JWKSet
 	0,  // 2: sigil.v1.ListJWKSetsResponse.sets:type_name -> sigil.v1.JWKSet
-	11, // 3: sigil.v1.SignJWTRequest.ttl:type_name -> google.protobuf.Duration
-	12, // 4: sigil.v1.SignJWTResponse.issue_time:type_name -> google.protobuf.Timestamp
-	12, // 5: sigil.v1.SignJWTResponse.expire_time:type_name -> google.protobuf.Timestamp
-	9,  // 6: sigil.v1.JWTService.SignJWT:input_type -> sigil.v1.SignJWTRequest
-	1,  // 7: sigil.v1.JWTService.CreateJWKSet:input_type -> sigil.v1.CreateJWKSetRequest
-	7,  // 8: sigil.v1.JWTService.ListJWKSets:input_type -> sigil.v1.ListJWKSetsRequest
-	3,  // 9: sigil.v1.JWTService.UpdateJWKSet:input_type -> sigil.v1.UpdateJWKSetRequest
-	5,  // 10: sigil.v1.JWTService.DeleteJWKSet:input_type -> sigil.v1.DeleteJWKSetRequest
-	10, // 11: sigil.v1.JWTService.SignJWT:output_type -> sigil.v1.SignJWTResponse
-	2,  // 12: sigil.v1.JWTService.CreateJWKSet:output_type -> sigil.v1.CreateJWKSetResponse
-	8,  // 13: sigil.v1.JWTService.ListJWKSets:output_type -> sigil.v1.ListJWKSetsResponse
-	4,  // 14: sigil.v1.JWTService.UpdateJWKSet:output_type -> sigil.v1.UpdateJWKSetResponse
-	6,  // 15: sigil.v1.JWTService.DeleteJWKSet:output_type -> sigil.v1.DeleteJWKSetResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	14, // 3: sigil.v1.SignJWTRequest.ttl:type_name -> google.protobuf.Duration
+	9,  // 4: sigil.v1.SignJWTBatchRequest.items:type_name -> sigil.v1.SignJWTRequest
+	12, // 5: sigil.v1.SignJWTBatchResponse.results:type_name -> sigil.v1.SignJWTBatchResult
+	13, // 6: sigil.v1.SignJWTBatchResult.response:type_name -> sigil.v1.SignJWTResponse
+	15, // 7: sigil.v1.SignJWTBatchResult.error:type_name -> sigil.v1.BatchError
+	16, // 8: sigil.v1.SignJWTResponse.issue_time:type_name -> google.protobuf.Timestamp
+	16, // 9: sigil.v1.SignJWTResponse.expire_time:type_name -> google.protobuf.Timestamp
+	9,  // 10: sigil.v1.JWTService.SignJWT:input_type -> sigil.v1.SignJWTRequest
+	10, // 11: sigil.v1.JWTService.SignJWTBatch:input_type -> sigil.v1.SignJWTBatchRequest
+	1,  // 12: sigil.v1.JWTService.CreateJWKSet:input_type -> sigil.v1.CreateJWKSetRequest
+	7,  // 13: sigil.v1.JWTService.ListJWKSets:input_type -> sigil.v1.ListJWKSetsRequest
+	3,  // 14: sigil.v1.JWTService.UpdateJWKSet:input_type -> sigil.v1.UpdateJWKSetRequest
+	5,  // 15: sigil.v1.JWTService.DeleteJWKSet:input_type -> sigil.v1.DeleteJWKSetRequest
+	13, // 16: sigil.v1.JWTService.SignJWT:output_type -> sigil.v1.SignJWTResponse
+	11, // 17: sigil.v1.JWTService.SignJWTBatch:output_type -> sigil.v1.SignJWTBatchResponse
+	2,  // 18: sigil.v1.JWTService.CreateJWKSet:output_type -> sigil.v1.CreateJWKSetResponse
+	8,  // 19: sigil.v1.JWTService.ListJWKSets:output_type -> sigil.v1.ListJWKSetsResponse
+	4,  // 20: sigil.v1.JWTService.UpdateJWKSet:output_type -> sigil.v1.UpdateJWKSetResponse
+	6,  // 21: sigil.v1.JWTService.DeleteJWKSet:output_type -> sigil.v1.DeleteJWKSetResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_jwt_proto_init() }
@@ -731,13 +922,18 @@ func file_sigil_v1_jwt_proto_init() {
 		return
 	}
 	file_sigil_v1_options_proto_init()
+	file_sigil_v1_signing_proto_init()
+	file_sigil_v1_jwt_proto_msgTypes[12].OneofWrappers = []any{
+		(*SignJWTBatchResult_Response)(nil),
+		(*SignJWTBatchResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_jwt_proto_rawDesc), len(file_sigil_v1_jwt_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	JWTService_SignJWT_FullMethodName      = "/sigil.v1.JWTService/SignJWT"
+	JWTService_SignJWTBatch_FullMethodName = "/sigil.v1.JWTService/SignJWTBatch"
 	JWTService_CreateJWKSet_FullMethodName = "/sigil.v1.JWTService/CreateJWKSet"
 	JWTService_ListJWKSets_FullMethodName  = "/sigil.v1.JWTService/ListJWKSets"
 	JWTService_UpdateJWKSet_FullMethodName = "/sigil.v1.JWTService/UpdateJWKSet"
@@ -35,6 +36,11 @@ type JWTServiceClient interface {
 	// SignJWT signs claims with the key's active generation. Sigil sets the
 	// alg, kid and typ headers and the iat claim, and exp when it is absent.
 	SignJWT(ctx context.Context, in *SignJWTRequest, opts ...grpc.CallOption) (*SignJWTResponse, error)
+	// SignJWTBatch signs many claims sets in one call, each exactly as
+	// SignJWT would: decided, charged and audited as a call of its own, so
+	// one item's failure (a key the caller may not use, bad claims) is its
+	// result, not the batch's.
+	SignJWTBatch(ctx context.Context, in *SignJWTBatchRequest, opts ...grpc.CallOption) (*SignJWTBatchResponse, error)
 	// CreateJWKSet makes a named JWK Set that jwt keys whose IDs match its
 	// patterns may join (their policy's jwks_sets), served at
 	// /jwks/{name}.json. It needs the jwks.admin operation.
@@ -61,6 +67,16 @@ func (c *jWTServiceClient) SignJWT(ctx context.Context, in *SignJWTRequest, opts
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SignJWTResponse)
 	err := c.cc.Invoke(ctx, JWTService_SignJWT_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jWTServiceClient) SignJWTBatch(ctx context.Context, in *SignJWTBatchRequest, opts ...grpc.CallOption) (*SignJWTBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignJWTBatchResponse)
+	err := c.cc.Invoke(ctx, JWTService_SignJWTBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +132,11 @@ type JWTServiceServer interface {
 	// SignJWT signs claims with the key's active generation. Sigil sets the
 	// alg, kid and typ headers and the iat claim, and exp when it is absent.
 	SignJWT(context.Context, *SignJWTRequest) (*SignJWTResponse, error)
+	// SignJWTBatch signs many claims sets in one call, each exactly as
+	// SignJWT would: decided, charged and audited as a call of its own, so
+	// one item's failure (a key the caller may not use, bad claims) is its
+	// result, not the batch's.
+	SignJWTBatch(context.Context, *SignJWTBatchRequest) (*SignJWTBatchResponse, error)
 	// CreateJWKSet makes a named JWK Set that jwt keys whose IDs match its
 	// patterns may join (their policy's jwks_sets), served at
 	// /jwks/{name}.json. It needs the jwks.admin operation.
@@ -140,6 +161,9 @@ type UnimplementedJWTServiceServer struct{}
 
 func (UnimplementedJWTServiceServer) SignJWT(context.Context, *SignJWTRequest) (*SignJWTResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignJWT not implemented")
+}
+func (UnimplementedJWTServiceServer) SignJWTBatch(context.Context, *SignJWTBatchRequest) (*SignJWTBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignJWTBatch not implemented")
 }
 func (UnimplementedJWTServiceServer) CreateJWKSet(context.Context, *CreateJWKSetRequest) (*CreateJWKSetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateJWKSet not implemented")
@@ -188,6 +212,24 @@ func _JWTService_SignJWT_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(JWTServiceServer).SignJWT(ctx, req.(*SignJWTRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JWTService_SignJWTBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignJWTBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JWTServiceServer).SignJWTBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JWTService_SignJWTBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JWTServiceServer).SignJWTBatch(ctx, req.(*SignJWTBatchRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -274,6 +316,10 @@ var JWTService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignJWT",
 			Handler:    _JWTService_SignJWT_Handler,
+		},
+		{
+			MethodName: "SignJWTBatch",
+			Handler:    _JWTService_SignJWTBatch_Handler,
 		},
 		{
 			MethodName: "CreateJWKSet",
