@@ -20,6 +20,7 @@ import (
 
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/sigil-hsm/sigil/internal/softhsm"
 	"github.com/sigil-hsm/sigil/tests/framework"
@@ -515,5 +516,52 @@ func TestOperatorPagesInABrowser(t *testing.T) {
 	}
 	if page, _ := chromedp.Run(ops, chromedp.Evaluate[string](`document.querySelector("main").innerText`)); !strings.Contains(page, "Every dependency is up") || !strings.Contains(page, "backend\thsm\tup") || !strings.Contains(page, "store\tkeyring store\tup") || strings.Contains(page, "DOWN") {
 		t.Errorf("the health page:\n%q", page)
+	}
+
+	// At 200 % zoom (a 1280 px window's page laid out in 640 CSS px) no
+	// page scrolls sideways, and the keyboard alone reaches every link,
+	// button and field, each showing where the focus is.
+	for _, path := range []string{"/approvals", "/keys", "/keys/web-jwt", "/jwks", "/audit", "/health"} {
+		keyboardAndZoom(t, ops, e.origin+path)
+	}
+	keyboardAndZoom(t, e.browser(), e.origin+"/login")
+}
+
+// focusable is every element the keyboard must reach on a page.
+const focusable = `a[href], button, input, select, textarea`
+
+// keyboardAndZoom checks page url at 200 % zoom: nothing wider than the
+// window, and Tab reaching every focusable element with a visible focus.
+func keyboardAndZoom(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(640, 900, chromedp.EmulateScale(2)), chromedp.Navigate(url)); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	if over, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`)); err != nil || over > 1 {
+		t.Errorf("%s at 200 %% zoom is %d px wider than the window (%v)", url, over, err)
+	}
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("`+focusable+`").length`))
+	if err != nil || n == 0 {
+		t.Fatalf("%s: %d focusable elements (%v)", url, n, err)
+	}
+	reached := map[int]bool{}
+	for range n + 1 {
+		if err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Tab)); err != nil {
+			t.Fatal(err)
+		}
+		at, err := chromedp.Run(ctx, chromedp.Evaluate[[]any](`(() => { const e = document.activeElement;
+			return [[...document.querySelectorAll("`+focusable+`")].indexOf(e), getComputedStyle(e).outlineStyle]; })()`))
+		if err != nil || len(at) != 2 {
+			t.Fatalf("%s: the focused element: %v", url, err)
+		}
+		if i, _ := at[0].(float64); i >= 0 {
+			reached[int(i)] = true
+			if at[1] == "none" {
+				t.Errorf("%s: element %d shows no focus", url, int(i))
+			}
+		}
+	}
+	if len(reached) != n {
+		t.Errorf("%s: Tab reached %d of %d links, buttons and fields", url, len(reached), n)
 	}
 }
