@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
 
@@ -23,29 +25,52 @@ type BatchResult struct {
 	Err        error
 }
 
-// MaxBatch is the most items one SignBatch call takes; SignBatch splits
-// longer lists.
-const MaxBatch = 1000
+// MaxBatch is the most items one batch call takes, and maxBatchBytes
+// the most request bytes (the server takes at most 256 KiB a message);
+// SignBatch and MintJWTBatch split longer lists.
+const (
+	MaxBatch      = 1000
+	maxBatchBytes = 240 << 10
+)
 
-// SignBatch signs items with SignBatch calls of at most MaxBatch items:
+// batches splits items into runs of at most MaxBatch items and
+// maxBatchBytes of their encoding (an item larger alone is a run alone,
+// which the server refuses).
+func batches[T proto.Message](items []T) [][]T {
+	var out [][]T
+	start, size := 0, 0
+	for i, it := range items {
+		n := proto.Size(it) + 8 // the item's tag and length
+		if i > start && (i-start == MaxBatch || size+n > maxBatchBytes) {
+			out, start, size = append(out, items[start:i]), i, 0
+		}
+		size += n
+	}
+	if start < len(items) {
+		out = append(out, items[start:])
+	}
+	return out
+}
+
+// SignBatch signs items with SignBatch calls of at most MaxBatch items
+// (and 240 KiB):
 // each item decided, signed and audited as a Sign of its own, concurrently
 // on the server. An item's failure is its result's Err; the error returned
 // is a call's (the transport, or the batch refused whole), after which
 // the results of the items not signed are nil.
 func (c *Client) SignBatch(ctx context.Context, items []BatchItem) ([]BatchResult, error) {
-	out := make([]BatchResult, 0, len(items))
-	for start := 0; start < len(items); start += MaxBatch {
-		chunk := items[start:min(start+MaxBatch, len(items))]
-		req := &sigilv1.SignBatchRequest{Items: make([]*sigilv1.SignRequest, len(chunk))}
-		for i, it := range chunk {
-			r := &sigilv1.SignRequest{KeyId: it.KeyID}
-			if it.Message != nil {
-				r.Input = &sigilv1.SignRequest_Message{Message: it.Message}
-			} else {
-				r.Input = &sigilv1.SignRequest_Digest{Digest: it.Digest}
-			}
-			req.Items[i] = r
+	reqs := make([]*sigilv1.SignRequest, len(items))
+	for i, it := range items {
+		reqs[i] = &sigilv1.SignRequest{KeyId: it.KeyID}
+		if it.Message != nil {
+			reqs[i].Input = &sigilv1.SignRequest_Message{Message: it.Message}
+		} else {
+			reqs[i].Input = &sigilv1.SignRequest_Digest{Digest: it.Digest}
 		}
+	}
+	out := make([]BatchResult, 0, len(items))
+	for _, chunk := range batches(reqs) {
+		req := &sigilv1.SignBatchRequest{Items: chunk}
 		resp, err := c.Signing.SignBatch(ctx, req)
 		if err != nil {
 			return out, err

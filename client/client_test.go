@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -399,5 +400,26 @@ approvals:
 	signed := new(types.Transaction)
 	if err := signed.UnmarshalBinary(out.GetRawTransaction()); err != nil || signed.Nonce() != 0 || signed.Value().Int64() != 1 {
 		t.Fatalf("the approved transaction: %v", err)
+	}
+}
+
+// A batch is split by bytes as well as by items: a thousand tokens with
+// claims of a few hundred bytes each fit no single request (the server
+// takes 256 KiB), and every one is minted.
+func TestMintJWTBatchSplitsByBytes(t *testing.T) {
+	c, _ := dial(t)
+	create(t, c, &sigilv1.CreateKeyRequest{Id: "auth", Algorithm: "ES256", Purpose: "jwt"})
+	items := make([]client.JWTItem, 1000)
+	for i := range items {
+		items[i] = client.JWTItem{KeyID: "auth", Claims: map[string]any{"sub": fmt.Sprintf("user-%d", i), "scope": strings.Repeat("read:things ", 25)}}
+	}
+	out, err := c.MintJWTBatch(context.Background(), items)
+	if err != nil || len(out) != len(items) {
+		t.Fatalf("%d of %d minted: %v", len(out), len(items), err)
+	}
+	for i, r := range out {
+		if r.Err != nil || r.Token == "" {
+			t.Fatalf("item %d: %v", i, r.Err)
+		}
 	}
 }

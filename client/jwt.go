@@ -49,7 +49,7 @@ type JWTResult struct {
 }
 
 // MintJWTBatch signs items with SignJWTBatch calls of at most MaxBatch
-// items: each decided, signed and audited as a SignJWT of its own,
+// items (and 240 KiB): each decided, signed and audited as a SignJWT of its own,
 // concurrently on the server. An item's failure is its result's Err; the
 // error returned is a call's (claims that do not encode, the transport,
 // or a batch refused whole), after which the results of the items not
@@ -67,8 +67,7 @@ func (c *Client) MintJWTBatch(ctx context.Context, items []JWTItem) ([]JWTResult
 		}
 	}
 	out := make([]JWTResult, 0, len(items))
-	for start := 0; start < len(reqs); start += MaxBatch {
-		chunk := reqs[start:min(start+MaxBatch, len(reqs))]
+	for _, chunk := range batches(reqs) {
 		resp, err := c.JWT.SignJWTBatch(ctx, &sigilv1.SignJWTBatchRequest{Items: chunk})
 		if err != nil {
 			return out, err

@@ -164,7 +164,7 @@ func (s Store) Cancel(ctx context.Context, linkID string, now time.Time) error {
 		case old == nil || json.Unmarshal(old, &e) != nil:
 			return nil, errs.New(errs.NotFound, "no enrollment link %s", linkID)
 		case e.Used:
-			return nil, errs.New(errs.FailedPrecondition, "enrollment link %s was used: revoke the passkey it registered", linkID)
+			return nil, errs.New(errs.FailedPrecondition, "enrollment link %s was used: its passkey is registered, or being registered this moment; list the enrollments and revoke it", linkID)
 		case e.Cancelled || !now.Before(e.Expires):
 			return nil, errs.New(errs.FailedPrecondition, "enrollment link %s is cancelled or expired already", linkID)
 		}

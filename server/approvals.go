@@ -510,8 +510,9 @@ const maxPasskey = 4 << 10
 
 // checkPasskey verifies a decision's passkey assertion, if it carries
 // one (the console's; any gRPC client may send one, so none is taken on
-// trust): made by a passkey enrolled for one of the caller's identities,
-// on this server's console, over this approval, decision and request.
+// trust): made by a passkey enrolled for the identity the decision is
+// recorded as, on this server's console, over this approval, decision
+// and request.
 // The verified assertion goes into the decision's audit record once the
 // decision is made (notePasskey): one that decided nothing is never
 // written where it could be read and replayed.
@@ -525,14 +526,15 @@ func (s *Server) checkPasskey(ctx context.Context, raw []byte, ids []identity.ID
 	if len(raw) > maxPasskey || s.opts.Anchors == nil || s.opts.ConsoleOrigin == "" {
 		return errs.New(errs.InvalidArgument, "passkey: at most %d bytes, and only to a server with a console", maxPasskey)
 	}
-	rp := console.Relying{Origin: s.opts.ConsoleOrigin, RPID: s.opts.ConsoleRPID}
-	challenge := console.Challenge(r.ID, decision, r.PayloadSHA256)
-	var err error
-	for _, id := range ids {
-		if _, err = (console.Store{A: s.opts.Anchors}).Verify(ctx, raw, id.String(), challenge, rp); err == nil {
-			return nil
-		}
+	// The passkey must be the one enrolled for the identity the decision
+	// is recorded as (the first of the caller's that the request's
+	// approvers name), not for any other the certificate carries.
+	who, ok := r.Approver(ids)
+	if !ok {
+		return errs.New(errs.PermissionDenied, "passkey: no identity of this certificate is an approver of this request")
 	}
+	rp := console.Relying{Origin: s.opts.ConsoleOrigin, RPID: s.opts.ConsoleRPID}
+	_, err := (console.Store{A: s.opts.Anchors}).Verify(ctx, raw, who.String(), console.Challenge(r.ID, decision, r.PayloadSHA256), rp)
 	return err
 }
 

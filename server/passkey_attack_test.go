@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +108,33 @@ func TestPasskeyAssertionsCannotBeMovedOrReplayed(t *testing.T) {
 	}
 	if refused != 6 {
 		t.Errorf("%d refused decisions audited, want 6", refused)
+	}
+}
+
+// A certificate carrying two identities, an approver's and another's:
+// a passkey enrolled for the other does not stand for the approver, whom
+// the vote would be recorded as.
+func TestPasskeyOfAnotherIdentityOnTheCertificateDoesNotCount(t *testing.T) {
+	e, _, st := passkeyEnv(t)
+	ctx := context.Background()
+	const clerk = "spiffe://example.org/clerk/dave"
+	p := consoletest.New(t, clerk, consoleOrigin, consoleRPID)
+	if err := st.AddPasskey(ctx, &console.Passkey{Identity: clerk, Credential: webauthn.Credential{ID: p.RawID(), PublicKey: p.COSE(t)}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.signTx(1, "0x1bc16d674ec80000", "0x10")
+	id := heldID(t, err)
+	carol, _ := url.Parse("spiffe://example.org/officer/carol")
+	dave, _ := url.Parse(clerk)
+	cert := e.CA.Mint(t, &x509.Certificate{Subject: pkix.Name{CommonName: "two"}, URIs: []*url.URL{carol, dave}, NotAfter: time.Now().Add(time.Hour)})
+	both := sigilv1.NewApprovalServiceClient(e.DialAs(t, e.CA, &cert))
+	got, err := both.GetApproval(ctx, &sigilv1.GetApprovalRequest{ApprovalId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := got.GetApproval().GetPayloadSha256()
+	ev := p.Assert(t, console.Challenge(id, "approve", sha))
+	if _, err := both.Approve(ctx, &sigilv1.ApproveRequest{ApprovalId: id, PayloadSha256: sha, Passkey: []byte(ev)}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the clerk's passkey approving as officer carol: %v", err)
 	}
 }

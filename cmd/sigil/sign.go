@@ -30,7 +30,7 @@ with the key's hash; an EdDSA key signs the file itself).
 
 With --batch FILE ("-" for standard input), it reads one JSON object a
 line, {"key": ID, "digest": HEX} (or "message": BASE64 for EdDSA; "key"
-defaults to --key), signs them with SignBatch calls of up to 1000 items
+defaults to --key), signs them with SignBatch calls of up to 1000 items (and 240 KiB)
 (each item decided, signed and audited as a sign of its own), and writes
 one JSON line per item in the same order: {"signature": BASE64} or
 {"error": "Code: message"}. It exits non-zero if any item failed.`,

@@ -68,11 +68,34 @@ func (s *Store) rewrite(bucket []byte, name string, fn func(old []byte) ([]byte,
 }
 
 // commit writes batch in one transaction, each rewrite's error in its
-// op; if the transaction fails, every rewrite that had none gets its
-// error (none of them was written).
+// op. If the transaction fails as a whole (a write the store refuses,
+// the disk), each rewrite is tried again in a transaction of its own, so
+// one that cannot be written fails alone (its fn runs again: fns may).
 func (s *Store) commit(batch []*rewriteOp) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.write(batch)
+	if err != nil && len(batch) > 1 {
 		for _, op := range batch {
+			op.err = nil
+			s.commit([]*rewriteOp{op})
+		}
+		return
+	}
+	if err != nil && batch[0].err == nil {
+		batch[0].err = err
+	}
+}
+
+// write is batch's one transaction; a panic in it (in bbolt) fails it,
+// and never leaves the callers waiting on its leader.
+func (s *Store) write(batch []*rewriteOp) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = errs.New(errs.Internal, "the keyring store's transaction panicked: %v", p)
+		}
+	}()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, op := range batch {
+			op.err = nil
 			b, err := tx.CreateBucketIfNotExists(op.bucket)
 			if err != nil {
 				return err
@@ -92,13 +115,6 @@ func (s *Store) commit(batch []*rewriteOp) {
 		}
 		return nil
 	})
-	if err != nil {
-		for _, op := range batch {
-			if op.err == nil {
-				op.err = err
-			}
-		}
-	}
 }
 
 // apply runs op's fn; a panic in it fails that rewrite alone, not the

@@ -12,7 +12,7 @@ import (
 )
 
 // Concurrent rewrites of one value, batched into shared transactions,
-// each see the one before: 64 increments make 64. A rewrite whose fn
+// each see the one before: 32 increments make 32. A rewrite whose fn
 // fails or panics fails alone; the others in its batch are written.
 func TestGroupCommitKeepsEveryRewrite(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "k.db"))
@@ -57,5 +57,34 @@ func TestGroupCommitKeepsEveryRewrite(t *testing.T) {
 	}
 	if v, err := s.GetAnchor(ctx, "counter"); err != nil || string(v) != "32" {
 		t.Fatalf("counter %q, %v: want 32", v, err)
+	}
+}
+
+// A rewrite the store cannot write (a name past bbolt's limit) fails
+// alone, though it shared its transaction with others.
+func TestGroupCommitAWriteRefusedFailsAlone(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	tooLong := string(make([]byte, 40000)) // bbolt keys are at most 32768 bytes
+	var wg sync.WaitGroup
+	errsOf := make([]error, 40)
+	for i := range errsOf {
+		wg.Go(func() {
+			name := "ok-" + strconv.Itoa(i)
+			if i%4 == 0 {
+				name = tooLong
+			}
+			errsOf[i] = s.UpdateAnchor(ctx, name, func([]byte) ([]byte, error) { return []byte("v"), nil })
+		})
+	}
+	wg.Wait()
+	for i, err := range errsOf {
+		if (err != nil) != (i%4 == 0) {
+			t.Errorf("rewrite %d: %v", i, err)
+		}
 	}
 }

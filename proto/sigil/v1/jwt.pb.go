@@ -545,7 +545,7 @@ func (x *SignJWTRequest) GetTtl() *durationpb.Duration {
 
 type SignJWTBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// 1 to 1000 items, of one key or several (the request at most 4 MiB).
+	// 1 to 1000 items, of one key or several (the request at most 256 KiB, as every request; the Go client splits longer lists).
 	Items         []*SignJWTRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
