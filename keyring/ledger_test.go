@@ -1,6 +1,8 @@
 package keyring
 
 import (
+	"bytes"
+	"encoding/json"
 	"math/big"
 	"testing"
 	"time"
@@ -29,5 +31,43 @@ func TestReserveHonoursTheWindowAndTheLimit(t *testing.T) {
 	}
 	if got := Release(spends, "c"); len(got) != 1 || got[0].ID != "b" {
 		t.Fatalf("release: %+v", got)
+	}
+}
+
+// A record reads back as it was written, Extra byte for byte; the
+// earlier JSON forms (an object; first of all a bare list of spends)
+// still read; a stored form cut short is refused, not half read.
+func TestLedgerRecordForms(t *testing.T) {
+	var a Amount
+	a.Set(big.NewInt(5))
+	at := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	rec := &LedgerRecord{Spends: []Spend{{ID: "r1", At: at, Amount: a}}, Extra: json.RawMessage(`{"chains":{"1":{"highest":3}}}`), Fence: &Fence{Since: at, Reason: "restored"}}
+	b, err := EncodeLedger(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeLedger(b)
+	if err != nil || !bytes.Equal(got.Extra, rec.Extra) || len(got.Spends) != 1 || got.Spends[0].Amount.Cmp(big.NewInt(5)) != 0 || got.Fence == nil || got.Fence.Reason != "restored" {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	b[len(b)-1] = 'X' // the copy is the record's own
+	if got.Extra[len(got.Extra)-1] != '}' {
+		t.Fatal("Extra shares the stored bytes")
+	}
+	old, _ := json.Marshal(rec)
+	if got, err := DecodeLedger(old); err != nil || !bytes.Equal(got.Extra, rec.Extra) || got.Fence == nil {
+		t.Fatalf("the JSON form: %+v %v", got, err)
+	}
+	if got, err := DecodeLedger([]byte(`[{"id":"r0","at":"2026-12-06T00:00:00Z","amount":"7"}]`)); err != nil || len(got.Spends) != 1 || got.Spends[0].Amount.Cmp(big.NewInt(7)) != 0 {
+		t.Fatalf("the first form: %+v %v", got, err)
+	}
+	for _, cut := range [][]byte{ledgerMagic, append(bytes.Clone(ledgerMagic), 0xff), append(bytes.Clone(ledgerMagic), 50, '{')} {
+		if _, err := DecodeLedger(cut); err == nil {
+			t.Errorf("a record cut short (%q) read", cut)
+		}
+	}
+	empty, _ := EncodeLedger(&LedgerRecord{})
+	if got, err := DecodeLedger(empty); err != nil || got.Extra != nil || got.Spends != nil || got.Fence != nil {
+		t.Fatalf("an empty record: %+v %v", got, err)
 	}
 }

@@ -2,7 +2,6 @@ package boltstore
 
 import (
 	"context"
-	"encoding/json"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -28,7 +27,7 @@ func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.Le
 		if err := fn(rec); err != nil {
 			return nil, err
 		}
-		return json.Marshal(rec)
+		return keyring.EncodeLedger(rec)
 	})
 }
 

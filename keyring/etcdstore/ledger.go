@@ -2,7 +2,6 @@ package etcdstore
 
 import (
 	"context"
-	"encoding/json"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -24,7 +23,7 @@ func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.Le
 		if err := fn(rec); err != nil {
 			return nil, err
 		}
-		return json.Marshal(rec)
+		return keyring.EncodeLedger(rec)
 	})
 }
 

@@ -144,13 +144,13 @@ func (c *chainNonces) inWindow(n uint64, gap *uint64, chain *big.Int) error {
 // a cancel (a plain zero-value transfer to the key's own address), which
 // spend nothing more. Anything else, or any claim while another is in
 // progress, is refused.
-func claim(rec *keyring.LedgerRecord, u Unsigned, hash common.Hash, self common.Address, p *Policy, token string, now time.Time,
+func claim(rec *keyring.LedgerRecord, tt *tables, id string, u Unsigned, hash common.Hash, self common.Address, p *Policy, token string, now time.Time,
 	spend func([]keyring.Spend) ([]keyring.Spend, string, error)) ([]byte, error) {
 	if f := rec.Fence; f != nil {
 		return nil, errs.New(errs.FailedPrecondition, "this key's ledger is fenced: %s; transactions it signed after %s may be missing from it, so it signs none until reconciled (sigil eth reconcile)",
 			f.Reason, f.Since.UTC().Format(time.RFC3339))
 	}
-	t, err := readNonces(rec)
+	t, err := tt.read(id, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func claim(rec *keyring.LedgerRecord, u Unsigned, hash common.Hash, self common.
 	}
 	e.Pending = &claimRec{Token: token, At: now, Facts: next}
 	c.Nonces[key] = e
-	return nil, t.write(rec)
+	return nil, tt.write(id, t, rec)
 }
 
 // isSpeedUp: the transaction first signed, for strictly higher fees.
@@ -214,8 +214,8 @@ func bigger(a, b string) bool {
 // joins the nonce's history, for good. Failed (raw nil): the claim is
 // dropped and, if nothing was ever signed for the nonce, so is the
 // nonce's reservation; what was signed before stays.
-func settle(rec *keyring.LedgerRecord, chainID *big.Int, nonce uint64, token string, raw []byte) error {
-	t, err := readNonces(rec)
+func settle(rec *keyring.LedgerRecord, tt *tables, id string, chainID *big.Int, nonce uint64, token string, raw []byte) error {
+	t, err := tt.read(id, rec)
 	if err != nil {
 		return err
 	}
@@ -242,7 +242,7 @@ func settle(rec *keyring.LedgerRecord, chainID *big.Int, nonce uint64, token str
 		delete(c.Nonces, key)
 		rec.Spends = keyring.Release(rec.Spends, e.Reservation)
 	}
-	return t.write(rec)
+	return tt.write(id, t, rec)
 }
 
 // prune drops the nonces out of the window, and the signed bytes of all
@@ -285,7 +285,7 @@ func (s *Signer) guard(ctx context.Context, k *keyring.Key, u Unsigned, hash com
 	self, token := common.HexToAddress(Address(k)), keyring.NewReservationID()
 	var cached []byte
 	err := s.Ledger.UpdateLedger(ctx, k.ID, func(rec *keyring.LedgerRecord) (err error) {
-		cached, err = claim(rec, u, hash, self, p, token, s.Now(), spend)
+		cached, err = claim(rec, &s.tables, k.ID, u, hash, self, p, token, s.Now(), spend)
 		return err
 	})
 	if err != nil || cached != nil {
@@ -295,7 +295,7 @@ func (s *Signer) guard(ctx context.Context, k *keyring.Key, u Unsigned, hash com
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
 		err := s.Ledger.UpdateLedger(sctx, k.ID, func(rec *keyring.LedgerRecord) error {
-			return settle(rec, u.ChainID, u.Tx.Nonce(), token, raw)
+			return settle(rec, &s.tables, k.ID, u.ChainID, u.Tx.Nonce(), token, raw)
 		})
 		if err != nil {
 			s.Log.Error("settling a nonce claim failed; it lapses after its lease", "key", k.ID, "nonce", u.Tx.Nonce(), "signed", raw != nil, "err", err)

@@ -25,6 +25,8 @@ type Signer struct {
 	Ledger keyring.Ledger // for daily limits
 	Now    func() time.Time
 	Log    *slog.Logger
+
+	tables tables // the nonce tables this signer last wrote
 }
 
 // Signed is a signed transaction.

@@ -1,0 +1,94 @@
+package eth
+
+import (
+	"bytes"
+	"sync"
+
+	"github.com/sigil-hsm/sigil/keyring"
+)
+
+// tables remembers, per key, the nonce table last read or written with
+// the bytes it was read from or written as, so that a claim or settle
+// whose ledger record holds those bytes (the common case: this replica
+// wrote them) clones the table instead of decoding it again. Decoding
+// was the largest part of a claim's time, and claims and settles run one
+// at a time inside the store's update. Equal bytes decode to an equal
+// table, so an entry is never wrong, only unused when another replica
+// wrote the record since.
+type tables struct {
+	mu sync.Mutex
+	m  map[string]decodedTable // by key ID
+}
+
+type decodedTable struct {
+	raw []byte
+	t   *nonceTable // never changed once here
+}
+
+// maxTables bounds what tables keeps: beyond it an entry goes for each
+// one added.
+const maxTables = 1024
+
+// read is readNonces through the cache: a table the caller may change.
+func (c *tables) read(id string, rec *keyring.LedgerRecord) (*nonceTable, error) {
+	c.mu.Lock()
+	d, ok := c.m[id]
+	c.mu.Unlock()
+	if ok && bytes.Equal(d.raw, rec.Extra) {
+		return d.t.clone(), nil
+	}
+	return readNonces(rec)
+}
+
+// write is t.write, remembering t (which the caller no longer changes).
+func (c *tables) write(id string, t *nonceTable, rec *keyring.LedgerRecord) error {
+	if err := t.write(rec); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]decodedTable{}
+	}
+	if _, ok := c.m[id]; !ok && len(c.m) >= maxTables {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[id] = decodedTable{raw: rec.Extra, t: t}
+	return nil
+}
+
+// clone is a copy of t that shares nothing it may change: entries,
+// their lists of transactions, claims and facts (a fact's Raw bytes are
+// replaced, never written into).
+func (t *nonceTable) clone() *nonceTable {
+	out := &nonceTable{Chains: make(map[string]*chainNonces, len(t.Chains))}
+	for id, c := range t.Chains {
+		cc := &chainNonces{Highest: c.Highest, History: c.History, Nonces: make(map[string]*nonceEntry, len(c.Nonces))}
+		for k, e := range c.Nonces {
+			ec := *e
+			ec.Signed = make([]*txFacts, len(e.Signed))
+			for i, f := range e.Signed {
+				ec.Signed[i] = f.clone()
+			}
+			if e.Pending != nil {
+				p := *e.Pending
+				p.Facts = p.Facts.clone()
+				ec.Pending = &p
+			}
+			cc.Nonces[k] = &ec
+		}
+		out.Chains[id] = cc
+	}
+	return out
+}
+
+func (f *txFacts) clone() *txFacts {
+	if f == nil {
+		return nil
+	}
+	c := *f
+	return &c
+}
