@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -145,7 +146,23 @@ func (a *approvalService) GetApproval(ctx context.Context, req *sigilv1.GetAppro
 	if err != nil && !errs.Is(err, errs.FailedPrecondition) {
 		return nil, err
 	}
-	return &sigilv1.GetApprovalResponse{Approval: approvalProto(r, a.s.opts.Now()), Request: payload}, nil
+	out := &sigilv1.GetApprovalResponse{Approval: approvalProto(r, a.s.opts.Now()), Request: payload, ConsoleRpId: a.s.opts.ConsoleRPID}
+	a.s.passkeysOf(ctx, out.GetApproval().GetApprovals())
+	return out, nil
+}
+
+// passkeysOf fills in the public key each vote's passkey is enrolled
+// with, where the store has it: a client checks the assertion itself.
+func (s *Server) passkeysOf(ctx context.Context, votes []*sigilv1.ApprovalVote) {
+	for _, v := range votes {
+		var a console.Assertion
+		if len(v.GetPasskeyAssertion()) == 0 || s.opts.Anchors == nil || json.Unmarshal(v.GetPasskeyAssertion(), &a) != nil {
+			continue
+		}
+		if p, err := (console.Store{A: s.opts.Anchors}).Passkey(ctx, a.CredentialID); err == nil {
+			v.PasskeyPublicKey = p.Credential.PublicKey
+		}
+	}
 }
 
 // Approve counts the caller's approval; the one completing the quorum
@@ -157,7 +174,8 @@ func (a *approvalService) Approve(ctx context.Context, req *sigilv1.ApproveReque
 		}
 		_, err := r.Approve(ids, req.GetPayloadSha256(), now)
 		if err == nil && len(req.GetPasskey()) > 0 {
-			r.Approvals[len(r.Approvals)-1].Passkey = string(req.GetPasskey())
+			v := &r.Approvals[len(r.Approvals)-1]
+			v.Passkey, v.Origin = string(req.GetPasskey()), a.s.opts.ConsoleOrigin
 		}
 		a.s.notePasskey(ctx, req.GetPasskey(), "approve", r.PayloadSHA256, err)
 		return err
@@ -500,7 +518,7 @@ func approvalProto(r *approval.Request, now time.Time) *sigilv1.Approval {
 		out.Summary = append(out.Summary, &sigilv1.ApprovalField{Name: f.Name, Value: f.Value})
 	}
 	for _, v := range r.Approvals {
-		out.Approvals = append(out.Approvals, &sigilv1.ApprovalVote{Identity: v.Identity, At: timestamppb.New(v.At)})
+		out.Approvals = append(out.Approvals, &sigilv1.ApprovalVote{Identity: v.Identity, At: timestamppb.New(v.At), PasskeyAssertion: []byte(v.Passkey), PasskeyOrigin: v.Origin})
 	}
 	return out
 }

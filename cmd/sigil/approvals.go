@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-hsm/sigil/client"
+	"github.com/sigil-hsm/sigil/console"
 	"github.com/sigil-hsm/sigil/internal/approval"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 )
@@ -94,10 +95,45 @@ func newApprovalsShow(c *clientFlags) *cobra.Command {
 				if err := printApproval(cmd.OutOrStdout(), resp.GetApproval()); err != nil {
 					return err
 				}
-				return printRequest(cmd.OutOrStdout(), resp.GetApproval(), resp.GetRequest())
+				if err := printRequest(cmd.OutOrStdout(), resp.GetApproval(), resp.GetRequest()); err != nil {
+					return err
+				}
+				return printPasskeys(cmd.OutOrStdout(), resp)
 			})
 		},
 	}
+}
+
+// printPasskeys checks each vote's passkey assertion here, against the
+// public key enrolled for it, over the challenge of this approval, the
+// decision and the SHA-256 of the request's bytes as shown (printRequest
+// checked they hash to it): a vote the server counted that its passkey
+// did not make shows as NOT VERIFIED.
+func printPasskeys(w io.Writer, resp *sigilv1.GetApprovalResponse) error {
+	a := resp.GetApproval()
+	for _, v := range a.GetApprovals() {
+		if len(v.GetPasskeyAssertion()) == 0 {
+			continue
+		}
+		verdict := "verified here, over this approval and payload sha256"
+		var as console.Assertion
+		switch {
+		case json.Unmarshal(v.GetPasskeyAssertion(), &as) != nil:
+			verdict = "NOT VERIFIED: not an assertion"
+		case len(v.GetPasskeyPublicKey()) == 0:
+			verdict = "not checked: its passkey's enrollment is gone"
+		default:
+			err := console.CheckAssertion(&as, v.GetPasskeyPublicKey(), console.Challenge(a.GetApprovalId(), "approve", a.GetPayloadSha256()),
+				console.Relying{Origin: v.GetPasskeyOrigin(), RPID: resp.GetConsoleRpId()})
+			if err != nil {
+				verdict = "NOT VERIFIED: " + err.Error()
+			}
+		}
+		if _, err := fmt.Fprintf(w, "passkey of %s (credential %s): %s\n", approval.Printable(v.GetIdentity()), approval.Printable(as.CredentialID), verdict); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // printRequest prints the held request's bytes as the message of its

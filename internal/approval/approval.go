@@ -114,6 +114,8 @@ type Vote struct {
 	// verified it), as JSON: checkable offline against the passkey's
 	// registration record.
 	Passkey string `json:"passkey,omitempty"`
+	// Origin is the console origin the server checked Passkey on.
+	Origin string `json:"origin,omitempty"`
 }
 
 // InNamespace is the namespace r was made in.

@@ -323,6 +323,12 @@ func TestApprovalWithPasskeysInABrowser(t *testing.T) {
 	if n := strings.Count(string(audit), `"passkey_assertion"`); n != 2 {
 		t.Errorf("%d approvals carry a passkey assertion in the audit log, want 2", n)
 	}
+	// sigil approvals show checks each vote's assertion itself, over
+	// the request's bytes it shows.
+	carolShow, err := carol("approvals", "show", approvalID)
+	if err != nil || strings.Count(carolShow, "verified here, over this approval and payload sha256") != 2 || strings.Contains(carolShow, "NOT VERIFIED") {
+		t.Errorf("approvals show of the passkey votes: %v\n%s", err, carolShow)
+	}
 	// Offline, from the audit log alone: both assertions verify against
 	// the officers' registration records.
 	if out, err := e.admin("audit", "verify", filepath.Join(e.dir, "audit.jsonl")); err != nil || !strings.Contains(out, "2 passkey decision(s) verified") {

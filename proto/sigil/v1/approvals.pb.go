@@ -277,11 +277,21 @@ func (x *ApprovalField) GetValue() string {
 
 // ApprovalVote is one approval.
 type ApprovalVote struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	At       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// The passkey assertion the approval carried, as the server verified
+	// it (JSON: credential_id, authenticator_data, client_data_json,
+	// signature), and the console origin it was made on; empty for a vote
+	// made without one.
+	PasskeyAssertion []byte `protobuf:"bytes,3,opt,name=passkey_assertion,json=passkeyAssertion,proto3" json:"passkey_assertion,omitempty"`
+	PasskeyOrigin    string `protobuf:"bytes,4,opt,name=passkey_origin,json=passkeyOrigin,proto3" json:"passkey_origin,omitempty"`
+	// GetApproval only: the COSE public key enrolled under the assertion's
+	// credential ID, so a client can check the assertion itself over the
+	// request's bytes (sigil approvals show does).
+	PasskeyPublicKey []byte `protobuf:"bytes,5,opt,name=passkey_public_key,json=passkeyPublicKey,proto3" json:"passkey_public_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ApprovalVote) Reset() {
@@ -324,6 +334,27 @@ func (x *ApprovalVote) GetIdentity() string {
 func (x *ApprovalVote) GetAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.At
+	}
+	return nil
+}
+
+func (x *ApprovalVote) GetPasskeyAssertion() []byte {
+	if x != nil {
+		return x.PasskeyAssertion
+	}
+	return nil
+}
+
+func (x *ApprovalVote) GetPasskeyOrigin() string {
+	if x != nil {
+		return x.PasskeyOrigin
+	}
+	return ""
+}
+
+func (x *ApprovalVote) GetPasskeyPublicKey() []byte {
+	if x != nil {
+		return x.PasskeyPublicKey
 	}
 	return nil
 }
@@ -467,7 +498,9 @@ type GetApprovalResponse struct {
 	// The held request's protobuf bytes (a message of the method's request
 	// type), while they are kept: until it ends. Their SHA-256 is
 	// payload_sha256.
-	Request       []byte `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	Request []byte `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// The console's WebAuthn RP ID, for checking the votes' passkeys.
+	ConsoleRpId   string `protobuf:"bytes,3,opt,name=console_rp_id,json=consoleRpId,proto3" json:"console_rp_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -514,6 +547,13 @@ func (x *GetApprovalResponse) GetRequest() []byte {
 		return x.Request
 	}
 	return nil
+}
+
+func (x *GetApprovalResponse) GetConsoleRpId() string {
+	if x != nil {
+		return x.ConsoleRpId
+	}
+	return ""
 }
 
 type ApproveRequest struct {
@@ -862,20 +902,24 @@ const file_sigil_v1_approvals_proto_rawDesc = "" +
 	"\tnamespace\x18\x13 \x01(\tR\tnamespace\"9\n" +
 	"\rApprovalField\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"V\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xd8\x01\n" +
 	"\fApprovalVote\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12*\n" +
-	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\",\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12+\n" +
+	"\x11passkey_assertion\x18\x03 \x01(\fR\x10passkeyAssertion\x12%\n" +
+	"\x0epasskey_origin\x18\x04 \x01(\tR\rpasskeyOrigin\x12,\n" +
+	"\x12passkey_public_key\x18\x05 \x01(\fR\x10passkeyPublicKey\",\n" +
 	"\x14ListApprovalsRequest\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\"I\n" +
 	"\x15ListApprovalsResponse\x120\n" +
 	"\tapprovals\x18\x01 \x03(\v2\x12.sigil.v1.ApprovalR\tapprovals\"5\n" +
 	"\x12GetApprovalRequest\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
-	"approvalId\"_\n" +
+	"approvalId\"\x83\x01\n" +
 	"\x13GetApprovalResponse\x12.\n" +
 	"\bapproval\x18\x01 \x01(\v2\x12.sigil.v1.ApprovalR\bapproval\x12\x18\n" +
-	"\arequest\x18\x02 \x01(\fR\arequest\"r\n" +
+	"\arequest\x18\x02 \x01(\fR\arequest\x12\"\n" +
+	"\rconsole_rp_id\x18\x03 \x01(\tR\vconsoleRpId\"r\n" +
 	"\x0eApproveRequest\x12\x1f\n" +
 	"\vapproval_id\x18\x01 \x01(\tR\n" +
 	"approvalId\x12%\n" +
