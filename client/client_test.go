@@ -41,7 +41,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 5) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 8) }
 
 const policy = `
 rules:
