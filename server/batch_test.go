@@ -158,7 +158,7 @@ rules:
 				t.Errorf("item %d on a key the identity may not use: %v", i, r)
 			}
 		default:
-			tok, err := jose.ParseSigned(r.GetResponse().GetToken(), []jose.SignatureAlgorithm{jose.ES256})
+			tok, err := jose.ParseSignedCompact(r.GetResponse().GetToken(), []jose.SignatureAlgorithm{jose.ES256})
 			if err != nil {
 				t.Fatalf("item %d: %v", i, err)
 			}
