@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/big"
 	"slices"
 	"strings"
@@ -66,20 +68,28 @@ type ledgerHead struct {
 	Fence  *Fence  `json:"fence,omitempty"`
 }
 
-// EncodeLedger is the stored form of rec: ledgerMagic, the length and
-// JSON of its spends and fence, then Extra's bytes as they are. Extra (an
-// Ethereum key's nonce record, tens of KiB) is rewritten with every
-// claim and settle inside the store's serialised update; as a JSON
-// field it was scanned and copied four times more (two thirds of the
-// update's time).
+// EncodeLedger is the stored form of rec: ledgerMagic; the length and
+// JSON of its spends and fence; the length and bytes of Extra as they
+// are; and a CRC-32C of all that. Extra (an Ethereum key's nonce record,
+// tens of KiB) is rewritten with every claim and settle inside the
+// store's serialised update; as a JSON field it was scanned and copied
+// four times more (two thirds of the update's time). The lengths and the
+// checksum make a record cut short or damaged unreadable, never read as
+// one with fewer nonces (the JSON form could not be cut unnoticed
+// either).
 func EncodeLedger(rec *LedgerRecord) ([]byte, error) {
 	head, err := json.Marshal(ledgerHead{Spends: rec.Spends, Fence: rec.Fence})
 	if err != nil {
 		return nil, err
 	}
-	b := binary.AppendUvarint(append(make([]byte, 0, len(ledgerMagic)+binary.MaxVarintLen64+len(head)+len(rec.Extra)), ledgerMagic...), uint64(len(head)))
-	return append(append(b, head...), rec.Extra...), nil
+	b := make([]byte, 0, len(ledgerMagic)+2*binary.MaxVarintLen64+len(head)+len(rec.Extra)+crc32.Size)
+	b = binary.AppendUvarint(append(b, ledgerMagic...), uint64(len(head)))
+	b = binary.AppendUvarint(append(b, head...), uint64(len(rec.Extra)))
+	b = append(b, rec.Extra...)
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // DecodeLedger reads a stored record: the stored form above, or an
 // earlier one (a JSON object; first of all a bare list of spends). Extra
@@ -95,20 +105,32 @@ func DecodeLedger(b []byte) (*LedgerRecord, error) {
 	case !bytes.HasPrefix(b, ledgerMagic):
 		return rec, json.Unmarshal(b, rec)
 	}
-	n, k := binary.Uvarint(b[len(ledgerMagic):])
-	rest := b[len(ledgerMagic)+max(k, 0):]
-	if k <= 0 || n > uint64(len(rest)) {
-		return nil, fmt.Errorf("a ledger record cut short")
+	if len(b) < len(ledgerMagic)+crc32.Size || crc32.Checksum(b[:len(b)-crc32.Size], castagnoli) != binary.BigEndian.Uint32(b[len(b)-crc32.Size:]) {
+		return nil, errors.New("a ledger record cut short or damaged (its checksum does not match)")
 	}
-	var head ledgerHead
-	if err := json.Unmarshal(rest[:n], &head); err != nil {
+	head, rest, ok := lengthPrefixed(b[len(ledgerMagic) : len(b)-crc32.Size])
+	extra, rest, ok2 := lengthPrefixed(rest)
+	if !ok || !ok2 || len(rest) != 0 {
+		return nil, errors.New("a ledger record whose lengths do not add up")
+	}
+	var h ledgerHead
+	if err := json.Unmarshal(head, &h); err != nil {
 		return nil, err
 	}
-	rec.Spends, rec.Fence = head.Spends, head.Fence
-	if extra := rest[n:]; len(extra) > 0 {
+	rec.Spends, rec.Fence = h.Spends, h.Fence
+	if len(extra) > 0 {
 		rec.Extra = bytes.Clone(extra)
 	}
 	return rec, nil
+}
+
+// lengthPrefixed splits b after a uvarint length and that many bytes.
+func lengthPrefixed(b []byte) (field, rest []byte, ok bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, nil, false
+	}
+	return b[k : k+int(n)], b[k+int(n):], true
 }
 
 // Spend is one reservation against a key's spending limit, as the stores

@@ -177,7 +177,7 @@ func claim(rec *keyring.LedgerRecord, tt *tables, id string, u Unsigned, hash co
 	case slices.ContainsFunc(e.Signed, func(f *txFacts) bool { return f.Hash == next.Hash }):
 		for _, f := range e.Signed {
 			if f.Hash == next.Hash && f.Raw != nil {
-				return f.Raw, nil
+				return bytes.Clone(f.Raw), nil // the table's bytes may be the cache's
 			}
 		}
 	case len(e.Signed) >= maxVersions:
@@ -186,7 +186,7 @@ func claim(rec *keyring.LedgerRecord, tt *tables, id string, u Unsigned, hash co
 		return nil, errs.New(errs.FailedPrecondition, "nonce %d on chain %s was signed for transaction %s; only a speed-up (same recipient, value and data, higher fees) or a cancel (a plain zero-value transfer to %s) may replace it",
 			n, u.ChainID, e.Signed[0].Hash, self.Hex())
 	}
-	e.Pending = &claimRec{Token: token, At: now, Facts: next}
+	e.Pending = &claimRec{Token: token, At: now.Round(0), Facts: next} // wall time, as a decoded table has it
 	c.Nonces[key] = e
 	return nil, tt.write(id, t, rec)
 }

@@ -16,8 +16,9 @@ import (
 // table, so an entry is never wrong, only unused when another replica
 // wrote the record since.
 type tables struct {
-	mu sync.Mutex
-	m  map[string]decodedTable // by key ID
+	mu    sync.Mutex
+	m     map[string]decodedTable // by key ID
+	bytes int                     // of the raw records kept
 }
 
 type decodedTable struct {
@@ -25,9 +26,10 @@ type decodedTable struct {
 	t   *nonceTable // never changed once here
 }
 
-// maxTables bounds what tables keeps: beyond it an entry goes for each
-// one added.
-const maxTables = 1024
+// maxTableBytes bounds what tables keeps, counted in the records' bytes
+// (a decoded table takes a few times more): beyond it entries go until
+// the new one fits. 4 MiB is some 180 keys whose records are full.
+const maxTableBytes = 4 << 20
 
 // read is readNonces through the cache: a table the caller may change.
 func (c *tables) read(id string, rec *keyring.LedgerRecord) (*nonceTable, error) {
@@ -50,13 +52,16 @@ func (c *tables) write(id string, t *nonceTable, rec *keyring.LedgerRecord) erro
 	if c.m == nil {
 		c.m = map[string]decodedTable{}
 	}
-	if _, ok := c.m[id]; !ok && len(c.m) >= maxTables {
-		for k := range c.m {
-			delete(c.m, k)
+	c.bytes -= len(c.m[id].raw)
+	for k, d := range c.m {
+		if c.bytes+len(rec.Extra) <= maxTableBytes {
 			break
 		}
+		delete(c.m, k)
+		c.bytes -= len(d.raw)
 	}
 	c.m[id] = decodedTable{raw: rec.Extra, t: t}
+	c.bytes += len(rec.Extra)
 	return nil
 }
 

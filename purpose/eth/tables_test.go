@@ -2,6 +2,7 @@ package eth
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/sigil-hsm/sigil/keyring"
@@ -10,7 +11,7 @@ import (
 // The table cache hands out copies: changing one changes neither the
 // cached table nor the next copy; a record someone else wrote (other
 // bytes) is decoded, not answered from the cache; and it keeps at most
-// maxTables keys.
+// maxTableBytes of records.
 func TestTablesHandOutCopies(t *testing.T) {
 	var c tables
 	rec := &keyring.LedgerRecord{}
@@ -32,10 +33,15 @@ func TestTablesHandOutCopies(t *testing.T) {
 	if d, err := c.read("k", other); err != nil || d.Chains["1"].Highest != 7 {
 		t.Fatalf("a record another replica wrote: %+v %v", d, err)
 	}
-	for i := range 2 * maxTables {
-		c.write(string(rune(0x100+i)), &nonceTable{Chains: map[string]*chainNonces{}}, &keyring.LedgerRecord{})
+	big := &nonceTable{Chains: map[string]*chainNonces{"1": {Nonces: map[string]*nonceEntry{"1": {Signed: []*txFacts{{Hash: strings.Repeat("a", 20000)}}}}}}}
+	for i := range 1000 {
+		c.write(string(rune(0x100+i)), big, &keyring.LedgerRecord{})
 	}
-	if n := len(c.m); n > maxTables {
-		t.Fatalf("%d tables kept", n)
+	total := 0
+	for _, d := range c.m {
+		total += len(d.raw)
+	}
+	if total > maxTableBytes || total != c.bytes || len(c.m) < 100 {
+		t.Fatalf("%d tables of %d bytes kept (counted %d)", len(c.m), total, c.bytes)
 	}
 }
