@@ -646,13 +646,18 @@ func (b *bench) tracingTable(dir string, secured *grpc.ClientConn) ([]row, error
 			return err
 		}
 	}
-	rows, err := b.pair("Sign, tracing 1 %", with(0), with(1), []int{1, 16})
+	rows, err := b.pairN("Sign, tracing 1 %", with(0), with(1), []int{1, 16}, tracingRounds)
 	if err != nil {
 		return nil, err
 	}
-	all, err := b.pair("Sign, tracing 100 %", with(0), with(2), []int{16})
+	all, err := b.pairN("Sign, tracing 100 %", with(0), with(2), []int{16}, tracingRounds)
 	return append(rows, all...), err
 }
+
+// tracingRounds: the 1 % cell's target (≥ 0.95) is closer than three
+// rounds of 16 callers steady on this VM (0.87 to 0.99 across runs of the
+// same build); the median of nine is.
+const tracingRounds = 9
 
 // namespaceTable: ES256 Sign in root against the same in a namespace,
 // both on the secured server: the namespace costs scoping the request,
@@ -684,7 +689,12 @@ const rounds = 3
 
 // pair measures base and subject alternately at each number of callers.
 func (b *bench) pair(name string, base, subject func(context.Context) error, cs []int) ([]row, error) {
-	return b.rounds(name, cs, rounds, func(c int, subjectFirst bool) (x, y result, err error) {
+	return b.pairN(name, base, subject, cs, rounds)
+}
+
+// pairN is pair with n rounds.
+func (b *bench) pairN(name string, base, subject func(context.Context) error, cs []int, n int) ([]row, error) {
+	return b.rounds(name, cs, n, func(c int, subjectFirst bool) (x, y result, err error) {
 		return b.round(name, base, subject, c, subjectFirst)
 	})
 }

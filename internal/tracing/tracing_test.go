@@ -101,3 +101,34 @@ func TestStartHonoursASamplerThatIgnoresTheParent(t *testing.T) {
 		t.Fatalf("%d spans recorded under an unsampled caller with always_on, want 1", n)
 	}
 }
+
+// A Provider's roots are sampled by Start at its ratio: at 0 a root gets
+// a trace ID (for the records) and no span, nor do its stages; a
+// caller's sampled trace is still continued; at 1 every root is a span.
+func TestProviderSamplesRootsItself(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+	t.Cleanup(func() { tracing.Use(nil) })
+
+	tracing.Use(&tracing.Provider{TracerProvider: sdk, Ratio: 0})
+	root, span := tracing.Start(context.Background(), "rpc")
+	if span.IsRecording() || !trace.SpanContextFromContext(root).IsValid() || tracing.TraceID(root) == "" {
+		t.Fatal("a root left out should carry a trace ID and record nothing")
+	}
+	if _, stage := tracing.Start(root, "stage"); stage.IsRecording() || tracing.Starts(root) {
+		t.Fatal("a stage under a root left out started a span")
+	}
+	remote := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true})
+	_, continued := tracing.Start(trace.ContextWithRemoteSpanContext(context.Background(), remote), "rpc")
+	if !continued.IsRecording() || continued.SpanContext().TraceID() != remote.TraceID() {
+		t.Fatal("a caller's sampled trace was not continued")
+	}
+	continued.End()
+
+	tracing.Use(&tracing.Provider{TracerProvider: sdk, Ratio: 1})
+	_, all := tracing.Start(context.Background(), "rpc")
+	all.End()
+	if n := len(rec.Ended()); n != 2 || !all.SpanContext().IsSampled() {
+		t.Fatalf("%d spans ended, want the continued one and the ratio-1 root", n)
+	}
+}
