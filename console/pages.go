@@ -85,8 +85,17 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 		rows = append(rows, row{AuditCheckpoint: cp, Verified: v, Age: c.o.Now().Sub(cp.GetTime().AsTime()).Round(time.Second).String()})
 	}
 	data["Checkpoints"], data["PublicKey"] = rows, head.GetPublicKeyPem()
+	var tail sigilv1.TailAuditResponse
+	if err := c.o.Access.Invoke(ctx, sigilv1.AuditService_TailAudit_FullMethodName, &sigilv1.TailAuditRequest{Limit: auditTail}, &tail); err != nil {
+		data["TailError"] = publicError(err)
+	} else {
+		data["Tail"] = &tail
+	}
 	c.render(w, "audit", data)
 }
+
+// auditTail is how many of the latest records the audit page shows.
+const auditTail = 50
 
 // healthPage shows the answering replica's backends, store and audit
 // log as their health monitors last saw them.

@@ -51,6 +51,7 @@ var baseOperations = map[string]authz.Op{
 	sigilv1.KeyService_ListKeys_FullMethodName:             authz.KeysRead,
 	sigilv1.KeyService_GetPublicKey_FullMethodName:         authz.KeysRead,
 	sigilv1.AuditService_GetAuditHead_FullMethodName:       authz.KeysRead,     // on the audit key, sigil.audit
+	sigilv1.AuditService_TailAudit_FullMethodName:          authz.KeysRead,     // on the audit key, sigil.audit
 	sigilv1.StatusService_GetStatus_FullMethodName:         authz.KeysRead,     // on sigil.status
 	sigilv1.BackupService_Backup_FullMethodName:            authz.StoreBackup,  // on the audit key, which signs it
 	sigilv1.ConsoleService_Enroll_FullMethodName:           authz.ConsoleAdmin, // on sigil.console
@@ -441,7 +442,7 @@ func peerAddr(ctx context.Context) string {
 // keyIDField is the key a request names, if its type names one.
 func keyIDField(req any) (string, bool) {
 	switch r := req.(type) {
-	case *sigilv1.GetAuditHeadRequest: // reading the audit trail's head reads the audit key
+	case *sigilv1.GetAuditHeadRequest, *sigilv1.TailAuditRequest: // reading the audit trail reads the audit key
 		return keyring.AuditKeyID, true
 	case *sigilv1.BackupRequest: // a backup is signed with the audit key
 		return keyring.AuditKeyID, true

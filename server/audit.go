@@ -10,6 +10,7 @@ import (
 
 	"github.com/sigil-hsm/sigil/internal/audit"
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/keyring"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/signer"
@@ -20,6 +21,40 @@ type auditService struct {
 	sigilv1.UnimplementedAuditServiceServer
 	keys    *keyring.Keyring
 	anchors keyring.Anchors
+	log     *audit.Log // nil when the server keeps none
+}
+
+// maxTail bounds TailAudit's records.
+const maxTail = 500
+
+func (s *auditService) TailAudit(ctx context.Context, req *sigilv1.TailAuditRequest) (*sigilv1.TailAuditResponse, error) {
+	if namespace.FromContext(ctx) != namespace.Root {
+		return nil, errs.New(errs.PermissionDenied, "the audit log is read in the root namespace")
+	}
+	n := int(req.GetLimit())
+	switch {
+	case n == 0:
+		n = 50
+	case n < 0 || n > maxTail:
+		return nil, errs.New(errs.InvalidArgument, "limit: 1 to %d", maxTail)
+	}
+	if s.log == nil {
+		return nil, errs.New(errs.FailedPrecondition, "this server keeps no audit log")
+	}
+	entries, chain, err := audit.Tail(s.log.Path(), n)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "reading the audit log")
+	}
+	out := &sigilv1.TailAuditResponse{Replica: s.log.Replica(), ChainOk: chain.OK, ChainDetail: chain.Detail}
+	if chain.LastCheckpoint != nil {
+		out.LastCheckpointSeq = chain.LastCheckpoint.Seq
+	}
+	for _, e := range entries {
+		r := e.Record
+		out.Records = append(out.Records, &sigilv1.AuditTailRecord{Seq: e.Seq, Hash: e.Hash, Time: timestamppb.New(r.Time), RequestId: r.RequestID, Identity: r.Identity,
+			Operation: r.Operation, KeyId: r.KeyID, Outcome: r.Outcome, Code: r.Code, ApprovalId: r.ApprovalID, Checkpoint: e.Checkpoint != nil})
+	}
+	return out, nil
 }
 
 var _ sigilv1.AuditServiceServer = (*auditService)(nil)

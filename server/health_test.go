@@ -80,3 +80,49 @@ func TestStatusFollowsBackendHealth(t *testing.T) {
 	h.HSM.Down.Store(false)
 	wait(true, "")
 }
+
+// TailAudit: the answering replica's latest records with the chain
+// checked over them, read like the audit head (keys.read on sigil.audit)
+// and only in the root namespace (the records name every namespace's
+// keys); a limit past 500 is refused.
+func TestTailAuditIsForRootAuditReaders(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    namespaces: ["*"]
+    allow: [keys.read, keys.admin, ns.admin]
+  - identity: spiffe://example.org/auth-server
+    keys: ["auth-*"]
+    allow: [keys.read]
+`)
+	ctx := context.Background()
+	ops := e.Client(t, "spiffe://example.org/ops")
+	if _, err := sigilv1.NewKeyServiceClient(ops).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "tail-1", Algorithm: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	audits := sigilv1.NewAuditServiceClient(ops)
+	tail, err := audits.TailAudit(ctx, &sigilv1.TailAuditRequest{Limit: 5})
+	if err != nil || !tail.GetChainOk() || len(tail.GetRecords()) == 0 || len(tail.GetRecords()) > 5 {
+		t.Fatalf("the tail: %v %v", tail, err)
+	}
+	found := false
+	for _, r := range tail.GetRecords() {
+		found = found || r.GetKeyId() == "tail-1" && r.GetOperation() == "keys.admin"
+	}
+	if !found {
+		t.Errorf("the key's creation is not among the latest records: %v", tail.GetRecords())
+	}
+	if _, err := sigilv1.NewAuditServiceClient(e.Client(t, "spiffe://example.org/auth-server")).TailAudit(ctx, &sigilv1.TailAuditRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("an identity whose keys do not reach sigil.audit: %v", err)
+	}
+	if _, err := audits.TailAudit(ctx, &sigilv1.TailAuditRequest{Limit: 501}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a limit of 501: %v", err)
+	}
+	if _, err := sigilv1.NewNamespaceServiceClient(ops).CreateNamespace(ctx, &sigilv1.CreateNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audits.TailAudit(in("tenant-a"), &sigilv1.TailAuditRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the tail read in a namespace: %v", err)
+	}
+}

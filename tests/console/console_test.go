@@ -513,7 +513,8 @@ func TestOperatorPagesInABrowser(t *testing.T) {
 	if err := chromedp.Do(ops, chromedp.Navigate(e.origin+"/audit")); err != nil {
 		t.Fatal(err)
 	}
-	if page := text(ops, "main"); !strings.Contains(page, "the signature verifies with the audit key") || strings.Contains(page, "NOT VERIFIED") {
+	if page := text(ops, "main"); !strings.Contains(page, "the signature verifies with the audit key") || strings.Contains(page, "NOT VERIFIED") ||
+		!strings.Contains(page, "the chain holds over these records") || !strings.Contains(page, "keys.admin") || !strings.Contains(page, "web-jwt") || strings.Contains(page, "CHAIN BROKEN") {
 		t.Errorf("the audit page:\n%s", page)
 	}
 

@@ -22,6 +22,257 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type TailAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many records: 50 if unset, at most 500.
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailAuditRequest) Reset() {
+	*x = TailAuditRequest{}
+	mi := &file_sigil_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailAuditRequest) ProtoMessage() {}
+
+func (x *TailAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailAuditRequest.ProtoReflect.Descriptor instead.
+func (*TailAuditRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TailAuditRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// AuditTailRecord is one record of the tail, as the log wrote it.
+type AuditTailRecord struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Seq        uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Hash       string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	RequestId  string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Identity   string                 `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	Operation  string                 `protobuf:"bytes,6,opt,name=operation,proto3" json:"operation,omitempty"`
+	KeyId      string                 `protobuf:"bytes,7,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Outcome    string                 `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Code       string                 `protobuf:"bytes,9,opt,name=code,proto3" json:"code,omitempty"`
+	ApprovalId string                 `protobuf:"bytes,10,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	// The line is a checkpoint (the chain's head signed with the audit key).
+	Checkpoint    bool `protobuf:"varint,11,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditTailRecord) Reset() {
+	*x = AuditTailRecord{}
+	mi := &file_sigil_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditTailRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditTailRecord) ProtoMessage() {}
+
+func (x *AuditTailRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditTailRecord.ProtoReflect.Descriptor instead.
+func (*AuditTailRecord) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AuditTailRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditTailRecord) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditTailRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
+	}
+	return ""
+}
+
+func (x *AuditTailRecord) GetCheckpoint() bool {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return false
+}
+
+type TailAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica whose log this is.
+	Replica string             `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	Records []*AuditTailRecord `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// Whether each line's own hash holds and each links to the one before,
+	// over the records returned, and what was found.
+	ChainOk     bool   `protobuf:"varint,3,opt,name=chain_ok,json=chainOk,proto3" json:"chain_ok,omitempty"`
+	ChainDetail string `protobuf:"bytes,4,opt,name=chain_detail,json=chainDetail,proto3" json:"chain_detail,omitempty"`
+	// The record the last checkpoint among them signs (0: none).
+	LastCheckpointSeq uint64 `protobuf:"varint,5,opt,name=last_checkpoint_seq,json=lastCheckpointSeq,proto3" json:"last_checkpoint_seq,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TailAuditResponse) Reset() {
+	*x = TailAuditResponse{}
+	mi := &file_sigil_v1_audit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailAuditResponse) ProtoMessage() {}
+
+func (x *TailAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_audit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailAuditResponse.ProtoReflect.Descriptor instead.
+func (*TailAuditResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TailAuditResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *TailAuditResponse) GetRecords() []*AuditTailRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *TailAuditResponse) GetChainOk() bool {
+	if x != nil {
+		return x.ChainOk
+	}
+	return false
+}
+
+func (x *TailAuditResponse) GetChainDetail() string {
+	if x != nil {
+		return x.ChainDetail
+	}
+	return ""
+}
+
+func (x *TailAuditResponse) GetLastCheckpointSeq() uint64 {
+	if x != nil {
+		return x.LastCheckpointSeq
+	}
+	return 0
+}
+
 type GetAuditHeadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -30,7 +281,7 @@ type GetAuditHeadRequest struct {
 
 func (x *GetAuditHeadRequest) Reset() {
 	*x = GetAuditHeadRequest{}
-	mi := &file_sigil_v1_audit_proto_msgTypes[0]
+	mi := &file_sigil_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +293,7 @@ func (x *GetAuditHeadRequest) String() string {
 func (*GetAuditHeadRequest) ProtoMessage() {}
 
 func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_audit_proto_msgTypes[0]
+	mi := &file_sigil_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +306,7 @@ func (x *GetAuditHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 // AuditCheckpoint is a signed statement that a replica's record seq has
@@ -82,7 +333,7 @@ type AuditCheckpoint struct {
 
 func (x *AuditCheckpoint) Reset() {
 	*x = AuditCheckpoint{}
-	mi := &file_sigil_v1_audit_proto_msgTypes[1]
+	mi := &file_sigil_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -94,7 +345,7 @@ func (x *AuditCheckpoint) String() string {
 func (*AuditCheckpoint) ProtoMessage() {}
 
 func (x *AuditCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_audit_proto_msgTypes[1]
+	mi := &file_sigil_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -107,7 +358,7 @@ func (x *AuditCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpoint.ProtoReflect.Descriptor instead.
 func (*AuditCheckpoint) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AuditCheckpoint) GetReplica() string {
@@ -177,7 +428,7 @@ type GetAuditHeadResponse struct {
 
 func (x *GetAuditHeadResponse) Reset() {
 	*x = GetAuditHeadResponse{}
-	mi := &file_sigil_v1_audit_proto_msgTypes[2]
+	mi := &file_sigil_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +440,7 @@ func (x *GetAuditHeadResponse) String() string {
 func (*GetAuditHeadResponse) ProtoMessage() {}
 
 func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_audit_proto_msgTypes[2]
+	mi := &file_sigil_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +453,7 @@ func (x *GetAuditHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditHeadResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditHeadResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_sigil_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetAuditHeadResponse) GetCheckpoints() []*AuditCheckpoint {
@@ -223,7 +474,32 @@ var File_sigil_v1_audit_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x14sigil/v1/audit.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x14sigil/v1/audit.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n" +
+	"\x10TailAuditRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xc6\x02\n" +
+	"\x0fAuditTailRecord\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1a\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\x12\x1c\n" +
+	"\toperation\x18\x06 \x01(\tR\toperation\x12\x15\n" +
+	"\x06key_id\x18\a \x01(\tR\x05keyId\x12\x18\n" +
+	"\aoutcome\x18\b \x01(\tR\aoutcome\x12\x12\n" +
+	"\x04code\x18\t \x01(\tR\x04code\x12\x1f\n" +
+	"\vapproval_id\x18\n" +
+	" \x01(\tR\n" +
+	"approvalId\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\v \x01(\bR\n" +
+	"checkpoint\"\xd0\x01\n" +
+	"\x11TailAuditResponse\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x123\n" +
+	"\arecords\x18\x02 \x03(\v2\x19.sigil.v1.AuditTailRecordR\arecords\x12\x19\n" +
+	"\bchain_ok\x18\x03 \x01(\bR\achainOk\x12!\n" +
+	"\fchain_detail\x18\x04 \x01(\tR\vchainDetail\x12.\n" +
+	"\x13last_checkpoint_seq\x18\x05 \x01(\x04R\x11lastCheckpointSeq\"\x15\n" +
 	"\x13GetAuditHeadRequest\"\xf5\x01\n" +
 	"\x0fAuditCheckpoint\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x12\x10\n" +
@@ -238,9 +514,10 @@ const file_sigil_v1_audit_proto_rawDesc = "" +
 	"\x05every\x18\b \x01(\rR\x05every\"y\n" +
 	"\x14GetAuditHeadResponse\x12;\n" +
 	"\vcheckpoints\x18\x01 \x03(\v2\x19.sigil.v1.AuditCheckpointR\vcheckpoints\x12$\n" +
-	"\x0epublic_key_pem\x18\x02 \x01(\tR\fpublicKeyPem2]\n" +
+	"\x0epublic_key_pem\x18\x02 \x01(\tR\fpublicKeyPem2\xa3\x01\n" +
 	"\fAuditService\x12M\n" +
-	"\fGetAuditHead\x12\x1d.sigil.v1.GetAuditHeadRequest\x1a\x1e.sigil.v1.GetAuditHeadResponseB\x8e\x01\n" +
+	"\fGetAuditHead\x12\x1d.sigil.v1.GetAuditHeadRequest\x1a\x1e.sigil.v1.GetAuditHeadResponse\x12D\n" +
+	"\tTailAudit\x12\x1a.sigil.v1.TailAuditRequest\x1a\x1b.sigil.v1.TailAuditResponseB\x8e\x01\n" +
 	"\fcom.sigil.v1B\n" +
 	"AuditProtoP\x01Z1github.com/sigil-hsm/sigil/proto/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
@@ -256,23 +533,30 @@ func file_sigil_v1_audit_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_audit_proto_rawDescData
 }
 
-var file_sigil_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_sigil_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_sigil_v1_audit_proto_goTypes = []any{
-	(*GetAuditHeadRequest)(nil),   // 0: sigil.v1.GetAuditHeadRequest
-	(*AuditCheckpoint)(nil),       // 1: sigil.v1.AuditCheckpoint
-	(*GetAuditHeadResponse)(nil),  // 2: sigil.v1.GetAuditHeadResponse
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*TailAuditRequest)(nil),      // 0: sigil.v1.TailAuditRequest
+	(*AuditTailRecord)(nil),       // 1: sigil.v1.AuditTailRecord
+	(*TailAuditResponse)(nil),     // 2: sigil.v1.TailAuditResponse
+	(*GetAuditHeadRequest)(nil),   // 3: sigil.v1.GetAuditHeadRequest
+	(*AuditCheckpoint)(nil),       // 4: sigil.v1.AuditCheckpoint
+	(*GetAuditHeadResponse)(nil),  // 5: sigil.v1.GetAuditHeadResponse
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_sigil_v1_audit_proto_depIdxs = []int32{
-	3, // 0: sigil.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
-	1, // 1: sigil.v1.GetAuditHeadResponse.checkpoints:type_name -> sigil.v1.AuditCheckpoint
-	0, // 2: sigil.v1.AuditService.GetAuditHead:input_type -> sigil.v1.GetAuditHeadRequest
-	2, // 3: sigil.v1.AuditService.GetAuditHead:output_type -> sigil.v1.GetAuditHeadResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6, // 0: sigil.v1.AuditTailRecord.time:type_name -> google.protobuf.Timestamp
+	1, // 1: sigil.v1.TailAuditResponse.records:type_name -> sigil.v1.AuditTailRecord
+	6, // 2: sigil.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
+	4, // 3: sigil.v1.GetAuditHeadResponse.checkpoints:type_name -> sigil.v1.AuditCheckpoint
+	3, // 4: sigil.v1.AuditService.GetAuditHead:input_type -> sigil.v1.GetAuditHeadRequest
+	0, // 5: sigil.v1.AuditService.TailAudit:input_type -> sigil.v1.TailAuditRequest
+	5, // 6: sigil.v1.AuditService.GetAuditHead:output_type -> sigil.v1.GetAuditHeadResponse
+	2, // 7: sigil.v1.AuditService.TailAudit:output_type -> sigil.v1.TailAuditResponse
+	6, // [6:8] is the sub-list for method output_type
+	4, // [4:6] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_audit_proto_init() }
@@ -286,7 +570,7 @@ func file_sigil_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_audit_proto_rawDesc), len(file_sigil_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AuditService_GetAuditHead_FullMethodName = "/sigil.v1.AuditService/GetAuditHead"
+	AuditService_TailAudit_FullMethodName    = "/sigil.v1.AuditService/TailAudit"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -33,6 +34,11 @@ type AuditServiceClient interface {
 	// GetAuditHead returns the latest checkpoint each replica anchored in
 	// the keyring store, and the audit public key.
 	GetAuditHead(ctx context.Context, in *GetAuditHeadRequest, opts ...grpc.CallOption) (*GetAuditHeadResponse, error)
+	// TailAudit returns the answering replica's latest audit records, each
+	// line's own hash and its link to the line before checked, and the
+	// last checkpoint among them. Decided as GetAuditHead, in the root
+	// namespace only (the records name every namespace's keys).
+	TailAudit(ctx context.Context, in *TailAuditRequest, opts ...grpc.CallOption) (*TailAuditResponse, error)
 }
 
 type auditServiceClient struct {
@@ -53,6 +59,16 @@ func (c *auditServiceClient) GetAuditHead(ctx context.Context, in *GetAuditHeadR
 	return out, nil
 }
 
+func (c *auditServiceClient) TailAudit(ctx context.Context, in *TailAuditRequest, opts ...grpc.CallOption) (*TailAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TailAuditResponse)
+	err := c.cc.Invoke(ctx, AuditService_TailAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -64,6 +80,11 @@ type AuditServiceServer interface {
 	// GetAuditHead returns the latest checkpoint each replica anchored in
 	// the keyring store, and the audit public key.
 	GetAuditHead(context.Context, *GetAuditHeadRequest) (*GetAuditHeadResponse, error)
+	// TailAudit returns the answering replica's latest audit records, each
+	// line's own hash and its link to the line before checked, and the
+	// last checkpoint among them. Decided as GetAuditHead, in the root
+	// namespace only (the records name every namespace's keys).
+	TailAudit(context.Context, *TailAuditRequest) (*TailAuditResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -76,6 +97,9 @@ type UnimplementedAuditServiceServer struct{}
 
 func (UnimplementedAuditServiceServer) GetAuditHead(context.Context, *GetAuditHeadRequest) (*GetAuditHeadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAuditHead not implemented")
+}
+func (UnimplementedAuditServiceServer) TailAudit(context.Context, *TailAuditRequest) (*TailAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TailAudit not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -116,6 +140,24 @@ func _AuditService_GetAuditHead_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_TailAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TailAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).TailAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_TailAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).TailAudit(ctx, req.(*TailAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +168,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAuditHead",
 			Handler:    _AuditService_GetAuditHead_Handler,
+		},
+		{
+			MethodName: "TailAudit",
+			Handler:    _AuditService_TailAudit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
