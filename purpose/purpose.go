@@ -62,6 +62,13 @@ type Purpose interface {
 // request's key_id (or id) field; a request that names none is refused.
 type Keyless interface{ KeylessMethods() []string }
 
+// Batches is the ability of a purpose to serve batch methods, whose
+// items are each a call of another method (see Batch). The server admits
+// a batch on its namespace but spends no quota on it and holds it under
+// no approval rule: each item is decided, charged and held as a call of
+// its own. A batch method names no key.
+type Batches interface{ BatchMethods() []string }
+
 // Invoker runs a request through the server's whole path in process:
 // identity, authorization, request checks, the audit record and the
 // handler. A purpose that speaks a second protocol (Ethereum JSON-RPC)

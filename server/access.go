@@ -74,18 +74,19 @@ var baseOperations = map[string]authz.Op{
 }
 
 // routes is how the server admits each method: its operation, the
-// purpose serving it (none for the server's own), and whether it may name
-// no key.
+// purpose serving it (none for the server's own), whether it may name no
+// key, and whether it is a batch of calls of another.
 type routes struct {
 	ops      map[string]authz.Op
 	servedBy map[string]purpose.Purpose
 	keyless  map[string]bool
+	batches  map[string]bool
 }
 
 // routing builds the routes of the server's own methods and each
 // purpose's. A method claimed twice is a programming error found at start.
 func routing(purposes []purpose.Purpose) routes {
-	r := routes{ops: maps.Clone(baseOperations), servedBy: map[string]purpose.Purpose{}, keyless: map[string]bool{}}
+	r := routes{ops: maps.Clone(baseOperations), servedBy: map[string]purpose.Purpose{}, keyless: map[string]bool{}, batches: map[string]bool{}}
 	for method := range baseOperations {
 		r.keyless[method] = true // the server's own check their IDs themselves
 	}
@@ -101,8 +102,23 @@ func routing(purposes []purpose.Purpose) routes {
 				r.keyless[method] = r.servedBy[method] == p
 			}
 		}
+		if b, ok := p.(purpose.Batches); ok {
+			for _, method := range b.BatchMethods() {
+				r.batches[method] = r.servedBy[method] == p
+				r.keyless[method] = r.batches[method]
+			}
+		}
 	}
 	return r
+}
+
+// charge is how many requests of its quota a call of method spends: one,
+// or none for a batch, whose items each spend theirs.
+func (r routes) charge(method string) int {
+	if r.batches[method] {
+		return 0
+	}
+	return 1
 }
 
 // openServices need only a verified certificate, no operation: health
@@ -149,19 +165,13 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	}
 	start := time.Now()
 	op, named := s.routes.ops[info.FullMethod]
-	rec := &audit.Record{Time: start.UTC(), RequestID: requestIDOf(ctx), Operation: string(op), Peer: peerAddr(ctx)}
-	if !named {
-		rec.Operation = info.FullMethod
-	} else {
-		rec.Method = info.FullMethod
-	}
-	if p := s.payloadOf(info.FullMethod, req); p != nil && s.opts.Audit != nil {
-		sum := sha256.Sum256(p)
-		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
-	}
+	rec := s.newRecord(ctx, start, info.FullMethod, req)
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", rec.RequestID))
 	var resp any
-	outcome, err := step(ctx, "sigil.authorize", func(ctx context.Context) (string, error) { return s.admit(ctx, rec, req, info.FullMethod, op, named) })
+	outcome, err := step(ctx, "sigil.authorize", func(ctx context.Context) (string, error) {
+		outcome, _, err := s.admit(ctx, rec, req, info.FullMethod, op, named, s.routes.charge(info.FullMethod))
+		return outcome, err
+	})
 	rec.Outcome = outcome
 	ctx = namespace.NewContext(ctx, rec.Namespace)
 	if err == nil {
@@ -185,6 +195,29 @@ func (s *Server) access(ctx context.Context, req any, info *grpc.UnaryServerInfo
 		namespace.Unscope(m, rec.Namespace)
 	}
 	return resp, unscopeError(err, rec.Namespace)
+}
+
+// newRecord begins the audit record of a call of method with req at
+// start: who called from where, the operation (the method's name if it
+// has none), and the hash of what it asks to sign.
+func (s *Server) newRecord(ctx context.Context, start time.Time, method string, req any) *audit.Record {
+	op, named := s.routes.ops[method]
+	rec := &audit.Record{Time: start.UTC(), RequestID: requestIDOf(ctx), Operation: string(op), Peer: peerAddr(ctx)}
+	if !named {
+		rec.Operation = method
+	} else {
+		rec.Method = method
+	}
+	s.notePayload(rec, method, req)
+	return rec
+}
+
+// notePayload records the hash of what req asks to sign, if anything.
+func (s *Server) notePayload(rec *audit.Record, method string, req any) {
+	if p := s.payloadOf(method, req); p != nil && s.opts.Audit != nil {
+		sum := sha256.Sum256(p)
+		rec.PayloadSHA256 = hex.EncodeToString(sum[:])
+	}
 }
 
 // committed lets the purpose serving method act on a request whose audit
@@ -214,7 +247,12 @@ var errDenied = errs.New(errs.PermissionDenied, "permission denied")
 // identities the operation on the key. It returns the outcome to record
 // and, unless "allowed", the error to answer. The record names the
 // identity the rule allowed, or when none did, all of them.
-func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method string, op authz.Op, named bool) (string, error) {
+//
+// It decides n requests alike at once (a batch's items on one key, req
+// the first) and charges the quota for each: granted is how many of
+// them it let through, the first ones; the error, when some are but not
+// all, is the others' answer.
+func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method string, op authz.Op, named bool, n int) (outcome string, granted int, err error) {
 	var decodeErr error
 	if failed := decodeFailed(ctx); failed != nil {
 		decodeErr = failed.Err()
@@ -227,14 +265,14 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 		}
 	}()
 	if err := s.authenticate(ctx); err != nil {
-		return "denied", err
+		return "denied", 0, err
 	}
 	if !named {
-		return "denied", errDenied
+		return "denied", 0, errDenied
 	}
 	ns, err := requestNamespace(ctx)
 	if err != nil {
-		return "failed", err
+		return "failed", 0, err
 	}
 	rec.Namespace = recorded(ns)
 	if err := checkRequest(req, decodeErr); err != nil {
@@ -243,39 +281,43 @@ func (s *Server) admit(ctx context.Context, rec *audit.Record, req any, method s
 		if id := keyIDOf(req); id != "" && keyring.ValidateID(id) != nil {
 			rec.InvalidKeyID = audit.DigestOf(id)
 		}
-		return "failed", err
+		return "failed", 0, err
 	}
 	target, err := s.scope(req, method, rec)
 	if err != nil {
-		return "failed", err
+		return "failed", 0, err
 	}
 	if _, names := keyIDField(req); !names && !s.routes.keyless[method] {
-		return "failed", errs.New(errs.InvalidArgument, "the request names no key")
+		return "failed", 0, errs.New(errs.InvalidArgument, "the request names no key")
 	}
+	granted, rest := n, error(nil)
 	if s.opts.Authz != nil {
-		d := s.decide(ids, op, target, method)
+		d := s.decide(ids, op, target, method, n)
 		switch {
-		case d.RetryAfter > 0:
+		case !d.OK && d.RetryAfter > 0:
 			rec.Identity = d.Who.String()
 			s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
-			return "throttled", throttled(d.RetryAfter)
+			return "throttled", 0, throttled(d.RetryAfter)
 		case !d.OK:
-			return "denied", errDenied
+			return "denied", 0, errDenied
+		case d.RetryAfter > 0:
+			s.metrics.throttled.WithLabelValues(d.Rule, string(op)).Inc()
+			granted, rest = d.Granted, throttled(d.RetryAfter)
 		}
 		rec.Identity = d.Who.String()
 	}
 	// Only a caller the namespace's rules let in learns whether it exists.
 	if err := s.inNamespace(ctx, method, ns); err != nil {
-		return "failed", err
+		return "failed", 0, err
 	}
-	return "allowed", nil
+	return "allowed", granted, rest
 }
 
 // decide applies the policy to a request: a method that authorizes in
 // its handler (selfAuthorized) needs only a rule naming the caller in the
 // namespace it is called in, and spends that rule's quota; any other
 // needs a rule allowing op on keyID (qualified).
-func (s *Server) decide(ids []identity.ID, op authz.Op, keyID, method string) authz.Decision {
+func (s *Server) decide(ids []identity.ID, op authz.Op, keyID, method string, n int) authz.Decision {
 	if selfAuthorized[method] {
 		ns := namespace.Of(keyID)
 		if method == sigilv1.NamespaceService_ListNamespaces_FullMethodName {
@@ -283,7 +325,7 @@ func (s *Server) decide(ids []identity.ID, op authz.Op, keyID, method string) au
 		}
 		return s.opts.Authz.DecideAny(ids, op, ns, s.opts.Now())
 	}
-	return s.opts.Authz.Decide(ids, op, keyID, s.opts.Now())
+	return s.opts.Authz.DecideN(ids, op, keyID, s.opts.Now(), n)
 }
 
 // throttled is the answer to a request past its identity's quota:
@@ -317,25 +359,38 @@ func checkRequest(req any, decodeErr error) error {
 
 // record completes the audit record of a decision and writes it.
 func (s *Server) record(rec *audit.Record, err error, start time.Time) error {
-	rec.Code = status.Code(toStatus(err)).String()
-	rec.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
-	if rec.Outcome == "denied" {
-		op := rec.Operation
-		if strings.HasPrefix(op, "/") {
-			op = "unnamed" // a method with no operation: its name, the client's choice, is no label
-		}
-		s.metrics.denials.WithLabelValues(op).Inc()
-	}
-	if s.opts.Audit != nil {
-		start := time.Now()
-		aerr := s.opts.Audit.Write(rec)
-		s.metrics.auditTime.Observe(time.Since(start).Seconds())
-		if aerr != nil {
-			s.log.Error("audit write failed; response withheld", "request_id", rec.RequestID, "err", aerr)
-			return errs.New(errs.Unavailable, "audit log unavailable")
-		}
+	if aerr := s.recordAll([]*audit.Record{rec}, []error{err}, start); aerr != nil {
+		return aerr
 	}
 	return err
+}
+
+// recordAll completes the records of decisions taken together (failed[i]
+// is recs[i]'s answer) and writes them in one group. An error means they
+// may not all be written: every answer they record is withheld.
+func (s *Server) recordAll(recs []*audit.Record, failed []error, start time.Time) error {
+	for i, rec := range recs {
+		rec.Code = status.Code(toStatus(failed[i])).String()
+		rec.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+		if rec.Outcome == "denied" {
+			op := rec.Operation
+			if strings.HasPrefix(op, "/") {
+				op = "unnamed" // a method with no operation: its name, the client's choice, is no label
+			}
+			s.metrics.denials.WithLabelValues(op).Inc()
+		}
+	}
+	if s.opts.Audit == nil {
+		return nil
+	}
+	begun := time.Now()
+	aerr := s.opts.Audit.WriteAll(recs)
+	s.metrics.auditTime.Observe(time.Since(begun).Seconds())
+	if aerr != nil {
+		s.log.Error("audit write failed; response withheld", "request_id", recs[0].RequestID, "records", len(recs), "err", aerr)
+		return errs.New(errs.Unavailable, "audit log unavailable")
+	}
+	return nil
 }
 
 // streamAccess refuses every streaming method but the open services'

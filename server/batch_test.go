@@ -6,11 +6,14 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
@@ -180,4 +183,175 @@ rules:
 			t.Errorf("a batch of %d items: %v", len(bad.GetItems()), err)
 		}
 	}
+}
+
+// The quota is charged per item, decided once for a key's items: four
+// batches of 20 racing on a burst of 30 sign exactly 30 items in all, the
+// other 50 are ResourceExhausted alone, every item is audited, and a
+// single Sign afterwards finds the quota spent.
+func TestSignBatchChargesTheQuotaPerItem(t *testing.T) {
+	e := servertest.NewMTLS(t, `
+rules:
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    allow: [keys.admin, keys.read]
+  - identity: spiffe://example.org/batcher
+    keys: ["mine-*"]
+    allow: [sign.raw]
+    rate: 1/h
+    burst: 30
+`)
+	ctx := context.Background()
+	ops := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops"))
+	if _, err := ops.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine-1", Algorithm: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	client := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher"))
+	before := auditLines(t, e.AuditLog)
+	d := sha256.Sum256([]byte("charged"))
+	var items []*sigilv1.SignRequest
+	for range 20 {
+		items = append(items, &sigilv1.SignRequest{KeyId: "mine-1", Input: &sigilv1.SignRequest_Digest{Digest: d[:]}})
+	}
+	type tally struct{ signed, throttled int }
+	out := make(chan tally, 4)
+	for range 4 {
+		go func() {
+			var n tally
+			resp, err := client.SignBatch(ctx, &sigilv1.SignBatchRequest{Items: items})
+			if err != nil {
+				t.Error(err)
+			}
+			for _, r := range resp.GetResults() {
+				switch {
+				case r.GetResponse() != nil:
+					n.signed++
+				case r.GetError().GetCode() == "ResourceExhausted":
+					n.throttled++
+				default:
+					t.Errorf("item: %v", r)
+				}
+			}
+			out <- n
+		}()
+	}
+	var all tally
+	for range 4 {
+		n := <-out
+		all.signed, all.throttled = all.signed+n.signed, all.throttled+n.throttled
+	}
+	if all.signed != 30 || all.throttled != 50 {
+		t.Errorf("%d items signed and %d throttled, want 30 and 50", all.signed, all.throttled)
+	}
+	if n := auditLines(t, e.AuditLog) - before; n != 84 {
+		t.Errorf("%d audit records, want 84 (each batch's and each item's)", n)
+	}
+	if _, err := client.Sign(ctx, items[0]); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("Sign after the batches spent the quota: %v", err)
+	}
+}
+
+// Items on a key an approval rule holds are each held as a Sign of their
+// own would be (an approval request each); the batch's other items sign.
+func TestSignBatchHoldsItemsAnApprovalRuleCovers(t *testing.T) {
+	e := servertest.NewMTLS(t, batchPolicy+`
+  - identity: spiffe://example.org/officer
+    keys: ["*"]
+    allow: [approvals.approve, keys.read]
+approvals:
+  - operation: sign.raw
+    keys: ["mine-held"]
+    approvers: [spiffe://example.org/officer]
+    quorum: 1
+`)
+	ctx := context.Background()
+	ops := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops"))
+	for _, id := range []string{"mine-held", "mine-free"} {
+		if _, err := ops.CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: id, Algorithm: "ES256"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := sha256.Sum256([]byte("held"))
+	var items []*sigilv1.SignRequest
+	for i := range 10 {
+		id := "mine-free"
+		if i%2 == 0 {
+			id = "mine-held"
+		}
+		items = append(items, &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: d[:]}})
+	}
+	resp, err := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher")).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.GetResults() {
+		held := r.GetError().GetCode() == "FailedPrecondition" && strings.Contains(r.GetError().GetMessage(), "approval required")
+		if i%2 == 0 != held || i%2 == 1 && len(r.GetResponse().GetSignature()) == 0 {
+			t.Errorf("item %d (%s): %v", i, items[i].GetKeyId(), r)
+		}
+	}
+	list, err := sigilv1.NewApprovalServiceClient(e.Client(t, "spiffe://example.org/officer")).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{})
+	if err != nil || len(list.GetApprovals()) != 5 {
+		t.Fatalf("approval requests: %d, %v; want one per held item, 5", len(list.GetApprovals()), err)
+	}
+}
+
+// The audit log fails while a batch of 1000 is being signed (its file
+// replaced by a directory): no signature leaves whose record is not in
+// the log. Records written before the failure are read through a hard
+// link to the file.
+func TestSignBatchAnswersNothingOffTheRecord(t *testing.T) {
+	e := servertest.NewMTLS(t, batchPolicy)
+	ctx := context.Background()
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine-1", Algorithm: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	kept := filepath.Join(t.TempDir(), "kept.jsonl")
+	if err := os.Link(e.AuditLog, kept); err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("off the record"))
+	var items []*sigilv1.SignRequest
+	for range 1000 {
+		items = append(items, &sigilv1.SignRequest{KeyId: "mine-1", Input: &sigilv1.SignRequest_Digest{Digest: d[:]}})
+	}
+	client := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher"))
+	done := make(chan *sigilv1.SignBatchResponse)
+	go func() {
+		resp, err := client.SignBatch(metadata.AppendToOutgoingContext(ctx, "x-request-id", "batch-off-the-record"), &sigilv1.SignBatchRequest{Items: items})
+		if err != nil && status.Code(err) != codes.Unavailable {
+			t.Errorf("SignBatch with the audit log failing: %v", err)
+		}
+		done <- resp
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := os.Remove(e.AuditLog); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(e.AuditLog, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	resp := <-done
+	signed := 0
+	for _, r := range resp.GetResults() {
+		if len(r.GetResponse().GetSignature()) > 0 {
+			signed++
+		} else if c := r.GetError().GetCode(); c != "Unavailable" {
+			t.Errorf("an item failed %s, not Unavailable", c)
+		}
+	}
+	b, err := os.ReadFile(kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(line, `"request_id":"batch-off-the-record"`) && strings.Contains(line, `"operation":"sign.raw"`) && strings.Contains(line, `"outcome":"allowed"`) {
+			recorded++
+		}
+	}
+	if signed > 0 && signed > recorded-1 { // the batch's own record is one of them
+		t.Errorf("%d signatures answered, %d item records written", signed, recorded-1)
+	}
+	t.Logf("%d of 1000 items answered with a signature; %d allowed records written", signed, recorded)
 }

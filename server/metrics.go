@@ -241,9 +241,15 @@ func (m *metrics) observeSign(sg keyring.Signing, err error, took time.Duration)
 func (m *metrics) interceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	resp, err := h(ctx, req)
-	m.requests.WithLabelValues(info.FullMethod, status.Code(err).String()).Inc()
-	observe(ctx, m.reqTime.WithLabelValues(info.FullMethod), time.Since(start).Seconds())
+	m.served(ctx, info.FullMethod, err, start)
 	return resp, err
+}
+
+// served counts a call of method begun at start and answered err (a
+// status), and its latency.
+func (m *metrics) served(ctx context.Context, method string, err error, start time.Time) {
+	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+	observe(ctx, m.reqTime.WithLabelValues(method), time.Since(start).Seconds())
 }
 
 // observe records a latency, with the trace of a sampled request as its

@@ -132,6 +132,8 @@ type Server struct {
 	runner    string
 	// namespaces are the namespaces calls are made in.
 	namespaces *namespace.Registry
+	// batchSlots bound the items of all batches running at once.
+	batchSlots chan struct{}
 }
 
 // New builds the gRPC server and its services.
@@ -175,6 +177,7 @@ func New(o Options) *Server {
 		s.metrics.registerAudit(o.Audit)
 	}
 	s.metrics.reg.MustRegister(o.Collectors...)
+	s.batchSlots = make(chan struct{}, batchWorkers)
 	s.interceptors = []grpc.UnaryServerInterceptor{traced, s.metrics.interceptor, errorInterceptor(s.log), s.access, defaultDeadline}
 	creds := insecure.NewCredentials()
 	if o.TLS != nil {

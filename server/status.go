@@ -69,24 +69,31 @@ func toStatus(err error) error {
 // errorInterceptor maps errors to statuses, turns a panic into Internal
 // instead of a crash, and logs what failed without payloads.
 func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				log.Error("panic in handler", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				resp, err = nil, status.Error(codes.Internal, "internal error")
-			}
-		}()
-		resp, err = h(ctx, req)
-		if err != nil {
-			st := toStatus(err)
-			level := slog.LevelInfo
-			if status.Code(st) == codes.Internal || errors.Is(err, signer.ErrKeyMissing) {
-				level = slog.LevelError // a bug, or a key object gone from its backend: alarms
-			}
-			log.Log(ctx, level, "request failed", "method", info.FullMethod, "request_id", requestIDOf(ctx), "trace_id", tracing.TraceID(ctx),
-				"identities", identity.Brief(identities(ctx)), "code", status.Code(st).String(), "err", err)
-			return nil, st
-		}
-		return resp, nil
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return answered(ctx, log, info.FullMethod, func() (any, error) { return h(ctx, req) })
 	}
+}
+
+// answered runs h as a call of method: a panic is answered Internal
+// instead of crashing the server, and an error as the status it maps to,
+// logged without payloads.
+func answered(ctx context.Context, log *slog.Logger, method string, h func() (any, error)) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("panic in handler", "method", method, "panic", p, "stack", string(debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	resp, err = h()
+	if err != nil {
+		st := toStatus(err)
+		level := slog.LevelInfo
+		if status.Code(st) == codes.Internal || errors.Is(err, signer.ErrKeyMissing) {
+			level = slog.LevelError // a bug, or a key object gone from its backend: alarms
+		}
+		log.Log(ctx, level, "request failed", "method", method, "request_id", requestIDOf(ctx), "trace_id", tracing.TraceID(ctx),
+			"identities", identity.Brief(identities(ctx)), "code", status.Code(st).String(), "err", err)
+		return nil, st
+	}
+	return resp, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/asn1"
 	"math/big"
 	"testing"
 
@@ -69,5 +70,41 @@ func TestLowS(t *testing.T) {
 	}
 	if got := LowS(high); string(got) != string(sig[:64]) {
 		t.Fatal("LowS did not restore the low-S form")
+	}
+}
+
+// RawToDER, written out by hand, agrees with encoding/asn1 on every size
+// of half (P-256's 32 bytes, P-384's 48, P-521's 66, whose SEQUENCE needs
+// the long length form) and on halves with leading zeros, a top bit set,
+// or nothing but zeros.
+func TestRawToDERAgreesWithEncodingASN1(t *testing.T) {
+	for _, size := range []int{32, 48, 66} {
+		for i := range 300 {
+			raw := make([]byte, 2*size)
+			rand.Read(raw)
+			switch i % 5 {
+			case 1:
+				clear(raw[:size/2]) // leading zeros in r
+			case 2:
+				raw[size] |= 0x80 // s's top bit set
+			case 3:
+				clear(raw[size:]) // s is zero
+			case 4:
+				raw[0], raw[1] = 0, 0x80 // after a zero byte, a top bit
+			}
+			want, err := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:size]), new(big.Int).SetBytes(raw[size:])})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := RawToDER(raw)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("size %d, %x: got %x, want %x (%v)", size, raw, got, want, err)
+			}
+		}
+	}
+	for _, bad := range [][]byte{nil, {1}, make([]byte, 134)} {
+		if _, err := RawToDER(bad); err == nil {
+			t.Errorf("RawToDER took %d bytes", len(bad))
+		}
 	}
 }

@@ -445,18 +445,31 @@ func (l *Log) own(op, outcome string, e entry) entry {
 // Write records rec and returns once it is written to the file (and so
 // survives a crash of the process; the syncer makes it durable). While
 // the log cannot be written it fails at once with Unavailable.
-func (l *Log) Write(rec *Record) error {
-	r := *rec
-	bound(&r)
-	p := pending{e: entry{Record: &r}, err: make(chan error, 1)}
+func (l *Log) Write(rec *Record) error { return l.WriteAll([]*Record{rec}) }
+
+// WriteAll records recs, in order, and returns once all are written:
+// one wait for a batch's items, which the writer takes in as few writes
+// as the queue allows. An error means some may not be.
+func (l *Log) WriteAll(recs []*Record) error {
+	done := make(chan error, len(recs))
 	l.closeMu.RLock()
 	if l.closed {
 		l.closeMu.RUnlock()
 		return errs.New(errs.Unavailable, "audit log closed")
 	}
-	l.queue <- p
+	for _, rec := range recs {
+		r := *rec
+		bound(&r)
+		l.queue <- pending{e: entry{Record: &r}, err: done}
+	}
 	l.closeMu.RUnlock()
-	return <-p.err
+	var first error
+	for range recs {
+		if err := <-done; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // run writes queued records in batches, one write() per batch, heals

@@ -270,16 +270,29 @@ type Decision struct {
 	// Who is spent and when to try again.
 	Rule       string
 	RetryAfter time.Duration
+	// Granted is how many of the requests decided together the quota
+	// let through (see DecideN): all of them when RetryAfter is zero.
+	Granted int
 }
 
 // Decide authorizes a request and spends one of its quota.
 func (p *Policy) Decide(ids []identity.ID, op Op, keyID string, now time.Time) Decision {
+	return p.DecideN(ids, op, keyID, now, 1)
+}
+
+// DecideN authorizes n requests alike (a batch's items on one key) in
+// one decision and spends one of the quota for each that it lets
+// through: as many as the quota holds, the first Granted of them. OK
+// says some were (or, for none, that a rule allows the call: a batch
+// whose items are decided by themselves); RetryAfter, when not zero,
+// when the others may try.
+func (p *Policy) DecideN(ids []identity.ID, op Op, keyID string, now time.Time, n int) Decision {
 	who, r := p.allowing(ids, op, keyID)
 	if r == nil {
 		return Decision{}
 	}
-	wait, ok := p.quotas.take(r, who, op, now)
-	return Decision{Who: who, OK: ok, Rule: r.Identity, RetryAfter: wait}
+	granted, wait := p.quotas.take(r, who, op, now, n)
+	return Decision{Who: who, OK: granted > 0 || n == 0, Rule: r.Identity, RetryAfter: wait, Granted: granted}
 }
 
 // DecideAny authorizes a call that each handler authorizes for itself
@@ -296,8 +309,8 @@ func (p *Policy) DecideAny(ids []identity.ID, op Op, ns string, now time.Time) D
 			}
 			for _, id := range ids {
 				if r.who.Match(id) {
-					wait, ok := p.quotas.take(r, id, op, now)
-					return Decision{Who: id, OK: ok, Rule: r.Identity, RetryAfter: wait}
+					granted, wait := p.quotas.take(r, id, op, now, 1)
+					return Decision{Who: id, OK: granted > 0, Rule: r.Identity, RetryAfter: wait, Granted: granted}
 				}
 			}
 		}
@@ -453,6 +466,11 @@ func (a *Authorizer) Reload() error {
 // Decide applies the policy in force, quotas included.
 func (a *Authorizer) Decide(ids []identity.ID, op Op, keyID string, now time.Time) Decision {
 	return a.cur.Load().Decide(ids, op, keyID, now)
+}
+
+// DecideN applies the policy in force, quotas included.
+func (a *Authorizer) DecideN(ids []identity.ID, op Op, keyID string, now time.Time, n int) Decision {
+	return a.cur.Load().DecideN(ids, op, keyID, now, n)
 }
 
 // DecideAny applies the policy in force.

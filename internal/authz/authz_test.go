@@ -2,6 +2,8 @@ package authz
 
 import (
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,5 +156,45 @@ func TestQuotasAreKeptPerRule(t *testing.T) {
 	}
 	if hot != 1 {
 		t.Errorf("a 1/h rule let %d of 10 through after another rule was used", hot)
+	}
+}
+
+// DecideN lets through as many of n requests as the quota holds, the
+// first ones, spending one each, and says when the others may try; n = 0
+// (a batch whose items are decided by themselves) spends none; concurrent
+// takers never share a token.
+func TestDecideNChargesEachRequest(t *testing.T) {
+	p, err := Parse([]byte("rules:\n  - identity: dns:a.example\n    keys: [\"*\"]\n    allow: [keys.read]\n    rate: 1/h\n    burst: 50\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := []identity.ID{{Kind: identity.DNS, Name: "a.example"}}
+	now := time.Unix(1_800_000_000, 0)
+	if d := p.DecideN(who, KeysRead, "k", now, 0); !d.OK || d.Granted != 0 || d.RetryAfter != 0 {
+		t.Errorf("none: %+v", d)
+	}
+	if d := p.DecideN(who, KeysRead, "k", now, 8); !d.OK || d.Granted != 8 || d.RetryAfter != 0 {
+		t.Errorf("8 of 50: %+v", d)
+	}
+	var wg sync.WaitGroup
+	var granted atomic.Int64
+	for range 10 {
+		wg.Go(func() { granted.Add(int64(p.DecideN(who, KeysRead, "k", now, 7).Granted)) })
+	}
+	wg.Wait()
+	if granted.Load() != 42 {
+		t.Errorf("ten takers of 7 from 42 left got %d", granted.Load())
+	}
+	if d := p.DecideN(who, KeysRead, "k", now, 3); d.OK || d.Granted != 0 || d.RetryAfter < 59*time.Minute {
+		t.Errorf("3 of none left: %+v", d)
+	}
+	if d := p.DecideN(who, KeysRead, "k", now.Add(time.Hour), 3); !d.OK || d.Granted != 1 || d.RetryAfter < 59*time.Minute {
+		t.Errorf("3 of one left an hour on: %+v", d)
+	}
+	if d := p.DecideN(who, KeysRead, "other", now, 0); !d.OK {
+		t.Errorf("none, the quota spent: %+v (a rule allows it)", d)
+	}
+	if d := p.DecideN([]identity.ID{{Kind: identity.DNS, Name: "b.example"}}, KeysRead, "k", now, 0); d.OK {
+		t.Errorf("none, for an identity no rule names: %+v", d)
 	}
 }

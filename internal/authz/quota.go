@@ -39,14 +39,38 @@ type quotas struct {
 	lims  map[string]*rate.Limiter
 }
 
-// take spends one request of who's allowance for op under rule r, and
-// says how long to wait when there is none left.
-func (q *quotas) take(r *Rule, who identity.ID, op Op, now time.Time) (time.Duration, bool) {
+// take spends up to n requests of who's allowance for op under rule r:
+// as many as it holds, each reservation one atomic step of the limiter,
+// so concurrent takers never share a token. It says how many it spent
+// and, for the rest, how long until the allowance holds one more.
+func (q *quotas) take(r *Rule, who identity.ID, op Op, now time.Time, n int) (granted int, wait time.Duration) {
 	if r.limit == 0 {
-		return 0, true
+		return n, 0
 	}
+	lim := q.limiter(r, who, op)
+	for k := min(n, int(lim.TokensAt(now))); k > 0; k = min(k-1, int(lim.TokensAt(now))) {
+		res := lim.ReserveN(now, k)
+		if res.OK() && res.DelayFrom(now) == 0 {
+			granted = k
+			break
+		}
+		res.CancelAt(now) // another taker came between: fewer are left
+	}
+	if granted == n {
+		return n, 0
+	}
+	res := lim.ReserveN(now, 1)
+	wait = res.DelayFrom(now)
+	res.CancelAt(now)
+	return granted, max(wait, time.Nanosecond)
+}
+
+// limiter is who's allowance for op under rule r, made full when first
+// asked for.
+func (q *quotas) limiter(r *Rule, who identity.ID, op Op) *rate.Limiter {
 	key := fmt.Sprintf("%p\x00%s\x00%s", r, who, op) // by rule: two rules may share an identity pattern
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	lim, ok := q.lims[key]
 	if !ok {
 		burst := float64(r.Burst) // this replica's share of it, as of the rate
@@ -57,11 +81,5 @@ func (q *quotas) take(r *Rule, who identity.ID, op Op, now time.Time) (time.Dura
 		lim = rate.NewLimiter(r.limit*rate.Limit(q.share), int(burst))
 		q.lims[key] = lim
 	}
-	q.mu.Unlock()
-	res := lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		return d, false
-	}
-	return 0, true
+	return lim
 }

@@ -203,11 +203,15 @@ func (Purpose) Operations() map[string]authz.Op {
 	}
 }
 
-// KeylessMethods are the JWK Set methods, which name sets, not keys, and
-// SignJWTBatch, whose items name their keys, each decided as a SignJWT.
+// KeylessMethods are the JWK Set methods, which name sets, not keys.
 func (Purpose) KeylessMethods() []string {
 	return []string{sigilv1.JWTService_CreateJWKSet_FullMethodName, sigilv1.JWTService_UpdateJWKSet_FullMethodName,
-		sigilv1.JWTService_DeleteJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName, sigilv1.JWTService_SignJWTBatch_FullMethodName}
+		sigilv1.JWTService_DeleteJWKSet_FullMethodName, sigilv1.JWTService_ListJWKSets_FullMethodName}
+}
+
+// BatchMethods: SignJWTBatch, whose items are each a SignJWT of their own.
+func (Purpose) BatchMethods() []string {
+	return []string{sigilv1.JWTService_SignJWTBatch_FullMethodName}
 }
 
 // Empty implements purpose.NamespaceHolder: a namespace holding a JWK Set

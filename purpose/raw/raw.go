@@ -45,11 +45,10 @@ func (Purpose) Operations() map[string]authz.Op {
 	}
 }
 
-var _ purpose.Keyless = Purpose{}
+var _ purpose.Batches = Purpose{}
 
-// KeylessMethods: SignBatch names its keys in its items, each decided as
-// a Sign of its own.
-func (Purpose) KeylessMethods() []string {
+// BatchMethods: SignBatch, whose items are each a Sign of their own.
+func (Purpose) BatchMethods() []string {
 	return []string{sigilv1.SigningService_SignBatch_FullMethodName}
 }
 
