@@ -53,7 +53,6 @@ import (
 	"github.com/sigil-hsm/sigil/internal/namespace"
 	"github.com/sigil-hsm/sigil/internal/secret"
 	"github.com/sigil-hsm/sigil/internal/softhsm"
-	"github.com/sigil-hsm/sigil/internal/testutil/etcdtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/gethtest"
 	"github.com/sigil-hsm/sigil/internal/testutil/jaegertest"
 	"github.com/sigil-hsm/sigil/internal/testutil/kmstest"
@@ -61,7 +60,6 @@ import (
 	"github.com/sigil-hsm/sigil/jwks"
 	"github.com/sigil-hsm/sigil/keyring"
 	"github.com/sigil-hsm/sigil/keyring/boltstore"
-	"github.com/sigil-hsm/sigil/keyring/etcdstore"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
 	"github.com/sigil-hsm/sigil/purpose/eth"
 	"github.com/sigil-hsm/sigil/purpose/jwt"
@@ -76,7 +74,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
-	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,secured,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit,console); the report then holds only them")
+	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,ethetcd,secured,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit,console); the report then holds only them")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
 	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
@@ -263,6 +261,11 @@ func run(out string, dur time.Duration) error {
 			return err
 		}
 	}
+	if measured("ethetcd") {
+		if rep.ethEtcd, err = b.ethEtcdTable(dir); err != nil {
+			return err
+		}
+	}
 	if measured("replicas") {
 		if rep.replicas, err = b.replicaTable(dir); err != nil {
 			return err
@@ -345,63 +348,6 @@ func (b *bench) kmsTable(endpoint string) ([]row, error) {
 		_, err := client.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-kms", Input: &sigilv1.SignRequest_Digest{Digest: d}})
 		return err
 	}, []int{1, 16})
-}
-
-// replicaTable: ES256 Sign spread over three replicas that share their
-// keyring in etcd (each its own etcd client, keyring and gRPC server over
-// the one token), against the same load on one of them. On two cores
-// this shows what replication costs, not how it scales.
-func (b *bench) replicaTable(dir string) ([]row, error) {
-	cluster, err := etcdtest.Run(filepath.Join(dir, "etcd"), 1)
-	if err != nil {
-		return nil, err
-	}
-	defer cluster.Stop()
-	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
-	var conns []*grpc.ClientConn
-	var krs []*keyring.Keyring
-	for range 3 {
-		s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: cluster.Endpoints})
-		if err != nil {
-			return nil, err
-		}
-		defer s.Close()
-		kr, err := keyring.New(ctx, keyring.Options{Store: s, Backends: b.backends, DefaultBackend: "bench", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			return nil, err
-		}
-		go kr.Follow(ctx, s)
-		conn, _, stop, err := b.startServer(kr, server.Options{}, insecure.NewCredentials(), nil)
-		if err != nil {
-			return nil, err
-		}
-		defer stop()
-		conns, krs = append(conns, conn), append(krs, kr)
-	}
-	if _, err := krs[0].Create(ctx, keyring.CreateSpec{ID: "bench-replicated", Purpose: raw.Name, Algorithm: signer.ES256}); err != nil {
-		return nil, err
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		_, e1 := krs[1].Get(ctx, "bench-replicated")
-		_, e2 := krs[2].Get(ctx, "bench-replicated")
-		if e1 == nil && e2 == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the replicas did not see the key")
-		}
-	}
-	req := &sigilv1.SignRequest{KeyId: "bench-replicated", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
-	clients := []sigilv1.SigningServiceClient{sigilv1.NewSigningServiceClient(conns[0]), sigilv1.NewSigningServiceClient(conns[1]), sigilv1.NewSigningServiceClient(conns[2])}
-	var next atomic.Uint64
-	return b.pair("Sign, 3 replicas", func(ctx context.Context) error {
-		_, err := clients[0].Sign(ctx, req)
-		return err
-	}, func(ctx context.Context) error {
-		_, err := clients[next.Add(1)%3].Sign(ctx, req)
-		return err
-	}, []int{16})
 }
 
 // startServer runs a server with opts (keyring, backends and a quiet
@@ -845,24 +791,30 @@ func (b *bench) ethTable() ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	// 16 keys, taken in turn: each key's ledger record is its own, so
-	// their claims and settles may share a store transaction.
+	many, err := b.manyKeys(b.kr, b.conn, "SignTransaction, 16 keys", signK1)
+	return append(rows, many...), err
+}
+
+// manyKeys measures SignTransaction at 16 callers over 16 keys of kr,
+// taken in turn, on conn, against base: each key's ledger record is its
+// own, so their claims and settles may share a store transaction.
+func (b *bench) manyKeys(kr *keyring.Keyring, conn *grpc.ClientConn, name string, base func(context.Context) error) ([]row, error) {
 	const keys = 16
 	var turn atomic.Uint64
 	nonces := make([]atomic.Uint64, keys)
 	for i := range keys {
-		if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: fmt.Sprintf("bench-eth-%d", i), Purpose: eth.Name, Algorithm: signer.ES256K,
+		if _, err := kr.Create(b.ctx, keyring.CreateSpec{ID: fmt.Sprintf("bench-eth-%d", i), Purpose: eth.Name, Algorithm: signer.ES256K,
 			Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
 			return nil, err
 		}
 	}
-	many, err := b.pair("SignTransaction, 16 keys", signK1, func(ctx context.Context) error {
+	txs := sigilv1.NewEthereumServiceClient(conn)
+	return b.pair(name, base, func(ctx context.Context) error {
 		i := turn.Add(1) % keys
 		tx := fmt.Appendf(nil, `{"chainId":"0x1","nonce":"0x%x","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`, nonces[i].Add(1))
 		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: fmt.Sprintf("bench-eth-%d", i), Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: tx}})
 		return err
 	}, []int{16})
-	return append(rows, many...), err
 }
 
 // nextTx is an EIP-1559 transaction of bench-eth with a nonce no earlier

@@ -34,9 +34,9 @@ func (r row) ratio() float64 {
 func (r row) overhead() time.Duration { return r.measured.p50 - r.base.p50 }
 
 type report struct {
-	floor                                                                                                            []result
-	sign, jwt, jwks, eth, secured, namespaced, ethRPC, send, reviewed, kms, replicas, audit, batch, tracing, console []row
-	cpu                                                                                                              []cpuRow
+	floor                                                                                                                     []result
+	sign, jwt, jwks, eth, ethEtcd, secured, namespaced, ethRPC, send, reviewed, kms, replicas, audit, batch, tracing, console []row
+	cpu                                                                                                                       []cpuRow
 }
 
 func (rep report) write(path string, dur time.Duration) error {
@@ -68,6 +68,11 @@ func (rep report) write(path string, dur time.Duration) error {
 	table(&b, "static", "Sigil", rep.jwks)
 	b.WriteString("\n## SignTransaction (EIP-1559) against ES256K Sign, both through gRPC\n\n")
 	table(&b, "Sign", "SignTransaction", rep.eth)
+	if len(rep.ethEtcd) > 0 {
+		b.WriteString("\n## SignTransaction against ES256K Sign with the keyring in etcd (three members)\n\n")
+		b.WriteString("One server whose keyring, nonce guard and daily limits are in a three-member etcd cluster embedded in the bench's process, all on this machine's cores: each ledger write is an etcd transaction a quorum commits to its write-ahead log.\n\n")
+		table(&b, "Sign", "SignTransaction", rep.ethEtcd)
+	}
 	b.WriteString("\n## ES256 Sign with mTLS, authorization and the audit log against plain Sign\n\n")
 	b.WriteString("The secured server runs TLS 1.3 with client certificates, checks the policy and writes each decision to the hash-chained audit log, written in batches before it answers, and fsynced by a goroutine of its own.\n\n")
 	table(&b, "plain", "secured", rep.secured)

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/groupcommit"
 	"github.com/sigil-hsm/sigil/keyring"
 )
 
@@ -21,7 +22,7 @@ var bucket = []byte("keys")
 // Store is a keyring.Store in a bbolt file.
 type Store struct {
 	db    *bolt.DB
-	group group // of concurrent ledger and anchor rewrites
+	group groupcommit.Group[*rewriteOp] // concurrent ledger and anchor rewrites
 }
 
 var _ keyring.Store = (*Store)(nil)

@@ -1,35 +1,19 @@
 package boltstore
 
 import (
-	"sync"
-
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 )
 
-// group commits concurrent rewrites (ledger claims and settles, anchor
-// updates) in one bbolt transaction, so one fsync serves every request
-// that arrived while the last was being written. The first caller to
-// find no transaction under way leads: it commits what is queued (its
-// own rewrite and what arrived meanwhile), hands the next batch to the
-// first caller still waiting, and returns. Every caller returns once
-// the transaction holding its change is durable. Alone, a rewrite is one
-// transaction as before; no caller waits for a timer.
-type group struct {
-	mu      sync.Mutex
-	queue   []*rewriteOp
-	leading bool
-}
-
-// rewriteOp is one queued rewrite and, once its batch is written, what
-// became of it; done says true (finished) or false (lead the next batch).
+// rewriteOp is one rewrite queued for a group commit (see
+// groupcommit): concurrent rewrites (ledger claims and settles, anchor
+// updates) share one bbolt transaction, so one fsync serves them all.
 type rewriteOp struct {
 	bucket []byte
 	name   string
 	fn     func(old []byte) ([]byte, error)
 	err    error
-	done   chan bool
 }
 
 // rewrite replaces the value under name in bucket by what fn makes of it
@@ -37,33 +21,8 @@ type rewriteOp struct {
 // fn sees the value as the rewrites before it in the batch left it; an
 // error from fn changes nothing and is returned.
 func (s *Store) rewrite(bucket []byte, name string, fn func(old []byte) ([]byte, error)) error {
-	op := &rewriteOp{bucket: bucket, name: name, fn: fn, done: make(chan bool, 1)}
-	g := &s.group
-	g.mu.Lock()
-	g.queue = append(g.queue, op)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
-	if !lead && <-op.done {
-		return op.err
-	}
-	g.mu.Lock()
-	batch := g.queue
-	g.queue = nil
-	g.mu.Unlock()
-	s.commit(batch)
-	g.mu.Lock()
-	if len(g.queue) > 0 {
-		g.queue[0].done <- false // the next batch is its to lead
-	} else {
-		g.leading = false
-	}
-	g.mu.Unlock()
-	for _, o := range batch {
-		if o != op {
-			o.done <- true
-		}
-	}
+	op := &rewriteOp{bucket: bucket, name: name, fn: fn}
+	s.group.Do(op, s.commit)
 	return op.err
 }
 

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/groupcommit"
 	"github.com/sigil-hsm/sigil/keyring"
 )
 
@@ -42,6 +43,7 @@ type Config struct {
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
+	group  groupcommit.Group[*rewriteOp] // concurrent ledger and anchor rewrites
 }
 
 var (
@@ -72,7 +74,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		return nil, errs.New(errs.Unavailable, "etcd at %v does not answer: %w", cfg.Endpoints, err)
 	}
-	return &Store{cli: cli, prefix: cfg.Prefix}, nil
+	return &Store{cli: cli, prefix: cfg.Prefix, group: groupcommit.Group[*rewriteOp]{Max: maxGroup}}, nil
 }
 
 // reconnect is how the client redials a member that went away: gRPC's

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,4 +108,65 @@ func TestSnapshots(t *testing.T) {
 	}
 	defer bolt.Close()
 	storetest.Snapshots(t, bolt, open("/frombolt/"))
+}
+
+// Rewrites through etcd share transactions (group commit) and keep the
+// store contract: concurrent increments on two clients (replicas) lose
+// none; a rewrite whose fn fails or panics fails alone; one whose caller
+// gave up is not written and fails with its context's error; one etcd
+// refuses (a value past its request limit) fails alone.
+func TestGroupCommit(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	open := func() *etcdstore.Store {
+		s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: c.Endpoints, Prefix: "/group/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	storetest.GroupCommit(t, a)
+	var wg sync.WaitGroup
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	errsOf := make([]error, 64)
+	for i := range errsOf {
+		wg.Go(func() {
+			s, ctx, name, value := a, ctx, "racing", func(old []byte) []byte {
+				n, _ := strconv.Atoi(string(old))
+				return []byte(strconv.Itoa(n + 1))
+			}
+			switch i % 4 {
+			case 1:
+				s = b
+			case 2:
+				ctx = gone
+			case 3: // beside the others, in their batch
+				name, value = "big-"+strconv.Itoa(i), func([]byte) []byte { return make([]byte, 2<<20) }
+			}
+			errsOf[i] = s.UpdateAnchor(ctx, name, func(old []byte) ([]byte, error) { return value(old), nil })
+		})
+	}
+	wg.Wait()
+	for i, err := range errsOf {
+		switch i % 4 {
+		case 0, 1:
+			if err != nil {
+				t.Errorf("increment %d: %v", i, err)
+			}
+		case 2:
+			if !errs.Is(err, errs.Canceled) {
+				t.Errorf("rewrite %d, its caller gone: %v", i, err)
+			}
+		case 3:
+			if err == nil {
+				t.Errorf("rewrite %d of 2 MiB was taken", i)
+			}
+		}
+	}
+	if v, err := b.GetAnchor(ctx, "racing"); err != nil || string(v) != "32" {
+		t.Fatalf("racing %q, %v: want 32", v, err)
+	}
 }

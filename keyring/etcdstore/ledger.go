@@ -3,8 +3,6 @@ package etcdstore
 import (
 	"context"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/sigil-hsm/sigil/internal/errs"
 	"github.com/sigil-hsm/sigil/keyring"
 )
@@ -25,39 +23,6 @@ func (s *Store) UpdateLedger(ctx context.Context, id string, fn func(*keyring.Le
 		}
 		return keyring.EncodeLedger(rec)
 	})
-}
-
-// rewrite replaces the value at path by what fn makes of it (nil:
-// deletes it) with a compare-and-swap on its revision, retrying while
-// other replicas win the race.
-func (s *Store) rewrite(ctx context.Context, path string, fn func(old []byte) ([]byte, error)) error {
-	for {
-		resp, err := s.cli.Get(ctx, path)
-		if err != nil {
-			return classify(ctx, err)
-		}
-		cmp := clientv3.Compare(clientv3.CreateRevision(path), "=", 0)
-		var old []byte
-		if len(resp.Kvs) > 0 {
-			old = resp.Kvs[0].Value
-			cmp = clientv3.Compare(clientv3.ModRevision(path), "=", resp.Kvs[0].ModRevision)
-		}
-		v, err := fn(old)
-		if err != nil {
-			return err
-		}
-		op := clientv3.OpDelete(path)
-		if v != nil {
-			op = clientv3.OpPut(path, string(v))
-		}
-		txn, err := s.cli.Txn(ctx).If(cmp).Then(op).Commit()
-		if err != nil {
-			return classify(ctx, err)
-		}
-		if txn.Succeeded {
-			return nil
-		}
-	}
 }
 
 // ReadLedger returns key id's record.

@@ -4,6 +4,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
@@ -126,6 +127,52 @@ func UpdateAnchor(t *testing.T, s keyring.Anchors) {
 	}
 	if _, err := s.GetAnchor(ctx, "count"); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("a nil result leaves %v", err)
+	}
+}
+
+// GroupCommit checks rewrites that share transactions (a group commit):
+// 96 concurrent rewrites of one value each see the one before, so its 32
+// increments make 32; a rewrite whose fn fails or panics fails alone, with
+// its own error or Internal, and the others in its batch are written.
+func GroupCommit(t *testing.T, s keyring.Anchors) {
+	t.Helper()
+	ctx := context.Background()
+	refused := errors.New("refused")
+	var wg sync.WaitGroup
+	errsOf := make([]error, 96)
+	for i := range errsOf {
+		wg.Go(func() {
+			errsOf[i] = s.UpdateAnchor(ctx, "counter", func(old []byte) ([]byte, error) {
+				switch i % 3 {
+				case 1:
+					return nil, refused
+				case 2:
+					panic("a broken rewrite")
+				}
+				n, _ := strconv.Atoi(string(old))
+				return []byte(strconv.Itoa(n + 1)), nil
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errsOf {
+		switch i % 3 {
+		case 0:
+			if err != nil {
+				t.Errorf("rewrite %d: %v", i, err)
+			}
+		case 1:
+			if !errors.Is(err, refused) {
+				t.Errorf("rewrite %d: %v, want its own error", i, err)
+			}
+		case 2:
+			if !errs.Is(err, errs.Internal) {
+				t.Errorf("rewrite %d panicked: %v", i, err)
+			}
+		}
+	}
+	if v, err := s.GetAnchor(ctx, "counter"); err != nil || string(v) != "32" {
+		t.Fatalf("counter %q, %v: want 32", v, err)
 	}
 }
 

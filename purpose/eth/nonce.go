@@ -88,8 +88,15 @@ func factsOf(u Unsigned, hash common.Hash) *txFacts {
 }
 
 func readNonces(rec *keyring.LedgerRecord) (*nonceTable, error) {
+	if bytes.HasPrefix(rec.Extra, tableMagic) {
+		t, err := decodeTable(rec.Extra)
+		if err != nil {
+			return nil, errs.New(errs.Internal, "the nonce record: %w", err)
+		}
+		return t, nil
+	}
 	t := &nonceTable{Chains: map[string]*chainNonces{}}
-	if len(rec.Extra) > 0 {
+	if len(rec.Extra) > 0 { // as earlier releases wrote it
 		if err := json.Unmarshal(rec.Extra, t); err != nil {
 			return nil, errs.New(errs.Internal, "the nonce record: %w", err)
 		}
@@ -98,9 +105,8 @@ func readNonces(rec *keyring.LedgerRecord) (*nonceTable, error) {
 }
 
 func (t *nonceTable) write(rec *keyring.LedgerRecord) error {
-	b, err := json.Marshal(t)
-	rec.Extra = b
-	return err
+	rec.Extra = encodeTable(t, len(rec.Extra))
+	return nil
 }
 
 func (t *nonceTable) chain(id *big.Int) *chainNonces {

@@ -286,19 +286,12 @@ func (h *rpcHandler) highestSigned(ctx context.Context, id string) (map[string]u
 		return nil, nil
 	}
 	rec, err := h.ledger.ReadLedger(ctx, namespace.Qualify(namespace.FromContext(ctx), id))
-	if err != nil || len(rec.Extra) == 0 {
+	if err != nil {
 		return nil, err
 	}
-	// Only each chain's highest is decoded: the window of nonces and
-	// their transactions is most of the record and most of the time.
-	var t struct {
-		Chains map[string]struct {
-			Highest uint64 `json:"highest"`
-			History bool   `json:"history"`
-		} `json:"chains"`
-	}
-	if err := json.Unmarshal(rec.Extra, &t); err != nil {
-		return nil, errs.New(errs.Internal, "the nonce record: %w", err)
+	t, err := readNonces(rec)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]uint64{}
 	for chain, c := range t.Chains {

@@ -1,0 +1,181 @@
+package eth
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"maps"
+	"slices"
+	"time"
+)
+
+// tableMagic begins a nonce table's stored form; the JSON form of earlier
+// releases begins with '{', and is still read.
+var tableMagic = []byte{0, 'N', 'T', 1}
+
+// encodeTable is t's stored form: tableMagic, then per chain (in order
+// of ID) its ID, highest nonce, history flag and entries (in order of
+// nonce), each a list of its signed transactions' facts, its pending
+// claim, and its reservation; strings and byte strings length-prefixed,
+// numbers as varints. A table is rewritten by every claim and settle,
+// one at a time inside the store's update: written out by hand, into a
+// buffer of the size it had (sizeHint), it costs a fraction of
+// encoding/json's reflection (the largest part of a claim's time), and
+// reads back without a JSON scan.
+func encodeTable(t *nonceTable, sizeHint int) []byte {
+	b := append(make([]byte, 0, sizeHint+512), tableMagic...)
+	b = binary.AppendUvarint(b, uint64(len(t.Chains)))
+	for _, id := range slices.Sorted(maps.Keys(t.Chains)) {
+		c := t.Chains[id]
+		b = appendString(b, id)
+		b = binary.AppendUvarint(b, c.Highest)
+		b = appendBool(b, c.History)
+		b = binary.AppendUvarint(b, uint64(len(c.Nonces)))
+		for _, n := range slices.Sorted(maps.Keys(c.Nonces)) {
+			e := c.Nonces[n]
+			b = appendString(b, n)
+			b = binary.AppendUvarint(b, uint64(len(e.Signed)))
+			for _, f := range e.Signed {
+				b = appendFacts(b, f)
+			}
+			b = appendBool(b, e.Pending != nil)
+			if p := e.Pending; p != nil {
+				b = appendString(b, p.Token)
+				b = binary.AppendVarint(b, p.At.UnixNano())
+				b = appendFacts(b, p.Facts)
+			}
+			b = appendString(b, e.Reservation)
+		}
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func appendFacts(b []byte, f *txFacts) []byte {
+	b = appendBool(b, f != nil)
+	if f == nil {
+		return b
+	}
+	b = appendString(appendString(appendString(b, f.Hash), f.To), f.Value)
+	b = appendString(appendString(appendString(b, f.Data), f.FeeCap), f.TipCap)
+	return append(binary.AppendUvarint(b, uint64(len(f.Raw))), f.Raw...)
+}
+
+var errTable = errors.New("malformed nonce table")
+
+// decodeTable reads encodeTable's form, refusing anything else: a length
+// or count past the bytes left, a flag other than 0 or 1, trailing bytes.
+func decodeTable(data []byte) (*nonceTable, error) {
+	if !bytes.HasPrefix(data, tableMagic) {
+		return nil, errTable
+	}
+	r := tableReader{b: data[len(tableMagic):]}
+	t := &nonceTable{Chains: map[string]*chainNonces{}}
+	for range r.count() {
+		id := r.string()
+		c := &chainNonces{Highest: r.uvarint(), History: r.bool(), Nonces: map[string]*nonceEntry{}}
+		for range r.count() {
+			n := r.string()
+			e := &nonceEntry{}
+			if k := r.count(); k > 0 {
+				e.Signed = make([]*txFacts, k)
+				for i := range e.Signed {
+					e.Signed[i] = r.facts()
+				}
+			}
+			if r.bool() {
+				e.Pending = &claimRec{Token: r.string(), At: time.Unix(0, r.varint()).UTC(), Facts: r.facts()}
+			}
+			e.Reservation = r.string()
+			c.Nonces[n] = e
+		}
+		t.Chains[id] = c
+	}
+	if r.err != nil || len(r.b) > 0 {
+		return nil, errTable
+	}
+	return t, nil
+}
+
+// tableReader reads a stored table; after its first error it reads
+// zeros and keeps the error.
+type tableReader struct {
+	b   []byte
+	err error
+}
+
+func (r *tableReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *tableReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count is a number of items to read, each at least a byte: never more
+// than the bytes left, so a damaged count cannot ask for a huge slice.
+func (r *tableReader) count() int {
+	v := r.uvarint()
+	if v > uint64(len(r.b)) {
+		r.fail()
+		return 0
+	}
+	return int(v)
+}
+
+func (r *tableReader) string() string {
+	n := r.count()
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *tableReader) bool() bool {
+	if len(r.b) == 0 || r.b[0] > 1 {
+		r.fail()
+		return false
+	}
+	v := r.b[0] == 1
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *tableReader) facts() *txFacts {
+	if !r.bool() {
+		return nil
+	}
+	f := &txFacts{Hash: r.string(), To: r.string(), Value: r.string(), Data: r.string(), FeeCap: r.string(), TipCap: r.string()}
+	if raw := r.string(); raw != "" {
+		f.Raw = []byte(raw)
+	}
+	return f
+}
+
+func (r *tableReader) fail() {
+	if r.err == nil {
+		r.err = errTable
+	}
+	r.b = nil
+}
