@@ -47,7 +47,11 @@ func processCPU() time.Duration {
 func (b *bench) cpuTable() ([]cpuRow, error) {
 	grpcAddr := b.conn.Target()
 	const c = 16
-	sg, err := b.kr.ForSigning(b.ctx, "bench-es256", raw.Name)
+	id, err := b.rawKey(signer.ES256)
+	if err != nil {
+		return nil, err
+	}
+	sg, err := b.kr.ForSigning(b.ctx, id, raw.Name)
 	if err != nil {
 		return nil, err
 	}

@@ -74,7 +74,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
 	dur := flag.Duration("duration", time.Second, "measuring time per round, cell and side")
 	only := flag.String("alg", "", "measure only this algorithm in the Sign table")
-	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,ethetcd,secured,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit,console); the report then holds only them")
+	tables := flag.String("tables", "", "measure only these tables (comma-separated: sign,cpu,jwt,jwks,eth,ethetcd,secured,latency,batch,tracing,ethrpc,namespaced,send,reviewed,kms,replicas,audit,console); the report then holds only them")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	client := flag.String("client", "", "internal: be the load of the CPU table against this gRPC address")
 	clientCallers := flag.Int("callers", 16, "internal: callers of -client")
@@ -225,6 +225,13 @@ func run(out string, dur time.Duration) error {
 		if rep.secured, err = b.securedTable(secured); err != nil {
 			return err
 		}
+	}
+	if measured("latency") {
+		l, err := b.latencyTable(secured)
+		if err != nil {
+			return err
+		}
+		rep.latency = &l
 	}
 	if measured("batch") {
 		if rep.batch, err = b.batchTable(secured); err != nil {
@@ -507,6 +514,9 @@ func (b *bench) ethRPCTable(secured *grpc.ClientConn) ([]row, error) {
 // securedTable: ES256 Sign on the plain server against the same on the
 // secured one.
 func (b *bench) securedTable(secured *grpc.ClientConn) ([]row, error) {
+	if _, err := b.rawKey(signer.ES256); err != nil {
+		return nil, err
+	}
 	req := &sigilv1.SignRequest{KeyId: "bench-es256", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
 	plain, sec := sigilv1.NewSigningServiceClient(b.conn), sigilv1.NewSigningServiceClient(secured)
 	return b.pair("Sign, secured", func(ctx context.Context) error {
@@ -579,6 +589,9 @@ func (b *bench) tracingTable(dir string, secured *grpc.ClientConn) ([]row, error
 		providers = append(providers, tp)
 	}
 	defer tracing.Use(nil)
+	if _, err := b.rawKey(signer.ES256); err != nil {
+		return nil, err
+	}
 	req := &sigilv1.SignRequest{KeyId: "bench-es256", Input: &sigilv1.SignRequest_Digest{Digest: signer.ES256.Input([]byte("x"))}}
 	client := sigilv1.NewSigningServiceClient(secured)
 	var using atomic.Int32
@@ -711,12 +724,23 @@ func (b *bench) floor() ([]result, error) {
 }
 
 // signTable: the backend in-process against Sign through gRPC.
+// rawKey is the raw key of alg the tables sign with, bench-<alg>, made
+// by the first table that asks for it.
+func (b *bench) rawKey(alg signer.Algorithm) (string, error) {
+	id := "bench-" + strings.ToLower(string(alg))
+	if _, err := b.kr.Get(b.ctx, id); err == nil {
+		return id, nil
+	}
+	_, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: alg})
+	return id, err
+}
+
 func (b *bench) signTable() ([]row, error) {
 	client := sigilv1.NewSigningServiceClient(b.conn)
 	var rows []row
 	for _, alg := range algs {
-		id := "bench-" + strings.ToLower(string(alg))
-		if _, err := b.kr.Create(b.ctx, keyring.CreateSpec{ID: id, Purpose: raw.Name, Algorithm: alg}); err != nil {
+		id, err := b.rawKey(alg)
+		if err != nil {
 			return nil, err
 		}
 		sg, err := b.kr.ForSigning(b.ctx, id, raw.Name)

@@ -91,27 +91,29 @@ func interleaved(ctx context.Context, base, subject func(context.Context) error,
 // alternate runs base and subject in turns for dur and returns each
 // one's latencies.
 func alternate(ctx context.Context, base, subject func(context.Context) error, dur time.Duration) (xl, yl []time.Duration, err error) {
-	timed := func(op func(context.Context) error, into *[]time.Duration) error {
-		t0 := time.Now()
-		if err := op(ctx); err != nil {
-			return err
-		}
-		*into = append(*into, time.Since(t0))
-		return nil
+	lat, err := rotate(ctx, []func(context.Context) error{base, subject}, dur)
+	if err != nil {
+		return nil, nil, err
 	}
+	return lat[0], lat[1], nil
+}
+
+// rotate runs ops one after another, call by call, for dur, each round
+// beginning with the next op, and returns each one's latencies: every op
+// is measured in the same moments of a shared machine.
+func rotate(ctx context.Context, ops []func(context.Context) error, dur time.Duration) ([][]time.Duration, error) {
+	lat := make([][]time.Duration, len(ops))
 	for i, deadline := 0, time.Now().Add(dur); time.Now().Before(deadline); i++ {
-		first, second := func() error { return timed(base, &xl) }, func() error { return timed(subject, &yl) }
-		if i%2 == 1 {
-			first, second = second, first
-		}
-		if err = first(); err == nil {
-			err = second()
-		}
-		if err != nil {
-			return nil, nil, err
+		for j := range ops {
+			k := (i + j) % len(ops)
+			t0 := time.Now()
+			if err := ops[k](ctx); err != nil {
+				return nil, err
+			}
+			lat[k] = append(lat[k], time.Since(t0))
 		}
 	}
-	return xl, yl, nil
+	return lat, nil
 }
 
 // summary is a side's result from its latencies: ops/s over the time

@@ -657,6 +657,7 @@ func (l *Log) tryHeal() bool {
 func (l *Log) syncer() {
 	defer close(l.syncDone)
 	for range l.dirty {
+		begun := time.Now()
 		l.fileMu.Lock()
 		h := l.written.Load()
 		err := l.f.Sync()
@@ -670,8 +671,17 @@ func (l *Log) syncer() {
 			continue
 		}
 		l.setSynced(h)
+		// At most one fsync begins a millisecond. Back to back, at one
+		// request at a time, they cost every request on the machine tens
+		// of microseconds (secured Sign's p50 over the floor and the
+		// signature: 132 µs, paced 104 µs); a machine crash may lose a
+		// millisecond more of lines, less than one fsync takes.
+		time.Sleep(time.Until(begun.Add(syncPace)))
 	}
 }
+
+// syncPace is the least time from one fsync's start to the next's.
+const syncPace = time.Millisecond
 
 // setSynced records that the disk holds the chain up to h (never moving
 // back: the writer and the syncer both report it) and wakes the anchorer.
