@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/groupcommit"
 )
 
 // Anchors keeps the latest checkpoint outside the log; the keyring stores
@@ -76,10 +77,16 @@ type Log struct {
 	unlockOnce sync.Once
 	opts       Options
 	log        *slog.Logger
-	queue      chan pending
 	done       chan struct{}
 
-	closeMu sync.RWMutex // held to send on queue (read) or close it (write)
+	// Writes are group-committed (see groupcommit): the first caller to
+	// find none under way writes its records and those that came
+	// meanwhile, with no hand-off to a goroutine and back.
+	group groupcommit.Group[*writeReq]
+	wake  chan struct{} // holds a token when the log went down: the keeper schedules healing
+	stop  chan struct{} // closed by Close: the keeper finishes the log
+
+	closeMu sync.RWMutex // held to write (read) or to close (write)
 	closed  bool
 
 	up          atomic.Bool
@@ -93,7 +100,7 @@ type Log struct {
 	dirty    chan struct{} // holds a token while written lines await fsync
 	syncDone chan struct{}
 	sign     chan head       // heads for the checkpointer to sign
-	signed   chan Checkpoint // signed checkpoints for the writer to write
+	signed   chan Checkpoint // signed checkpoints for the keeper to write
 	signDone chan struct{}
 
 	// The anchorer keeps the store's anchor up with the synced head.
@@ -106,12 +113,15 @@ type Log struct {
 	anchorErrors atomic.Uint64
 	anchoredCP   *Anchor // the checkpoint stored holds; the anchorer's, then finish's
 
-	// fileMu is held to fsync f or to replace it; only the writer
-	// goroutine replaces it, so the writer reads f without it.
+	// fileMu is held to fsync f or to replace it; only a holder of
+	// writeMu replaces it, so a writer reads f without it.
 	fileMu sync.Mutex
 	f      *os.File
 
-	// owned by the writer goroutine
+	// writeMu is held to write to the file and for the state below: by a
+	// group's leader, and by the keeper goroutine (run) for checkpoints,
+	// healing and closing.
+	writeMu   sync.Mutex
 	size      int64
 	seq       uint64
 	prev      string
@@ -121,9 +131,11 @@ type Log struct {
 	healWait  time.Duration
 }
 
-type pending struct {
-	e   entry
-	err chan error // nil for Sigil's own entries nobody waits for
+// writeReq is one caller's records, written together, and what became
+// of them.
+type writeReq struct {
+	entries []entry
+	err     error
 }
 
 // Open opens (or creates) the audit file and continues its chain. A
@@ -153,7 +165,7 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	l := &Log{opts: o, log: o.Logger, queue: make(chan pending, 1024), done: make(chan struct{}),
+	l := &Log{opts: o, log: o.Logger, done: make(chan struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		dirty: make(chan struct{}, 1), syncDone: make(chan struct{}), sign: make(chan head, 1),
 		signed: make(chan Checkpoint, 1), signDone: make(chan struct{}), healWait: healMin,
 		anchorWake: make(chan struct{}, 1), anchorStop: make(chan struct{}), anchorDone: make(chan struct{})}
@@ -447,33 +459,41 @@ func (l *Log) own(op, outcome string, e entry) entry {
 // the log cannot be written it fails at once with Unavailable.
 func (l *Log) Write(rec *Record) error { return l.WriteAll([]*Record{rec}) }
 
-// WriteAll records recs, in order, and returns once all are written:
-// one wait for a batch's items, which the writer takes in as few writes
-// as the queue allows. An error means some may not be.
+// WriteAll records recs, in order, and returns once all are written (see
+// Write). A batch's items are one write.
 func (l *Log) WriteAll(recs []*Record) error {
-	done := make(chan error, len(recs))
-	l.closeMu.RLock()
-	if l.closed {
-		l.closeMu.RUnlock()
-		return errs.New(errs.Unavailable, "audit log closed")
-	}
-	for _, rec := range recs {
+	w := &writeReq{entries: make([]entry, len(recs))}
+	for i, rec := range recs {
 		r := *rec
 		bound(&r)
-		l.queue <- pending{e: entry{Record: &r}, err: done}
+		w.entries[i] = entry{Record: &r}
 	}
-	l.closeMu.RUnlock()
-	var first error
-	for range recs {
-		if err := <-done; err != nil && first == nil {
-			first = err
-		}
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return errs.New(errs.Unavailable, "audit log closed")
 	}
-	return first
+	l.group.Do(w, l.commit)
+	return w.err
 }
 
-// run writes queued records in batches, one write() per batch, heals
-// the file after failures, and writes checkpoints as they come signed.
+// commit writes a group's records (see handle); if that took the log
+// down, the keeper is woken to schedule healing.
+func (l *Log) commit(batch []*writeReq) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.handle(batch)
+	if !l.up.Load() {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run is the keeper: it writes checkpoints as they come signed, asks for
+// one when the interval passes, heals the file while no write does, and
+// finishes the log when it is closed, each holding writeMu.
 func (l *Log) run() {
 	heal := time.NewTimer(time.Hour)
 	heal.Stop()
@@ -481,50 +501,45 @@ func (l *Log) run() {
 	defer tick.Stop()
 	for {
 		select {
-		case p, ok := <-l.queue:
-			if !ok {
-				l.finish()
-				return
-			}
-			l.handle(l.batch(p))
+		case <-l.stop:
+			l.writeMu.Lock()
+			l.finish()
+			l.writeMu.Unlock()
+			return
 		case cp := <-l.signed:
-			if l.up.Load() {
-				l.writeCheckpoint(cp)
-			}
+			l.locked(func() {
+				if l.up.Load() {
+					l.writeCheckpoint(cp)
+				}
+			})
 		case <-tick.C:
-			if l.since > 0 {
-				l.checkpointDue()
-			}
+			l.locked(func() {
+				if l.since > 0 {
+					l.checkpointDue()
+				}
+			})
 		case <-heal.C:
-			l.tryHeal()
+			l.locked(func() { l.tryHeal() })
+		case <-l.wake:
 		}
+		var next time.Time
+		l.locked(func() { next = l.nextHeal })
 		if !l.up.Load() {
-			heal.Reset(max(time.Until(l.nextHeal), time.Millisecond))
+			heal.Reset(max(time.Until(next), time.Millisecond))
 		}
 	}
 }
 
-// batch collects p and whatever else is queued, up to 256 records.
-func (l *Log) batch(p pending) []pending {
-	batch := []pending{p}
-	for len(batch) < 256 {
-		select {
-		case q, ok := <-l.queue:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, q)
-		default:
-			return batch
-		}
-	}
-	return batch
+func (l *Log) locked(fn func()) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	fn()
 }
 
-// handle writes a batch and answers its waiters. A batch that fails is
+// handle writes a batch and answers its callers. A batch that fails is
 // retried once on a freshly opened file (a deleted or replaced file
 // heals at once); otherwise its records are refused, never answered OK.
-func (l *Log) handle(batch []pending) {
+func (l *Log) handle(batch []*writeReq) {
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		if !l.up.Load() && !l.tryHeal() {
@@ -536,15 +551,15 @@ func (l *Log) handle(batch []pending) {
 		}
 		l.down(err)
 	}
-	for _, p := range batch {
-		if p.err != nil {
-			p.err <- err
-		}
+	n := 0
+	for _, w := range batch {
+		w.err = err
+		n += len(w.entries)
 	}
 	if err != nil {
 		return
 	}
-	l.since += len(batch)
+	l.since += n
 	if l.since >= l.opts.CheckpointEvery {
 		l.checkpointDue()
 	}
@@ -562,10 +577,10 @@ func (l *Log) unavailable() error {
 // writeBatch seals the batch's entries and writes them with one write(),
 // then checks the file written to is still the one at the path. On
 // failure the chain state is as before the batch.
-func (l *Log) writeBatch(batch []pending) error {
-	entries := make([]entry, len(batch))
-	for i, p := range batch {
-		entries[i] = p.e
+func (l *Log) writeBatch(batch []*writeReq) error {
+	var entries []entry
+	for _, w := range batch {
+		entries = append(entries, w.entries...)
 	}
 	return l.writeEntries(entries)
 }
@@ -667,7 +682,11 @@ func (l *Log) syncer() {
 			l.writeErrors.Add(1)
 			msg := "fsync: " + err.Error()
 			l.detail.Store(&msg)
-			l.up.Store(false) // the writer heals it
+			l.up.Store(false) // the next write, or the keeper, heals it
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
 			continue
 		}
 		l.setSynced(h)
@@ -718,7 +737,7 @@ func (l *Log) checkpointDue() {
 	}
 }
 
-// checkpointer signs heads off the request path; the writer writes them
+// checkpointer signs heads off the request path; the keeper writes them
 // and the anchorer anchors them once their entries are on disk.
 func (l *Log) checkpointer() {
 	defer close(l.signDone)
@@ -1040,10 +1059,10 @@ func (l *Log) stopCheckpointer() bool {
 // Close stops accepting records, writes what is queued and a closing
 // checkpoint, and closes the file.
 func (l *Log) Close() error {
-	l.closeMu.Lock()
+	l.closeMu.Lock() // once writes in flight have returned
 	if !l.closed {
 		l.closed = true
-		close(l.queue)
+		close(l.stop)
 	}
 	l.closeMu.Unlock()
 	<-l.done
