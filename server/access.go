@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -480,11 +481,19 @@ func identities(ctx context.Context) []identity.ID {
 	if ids, ok := ctx.Value(runAsKey{}).([]identity.ID); ok {
 		return ids
 	}
-	chain, _ := tlsPeer(ctx)
-	if chain == nil {
+	chain, conn := tlsPeer(ctx)
+	switch {
+	case chain == nil:
 		return nil
+	case conn == nil:
+		return identity.Of(chain[0])
 	}
-	return identity.Of(chain[0])
+	if ids := conn.ids.Load(); ids != nil {
+		return slices.Clip(*ids) // shared: an append copies
+	}
+	ids := slices.Clip(identity.Of(chain[0]))
+	conn.ids.Store(&ids)
+	return ids
 }
 
 func peerAddr(ctx context.Context) string {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/identity"
 )
 
 // Limits on how long a client's certificate is trusted on one connection.
@@ -72,6 +73,9 @@ type expiringConn struct {
 	timer *time.Timer
 	// trustedBy is the last client CA pool the chain verified against.
 	trustedBy atomic.Pointer[x509.CertPool]
+	// ids are the identities its certificate names, read once: the
+	// certificate of a TLS 1.3 connection never changes.
+	ids atomic.Pointer[[]identity.ID]
 }
 
 func (c *expiringConn) Close() error {
