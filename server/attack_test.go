@@ -340,10 +340,6 @@ func attacks() []attack {
 			_, err := sigilv1.NewSigningServiceClient(c).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: make([]*sigilv1.SignRequest, 1001)})
 			return err
 		}, codes.InvalidArgument},
-		{"a batch naming another namespace's key", nil, func(ctx context.Context, c *grpc.ClientConn) error {
-			_, err := sigilv1.NewSigningServiceClient(c).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: []*sigilv1.SignRequest{{KeyId: "other/raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}}})
-			return err
-		}, codes.InvalidArgument},
 		{"a batch, CN spoofing the admin", cnSpoofer, func(ctx context.Context, c *grpc.ClientConn) error {
 			_, err := sigilv1.NewSigningServiceClient(c).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: []*sigilv1.SignRequest{{KeyId: "raw-1", Input: &sigilv1.SignRequest_Digest{Digest: make([]byte, 32)}}}})
 			return err

@@ -24,21 +24,19 @@ const batchWorkers = 16
 // each runs reqs as calls of method and gives each one's response or
 // error, every item decided, charged and audited as a call of its own.
 // It is the batch layer: a purpose's batch RPC maps its items to reqs
-// and the answers back. The batch's edge placed the items in its
-// namespace; each is taken out again, as the client named it, so the
-// access path places it once. Every call has ended when each returns.
+// and the answers back. The items are as the client named them (the
+// batch's edge does not place them in its namespace): the access path
+// places each, so one that cannot be placed fails alone. Every call has
+// ended when each returns.
 //
 // Well-formed items on one key that no approval rule may hold are a
 // group: the access path decides it once (admit: the certificate, the
-// policy, the namespace, and the quota, charged per item), the method's
-// handler runs each item, and their records are written together before
+// policy, the namespace, and the quota, charged per item), then each item
+// goes on as a single call would (hold, in case a rule came since, and
+// the method's handler), and their records are written together before
 // any is answered. Any other item is a call of its own through Invoke.
 func (s *Server) each(ctx context.Context, method string, reqs []proto.Message, newResp func() proto.Message) ([]proto.Message, []error) {
 	resps, failed := make([]proto.Message, len(reqs)), make([]error, len(reqs))
-	ns := namespace.FromContext(ctx)
-	for _, r := range reqs {
-		namespace.Unscope(r, ns)
-	}
 	var tasks []func()
 	alone := func(i int) {
 		tasks = append(tasks, func() { resps[i] = newResp(); failed[i] = s.Invoke(ctx, method, reqs[i], resps[i]) })
@@ -50,12 +48,6 @@ func (s *Server) each(ctx context.Context, method string, reqs []proto.Message, 
 	var groups []*group
 	for _, idx := range byKey {
 		g := s.admitGroup(ctx, method, reqs, idx, failed)
-		if g == nil { // an approval rule may hold these after all
-			for _, i := range idx {
-				alone(i)
-			}
-			continue
-		}
 		groups = append(groups, g)
 		for n, i := range idx[:g.granted] {
 			if failed[i] == nil {
@@ -142,9 +134,7 @@ type group struct {
 // admitGroup decides the items idx of reqs together through the access
 // path (admit), the quota charged per item, and begins each one's record
 // from the decision's. It scopes the items it lets through to the
-// namespace (an item that cannot be is failed). It returns nil, the
-// items as the client gave them, if an approval rule may hold them: then
-// each is a call of its own.
+// namespace (an item that cannot be is failed).
 func (s *Server) admitGroup(ctx context.Context, method string, reqs []proto.Message, idx []int, failed []error) *group {
 	g := &group{idx: idx, start: time.Now()}
 	op, named := s.routes.ops[method]
@@ -155,10 +145,6 @@ func (s *Server) admitGroup(ctx context.Context, method string, reqs []proto.Mes
 		g.granted = granted
 		return outcome, err
 	})
-	if g.granted > 0 && s.mayHold(op, targetOf(rec)) { // the policy changed since grouped
-		namespace.Unscope(first, rec.Namespace)
-		return nil
-	}
 	rec.Outcome, g.refused = outcome, err
 	rec.TraceID = tracing.TraceID(ctx)
 	g.recs = make([]*audit.Record, len(idx))
@@ -179,17 +165,24 @@ func (s *Server) admitGroup(ctx context.Context, method string, reqs []proto.Mes
 	return g
 }
 
-// runItem runs one item of a group, decided, through the method's
-// handler: its record is rec, which learns the generation that served
-// it and whether it failed.
+// runItem runs one item of a group, decided, as access runs a single
+// call once admitted: hold (an approval rule loaded since the items were
+// grouped holds each, as it would a call of its own, charged once), then
+// the method's handler. Its record is rec, which learns the generation
+// that served it, whether it was held, or whether it failed.
 func (s *Server) runItem(ctx context.Context, method string, rec *audit.Record, req proto.Message) (proto.Message, error) {
 	m := s.methods[method]
-	ctx = context.WithValue(ctx, recordKey{}, rec)
 	resp, err := answered(ctx, s.log, method, func() (any, error) {
-		return m.desc.Handler(m.srv, ctx, func(v any) error { proto.Merge(v.(proto.Message), req); return nil }, nil)
+		ctx, err := s.hold(ctx, rec, method, s.routes.ops[method], req)
+		if err != nil {
+			return nil, err
+		}
+		return m.desc.Handler(m.srv, context.WithValue(ctx, recordKey{}, rec), func(v any) error { proto.Merge(v.(proto.Message), req); return nil }, nil)
 	})
 	if err != nil {
-		rec.Outcome = "failed"
+		if rec.Outcome != "held" {
+			rec.Outcome = "failed"
+		}
 		return nil, err
 	}
 	return resp.(proto.Message), nil

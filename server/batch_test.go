@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigil-hsm/sigil/internal/authz"
 	sigilv1 "github.com/sigil-hsm/sigil/proto/sigil/v1"
+	"github.com/sigil-hsm/sigil/server"
 	"github.com/sigil-hsm/sigil/server/servertest"
 	"github.com/sigil-hsm/sigil/signer"
 )
@@ -271,13 +275,13 @@ approvals:
 			t.Fatal(err)
 		}
 	}
-	d := sha256.Sum256([]byte("held"))
 	var items []*sigilv1.SignRequest
 	for i := range 10 {
 		id := "mine-free"
 		if i%2 == 0 {
 			id = "mine-held"
 		}
+		d := sha256.Sum256([]byte{byte(i)}) // each its own request: one held twice is one approval
 		items = append(items, &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: d[:]}})
 	}
 	resp, err := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher")).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: items})
@@ -354,4 +358,148 @@ func TestSignBatchAnswersNothingOffTheRecord(t *testing.T) {
 		t.Errorf("%d signatures answered, %d item records written", signed, recorded-1)
 	}
 	t.Logf("%d of 1000 items answered with a signature; %d allowed records written", signed, recorded)
+}
+
+const reloadBase = `
+rules:
+  - identity: spiffe://example.org/ops
+    keys: ["*"]
+    allow: [keys.admin, keys.read]
+  - identity: spiffe://example.org/officer
+    keys: ["*"]
+    allow: [approvals.approve, keys.read]
+  - identity: spiffe://example.org/batcher
+    keys: ["mine-*"]
+    allow: [sign.raw, sign.jwt]
+    rate: 1/h
+    burst: 4
+`
+
+const reloadHeld = reloadBase + `
+approvals:
+  - operation: sign.raw
+    keys: ["mine-1"]
+    approvers: [spiffe://example.org/officer]
+    quorum: 1
+`
+
+// inStack reports whether fn is on the calling goroutine's stack: a
+// fault hook's way to strike at one step only.
+func inStack(fn string) bool {
+	buf := make([]byte, 1<<16)
+	return strings.Contains(string(buf[:runtime.Stack(buf, false)]), fn)
+}
+
+// An approval rule loaded between a batch's grouping and its group's
+// decision (the policy reloaded while the group is admitted): each item
+// is held for approval, as a single Sign would be, and its quota charged
+// once (four items on a burst of four are all held, none throttled).
+func TestSignBatchHoldsItemsUnderARuleLoadedMidBatch(t *testing.T) {
+	dir := t.TempDir()
+	pf := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pf, []byte(reloadBase), 0o600)
+	az, err := authz.Load(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var armed atomic.Bool
+	now := func() time.Time {
+		if armed.Load() && inStack("admitGroup") && armed.CompareAndSwap(true, false) {
+			os.WriteFile(pf, []byte(reloadHeld), 0o600)
+			if err := az.Reload(); err != nil {
+				panic(err)
+			}
+		}
+		return time.Now()
+	}
+	e := servertest.NewMTLS(t, reloadBase, func(o *server.Options) { o.Authz, o.Now = az, now })
+	ctx := context.Background()
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine-1", Algorithm: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	var items []*sigilv1.SignRequest
+	for range 4 {
+		items = append(items, &sigilv1.SignRequest{KeyId: "mine-1", Input: &sigilv1.SignRequest_Digest{Digest: d[:]}})
+	}
+	armed.Store(true)
+	resp, err := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher")).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if armed.Load() {
+		t.Fatal("the reload did not happen")
+	}
+	for i, r := range resp.GetResults() {
+		t.Logf("item %d: %v", i, r.GetError())
+		if r.GetError().GetCode() != "FailedPrecondition" {
+			t.Errorf("item %d: %v; want held for approval (burst 4, 4 items: a single Sign each would be held)", i, r.GetError())
+		}
+	}
+}
+
+// A panic in a handler while a batch's grouped items run (the clock
+// SignJWT stamps with panics once): that item fails alone, the server
+// survives, the other items are answered.
+func TestSignJWTBatchSurvivesAPanickingItem(t *testing.T) {
+	var n atomic.Int64
+	now := func() time.Time {
+		if inStack("runItem") && n.Add(1) == 2 {
+			panic("boom")
+		}
+		return time.Now()
+	}
+	e := servertest.NewMTLS(t, strings.Replace(reloadBase, "burst: 4", "burst: 1000", 1), func(o *server.Options) { o.Now = now })
+	ctx := context.Background()
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine-j", Algorithm: "ES256", Purpose: "jwt"}); err != nil {
+		t.Fatal(err)
+	}
+	var items []*sigilv1.SignJWTRequest
+	for range 10 {
+		items = append(items, &sigilv1.SignJWTRequest{KeyId: "mine-j", ClaimsJson: []byte(`{"sub":"a"}`)})
+	}
+	c := sigilv1.NewJWTServiceClient(e.Client(t, "spiffe://example.org/batcher"))
+	resp, err := c.SignJWTBatch(ctx, &sigilv1.SignJWTBatchRequest{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for _, r := range resp.GetResults() {
+		if r.GetError() != nil {
+			bad++
+			t.Logf("%v", r.GetError())
+		}
+	}
+	if bad != 1 {
+		t.Errorf("%d items failed, want 1", bad)
+	}
+	if _, err := c.SignJWT(ctx, items[0]); err != nil {
+		t.Errorf("after: %v", err)
+	}
+}
+
+// An item naming another namespace's key ("other/mine-1") fails alone,
+// InvalidArgument, as a Sign of its own would; the batch's other item
+// signs; each item has its record.
+func TestSignBatchItemNamingANamespaceFailsAlone(t *testing.T) {
+	e := servertest.NewMTLS(t, batchPolicy)
+	ctx := context.Background()
+	if _, err := sigilv1.NewKeyServiceClient(e.Client(t, "spiffe://example.org/ops")).CreateKey(ctx, &sigilv1.CreateKeyRequest{Id: "mine-1", Algorithm: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	before := auditLines(t, e.AuditLog)
+	d := sha256.Sum256([]byte("placed"))
+	resp, err := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher")).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: []*sigilv1.SignRequest{
+		{KeyId: "other/mine-1", Input: &sigilv1.SignRequest_Digest{Digest: d[:]}},
+		{KeyId: "mine-1", Input: &sigilv1.SignRequest_Digest{Digest: d[:]}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.GetResults(); r[0].GetError().GetCode() != "InvalidArgument" || len(r[1].GetResponse().GetSignature()) == 0 {
+		t.Fatalf("results: %v", r)
+	}
+	if n := auditLines(t, e.AuditLog) - before; n != 3 {
+		t.Errorf("%d audit records, want 3 (the batch's and each item's)", n)
+	}
 }

@@ -94,6 +94,9 @@ func (s *Server) scope(req any, method string, rec *audit.Record) (string, error
 		rec.Namespace = recorded(r.GetNamespace())
 		return namespace.Qualify(r.GetNamespace(), ""), nil
 	}
+	if s.routes.batches[method] { // its items are placed each as a call of its own, so one bad item fails alone
+		return targetOf(rec), nil
+	}
 	if err := namespace.Scope(req.(proto.Message), rec.Namespace); err != nil {
 		return "", err
 	}

@@ -34,7 +34,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 104) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 110) }
 
 // harness is a running server (servertest) with the tests' helpers.
 type harness struct{ *servertest.Server }

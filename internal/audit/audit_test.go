@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,8 +267,21 @@ func TestHostileFieldsAreBounded(t *testing.T) {
 	e := newEnv(t)
 	l := e.open()
 	huge := strings.Repeat("<", 262000)
-	if err := l.Write(&Record{Time: time.Now(), Identity: huge, Operation: "sign.raw", KeyID: huge, Outcome: "denied", Code: "PermissionDenied", Peer: "ad\xffmin"}); err != nil {
+	details := map[string]string{"chain_id": "1", huge: "x", "tx_hash": huge}
+	for i := range 20 {
+		details["note-"+strconv.Itoa(i)] = strings.Repeat("n", 20000)
+	}
+	// Written alongside ordinary records in one group: the hostile one
+	// neither fails them nor takes the log down.
+	if err := l.WriteAll([]*Record{{Time: time.Now(), Operation: "sign.raw", Outcome: "allowed"},
+		{Time: time.Now(), Identity: huge, Operation: "sign.raw", KeyID: huge, Outcome: "denied", Code: "PermissionDenied", Peer: "ad\xffmin", Details: details}}); err != nil {
 		t.Fatal(err)
+	}
+	if len(details) != 23 || details["chain_id"] != "1" {
+		t.Fatal("bounding a record changed its caller's details")
+	}
+	if up, why := l.Health(); !up {
+		t.Fatalf("down after a hostile record: %s", why)
 	}
 	l.Close()
 	for _, b := range lines(t, e.path) {

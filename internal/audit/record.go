@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -136,6 +137,7 @@ const (
 	MaxLine       = 16 << 10
 	maxField      = 256
 	maxIdentities = 4 // a certificate's identities spelled on a denial
+	maxDetails    = 8 // what a purpose notes of a use
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -151,6 +153,25 @@ func bound(r *Record) {
 	if len(r.KeyID) > maxField || !utf8.ValidString(r.KeyID) {
 		r.InvalidKeyID, r.KeyID = DigestOf(r.KeyID), ""
 	}
+	boundDetails(r)
+}
+
+// boundDetails keeps the first maxDetails of r's details by name, each
+// name and value bounded, in a map of its own (r is a copy whose map is
+// still the caller's).
+func boundDetails(r *Record) {
+	if len(r.Details) == 0 {
+		return
+	}
+	names := slices.Sorted(maps.Keys(r.Details))
+	d := make(map[string]string, min(len(names), maxDetails))
+	for _, name := range names[:min(len(names), maxDetails)] {
+		v := r.Details[name]
+		boundString(&name)
+		boundString(&v)
+		d[name] = v
+	}
+	r.Details = d
 }
 
 // boundIdentities keeps the first maxIdentities of r's identities and

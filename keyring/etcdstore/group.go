@@ -5,7 +5,10 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
 )
@@ -68,18 +71,28 @@ func (s *Store) commit(batch []*rewriteOp) {
 	for errors.Is(err, errConflict) {
 		err = s.commitOnce(ctx, live)
 	}
+	var refusal refusedError
 	switch {
 	case err == nil:
-	case len(live) > 1 && ctx.Err() == nil:
+	case len(live) > 1 && errors.As(err, &refusal):
 		// One rewrite etcd refuses (a value past its request limit)
-		// fails alone: each is tried in a transaction of its own.
+		// fails alone: each is tried in a transaction of its own. Only a
+		// write refused unapplied is: one whose answer was lost may have
+		// been applied, and its rewrites must not run twice.
 		for _, op := range live {
 			s.commit([]*rewriteOp{op})
 		}
 	default:
+		if errors.As(err, &refusal) {
+			err = refusal.error
+		}
 		for _, op := range live {
-			if op.err == nil || op.applied { // not refused by its own fn
-				op.err = classify(op.ctx, err)
+			switch {
+			case op.err != nil && !op.applied: // refused by its own fn
+			case op.ctx.Err() != nil:
+				op.err = errs.FromContext(op.ctx, "talking to etcd")
+			default:
+				op.err = err
 			}
 		}
 	}
@@ -145,6 +158,9 @@ func (s *Store) commitOnce(ctx context.Context, batch []*rewriteOp) error {
 	}
 	txn, err := s.cli.Txn(ctx).If(cmps...).Then(writes...).Commit()
 	if err != nil {
+		if refused(err) {
+			return refusedError{classify(ctx, err)}
+		}
 		return classify(ctx, err)
 	}
 	if !txn.Succeeded {
@@ -152,6 +168,18 @@ func (s *Store) commitOnce(ctx context.Context, batch []*rewriteOp) error {
 	}
 	return nil
 }
+
+// refused reports whether etcd, or the client before sending, refused a
+// write as too large or of too many operations: it was not applied.
+func refused(err error) bool {
+	return errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrTooManyOps) ||
+		status.Code(err) == codes.ResourceExhausted // the client's own limit on a message
+}
+
+// refusedError is a write refused unapplied (see refused).
+type refusedError struct{ error }
+
+func (e refusedError) Unwrap() error { return e.error }
 
 // apply runs op's fn; a panic in it fails that rewrite alone, not the
 // batch (and not the callers waiting on its leader).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -14,10 +15,10 @@ import (
 var tableMagic = []byte{0, 'N', 'T', 1}
 
 // encodeTable is t's stored form: tableMagic, then per chain (in order
-// of ID) its ID, highest nonce, history flag and entries (in order of
-// nonce), each a list of its signed transactions' facts, its pending
-// claim, and its reservation; strings and byte strings length-prefixed,
-// numbers as varints. A table is rewritten by every claim and settle,
+// of ID, as strings) its ID, highest nonce, history flag and entries (in
+// order of nonce, as strings), each a list of its signed transactions'
+// facts, its pending claim, and its reservation; strings and byte strings
+// length-prefixed, numbers as varints. A table is rewritten by every claim and settle,
 // one at a time inside the store's update: written out by hand, into a
 // buffer of the size it had (sizeHint), it costs a fraction of
 // encoding/json's reflection (the largest part of a claim's time), and
@@ -34,8 +35,9 @@ func encodeTable(t *nonceTable, sizeHint int) []byte {
 		for _, n := range slices.Sorted(maps.Keys(c.Nonces)) {
 			e := c.Nonces[n]
 			b = appendString(b, n)
-			b = binary.AppendUvarint(b, uint64(len(e.Signed)))
-			for _, f := range e.Signed {
+			signed := slices.DeleteFunc(slices.Clone(e.Signed), func(f *txFacts) bool { return f == nil })
+			b = binary.AppendUvarint(b, uint64(len(signed)))
+			for _, f := range signed {
 				b = appendFacts(b, f)
 			}
 			b = appendBool(b, e.Pending != nil)
@@ -61,10 +63,11 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
+// appendFacts writes f; none (a claim's, in a record an earlier release
+// wrote badly) is written as facts of nothing, never read back as nil.
 func appendFacts(b []byte, f *txFacts) []byte {
-	b = appendBool(b, f != nil)
 	if f == nil {
-		return b
+		f = &txFacts{}
 	}
 	b = appendString(appendString(appendString(b, f.Hash), f.To), f.Value)
 	b = appendString(appendString(appendString(b, f.Data), f.FeeCap), f.TipCap)
@@ -74,18 +77,25 @@ func appendFacts(b []byte, f *txFacts) []byte {
 var errTable = errors.New("malformed nonce table")
 
 // decodeTable reads encodeTable's form, refusing anything else: a length
-// or count past the bytes left, a flag other than 0 or 1, trailing bytes.
+// or count past the bytes left, a flag other than 0 or 1, a chain ID or
+// nonce that is not a canonical decimal or not after the one before it
+// (a damaged or forged record must not read as one with a nonce left
+// out, which would let the nonce be signed again), trailing bytes.
 func decodeTable(data []byte) (*nonceTable, error) {
 	if !bytes.HasPrefix(data, tableMagic) {
 		return nil, errTable
 	}
 	r := tableReader{b: data[len(tableMagic):]}
 	t := &nonceTable{Chains: map[string]*chainNonces{}}
-	for range r.count() {
-		id := r.string()
+	lastID := ""
+	for i := range r.count() {
+		id := r.decimal(i > 0, lastID)
+		lastID = id
 		c := &chainNonces{Highest: r.uvarint(), History: r.bool(), Nonces: map[string]*nonceEntry{}}
-		for range r.count() {
-			n := r.string()
+		lastNonce := ""
+		for j := range r.count() {
+			n := r.decimal(j > 0, lastNonce)
+			lastNonce = n
 			e := &nonceEntry{}
 			if k := r.count(); k > 0 {
 				e.Signed = make([]*txFacts, k)
@@ -162,10 +172,18 @@ func (r *tableReader) bool() bool {
 	return v
 }
 
-func (r *tableReader) facts() *txFacts {
-	if !r.bool() {
-		return nil
+// decimal reads a canonical unsigned decimal (digits only, no leading
+// zero, at most 78: a chain ID is up to 2^256) that, if after, sorts
+// after last.
+func (r *tableReader) decimal(after bool, last string) string {
+	s := r.string()
+	if s == "" || len(s) > 78 || s != "0" && s[0] == '0' || strings.ContainsFunc(s, func(c rune) bool { return c < '0' || c > '9' }) || after && s <= last {
+		r.fail()
 	}
+	return s
+}
+
+func (r *tableReader) facts() *txFacts {
 	f := &txFacts{Hash: r.string(), To: r.string(), Value: r.string(), Data: r.string(), FeeCap: r.string(), TipCap: r.string()}
 	if raw := r.string(); raw != "" {
 		f.Raw = []byte(raw)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func sampleTable() *nonceTable {
 	at := time.Date(2026, 12, 6, 17, 30, 0, 123456789, time.UTC)
 	t := &nonceTable{Chains: map[string]*chainNonces{
 		"1":        {Highest: 70, History: true, Nonces: map[string]*nonceEntry{}},
-		"11155111": {Nonces: map[string]*nonceEntry{"0": {Pending: &claimRec{Token: "tok", At: at}}}},
+		"11155111": {Nonces: map[string]*nonceEntry{"0": {Pending: &claimRec{Token: "tok", At: at, Facts: &txFacts{Hash: "0x0"}}}}},
 	}}
 	for n := range 64 {
 		e := &nonceEntry{Signed: []*txFacts{{Hash: "0x" + strconv.Itoa(n), To: "0x3535353535353535353535353535353535353535", Value: "1000000000000000000",
@@ -73,6 +74,61 @@ func TestNonceTableDamageIsRefused(t *testing.T) {
 	}
 }
 
+// A stored table whose chains or nonces repeat, are out of order or are
+// not canonical decimals is refused: a later copy would hide an earlier
+// one, a nonce signed would read as never signed. A table holding no
+// facts where facts belong (an earlier release's damaged record) is
+// written with empty facts, never read back as nil.
+func TestNonceTableRefusesWhatHidesANonce(t *testing.T) {
+	entry := func(b []byte, nonce string) []byte {
+		b = appendString(b, nonce)
+		b = append(b, 1) // one signed transaction
+		b = appendFacts(b, &txFacts{Hash: "0x" + nonce})
+		return appendString(append(b, 0), "") // no claim, no reservation
+	}
+	chain := func(b []byte, id string, nonces ...string) []byte {
+		b = append(appendString(b, id), 9, 1, byte(len(nonces))) // highest 9, history
+		for _, n := range nonces {
+			b = entry(b, n)
+		}
+		return b
+	}
+	table := func(chains ...[]byte) []byte {
+		b := append(bytes.Clone(tableMagic), byte(len(chains)))
+		for _, c := range chains {
+			b = append(b, c...)
+		}
+		return b
+	}
+	if _, err := decodeTable(table(chain(nil, "1", "5", "6"), chain(nil, "10", "7"))); err != nil {
+		t.Fatalf("a well-formed table: %v", err)
+	}
+	for name, b := range map[string][]byte{
+		"a nonce twice":           table(chain(nil, "1", "5", "5")),
+		"nonces out of order":     table(chain(nil, "1", "6", "5")),
+		"a chain twice":           table(chain(nil, "1", "5"), chain(nil, "1")),
+		"chains out of order":     table(chain(nil, "2", "5"), chain(nil, "1", "6")),
+		"a nonce with a zero":     table(chain(nil, "1", "05")),
+		"a nonce not a number":    table(chain(nil, "1", "5x")),
+		"a chain ID with a sign":  table(chain(nil, "+1", "5")),
+		"an empty chain ID":       table(chain(nil, "", "5")),
+		"a nonce that is nothing": table(chain(nil, "1", "")),
+	} {
+		if _, err := decodeTable(b); err == nil {
+			t.Errorf("%s: read", name)
+		}
+	}
+	tb := &nonceTable{Chains: map[string]*chainNonces{"1": {Nonces: map[string]*nonceEntry{
+		"3": {Signed: []*txFacts{nil, {Hash: "0x3"}}, Pending: &claimRec{Token: "t"}}}}}}
+	got, err := decodeTable(encodeTable(tb, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := got.Chains["1"].Nonces["3"]; len(e.Signed) != 1 || e.Signed[0].Hash != "0x3" || e.Pending.Facts == nil {
+		t.Fatalf("facts of nothing read back as %+v", e)
+	}
+}
+
 // Whatever bytes follow the magic, decodeTable neither panics nor reads
 // what it cannot write back: a table it reads encodes to one that reads
 // as the same.
@@ -83,6 +139,13 @@ func FuzzDecodeTable(f *testing.F) {
 		tb, err := decodeTable(data)
 		if err != nil {
 			return
+		}
+		for _, c := range tb.Chains {
+			for n, e := range c.Nonces {
+				if slices.Contains(e.Signed, nil) || e.Pending != nil && e.Pending.Facts == nil {
+					t.Fatalf("%x reads with no facts for nonce %s", data, n)
+				}
+			}
 		}
 		again, err := decodeTable(encodeTable(tb, 0))
 		if err != nil || !reflect.DeepEqual(again, tb) {
