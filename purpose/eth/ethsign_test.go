@@ -30,7 +30,7 @@ import (
 	"github.com/sigil-hsm/sigil/signer/pkcs11"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m, 12) }
+func TestMain(m *testing.M) { softhsmtest.Main(m, 14) }
 
 type env struct {
 	kr    *keyring.Keyring
