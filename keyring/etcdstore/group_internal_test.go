@@ -78,4 +78,3 @@ func TestLostAnswerIsNotAppliedTwice(t *testing.T) {
 		t.Errorf("counter %d after %d increments, %d answered OK (errors %v; the loss injected: %v)", n, len(results), ok, results, !armed.Load())
 	}
 }
-
