@@ -227,13 +227,10 @@ func boundString(s *string) {
 // seal encodes e and appends its own hash: the SHA-256 of the line up to
 // the "hash" member. It fails if the line would exceed MaxLine.
 func seal(e entry) ([]byte, string, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
+	body, err := encodeEntry(e)
+	if err != nil {
 		return nil, "", err
 	}
-	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	prefix := append(body[:len(body)-1:len(body)-1], `,"hash":"`...)
 	sum := sha256.Sum256(prefix)
 	hash := hex.EncodeToString(sum[:])
