@@ -38,7 +38,7 @@ func TestEncodeEntryIsEncodingJSONs(t *testing.T) {
 		r := &Record{Time: time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).In(time.FixedZone("z", rng.IntN(3)*3600)), RequestID: str(), Identity: str(),
 			Identities: strs(), Operation: str(), Method: str(), KeyID: str(), Namespace: str(), Generation: rng.IntN(3) - 1,
 			Outcome: str(), Code: str(), Reason: str(), LatencyMS: floats[rng.IntN(len(floats))], PayloadSHA256: str(),
-			RequestBytes: rng.IntN(2) * rng.IntN(1 << 20), Peer: str(), ApprovalID: str(), TraceID: str(), ApprovedBy: strs(),
+			RequestBytes: rng.IntN(2) * rng.IntN(1<<20), Peer: str(), ApprovalID: str(), TraceID: str(), ApprovedBy: strs(),
 			RequestSHA256: str(), IdentitiesTotal: rng.IntN(2) * 7}
 		if rng.IntN(3) == 0 {
 			r.InvalidKeyID = &Digest{Length: rng.IntN(300), SHA256: str()}
