@@ -280,6 +280,10 @@ func TestHostileFieldsAreBounded(t *testing.T) {
 	if len(details) != 23 || details["chain_id"] != "1" {
 		t.Fatal("bounding a record changed its caller's details")
 	}
+	assertion := `{"id":"` + strings.Repeat("c", 1500) + `","authenticatorData":"x"}` // kept whole: AuditCheck reads it back
+	if err := l.Write(&Record{Time: time.Now(), Operation: "approvals.approve", Outcome: "allowed", Details: map[string]string{"passkey_assertion": assertion, "decision": "approve"}}); err != nil {
+		t.Fatal(err)
+	}
 	if up, why := l.Health(); !up {
 		t.Fatalf("down after a hostile record: %s", why)
 	}
@@ -289,8 +293,12 @@ func TestHostileFieldsAreBounded(t *testing.T) {
 			t.Fatalf("a line of %d bytes", len(b))
 		}
 	}
-	if b, _ := os.ReadFile(e.path); !bytes.Contains(b, []byte(`"invalid_key_id":{"length":262000`)) || bytes.Contains(b, []byte("<<<<")) {
+	b, _ := os.ReadFile(e.path)
+	if !bytes.Contains(b, []byte(`"invalid_key_id":{"length":262000`)) || bytes.Contains(b, []byte("<<<<")) {
 		t.Fatal("the invalid key ID was not recorded as its length and hash")
+	}
+	if !bytes.Contains(b, []byte(`"passkey_assertion":"{\"id\":\"`+strings.Repeat("c", 1500)+`\",`)) {
+		t.Fatal("a passkey assertion in a record's details was not kept whole")
 	}
 	l = e.open()
 	l.Close()

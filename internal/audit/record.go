@@ -138,6 +138,9 @@ const (
 	maxField      = 256
 	maxIdentities = 4 // a certificate's identities spelled on a denial
 	maxDetails    = 8 // what a purpose notes of a use
+	// maxDetailBytes bounds a record's details as written: with every
+	// other field at its bound, the line stays under MaxLine.
+	maxDetailBytes = 8 << 10
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -156,19 +159,26 @@ func bound(r *Record) {
 	boundDetails(r)
 }
 
-// boundDetails keeps the first maxDetails of r's details by name, each
-// name and value bounded, in a map of its own (r is a copy whose map is
-// still the caller's).
+// boundDetails keeps the first maxDetails of r's details by name, in a
+// map of its own (r is a copy whose map is still the caller's): each name
+// bounded as a field is; each value kept whole (a passkey assertion runs
+// to a few KiB) while all of them, as written, fit in maxDetailBytes,
+// else replaced by its digest, as is one that is not valid UTF-8 or holds
+// a control character.
 func boundDetails(r *Record) {
 	if len(r.Details) == 0 {
 		return
 	}
 	names := slices.Sorted(maps.Keys(r.Details))
 	d := make(map[string]string, min(len(names), maxDetails))
+	budget := maxDetailBytes
 	for _, name := range names[:min(len(names), maxDetails)] {
 		v := r.Details[name]
 		boundString(&name)
-		boundString(&v)
+		if n := len(appendJSONString(nil, v)); n+len(name) > budget || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+			v = digested(v)
+		}
+		budget -= len(appendJSONString(nil, v)) + len(name)
 		d[name] = v
 	}
 	r.Details = d
@@ -219,9 +229,14 @@ func moreCount(ids []string) (int, bool) {
 // escapes to six bytes each).
 func boundString(s *string) {
 	if len(*s) > maxField || !utf8.ValidString(*s) || strings.ContainsFunc(*s, unicode.IsControl) {
-		d := DigestOf(*s)
-		*s = fmt.Sprintf("[%d bytes, sha256 %s]", d.Length, d.SHA256)
+		*s = digested(*s)
 	}
+}
+
+// digested is what a record says in place of s: its length and SHA-256.
+func digested(s string) string {
+	d := DigestOf(s)
+	return fmt.Sprintf("[%d bytes, sha256 %s]", d.Length, d.SHA256)
 }
 
 // seal encodes e and appends its own hash: the SHA-256 of the line up to
