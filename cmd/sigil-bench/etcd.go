@@ -61,9 +61,12 @@ func (b *bench) ethEtcdTable(dir string) ([]row, error) {
 		return nil, err
 	}
 	defer stop()
+	// Keys of their own: their objects share the token with the main
+	// keyring's, whose IDs they must not take.
+	const txKey, signKey = "bench-etcd-eth", "bench-etcd-k1"
 	for _, spec := range []keyring.CreateSpec{
-		{ID: "bench-eth", Purpose: eth.Name, Algorithm: signer.ES256K, Policy: &eth.Policy{ChainIDs: []uint64{1}}},
-		{ID: "bench-raw-k1", Purpose: raw.Name, Algorithm: signer.ES256K},
+		{ID: txKey, Purpose: eth.Name, Algorithm: signer.ES256K, Policy: &eth.Policy{ChainIDs: []uint64{1}}},
+		{ID: signKey, Purpose: raw.Name, Algorithm: signer.ES256K},
 	} {
 		if _, err := kr.Create(b.ctx, spec); err != nil {
 			return nil, err
@@ -72,18 +75,18 @@ func (b *bench) ethEtcdTable(dir string) ([]row, error) {
 	sign, txs := sigilv1.NewSigningServiceClient(conn), sigilv1.NewEthereumServiceClient(conn)
 	d := signer.ES256K.Input([]byte("about a transaction's signing hash"))
 	signK1 := func(ctx context.Context) error {
-		_, err := sign.Sign(ctx, &sigilv1.SignRequest{KeyId: "bench-raw-k1", Input: &sigilv1.SignRequest_Digest{Digest: d}})
+		_, err := sign.Sign(ctx, &sigilv1.SignRequest{KeyId: signKey, Input: &sigilv1.SignRequest_Digest{Digest: d}})
 		return err
 	}
 	const name = "SignTransaction, etcd"
 	rows, err := b.pair(name, signK1, func(ctx context.Context) error {
-		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: "bench-eth", Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
+		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: txKey, Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: b.nextTx("")}})
 		return err
 	}, []int{1, 16})
 	if err != nil {
 		return nil, err
 	}
-	many, err := b.manyKeys(kr, conn, name+", 16 keys", signK1)
+	many, err := b.manyKeys(kr, conn, "bench-etcd-eth-", name+", 16 keys", signK1)
 	return append(rows, many...), err
 }
 

@@ -815,19 +815,21 @@ func (b *bench) ethTable() ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	many, err := b.manyKeys(b.kr, b.conn, "SignTransaction, 16 keys", signK1)
+	many, err := b.manyKeys(b.kr, b.conn, "bench-eth-", "SignTransaction, 16 keys", signK1)
 	return append(rows, many...), err
 }
 
-// manyKeys measures SignTransaction at 16 callers over 16 keys of kr,
-// taken in turn, on conn, against base: each key's ledger record is its
-// own, so their claims and settles may share a store transaction.
-func (b *bench) manyKeys(kr *keyring.Keyring, conn *grpc.ClientConn, name string, base func(context.Context) error) ([]row, error) {
+// manyKeys measures SignTransaction at 16 callers over 16 keys of kr
+// (prefix and a number: their objects share the bench's token with every
+// other keyring's), taken in turn, on conn, against base: each key's
+// ledger record is its own, so their claims and settles may share a
+// store transaction.
+func (b *bench) manyKeys(kr *keyring.Keyring, conn *grpc.ClientConn, prefix, name string, base func(context.Context) error) ([]row, error) {
 	const keys = 16
 	var turn atomic.Uint64
 	nonces := make([]atomic.Uint64, keys)
 	for i := range keys {
-		if _, err := kr.Create(b.ctx, keyring.CreateSpec{ID: fmt.Sprintf("bench-eth-%d", i), Purpose: eth.Name, Algorithm: signer.ES256K,
+		if _, err := kr.Create(b.ctx, keyring.CreateSpec{ID: fmt.Sprintf("%s%d", prefix, i), Purpose: eth.Name, Algorithm: signer.ES256K,
 			Policy: &eth.Policy{ChainIDs: []uint64{1}}}); err != nil {
 			return nil, err
 		}
@@ -836,7 +838,7 @@ func (b *bench) manyKeys(kr *keyring.Keyring, conn *grpc.ClientConn, name string
 	return b.pair(name, base, func(ctx context.Context) error {
 		i := turn.Add(1) % keys
 		tx := fmt.Appendf(nil, `{"chainId":"0x1","nonce":"0x%x","to":"0x3535353535353535353535353535353535353535","value":"0xde0b6b3a7640000","gas":"0x5208","maxFeePerGas":"0x77359400","maxPriorityFeePerGas":"0x3b9aca00"}`, nonces[i].Add(1))
-		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: fmt.Sprintf("bench-eth-%d", i), Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: tx}})
+		_, err := txs.SignTransaction(ctx, &sigilv1.SignTransactionRequest{KeyId: fmt.Sprintf("%s%d", prefix, i), Transaction: &sigilv1.SignTransactionRequest_TransactionJson{TransactionJson: tx}})
 		return err
 	}, []int{16})
 }
