@@ -15,8 +15,7 @@ import (
 const MaxBatch = 1000
 
 // Batch runs items as calls of method through the batch layer (d.Each:
-// each its own call through the access path, decided, charged and
-// audited alone) and gives, in the items' order, each one's response or
+// each answered, charged and audited as a call of its own) and gives, in the items' order, each one's response or
 // the error that call got, as a BatchError. It is what a purpose's batch
 // RPC is made of; the error it returns refuses the batch whole.
 func Batch[Req, Resp proto.Message](ctx context.Context, d Deps, method string, items []Req, newResp func() Resp) ([]Resp, []*sigilv1.BatchError, error) {

@@ -176,9 +176,10 @@ type Deps struct {
 	// OnSign learns of every signature made or tried with sg (for the
 	// metrics).
 	OnSign func(sg keyring.Signing, err error, took time.Duration)
-	// Each runs reqs as calls of method, each through the one access path
-	// as if it came alone (authorization, quota, approval rules, audit
-	// record), concurrently: what a batch RPC is made of. It returns each
+	// Each runs reqs as calls of method through the one access path, each
+	// answered as if it came alone (authorization, quota, approval rules,
+	// audit record; items on one key are decided together, charged per
+	// item), concurrently: what a batch RPC is made of. It returns each
 	// call's response, made by newResp, or error (a gRPC status).
 	Each func(ctx context.Context, method string, reqs []proto.Message, newResp func() proto.Message) ([]proto.Message, []error)
 	// CanRead reports whether the caller may read key id: a listing a

@@ -692,9 +692,10 @@ func (l *Log) syncer() {
 		l.setSynced(h)
 		// At most one fsync begins a millisecond. Back to back, at one
 		// request at a time, they cost every request on the machine tens
-		// of microseconds (secured Sign's p50 over the floor and the
-		// signature: 132 µs, paced 104 µs); a machine crash may lose a
-		// millisecond more of lines, less than one fsync takes.
+		// of microseconds (the secured Sign row of BENCHMARKS.md's
+		// part-by-part table; pacing took a fifth off it in A/B runs); a
+		// machine crash may lose a millisecond more of lines, less than
+		// one fsync takes.
 		time.Sleep(time.Until(begun.Add(syncPace)))
 	}
 }
