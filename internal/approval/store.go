@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
-	"github.com/sigil-hsm/sigil/internal/namespace"
 )
 
 // Bounds on what held requests can make the store keep. A client allowed
@@ -59,26 +58,18 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	if err != nil {
 		return nil, err
 	}
-	mine, here := 0, 0
-	for _, o := range all {
-		if o.InNamespace() == r.InNamespace() {
-			here++
-		}
-		if o.Requester != r.Requester || !o.Live(now) {
-			continue
-		}
-		if o.Method == r.Method && o.PayloadSHA256 == r.PayloadSHA256 && o.KeyID == r.KeyID {
-			return o, nil
-		}
-		mine++
-	}
-	switch {
-	case mine >= PerRequester:
-		return nil, errs.New(errs.ResourceExhausted, "approvals: %s holds %d requests awaiting approval already", r.Requester, mine)
-	case r.InNamespace() != namespace.Root && here >= PerNamespace:
-		return nil, errs.New(errs.ResourceExhausted, "approvals: namespace %s holds %d requests already", r.InNamespace(), here)
-	case len(all) >= MaxRecords:
+	if len(all) >= MaxRecords {
+		// Of the bounds, only this one is read before it is applied:
+		// concurrent requests in several namespaces may pass it by
+		// their number; each namespace's own bound is exact.
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
+	}
+	retry, err := s.hold(ctx, r, now)
+	if err != nil {
+		return nil, err
+	}
+	if retry != nil {
+		return s.retried(ctx, retry)
 	}
 	r.Outbox.Raise(EventHeld)
 	b, err := json.Marshal(r)
@@ -86,6 +77,7 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 		return nil, err
 	}
 	if err := s.a.CreateAnchor(ctx, prefix+r.ID, b); err != nil {
+		s.unindex(ctx, r)
 		return nil, err
 	}
 	// A record whose payload could not be written (the store failed in
@@ -93,6 +85,7 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	// fails. It is deleted here when possible.
 	if err := s.a.CreateAnchor(ctx, payloadPrefix+r.ID, r.Payload); err != nil {
 		s.a.UpdateAnchor(ctx, prefix+r.ID, func([]byte) ([]byte, error) { return nil, nil })
+		s.unindex(ctx, r)
 		return nil, err
 	}
 	return r, nil
@@ -141,17 +134,21 @@ func (s *Store) prune(ctx context.Context, all []*Request, now time.Time) []*Req
 
 // ended reports whether r ended more than Retention before now.
 func (r *Request) ended(now time.Time) bool {
-	end := r.Finished
+	end, ok := r.endedAt(now)
+	return ok && now.Sub(end) > Retention
+}
+
+// endedAt returns when r ended, if it had by now.
+func (r *Request) endedAt(now time.Time) (time.Time, bool) {
 	switch r.StateAt(now) {
 	case Denied:
-		end = r.DecidedAt
+		return r.DecidedAt, true
 	case Expired:
-		end = r.Expires
+		return r.Expires, true
 	case Done, Failed:
-	default:
-		return false
+		return r.Finished, true
 	}
-	return now.Sub(end) > Retention
+	return time.Time{}, false
 }
 
 // Get returns the request with id.
