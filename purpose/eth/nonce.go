@@ -55,6 +55,25 @@ type nonceEntry struct {
 	Signed      []*txFacts `json:"signed,omitempty"`
 	Pending     *claimRec  `json:"pending,omitempty"`
 	Reservation string     `json:"reservation,omitempty"` // the nonce's one spend against the daily limit
+
+	// enc is the entry's stored form, kept once written: a table
+	// shares its unchanged entries with the one it was read from, so a
+	// claim or settle encodes one entry, not the window.
+	enc []byte
+}
+
+// own returns nonce key's entry for the caller to change: a copy (a new
+// entry if none), put in its place. Entries are shared between a table
+// and the cached one it was cloned from, whose entries (and their kept
+// encodings) must not change.
+func (c *chainNonces) own(key string) *nonceEntry {
+	e := &nonceEntry{}
+	if old := c.Nonces[key]; old != nil {
+		*e = *old
+		e.Signed, e.enc = slices.Clone(old.Signed), nil
+	}
+	c.Nonces[key] = e
+	return e
 }
 
 // txFacts are what the guard compares of a transaction.
@@ -165,10 +184,7 @@ func claim(rec *keyring.LedgerRecord, tt *tables, id string, u Unsigned, hash co
 		return nil, err
 	}
 	key := strconv.FormatUint(n, 10)
-	e := c.Nonces[key]
-	if e == nil {
-		e = &nonceEntry{}
-	}
+	e := c.own(key) // the table is dropped unless the claim is recorded
 	if e.Pending != nil && now.Sub(e.Pending.At) < claimLease {
 		return nil, errs.New(errs.Aborted, "nonce %d on chain %s: a signature is in progress; retry", n, u.ChainID)
 	}
@@ -193,7 +209,6 @@ func claim(rec *keyring.LedgerRecord, tt *tables, id string, u Unsigned, hash co
 			n, u.ChainID, e.Signed[0].Hash, self.Hex())
 	}
 	e.Pending = &claimRec{Token: token, At: now.Round(0), Facts: next} // wall time, as a decoded table has it
-	c.Nonces[key] = e
 	return nil, tt.write(id, t, rec)
 }
 
@@ -226,11 +241,11 @@ func settle(rec *keyring.LedgerRecord, tt *tables, id string, chainID *big.Int, 
 		return err
 	}
 	c, key := t.chain(chainID), strconv.FormatUint(nonce, 10)
-	e := c.Nonces[key]
-	if e == nil || e.Pending == nil || e.Pending.Token != token {
+	if e := c.Nonces[key]; e == nil || e.Pending == nil || e.Pending.Token != token {
 		return nil // taken over after its lease, or settled
 	}
-	facts := e.Pending.Facts
+	e := c.own(key)
+	facts := e.Pending.Facts.clone()
 	e.Pending = nil
 	switch {
 	case raw != nil:
@@ -259,9 +274,11 @@ func (c *chainNonces) prune() {
 		switch {
 		case m < c.Highest && c.Highest-m > NonceWindow && e.Pending == nil:
 			delete(c.Nonces, k)
-		case m < c.Highest && c.Highest-m > RawWindow:
-			for _, f := range e.Signed {
-				f.Raw = nil
+		case m < c.Highest && c.Highest-m > RawWindow && slices.ContainsFunc(e.Signed, func(f *txFacts) bool { return f.Raw != nil }):
+			e = c.own(k)
+			for i, f := range e.Signed {
+				f = f.clone()
+				f.Raw, e.Signed[i] = nil, f
 			}
 		}
 	}

@@ -107,8 +107,9 @@ func Reconcile(rec *keyring.LedgerRecord, e Evidence, limit *big.Int, now time.T
 		f := ChainFound{Chain: chain, Before: c.Highest, HadHistory: c.History}
 		// A claim the backup caught in flight may have been signed since:
 		// its nonce is taken.
-		for _, en := range c.Nonces {
+		for key, en := range c.Nonces {
 			if en.Pending != nil {
+				en = c.own(key)
 				en.Signed, en.Pending = append(en.Signed, &txFacts{Hash: "reconciled:in-flight-at-backup"}), nil
 			}
 		}

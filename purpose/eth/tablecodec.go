@@ -34,22 +34,30 @@ func encodeTable(t *nonceTable, sizeHint int) []byte {
 		b = binary.AppendUvarint(b, uint64(len(c.Nonces)))
 		for _, n := range slices.Sorted(maps.Keys(c.Nonces)) {
 			e := c.Nonces[n]
-			b = appendString(b, n)
-			signed := slices.DeleteFunc(slices.Clone(e.Signed), func(f *txFacts) bool { return f == nil })
-			b = binary.AppendUvarint(b, uint64(len(signed)))
-			for _, f := range signed {
-				b = appendFacts(b, f)
+			if e.enc == nil {
+				e.enc = appendEntry(nil, n, e)
 			}
-			b = appendBool(b, e.Pending != nil)
-			if p := e.Pending; p != nil {
-				b = appendString(b, p.Token)
-				b = binary.AppendVarint(b, p.At.UnixNano())
-				b = appendFacts(b, p.Facts)
-			}
-			b = appendString(b, e.Reservation)
+			b = append(b, e.enc...)
 		}
 	}
 	return b
+}
+
+// appendEntry is nonce n's entry e.
+func appendEntry(b []byte, n string, e *nonceEntry) []byte {
+	b = appendString(b, n)
+	signed := slices.DeleteFunc(slices.Clone(e.Signed), func(f *txFacts) bool { return f == nil })
+	b = binary.AppendUvarint(b, uint64(len(signed)))
+	for _, f := range signed {
+		b = appendFacts(b, f)
+	}
+	b = appendBool(b, e.Pending != nil)
+	if p := e.Pending; p != nil {
+		b = appendString(b, p.Token)
+		b = binary.AppendVarint(b, p.At.UnixNano())
+		b = appendFacts(b, p.Facts)
+	}
+	return appendString(b, e.Reservation)
 }
 
 func appendString(b []byte, s string) []byte {

@@ -41,7 +41,7 @@ func TestNonceTableRoundTrip(t *testing.T) {
 	tb := sampleTable()
 	stored := encodeTable(tb, 0)
 	got, err := readNonces(&keyring.LedgerRecord{Extra: stored})
-	if err != nil || !reflect.DeepEqual(got, tb) {
+	if err != nil || !reflect.DeepEqual(got, forgetEncodings(tb)) {
 		t.Fatalf("the stored form reads back as %+v, %v", got, err)
 	}
 	old, _ := json.Marshal(tb)
@@ -148,8 +148,19 @@ func FuzzDecodeTable(f *testing.F) {
 			}
 		}
 		again, err := decodeTable(encodeTable(tb, 0))
-		if err != nil || !reflect.DeepEqual(again, tb) {
+		if err != nil || !reflect.DeepEqual(again, forgetEncodings(tb)) {
 			t.Fatalf("%x reads as a table that does not survive its own encoding: %v", data, err)
 		}
 	})
+}
+
+// forgetEncodings drops the encodings encodeTable kept in tb's entries,
+// so that tb compares equal to a table decoded from them.
+func forgetEncodings(tb *nonceTable) *nonceTable {
+	for _, c := range tb.Chains {
+		for _, e := range c.Nonces {
+			e.enc = nil
+		}
+	}
+	return tb
 }

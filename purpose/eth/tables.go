@@ -2,6 +2,7 @@ package eth
 
 import (
 	"bytes"
+	"maps"
 	"sync"
 
 	"github.com/sigil-hsm/sigil/keyring"
@@ -65,27 +66,15 @@ func (c *tables) write(id string, t *nonceTable, rec *keyring.LedgerRecord) erro
 	return nil
 }
 
-// clone is a copy of t that shares nothing it may change: entries,
-// their lists of transactions, claims and facts (a fact's Raw bytes are
-// replaced, never written into).
+// clone is a copy of t whose chains and maps are its own and whose
+// entries are t's: an entry is never changed in place (chainNonces.own
+// copies the one a claim or settle changes), so cloning a table is
+// copying its maps, not its transactions, and an unchanged entry keeps
+// its encoding.
 func (t *nonceTable) clone() *nonceTable {
 	out := &nonceTable{Chains: make(map[string]*chainNonces, len(t.Chains))}
 	for id, c := range t.Chains {
-		cc := &chainNonces{Highest: c.Highest, History: c.History, Nonces: make(map[string]*nonceEntry, len(c.Nonces))}
-		for k, e := range c.Nonces {
-			ec := *e
-			ec.Signed = make([]*txFacts, len(e.Signed))
-			for i, f := range e.Signed {
-				ec.Signed[i] = f.clone()
-			}
-			if e.Pending != nil {
-				p := *e.Pending
-				p.Facts = p.Facts.clone()
-				ec.Pending = &p
-			}
-			cc.Nonces[k] = &ec
-		}
-		out.Chains[id] = cc
+		out.Chains[id] = &chainNonces{Highest: c.Highest, History: c.History, Nonces: maps.Clone(c.Nonces)}
 	}
 	return out
 }
