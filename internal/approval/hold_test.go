@@ -149,3 +149,18 @@ func TestIndexHealsAndStartsFromRecords(t *testing.T) {
 		t.Fatalf("a retry of a request held before the index: %v %v", got, err)
 	}
 }
+
+// A burst of requests in one namespace, each of its own requester, is
+// held whole: the replica takes them one at a time, so none loses the
+// index's compare-and-swap until it gives up.
+func TestBurstOfHoldsInOneNamespace(t *testing.T) {
+	s := openStore(t)
+	burst := make([]*Request, 100)
+	for i := range burst {
+		burst[i] = held()
+		burst[i].Namespace, burst[i].Requester = "tenant-a", fmt.Sprint("spiffe://example.org/tenant-a/", i)
+	}
+	if ids, failed := holdAll(t, []*Store{s}, burst); len(ids) != len(burst) || len(failed) != 0 {
+		t.Fatalf("100 requests at once in one namespace: %d held, refused %v", len(ids), failed)
+	}
+}

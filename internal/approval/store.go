@@ -3,8 +3,10 @@ package approval
 import (
 	"context"
 	"encoding/json"
+	"hash/fnv"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -32,7 +34,13 @@ const (
 )
 
 // Store keeps held requests in the keyring store's anchors.
-type Store struct{ a Anchors }
+type Store struct {
+	a Anchors
+	// holding serialises a replica's holds by namespace (a shard of
+	// namespaces each), so they do not lose the index's compare-and-swap
+	// to each other; only other replicas' holds race it.
+	holding [16]sync.Mutex
+}
 
 // Anchors is what the store keeps requests in: small named values with
 // atomic updates (the keyring store's anchors satisfy it).
@@ -45,6 +53,13 @@ type Anchors interface {
 
 // NewStore keeps requests in a.
 func NewStore(a Anchors) *Store { return &Store{a: a} }
+
+// lock is the mutex of namespace ns's shard.
+func (s *Store) lock(ns string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(ns))
+	return &s.holding[h.Sum32()%uint32(len(s.holding))]
+}
 
 // Hold records r, or if the same requester already holds a live request
 // for the same method and payload, returns that one instead (a client's
@@ -64,21 +79,34 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 		// their number; each namespace's own bound is exact.
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
 	}
+	mu := s.lock(r.InNamespace())
+	mu.Lock()
 	retry, err := s.hold(ctx, r, now)
-	if err != nil {
-		return nil, err
+	if err == nil && retry == nil {
+		err = s.create(ctx, r) // before the next hold here reads the index
 	}
-	if retry != nil {
+	mu.Unlock()
+	switch {
+	case err != nil:
+		return nil, err
+	case retry != nil:
 		return s.retried(ctx, retry)
 	}
+	return r, nil
+}
+
+// create writes the record and the payload of r, which the index holds;
+// on a failure, neither is left, nor r's entry in the index.
+func (s *Store) create(ctx context.Context, r *Request) error {
 	r.Outbox.Raise(EventHeld)
 	b, err := json.Marshal(r)
 	if err != nil {
-		return nil, err
+		s.unindex(ctx, r)
+		return err
 	}
 	if err := s.a.CreateAnchor(ctx, prefix+r.ID, b); err != nil {
 		s.unindex(ctx, r)
-		return nil, err
+		return err
 	}
 	// A record whose payload could not be written (the store failed in
 	// between, or a crash) runs nothing: its run finds no payload and
@@ -86,9 +114,9 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	if err := s.a.CreateAnchor(ctx, payloadPrefix+r.ID, r.Payload); err != nil {
 		s.a.UpdateAnchor(ctx, prefix+r.ID, func([]byte) ([]byte, error) { return nil, nil })
 		s.unindex(ctx, r)
-		return nil, err
+		return err
 	}
-	return r, nil
+	return nil
 }
 
 // Payload returns the protobuf bytes of the request with id; an error
