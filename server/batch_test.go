@@ -281,22 +281,33 @@ approvals:
 		if i%2 == 0 {
 			id = "mine-held"
 		}
-		d := sha256.Sum256([]byte{byte(i)}) // each its own request: one held twice is one approval
+		d := sha256.Sum256([]byte{byte(i)})
 		items = append(items, &sigilv1.SignRequest{KeyId: id, Input: &sigilv1.SignRequest_Digest{Digest: d[:]}})
+	}
+	same := sha256.Sum256([]byte("asked four times at once"))
+	for range 4 { // items 10 to 13: one request, held once
+		items = append(items, &sigilv1.SignRequest{KeyId: "mine-held", Input: &sigilv1.SignRequest_Digest{Digest: same[:]}})
 	}
 	resp, err := sigilv1.NewSigningServiceClient(e.Client(t, "spiffe://example.org/batcher")).SignBatch(ctx, &sigilv1.SignBatchRequest{Items: items})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ids := map[string]bool{}
 	for i, r := range resp.GetResults() {
 		held := r.GetError().GetCode() == "FailedPrecondition" && strings.Contains(r.GetError().GetMessage(), "approval required")
-		if i%2 == 0 != held || i%2 == 1 && len(r.GetResponse().GetSignature()) == 0 {
+		if (i%2 == 0 || i >= 10) != held || i%2 == 1 && i < 10 && len(r.GetResponse().GetSignature()) == 0 {
 			t.Errorf("item %d (%s): %v", i, items[i].GetKeyId(), r)
 		}
+		if i >= 10 {
+			ids[strings.Fields(r.GetError().GetMessage())[3]] = true // "approval required: request ID waits …"
+		}
+	}
+	if len(ids) != 1 {
+		t.Errorf("four identical items held as %d requests: %v", len(ids), ids)
 	}
 	list, err := sigilv1.NewApprovalServiceClient(e.Client(t, "spiffe://example.org/officer")).ListApprovals(ctx, &sigilv1.ListApprovalsRequest{})
-	if err != nil || len(list.GetApprovals()) != 5 {
-		t.Fatalf("approval requests: %d, %v; want one per held item, 5", len(list.GetApprovals()), err)
+	if err != nil || len(list.GetApprovals()) != 6 {
+		t.Fatalf("approval requests: %d, %v; want one per held item, the four identical ones one, 6", len(list.GetApprovals()), err)
 	}
 }
 
