@@ -3,13 +3,13 @@ package approval
 import (
 	"context"
 	"encoding/json"
-	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
+	"github.com/sigil-hsm/sigil/internal/namespace"
 )
 
 // Bounds on what held requests can make the store keep. A client allowed
@@ -36,10 +36,12 @@ const (
 // Store keeps held requests in the keyring store's anchors.
 type Store struct {
 	a Anchors
-	// holding serialises a replica's holds by namespace (a shard of
-	// namespaces each), so they do not lose the index's compare-and-swap
-	// to each other; only other replicas' holds race it.
-	holding [16]sync.Mutex
+	// holding makes a replica's holds one at a time: each decides its
+	// retry and its bounds on the records as they stand and writes its
+	// own before the next reads them, so identical requests held at once
+	// make one request and racing ones cannot pass a bound. Other
+	// replicas' holds are not in it (see docs/dual-control.md).
+	holding sync.Mutex
 }
 
 // Anchors is what the store keeps requests in: small named values with
@@ -54,13 +56,6 @@ type Anchors interface {
 // NewStore keeps requests in a.
 func NewStore(a Anchors) *Store { return &Store{a: a} }
 
-// lock is the mutex of namespace ns's shard.
-func (s *Store) lock(ns string) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(ns))
-	return &s.holding[h.Sum32()%uint32(len(s.holding))]
-}
-
 // Hold records r, or if the same requester already holds a live request
 // for the same method and payload, returns that one instead (a client's
 // retry is not a second request). Requests that ended past Retention are
@@ -69,54 +64,49 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	if len(r.Payload) > MaxPayload {
 		return nil, errs.New(errs.InvalidArgument, "request: %d bytes, more than the %d a request held for approval may carry", len(r.Payload), MaxPayload)
 	}
+	s.holding.Lock()
+	defer s.holding.Unlock()
 	all, err := s.Sweep(ctx, now)
 	if err != nil {
 		return nil, err
 	}
-	if len(all) >= MaxRecords {
-		// Of the bounds, only this one is read before it is applied:
-		// concurrent requests in several namespaces may pass it by
-		// their number; each namespace's own bound is exact.
+	mine, here := 0, 0
+	for _, o := range all {
+		if o.InNamespace() == r.InNamespace() {
+			here++
+		}
+		if o.Requester != r.Requester || !o.Live(now) {
+			continue
+		}
+		if o.Method == r.Method && o.PayloadSHA256 == r.PayloadSHA256 && o.KeyID == r.KeyID {
+			return o, nil
+		}
+		mine++
+	}
+	switch {
+	case mine >= PerRequester:
+		return nil, errs.New(errs.ResourceExhausted, "approvals: %s holds %d requests awaiting approval already", r.Requester, mine)
+	case r.InNamespace() != namespace.Root && here >= PerNamespace:
+		return nil, errs.New(errs.ResourceExhausted, "approvals: namespace %s holds %d requests already", r.InNamespace(), here)
+	case len(all) >= MaxRecords:
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
 	}
-	mu := s.lock(r.InNamespace())
-	mu.Lock()
-	retry, err := s.hold(ctx, r, now)
-	if err == nil && retry == nil {
-		err = s.create(ctx, r) // before the next hold here reads the index
-	}
-	mu.Unlock()
-	switch {
-	case err != nil:
-		return nil, err
-	case retry != nil:
-		return s.retried(ctx, retry)
-	}
-	return r, nil
-}
-
-// create writes the record and the payload of r, which the index holds;
-// on a failure, neither is left, nor r's entry in the index.
-func (s *Store) create(ctx context.Context, r *Request) error {
 	r.Outbox.Raise(EventHeld)
 	b, err := json.Marshal(r)
 	if err != nil {
-		s.unindex(ctx, r)
-		return err
+		return nil, err
 	}
 	if err := s.a.CreateAnchor(ctx, prefix+r.ID, b); err != nil {
-		s.unindex(ctx, r)
-		return err
+		return nil, err
 	}
 	// A record whose payload could not be written (the store failed in
 	// between, or a crash) runs nothing: its run finds no payload and
 	// fails. It is deleted here when possible.
 	if err := s.a.CreateAnchor(ctx, payloadPrefix+r.ID, r.Payload); err != nil {
 		s.a.UpdateAnchor(ctx, prefix+r.ID, func([]byte) ([]byte, error) { return nil, nil })
-		s.unindex(ctx, r)
-		return err
+		return nil, err
 	}
-	return nil
+	return r, nil
 }
 
 // Payload returns the protobuf bytes of the request with id; an error
@@ -162,21 +152,17 @@ func (s *Store) prune(ctx context.Context, all []*Request, now time.Time) []*Req
 
 // ended reports whether r ended more than Retention before now.
 func (r *Request) ended(now time.Time) bool {
-	end, ok := r.endedAt(now)
-	return ok && now.Sub(end) > Retention
-}
-
-// endedAt returns when r ended, if it had by now.
-func (r *Request) endedAt(now time.Time) (time.Time, bool) {
+	end := r.Finished
 	switch r.StateAt(now) {
 	case Denied:
-		return r.DecidedAt, true
+		end = r.DecidedAt
 	case Expired:
-		return r.Expires, true
+		end = r.Expires
 	case Done, Failed:
-		return r.Finished, true
+	default:
+		return false
 	}
-	return time.Time{}, false
+	return now.Sub(end) > Retention
 }
 
 // Get returns the request with id.

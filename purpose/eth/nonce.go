@@ -119,8 +119,28 @@ func readNonces(rec *keyring.LedgerRecord) (*nonceTable, error) {
 		if err := json.Unmarshal(rec.Extra, t); err != nil {
 			return nil, errs.New(errs.Internal, "the nonce record: %w", err)
 		}
+		if err := t.whole(); err != nil {
+			return nil, errs.New(errs.Internal, "the nonce record: %w", err)
+		}
 	}
 	return t, nil
+}
+
+// whole refuses a table with a null where a chain, an entry or a
+// transaction's facts belong: read as nothing, it would free a nonce
+// signed for (the binary form refuses the same, see decodeTable).
+func (t *nonceTable) whole() error {
+	for id, c := range t.Chains {
+		if c == nil {
+			return fmt.Errorf("chain %s is null", id)
+		}
+		for n, e := range c.Nonces {
+			if e == nil || slices.Contains(e.Signed, nil) || e.Pending != nil && e.Pending.Facts == nil {
+				return fmt.Errorf("nonce %s on chain %s has a null where a transaction belongs", n, id)
+			}
+		}
+	}
+	return nil
 }
 
 func (t *nonceTable) write(rec *keyring.LedgerRecord) error {

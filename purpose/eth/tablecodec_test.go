@@ -164,3 +164,19 @@ func forgetEncodings(tb *nonceTable) *nonceTable {
 	}
 	return tb
 }
+
+// A record in the JSON form earlier releases wrote with a null where a
+// transaction, an entry or a chain belongs is refused, not read as a
+// nonce free to sign (nor a panic in the claim).
+func TestNonceTableJSONWithNullsIsRefused(t *testing.T) {
+	for _, rec := range []string{
+		`{"chains":{"1":{"highest":3,"history":true,"nonces":{"3":{"signed":[null]}}}}}`,
+		`{"chains":{"1":{"highest":3,"history":true,"nonces":{"3":null}}}}`,
+		`{"chains":{"1":null}}`,
+		`{"chains":{"1":{"highest":3,"history":true,"nonces":{"3":{"pending":{"token":"t","at":"2026-12-06T00:00:00Z"}}}}}}`,
+	} {
+		if tb, err := readNonces(&keyring.LedgerRecord{Extra: []byte(rec)}); err == nil {
+			t.Errorf("%s read as %+v", rec, tb)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -94,7 +95,8 @@ func TestCachedTablesWriteWhatFreshOnesDo(t *testing.T) {
 	self := common.HexToAddress("0x9999999999999999999999999999999999999999")
 	spend := func(s []keyring.Spend) ([]keyring.Spend, string, error) { return s, "", nil }
 	now := time.Unix(1_800_000_000, 0)
-	pending := map[uint64]string{} // nonce → token of the claim not settled yet
+	type claimed struct{ chain, nonce uint64 }
+	pending := map[claimed]string{} // → the token of the claim not settled yet
 	for step := range 3000 {
 		now = now.Add(time.Duration(rng.IntN(20)) * time.Second)
 		n := uint64(step/8 + rng.IntN(12))
@@ -124,7 +126,7 @@ func TestCachedTablesWriteWhatFreshOnesDo(t *testing.T) {
 			t.Fatalf("step %d: cached %s, fresh %s", step, outs[0], outs[1])
 		}
 		if outs[0] == "claim  <nil>" {
-			pending[n] = token
+			pending[claimed{u.ChainID.Uint64(), n}] = token
 		}
 		for m, tok := range pending {
 			if rng.IntN(3) != 0 { // left for later, or for good: a claim abandoned, taken over after its lease
@@ -132,14 +134,14 @@ func TestCachedTablesWriteWhatFreshOnesDo(t *testing.T) {
 			}
 			var raw []byte
 			if rng.IntN(5) != 0 {
-				raw = fmt.Appendf(nil, "signed %d %s", m, tok)
+				raw = fmt.Appendf(nil, "signed %d %s", m.nonce, tok)
 			}
 			for _, r := range []*ledgerRun{cached, fresh} {
 				if r == fresh {
 					r.tt = tables{}
 				}
 				if err := r.rewrite(t, func(rec *keyring.LedgerRecord) error {
-					return settle(rec, &r.tt, "k", u.ChainID, m, tok, raw)
+					return settle(rec, &r.tt, "k", new(big.Int).SetUint64(m.chain), m.nonce, tok, raw)
 				}); err != nil {
 					t.Fatal(err)
 				}
