@@ -107,7 +107,7 @@ func factsOf(u Unsigned, hash common.Hash) *txFacts {
 }
 
 func readNonces(rec *keyring.LedgerRecord) (*nonceTable, error) {
-	if bytes.HasPrefix(rec.Extra, tableMagic) {
+	if bytes.HasPrefix(rec.Extra, tableMagic) || bytes.HasPrefix(rec.Extra, tableMagicV1) {
 		t, err := decodeTable(rec.Extra)
 		if err != nil {
 			return nil, errs.New(errs.Internal, "the nonce record: %w", err)

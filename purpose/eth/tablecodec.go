@@ -10,15 +10,20 @@ import (
 	"time"
 )
 
-// tableMagic begins a nonce table's stored form; the JSON form of earlier
-// releases begins with '{', and is still read.
-var tableMagic = []byte{0, 'N', 'T', 1}
+// tableMagic begins a nonce table's stored form, version 2 (facts
+// packed, see packed.go); version 1 (facts as text, tableMagicV1) and the
+// JSON form of earlier releases (it begins with '{') are still read.
+var (
+	tableMagic   = []byte{0, 'N', 'T', 2}
+	tableMagicV1 = []byte{0, 'N', 'T', 1}
+)
 
 // encodeTable is t's stored form: tableMagic, then per chain (in order
 // of ID, as strings) its ID, highest nonce, history flag and entries (in
 // order of nonce, as strings), each a list of its signed transactions'
-// facts, its pending claim, and its reservation; strings and byte strings
-// length-prefixed, numbers as varints. A table is rewritten by every claim and settle,
+// facts (packed, see packed.go), its pending claim, and its reservation;
+// strings and byte strings length-prefixed, numbers as varints. A table
+// is rewritten by every claim and settle,
 // one at a time inside the store's update: written out by hand, into a
 // buffer of the size it had (sizeHint), it costs a fraction of
 // encoding/json's reflection (the largest part of a claim's time), and
@@ -49,13 +54,13 @@ func appendEntry(b []byte, n string, e *nonceEntry) []byte {
 	signed := slices.DeleteFunc(slices.Clone(e.Signed), func(f *txFacts) bool { return f == nil })
 	b = binary.AppendUvarint(b, uint64(len(signed)))
 	for _, f := range signed {
-		b = appendFacts(b, f)
+		b = appendFactsPacked(b, f)
 	}
 	b = appendBool(b, e.Pending != nil)
 	if p := e.Pending; p != nil {
 		b = appendString(b, p.Token)
 		b = binary.AppendVarint(b, p.At.UnixNano())
-		b = appendFacts(b, p.Facts)
+		b = appendFactsPacked(b, orNone(p.Facts))
 	}
 	return appendString(b, e.Reservation)
 }
@@ -71,15 +76,13 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
-// appendFacts writes f; none (a claim's, in a record an earlier release
-// wrote badly) is written as facts of nothing, never read back as nil.
-func appendFacts(b []byte, f *txFacts) []byte {
+// orNone is f, or, for a claim with none (in a record an earlier release
+// wrote badly), facts of nothing: never read back as nil.
+func orNone(f *txFacts) *txFacts {
 	if f == nil {
-		f = &txFacts{}
+		return &txFacts{}
 	}
-	b = appendString(appendString(appendString(b, f.Hash), f.To), f.Value)
-	b = appendString(appendString(appendString(b, f.Data), f.FeeCap), f.TipCap)
-	return append(binary.AppendUvarint(b, uint64(len(f.Raw))), f.Raw...)
+	return f
 }
 
 var errTable = errors.New("malformed nonce table")
@@ -90,10 +93,11 @@ var errTable = errors.New("malformed nonce table")
 // (a damaged or forged record must not read as one with a nonce left
 // out, which would let the nonce be signed again), trailing bytes.
 func decodeTable(data []byte) (*nonceTable, error) {
-	if !bytes.HasPrefix(data, tableMagic) {
+	packed := bytes.HasPrefix(data, tableMagic)
+	if !packed && !bytes.HasPrefix(data, tableMagicV1) {
 		return nil, errTable
 	}
-	r := tableReader{b: data[len(tableMagic):]}
+	r := tableReader{b: data[len(tableMagic):], packedFacts: packed}
 	t := &nonceTable{Chains: map[string]*chainNonces{}}
 	lastID := ""
 	for i := range r.count() {
@@ -128,8 +132,9 @@ func decodeTable(data []byte) (*nonceTable, error) {
 // tableReader reads a stored table; after its first error it reads
 // zeros and keeps the error.
 type tableReader struct {
-	b   []byte
-	err error
+	b           []byte
+	err         error
+	packedFacts bool // version 2
 }
 
 func (r *tableReader) uvarint() uint64 {
@@ -192,7 +197,11 @@ func (r *tableReader) decimal(after bool, last string) string {
 }
 
 func (r *tableReader) facts() *txFacts {
-	f := &txFacts{Hash: r.string(), To: r.string(), Value: r.string(), Data: r.string(), FeeCap: r.string(), TipCap: r.string()}
+	field := r.string
+	if r.packedFacts {
+		field = r.packed
+	}
+	f := &txFacts{Hash: field(), To: field(), Value: field(), Data: field(), FeeCap: field(), TipCap: field()}
 	if raw := r.string(); raw != "" {
 		f.Raw = []byte(raw)
 	}

@@ -2,10 +2,15 @@ package eth
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
+	"math/big"
+	"math/rand/v2"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,7 +88,7 @@ func TestNonceTableRefusesWhatHidesANonce(t *testing.T) {
 	entry := func(b []byte, nonce string) []byte {
 		b = appendString(b, nonce)
 		b = append(b, 1) // one signed transaction
-		b = appendFacts(b, &txFacts{Hash: "0x" + nonce})
+		b = appendFactsPacked(b, &txFacts{Hash: "0x" + nonce})
 		return appendString(append(b, 0), "") // no claim, no reservation
 	}
 	chain := func(b []byte, id string, nonces ...string) []byte {
@@ -134,6 +139,10 @@ func TestNonceTableRefusesWhatHidesANonce(t *testing.T) {
 // as the same.
 func FuzzDecodeTable(f *testing.F) {
 	f.Add(encodeTable(sampleTable(), 0))
+	if golden, err := os.ReadFile("testdata/nonce-table-v1.hex"); err == nil {
+		v1, _ := hex.DecodeString(strings.TrimSpace(string(golden)))
+		f.Add(v1)
+	}
 	f.Add(append(bytes.Clone(tableMagic), 1, 1, '1', 5, 1, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tb, err := decodeTable(data)
@@ -179,4 +188,69 @@ func TestNonceTableJSONWithNullsIsRefused(t *testing.T) {
 			t.Errorf("%s read as %+v", rec, tb)
 		}
 	}
+}
+
+// A table stored in version 1 (facts as text, as the previous release
+// wrote it: testdata/nonce-table-v1.hex is sampleTable in that form)
+// reads as the table, and is written back in version 2, the smaller.
+func TestNonceTableVersion1StillReads(t *testing.T) {
+	golden, err := os.ReadFile("testdata/nonce-table-v1.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, err := hex.DecodeString(strings.TrimSpace(string(golden)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readNonces(&keyring.LedgerRecord{Extra: v1})
+	if err != nil || !reflect.DeepEqual(got, sampleTable()) {
+		t.Fatalf("version 1 reads as %+v, %v", got, err)
+	}
+	v2 := encodeTable(got, 0)
+	if !bytes.HasPrefix(v2, tableMagic) || len(v2) >= len(v1) {
+		t.Fatalf("written back as %x (%d bytes, version 1 %d)", v2[:4], len(v2), len(v1))
+	}
+}
+
+// Every fact comes back as the text it was, whichever form it packs in:
+// the forms the guard writes (a checksummed address, a hash, the call
+// data's digest, decimals) and anything else (reconciled hashes, an
+// address not checksummed, hex in capitals, leading zeros, nothing).
+func TestPackedFactsComeBackAsText(t *testing.T) {
+	texts := []string{
+		"", "0", "1", "10", "1000000000000000000", "0x", "0x0", "0x00", "0xabc", "0xABCD", "00", "0012", "12",
+		"0x52908400098527886E0F7030069857D2E4169EE7", "0x52908400098527886e0f7030069857d2e4169ee7", "0x8617E340B3D01FA5F11F306F4090FD50E238070D",
+		"0x3535353535353535353535353535353535353535", "0xde709f2102306220921060314715629080e2fb77", "0x" + strings.Repeat("ab", 32),
+		strings.Repeat("e3b0c442", 8), "reconciled:0x" + strings.Repeat("1f", 32), "reconciled:in-flight-at-backup", "héllo", "-5", "+5",
+		new(big.Int).Lsh(big.NewInt(1), 255).String(),
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = "0123456789abcdefABCDEFx"[rng.IntN(23)]
+		}
+		texts = append(texts, string(b), "0x"+string(b))
+	}
+	for _, s := range texts {
+		r := tableReader{b: appendPacked(nil, s)}
+		if got := r.packed(); got != s || r.err != nil || len(r.b) != 0 {
+			t.Fatalf("%q packed comes back as %q (%v, %d bytes left)", s, got, r.err, len(r.b))
+		}
+	}
+	if n := len(appendPacked(nil, "0x"+strings.Repeat("ab", 32))); n != 34 {
+		t.Errorf("a hash packs in %d bytes, want 34", n)
+	}
+}
+
+// Whatever the text, packed it comes back as it was.
+func FuzzPackedFact(f *testing.F) {
+	f.Add("0x52908400098527886E0F7030069857D2E4169EE7")
+	f.Add("1000000000000000000")
+	f.Fuzz(func(t *testing.T, s string) {
+		r := tableReader{b: appendPacked(nil, s)}
+		if got := r.packed(); got != s || r.err != nil || len(r.b) != 0 {
+			t.Fatalf("%q packed comes back as %q (%v)", s, got, r.err)
+		}
+	})
 }
