@@ -3,7 +3,9 @@ package approval
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,3 +141,91 @@ func TestCorruptRecordBlocksNobody(t *testing.T) {
 		}
 	}
 }
+
+// hookedAnchors is a store's anchors with a hook before each call.
+type hookedAnchors struct {
+	Anchors
+	before func(ctx context.Context, call, name string) error
+}
+
+func (a *hookedAnchors) ListAnchors(ctx context.Context, p string) (map[string][]byte, error) {
+	if err := a.before(ctx, "list", p); err != nil {
+		return nil, err
+	}
+	return a.Anchors.ListAnchors(ctx, p)
+}
+
+func (a *hookedAnchors) CreateAnchor(ctx context.Context, name string, v []byte) error {
+	if err := a.before(ctx, "create", name); err != nil {
+		return err
+	}
+	return a.Anchors.CreateAnchor(ctx, name, v)
+}
+
+func (a *hookedAnchors) UpdateAnchor(ctx context.Context, name string, fn func([]byte) ([]byte, error)) error {
+	if err := a.before(ctx, "update", name); err != nil {
+		return err
+	}
+	return a.Anchors.UpdateAnchor(ctx, name, fn)
+}
+
+// A hold whose store call hangs keeps no other hold waiting past that
+// one's own deadline.
+func TestHungHoldKeepsNoOtherPastItsDeadline(t *testing.T) {
+	base := openStore(t)
+	var hung atomic.Bool
+	s := NewStore(&hookedAnchors{Anchors: base.a, before: func(ctx context.Context, call, name string) error {
+		if call == "create" && hung.CompareAndSwap(false, true) {
+			<-ctx.Done() // a store that answers only when its caller gives up
+			return ctx.Err()
+		}
+		return nil
+	}})
+	long, cancelLong := context.WithCancel(context.Background())
+	defer cancelLong()
+	go s.Hold(long, held(), t0)
+	for !hung.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	r := held()
+	r.Requester, r.PayloadSHA256 = "spiffe://example.org/someone-else", "other"
+	done := make(chan error, 1)
+	go func() { _, err := s.Hold(ctx, r, t0); done <- err }()
+	select {
+	case err := <-done:
+		kind(t, "a hold waiting behind a hung one", err, errs.DeadlineExceeded)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a hold with a 200 ms deadline still waits after 5 s behind another hold's store call")
+	}
+}
+
+// A hold whose context ends between the payload and the record leaves
+// neither: the retry is a request that runs, with its bytes.
+func TestHoldCutShortLeavesNothing(t *testing.T) {
+	base := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := NewStore(&hookedAnchors{Anchors: base.a, before: func(c context.Context, call, name string) error {
+		if call == "create" && strings.HasPrefix(name, prefix) && c.Value(cutKey{}) != nil {
+			cancel() // the deadline passes here
+			return c.Err()
+		}
+		return nil
+	}})
+	if _, err := s.Hold(context.WithValue(ctx, cutKey{}, true), held(), t0); err == nil {
+		t.Fatal("a hold cut short succeeded")
+	}
+	if payloads, err := base.a.ListAnchors(context.Background(), payloadPrefix); err != nil || len(payloads) != 0 {
+		t.Fatalf("a hold cut short left %d payloads (%v)", len(payloads), err)
+	}
+	got, err := s.Hold(context.Background(), held(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Payload(context.Background(), got.ID); err != nil {
+		t.Fatalf("the retry is request %s, whose payload is missing: %v", got.ID, err)
+	}
+}
+
+type cutKey struct{}

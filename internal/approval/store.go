@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sigil-hsm/sigil/internal/errs"
@@ -36,12 +35,13 @@ const (
 // Store keeps held requests in the keyring store's anchors.
 type Store struct {
 	a Anchors
-	// holding makes a replica's holds one at a time: each decides its
-	// retry and its bounds on the records as they stand and writes its
-	// own before the next reads them, so identical requests held at once
-	// make one request and racing ones cannot pass a bound. Other
+	// holding (one token) makes a replica's holds one at a time: each
+	// decides its retry and its bounds on the records as they stand and
+	// writes its own before the next reads them, so identical requests
+	// held at once make one request and racing ones cannot pass a bound.
+	// A hold waits for it only while its context allows. Other
 	// replicas' holds are not in it (see docs/dual-control.md).
-	holding sync.Mutex
+	holding chan struct{}
 }
 
 // Anchors is what the store keeps requests in: small named values with
@@ -54,22 +54,36 @@ type Anchors interface {
 }
 
 // NewStore keeps requests in a.
-func NewStore(a Anchors) *Store { return &Store{a: a} }
+func NewStore(a Anchors) *Store { return &Store{a: a, holding: make(chan struct{}, 1)} }
+
+// holdTimeout bounds a hold's turn, whatever its caller's deadline: the
+// replica's other holds wait for it.
+const holdTimeout = 10 * time.Second
 
 // Hold records r, or if the same requester already holds a live request
 // for the same method and payload, returns that one instead (a client's
 // retry is not a second request). Requests that ended past Retention are
-// pruned first.
+// pruned first, before the hold waits for its turn.
 func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, error) {
 	if len(r.Payload) > MaxPayload {
 		return nil, errs.New(errs.InvalidArgument, "request: %d bytes, more than the %d a request held for approval may carry", len(r.Payload), MaxPayload)
 	}
-	s.holding.Lock()
-	defer s.holding.Unlock()
-	all, err := s.Sweep(ctx, now)
+	if _, err := s.Sweep(ctx, now); err != nil {
+		return nil, err
+	}
+	select {
+	case s.holding <- struct{}{}:
+		defer func() { <-s.holding }()
+	case <-ctx.Done():
+		return nil, errs.FromContext(ctx, "waiting for the requests held before it")
+	}
+	ctx, cancel := context.WithTimeout(ctx, holdTimeout)
+	defer cancel()
+	all, err := s.List(ctx)
 	if err != nil {
 		return nil, err
 	}
+	all = slices.DeleteFunc(all, func(o *Request) bool { return o.ended(now) })
 	mine, here := 0, 0
 	for _, o := range all {
 		if o.InNamespace() == r.InNamespace() {
@@ -79,7 +93,9 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 			continue
 		}
 		if o.Method == r.Method && o.PayloadSHA256 == r.PayloadSHA256 && o.KeyID == r.KeyID {
-			return o, nil
+			if _, err := s.Payload(ctx, o.ID); err == nil {
+				return o, nil
+			} // else it can never run (an earlier release's half-held request): not the one to answer
 		}
 		mine++
 	}
@@ -91,22 +107,32 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 	case len(all) >= MaxRecords:
 		return nil, errs.New(errs.ResourceExhausted, "approvals: %d requests are held already", len(all))
 	}
-	r.Outbox.Raise(EventHeld)
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.a.CreateAnchor(ctx, prefix+r.ID, b); err != nil {
-		return nil, err
-	}
-	// A record whose payload could not be written (the store failed in
-	// between, or a crash) runs nothing: its run finds no payload and
-	// fails. It is deleted here when possible.
-	if err := s.a.CreateAnchor(ctx, payloadPrefix+r.ID, r.Payload); err != nil {
-		s.a.UpdateAnchor(ctx, prefix+r.ID, func([]byte) ([]byte, error) { return nil, nil })
+	if err := s.create(ctx, r); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// create writes r's payload, then its record: a request is never seen
+// without the bytes it would run. A payload whose record could not be
+// written is deleted, however the hold's context ended; one a crash
+// left is never read (nothing names it).
+func (s *Store) create(ctx context.Context, r *Request) error {
+	r.Outbox.Raise(EventHeld)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := s.a.CreateAnchor(ctx, payloadPrefix+r.ID, r.Payload); err != nil {
+		return err
+	}
+	if err := s.a.CreateAnchor(ctx, prefix+r.ID, b); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), holdTimeout)
+		defer cancel()
+		s.DropPayload(cctx, r.ID)
+		return err
+	}
+	return nil
 }
 
 // Payload returns the protobuf bytes of the request with id; an error

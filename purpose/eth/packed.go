@@ -1,6 +1,7 @@
 package eth
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"math/big"
@@ -33,7 +34,7 @@ func appendPacked(b []byte, s string) []byte {
 	case strings.HasPrefix(s, "0x") && isLowerHex(s[2:]):
 		raw, _ := hex.DecodeString(s[2:])
 		return appendString(append(b, packedHex0x), string(raw))
-	case isDecimal(s):
+	case isDecimal(s) && len(s) <= 77: // below 10^77 < 2^256: every amount the guard writes
 		n, _ := new(big.Int).SetString(s, 10)
 		return appendString(append(b, packedDecimal), string(n.Bytes()))
 	case s != "" && isLowerHex(s):
@@ -53,8 +54,19 @@ func isDecimal(s string) bool {
 	return s != "" && (s == "0" || s[0] != '0') && !strings.ContainsFunc(s, func(c rune) bool { return c < '0' || c > '9' })
 }
 
-// packed reads what appendPacked wrote.
+// packed reads what appendPacked wrote, and only that: a fact in any
+// other form (a decimal with a leading zero byte, text that packs) is
+// refused, so a table reads from one form only.
 func (r *tableReader) packed() string {
+	start := r.b
+	s := r.unpack()
+	if r.err == nil && !bytes.Equal(appendPacked(nil, s), start[:len(start)-len(r.b)]) {
+		r.fail()
+	}
+	return s
+}
+
+func (r *tableReader) unpack() string {
 	if len(r.b) == 0 {
 		r.fail()
 		return ""
@@ -75,7 +87,12 @@ func (r *tableReader) packed() string {
 	case packedHex:
 		return hex.EncodeToString([]byte(r.string()))
 	case packedDecimal:
-		return new(big.Int).SetBytes([]byte(r.string())).String()
+		n := r.string()
+		if len(n) > 32 { // more than appendPacked writes: refused before the costly conversion
+			r.fail()
+			return ""
+		}
+		return new(big.Int).SetBytes([]byte(n)).String()
 	case packedText:
 		return r.string()
 	}

@@ -139,6 +139,8 @@ func TestNonceTableRefusesWhatHidesANonce(t *testing.T) {
 // as the same.
 func FuzzDecodeTable(f *testing.F) {
 	f.Add(encodeTable(sampleTable(), 0))
+	small := sampleTable().Chains["1"].Nonces["8"] // a small seed mutates fast
+	f.Add(encodeTable(&nonceTable{Chains: map[string]*chainNonces{"1": {Highest: 1, History: true, Nonces: map[string]*nonceEntry{"1": small}}}}, 0))
 	if golden, err := os.ReadFile("testdata/nonce-table-v1.hex"); err == nil {
 		v1, _ := hex.DecodeString(strings.TrimSpace(string(golden)))
 		f.Add(v1)
@@ -253,4 +255,28 @@ func FuzzPackedFact(f *testing.F) {
 			t.Fatalf("%q packed comes back as %q (%v)", s, got, r.err)
 		}
 	})
+}
+
+// A fact in a form appendPacked does not write is refused: a decimal
+// with a leading zero byte or past 2^256, text that packs, an empty hex.
+func TestPackedFactsHaveOneForm(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"a leading zero byte":  appendString([]byte{packedDecimal}, "\x00\x01"),
+		"a decimal past 2^256": appendString([]byte{packedDecimal}, strings.Repeat("\xff", 33)),
+		"text that packs":      appendString([]byte{packedText}, "1000"),
+		"an empty bare hex":    appendString([]byte{packedHex}, ""),
+		"an unknown kind":      appendString([]byte{9}, "x"),
+		"an address cut short": append([]byte{packedAddress}, 1, 2, 3),
+	} {
+		r := tableReader{b: b}
+		if s := r.packed(); r.err == nil {
+			t.Errorf("%s: read as %q", name, s)
+		}
+	}
+	for _, s := range []string{strings.Repeat("9", 77), strings.Repeat("9", 78), new(big.Int).Lsh(big.NewInt(1), 256).String()} {
+		r := tableReader{b: appendPacked(nil, s)}
+		if got := r.packed(); got != s || r.err != nil {
+			t.Errorf("%s: comes back as %q (%v)", s, got, r.err)
+		}
+	}
 }
