@@ -155,6 +155,13 @@ func (a *hookedAnchors) ListAnchors(ctx context.Context, p string) (map[string][
 	return a.Anchors.ListAnchors(ctx, p)
 }
 
+func (a *hookedAnchors) GetAnchor(ctx context.Context, name string) ([]byte, error) {
+	if err := a.before(ctx, "get", name); err != nil {
+		return nil, err
+	}
+	return a.Anchors.GetAnchor(ctx, name)
+}
+
 func (a *hookedAnchors) CreateAnchor(ctx context.Context, name string, v []byte) error {
 	if err := a.before(ctx, "create", name); err != nil {
 		return err
@@ -229,3 +236,26 @@ func TestHoldCutShortLeavesNothing(t *testing.T) {
 }
 
 type cutKey struct{}
+
+// A retry whose first request's payload cannot be read (the store fails)
+// is answered with the failure, not held as a second request.
+func TestRetryWhileTheStoreFailsMakesNoSecondRequest(t *testing.T) {
+	base := openStore(t)
+	var failing atomic.Bool
+	s := NewStore(&hookedAnchors{Anchors: base.a, before: func(_ context.Context, call, name string) error {
+		if failing.Load() && call == "get" && strings.HasPrefix(name, payloadPrefix) {
+			return errs.New(errs.Unavailable, "injected: store went away")
+		}
+		return nil
+	}})
+	ctx := context.Background()
+	if _, err := s.Hold(ctx, held(), t0); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	_, err := s.Hold(ctx, held(), t0)
+	kind(t, "a retry while the payload cannot be read", err, errs.Unavailable)
+	if all, err := s.List(ctx); err != nil || len(all) != 1 {
+		t.Fatalf("%d requests kept (%v), want the first alone", len(all), err)
+	}
+}

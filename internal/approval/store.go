@@ -93,9 +93,12 @@ func (s *Store) Hold(ctx context.Context, r *Request, now time.Time) (*Request, 
 			continue
 		}
 		if o.Method == r.Method && o.PayloadSHA256 == r.PayloadSHA256 && o.KeyID == r.KeyID {
-			if _, err := s.Payload(ctx, o.ID); err == nil {
+			switch _, err := s.Payload(ctx, o.ID); {
+			case err == nil:
 				return o, nil
-			} // else it can never run (an earlier release's half-held request): not the one to answer
+			case !errs.Is(err, errs.FailedPrecondition): // the store failed: no second request on a guess
+				return nil, err
+			} // its payload is not kept: it can never run (an earlier release's half-held request), not the one to answer
 		}
 		mine++
 	}

@@ -100,7 +100,7 @@ func (r *tableReader) unpack() string {
 	return ""
 }
 
-// appendFactsPacked is appendFacts in version 2.
+// appendFactsPacked writes f: its facts packed, then its signed bytes.
 func appendFactsPacked(b []byte, f *txFacts) []byte {
 	for _, s := range []string{f.Hash, f.To, f.Value, f.Data, f.FeeCap, f.TipCap} {
 		b = appendPacked(b, s)
